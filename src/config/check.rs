@@ -1,0 +1,610 @@
+//! Validation: every problem of a parsed configuration, each with the span to
+//! point at and what to write instead. Pure: it reads no file, no environment
+//! variable and no secret.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use toml::Spanned;
+
+use super::template;
+use super::types::{Config, GrantConfig, ProviderConfig, Span, TokenSource};
+use crate::policy::ANY_UNPROTECTED;
+use crate::providers::ProviderKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub span: Option<Span>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Problem {
+    pub fn error(span: Option<Span>, message: impl Into<String>, help: Option<String>) -> Self {
+        Self {
+            severity: Severity::Error,
+            span,
+            message: message.into(),
+            help,
+        }
+    }
+
+    pub fn warning(span: Option<Span>, message: impl Into<String>, help: Option<String>) -> Self {
+        Self {
+            severity: Severity::Warning,
+            span,
+            message: message.into(),
+            help,
+        }
+    }
+}
+
+/// Longest credential lifetime that still counts as short-lived.
+const TTL_CEILING: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Validates a configuration. Names in `unparsed` (`providers.NAME`, …) are
+/// entries that failed to parse and were reported already: references to
+/// them are not reported again.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    validate_except(config, &BTreeSet::new())
+}
+
+pub(crate) fn validate_except(config: &Config, unparsed: &BTreeSet<String>) -> Vec<Problem> {
+    let mut c = Checker {
+        config,
+        unparsed,
+        problems: Vec::new(),
+    };
+    c.server();
+    c.credentials();
+    c.environments();
+    for (name, provider) in &config.providers {
+        c.provider(name, provider);
+    }
+    c.agent_env_collisions();
+    c.resources();
+    for (name, agent) in &config.agents {
+        c.name("agent", name, agent.span());
+        if agent.get_ref().grants.is_empty() {
+            c.warn(
+                agent.span(),
+                format!("agent `{name}` has no grants: it can never mint a credential"),
+                Some("add `grants = [{ provider = \"…\", environments = [\"…\"], scopes = [\"read\"] }]`".into()),
+            );
+        }
+        for grant in &agent.get_ref().grants {
+            c.grant(name, grant);
+        }
+    }
+    c.problems
+}
+
+struct Checker<'a> {
+    config: &'a Config,
+    unparsed: &'a BTreeSet<String>,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Span, message: String, help: Option<String>) {
+        self.problems.push(Problem::error(Some(span), message, help));
+    }
+
+    fn warn(&mut self, span: Span, message: String, help: Option<String>) {
+        self.problems.push(Problem::warning(Some(span), message, help));
+    }
+
+    fn server(&mut self) {
+        let server = &self.config.server;
+        if let Some(url) = &server.public_url
+            && let Err(why) = http_url(url)
+        {
+            self.problems.push(Problem::error(
+                None,
+                format!("[server] public_url `{url}` {why}"),
+                Some("write the URL agents use to reach the broker, e.g. `https://valetkey.internal:8700`".into()),
+            ));
+        }
+        if server.max_body_bytes < 1024 {
+            self.problems.push(Problem::error(
+                None,
+                format!("[server] max_body_bytes = {} is too small to hold a request", server.max_body_bytes),
+                Some("leave it out (64 KiB) or write at least 1024".into()),
+            ));
+        }
+        if let Some(url) = &self.config.storage.url
+            && !url.starts_with("sqlite:")
+        {
+            self.problems.push(Problem::error(
+                None,
+                format!("[storage] url `{}` is not a SQLite URL", redact_url(url)),
+                Some("write `sqlite://PATH`, or leave it out to use valetkey.db in the data dir".into()),
+            ));
+        }
+    }
+
+    fn credentials(&mut self) {
+        let span = self.config.credentials.span();
+        let creds = self.config.credentials.get_ref();
+        if creds.default_ttl < Duration::from_secs(1) || creds.max_ttl < Duration::from_secs(1) {
+            self.error(
+                span.clone(),
+                "[credentials] default_ttl and max_ttl must be at least one second".into(),
+                Some("write durations such as `15m` and `1h`".into()),
+            );
+        }
+        if creds.default_ttl > creds.max_ttl {
+            self.error(
+                span.clone(),
+                format!(
+                    "[credentials] default_ttl ({}) is longer than max_ttl ({})",
+                    humantime::format_duration(creds.default_ttl),
+                    humantime::format_duration(creds.max_ttl)
+                ),
+                Some("lower default_ttl or raise max_ttl".into()),
+            );
+        }
+        if creds.max_ttl > TTL_CEILING {
+            self.warn(
+                span.clone(),
+                format!(
+                    "[credentials] max_ttl ({}) is longer than a day: credentials are no longer short-lived",
+                    humantime::format_duration(creds.max_ttl)
+                ),
+                Some("write `max_ttl = \"1h\"` and let `valetkey run` mint again".into()),
+            );
+        }
+        if creds.issuer.is_empty() || creds.audience.is_empty() {
+            self.error(
+                span,
+                "[credentials] issuer and audience must not be empty".into(),
+                Some("leave them out to use `valetkey`".into()),
+            );
+        }
+    }
+
+    fn environments(&mut self) {
+        if self.config.environments.is_empty() && !self.unparsed.iter().any(|u| u.starts_with("environments.")) {
+            self.problems.push(Problem::error(
+                None,
+                "no environment is defined",
+                Some("add `[environments.staging]` (and `protected = true` for production)".into()),
+            ));
+        }
+        for (name, env) in &self.config.environments {
+            self.name("environment", name, env.span());
+            if name == ANY_UNPROTECTED {
+                self.error(env.span(), "`*` cannot name an environment".into(), None);
+            }
+        }
+    }
+
+    fn provider(&mut self, name: &str, provider: &Spanned<ProviderConfig>) {
+        let span = provider.span();
+        let p = provider.get_ref();
+        self.name("provider", name, span.clone());
+
+        match (&p.upstream, p.kind.default_upstream()) {
+            (Some(url), _) => {
+                if let Err(why) = http_url(url.get_ref()) {
+                    self.error(
+                        url.span(),
+                        format!("upstream `{}` of provider `{name}` {why}", url.get_ref()),
+                        Some("write the API's base URL, e.g. `https://api.example.com`".into()),
+                    );
+                }
+            }
+            (None, None) if p.kind != ProviderKind::Postgres => self.error(
+                span.clone(),
+                format!("provider `{name}` of kind `{}` needs an upstream", p.kind),
+                Some("add `upstream = \"https://api.example.com\"`".into()),
+            ),
+            (None, _) => {}
+        }
+
+        if http::HeaderName::from_bytes(p.auth.header.as_bytes()).is_err() {
+            self.error(
+                span.clone(),
+                format!("auth.header `{}` of provider `{name}` is not a valid header name", p.auth.header),
+                Some("write e.g. `Authorization` or `Project-Access-Token`".into()),
+            );
+        }
+
+        for (env, source) in &p.tokens {
+            if !self.environment_known(env.get_ref()) {
+                self.error(
+                    env.span(),
+                    format!("provider `{name}` has a token for `{}`, which is not a defined environment", env.get_ref()),
+                    self.suggest_environment(env.get_ref()),
+                );
+            }
+            if let TokenSource::Env(var) | TokenSource::Stored(var) = source.get_ref()
+                && var.trim().is_empty()
+            {
+                self.error(
+                    source.span(),
+                    format!("the token source of provider `{name}` for `{}` is empty", env.get_ref()),
+                    Some("write `{ env = \"VAR\" }`, `{ file = \"/path\" }` or `{ stored = \"name\" }`".into()),
+                );
+            }
+            if let TokenSource::Stored(secret) = source.get_ref()
+                && !valid_name(secret)
+            {
+                self.error(
+                    source.span(),
+                    format!("stored secret name `{secret}` is not valid"),
+                    Some("use lowercase letters, digits, `-` and `_`, as `valetkey secret set` does".into()),
+                );
+            }
+        }
+
+        let pack = p.kind.pack();
+        for (scope, tier) in &p.scopes {
+            if let Some(built_in) = pack.tier(scope.get_ref())
+                && *tier.get_ref() < built_in
+            {
+                self.error(
+                    tier.span(),
+                    format!(
+                        "provider `{name}` lowers scope `{}` from {built_in} to {}: a rule pack's tier can be raised, never lowered",
+                        scope.get_ref(),
+                        tier.get_ref()
+                    ),
+                    Some(format!("remove the line or write `\"{}\" = \"{built_in}\"`", scope.get_ref())),
+                );
+            }
+        }
+
+        for (var, value) in &p.agent_env {
+            let var_name = var.get_ref();
+            if !valid_env_var(var_name) {
+                self.error(
+                    var.span(),
+                    format!("agent_env `{var_name}` of provider `{name}` is not a valid environment variable name"),
+                    Some("use capital letters, digits and `_`, not starting with a digit".into()),
+                );
+            } else if var_name.starts_with("VALETKEY_") {
+                self.error(
+                    var.span(),
+                    format!("agent_env `{var_name}` of provider `{name}` uses the reserved prefix VALETKEY_"),
+                    Some("valetkey sets VALETKEY_CREDENTIAL and VALETKEY_URL itself; pick another name".into()),
+                );
+            }
+            if let Err(e) = template::check(value.get_ref()) {
+                self.error(
+                    value.span(),
+                    format!("agent_env `{var_name}` of provider `{name}`: {e}"),
+                    Some(format!(
+                        "the placeholders are {}",
+                        template::PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+                    )),
+                );
+            }
+        }
+    }
+
+    fn agent_env_collisions(&mut self) {
+        let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, provider) in &self.config.providers {
+            for var in provider.get_ref().agent_env.keys() {
+                if let Some(first) = owners.insert(var.get_ref(), name) {
+                    self.error(
+                        var.span(),
+                        format!(
+                            "providers `{first}` and `{name}` both set agent_env `{}`; an agent holding both would get one of them",
+                            var.get_ref()
+                        ),
+                        Some("give each provider its own variable names".into()),
+                    );
+                }
+            }
+        }
+    }
+
+    fn resources(&mut self) {
+        let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+        for resource in &self.config.resources {
+            let r = resource.get_ref();
+            let provider = r.provider.get_ref();
+            if !self.provider_known(provider) {
+                self.error(
+                    r.provider.span(),
+                    format!("resource `{}` names provider `{provider}`, which is not defined", r.id.get_ref()),
+                    self.suggest_provider(provider),
+                );
+            }
+            if r.id.get_ref().trim().is_empty() {
+                self.error(r.id.span(), "a resource id must not be empty".into(), None);
+            }
+            if !seen.insert((provider.as_str(), r.id.get_ref().as_str())) {
+                self.error(
+                    r.id.span(),
+                    format!("resource `{}` of provider `{provider}` is listed twice", r.id.get_ref()),
+                    Some("list it once, with every environment that owns it".into()),
+                );
+            }
+            if r.environments.is_empty() {
+                self.error(
+                    resource.span(),
+                    format!("resource `{}` names no environment", r.id.get_ref()),
+                    Some("write `environments = [\"staging\"]`: the environment that owns it".into()),
+                );
+            }
+            for env in &r.environments {
+                if !self.environment_known(env.get_ref()) {
+                    self.error(
+                        env.span(),
+                        format!(
+                            "resource `{}` names environment `{}`, which is not defined",
+                            r.id.get_ref(),
+                            env.get_ref()
+                        ),
+                        self.suggest_environment(env.get_ref()),
+                    );
+                }
+            }
+            if r.environments.len() > 1 {
+                let envs: Vec<&str> = r.environments.iter().map(|e| e.get_ref().as_str()).collect();
+                self.warn(
+                    resource.span(),
+                    format!(
+                        "resource `{}` is shared by {}: it takes the strictest owner's rules and is a finding in every audit",
+                        r.id.get_ref(),
+                        envs.join(" and ")
+                    ),
+                    Some("give each environment its own resource where the provider allows it".into()),
+                );
+            }
+        }
+    }
+
+    fn grant(&mut self, agent: &str, grant: &Spanned<GrantConfig>) {
+        let g = grant.get_ref();
+        let provider_name = g.provider.get_ref();
+        let provider = self.config.providers.get(provider_name).map(Spanned::get_ref);
+        if provider.is_none() && !self.unparsed.contains(&format!("providers.{provider_name}")) {
+            self.error(
+                g.provider.span(),
+                format!("a grant of agent `{agent}` names provider `{provider_name}`, which is not defined"),
+                self.suggest_provider(provider_name),
+            );
+        }
+
+        if g.environments.is_empty() {
+            self.error(
+                grant.span(),
+                format!("a grant of agent `{agent}` names no environment"),
+                Some("write `environments = [\"staging\"]`, or `[\"*\"]` for every unprotected one".into()),
+            );
+        }
+        let mut envs: Vec<&str> = Vec::new();
+        for env in &g.environments {
+            let name = env.get_ref();
+            if name == ANY_UNPROTECTED {
+                envs.extend(
+                    self.config
+                        .environments
+                        .iter()
+                        .filter(|(_, e)| !e.get_ref().protected)
+                        .map(|(n, _)| n.as_str()),
+                );
+            } else if self.environment_known(name) {
+                envs.push(name);
+            } else {
+                self.error(
+                    env.span(),
+                    format!("a grant of agent `{agent}` names environment `{name}`, which is not defined"),
+                    self.suggest_environment(name),
+                );
+            }
+        }
+
+        if g.scopes.is_empty() {
+            self.error(
+                grant.span(),
+                format!("a grant of agent `{agent}` names no scope"),
+                Some("write `scopes = [\"read\"]`".into()),
+            );
+        }
+        if let Some(provider) = provider {
+            let tiers = provider.scope_tiers();
+            for scope in &g.scopes {
+                let name = scope.get_ref();
+                match tiers.get(name) {
+                    None => self.error(
+                        scope.span(),
+                        format!("provider `{provider_name}` ({}) has no scope `{name}`", provider.kind),
+                        Some(suggest(name, tiers.keys().map(String::as_str), "scope")),
+                    ),
+                    Some(tier) if !tier.agent_may_hold() => self.error(
+                        scope.span(),
+                        format!("a grant of agent `{agent}` gives `{name}`, a {tier} scope: agents never hold {tier} scopes"),
+                        Some(format!(
+                            "remove `{name}`; a {tier} operation goes through a human's approval, never through a grant"
+                        )),
+                    ),
+                    Some(_) => {}
+                }
+            }
+            if provider.kind != ProviderKind::Postgres || !provider.tokens.is_empty() {
+                for env in envs {
+                    if provider.token(env).is_none() {
+                        self.error(
+                            g.provider.span(),
+                            format!(
+                                "agent `{agent}` is granted provider `{provider_name}` in `{env}`, but the provider has no token for `{env}`"
+                            ),
+                            Some(format!(
+                                "add `{env} = {{ stored = \"{provider_name}-{env}\" }}` under [providers.{provider_name}.tokens]"
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+
+        if let Some(max) = g.max_ttl {
+            let server_max = self.config.credentials.get_ref().max_ttl;
+            if max < Duration::from_secs(1) {
+                self.error(
+                    grant.span(),
+                    format!("a grant of agent `{agent}` has a max_ttl under one second"),
+                    Some("write e.g. `max_ttl = \"15m\"`".into()),
+                );
+            } else if max > server_max {
+                self.warn(
+                    grant.span(),
+                    format!(
+                        "a grant of agent `{agent}` allows {} but [credentials] max_ttl is {}: credentials will last {}",
+                        humantime::format_duration(max),
+                        humantime::format_duration(server_max),
+                        humantime::format_duration(server_max)
+                    ),
+                    Some("lower the grant's max_ttl, or leave it out".into()),
+                );
+            }
+        }
+    }
+
+    fn name(&mut self, what: &str, name: &str, span: Span) {
+        if !valid_name(name) {
+            self.error(
+                span,
+                format!("{what} name `{name}` is not valid"),
+                Some("use 1 to 63 lowercase letters, digits, `-` and `_`, starting with a letter or digit".into()),
+            );
+        }
+    }
+
+    fn environment_known(&self, name: &str) -> bool {
+        self.config.environments.contains_key(name) || self.unparsed.contains(&format!("environments.{name}"))
+    }
+
+    fn provider_known(&self, name: &str) -> bool {
+        self.config.providers.contains_key(name) || self.unparsed.contains(&format!("providers.{name}"))
+    }
+
+    fn suggest_environment(&self, name: &str) -> Option<String> {
+        Some(suggest(name, self.config.environments.keys().map(String::as_str), "environment"))
+    }
+
+    fn suggest_provider(&self, name: &str) -> Option<String> {
+        Some(suggest(name, self.config.providers.keys().map(String::as_str), "provider"))
+    }
+}
+
+/// "did you mean `x`?" when one name is close, else the list of names.
+fn suggest<'a>(wrong: &str, known: impl Iterator<Item = &'a str> + Clone, what: &str) -> String {
+    let closest = known
+        .clone()
+        .map(|k| (strsim::damerau_levenshtein(wrong, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min();
+    let names: Vec<String> = known.map(|k| format!("`{k}`")).collect();
+    match (closest, names.is_empty()) {
+        (Some((_, k)), _) => format!("did you mean `{k}`? defined: {}", names.join(", ")),
+        (None, true) => format!("no {what} is defined yet"),
+        (None, false) => format!("write one of: {}", names.join(", ")),
+    }
+}
+
+/// Names used in URLs, env var values and role names: short and plain.
+pub(crate) fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase() | bytes[0].is_ascii_digit()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+}
+
+fn valid_env_var(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && !bytes[0].is_ascii_digit()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
+}
+
+fn http_url(text: &str) -> Result<(), &'static str> {
+    let url = url::Url::parse(text).map_err(|_| "is not a URL")?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("is not an http or https URL");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or a fragment");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials; tokens go in `tokens`");
+    }
+    Ok(())
+}
+
+/// A storage URL may hold a password; a message shows only its scheme.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, _)) => format!("{scheme}://…"),
+        None => "…".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["staging", "prod-eu", "a", "ci_bot", "9lives"] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in ["", "Staging", "-x", "with space", "a/b", &"x".repeat(64)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+        assert!(valid_env_var("RAILWAY_TOKEN"));
+        assert!(!valid_env_var("1X") && !valid_env_var("lower") && !valid_env_var(""));
+    }
+
+    #[test]
+    fn suggestions() {
+        let known = ["staging", "production"];
+        assert_eq!(
+            suggest("prodution", known.into_iter(), "environment"),
+            "did you mean `production`? defined: `staging`, `production`"
+        );
+        assert_eq!(
+            suggest("qa", known.into_iter(), "environment"),
+            "write one of: `staging`, `production`"
+        );
+        assert_eq!(suggest("qa", [].into_iter(), "environment"), "no environment is defined yet");
+    }
+
+    #[test]
+    fn urls() {
+        assert!(http_url("https://api.github.com").is_ok());
+        assert!(http_url("ftp://x").is_err());
+        assert!(http_url("https://u:p@x").is_err());
+        assert!(http_url("https://x/?a=b").is_err());
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://…");
+    }
+}

@@ -1,0 +1,302 @@
+//! The configuration's serde types, with their defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::policy::{self, Tier};
+use crate::providers::ProviderKind;
+
+pub type Span = std::ops::Range<usize>;
+
+/// A whole configuration file. Named sections (`[agents.NAME]`, …) are kept
+/// with the span of their name, so problems can point at it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub keys: KeysConfig,
+    pub credentials: Spanned<CredentialsConfig>,
+    pub environments: BTreeMap<String, Spanned<EnvironmentConfig>>,
+    pub providers: BTreeMap<String, Spanned<ProviderConfig>>,
+    pub resources: Vec<Spanned<ResourceConfig>>,
+    pub agents: BTreeMap<String, Spanned<AgentConfig>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            keys: KeysConfig::default(),
+            credentials: Spanned::new(0..0, CredentialsConfig::default()),
+            environments: BTreeMap::new(),
+            providers: BTreeMap::new(),
+            resources: Vec::new(),
+            agents: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the broker listens on.
+    pub listen: SocketAddr,
+    /// URL agents use to reach the broker; defaults to `http://{listen}`.
+    pub public_url: Option<String>,
+    /// Where the SQLite store and the dev master key live. Overridden by
+    /// `--data-dir` and `VALETKEY_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// Largest request body the /v1 API accepts.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
+            public_url: None,
+            data_dir: None,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://PATH`; defaults to `valetkey.db` in the data dir.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// File holding the base64 master key; defaults to `master.key` in the
+    /// data dir. `VALETKEY_MASTER_KEY` takes precedence.
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialsConfig {
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl Default for CredentialsConfig {
+    fn default() -> Self {
+        let limits = policy::CredentialLimits::default();
+        Self {
+            default_ttl: limits.default_ttl,
+            max_ttl: limits.max_ttl,
+            issuer: "valetkey".into(),
+            audience: "valetkey".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    /// Agents never hold credentials for a protected environment unless a
+    /// grant names it explicitly (`"*"` does not reach it).
+    #[serde(default)]
+    pub protected: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Base URL of the upstream API; defaults per kind.
+    #[serde(default)]
+    pub upstream: Option<Spanned<String>>,
+    /// How the real token is sent upstream.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Environment variables an agent gets for this provider. Values may use
+    /// `{credential}`, `{proxy_url}`, `{broker_url}`, `{env}` and `{provider}`.
+    #[serde(default)]
+    pub agent_env: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// The real token for each environment.
+    #[serde(default)]
+    pub tokens: BTreeMap<Spanned<String>, Spanned<TokenSource>>,
+    /// Scopes beyond the kind's rule pack, or built-in scopes raised to a
+    /// stricter tier.
+    #[serde(default)]
+    pub scopes: BTreeMap<Spanned<String>, Spanned<Tier>>,
+}
+
+impl ProviderConfig {
+    pub fn upstream(&self) -> Option<&str> {
+        match &self.upstream {
+            Some(u) => Some(u.get_ref().as_str()),
+            None => self.kind.default_upstream(),
+        }
+    }
+
+    pub fn token(&self, env: &str) -> Option<&TokenSource> {
+        self.tokens.get(env).map(Spanned::get_ref)
+    }
+
+    /// Scope → tier: the kind's pack, with ops' additions applied. A scope ops
+    /// try to lower keeps the pack's tier (and `config check` reports it).
+    pub fn scope_tiers(&self) -> BTreeMap<String, Tier> {
+        let mut tiers: BTreeMap<String, Tier> = self
+            .kind
+            .pack()
+            .scopes
+            .iter()
+            .map(|(name, rule)| (name.clone(), rule.tier))
+            .collect();
+        for (name, tier) in &self.scopes {
+            let tier = *tier.get_ref();
+            tiers
+                .entry(name.get_ref().clone())
+                .and_modify(|t| *t = (*t).max(tier))
+                .or_insert(tier);
+        }
+        tiers
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Header that carries the real token upstream.
+    pub header: String,
+    /// Text placed before the token in that header.
+    pub prefix: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            header: "Authorization".into(),
+            prefix: "Bearer ".into(),
+        }
+    }
+}
+
+/// Where a real token comes from. The value is read when the broker starts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum TokenSource {
+    /// An environment variable of the broker's process.
+    Env(String),
+    /// A file holding only the token.
+    File(PathBuf),
+    /// A secret stored encrypted with `valetkey secret set NAME`.
+    Stored(String),
+}
+
+impl std::fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Env(v) => write!(f, "environment variable {v}"),
+            TokenSource::File(p) => write!(f, "file {}", p.display()),
+            TokenSource::Stored(n) => write!(f, "stored secret `{n}`"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    pub provider: Spanned<String>,
+    /// What the provider calls it: `volume`, `service`, `repository`, …
+    pub kind: String,
+    pub id: Spanned<String>,
+    /// The environments that own it. More than one makes it shared.
+    pub environments: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub grants: Vec<Spanned<GrantConfig>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    pub provider: Spanned<String>,
+    /// Environment names, or `"*"` for every environment that is not protected.
+    pub environments: Vec<Spanned<String>>,
+    pub scopes: Vec<Spanned<String>>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_ttl: Option<Duration>,
+}
+
+impl Config {
+    /// The facts mint decisions need, as plain data.
+    pub fn rules(&self) -> policy::Rules {
+        policy::Rules {
+            environments: self
+                .environments
+                .iter()
+                .map(|(name, env)| (name.clone(), env.get_ref().protected))
+                .collect(),
+            scopes: self
+                .providers
+                .iter()
+                .map(|(name, p)| (name.clone(), p.get_ref().scope_tiers()))
+                .collect(),
+            agents: self
+                .agents
+                .iter()
+                .map(|(name, agent)| {
+                    let grants = agent
+                        .get_ref()
+                        .grants
+                        .iter()
+                        .map(|g| {
+                            let g = g.get_ref();
+                            policy::Grant {
+                                provider: g.provider.get_ref().clone(),
+                                environments: strings(&g.environments),
+                                scopes: strings(&g.scopes),
+                                max_ttl: g.max_ttl,
+                            }
+                        })
+                        .collect();
+                    (name.clone(), grants)
+                })
+                .collect(),
+            limits: policy::CredentialLimits {
+                default_ttl: self.credentials.get_ref().default_ttl,
+                max_ttl: self.credentials.get_ref().max_ttl,
+            },
+        }
+    }
+}
+
+fn strings(values: &[Spanned<String>]) -> Vec<String> {
+    values.iter().map(|v| v.get_ref().clone()).collect()
+}

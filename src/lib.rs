@@ -1,0 +1,10 @@
+//! valetkey: a least-privilege credential broker for AI agents.
+//!
+//! The broker holds the real provider tokens. Agents get short-lived
+//! credentials scoped to one environment with every destructive scope
+//! stripped, and reach providers through the broker. See ARCHITECTURE.md for
+//! the map of this crate and the invariants it keeps.
+
+pub mod config;
+pub mod policy;
+pub mod providers;
