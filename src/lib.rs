@@ -5,6 +5,11 @@
 //! stripped, and reach providers through the broker. See ARCHITECTURE.md for
 //! the map of this crate and the invariants it keeps.
 
+pub mod audit;
 pub mod config;
+pub mod credentials;
 pub mod policy;
 pub mod providers;
+pub mod secrets;
+pub mod store;
+pub mod time;

@@ -1,0 +1,142 @@
+//! The signing key ring. One key is active and signs; retired keys keep
+//! verifying until the last credential they signed has expired.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+
+use crate::secrets::{MasterKey, SecretsError};
+use crate::store::{SigningKeyRecord, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot generate a signing key")]
+    Generate,
+    #[error("signing key `{kid}` is not a valid Ed25519 key")]
+    Invalid { kid: String },
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct SigningKey {
+    pub kid: String,
+    pub public_key: Vec<u8>,
+    pub retired_at: Option<i64>,
+    pub(super) encoding: EncodingKey,
+    pub(super) decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys that verify, newest first.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    keys: Vec<SigningKey>,
+}
+
+impl KeyRing {
+    pub fn active(&self) -> Option<&SigningKey> {
+        self.keys.iter().find(|k| k.retired_at.is_none())
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&SigningKey> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    pub fn kids(&self) -> Vec<&str> {
+        self.keys.iter().map(|k| k.kid.as_str()).collect()
+    }
+
+    /// The public keys, as `/.well-known/jwks.json` serves them.
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "alg": "EdDSA",
+                    "use": "sig",
+                    "kid": k.kid,
+                    "x": URL_SAFE_NO_PAD.encode(&k.public_key),
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// Opens sealed key records (newest first) into a ring.
+    pub fn open(records: &[SigningKeyRecord], master: &MasterKey) -> Result<KeyRing, KeyError> {
+        let keys = records.iter().map(|r| open(r, master)).collect::<Result<_, _>>()?;
+        Ok(KeyRing { keys })
+    }
+}
+
+/// The record id a signing key is sealed under.
+fn record_id(kid: &str) -> String {
+    format!("signing-key:{kid}")
+}
+
+/// A new Ed25519 key, sealed under the master key, ready to store.
+pub fn new_signing_key(master: &MasterKey, now: i64) -> Result<SigningKeyRecord, KeyError> {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generate)?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::Generate)?;
+    let public_key = pair.public_key().as_ref().to_vec();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &public_key);
+    let kid = URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12]);
+    let sealed = master.seal(&record_id(&kid), pkcs8.as_ref())?;
+    Ok(SigningKeyRecord {
+        kid,
+        public_key,
+        sealed,
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+fn open(record: &SigningKeyRecord, master: &MasterKey) -> Result<SigningKey, KeyError> {
+    let pkcs8 = master.open(&record_id(&record.kid), &record.sealed)?;
+    let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| KeyError::Invalid {
+        kid: record.kid.clone(),
+    })?;
+    if pair.public_key().as_ref() != record.public_key.as_slice() {
+        return Err(KeyError::Invalid {
+            kid: record.kid.clone(),
+        });
+    }
+    Ok(SigningKey {
+        kid: record.kid.clone(),
+        public_key: record.public_key.clone(),
+        retired_at: record.retired_at,
+        encoding: EncodingKey::from_ed_der(&pkcs8),
+        decoding: DecodingKey::from_ed_der(&record.public_key),
+    })
+}
+
+/// Loads the ring: the active key, and each retired key that signed a
+/// credential which has not expired at `now`.
+pub async fn load_ring(store: &dyn Store, master: &MasterKey, now: i64) -> Result<KeyRing, KeyError> {
+    let mut live = Vec::new();
+    for record in store.signing_keys().await? {
+        if record.retired_at.is_some() {
+            let last = store.last_expiry_signed_by(&record.kid).await?;
+            if last.is_none_or(|exp| exp <= now) {
+                continue;
+            }
+        }
+        live.push(record);
+    }
+    KeyRing::open(&live, master)
+}

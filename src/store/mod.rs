@@ -1,0 +1,134 @@
+//! Persistence behind one trait. SQLite (embedded) is the default; PostgreSQL
+//! joins when several replicas serve. Callers never branch on the backend.
+//!
+//! The store keeps records; it decides nothing. Secrets reach it only sealed
+//! (`secrets::Sealed`) or hashed.
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::audit;
+use crate::secrets::Sealed;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} `{name}` already exists")]
+    Conflict { what: &'static str, name: String },
+    #[error("cannot open the store at {location}: {source}")]
+    Open {
+        location: String,
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the store: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the store failed: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("a stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub name: String,
+    pub key_id: String,
+    pub key_hash: Vec<u8>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminKeyRecord {
+    pub key_id: String,
+    pub key_hash: Vec<u8>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub public_key: Vec<u8>,
+    /// The PKCS#8 private key, sealed for `signing-key:KID`.
+    pub sealed: Sealed,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretRecord {
+    pub name: String,
+    pub sealed: Sealed,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub id: String,
+    pub session_id: String,
+    pub agent: String,
+    pub env: String,
+    pub grants: BTreeMap<String, Vec<String>>,
+    pub kid: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// What to revoke: one lease, every lease of a session, or of an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    Lease(String),
+    Session(String),
+    Agent(String),
+}
+
+/// A revoked lease, as the revocation feed carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub seq: i64,
+    pub lease_id: String,
+    pub expires_at: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Succeeds when the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn insert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
+    async fn agent_by_key_id(&self, key_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Removes the agent; false when there was none.
+    async fn delete_agent(&self, name: &str) -> Result<bool, StoreError>;
+
+    async fn insert_admin_key(&self, key: &AdminKeyRecord) -> Result<(), StoreError>;
+    async fn admin_key(&self, key_id: &str) -> Result<Option<AdminKeyRecord>, StoreError>;
+    async fn count_admin_keys(&self) -> Result<i64, StoreError>;
+
+    /// Adds a new active key and retires the previous one at `created_at`.
+    async fn rotate_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError>;
+    /// Every key, newest first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    /// The latest expiry among leases signed by `kid`.
+    async fn last_expiry_signed_by(&self, kid: &str) -> Result<Option<i64>, StoreError>;
+
+    async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
+    async fn secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError>;
+
+    async fn insert_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+    async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError>;
+    /// Revokes every live lease the target covers and appends each to the
+    /// revocation feed, in one transaction. Returns the leases revoked now.
+    async fn revoke(&self, target: &RevokeTarget, now: i64) -> Result<Vec<Revocation>, StoreError>;
+    /// The feed after `seq`, leaving out leases that expired before `now`.
+    async fn revocations_since(&self, seq: i64, now: i64) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Appends an event to the chain; durable when this returns.
+    async fn append_audit(&self, event: &audit::Event, at_ms: i64) -> Result<audit::Record, StoreError>;
+    /// Events in chain order.
+    async fn audit_events(&self) -> Result<Vec<audit::Record>, StoreError>;
+}

@@ -1,0 +1,397 @@
+//! The embedded SQLite store: one file, WAL journal, migrations at open.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+
+use super::{
+    AdminKeyRecord, AgentRecord, Lease, Revocation, RevokeTarget, SecretRecord, SigningKeyRecord, Store, StoreError,
+};
+use crate::audit;
+use crate::secrets::Sealed;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it, mode 0600, if missing) and migrates the database
+    /// at `url` (`sqlite://PATH`).
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let open_err = |source| StoreError::Open {
+            location: url.to_owned(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(open_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        precreate_private(options.get_filename());
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// A store in a file under `dir`.
+    pub async fn open_in(dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open(&format!("sqlite://{}", dir.join("valetkey.db").display())).await
+    }
+}
+
+/// SQLite creates files with the process umask; the store holds hashes and
+/// sealed records only, but it is still nobody else's to read.
+fn precreate_private(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+        return;
+    }
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+}
+
+fn conflict(what: &'static str, name: &str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let name = name.to_owned();
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict { what, name },
+        _ => StoreError::Database(e),
+    }
+}
+
+fn agent(row: &SqliteRow) -> AgentRecord {
+    AgentRecord {
+        name: row.get("name"),
+        key_id: row.get("key_id"),
+        key_hash: row.get("key_hash"),
+        created_at: row.get("created_at"),
+    }
+}
+
+fn lease(row: &SqliteRow) -> Result<Lease, StoreError> {
+    let grants: String = row.get("grants");
+    Ok(Lease {
+        id: row.get("id"),
+        session_id: row.get("session_id"),
+        agent: row.get("agent"),
+        env: row.get("env"),
+        grants: serde_json::from_str(&grants).map_err(|e| StoreError::Corrupt(format!("lease grants: {e}")))?,
+        kid: row.get("kid"),
+        issued_at: row.get("issued_at"),
+        expires_at: row.get("expires_at"),
+        revoked_at: row.get("revoked_at"),
+    })
+}
+
+fn audit_record(row: &SqliteRow) -> audit::Record {
+    audit::Record {
+        seq: row.get("seq"),
+        id: row.get("id"),
+        at_ms: row.get("at_ms"),
+        kind: row.get("kind"),
+        actor: row.get("actor"),
+        agent: row.get("agent"),
+        session_id: row.get("session_id"),
+        env: row.get("env"),
+        detail: row.get("detail"),
+        prev_hash: row.get("prev_hash"),
+        hash: row.get("hash"),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO agents (name, key_id, key_hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&a.name)
+            .bind(&a.key_id)
+            .bind(&a.key_hash)
+            .bind(a.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(conflict("agent", &a.name))?;
+        Ok(())
+    }
+
+    async fn agent_by_key_id(&self, key_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM agents WHERE key_id = ?")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(agent))
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(agent).collect())
+    }
+
+    async fn delete_agent(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM agents WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_admin_key(&self, k: &AdminKeyRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO admin_keys (key_id, key_hash, created_at) VALUES (?, ?, ?)")
+            .bind(&k.key_id)
+            .bind(&k.key_hash)
+            .bind(k.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(conflict("admin key", &k.key_id))?;
+        Ok(())
+    }
+
+    async fn admin_key(&self, key_id: &str) -> Result<Option<AdminKeyRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM admin_keys WHERE key_id = ?")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| AdminKeyRecord {
+            key_id: r.get("key_id"),
+            key_hash: r.get("key_hash"),
+            created_at: r.get("created_at"),
+        }))
+    }
+
+    async fn count_admin_keys(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM admin_keys")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
+    }
+
+    async fn rotate_signing_key(&self, k: &SigningKeyRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+            .bind(k.created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, public_key, nonce, ciphertext, created_at, retired_at) VALUES (?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(&k.kid)
+        .bind(&k.public_key)
+        .bind(&k.sealed.nonce)
+        .bind(&k.sealed.ciphertext)
+        .bind(k.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict("signing key", &k.kid))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at DESC, rowid DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SigningKeyRecord {
+                kid: r.get("kid"),
+                public_key: r.get("public_key"),
+                sealed: Sealed {
+                    nonce: r.get("nonce"),
+                    ciphertext: r.get("ciphertext"),
+                },
+                created_at: r.get("created_at"),
+                retired_at: r.get("retired_at"),
+            })
+            .collect())
+    }
+
+    async fn last_expiry_signed_by(&self, kid: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query("SELECT MAX(expires_at) FROM leases WHERE kid = ?")
+            .bind(kid)
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
+    }
+
+    async fn put_secret(&self, s: &SecretRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO secrets (name, nonce, ciphertext, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext,
+             updated_at = excluded.updated_at",
+        )
+        .bind(&s.name)
+        .bind(&s.sealed.nonce)
+        .bind(&s.sealed.ciphertext)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM secrets WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| SecretRecord {
+            name: r.get("name"),
+            sealed: Sealed {
+                nonce: r.get("nonce"),
+                ciphertext: r.get("ciphertext"),
+            },
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+        }))
+    }
+
+    async fn insert_lease(&self, l: &Lease) -> Result<(), StoreError> {
+        let grants = serde_json::to_string(&l.grants).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO leases (id, session_id, agent, env, grants, kid, issued_at, expires_at, revoked_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&l.id)
+        .bind(&l.session_id)
+        .bind(&l.agent)
+        .bind(&l.env)
+        .bind(grants)
+        .bind(&l.kid)
+        .bind(l.issued_at)
+        .bind(l.expires_at)
+        .bind(l.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict("lease", &l.id))?;
+        Ok(())
+    }
+
+    async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError> {
+        let row = sqlx::query("SELECT * FROM leases WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(lease).transpose()
+    }
+
+    async fn revoke(&self, target: &RevokeTarget, now: i64) -> Result<Vec<Revocation>, StoreError> {
+        let (select, value) = match target {
+            RevokeTarget::Lease(id) => (
+                "SELECT id, expires_at FROM leases WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
+                id,
+            ),
+            RevokeTarget::Session(sid) => (
+                "SELECT id, expires_at FROM leases WHERE session_id = ? AND revoked_at IS NULL AND expires_at > ?",
+                sid,
+            ),
+            RevokeTarget::Agent(name) => (
+                "SELECT id, expires_at FROM leases WHERE agent = ? AND revoked_at IS NULL AND expires_at > ?",
+                name,
+            ),
+        };
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(select).bind(value).bind(now).fetch_all(&mut *tx).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.get("id");
+            let expires_at: i64 = row.get("expires_at");
+            sqlx::query("UPDATE leases SET revoked_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            let seq: i64 = sqlx::query(
+                "INSERT INTO revocations (lease_id, expires_at, revoked_at) VALUES (?, ?, ?) RETURNING seq",
+            )
+            .bind(&id)
+            .bind(expires_at)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            out.push(Revocation {
+                seq,
+                lease_id: id,
+                expires_at,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn revocations_since(&self, seq: i64, now: i64) -> Result<Vec<Revocation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, lease_id, expires_at FROM revocations WHERE seq > ? AND expires_at > ? ORDER BY seq",
+        )
+        .bind(seq)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Revocation {
+                seq: r.get("seq"),
+                lease_id: r.get("lease_id"),
+                expires_at: r.get("expires_at"),
+            })
+            .collect())
+    }
+
+    async fn append_audit(&self, event: &audit::Event, at_ms: i64) -> Result<audit::Record, StoreError> {
+        // IMMEDIATE takes the write lock before reading the head, so two
+        // writers (the server and a CLI command) cannot fork the chain.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (seq, prev) = match head {
+            Some(row) => (row.get::<i64, _>("seq") + 1, row.get::<String, _>("hash")),
+            None => (1, audit::GENESIS.to_owned()),
+        };
+        let record = audit::Record::new(seq, uuid::Uuid::now_v7().to_string(), at_ms, event, &prev);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, id, at_ms, kind, actor, agent, session_id, env, detail, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(record.seq)
+        .bind(&record.id)
+        .bind(record.at_ms)
+        .bind(&record.kind)
+        .bind(&record.actor)
+        .bind(&record.agent)
+        .bind(&record.session_id)
+        .bind(&record.env)
+        .bind(&record.detail)
+        .bind(&record.prev_hash)
+        .bind(&record.hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn audit_events(&self) -> Result<Vec<audit::Record>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_events ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(audit_record).collect())
+    }
+}
