@@ -5,11 +5,15 @@
 //! stripped, and reach providers through the broker. See ARCHITECTURE.md for
 //! the map of this crate and the invariants it keeps.
 
+pub mod admin;
+pub mod api;
 pub mod audit;
+pub mod broker;
 pub mod config;
 pub mod credentials;
 pub mod policy;
 pub mod providers;
 pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod time;

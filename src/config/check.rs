@@ -528,7 +528,7 @@ fn suggest<'a>(wrong: &str, known: impl Iterator<Item = &'a str> + Clone, what: 
 }
 
 /// Names used in URLs, env var values and role names: short and plain.
-pub(crate) fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63

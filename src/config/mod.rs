@@ -10,7 +10,7 @@ mod load;
 mod template;
 mod types;
 
-pub use check::{Problem, Severity, validate};
+pub use check::{Problem, Severity, valid_name, validate};
 pub use load::{ConfigError, Diagnostic, Loaded, Source, check_file, load};
 pub use template::{PLACEHOLDERS, TemplateError, TemplateValues, expand as expand_template};
 pub use types::*;

@@ -125,12 +125,15 @@ fn open(record: &SigningKeyRecord, master: &MasterKey) -> Result<SigningKey, Key
     })
 }
 
-/// Loads the ring: the active key, and each retired key that signed a
-/// credential which has not expired at `now`.
-pub async fn load_ring(store: &dyn Store, master: &MasterKey, now: i64) -> Result<KeyRing, KeyError> {
+/// Loads the ring: the active key, and each retired key that may still have
+/// signed a live credential — one whose lease has not expired at `now`, or
+/// one minted while it was being retired (no credential outlives `max_ttl`).
+pub async fn load_ring(store: &dyn Store, master: &MasterKey, now: i64, max_ttl: i64) -> Result<KeyRing, KeyError> {
     let mut live = Vec::new();
     for record in store.signing_keys().await? {
-        if record.retired_at.is_some() {
+        if let Some(retired_at) = record.retired_at
+            && retired_at + max_ttl <= now
+        {
             let last = store.last_expiry_signed_by(&record.kid).await?;
             if last.is_none_or(|exp| exp <= now) {
                 continue;

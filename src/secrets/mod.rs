@@ -7,9 +7,12 @@
 //! zeroized on drop. This module never logs.
 
 mod master;
+mod resolve;
 
-pub use master::{MasterKey, MasterKeyOrigin, MasterKeySettings};
+pub use master::{MasterKey, MasterKeyOrigin, MasterKeySettings, write_private};
+pub use resolve::{ResolveError, resolve};
 pub use secrecy::{ExposeSecret, SecretString};
+
 pub use zeroize::Zeroizing;
 
 use std::path::PathBuf;

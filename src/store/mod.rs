@@ -121,6 +121,8 @@ pub trait Store: Send + Sync {
 
     async fn insert_lease(&self, lease: &Lease) -> Result<(), StoreError>;
     async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError>;
+    /// The agent whose leases carry this session id.
+    async fn session_agent(&self, session_id: &str) -> Result<Option<String>, StoreError>;
     /// Revokes every live lease the target covers and appends each to the
     /// revocation feed, in one transaction. Returns the leases revoked now.
     async fn revoke(&self, target: &RevokeTarget, now: i64) -> Result<Vec<Revocation>, StoreError>;

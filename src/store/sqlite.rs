@@ -292,6 +292,14 @@ impl Store for SqliteStore {
         row.as_ref().map(lease).transpose()
     }
 
+    async fn session_agent(&self, session_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT agent FROM leases WHERE session_id = ? LIMIT 1")
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get("agent")))
+    }
+
     async fn revoke(&self, target: &RevokeTarget, now: i64) -> Result<Vec<Revocation>, StoreError> {
         let (select, value) = match target {
             RevokeTarget::Lease(id) => (

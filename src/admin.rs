@@ -1,0 +1,279 @@
+//! Ops' operations, shared by the CLI (which opens the store directly) and
+//! the admin API: agents, secrets, signing keys, revocation. Each one writes
+//! the store and an audit event, and returns plain data.
+
+use std::time::SystemTime;
+
+use crate::audit::{Event, EventKind};
+use crate::config::{Config, valid_name};
+use crate::credentials::{self, IssuedKey, KeyError, OpaqueKind};
+use crate::secrets::{ExposeSecret, MasterKey, SecretString, SecretsError, secret_record_id};
+use crate::store::{AdminKeyRecord, AgentRecord, Revocation, RevokeTarget, SecretRecord, Store, StoreError};
+use crate::time::{unix_ms, unix_secs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("`{name}` is not a valid {what} name: use 1 to 63 lowercase letters, digits, `-` and `_`")]
+    InvalidName { what: &'static str, name: String },
+    #[error("agent `{name}` has no [agents.{name}] section in the configuration; add its grants there first")]
+    AgentNotConfigured { name: String },
+    #[error("agent `{name}` already has a launcher key; `valetkey agent remove {name}` first to issue a new one")]
+    AgentExists { name: String },
+    #[error("there is no agent `{name}`")]
+    UnknownAgent { name: String },
+    #[error("the secret is empty: pass the token on standard input")]
+    EmptySecret,
+    #[error("the system's random number generator failed")]
+    Random,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// Who did an admin operation, as the audit trail names them.
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+impl Actor {
+    pub fn admin_key(key_id: &str) -> Actor {
+        Actor(format!("admin:{key_id}"))
+    }
+
+    pub fn agent(name: &str) -> Actor {
+        Actor(format!("agent:{name}"))
+    }
+
+    /// The person running a CLI command on the broker's host.
+    pub fn cli() -> Actor {
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| format!("uid{}", nix::unistd::getuid()));
+        Actor(format!("cli:{user}"))
+    }
+
+    pub fn broker() -> Actor {
+        Actor("broker".into())
+    }
+}
+
+pub(crate) async fn audit_event(
+    store: &dyn Store,
+    actor: &Actor,
+    kind: EventKind,
+    agent: Option<&str>,
+    detail: serde_json::Value,
+    now: SystemTime,
+) -> Result<String, StoreError> {
+    let event = Event {
+        kind,
+        actor: actor.0.clone(),
+        agent: agent.map(str::to_owned),
+        session_id: None,
+        env: None,
+        detail,
+    };
+    Ok(store.append_audit(&event, unix_ms(now)).await?.id)
+}
+
+fn issue(kind: OpaqueKind) -> Result<IssuedKey, AdminError> {
+    credentials::issue_opaque_key(kind).map_err(|_| AdminError::Random)
+}
+
+/// Registers an agent named in the configuration; returns its launcher key,
+/// which is shown once and never stored.
+pub async fn add_agent(
+    store: &dyn Store,
+    config: &Config,
+    name: &str,
+    actor: &Actor,
+    now: SystemTime,
+) -> Result<SecretString, AdminError> {
+    if !valid_name(name) {
+        return Err(AdminError::InvalidName {
+            what: "agent",
+            name: name.to_owned(),
+        });
+    }
+    if !config.agents.contains_key(name) {
+        return Err(AdminError::AgentNotConfigured { name: name.to_owned() });
+    }
+    let key = issue(OpaqueKind::Launcher)?;
+    let record = AgentRecord {
+        name: name.to_owned(),
+        key_id: key.key_id.clone(),
+        key_hash: key.hash.clone(),
+        created_at: unix_secs(now),
+    };
+    store.insert_agent(&record).await.map_err(|e| match e {
+        StoreError::Conflict { .. } => AdminError::AgentExists { name: name.to_owned() },
+        other => other.into(),
+    })?;
+    audit_event(
+        store,
+        actor,
+        EventKind::AgentAdded,
+        Some(name),
+        serde_json::json!({ "key_id": key.key_id }),
+        now,
+    )
+    .await?;
+    Ok(key.key)
+}
+
+/// Removes an agent's launcher key and revokes every credential it holds.
+pub async fn remove_agent(
+    store: &dyn Store,
+    name: &str,
+    actor: &Actor,
+    now: SystemTime,
+) -> Result<Vec<Revocation>, AdminError> {
+    if !store.delete_agent(name).await? {
+        return Err(AdminError::UnknownAgent { name: name.to_owned() });
+    }
+    let revoked = store.revoke(&RevokeTarget::Agent(name.to_owned()), unix_secs(now)).await?;
+    let leases: Vec<&str> = revoked.iter().map(|r| r.lease_id.as_str()).collect();
+    audit_event(
+        store,
+        actor,
+        EventKind::AgentRemoved,
+        Some(name),
+        serde_json::json!({ "revoked_leases": leases }),
+        now,
+    )
+    .await?;
+    Ok(revoked)
+}
+
+/// Revokes leases; returns those revoked now (already revoked or expired
+/// leases are left as they are).
+pub async fn revoke(
+    store: &dyn Store,
+    target: &RevokeTarget,
+    actor: &Actor,
+    now: SystemTime,
+) -> Result<Vec<Revocation>, AdminError> {
+    let revoked = store.revoke(target, unix_secs(now)).await?;
+    let (what, value, agent) = match target {
+        RevokeTarget::Lease(id) => ("lease", id, None),
+        RevokeTarget::Session(sid) => ("session", sid, None),
+        RevokeTarget::Agent(name) => ("agent", name, Some(name.as_str())),
+    };
+    let leases: Vec<&str> = revoked.iter().map(|r| r.lease_id.as_str()).collect();
+    audit_event(
+        store,
+        actor,
+        EventKind::Revoke,
+        agent,
+        serde_json::json!({ "target": { what: value }, "revoked_leases": leases }),
+        now,
+    )
+    .await?;
+    Ok(revoked)
+}
+
+/// Stores a real token, sealed under the master key.
+pub async fn set_secret(
+    store: &dyn Store,
+    master: &MasterKey,
+    name: &str,
+    value: &SecretString,
+    actor: &Actor,
+    now: SystemTime,
+) -> Result<(), AdminError> {
+    if !valid_name(name) {
+        return Err(AdminError::InvalidName {
+            what: "secret",
+            name: name.to_owned(),
+        });
+    }
+    if value.expose_secret().trim().is_empty() {
+        return Err(AdminError::EmptySecret);
+    }
+    let sealed = master.seal(&secret_record_id(name), value.expose_secret().as_bytes())?;
+    let at = unix_secs(now);
+    let created_at = store.secret(name).await?.map_or(at, |s| s.created_at);
+    store
+        .put_secret(&SecretRecord {
+            name: name.to_owned(),
+            sealed,
+            created_at,
+            updated_at: at,
+        })
+        .await?;
+    audit_event(
+        store,
+        actor,
+        EventKind::SecretSet,
+        None,
+        serde_json::json!({ "name": name }),
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Makes a new signing key the active one; the old one keeps verifying
+/// until what it signed has expired. Returns the new kid.
+pub async fn rotate_signing_key(
+    store: &dyn Store,
+    master: &MasterKey,
+    actor: &Actor,
+    now: SystemTime,
+) -> Result<String, AdminError> {
+    let previous = store.signing_keys().await?.into_iter().find(|k| k.retired_at.is_none());
+    let key = credentials::new_signing_key(master, unix_secs(now))?;
+    store.rotate_signing_key(&key).await?;
+    let kind = if previous.is_some() {
+        EventKind::SigningKeyRotated
+    } else {
+        EventKind::SigningKeyCreated
+    };
+    audit_event(
+        store,
+        actor,
+        kind,
+        None,
+        serde_json::json!({ "kid": key.kid, "retired": previous.map(|p| p.kid) }),
+        now,
+    )
+    .await?;
+    Ok(key.kid)
+}
+
+/// Creates the first signing key if there is none; true when it did.
+pub async fn ensure_signing_key(store: &dyn Store, master: &MasterKey, now: SystemTime) -> Result<bool, AdminError> {
+    if store.signing_keys().await?.iter().any(|k| k.retired_at.is_none()) {
+        return Ok(false);
+    }
+    rotate_signing_key(store, master, &Actor::broker(), now).await?;
+    Ok(true)
+}
+
+/// Creates the first admin key if there is none, and returns it (to show once).
+pub async fn ensure_admin_key(store: &dyn Store, now: SystemTime) -> Result<Option<SecretString>, AdminError> {
+    if store.count_admin_keys().await? > 0 {
+        return Ok(None);
+    }
+    let key = issue(OpaqueKind::Admin)?;
+    store
+        .insert_admin_key(&AdminKeyRecord {
+            key_id: key.key_id.clone(),
+            key_hash: key.hash.clone(),
+            created_at: unix_secs(now),
+        })
+        .await?;
+    audit_event(
+        store,
+        &Actor::broker(),
+        EventKind::AdminKeyCreated,
+        None,
+        serde_json::json!({ "key_id": key.key_id }),
+        now,
+    )
+    .await?;
+    Ok(Some(key.key))
+}

@@ -1,0 +1,75 @@
+//! Request extractors whose rejections are problem+json.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::Problem;
+use crate::broker::AuthError;
+
+/// The token of `Authorization: Bearer TOKEN`. Missing or another scheme is
+/// `credential_missing`.
+pub struct Bearer(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(AuthError::Missing)?;
+        let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(AuthError::Missing.into());
+        }
+        Ok(Bearer(token.trim().to_owned()))
+    }
+}
+
+/// A JSON body, refused with a precise problem when it is not one.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(JsonBody(v)),
+            Err(rejection) => Err(json_problem(rejection)),
+        }
+    }
+}
+
+fn json_problem(rejection: JsonRejection) -> Problem {
+    let detail = rejection.body_text();
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send JSON",
+            "the body must be JSON, sent with `Content-Type: application/json`",
+        ),
+        JsonRejection::JsonSyntaxError(_) => Problem::bad_request("malformed_request", detail),
+        JsonRejection::JsonDataError(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "The request is not valid",
+            detail,
+        ),
+        JsonRejection::BytesRejection(_) if rejection_is_too_large(&detail) => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "Request body too large",
+            "the request body is larger than this API accepts ([server] max_body_bytes)",
+        ),
+        _ => Problem::bad_request("malformed_request", detail),
+    }
+}
+
+fn rejection_is_too_large(text: &str) -> bool {
+    text.contains("length limit") || text.contains("too large")
+}

@@ -1,0 +1,258 @@
+//! Refusals as `application/problem+json` (RFC 9457): a stable `type`, a
+//! `detail` saying what was presented and what was expected, an `event_id`
+//! when the refusal was recorded, and `agent_guidance` written for an LLM.
+//!
+//! Every error the API can return is mapped here by an exhaustive `match`, so
+//! a new variant forces a decision. Internal causes are logged, never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::admin::AdminError;
+use crate::broker::{AuthError, MintError, refusal_kind};
+use crate::credentials::VerifyError;
+use crate::policy::MintRefusal;
+use crate::store::StoreError;
+
+const STOP: &str = "Stop and tell a human what you were doing, quoting this response. Do not try other credentials or tokens, and do not delete, recreate or reconfigure resources to get past a credential problem.";
+const RENEW: &str = "Your credential has expired. Get a new one the way you got this one (the human or tool that launched you runs `valetkey run` again). Do not look for other credentials or tokens.";
+const REVOKED: &str = "A human or the end of your session revoked this credential. Stop. Do not look for other credentials or tokens and do not try to get around this; ask a human, quoting the lease id.";
+const FIX_REQUEST: &str = "The request itself is wrong; fix it as the detail says and send it again. This is not a permission problem.";
+const NOT_ALLOWED: &str = "This is outside what you were granted. Do not try another environment, agent, credential or token to reach it. If the task truly needs it, stop and ask a human, quoting the event id.";
+const OPERATOR: &str = "This is a problem on the broker's side, not yours. Wait and try again later; if it persists, tell a human.";
+
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: String,
+    guidance: &'static str,
+    event_id: Option<String>,
+    extra: Map<String, Value>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        let guidance = match status.as_u16() {
+            500..=599 => OPERATOR,
+            401 | 403 => STOP,
+            _ => FIX_REQUEST,
+        };
+        Problem {
+            status,
+            kind,
+            title,
+            detail: detail.into(),
+            guidance,
+            event_id: None,
+            extra: Map::new(),
+        }
+    }
+
+    pub fn guidance(mut self, guidance: &'static str) -> Self {
+        self.guidance = guidance;
+        self
+    }
+
+    pub fn event(mut self, event_id: impl Into<String>) -> Self {
+        self.event_id = Some(event_id.into());
+        self
+    }
+
+    pub fn with(mut self, key: &str, value: impl serde::Serialize) -> Self {
+        self.extra
+            .insert(key.to_owned(), serde_json::to_value(value).unwrap_or(Value::Null));
+        self
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, kind, "The request is not valid", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not_found", "Not found", detail)
+    }
+
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "The broker failed",
+            "the broker failed to handle this request; the cause is in its log",
+        )
+    }
+
+    pub fn store(cause: &StoreError) -> Self {
+        tracing::error!(error = %cause, "store unavailable");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "The broker cannot reach its store",
+            "the broker could not read or record this request, so it did nothing",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": self.kind,
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let obj = body.as_object_mut().expect("object");
+        if let Some(id) = self.event_id {
+            obj.insert("event_id".into(), Value::String(id));
+        }
+        obj.insert("agent_guidance".into(), Value::String(self.guidance.into()));
+        obj.extend(self.extra);
+        let mut response = (self.status, body.to_string()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+impl From<AuthError> for Problem {
+    fn from(e: AuthError) -> Self {
+        let unauthorized = |kind, title, detail: String| Problem::new(StatusCode::UNAUTHORIZED, kind, title, detail);
+        match e {
+            AuthError::Missing => unauthorized(
+                "credential_missing",
+                "No credential",
+                "no credential was presented; send `Authorization: Bearer vk1.…`".into(),
+            )
+            .guidance(RENEW),
+            AuthError::Credential(v) => {
+                let detail = v.to_string();
+                match v {
+                    VerifyError::Malformed { .. } => {
+                        unauthorized("credential_malformed", "Not a valetkey credential", detail)
+                    }
+                    VerifyError::Algorithm { .. } => unauthorized(
+                        "credential_algorithm_rejected",
+                        "Credential algorithm rejected",
+                        detail,
+                    ),
+                    VerifyError::UnknownKey { .. } => {
+                        unauthorized("credential_unknown_key", "Credential signed by an unknown key", detail)
+                    }
+                    VerifyError::Signature => {
+                        unauthorized("credential_signature_invalid", "Credential signature invalid", detail)
+                    }
+                    VerifyError::Claims { .. } => {
+                        unauthorized("credential_claims_invalid", "Credential claims invalid", detail)
+                    }
+                    VerifyError::Issuer { .. } => {
+                        unauthorized("credential_wrong_issuer", "Credential from another issuer", detail)
+                    }
+                    VerifyError::Audience { .. } => {
+                        unauthorized("credential_wrong_audience", "Credential for another audience", detail)
+                    }
+                    VerifyError::Expired { .. } => {
+                        unauthorized("credential_expired", "Credential expired", detail).guidance(RENEW)
+                    }
+                    VerifyError::NotYetValid { .. } => {
+                        unauthorized("credential_not_yet_valid", "Credential not yet valid", detail)
+                    }
+                }
+            }
+            AuthError::Revoked { lease_id } => unauthorized(
+                "credential_revoked",
+                "Credential revoked",
+                format!("lease `{lease_id}` was revoked"),
+            )
+            .guidance(REVOKED)
+            .with("lease_id", lease_id),
+            AuthError::LauncherKey => unauthorized(
+                "launcher_key_invalid",
+                "Launcher key not valid",
+                "the launcher key is not one this broker issued, or its agent was removed".into(),
+            ),
+            AuthError::AdminKey => unauthorized(
+                "admin_key_invalid",
+                "Admin key not valid",
+                "this operation needs the admin key (`Authorization: Bearer vka_…`)".into(),
+            ),
+            AuthError::Store(e) => Problem::store(&e),
+        }
+    }
+}
+
+impl From<MintError> for Problem {
+    fn from(e: MintError) -> Self {
+        let detail = e.to_string();
+        match e {
+            MintError::Refused { refusal, event_id } => {
+                let kind = refusal_kind(&refusal);
+                let detail = refusal.to_string();
+                let problem = match &refusal {
+                    MintRefusal::UnknownEnvironment { known, .. } => {
+                        Problem::bad_request(kind, detail).with("environments", known)
+                    }
+                    MintRefusal::UnknownProvider { .. } | MintRefusal::TtlTooShort => Problem::bad_request(kind, detail),
+                    MintRefusal::AgentNotConfigured { .. } => {
+                        Problem::new(StatusCode::FORBIDDEN, kind, "Agent not configured", detail)
+                    }
+                    MintRefusal::ProtectedEnvironment { .. } => {
+                        Problem::new(StatusCode::FORBIDDEN, kind, "Protected environment", detail).guidance(NOT_ALLOWED)
+                    }
+                    MintRefusal::NoGrant { granted, .. } => {
+                        Problem::new(StatusCode::FORBIDDEN, kind, "No grant in this environment", detail)
+                            .guidance(NOT_ALLOWED)
+                            .with("granted_environments", granted)
+                    }
+                    MintRefusal::ProviderNotGranted { .. } => {
+                        Problem::new(StatusCode::FORBIDDEN, kind, "Provider not granted", detail).guidance(NOT_ALLOWED)
+                    }
+                    MintRefusal::NothingGrantable { stripped } => {
+                        Problem::new(StatusCode::FORBIDDEN, kind, "Nothing left to grant", detail)
+                            .guidance(NOT_ALLOWED)
+                            .with("stripped", crate::api::handlers::stripped_view(stripped))
+                    }
+                };
+                problem.event(event_id)
+            }
+            MintError::AgentMismatch { event_id, .. } => Problem::new(
+                StatusCode::FORBIDDEN,
+                "credential_mismatch",
+                "Launcher key of another agent",
+                detail,
+            )
+            .event(event_id),
+            MintError::NoSigningKey | MintError::Token(_) => Problem::internal(&e),
+            MintError::Store(e) => Problem::store(&e),
+        }
+    }
+}
+
+impl From<AdminError> for Problem {
+    fn from(e: AdminError) -> Self {
+        let detail = e.to_string();
+        match e {
+            AdminError::InvalidName { .. } | AdminError::EmptySecret => Problem::bad_request("invalid_request", detail),
+            AdminError::AgentNotConfigured { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "agent_not_configured",
+                "Agent not configured",
+                detail,
+            ),
+            AdminError::AgentExists { .. } => {
+                Problem::new(StatusCode::CONFLICT, "agent_exists", "Agent already registered", detail)
+            }
+            AdminError::UnknownAgent { .. } => Problem::new(StatusCode::NOT_FOUND, "unknown_agent", "No such agent", detail),
+            AdminError::Store(e) => Problem::store(&e),
+            AdminError::Random | AdminError::Secrets(_) | AdminError::Key(_) => Problem::internal(&detail),
+        }
+    }
+}

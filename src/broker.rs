@@ -1,0 +1,544 @@
+//! The running broker's state and its operations on the request path:
+//! authenticate launcher keys, admin keys and credentials; mint; revoke;
+//! follow the store for revocations and key rotations made elsewhere.
+//!
+//! Decisions are delegated to `policy` (pure); this module does the I/O
+//! around them and never returns a refusal without having recorded it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::admin::{self, Actor, AdminError};
+use crate::audit::{Event, EventKind};
+use crate::config::{Config, TemplateValues, expand_template};
+use crate::credentials::{
+    self, Claims, Expected, KeyError, KeyRing, OpaqueKind, RevocationSet, VerifiedCache, VerifyError,
+};
+use crate::policy::{self, MintPlan, MintRefusal, MintRequest, Rules, Tier};
+use crate::secrets::{ExposeSecret, MasterKey, SecretString, resolve};
+use crate::store::{AdminKeyRecord, AgentRecord, Lease, Revocation, RevokeTarget, Store, StoreError};
+use crate::time::{unix_ms, unix_secs};
+
+/// How many verified credentials are kept in memory.
+const VERIFIED_CACHE_CAPACITY: u64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credential was presented")]
+    Missing,
+    #[error(transparent)]
+    Credential(#[from] VerifyError),
+    #[error("lease `{lease_id}` was revoked")]
+    Revoked { lease_id: String },
+    #[error("the launcher key is not valid")]
+    LauncherKey,
+    #[error("the admin key is not valid")]
+    AdminKey,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("{refusal}")]
+    Refused { refusal: MintRefusal, event_id: String },
+    #[error("this launcher key belongs to agent `{holder}`, not to `{asked}`")]
+    AgentMismatch {
+        holder: String,
+        asked: String,
+        event_id: String,
+    },
+    #[error("the broker has no active signing key")]
+    NoSigningKey,
+    #[error(transparent)]
+    Token(#[from] credentials::TokenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether each real token could be read at start, per provider and environment.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenStatus {
+    pub provider: String,
+    pub env: String,
+    pub source: String,
+    /// `None` when loaded; otherwise why not.
+    pub problem: Option<String>,
+}
+
+/// A fresh credential and everything the agent needs to use it.
+pub struct Minted {
+    pub credential: SecretString,
+    pub claims: Claims,
+    pub plan: MintPlan,
+    /// The variables to set in the agent's environment. Values may hold the
+    /// credential, so all of them are secret.
+    pub env_vars: BTreeMap<String, SecretString>,
+    pub event_id: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub store: Result<(), String>,
+    pub active_kid: Option<String>,
+    pub provider_tokens: Vec<TokenStatus>,
+}
+
+pub struct Broker {
+    config: Arc<Config>,
+    rules: Rules,
+    store: Arc<dyn Store>,
+    master: MasterKey,
+    ring: RwLock<Arc<KeyRing>>,
+    ring_version: Mutex<Vec<(String, Option<i64>)>>,
+    verified: VerifiedCache,
+    revoked: RevocationSet,
+    revocation_cursor: AtomicI64,
+    /// Real tokens, by (provider, environment).
+    tokens: BTreeMap<(String, String), SecretString>,
+    token_status: Vec<TokenStatus>,
+}
+
+impl Broker {
+    /// Brings the store up to what serving needs (a signing key) and loads
+    /// the in-memory state. `env` looks up the broker's environment variables.
+    pub async fn start(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        master: MasterKey,
+        env: &(dyn Fn(&str) -> Option<String> + Sync),
+        now: SystemTime,
+    ) -> Result<Broker, StartError> {
+        admin::ensure_signing_key(store.as_ref(), &master, now).await?;
+        let mut tokens = BTreeMap::new();
+        let mut token_status = Vec::new();
+        for (provider, p) in &config.providers {
+            for (env_name, source) in &p.get_ref().tokens {
+                let key = (provider.clone(), env_name.get_ref().clone());
+                let problem = match resolve(source.get_ref(), store.as_ref(), &master, env).await {
+                    Ok(token) => {
+                        tokens.insert(key, token);
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                };
+                token_status.push(TokenStatus {
+                    provider: provider.clone(),
+                    env: env_name.get_ref().clone(),
+                    source: source.get_ref().to_string(),
+                    problem,
+                });
+            }
+        }
+        let broker = Broker {
+            rules: config.rules(),
+            config,
+            store,
+            master,
+            ring: RwLock::new(Arc::new(KeyRing::default())),
+            ring_version: Mutex::new(Vec::new()),
+            verified: VerifiedCache::new(VERIFIED_CACHE_CAPACITY),
+            revoked: RevocationSet::default(),
+            revocation_cursor: AtomicI64::new(0),
+            tokens,
+            token_status,
+        };
+        broker.sync(now).await?;
+        Ok(broker)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn token_status(&self) -> &[TokenStatus] {
+        &self.token_status
+    }
+
+    /// Whether a real token for (provider, env) was loaded. The token itself
+    /// stays inside the broker.
+    pub fn has_token(&self, provider: &str, env: &str) -> bool {
+        self.tokens.contains_key(&(provider.to_owned(), env.to_owned()))
+    }
+
+    fn ring(&self) -> Arc<KeyRing> {
+        self.ring.read().expect("key ring lock").clone()
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        self.ring().jwks()
+    }
+
+    /// Learns what other processes changed in the store: revocations (by
+    /// following the feed) and signing keys (by reloading the ring when the
+    /// set of keys changed).
+    pub async fn sync(&self, now: SystemTime) -> Result<(), StartError> {
+        let secs = unix_secs(now);
+        let cursor = self.revocation_cursor.load(Ordering::Acquire);
+        let feed = self.store.revocations_since(cursor, secs).await?;
+        self.learn_revocations(&feed);
+
+        let records = self.store.signing_keys().await?;
+        let version: Vec<(String, Option<i64>)> = records.iter().map(|k| (k.kid.clone(), k.retired_at)).collect();
+        let changed = *self.ring_version.lock().expect("ring version lock") != version;
+        if changed {
+            let max_ttl = self.config.credentials.get_ref().max_ttl.as_secs() as i64;
+            let ring = credentials::load_ring(self.store.as_ref(), &self.master, secs, max_ttl).await?;
+            *self.ring.write().expect("key ring lock") = Arc::new(ring);
+            *self.ring_version.lock().expect("ring version lock") = version;
+        }
+        Ok(())
+    }
+
+    fn learn_revocations(&self, revocations: &[Revocation]) {
+        for r in revocations {
+            self.revoked.insert(r.lease_id.clone(), r.expires_at);
+            self.revocation_cursor.fetch_max(r.seq, Ordering::AcqRel);
+        }
+    }
+
+    pub async fn authenticate_launcher(&self, key: &str) -> Result<AgentRecord, AuthError> {
+        let key_id = credentials::parse_opaque_key(OpaqueKind::Launcher, key).ok_or(AuthError::LauncherKey)?;
+        let agent = self.store.agent_by_key_id(key_id).await?.ok_or(AuthError::LauncherKey)?;
+        if !credentials::verify_opaque_key(&SecretString::from(key), &agent.key_hash) {
+            return Err(AuthError::LauncherKey);
+        }
+        Ok(agent)
+    }
+
+    pub async fn authenticate_admin(&self, key: &str) -> Result<AdminKeyRecord, AuthError> {
+        let key_id = credentials::parse_opaque_key(OpaqueKind::Admin, key).ok_or(AuthError::AdminKey)?;
+        let record = self.store.admin_key(key_id).await?.ok_or(AuthError::AdminKey)?;
+        if !credentials::verify_opaque_key(&SecretString::from(key), &record.key_hash) {
+            return Err(AuthError::AdminKey);
+        }
+        Ok(record)
+    }
+
+    /// Verifies a credential: cached after the first full check, revocation
+    /// checked every time.
+    pub fn authenticate(&self, token: &str, now: SystemTime) -> Result<Arc<Claims>, AuthError> {
+        let secs = unix_secs(now).max(0) as u64;
+        let key = VerifiedCache::key(token);
+        let claims = match self.verified.get(&key) {
+            Some(claims) if secs < claims.exp => claims,
+            Some(claims) => return Err(VerifyError::Expired { exp: claims.exp }.into()),
+            None => {
+                let creds = self.config.credentials.get_ref();
+                let expected = Expected {
+                    issuer: &creds.issuer,
+                    audience: &creds.audience,
+                };
+                let claims = Arc::new(credentials::verify(token, &self.ring(), &expected, secs)?);
+                self.verified.insert(key, claims.clone());
+                claims
+            }
+        };
+        if self.revoked.contains(&claims.jti) {
+            return Err(AuthError::Revoked {
+                lease_id: claims.jti.clone(),
+            });
+        }
+        Ok(claims)
+    }
+
+    /// Mints a credential for `agent`. `asked_agent` is the agent the caller
+    /// believes it is launching; a launcher key of another agent is refused.
+    pub async fn mint(
+        &self,
+        agent: &AgentRecord,
+        asked_agent: Option<&str>,
+        request: &MintRequest,
+        now: SystemTime,
+    ) -> Result<Minted, MintError> {
+        if let Some(asked) = asked_agent
+            && asked != agent.name
+        {
+            let event_id = self
+                .record_refusal(agent, request, "credential_mismatch", &format!("asked for agent `{asked}`"), now)
+                .await?;
+            return Err(MintError::AgentMismatch {
+                holder: agent.name.clone(),
+                asked: asked.to_owned(),
+                event_id,
+            });
+        }
+        let plan = match policy::plan_mint(&self.rules, &agent.name, request) {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                let event_id = self
+                    .record_refusal(agent, request, refusal_kind(&refusal), &refusal.to_string(), now)
+                    .await?;
+                return Err(MintError::Refused { refusal, event_id });
+            }
+        };
+
+        let ring = self.ring();
+        let key = ring.active().ok_or(MintError::NoSigningKey)?;
+        let issued_at = unix_secs(now);
+        let expires_at = issued_at + plan.ttl.as_secs() as i64;
+        let creds = self.config.credentials.get_ref();
+        let claims = Claims {
+            iss: creds.issuer.clone(),
+            aud: creds.audience.clone(),
+            sub: agent.name.clone(),
+            env: plan.env.clone(),
+            grants: plan
+                .grants
+                .iter()
+                .map(|(p, scopes)| (p.clone(), scopes.iter().cloned().collect()))
+                .collect(),
+            iat: issued_at as u64,
+            nbf: issued_at as u64,
+            exp: expires_at as u64,
+            jti: uuid::Uuid::now_v7().to_string(),
+            sid: uuid::Uuid::new_v4().to_string(),
+        };
+        let credential = credentials::sign(&claims, key)?;
+        self.store
+            .insert_lease(&Lease {
+                id: claims.jti.clone(),
+                session_id: claims.sid.clone(),
+                agent: agent.name.clone(),
+                env: plan.env.clone(),
+                grants: claims.grants.clone(),
+                kid: key.kid.clone(),
+                issued_at,
+                expires_at,
+                revoked_at: None,
+            })
+            .await?;
+        let event = Event {
+            kind: EventKind::Mint,
+            actor: Actor::agent(&agent.name).0,
+            agent: Some(agent.name.clone()),
+            session_id: Some(claims.sid.clone()),
+            env: Some(plan.env.clone()),
+            detail: serde_json::json!({
+                "lease_id": claims.jti,
+                "kid": key.kid,
+                "grants": claims.grants,
+                "stripped": plan.stripped,
+                "ttl_seconds": plan.ttl.as_secs(),
+                "ttl_limited_by": plan.ttl_limited_by,
+                "expires_at": expires_at,
+            }),
+        };
+        let event_id = self.store.append_audit(&event, unix_ms(now)).await?.id;
+        let env_vars = self.env_vars(&credential, &plan);
+        Ok(Minted {
+            credential,
+            claims,
+            plan,
+            env_vars,
+            event_id,
+        })
+    }
+
+    async fn record_refusal(
+        &self,
+        agent: &AgentRecord,
+        request: &MintRequest,
+        kind: &str,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<String, StoreError> {
+        let event = Event {
+            kind: EventKind::MintRefused,
+            actor: Actor::agent(&agent.name).0,
+            agent: Some(agent.name.clone()),
+            session_id: None,
+            env: Some(request.env.clone()),
+            detail: serde_json::json!({
+                "refusal": kind,
+                "reason": reason,
+                "providers": request.providers,
+                "scopes": request.scopes,
+                "ttl_seconds": request.ttl.map(|t| t.as_secs()),
+            }),
+        };
+        Ok(self.store.append_audit(&event, unix_ms(now)).await?.id)
+    }
+
+    pub fn broker_url(&self) -> String {
+        self.config.server.public_url()
+    }
+
+    pub fn proxy_url(&self, provider: &str) -> String {
+        format!("{}/p/{provider}", self.broker_url())
+    }
+
+    fn env_vars(&self, credential: &SecretString, plan: &MintPlan) -> BTreeMap<String, SecretString> {
+        let broker_url = self.broker_url();
+        let mut vars = BTreeMap::new();
+        vars.insert(
+            "VALETKEY_CREDENTIAL".to_owned(),
+            SecretString::from(credential.expose_secret()),
+        );
+        vars.insert("VALETKEY_URL".to_owned(), SecretString::from(broker_url.as_str()));
+        for provider in plan.grants.keys() {
+            let Some(p) = self.config.providers.get(provider) else {
+                continue;
+            };
+            let proxy_url = self.proxy_url(provider);
+            let values = TemplateValues {
+                credential: credential.expose_secret(),
+                proxy_url: &proxy_url,
+                broker_url: &broker_url,
+                env: &plan.env,
+                provider,
+            };
+            for (var, template) in &p.get_ref().agent_env {
+                // Templates were checked when the configuration loaded.
+                if let Ok(value) = expand_template(template.get_ref(), &values) {
+                    vars.insert(var.get_ref().clone(), SecretString::from(value));
+                }
+            }
+        }
+        vars
+    }
+
+    /// Revokes leases here and in the store; this broker refuses them from
+    /// the next request on, other replicas once they follow the feed.
+    pub async fn revoke(
+        &self,
+        target: &RevokeTarget,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<Vec<Revocation>, AdminError> {
+        let revoked = admin::revoke(self.store.as_ref(), target, actor, now).await?;
+        self.learn_revocations(&revoked);
+        Ok(revoked)
+    }
+
+    pub async fn remove_agent(&self, name: &str, actor: &Actor, now: SystemTime) -> Result<Vec<Revocation>, AdminError> {
+        let revoked = admin::remove_agent(self.store.as_ref(), name, actor, now).await?;
+        self.learn_revocations(&revoked);
+        Ok(revoked)
+    }
+
+    pub async fn rotate_signing_key(&self, actor: &Actor, now: SystemTime) -> Result<String, AdminError> {
+        let kid = admin::rotate_signing_key(self.store.as_ref(), &self.master, actor, now).await?;
+        self.sync(now).await.map_err(|e| match e {
+            StartError::Admin(e) => e,
+            StartError::Key(e) => AdminError::Key(e),
+            StartError::Store(e) => AdminError::Store(e),
+        })?;
+        Ok(kid)
+    }
+
+    /// The agent that owns a session, if the session exists.
+    pub async fn session_agent(&self, session_id: &str) -> Result<Option<String>, StoreError> {
+        self.store.session_agent(session_id).await
+    }
+
+    /// What the holder of `claims` may do, and until when.
+    pub fn describe(&self, claims: &Claims, now: SystemTime) -> WhoAmI {
+        let grants = claims
+            .grants
+            .iter()
+            .map(|(provider, scopes)| {
+                let tiers = self.rules.scopes.get(provider);
+                let pack = self.config.providers.get(provider).map(|p| p.get_ref().kind.pack());
+                let scopes = scopes
+                    .iter()
+                    .map(|scope| ScopeView {
+                        scope: scope.clone(),
+                        tier: tiers.and_then(|t| t.get(scope)).copied(),
+                        description: pack
+                            .and_then(|p| p.scopes.get(scope))
+                            .map(|s| s.description.clone()),
+                    })
+                    .collect();
+                (
+                    provider.clone(),
+                    ProviderView {
+                        proxy_url: self.proxy_url(provider),
+                        scopes,
+                    },
+                )
+            })
+            .collect();
+        WhoAmI {
+            agent: claims.sub.clone(),
+            env: claims.env.clone(),
+            lease_id: claims.jti.clone(),
+            session_id: claims.sid.clone(),
+            issued_at: crate::time::rfc3339(claims.iat as i64),
+            expires_at: crate::time::rfc3339(claims.exp as i64),
+            expires_in: (claims.exp as i64 - unix_secs(now)).max(0),
+            grants,
+            never: "destructive and catastrophic operations (deleting volumes, backups, services, environments, projects, repositories) are never possible with this credential; they need a human's approval",
+        }
+    }
+
+    pub async fn readiness(&self) -> Readiness {
+        let store = self.store.ping().await.map_err(|e| e.to_string());
+        let active_kid = self.ring().active().map(|k| k.kid.clone());
+        Readiness {
+            ready: store.is_ok() && active_kid.is_some(),
+            store,
+            active_kid,
+            provider_tokens: self.token_status.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WhoAmI {
+    pub agent: String,
+    pub env: String,
+    pub lease_id: String,
+    pub session_id: String,
+    pub issued_at: String,
+    pub expires_at: String,
+    pub expires_in: i64,
+    pub grants: BTreeMap<String, ProviderView>,
+    pub never: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderView {
+    pub proxy_url: String,
+    pub scopes: Vec<ScopeView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScopeView {
+    pub scope: String,
+    pub tier: Option<Tier>,
+    pub description: Option<String>,
+}
+
+/// The stable name of a refusal, as problem types and audit events say it.
+pub fn refusal_kind(refusal: &MintRefusal) -> &'static str {
+    match refusal {
+        MintRefusal::UnknownEnvironment { .. } => "unknown_environment",
+        MintRefusal::AgentNotConfigured { .. } => "agent_not_configured",
+        MintRefusal::ProtectedEnvironment { .. } => "protected_environment",
+        MintRefusal::NoGrant { .. } => "no_grant",
+        MintRefusal::UnknownProvider { .. } => "unknown_provider",
+        MintRefusal::ProviderNotGranted { .. } => "provider_not_granted",
+        MintRefusal::NothingGrantable { .. } => "nothing_grantable",
+        MintRefusal::TtlTooShort => "invalid_ttl",
+    }
+}

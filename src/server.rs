@@ -1,0 +1,223 @@
+//! Starting the broker: configuration, data dir, master key, store, keys and
+//! listener, in that order, each failure named; then serving until told to
+//! stop, finishing the requests in flight.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+
+use crate::admin::{self, AdminError};
+use crate::broker::{Broker, StartError};
+use crate::config::{self, Config, ConfigError, Diagnostic};
+use crate::secrets::{MasterKey, MasterKeyOrigin, MasterKeySettings, SecretString, SecretsError, Zeroizing};
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// How often a broker follows the store for changes made elsewhere.
+const SYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create the data dir {}: {source}", path.display())]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Where the broker keeps its state, from flags, the environment and config.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_dir: PathBuf,
+    pub store_url: String,
+    pub master_key_file: PathBuf,
+}
+
+impl Paths {
+    /// `data_dir` is `--data-dir` / `VALETKEY_DATA_DIR` when given.
+    pub fn resolve(config: &Config, data_dir: Option<&Path>) -> Paths {
+        let data_dir = data_dir
+            .map(Path::to_owned)
+            .or_else(|| config.server.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("valetkey-data"));
+        let store_url = config
+            .storage
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("valetkey.db").display()));
+        let master_key_file = config
+            .keys
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("master.key"));
+        Paths {
+            data_dir,
+            store_url,
+            master_key_file,
+        }
+    }
+
+    /// Creates the data dir (mode 0700) if it is missing.
+    pub fn create_data_dir(&self) -> Result<(), ServeError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.data_dir)
+            .map_err(|source| ServeError::DataDir {
+                path: self.data_dir.clone(),
+                source,
+            })
+    }
+
+    pub async fn open_store(&self) -> Result<Arc<dyn Store>, ServeError> {
+        self.create_data_dir()?;
+        Ok(Arc::new(SqliteStore::open(&self.store_url).await?))
+    }
+
+    pub fn master_key(
+        &self,
+        env: Option<Zeroizing<String>>,
+        create: bool,
+    ) -> Result<(MasterKey, MasterKeyOrigin), ServeError> {
+        if create {
+            self.create_data_dir()?;
+        }
+        Ok(MasterKey::load(MasterKeySettings {
+            env,
+            file: &self.master_key_file,
+            create,
+        })?)
+    }
+}
+
+/// How to start a broker. Everything from the process environment is passed
+/// in here, so tests never change their own environment.
+pub struct ServeOptions {
+    pub config: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    /// Create a missing master key and write the first admin key to a file.
+    pub dev: bool,
+    /// The value of VALETKEY_MASTER_KEY.
+    pub master_key: Option<Zeroizing<String>>,
+    /// Looks up environment variables for `{ env = "VAR" }` token sources.
+    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+}
+
+/// The first admin key, created at first start: shown once.
+pub enum FirstAdminKey {
+    /// To print once; it is stored only as a hash.
+    Show(SecretString),
+    /// Written (mode 0600) to this file, in dev mode.
+    Written(PathBuf),
+}
+
+pub struct Server {
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    pub paths: Paths,
+    pub master_key_origin: MasterKeyOrigin,
+    pub first_admin_key: Option<FirstAdminKey>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
+    let loaded = config::load(&opts.config)?;
+    let mut config = loaded.config;
+    let paths = Paths::resolve(&config, opts.data_dir.as_deref());
+    let (master, master_key_origin) = paths.master_key(opts.master_key, opts.dev)?;
+
+    let addr = opts.listen.unwrap_or(config.server.listen);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    config.server.listen = bound;
+
+    let store = paths.open_store().await?;
+    let now = SystemTime::now();
+    let first_admin_key = match admin::ensure_admin_key(store.as_ref(), now).await? {
+        None => None,
+        Some(key) if opts.dev => {
+            let file = paths.data_dir.join("admin.key");
+            use crate::secrets::ExposeSecret;
+            crate::secrets::write_private(&file, key.expose_secret().as_bytes())?;
+            Some(FirstAdminKey::Written(file))
+        }
+        Some(key) => Some(FirstAdminKey::Show(key)),
+    };
+    let broker = Broker::start(Arc::new(config), store, master, opts.env.as_ref(), now).await?;
+    Ok(Server {
+        broker: Arc::new(broker),
+        listener,
+        paths,
+        master_key_origin,
+        first_admin_key,
+        warnings: loaded.warnings,
+    })
+}
+
+impl Server {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.broker.config().server.listen
+    }
+
+    pub fn broker(&self) -> Arc<Broker> {
+        self.broker.clone()
+    }
+
+    /// Serves until `shutdown` completes, then lets requests in flight finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let broker = self.broker.clone();
+        let follower = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SYNC_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = broker.sync(SystemTime::now()).await {
+                    tracing::warn!(error = %e, "cannot follow the store for revocations and key changes");
+                }
+            }
+        });
+        let app = crate::api::router(self.broker.clone()).layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                // The path only: a query string may carry what it should not.
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+            }),
+        );
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServeError::Serve);
+        follower.abort();
+        served
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::error!("cannot listen for SIGINT/SIGTERM; stop the broker with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
