@@ -134,7 +134,9 @@ pub async fn remove_agent(
     if !store.delete_agent(name).await? {
         return Err(AdminError::UnknownAgent { name: name.to_owned() });
     }
-    let revoked = store.revoke(&RevokeTarget::Agent(name.to_owned()), unix_secs(now)).await?;
+    let revoked = store
+        .revoke(&RevokeTarget::Agent(name.to_owned()), unix_secs(now))
+        .await?;
     let leases: Vec<&str> = revoked.iter().map(|r| r.lease_id.as_str()).collect();
     audit_event(
         store,

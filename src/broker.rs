@@ -218,7 +218,11 @@ impl Broker {
 
     pub async fn authenticate_launcher(&self, key: &str) -> Result<AgentRecord, AuthError> {
         let key_id = credentials::parse_opaque_key(OpaqueKind::Launcher, key).ok_or(AuthError::LauncherKey)?;
-        let agent = self.store.agent_by_key_id(key_id).await?.ok_or(AuthError::LauncherKey)?;
+        let agent = self
+            .store
+            .agent_by_key_id(key_id)
+            .await?
+            .ok_or(AuthError::LauncherKey)?;
         if !credentials::verify_opaque_key(&SecretString::from(key), &agent.key_hash) {
             return Err(AuthError::LauncherKey);
         }
@@ -274,7 +278,13 @@ impl Broker {
             && asked != agent.name
         {
             let event_id = self
-                .record_refusal(agent, request, "credential_mismatch", &format!("asked for agent `{asked}`"), now)
+                .record_refusal(
+                    agent,
+                    request,
+                    "credential_mismatch",
+                    &format!("asked for agent `{asked}`"),
+                    now,
+                )
                 .await?;
             return Err(MintError::AgentMismatch {
                 holder: agent.name.clone(),
@@ -430,7 +440,12 @@ impl Broker {
         Ok(revoked)
     }
 
-    pub async fn remove_agent(&self, name: &str, actor: &Actor, now: SystemTime) -> Result<Vec<Revocation>, AdminError> {
+    pub async fn remove_agent(
+        &self,
+        name: &str,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<Vec<Revocation>, AdminError> {
         let revoked = admin::remove_agent(self.store.as_ref(), name, actor, now).await?;
         self.learn_revocations(&revoked);
         Ok(revoked)
@@ -464,9 +479,7 @@ impl Broker {
                     .map(|scope| ScopeView {
                         scope: scope.clone(),
                         tier: tiers.and_then(|t| t.get(scope)).copied(),
-                        description: pack
-                            .and_then(|p| p.scopes.get(scope))
-                            .map(|s| s.description.clone()),
+                        description: pack.and_then(|p| p.scopes.get(scope)).map(|s| s.description.clone()),
                     })
                     .collect();
                 (

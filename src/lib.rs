@@ -9,6 +9,7 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod policy;

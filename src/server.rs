@@ -145,7 +145,9 @@ pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
     config.server.listen = bound;
 
     let store = paths.open_store().await?;

@@ -90,7 +90,11 @@ fn a_broken_config_reports_every_problem_with_its_line() {
         })
         .collect();
     insta::assert_snapshot!(lines.join("\n"));
-    assert!(diagnostics.iter().all(|d| d.help.is_some() || d.message.starts_with("in `")));
+    assert!(
+        diagnostics
+            .iter()
+            .all(|d| d.help.is_some() || d.message.starts_with("in `"))
+    );
     let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     match config::load(&path) {
         Err(config::ConfigError::Invalid { diagnostics: d }) => {

@@ -106,7 +106,11 @@ pub(crate) fn stripped_view(stripped: &[Stripped]) -> Vec<Value> {
         .collect()
 }
 
-pub async fn mint(State(broker): Shared, Bearer(key): Bearer, JsonBody(body): JsonBody<MintBody>) -> Result<Response, Problem> {
+pub async fn mint(
+    State(broker): Shared,
+    Bearer(key): Bearer,
+    JsonBody(body): JsonBody<MintBody>,
+) -> Result<Response, Problem> {
     let now = SystemTime::now();
     let request = MintRequest {
         env: body.env,
@@ -141,7 +145,9 @@ pub async fn mint(State(broker): Shared, Bearer(key): Bearer, JsonBody(body): Js
 pub async fn whoami(State(broker): Shared, Bearer(token): Bearer) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
     let claims = broker.authenticate(&token, now)?;
-    Ok(Json(serde_json::to_value(broker.describe(&claims, now)).map_err(|e| Problem::internal(&e))?))
+    Ok(Json(
+        serde_json::to_value(broker.describe(&claims, now)).map_err(|e| Problem::internal(&e))?,
+    ))
 }
 
 fn revoked_view(revoked: &[Revocation]) -> Value {
@@ -161,7 +167,12 @@ pub async fn end_session(
         let agent = broker.authenticate_launcher(&key).await?;
         match broker.session_agent(&sid).await.map_err(|e| Problem::store(&e))? {
             Some(owner) if owner == agent.name => Actor::agent(&agent.name),
-            _ => return Err(Problem::not_found(format!("agent `{}` has no session `{sid}`", agent.name))),
+            _ => {
+                return Err(Problem::not_found(format!(
+                    "agent `{}` has no session `{sid}`",
+                    agent.name
+                )));
+            }
         }
     };
     let revoked = broker.revoke(&RevokeTarget::Session(sid), &actor, now).await?;

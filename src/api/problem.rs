@@ -18,9 +18,11 @@ use crate::store::StoreError;
 const STOP: &str = "Stop and tell a human what you were doing, quoting this response. Do not try other credentials or tokens, and do not delete, recreate or reconfigure resources to get past a credential problem.";
 const RENEW: &str = "Your credential has expired. Get a new one the way you got this one (the human or tool that launched you runs `valetkey run` again). Do not look for other credentials or tokens.";
 const REVOKED: &str = "A human or the end of your session revoked this credential. Stop. Do not look for other credentials or tokens and do not try to get around this; ask a human, quoting the lease id.";
-const FIX_REQUEST: &str = "The request itself is wrong; fix it as the detail says and send it again. This is not a permission problem.";
+const FIX_REQUEST: &str =
+    "The request itself is wrong; fix it as the detail says and send it again. This is not a permission problem.";
 const NOT_ALLOWED: &str = "This is outside what you were granted. Do not try another environment, agent, credential or token to reach it. If the task truly needs it, stop and ask a human, quoting the event id.";
-const OPERATOR: &str = "This is a problem on the broker's side, not yours. Wait and try again later; if it persists, tell a human.";
+const OPERATOR: &str =
+    "This is a problem on the broker's side, not yours. Wait and try again later; if it persists, tell a human.";
 
 #[derive(Debug)]
 pub struct Problem {
@@ -139,11 +141,9 @@ impl From<AuthError> for Problem {
                     VerifyError::Malformed { .. } => {
                         unauthorized("credential_malformed", "Not a valetkey credential", detail)
                     }
-                    VerifyError::Algorithm { .. } => unauthorized(
-                        "credential_algorithm_rejected",
-                        "Credential algorithm rejected",
-                        detail,
-                    ),
+                    VerifyError::Algorithm { .. } => {
+                        unauthorized("credential_algorithm_rejected", "Credential algorithm rejected", detail)
+                    }
                     VerifyError::UnknownKey { .. } => {
                         unauthorized("credential_unknown_key", "Credential signed by an unknown key", detail)
                     }
@@ -200,7 +200,9 @@ impl From<MintError> for Problem {
                     MintRefusal::UnknownEnvironment { known, .. } => {
                         Problem::bad_request(kind, detail).with("environments", known)
                     }
-                    MintRefusal::UnknownProvider { .. } | MintRefusal::TtlTooShort => Problem::bad_request(kind, detail),
+                    MintRefusal::UnknownProvider { .. } | MintRefusal::TtlTooShort => {
+                        Problem::bad_request(kind, detail)
+                    }
                     MintRefusal::AgentNotConfigured { .. } => {
                         Problem::new(StatusCode::FORBIDDEN, kind, "Agent not configured", detail)
                     }
@@ -250,7 +252,9 @@ impl From<AdminError> for Problem {
             AdminError::AgentExists { .. } => {
                 Problem::new(StatusCode::CONFLICT, "agent_exists", "Agent already registered", detail)
             }
-            AdminError::UnknownAgent { .. } => Problem::new(StatusCode::NOT_FOUND, "unknown_agent", "No such agent", detail),
+            AdminError::UnknownAgent { .. } => {
+                Problem::new(StatusCode::NOT_FOUND, "unknown_agent", "No such agent", detail)
+            }
             AdminError::Store(e) => Problem::store(&e),
             AdminError::Random | AdminError::Secrets(_) | AdminError::Key(_) => Problem::internal(&detail),
         }

@@ -127,7 +127,10 @@ impl Checker<'_> {
         if server.max_body_bytes < 1024 {
             self.problems.push(Problem::error(
                 None,
-                format!("[server] max_body_bytes = {} is too small to hold a request", server.max_body_bytes),
+                format!(
+                    "[server] max_body_bytes = {} is too small to hold a request",
+                    server.max_body_bytes
+                ),
                 Some("leave it out (64 KiB) or write at least 1024".into()),
             ));
         }
@@ -224,7 +227,10 @@ impl Checker<'_> {
         if http::HeaderName::from_bytes(p.auth.header.as_bytes()).is_err() {
             self.error(
                 span.clone(),
-                format!("auth.header `{}` of provider `{name}` is not a valid header name", p.auth.header),
+                format!(
+                    "auth.header `{}` of provider `{name}` is not a valid header name",
+                    p.auth.header
+                ),
                 Some("write e.g. `Authorization` or `Project-Access-Token`".into()),
             );
         }
@@ -233,7 +239,10 @@ impl Checker<'_> {
             if !self.environment_known(env.get_ref()) {
                 self.error(
                     env.span(),
-                    format!("provider `{name}` has a token for `{}`, which is not a defined environment", env.get_ref()),
+                    format!(
+                        "provider `{name}` has a token for `{}`, which is not a defined environment",
+                        env.get_ref()
+                    ),
                     self.suggest_environment(env.get_ref()),
                 );
             }
@@ -328,7 +337,10 @@ impl Checker<'_> {
             if !self.provider_known(provider) {
                 self.error(
                     r.provider.span(),
-                    format!("resource `{}` names provider `{provider}`, which is not defined", r.id.get_ref()),
+                    format!(
+                        "resource `{}` names provider `{provider}`, which is not defined",
+                        r.id.get_ref()
+                    ),
                     self.suggest_provider(provider),
                 );
             }
@@ -437,7 +449,9 @@ impl Checker<'_> {
                     ),
                     Some(tier) if !tier.agent_may_hold() => self.error(
                         scope.span(),
-                        format!("a grant of agent `{agent}` gives `{name}`, a {tier} scope: agents never hold {tier} scopes"),
+                        format!(
+                            "a grant of agent `{agent}` gives `{name}`, a {tier} scope: agents never hold {tier} scopes"
+                        ),
                         Some(format!(
                             "remove `{name}`; a {tier} operation goes through a human's approval, never through a grant"
                         )),
@@ -504,11 +518,19 @@ impl Checker<'_> {
     }
 
     fn suggest_environment(&self, name: &str) -> Option<String> {
-        Some(suggest(name, self.config.environments.keys().map(String::as_str), "environment"))
+        Some(suggest(
+            name,
+            self.config.environments.keys().map(String::as_str),
+            "environment",
+        ))
     }
 
     fn suggest_provider(&self, name: &str) -> Option<String> {
-        Some(suggest(name, self.config.providers.keys().map(String::as_str), "provider"))
+        Some(suggest(
+            name,
+            self.config.providers.keys().map(String::as_str),
+            "provider",
+        ))
     }
 }
 
@@ -596,7 +618,10 @@ mod tests {
             suggest("qa", known.into_iter(), "environment"),
             "write one of: `staging`, `production`"
         );
-        assert_eq!(suggest("qa", [].into_iter(), "environment"), "no environment is defined yet");
+        assert_eq!(
+            suggest("qa", [].into_iter(), "environment"),
+            "no environment is defined yet"
+        );
     }
 
     #[test]

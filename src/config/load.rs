@@ -87,19 +87,13 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}", render(diagnostics))]
     Invalid { diagnostics: Vec<Diagnostic> },
 }
 
 fn render(diagnostics: &[Diagnostic]) -> String {
-    let errors = diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
+    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
     let mut out = format!("the configuration has {errors} error(s):");
     for d in diagnostics {
         out.push('\n');
@@ -120,9 +114,7 @@ pub struct Loaded {
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let source = Source::read(path)?;
     let (config, diagnostics) = parse_and_validate(&source);
-    let (errors, warnings): (Vec<_>, Vec<_>) = diagnostics
-        .into_iter()
-        .partition(|d| d.severity == Severity::Error);
+    let (errors, warnings): (Vec<_>, Vec<_>) = diagnostics.into_iter().partition(|d| d.severity == Severity::Error);
     if !errors.is_empty() {
         let mut diagnostics = errors;
         diagnostics.extend(warnings);
@@ -214,10 +206,7 @@ pub(crate) fn parse(text: &str) -> Parsed {
             other => problems.push(Problem::error(
                 Some(key.span()),
                 format!("unknown section `{other}`"),
-                Some(format!(
-                    "the sections are: {}",
-                    SECTIONS.join(", ")
-                )),
+                Some(format!("the sections are: {}", SECTIONS.join(", "))),
             )),
         }
     }

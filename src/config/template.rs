@@ -43,7 +43,11 @@ pub fn expand(template: &str, values: &TemplateValues<'_>) -> Result<String, Tem
         let after = &rest[open + 1..];
         let close = after.find('}').ok_or(TemplateError::Unclosed)?;
         let name = &after[..close];
-        out.push_str(values.get(name).ok_or_else(|| TemplateError::Unknown(name.to_owned()))?);
+        out.push_str(
+            values
+                .get(name)
+                .ok_or_else(|| TemplateError::Unknown(name.to_owned()))?,
+        );
         rest = &after[close + 1..];
     }
     out.push_str(rest);
@@ -79,7 +83,10 @@ mod tests {
         let cases = [
             ("{credential}", Ok("vk1.x".to_owned())),
             ("{proxy_url}/graphql/v2", Ok("http://b/p/railway/graphql/v2".to_owned())),
-            ("{provider}-{env} at {broker_url}", Ok("railway-staging at http://b".to_owned())),
+            (
+                "{provider}-{env} at {broker_url}",
+                Ok("railway-staging at http://b".to_owned()),
+            ),
             ("plain", Ok("plain".to_owned())),
             ("{token}", Err(TemplateError::Unknown("token".into()))),
             ("{credential", Err(TemplateError::Unclosed)),

@@ -39,7 +39,10 @@ pub struct VerifiedCache {
 impl VerifiedCache {
     pub fn new(capacity: u64) -> Self {
         Self {
-            cache: Cache::builder().max_capacity(capacity).expire_after(UntilExpiry).build(),
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilExpiry)
+                .build(),
         }
     }
 

@@ -12,5 +12,7 @@ mod token;
 
 pub use cache::{RevocationSet, VerifiedCache};
 pub use keys::{KeyError, KeyRing, SigningKey, load_ring, new_signing_key};
-pub use opaque::{IssuedKey, OpaqueKind, issue as issue_opaque_key, parse as parse_opaque_key, verify as verify_opaque_key};
+pub use opaque::{
+    IssuedKey, OpaqueKind, issue as issue_opaque_key, parse as parse_opaque_key, verify as verify_opaque_key,
+};
 pub use token::{Claims, Expected, PREFIX, TokenError, VerifyError, sign, verify};

@@ -41,7 +41,11 @@ pub fn issue(kind: OpaqueKind) -> Result<IssuedKey, ring::error::Unspecified> {
     rng.fill(&mut id)?;
     rng.fill(secret.as_mut())?;
     let key_id = hex::encode(id);
-    let key = zeroize::Zeroizing::new(format!("{}{key_id}_{}", kind.prefix(), URL_SAFE_NO_PAD.encode(secret.as_ref())));
+    let key = zeroize::Zeroizing::new(format!(
+        "{}{key_id}_{}",
+        kind.prefix(),
+        URL_SAFE_NO_PAD.encode(secret.as_ref())
+    ));
     Ok(IssuedKey {
         hash: hash(&key),
         key: SecretString::from(key.as_str()),
@@ -76,16 +80,29 @@ mod tests {
         let a = issue(OpaqueKind::Launcher).unwrap();
         let b = issue(OpaqueKind::Launcher).unwrap();
         assert_ne!(a.key_id, b.key_id);
-        assert_eq!(parse(OpaqueKind::Launcher, a.key.expose_secret()), Some(a.key_id.as_str()));
+        assert_eq!(
+            parse(OpaqueKind::Launcher, a.key.expose_secret()),
+            Some(a.key_id.as_str())
+        );
         assert_eq!(parse(OpaqueKind::Admin, a.key.expose_secret()), None);
         assert!(verify(&a.key, &a.hash));
         assert!(!verify(&a.key, &b.hash));
-        assert!(!a.hash.windows(8).any(|w| a.key.expose_secret().as_bytes().windows(8).any(|k| k == w)));
+        assert!(
+            !a.hash
+                .windows(8)
+                .any(|w| a.key.expose_secret().as_bytes().windows(8).any(|k| k == w))
+        );
     }
 
     #[test]
     fn malformed_keys_do_not_parse() {
-        for bad in ["", "vkl_", "vkl_zz_x", "vkl_0123456789abcdef_short", "ghp_0123456789abcdef"] {
+        for bad in [
+            "",
+            "vkl_",
+            "vkl_zz_x",
+            "vkl_0123456789abcdef_short",
+            "ghp_0123456789abcdef",
+        ] {
             assert_eq!(parse(OpaqueKind::Launcher, bad), None, "{bad}");
         }
     }

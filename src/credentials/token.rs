@@ -107,14 +107,14 @@ pub fn verify(token: &str, ring: &KeyRing, expected: &Expected<'_>, now: u64) ->
         Some(serde_json::Value::String(alg)) if alg == "EdDSA" => {}
         Some(serde_json::Value::String(alg)) => return Err(VerifyError::Algorithm { alg: alg.clone() }),
         Some(other) => {
-            return Err(VerifyError::Algorithm {
-                alg: other.to_string(),
-            });
+            return Err(VerifyError::Algorithm { alg: other.to_string() });
         }
         None => return Err(VerifyError::Algorithm { alg: "(none)".into() }),
     }
     let kid = header.kid.ok_or(VerifyError::UnknownKey { kid: "(none)".into() })?;
-    let key = ring.get(&kid).ok_or_else(|| VerifyError::UnknownKey { kid: kid.clone() })?;
+    let key = ring
+        .get(&kid)
+        .ok_or_else(|| VerifyError::UnknownKey { kid: kid.clone() })?;
 
     let mut validation = Validation::new(Algorithm::EdDSA);
     // Time is checked below against the caller's `now`.
@@ -238,7 +238,10 @@ mod tests {
         let retired = ring.get(ring.kids()[1]).unwrap();
         assert!(retired.retired_at.is_some());
         let old = sign(&claims(), retired).unwrap();
-        assert_eq!(verify(old.expose_secret(), &ring, &EXPECTED, NOW).unwrap().sub, "claude");
+        assert_eq!(
+            verify(old.expose_secret(), &ring, &EXPECTED, NOW).unwrap().sub,
+            "claude"
+        );
     }
 
     #[test]
@@ -262,22 +265,62 @@ mod tests {
         let tampered = String::from_utf8(tampered).unwrap();
 
         let cases: Vec<(&str, String, VerifyError)> = vec![
-            ("no prefix", "eyJhbGciOi.x.y".into(), VerifyError::Malformed { why: "it does not start with `vk1.`" }),
-            ("two parts", format!("{PREFIX}a.b"), VerifyError::Malformed { why: "a credential has three dot-separated parts after `vk1.`" }),
-            ("alg none", unsigned("none"), VerifyError::Algorithm { alg: "none".into() }),
-            ("alg None", unsigned("None"), VerifyError::Algorithm { alg: "None".into() }),
-            ("alg NONE", unsigned("NONE"), VerifyError::Algorithm { alg: "NONE".into() }),
-            ("alg nOnE", unsigned("nOnE"), VerifyError::Algorithm { alg: "nOnE".into() }),
-            ("alg HS256", unsigned("HS256"), VerifyError::Algorithm { alg: "HS256".into() }),
+            (
+                "no prefix",
+                "eyJhbGciOi.x.y".into(),
+                VerifyError::Malformed {
+                    why: "it does not start with `vk1.`",
+                },
+            ),
+            (
+                "two parts",
+                format!("{PREFIX}a.b"),
+                VerifyError::Malformed {
+                    why: "a credential has three dot-separated parts after `vk1.`",
+                },
+            ),
+            (
+                "alg none",
+                unsigned("none"),
+                VerifyError::Algorithm { alg: "none".into() },
+            ),
+            (
+                "alg None",
+                unsigned("None"),
+                VerifyError::Algorithm { alg: "None".into() },
+            ),
+            (
+                "alg NONE",
+                unsigned("NONE"),
+                VerifyError::Algorithm { alg: "NONE".into() },
+            ),
+            (
+                "alg nOnE",
+                unsigned("nOnE"),
+                VerifyError::Algorithm { alg: "nOnE".into() },
+            ),
+            (
+                "alg HS256",
+                unsigned("HS256"),
+                VerifyError::Algorithm { alg: "HS256".into() },
+            ),
             (
                 "unknown kid",
-                forge(&ring, serde_json::json!({ "alg": "EdDSA", "kid": "nope" }), good.clone()),
+                forge(
+                    &ring,
+                    serde_json::json!({ "alg": "EdDSA", "kid": "nope" }),
+                    good.clone(),
+                ),
                 VerifyError::UnknownKey { kid: "nope".into() },
             ),
             ("bad signature", tampered, VerifyError::Signature),
             (
                 "string exp",
-                forge(&ring, header(&ring), with("exp", serde_json::json!((NOW + 600).to_string()))),
+                forge(
+                    &ring,
+                    header(&ring),
+                    with("exp", serde_json::json!((NOW + 600).to_string())),
+                ),
                 VerifyError::Claims {
                     why: "invalid type: string \"1800000600\", expected u64 at line 1 column 52".into(),
                 },
@@ -285,7 +328,9 @@ mod tests {
             (
                 "wrong audience",
                 forge(&ring, header(&ring), with("aud", serde_json::json!("someone-else"))),
-                VerifyError::Audience { found: "someone-else".into() },
+                VerifyError::Audience {
+                    found: "someone-else".into(),
+                },
             ),
             (
                 "wrong issuer",

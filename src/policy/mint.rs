@@ -106,9 +106,7 @@ impl StripReason {
             StripReason::Catastrophic => {
                 "catastrophic scopes are never placed in an agent credential; such an operation needs two humans' approval"
             }
-            StripReason::NotGranted => {
-                "no grant of this agent gives this scope in this environment"
-            }
+            StripReason::NotGranted => "no grant of this agent gives this scope in this environment",
             StripReason::UnknownScope => "none of the credential's providers has a scope of this name",
         }
     }
@@ -362,7 +360,12 @@ mod tests {
                 (
                     "coder".to_owned(),
                     vec![
-                        grant("railway", &["*"], &["read", "variable:write", "deployment:deploy"], Some(30)),
+                        grant(
+                            "railway",
+                            &["*"],
+                            &["read", "variable:write", "deployment:deploy"],
+                            Some(30),
+                        ),
                         grant("github", &["staging"], &["read"], None),
                     ],
                 ),
@@ -371,7 +374,10 @@ mod tests {
                     vec![grant("railway", &["production"], &["read"], Some(10))],
                 ),
                 // A grant that config check would reject; the plan must still strip it.
-                ("careless".to_owned(), vec![grant("railway", &["staging"], &["read", "volume:delete"], None)]),
+                (
+                    "careless".to_owned(),
+                    vec![grant("railway", &["staging"], &["read", "volume:delete"], None)],
+                ),
             ]
             .into(),
             limits: CredentialLimits {
@@ -395,7 +401,10 @@ mod tests {
     #[test]
     fn everything_granted_when_nothing_is_asked() {
         let plan = plan_mint(&rules(), "coder", &req("staging")).unwrap();
-        assert_eq!(scopes(&plan, "railway"), ["deployment:deploy", "read", "variable:write"]);
+        assert_eq!(
+            scopes(&plan, "railway"),
+            ["deployment:deploy", "read", "variable:write"]
+        );
         assert_eq!(scopes(&plan, "github"), ["read"]);
         assert!(plan.stripped.is_empty());
         assert_eq!(plan.ttl, mins(15));
@@ -432,7 +441,12 @@ mod tests {
     #[test]
     fn requested_scopes_are_intersected_and_the_rest_explained() {
         let r = MintRequest {
-            scopes: Some(vec!["read".into(), "volume:delete".into(), "backup:delete".into(), "nonsense".into()]),
+            scopes: Some(vec![
+                "read".into(),
+                "volume:delete".into(),
+                "backup:delete".into(),
+                "nonsense".into(),
+            ]),
             ..req("staging")
         };
         let plan = plan_mint(&rules(), "coder", &r).unwrap();

@@ -9,7 +9,7 @@ mod mint;
 mod tier;
 
 pub use mint::{
-    ANY_UNPROTECTED, CredentialLimits, Grant, MintPlan, MintRefusal, MintRequest, Rules, StripReason,
-    Stripped, TtlLimit, plan_mint,
+    ANY_UNPROTECTED, CredentialLimits, Grant, MintPlan, MintRefusal, MintRequest, Rules, StripReason, Stripped,
+    TtlLimit, plan_mint,
 };
 pub use tier::Tier;

@@ -53,10 +53,7 @@ mod tests {
 
     #[test]
     fn only_tiers_below_destructive_are_holdable() {
-        let holdable: Vec<Tier> = Tier::ALL
-            .into_iter()
-            .filter(|t| t.agent_may_hold())
-            .collect();
+        let holdable: Vec<Tier> = Tier::ALL.into_iter().filter(|t| t.agent_may_hold()).collect();
         assert_eq!(holdable, vec![Tier::Read, Tier::Write, Tier::Deploy]);
     }
 }

@@ -91,14 +91,20 @@ impl MasterKey {
         ring::rand::SystemRandom::new()
             .fill(raw.as_mut())
             .map_err(|_| SecretsError::Random)?;
-        Ok((MasterKey::from_bytes(&raw), Zeroizing::new(STANDARD.encode(raw.as_ref()))))
+        Ok((
+            MasterKey::from_bytes(&raw),
+            Zeroizing::new(STANDARD.encode(raw.as_ref())),
+        ))
     }
 
     /// Finds the master key: the environment first, then the file; creates
     /// the file (mode 0600) only when asked to.
     pub fn load(settings: MasterKeySettings<'_>) -> Result<(MasterKey, MasterKeyOrigin), SecretsError> {
         if let Some(value) = settings.env {
-            return Ok((MasterKey::from_base64(&value, MasterKeyOrigin::Env)?, MasterKeyOrigin::Env));
+            return Ok((
+                MasterKey::from_base64(&value, MasterKeyOrigin::Env)?,
+                MasterKeyOrigin::Env,
+            ));
         }
         let file = settings.file;
         match std::fs::metadata(file) {
@@ -192,7 +198,10 @@ mod tests {
         MasterKey::load(settings(&file, true)).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = MasterKey::load(settings(&file, false)).unwrap_err();
-        assert!(matches!(err, SecretsError::MasterKeyExposed { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, SecretsError::MasterKeyExposed { mode: 0o644, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,10 +20,7 @@ pub enum StoreError {
     #[error("{what} `{name}` already exists")]
     Conflict { what: &'static str, name: String },
     #[error("cannot open the store at {location}: {source}")]
-    Open {
-        location: String,
-        source: sqlx::Error,
-    },
+    Open { location: String, source: sqlx::Error },
     #[error("cannot migrate the store: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the store failed: {0}")]

@@ -1,0 +1,219 @@
+//! Commands that run on the broker's host: `serve`, and the admin commands
+//! that open the store directly.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{CliError, Local};
+use crate::admin::{self, Actor};
+use crate::config::{self, Severity};
+use crate::secrets::{ExposeSecret, MasterKeyOrigin, SecretString, Zeroizing};
+use crate::server::{self, FirstAdminKey, Paths, ServeOptions};
+use crate::store::{RevokeTarget, Store};
+use crate::time::rfc3339;
+
+fn master_key_env() -> Option<Zeroizing<String>> {
+    std::env::var("VALETKEY_MASTER_KEY").ok().map(Zeroizing::new)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn serve(local: Local, listen: Option<SocketAddr>, dev: bool) -> Result<ExitCode, CliError> {
+    init_logging();
+    let server = server::prepare(ServeOptions {
+        config: local.config.clone(),
+        listen,
+        data_dir: local.data_dir,
+        dev,
+        master_key: master_key_env(),
+        env: Box::new(|var| std::env::var(var).ok()),
+    })
+    .await?;
+    for warning in &server.warnings {
+        tracing::warn!("{warning}");
+    }
+    if let MasterKeyOrigin::Created(path) = &server.master_key_origin {
+        tracing::warn!(
+            "DEV MODE: created a new master key at {}. Everything in the store is encrypted under it: \
+             back it up, and never use --dev in production",
+            path.display()
+        );
+    }
+    match &server.first_admin_key {
+        Some(FirstAdminKey::Show(key)) => eprintln!(
+            "\n  The admin key (shown once, stored only as a hash):\n\n    {}\n\n  \
+             Keep it in a password manager: the admin API needs it.\n",
+            key.expose_secret()
+        ),
+        Some(FirstAdminKey::Written(path)) => {
+            tracing::warn!("DEV MODE: wrote the first admin key to {} (mode 0600)", path.display())
+        }
+        None => {}
+    }
+    let broker = server.broker();
+    for t in broker.token_status() {
+        match &t.problem {
+            None => tracing::info!(provider = %t.provider, env = %t.env, "real token loaded from {}", t.source),
+            Some(why) => tracing::warn!(
+                provider = %t.provider, env = %t.env,
+                "no real token from {}: {why}; requests for this provider and environment will be refused",
+                t.source
+            ),
+        }
+    }
+    tracing::info!(
+        addr = %server.local_addr(),
+        data_dir = %server.paths.data_dir.display(),
+        config = %local.config.display(),
+        "valetkey is serving"
+    );
+    server.run(server::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn config_check(path: &Path) -> Result<ExitCode, CliError> {
+    let diagnostics = config::check_file(path)?;
+    for d in &diagnostics {
+        println!("{d}");
+    }
+    let errors = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let warnings = diagnostics.len() - errors;
+    println!("{}: {errors} error(s), {warnings} warning(s)", path.display());
+    Ok(if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+struct Opened {
+    config: config::Config,
+    paths: Paths,
+    store: Arc<dyn Store>,
+}
+
+async fn open(local: &Local) -> Result<Opened, CliError> {
+    let loaded = config::load(&local.config)?;
+    let paths = Paths::resolve(&loaded.config, local.data_dir.as_deref());
+    let store = paths.open_store().await?;
+    Ok(Opened {
+        config: loaded.config,
+        paths,
+        store,
+    })
+}
+
+pub async fn secret_set(local: Local, name: &str) -> Result<ExitCode, CliError> {
+    let opened = open(&local).await?;
+    let (master, _) = opened.paths.master_key(master_key_env(), false)?;
+    let mut text = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|source| CliError::Io {
+            action: "read the secret from standard input".into(),
+            source,
+        })?;
+    let value = SecretString::from(text.trim_end_matches(['\r', '\n']));
+    admin::set_secret(
+        opened.store.as_ref(),
+        &master,
+        name,
+        &value,
+        &Actor::cli(),
+        SystemTime::now(),
+    )
+    .await?;
+    eprintln!("stored secret `{name}`; restart the broker to use a changed token");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn keys_rotate(local: Local) -> Result<ExitCode, CliError> {
+    let opened = open(&local).await?;
+    let (master, _) = opened.paths.master_key(master_key_env(), false)?;
+    let kid = admin::rotate_signing_key(opened.store.as_ref(), &master, &Actor::cli(), SystemTime::now()).await?;
+    println!("{kid}");
+    eprintln!("new signing key {kid} is active; the previous key verifies until what it signed expires");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agent_add(local: Local, name: &str) -> Result<ExitCode, CliError> {
+    let opened = open(&local).await?;
+    let key = admin::add_agent(
+        opened.store.as_ref(),
+        &opened.config,
+        name,
+        &Actor::cli(),
+        SystemTime::now(),
+    )
+    .await?;
+    println!("{}", key.expose_secret());
+    eprintln!(
+        "launcher key for agent `{name}` (shown once, stored only as a hash).\n\
+         Give it to whoever launches the agent, not to the agent: \
+         VALETKEY_AGENT_KEY=… valetkey run --agent {name} --env ENV -- CMD"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agent_list(local: Local) -> Result<ExitCode, CliError> {
+    let opened = open(&local).await?;
+    let agents = opened.store.list_agents().await.map_err(admin::AdminError::from)?;
+    if agents.is_empty() {
+        eprintln!("no agent is registered; `valetkey agent add NAME` registers one");
+    }
+    for a in agents {
+        let note = if opened.config.agents.contains_key(&a.name) {
+            ""
+        } else {
+            "  (not in the configuration: it can mint nothing)"
+        };
+        println!("{}\tkey {}\tadded {}{note}", a.name, a.key_id, rfc3339(a.created_at));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agent_remove(local: Local, name: &str) -> Result<ExitCode, CliError> {
+    let opened = open(&local).await?;
+    let revoked = admin::remove_agent(opened.store.as_ref(), name, &Actor::cli(), SystemTime::now()).await?;
+    eprintln!("removed agent `{name}`; revoked {} live credential(s)", revoked.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn revoke(
+    local: Local,
+    lease: Option<String>,
+    session: Option<String>,
+    agent: Option<String>,
+) -> Result<ExitCode, CliError> {
+    let target = match (lease, session, agent) {
+        (Some(id), None, None) => RevokeTarget::Lease(id),
+        (None, Some(sid), None) => RevokeTarget::Session(sid),
+        (None, None, Some(name)) => RevokeTarget::Agent(name),
+        _ => {
+            return Err(CliError::Usage(
+                "name one thing to revoke: LEASE, --session SID or --agent NAME".into(),
+            ));
+        }
+    };
+    let opened = open(&local).await?;
+    let revoked = admin::revoke(opened.store.as_ref(), &target, &Actor::cli(), SystemTime::now()).await?;
+    for r in &revoked {
+        println!("{}", r.lease_id);
+    }
+    eprintln!(
+        "revoked {} live credential(s); every broker refuses them within a second",
+        revoked.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

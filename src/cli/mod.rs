@@ -1,0 +1,247 @@
+//! The `valetkey` command line. Admin commands open the store directly (the
+//! running broker follows the store within a second); agent commands (`run`,
+//! `env`, `whoami`) talk to the broker over HTTP.
+
+mod client;
+mod local;
+mod run;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use client::ClientError;
+
+/// Everything the CLI can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Serve(#[from] crate::server::ServeError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot {action}: {source}")]
+    Io { action: String, source: std::io::Error },
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "valetkey",
+    version,
+    about = "A least-privilege credential broker for AI agents"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Local {
+    /// The configuration file.
+    #[arg(long, short, env = "VALETKEY_CONFIG", default_value = "valetkey.toml")]
+    config: PathBuf,
+    /// Where the store and the dev master key live (default: [server] data_dir, else ./valetkey-data).
+    #[arg(long, env = "VALETKEY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Remote {
+    /// The broker's URL.
+    #[arg(long, env = "VALETKEY_URL", default_value = "http://127.0.0.1:8700")]
+    url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MintArgs {
+    /// The agent to launch; must be the launcher key's agent.
+    #[arg(long)]
+    agent: String,
+    /// The environment the credential is for.
+    #[arg(long)]
+    env: String,
+    /// Lifetime, e.g. 15m (default and limits from the broker's config).
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Only these providers (repeatable; default: every granted one).
+    #[arg(long = "provider")]
+    providers: Vec<String>,
+    /// Only these scopes (repeatable; default: every granted one).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// File holding the launcher key (default: VALETKEY_AGENT_KEY).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the broker.
+    Serve {
+        #[command(flatten)]
+        local: Local,
+        /// Address to listen on (default: [server] listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Development mode: create a missing master key and write the first
+        /// admin key to a file in the data dir. Never in production.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Check the configuration and report every problem.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Store a real token, encrypted (read from standard input).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// Signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Register, list and remove agents.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Revoke a lease, a session or every credential of an agent.
+    Revoke {
+        /// The lease id to revoke.
+        lease: Option<String>,
+        #[arg(long, conflicts_with_all = ["lease", "agent"])]
+        session: Option<String>,
+        #[arg(long, conflicts_with_all = ["lease", "session"])]
+        agent: Option<String>,
+        #[command(flatten)]
+        local: Local,
+    },
+    /// Run a command with a fresh credential in its environment; the
+    /// credential is revoked when the command exits.
+    Run {
+        #[command(flatten)]
+        mint: MintArgs,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print the variables `run` would set, for containers and CI.
+    Env {
+        #[command(flatten)]
+        mint: MintArgs,
+        #[arg(long, value_enum, default_value = "dotenv")]
+        format: EnvFormat,
+    },
+    /// What the credential in VALETKEY_CREDENTIAL may do, and until when.
+    Whoami {
+        #[command(flatten)]
+        remote: Remote,
+        /// Print the broker's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    Check {
+        #[arg(long, short, env = "VALETKEY_CONFIG", default_value = "valetkey.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretCommand {
+    Set {
+        name: String,
+        #[command(flatten)]
+        local: Local,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    Rotate {
+        #[command(flatten)]
+        local: Local,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentCommand {
+    Add {
+        name: String,
+        #[command(flatten)]
+        local: Local,
+    },
+    List {
+        #[command(flatten)]
+        local: Local,
+    },
+    Remove {
+        name: String,
+        #[command(flatten)]
+        local: Local,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum EnvFormat {
+    Dotenv,
+    Json,
+    Shell,
+}
+
+/// Runs the command line; returns the process's exit code.
+pub fn main() -> Result<ExitCode, CliError> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Io {
+            action: "start the async runtime".into(),
+            source,
+        })?;
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
+    match command {
+        Command::Serve { local, listen, dev } => local::serve(local, listen, dev).await,
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => local::config_check(&config),
+        Command::Secret {
+            command: SecretCommand::Set { name, local },
+        } => local::secret_set(local, &name).await,
+        Command::Keys {
+            command: KeysCommand::Rotate { local },
+        } => local::keys_rotate(local).await,
+        Command::Agent { command } => match command {
+            AgentCommand::Add { name, local } => local::agent_add(local, &name).await,
+            AgentCommand::List { local } => local::agent_list(local).await,
+            AgentCommand::Remove { name, local } => local::agent_remove(local, &name).await,
+        },
+        Command::Revoke {
+            lease,
+            session,
+            agent,
+            local,
+        } => local::revoke(local, lease, session, agent).await,
+        Command::Run { mint, command } => run::run(mint, command).await,
+        Command::Env { mint, format } => run::env(mint, format).await,
+        Command::Whoami { remote, json } => run::whoami(remote, json).await,
+    }
+}

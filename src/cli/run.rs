@@ -1,0 +1,219 @@
+//! The agent side: `run` (mint, launch, revoke at exit), `env` and `whoami`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::client::{Client, ClientError};
+use super::{CliError, EnvFormat, MintArgs, Remote};
+use crate::secrets::{ExposeSecret, SecretString, Zeroizing};
+
+/// Signals passed on to the child, so it can shut down cleanly.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+fn launcher_key(args: &MintArgs) -> Result<SecretString, ClientError> {
+    let text = match &args.key_file {
+        Some(path) => Zeroizing::new(std::fs::read_to_string(path).map_err(|source| ClientError::KeyFile {
+            path: path.display().to_string(),
+            source,
+        })?),
+        None => Zeroizing::new(std::env::var("VALETKEY_AGENT_KEY").map_err(|_| ClientError::NoLauncherKey)?),
+    };
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(ClientError::NoLauncherKey);
+    }
+    Ok(SecretString::from(key))
+}
+
+struct Minted {
+    session_id: String,
+    vars: BTreeMap<String, SecretString>,
+}
+
+async fn mint(client: &Client, key: &SecretString, args: &MintArgs) -> Result<Minted, CliError> {
+    let mut body = json!({ "agent": args.agent, "env": args.env });
+    if let Some(ttl) = &args.ttl {
+        body["ttl"] = json!(ttl);
+    }
+    if !args.providers.is_empty() {
+        body["providers"] = json!(args.providers);
+    }
+    if !args.scopes.is_empty() {
+        body["scopes"] = json!(args.scopes);
+    }
+    let answer = client.mint(key, &body).await?;
+    for s in answer["stripped"].as_array().into_iter().flatten() {
+        eprintln!(
+            "valetkey: not granted: {}{} ({})",
+            s["provider"].as_str().map(|p| format!("{p} ")).unwrap_or_default(),
+            s["scope"].as_str().unwrap_or("?"),
+            s["why"].as_str().unwrap_or("?")
+        );
+    }
+    let vars = answer["env_vars"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), SecretString::from(v))))
+        .collect();
+    eprintln!(
+        "valetkey: credential for agent {} in {} until {} (lease {})",
+        answer["agent"].as_str().unwrap_or("?"),
+        answer["env"].as_str().unwrap_or("?"),
+        answer["expires_at"].as_str().unwrap_or("?"),
+        answer["lease_id"].as_str().unwrap_or("?"),
+    );
+    Ok(Minted {
+        session_id: answer["session_id"].as_str().unwrap_or_default().to_owned(),
+        vars,
+    })
+}
+
+pub async fn run(args: MintArgs, command: Vec<String>) -> Result<ExitCode, CliError> {
+    let key = launcher_key(&args)?;
+    let client = Client::new(&args.remote.url)?;
+    let mut streams = Vec::new();
+    for sig in FORWARDED {
+        let stream = signal(SignalKind::from_raw(sig as i32)).map_err(|source| CliError::Io {
+            action: format!("listen for {sig}"),
+            source,
+        })?;
+        streams.push((sig, stream));
+    }
+    let minted = mint(&client, &key, &args).await?;
+
+    let mut child = tokio::process::Command::new(&command[0]);
+    child
+        .args(&command[1..])
+        // The launcher key mints credentials; the agent must never hold it.
+        .env_remove("VALETKEY_AGENT_KEY")
+        .envs(minted.vars.iter().map(|(k, v)| (k, v.expose_secret())));
+    let spawned = child.spawn();
+    let status = match spawned {
+        Err(source) => {
+            end_session(&client, &key, &minted.session_id).await;
+            return Err(CliError::Io {
+                action: format!("start `{}`", command[0]),
+                source,
+            });
+        }
+        Ok(mut child) => {
+            let forwarders: Vec<_> = match child.id() {
+                Some(id) => streams
+                    .into_iter()
+                    .map(|(sig, mut stream)| {
+                        let pid = Pid::from_raw(id as i32);
+                        tokio::spawn(async move {
+                            while stream.recv().await.is_some() {
+                                let _ = kill(pid, sig);
+                            }
+                        })
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let status = child.wait().await;
+            forwarders.iter().for_each(|f| f.abort());
+            status
+        }
+    };
+    end_session(&client, &key, &minted.session_id).await;
+    let status = status.map_err(|source| CliError::Io {
+        action: format!("wait for `{}`", command[0]),
+        source,
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    let code = match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 1,
+    };
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+async fn end_session(client: &Client, key: &SecretString, session_id: &str) {
+    if let Err(e) = client.end_session(key, session_id).await {
+        eprintln!(
+            "valetkey: WARNING: could not revoke session {session_id}: {e}\n\
+             valetkey: its credential stays valid until it expires; revoke it with `valetkey revoke --session {session_id}`"
+        );
+    }
+}
+
+pub async fn env(args: MintArgs, format: EnvFormat) -> Result<ExitCode, CliError> {
+    let key = launcher_key(&args)?;
+    let client = Client::new(&args.remote.url)?;
+    let minted = mint(&client, &key, &args).await?;
+    let mut out = String::new();
+    match format {
+        EnvFormat::Json => {
+            let map: BTreeMap<&str, &str> = minted
+                .vars
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.expose_secret()))
+                .collect();
+            out = serde_json::to_string_pretty(&map).unwrap_or_default();
+            out.push('\n');
+        }
+        EnvFormat::Dotenv | EnvFormat::Shell => {
+            for (k, v) in &minted.vars {
+                let quoted = shlex::try_quote(v.expose_secret())
+                    .map_err(|_| CliError::Usage(format!("{k} holds a NUL byte")))?;
+                if matches!(format, EnvFormat::Shell) {
+                    out.push_str("export ");
+                }
+                out.push_str(&format!("{k}={quoted}\n"));
+            }
+        }
+    }
+    print!("{out}");
+    eprintln!(
+        "valetkey: session {} is not revoked when you are done; it expires by itself, or `valetkey revoke --session {}`",
+        minted.session_id, minted.session_id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn whoami(remote: Remote, json: bool) -> Result<ExitCode, CliError> {
+    let credential = std::env::var("VALETKEY_CREDENTIAL").map_err(|_| ClientError::NoCredential)?;
+    let client = Client::new(&remote.url)?;
+    let me = client.whoami(&SecretString::from(credential)).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&me).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    println!("agent {} in environment {}", s(&me["agent"]), s(&me["env"]));
+    println!(
+        "valid until {} ({}s left); lease {}, session {}",
+        s(&me["expires_at"]),
+        me["expires_in"],
+        s(&me["lease_id"]),
+        s(&me["session_id"])
+    );
+    for (provider, view) in me["grants"].as_object().into_iter().flatten() {
+        println!("\n{provider}  via {}", s(&view["proxy_url"]));
+        for scope in view["scopes"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<20} {:<8} {}",
+                s(&scope["scope"]),
+                scope["tier"].as_str().unwrap_or(""),
+                scope["description"].as_str().unwrap_or("")
+            );
+        }
+    }
+    println!("\nnever: {}", s(&me["never"]));
+    Ok(ExitCode::SUCCESS)
+}
