@@ -19,7 +19,7 @@ use crate::credentials::{
     self, Claims, Expected, KeyError, KeyRing, OpaqueKind, RevocationSet, VerifiedCache, VerifyError,
 };
 use crate::policy::{self, MintPlan, MintRefusal, MintRequest, Rules, Tier};
-use crate::secrets::{ExposeSecret, MasterKey, SecretString, resolve};
+use crate::secrets::{EnvLookup, ExposeSecret, MasterKey, SecretString, resolve};
 use crate::store::{AdminKeyRecord, AgentRecord, Lease, Revocation, RevokeTarget, Store, StoreError};
 use crate::time::{unix_ms, unix_secs};
 
@@ -121,7 +121,7 @@ impl Broker {
         config: Arc<Config>,
         store: Arc<dyn Store>,
         master: MasterKey,
-        env: &(dyn Fn(&str) -> Option<String> + Sync),
+        env: &EnvLookup,
         now: SystemTime,
     ) -> Result<Broker, StartError> {
         admin::ensure_signing_key(store.as_ref(), &master, now).await?;

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::admin::{self, AdminError};
 use crate::broker::{Broker, StartError};
 use crate::config::{self, Config, ConfigError, Diagnostic};
-use crate::secrets::{MasterKey, MasterKeyOrigin, MasterKeySettings, SecretString, SecretsError, Zeroizing};
+use crate::secrets::{EnvLookup, MasterKey, MasterKeyOrigin, MasterKeySettings, SecretString, SecretsError, Zeroizing};
 use crate::store::{SqliteStore, Store, StoreError};
 
 /// How often a broker follows the store for changes made elsewhere.
@@ -115,7 +115,7 @@ pub struct ServeOptions {
     /// The value of VALETKEY_MASTER_KEY.
     pub master_key: Option<Zeroizing<String>>,
     /// Looks up environment variables for `{ env = "VAR" }` token sources.
-    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub env: Box<EnvLookup>,
 }
 
 /// The first admin key, created at first start: shown once.

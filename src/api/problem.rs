@@ -24,8 +24,12 @@ const NOT_ALLOWED: &str = "This is outside what you were granted. Do not try ano
 const OPERATOR: &str =
     "This is a problem on the broker's side, not yours. Wait and try again later; if it persists, tell a human.";
 
+/// Boxed: a refusal travels up through `Result`s on the request path.
 #[derive(Debug)]
-pub struct Problem {
+pub struct Problem(Box<Body>);
+
+#[derive(Debug)]
+struct Body {
     status: StatusCode,
     kind: &'static str,
     title: &'static str,
@@ -42,7 +46,7 @@ impl Problem {
             401 | 403 => STOP,
             _ => FIX_REQUEST,
         };
-        Problem {
+        Problem(Box::new(Body {
             status,
             kind,
             title,
@@ -50,27 +54,28 @@ impl Problem {
             guidance,
             event_id: None,
             extra: Map::new(),
-        }
+        }))
     }
 
     pub fn guidance(mut self, guidance: &'static str) -> Self {
-        self.guidance = guidance;
+        self.0.guidance = guidance;
         self
     }
 
     pub fn event(mut self, event_id: impl Into<String>) -> Self {
-        self.event_id = Some(event_id.into());
+        self.0.event_id = Some(event_id.into());
         self
     }
 
     pub fn with(mut self, key: &str, value: impl serde::Serialize) -> Self {
-        self.extra
+        self.0
+            .extra
             .insert(key.to_owned(), serde_json::to_value(value).unwrap_or(Value::Null));
         self
     }
 
     pub fn kind(&self) -> &'static str {
-        self.kind
+        self.0.kind
     }
 
     pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {
@@ -104,19 +109,21 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
+        let Problem(problem) = self;
+        let problem = *problem;
         let mut body = json!({
-            "type": self.kind,
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
+            "type": problem.kind,
+            "title": problem.title,
+            "status": problem.status.as_u16(),
+            "detail": problem.detail,
         });
         let obj = body.as_object_mut().expect("object");
-        if let Some(id) = self.event_id {
+        if let Some(id) = problem.event_id {
             obj.insert("event_id".into(), Value::String(id));
         }
-        obj.insert("agent_guidance".into(), Value::String(self.guidance.into()));
-        obj.extend(self.extra);
-        let mut response = (self.status, body.to_string()).into_response();
+        obj.insert("agent_guidance".into(), Value::String(problem.guidance.into()));
+        obj.extend(problem.extra);
+        let mut response = (problem.status, body.to_string()).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

@@ -118,13 +118,12 @@ impl Record {
 /// The first position where the chain does not hold, if any.
 pub fn first_broken_link(records: &[Record]) -> Option<i64> {
     let mut prev = GENESIS.to_owned();
-    let mut expected_seq = records.first().map_or(1, |r| r.seq);
-    for r in records {
+    let first = records.first().map_or(1, |r| r.seq);
+    for (expected_seq, r) in (first..).zip(records) {
         if r.seq != expected_seq || r.prev_hash != prev || r.compute_hash() != r.hash {
             return Some(r.seq);
         }
         prev = r.hash.clone();
-        expected_seq += 1;
     }
     None
 }

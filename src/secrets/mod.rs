@@ -10,7 +10,7 @@ mod master;
 mod resolve;
 
 pub use master::{MasterKey, MasterKeyOrigin, MasterKeySettings, write_private};
-pub use resolve::{ResolveError, resolve};
+pub use resolve::{EnvLookup, ResolveError, resolve};
 pub use secrecy::{ExposeSecret, SecretString};
 
 pub use zeroize::Zeroizing;

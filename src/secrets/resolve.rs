@@ -6,6 +6,9 @@ use super::{MasterKey, SecretString, SecretsError, secret_record_id};
 use crate::config::TokenSource;
 use crate::store::{Store, StoreError};
 
+/// Looks up one of the broker's environment variables.
+pub type EnvLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("environment variable {0} is not set")]
@@ -28,7 +31,7 @@ pub async fn resolve(
     source: &TokenSource,
     store: &dyn Store,
     master: &MasterKey,
-    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    env: &EnvLookup,
 ) -> Result<SecretString, ResolveError> {
     let token = match source {
         TokenSource::Env(var) => SecretString::from(env(var).ok_or_else(|| ResolveError::EnvUnset(var.clone()))?),
