@@ -1,0 +1,493 @@
+//! The broker over HTTP: mint → verify → revoke → refuse, scope stripping,
+//! TTL clamping, protected environments, key rotation, forged credentials
+//! and bad input — against a real server and a real SQLite file.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{TestBroker, claims, header};
+use serde_json::json;
+use valetkey::admin::{self, Actor};
+use valetkey::store::RevokeTarget;
+
+#[tokio::test]
+async fn mint_verify_revoke_refuse() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let (status, minted) = t.mint(&key, json!({ "agent": "claude", "env": "staging" })).await;
+    assert_eq!(status, 201, "{minted}");
+    let credential = minted["credential"].as_str().unwrap();
+    assert!(credential.starts_with("vk1."));
+    assert_eq!(header(credential)["alg"], "EdDSA");
+    let c = claims(credential);
+    for claim in ["iss", "aud", "sub", "env", "grants", "exp", "iat", "nbf", "jti", "sid"] {
+        assert!(c.get(claim).is_some(), "claim {claim} missing: {c}");
+    }
+    assert_eq!(c["sub"], "claude");
+    assert_eq!(c["jti"], minted["lease_id"]);
+    assert_eq!(minted["env_vars"]["VALETKEY_CREDENTIAL"], credential);
+    assert_eq!(minted["env_vars"]["RAILWAY_API_TOKEN"], credential);
+    assert_eq!(
+        minted["env_vars"]["RAILWAY_GRAPHQL_URL"],
+        format!("{}/p/railway/graphql/v2", t.url)
+    );
+
+    let (status, me) = t.whoami(credential).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["agent"], "claude");
+    assert_eq!(me["env"], "staging");
+    let railway: Vec<&str> = me["grants"]["railway"]["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["scope"].as_str().unwrap())
+        .collect();
+    assert_eq!(railway, ["deployment:deploy", "read", "variable:write"]);
+
+    // The agent's launcher ends its session: the next request is refused.
+    let sid = minted["session_id"].as_str().unwrap();
+    let (status, ended) = t
+        .send(t.http.delete(format!("{}/v1/sessions/{sid}", t.url)).bearer_auth(&key))
+        .await;
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(ended["revoked_leases"], json!([minted["lease_id"]]));
+    let (status, refused) = t.whoami(credential).await;
+    assert_eq!((status, refused["type"].as_str()), (401, Some("credential_revoked")));
+    assert_eq!(refused["lease_id"], minted["lease_id"]);
+
+    // A revocation written to the store by another process (the CLI) is
+    // followed by the broker within its sync interval.
+    let (_, second) = t.mint(&key, json!({ "env": "staging" })).await;
+    let credential = second["credential"].as_str().unwrap();
+    assert_eq!(t.whoami(credential).await.0, 200);
+    let other_process = valetkey::store::SqliteStore::open_in(&t.data_dir()).await.unwrap();
+    let lease = second["lease_id"].as_str().unwrap().to_owned();
+    admin::revoke(
+        &other_process,
+        &RevokeTarget::Lease(lease),
+        &Actor::cli(),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = t.whoami(credential).await;
+        if status == 401 {
+            assert_eq!(body["type"], "credential_revoked");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "revocation never reached the broker"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every step is in the audit trail, and the chain holds.
+    let events = t.broker.store().audit_events().await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    for kind in ["agent_added", "mint", "revoke"] {
+        assert!(kinds.contains(&kind), "{kinds:?}");
+    }
+    assert_eq!(valetkey::audit::first_broken_link(&events), None);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn destructive_scopes_are_stripped_and_explained() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let (status, minted) = t
+        .mint(
+            &key,
+            json!({ "env": "staging", "providers": ["railway"], "scopes": ["read", "volume:delete", "backup:delete", "variable:write"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    assert_eq!(minted["grants"], json!({ "railway": ["read", "variable:write"] }));
+    assert_eq!(
+        claims(minted["credential"].as_str().unwrap())["grants"],
+        json!({ "railway": ["read", "variable:write"] })
+    );
+    let stripped: Vec<(String, String)> = minted["stripped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert!(
+                s["why"]
+                    .as_str()
+                    .unwrap()
+                    .contains("never placed in an agent credential")
+            );
+            (
+                s["scope"].as_str().unwrap().into(),
+                s["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stripped,
+        [
+            ("backup:delete".to_owned(), "catastrophic".to_owned()),
+            ("volume:delete".to_owned(), "destructive".to_owned())
+        ]
+    );
+
+    // Asking for nothing but destructive scopes gets a refusal, not an empty credential.
+    let before = t.row_counts().await;
+    let (status, refused) = t
+        .mint(&key, json!({ "env": "staging", "scopes": ["volume:delete"] }))
+        .await;
+    assert_eq!((status, refused["type"].as_str()), (403, Some("nothing_grantable")));
+    assert!(refused["event_id"].is_string());
+    let after = t.row_counts().await;
+    assert_eq!(
+        after.iter().find(|(t, _)| *t == "leases"),
+        before.iter().find(|(t, _)| *t == "leases")
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn ttl_is_clamped_to_grant_and_server_maximums() {
+    let t = TestBroker::start().await;
+    let claude = t.add_agent("claude").await;
+    let oncall = t.add_agent("oncall").await;
+    let cases = [
+        // (key, env, providers, ttl asked, expected seconds, limited by)
+        (&claude, "staging", json!(["railway"]), json!(null), 900, json!(null)),
+        (&claude, "staging", json!(["railway"]), json!(60), 60, json!(null)),
+        (
+            &claude,
+            "staging",
+            json!(["railway"]),
+            json!("2h"),
+            1800,
+            json!({ "by": "grant_max", "provider": "railway" }),
+        ),
+        (
+            &claude,
+            "staging",
+            json!(["github"]),
+            json!("2h"),
+            3600,
+            json!({ "by": "server_max" }),
+        ),
+        (
+            &oncall,
+            "production",
+            json!(["railway"]),
+            json!(null),
+            600,
+            json!({ "by": "grant_max", "provider": "railway" }),
+        ),
+    ];
+    for (key, env, providers, ttl, want, limit) in cases {
+        let mut body = json!({ "env": env, "providers": providers });
+        if !ttl.is_null() {
+            body["ttl"] = ttl.clone();
+        }
+        let (status, minted) = t.mint(key, body).await;
+        assert_eq!(status, 201, "{minted}");
+        assert_eq!(minted["expires_in"], want, "{env} {ttl}");
+        assert_eq!(minted["ttl_limited_by"], limit, "{env} {ttl}");
+        let c = claims(minted["credential"].as_str().unwrap());
+        assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), want);
+    }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn protected_environments_need_an_explicit_grant() {
+    let t = TestBroker::start().await;
+    let claude = t.add_agent("claude").await;
+    let oncall = t.add_agent("oncall").await;
+    let (status, refused) = t.mint(&claude, json!({ "env": "production" })).await;
+    assert_eq!(
+        (status, refused["type"].as_str()),
+        (403, Some("protected_environment")),
+        "{refused}"
+    );
+    assert!(refused["event_id"].is_string());
+    assert!(
+        refused["agent_guidance"]
+            .as_str()
+            .unwrap()
+            .contains("Do not try another environment")
+    );
+    let events = t.broker.store().audit_events().await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.id.as_str()),
+        ("mint_refused", refused["event_id"].as_str().unwrap())
+    );
+
+    let (status, minted) = t.mint(&oncall, json!({ "env": "production" })).await;
+    assert_eq!(status, 201, "{minted}");
+    assert_eq!(minted["grants"], json!({ "railway": ["read"] }));
+
+    // A launcher key cannot be used to launch another agent.
+    let (status, refused) = t.mint(&oncall, json!({ "agent": "claude", "env": "production" })).await;
+    assert_eq!((status, refused["type"].as_str()), (403, Some("credential_mismatch")));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn rotated_keys_keep_verifying_what_they_signed() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let (_, before) = t.mint(&key, json!({ "env": "staging" })).await;
+    let old = before["credential"].as_str().unwrap().to_owned();
+    let old_kid = header(&old)["kid"].as_str().unwrap().to_owned();
+
+    let (status, rotated) = t
+        .send(
+            t.http
+                .post(format!("{}/v1/keys/rotate", t.url))
+                .bearer_auth(&t.admin_key),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_kid = rotated["active_kid"].as_str().unwrap();
+    assert_ne!(new_kid, old_kid);
+
+    let (_, after) = t.mint(&key, json!({ "env": "staging" })).await;
+    assert_eq!(header(after["credential"].as_str().unwrap())["kid"], new_kid);
+    assert_eq!(t.whoami(&old).await.0, 200, "the old key stopped verifying");
+    assert_eq!(t.whoami(after["credential"].as_str().unwrap()).await.0, 200);
+
+    let (_, jwks) = t.send(t.http.get(format!("{}/.well-known/jwks.json", t.url))).await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(kids.contains(&new_kid) && kids.contains(&old_kid.as_str()), "{jwks}");
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["crv"] == "Ed25519" && k.get("d").is_none())
+    );
+
+    // Rotation needs the admin key.
+    let (status, refused) = t
+        .send(t.http.post(format!("{}/v1/keys/rotate", t.url)).bearer_auth(&key))
+        .await;
+    assert_eq!((status, refused["type"].as_str()), (401, Some("admin_key_invalid")));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn forged_credentials_are_refused_each_by_name() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let (_, minted) = t.mint(&key, json!({ "env": "staging" })).await;
+    let real = minted["credential"].as_str().unwrap();
+    let good = claims(real);
+    let kid = header(real)["kid"].as_str().unwrap().to_owned();
+
+    // Sign with the broker's own key, as someone who stole it could.
+    let master_text = std::fs::read_to_string(t.data_dir().join("master.key")).unwrap();
+    let master =
+        valetkey::secrets::MasterKey::from_base64(&master_text, valetkey::secrets::MasterKeyOrigin::Env).unwrap();
+    let record = t
+        .broker
+        .store()
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.kid == kid)
+        .unwrap();
+    let pkcs8 = master.open(&format!("signing-key:{kid}"), &record.sealed).unwrap();
+    let signer = jsonwebtoken::EncodingKey::from_ed_der(&pkcs8);
+    let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let forge = |head: serde_json::Value, body: serde_json::Value| {
+        let message = format!("{}.{}", b64(&head), b64(&body));
+        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &signer, jsonwebtoken::Algorithm::EdDSA).unwrap();
+        format!("vk1.{message}.{sig}")
+    };
+    let with = |k: &str, v: serde_json::Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let head = json!({ "alg": "EdDSA", "kid": kid });
+    let exp = good["exp"].as_i64().unwrap();
+
+    let cases = vec![
+        (
+            "alg none",
+            format!("vk1.{}.{}.", b64(&json!({ "alg": "none", "kid": kid })), b64(&good)),
+            "credential_algorithm_rejected",
+        ),
+        (
+            "alg NoNe",
+            format!("vk1.{}.{}.", b64(&json!({ "alg": "NoNe", "kid": kid })), b64(&good)),
+            "credential_algorithm_rejected",
+        ),
+        (
+            "unknown kid",
+            forge(json!({ "alg": "EdDSA", "kid": "not-a-key" }), good.clone()),
+            "credential_unknown_key",
+        ),
+        (
+            "string exp",
+            forge(head.clone(), with("exp", json!(exp.to_string()))),
+            "credential_claims_invalid",
+        ),
+        (
+            "wrong audience",
+            forge(head.clone(), with("aud", json!("elsewhere"))),
+            "credential_wrong_audience",
+        ),
+        (
+            "expired",
+            forge(head.clone(), with("exp", json!(1_000_000_000))),
+            "credential_expired",
+        ),
+        (
+            "not a credential",
+            "ghp_0123456789abcdefghijklmnopqrstuvwxyz".to_owned(),
+            "credential_malformed",
+        ),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, token, want) in cases {
+        let (status, body) = t.whoami(&token).await;
+        assert_eq!((status, body["type"].as_str()), (401, Some(want)), "{name}: {body}");
+        seen.insert(want);
+    }
+    assert_eq!(
+        seen.len(),
+        6,
+        "each negative case has its own type (both alg cases share one)"
+    );
+    let (status, body) = t.send(t.http.get(format!("{}/v1/whoami", t.url))).await;
+    assert_eq!((status, body["type"].as_str()), (401, Some("credential_missing")));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let url = format!("{}/v1/credentials", t.url);
+    let before = t.row_counts().await;
+
+    let cases = vec![
+        (
+            "malformed JSON",
+            t.http
+                .post(&url)
+                .bearer_auth(&key)
+                .header("content-type", "application/json")
+                .body("{\"env\": "),
+            400,
+            "malformed_request",
+        ),
+        (
+            "wrong content type",
+            t.http
+                .post(&url)
+                .bearer_auth(&key)
+                .header("content-type", "text/plain")
+                .body("{\"env\":\"staging\"}"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "oversized body",
+            t.http
+                .post(&url)
+                .bearer_auth(&key)
+                .header("content-type", "application/json")
+                .body(format!("{{\"env\":\"{}\"}}", "x".repeat(200_000))),
+            413,
+            "body_too_large",
+        ),
+        (
+            "unknown field",
+            t.http
+                .post(&url)
+                .bearer_auth(&key)
+                .json(&json!({ "env": "staging", "admin": true })),
+            422,
+            "invalid_request",
+        ),
+        (
+            "bad ttl",
+            t.http
+                .post(&url)
+                .bearer_auth(&key)
+                .json(&json!({ "env": "staging", "ttl": "soon" })),
+            422,
+            "invalid_request",
+        ),
+        (
+            "unknown agent",
+            t.http
+                .post(&url)
+                .bearer_auth("vkl_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+                .json(&json!({ "env": "staging" })),
+            401,
+            "launcher_key_invalid",
+        ),
+        (
+            "no key",
+            t.http.post(&url).json(&json!({ "env": "staging" })),
+            401,
+            "credential_missing",
+        ),
+        (
+            "unknown path",
+            t.http.get(format!("{}/v2/nothing", t.url)),
+            404,
+            "not_found",
+        ),
+    ];
+    for (name, req, want_status, want_type) in cases {
+        let (status, body) = t.send(req).await;
+        assert_eq!(
+            (status, body["type"].as_str()),
+            (want_status, Some(want_type)),
+            "{name}: {body}"
+        );
+    }
+    assert_eq!(t.row_counts().await, before, "bad input changed the store");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let env = [("GITHUB_STAGING_TOKEN".to_owned(), "ghp_from_env".to_owned())].into();
+    let t = TestBroker::start_with(common::CONFIG, env).await;
+    let (status, body) = t.send(t.http.get(format!("{}/healthz", t.url))).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = t.send(t.http.get(format!("{}/readyz", t.url))).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")), "{body}");
+    assert!(body["active_kid"].is_string());
+    let tokens = body["provider_tokens"].as_array().unwrap();
+    let github = tokens.iter().find(|t| t["provider"] == "github").unwrap();
+    assert_eq!(github["problem"], json!(null), "{github}");
+    let railway = tokens
+        .iter()
+        .find(|t| t["provider"] == "railway" && t["env"] == "staging")
+        .unwrap();
+    assert!(
+        railway["problem"]
+            .as_str()
+            .unwrap()
+            .contains("valetkey secret set railway-staging")
+    );
+    assert!(!body.to_string().contains("ghp_from_env"));
+    t.stop().await;
+}

@@ -1,0 +1,204 @@
+//! A real broker for tests: the server started in-process on an ephemeral
+//! port, with a real SQLite file in a temporary data dir.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::Value;
+use valetkey::admin::{self, Actor};
+use valetkey::broker::Broker;
+use valetkey::secrets::ExposeSecret;
+use valetkey::server::{self, FirstAdminKey, ServeOptions};
+
+pub const CONFIG: &str = r#"
+[credentials]
+default_ttl = "15m"
+max_ttl = "1h"
+
+[environments.staging]
+[environments.dev]
+[environments.production]
+protected = true
+
+[providers.railway]
+kind = "railway"
+agent_env = { RAILWAY_API_TOKEN = "{credential}", RAILWAY_GRAPHQL_URL = "{proxy_url}/graphql/v2" }
+tokens = { staging = { stored = "railway-staging" }, dev = { stored = "railway-dev" }, production = { env = "RAILWAY_PRODUCTION_TOKEN" } }
+
+[providers.github]
+kind = "github"
+agent_env = { GH_TOKEN = "{credential}" }
+tokens = { staging = { env = "GITHUB_STAGING_TOKEN" } }
+
+[agents.claude]
+grants = [
+  { provider = "railway", environments = ["*"], scopes = ["read", "variable:write", "deployment:deploy"], max_ttl = "30m" },
+  { provider = "github", environments = ["staging"], scopes = ["read", "pulls:write"] },
+]
+
+[agents.oncall]
+grants = [{ provider = "railway", environments = ["production"], scopes = ["read"], max_ttl = "10m" }]
+"#;
+
+pub struct TestBroker {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub broker: Arc<Broker>,
+    pub admin_key: String,
+    pub http: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+impl TestBroker {
+    pub async fn start() -> TestBroker {
+        TestBroker::start_with(CONFIG, BTreeMap::new()).await
+    }
+
+    pub async fn start_with(config: &str, env: BTreeMap<String, String>) -> TestBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("valetkey.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let server = server::prepare(ServeOptions {
+            config: config_path,
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            data_dir: Some(dir.path().join("data")),
+            dev: true,
+            master_key: None,
+            env: Box::new(move |k| env.get(k).cloned()),
+        })
+        .await
+        .unwrap();
+        let admin_key = match &server.first_admin_key {
+            Some(FirstAdminKey::Written(path)) => std::fs::read_to_string(path).unwrap().trim().to_owned(),
+            _ => panic!("dev mode writes the admin key"),
+        };
+        let url = format!("http://{}", server.local_addr());
+        let broker = server.broker();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestBroker {
+            url,
+            dir,
+            broker,
+            admin_key,
+            http: http(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+
+    /// Registers an agent; returns its launcher key.
+    pub async fn add_agent(&self, name: &str) -> String {
+        let key = admin::add_agent(
+            self.broker.store(),
+            self.broker.config(),
+            name,
+            &Actor::cli(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+        key.expose_secret().to_owned()
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body: Value = resp.json().await.unwrap();
+        if status >= 400 {
+            assert_eq!(ctype, "application/problem+json", "{body}");
+            for field in ["type", "title", "status", "detail", "agent_guidance"] {
+                assert!(body.get(field).is_some(), "problem without {field}: {body}");
+            }
+        }
+        (status, body)
+    }
+
+    pub async fn mint(&self, key: &str, body: Value) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(format!("{}/v1/credentials", self.url))
+                .bearer_auth(key)
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn whoami(&self, credential: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}/v1/whoami", self.url)).bearer_auth(credential))
+            .await
+    }
+
+    /// Row counts of every table, to show a request changed nothing.
+    pub async fn row_counts(&self) -> Vec<(&'static str, i64)> {
+        let db = self.data_dir().join("valetkey.db");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let mut counts = Vec::new();
+        for table in [
+            "agents",
+            "admin_keys",
+            "signing_keys",
+            "secrets",
+            "leases",
+            "revocations",
+            "audit_events",
+        ] {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            counts.push((table, n));
+        }
+        pool.close().await;
+        counts
+    }
+}
+
+/// The claims of a credential, read without verifying (the broker verified it).
+pub fn claims(credential: &str) -> Value {
+    use base64::Engine;
+    let payload = credential.strip_prefix("vk1.").unwrap().split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+pub fn header(credential: &str) -> Value {
+    use base64::Engine;
+    let head = credential.strip_prefix("vk1.").unwrap().split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
