@@ -491,3 +491,109 @@ async fn health_and_readiness() {
     assert!(!body.to_string().contains("ghp_from_env"));
     t.stop().await;
 }
+
+#[tokio::test]
+async fn admin_api_manages_agents_and_revocations() {
+    let t = TestBroker::start().await;
+    let agents = format!("{}/v1/agents", t.url);
+
+    let (status, refused) = t.send(t.http.post(&agents).json(&json!({ "name": "claude" }))).await;
+    assert_eq!((status, refused["type"].as_str()), (401, Some("credential_missing")));
+    let (status, refused) = t
+        .send(
+            t.http
+                .post(&agents)
+                .bearer_auth(&t.admin_key)
+                .json(&json!({ "name": "stranger" })),
+        )
+        .await;
+    assert_eq!((status, refused["type"].as_str()), (422, Some("agent_not_configured")));
+
+    let (status, added) = t
+        .send(
+            t.http
+                .post(&agents)
+                .bearer_auth(&t.admin_key)
+                .json(&json!({ "name": "claude" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let key = added["launcher_key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("vkl_"));
+    let (status, again) = t
+        .send(
+            t.http
+                .post(&agents)
+                .bearer_auth(&t.admin_key)
+                .json(&json!({ "name": "claude" })),
+        )
+        .await;
+    assert_eq!((status, again["type"].as_str()), (409, Some("agent_exists")));
+
+    let (status, listed) = t.send(t.http.get(&agents).bearer_auth(&t.admin_key)).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["agents"][0]["name"], "claude");
+    assert!(
+        !listed.to_string().contains(&key),
+        "the launcher key is shown once only"
+    );
+
+    let (_, a) = t.mint(&key, json!({ "env": "staging" })).await;
+    let (_, b) = t.mint(&key, json!({ "env": "dev" })).await;
+    let (status, revoked) = t
+        .send(
+            t.http
+                .post(format!("{}/v1/revocations", t.url))
+                .bearer_auth(&t.admin_key)
+                .json(&json!({ "agent": "claude" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["revoked_leases"].as_array().unwrap().len(), 2);
+    for minted in [&a, &b] {
+        let (status, body) = t.whoami(minted["credential"].as_str().unwrap()).await;
+        assert_eq!((status, body["type"].as_str()), (401, Some("credential_revoked")));
+    }
+
+    let (_, c) = t.mint(&key, json!({ "env": "staging" })).await;
+    let (status, removed) = t
+        .send(t.http.delete(format!("{agents}/claude")).bearer_auth(&t.admin_key))
+        .await;
+    assert_eq!(status, 200, "{removed}");
+    assert_eq!(removed["revoked_leases"], json!([c["lease_id"]]));
+    let (status, refused) = t.mint(&key, json!({ "env": "staging" })).await;
+    assert_eq!((status, refused["type"].as_str()), (401, Some("launcher_key_invalid")));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotation_made_by_the_cli_reaches_the_running_broker() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let (_, before) = t.mint(&key, json!({ "env": "staging" })).await;
+    let old_kid = header(before["credential"].as_str().unwrap())["kid"].clone();
+
+    let other_process = valetkey::store::SqliteStore::open_in(&t.data_dir()).await.unwrap();
+    let master_text = std::fs::read_to_string(t.data_dir().join("master.key")).unwrap();
+    let master =
+        valetkey::secrets::MasterKey::from_base64(&master_text, valetkey::secrets::MasterKeyOrigin::Env).unwrap();
+    let new_kid = admin::rotate_signing_key(&other_process, &master, &Actor::cli(), SystemTime::now())
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, minted) = t.mint(&key, json!({ "env": "staging" })).await;
+        if header(minted["credential"].as_str().unwrap())["kid"] == new_kid.as_str() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker never loaded the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(old_kid, new_kid.as_str());
+    assert_eq!(t.whoami(before["credential"].as_str().unwrap()).await.0, 200);
+    t.stop().await;
+}
