@@ -295,9 +295,7 @@ async fn forged_credentials_are_refused_each_by_name() {
     let kid = header(real)["kid"].as_str().unwrap().to_owned();
 
     // Sign with the broker's own key, as someone who stole it could.
-    let master_text = std::fs::read_to_string(t.data_dir().join("master.key")).unwrap();
-    let master =
-        valetkey::secrets::MasterKey::from_base64(&master_text, valetkey::secrets::MasterKeyOrigin::Env).unwrap();
+    let master = t.master_key();
     let record = t
         .broker
         .store()
@@ -574,9 +572,7 @@ async fn a_rotation_made_by_the_cli_reaches_the_running_broker() {
     let old_kid = header(before["credential"].as_str().unwrap())["kid"].clone();
 
     let other_process = valetkey::store::SqliteStore::open_in(&t.data_dir()).await.unwrap();
-    let master_text = std::fs::read_to_string(t.data_dir().join("master.key")).unwrap();
-    let master =
-        valetkey::secrets::MasterKey::from_base64(&master_text, valetkey::secrets::MasterKeyOrigin::Env).unwrap();
+    let master = t.master_key();
     let new_kid = admin::rotate_signing_key(&other_process, &master, &Actor::cli(), SystemTime::now())
         .await
         .unwrap();

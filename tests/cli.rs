@@ -22,6 +22,13 @@ fn valetkey(t: &TestBroker, key: &str) -> Command {
     cmd
 }
 
+/// Runs a command to completion off the async runtime, which serves the broker.
+async fn output(mut cmd: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
 fn parse_env(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once('='))
@@ -45,9 +52,7 @@ async fn run_injects_credentials_and_revokes_them_when_the_child_exits() {
         "-c",
         "printenv; exit 7",
     ]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -140,9 +145,7 @@ async fn run_refuses_to_launch_when_the_broker_refuses() {
         "-c",
         "echo launched",
     ]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "the command ran anyway");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -153,9 +156,7 @@ async fn run_refuses_to_launch_when_the_broker_refuses() {
 
     let mut cmd = valetkey(&t, "");
     cmd.args(["run", "--agent", "claude", "--env", "staging", "--", "true"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("VALETKEY_AGENT_KEY"));
     t.stop().await;
@@ -177,9 +178,7 @@ async fn env_prints_the_same_variables_and_whoami_explains_them() {
         "--format",
         "json",
     ]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let vars: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -194,18 +193,14 @@ async fn env_prints_the_same_variables_and_whoami_explains_them() {
 
     let mut cmd = valetkey(&t, &key);
     cmd.args(["env", "--agent", "claude", "--env", "staging", "--format", "shell"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     let shell = String::from_utf8(out.stdout).unwrap();
     assert!(shell.lines().all(|l| l.starts_with("export ")), "{shell}");
 
     let mut cmd = valetkey(&t, "");
     cmd.env("VALETKEY_CREDENTIAL", &vars["VALETKEY_CREDENTIAL"])
         .args(["whoami"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("agent claude in environment staging"), "{text}");

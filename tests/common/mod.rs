@@ -107,6 +107,12 @@ impl TestBroker {
         self.dir.path().join("data")
     }
 
+    /// The master key the broker created, as someone on its host could read it.
+    pub fn master_key(&self) -> valetkey::secrets::MasterKey {
+        let text = std::fs::read_to_string(self.data_dir().join("master.key")).unwrap();
+        valetkey::secrets::MasterKey::from_base64(&text, valetkey::secrets::MasterKeyOrigin::Env).unwrap()
+    }
+
     pub async fn stop(mut self) {
         let _ = self.shutdown.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap();
