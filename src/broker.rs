@@ -191,7 +191,7 @@ impl Broker {
     /// Learns what other processes changed in the store: revocations (by
     /// following the feed) and signing keys (by reloading the ring when the
     /// set of keys changed).
-    pub async fn sync(&self, now: SystemTime) -> Result<(), StartError> {
+    pub async fn sync(&self, now: SystemTime) -> Result<(), KeyError> {
         let secs = unix_secs(now);
         let cursor = self.revocation_cursor.load(Ordering::Acquire);
         let feed = self.store.revocations_since(cursor, secs).await?;
@@ -453,11 +453,7 @@ impl Broker {
 
     pub async fn rotate_signing_key(&self, actor: &Actor, now: SystemTime) -> Result<String, AdminError> {
         let kid = admin::rotate_signing_key(self.store.as_ref(), &self.master, actor, now).await?;
-        self.sync(now).await.map_err(|e| match e {
-            StartError::Admin(e) => e,
-            StartError::Key(e) => AdminError::Key(e),
-            StartError::Store(e) => AdminError::Store(e),
-        })?;
+        self.sync(now).await?;
         Ok(kid)
     }
 
