@@ -29,6 +29,13 @@ async fn output(mut cmd: Command) -> std::process::Output {
         .unwrap()
 }
 
+/// `valetkey run --agent claude --env ENV -- sh -c SCRIPT`.
+fn run_sh(t: &TestBroker, key: &str, env: &str, script: &str) -> Command {
+    let mut cmd = valetkey(t, key);
+    cmd.args(["run", "--agent", "claude", "--env", env, "--", "sh", "-c", script]);
+    cmd
+}
+
 fn parse_env(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once('='))
@@ -40,19 +47,7 @@ fn parse_env(text: &str) -> BTreeMap<String, String> {
 async fn run_injects_credentials_and_revokes_them_when_the_child_exits() {
     let t = TestBroker::start().await;
     let key = t.add_agent("claude").await;
-    let mut cmd = valetkey(&t, &key);
-    cmd.args([
-        "run",
-        "--agent",
-        "claude",
-        "--env",
-        "staging",
-        "--",
-        "sh",
-        "-c",
-        "printenv; exit 7",
-    ]);
-    let out = output(cmd).await;
+    let out = output(run_sh(&t, &key, "staging", "printenv; exit 7")).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -93,20 +88,13 @@ async fn run_injects_credentials_and_revokes_them_when_the_child_exits() {
 async fn run_passes_signals_to_the_child() {
     let t = TestBroker::start().await;
     let key = t.add_agent("claude").await;
-    let mut cmd = valetkey(&t, &key);
-    cmd.args([
-        "run",
-        "--agent",
-        "claude",
-        "--env",
+    let mut cmd = run_sh(
+        &t,
+        &key,
         "staging",
-        "--",
-        "sh",
-        "-c",
         r#"trap 'echo "got TERM"; exit 3' TERM; echo ready; while :; do sleep 0.05; done"#,
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    );
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
     let (code, lines) = tokio::task::spawn_blocking(move || {
         let mut child = cmd.spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -133,19 +121,7 @@ async fn run_passes_signals_to_the_child() {
 async fn run_refuses_to_launch_when_the_broker_refuses() {
     let t = TestBroker::start().await;
     let key = t.add_agent("claude").await;
-    let mut cmd = valetkey(&t, &key);
-    cmd.args([
-        "run",
-        "--agent",
-        "claude",
-        "--env",
-        "production",
-        "--",
-        "sh",
-        "-c",
-        "echo launched",
-    ]);
-    let out = output(cmd).await;
+    let out = output(run_sh(&t, &key, "production", "echo launched")).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "the command ran anyway");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -154,9 +130,7 @@ async fn run_refuses_to_launch_when_the_broker_refuses() {
         "{stderr}"
     );
 
-    let mut cmd = valetkey(&t, "");
-    cmd.args(["run", "--agent", "claude", "--env", "staging", "--", "true"]);
-    let out = output(cmd).await;
+    let out = output(run_sh(&t, "", "staging", "true")).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("VALETKEY_AGENT_KEY"));
     t.stop().await;

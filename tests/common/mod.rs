@@ -192,6 +192,16 @@ impl TestBroker {
     }
 }
 
+/// Waits until `check` holds: for what another process wrote to the store,
+/// which a broker learns within its sync interval.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The claims of a credential, read without verifying (the broker verified it).
 pub fn claims(credential: &str) -> Value {
     use base64::Engine;
