@@ -112,13 +112,13 @@ pub async fn mint(
     JsonBody(body): JsonBody<MintBody>,
 ) -> Result<Response, Problem> {
     let now = SystemTime::now();
+    let agent = broker.authenticate_launcher(&key).await?;
     let request = MintRequest {
         env: body.env,
         providers: body.providers,
         scopes: body.scopes,
         ttl: parse_ttl(body.ttl)?,
     };
-    let agent = broker.authenticate_launcher(&key).await?;
     let minted = broker.mint(&agent, body.agent.as_deref(), &request, now).await?;
     let env_vars: BTreeMap<&str, &str> = minted
         .env_vars

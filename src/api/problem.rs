@@ -17,6 +17,7 @@ use crate::store::StoreError;
 
 const STOP: &str = "Stop and tell a human what you were doing, quoting this response. Do not try other credentials or tokens, and do not delete, recreate or reconfigure resources to get past a credential problem.";
 const RENEW: &str = "Your credential has expired. Get a new one the way you got this one (the human or tool that launched you runs `valetkey run` again). Do not look for other credentials or tokens.";
+const MISSING: &str = "Send the credential from VALETKEY_CREDENTIAL as `Authorization: Bearer vk1.…`. If you have none, you were not launched through `valetkey run`: ask a human. Never send a provider's own token instead.";
 const REVOKED: &str = "A human or the end of your session revoked this credential. Stop. Do not look for other credentials or tokens and do not try to get around this; ask a human, quoting the lease id.";
 const FIX_REQUEST: &str =
     "The request itself is wrong; fix it as the detail says and send it again. This is not a permission problem.";
@@ -141,7 +142,7 @@ impl From<AuthError> for Problem {
                 "No credential",
                 "no credential was presented; send `Authorization: Bearer vk1.…`".into(),
             )
-            .guidance(RENEW),
+            .guidance(MISSING),
             AuthError::Credential(v) => {
                 let detail = v.to_string();
                 match v {
