@@ -75,10 +75,6 @@ impl Problem {
         self
     }
 
-    pub fn kind(&self) -> &'static str {
-        self.0.kind
-    }
-
     pub fn bad_request(kind: &'static str, detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::BAD_REQUEST, kind, "The request is not valid", detail)
     }
