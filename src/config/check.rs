@@ -134,6 +134,24 @@ impl Checker<'_> {
                 Some("leave it out (64 KiB) or write at least 1024".into()),
             ));
         }
+        let proxy = &self.config.proxy;
+        if proxy.connect_timeout.is_zero() || proxy.timeout.is_zero() {
+            self.problems.push(Problem::error(
+                None,
+                "[proxy] connect_timeout and timeout must be above 0",
+                Some("leave them out (5s and 120s) or write e.g. `timeout = \"60s\"`".into()),
+            ));
+        }
+        if proxy.max_inspected_body_bytes < 1024 {
+            self.problems.push(Problem::error(
+                None,
+                format!(
+                    "[proxy] max_inspected_body_bytes = {} is too small to hold a GraphQL request",
+                    proxy.max_inspected_body_bytes
+                ),
+                Some("leave it out (1 MiB) or write at least 1024".into()),
+            ));
+        }
         if let Some(url) = &self.config.storage.url
             && !url.starts_with("sqlite:")
         {
@@ -281,6 +299,32 @@ impl Checker<'_> {
                     Some(format!("remove the line or write `\"{}\" = \"{built_in}\"`", scope.get_ref())),
                 );
             }
+        }
+
+        if let Err(errors) = p.classifier() {
+            for e in errors {
+                let rule = &p.operations[e.index];
+                self.error(
+                    rule.span(),
+                    format!("operation rule {} of provider `{name}`: {}", e.index + 1, e.message),
+                    Some(operation_help(p.kind).into()),
+                );
+            }
+        }
+        let limits = &p.graphql;
+        if [
+            limits.max_document_bytes,
+            limits.max_depth,
+            limits.max_aliases,
+            limits.max_batch,
+        ]
+        .contains(&0)
+        {
+            self.error(
+                span.clone(),
+                format!("the graphql limits of provider `{name}` must all be above 0"),
+                Some("remove `[providers.NAME.graphql]` to use the defaults".into()),
+            );
         }
 
         for (var, value) in &p.agent_env {
@@ -550,6 +594,18 @@ fn suggest<'a>(wrong: &str, known: impl Iterator<Item = &'a str> + Clone, what: 
 }
 
 /// Names used in URLs, env var values and role names: short and plain.
+fn operation_help(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Railway => {
+            "write `{ field = \"mutationName\", scope = \"SCOPE\" }`, with `id = \"KIND\"` when the field's `id` argument names a resource"
+        }
+        ProviderKind::Github | ProviderKind::Http => {
+            "write `{ method = \"DELETE\", path = \"/items/{id}\", scope = \"SCOPE\", resources = [{ kind = \"item\", id = \"{id}\" }] }`"
+        }
+        ProviderKind::Postgres => "remove the operations: postgres providers are not proxied",
+    }
+}
+
 pub fn valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()

@@ -193,6 +193,11 @@ pub(crate) fn parse(text: &str) -> Parsed {
                     config.keys = v;
                 }
             }
+            "proxy" => {
+                if let Some(v) = one(value, &section, &mut problems) {
+                    config.proxy = v;
+                }
+            }
             "credentials" => {
                 let span = value.span();
                 if let Some(v) = one(value, &section, &mut problems) {
@@ -218,10 +223,11 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
 }
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "server",
     "storage",
     "keys",
+    "proxy",
     "credentials",
     "environments",
     "providers",

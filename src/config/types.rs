@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::policy::{self, Tier};
-use crate::providers::ProviderKind;
+use crate::providers::{Classifier, GraphqlLimits, OperationRule, ProviderKind, RuleError};
 
 pub type Span = std::ops::Range<usize>;
 
@@ -20,6 +20,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub keys: KeysConfig,
+    pub proxy: ProxyConfig,
     pub credentials: Spanned<CredentialsConfig>,
     pub environments: BTreeMap<String, Spanned<EnvironmentConfig>>,
     pub providers: BTreeMap<String, Spanned<ProviderConfig>>,
@@ -33,6 +34,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             storage: StorageConfig::default(),
             keys: KeysConfig::default(),
+            proxy: ProxyConfig::default(),
             credentials: Spanned::new(0..0, CredentialsConfig::default()),
             environments: BTreeMap::new(),
             providers: BTreeMap::new(),
@@ -93,6 +95,31 @@ pub struct KeysConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Longest wait for a connection to an upstream.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest a whole exchange with an upstream may take, response body
+    /// included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest request body the broker reads to classify it (GraphQL
+    /// requests). Bodies it need not read stream through unbounded.
+    pub max_inspected_body_bytes: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(120),
+            max_inspected_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct CredentialsConfig {
     #[serde(with = "humantime_serde")]
     pub default_ttl: Duration,
@@ -146,6 +173,25 @@ pub struct ProviderConfig {
     /// stricter tier.
     #[serde(default)]
     pub scopes: BTreeMap<Spanned<String>, Spanned<Tier>>,
+    /// Operations beyond the kind's rule pack (see `config/providers/`).
+    #[serde(default)]
+    pub operations: Vec<Spanned<OperationRule>>,
+    /// What to do with ids that are not in the resource map.
+    #[serde(default)]
+    pub unknown_resources: UnknownResources,
+    /// Limits on GraphQL requests (GraphQL kinds only).
+    #[serde(default)]
+    pub graphql: GraphqlLimits,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownResources {
+    /// Refuse every operation on an id the resource map does not name.
+    #[default]
+    Deny,
+    /// Allow reads of unknown ids; refuse everything else on them.
+    AllowReads,
 }
 
 impl ProviderConfig {
@@ -178,6 +224,12 @@ impl ProviderConfig {
                 .or_insert(tier);
         }
         tiers
+    }
+
+    /// The provider's classifier: the kind's pack plus ops' operations.
+    pub fn classifier(&self) -> Result<Classifier, Vec<RuleError>> {
+        let extra: Vec<OperationRule> = self.operations.iter().map(|o| o.get_ref().clone()).collect();
+        Classifier::new(self.kind, &extra, &self.scope_tiers(), self.graphql)
     }
 }
 
@@ -293,7 +345,37 @@ impl Config {
                 default_ttl: self.credentials.get_ref().default_ttl,
                 max_ttl: self.credentials.get_ref().max_ttl,
             },
+            resources: self.resource_map(),
         }
+    }
+
+    fn resource_map(&self) -> BTreeMap<String, policy::ProviderResources> {
+        let mut map: BTreeMap<String, policy::ProviderResources> = self
+            .providers
+            .iter()
+            .map(|(name, p)| {
+                let p = p.get_ref();
+                let resources = policy::ProviderResources {
+                    owners: BTreeMap::new(),
+                    unknown_reads: p.unknown_resources == UnknownResources::AllowReads,
+                    case_insensitive: p.kind.ids_case_insensitive(),
+                };
+                (name.clone(), resources)
+            })
+            .collect();
+        for r in &self.resources {
+            let r = r.get_ref();
+            let Some(provider) = map.get_mut(r.provider.get_ref()) else {
+                continue;
+            };
+            let id = if provider.case_insensitive {
+                r.id.get_ref().to_lowercase()
+            } else {
+                r.id.get_ref().clone()
+            };
+            provider.owners.entry(id).or_default().extend(strings(&r.environments));
+        }
+        map
     }
 }
 

@@ -12,7 +12,7 @@ use super::Tier;
 /// not protected". It never matches a protected environment.
 pub const ANY_UNPROTECTED: &str = "*";
 
-/// The configuration facts a mint decision needs, compiled once at load.
+/// The configuration facts mint and proxy decisions need, compiled once at load.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     /// Environment name → protected.
@@ -22,6 +22,8 @@ pub struct Rules {
     /// Agent name → its grants.
     pub agents: BTreeMap<String, Vec<Grant>>,
     pub limits: CredentialLimits,
+    /// Provider name → which environments own its resources.
+    pub resources: BTreeMap<String, super::ProviderResources>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,6 +386,7 @@ mod tests {
                 default_ttl: mins(15),
                 max_ttl: mins(60),
             },
+            resources: BTreeMap::new(),
         }
     }
 

@@ -1,12 +1,18 @@
-//! Pure decision logic: what a credential may hold and, later, whether a
-//! request is allowed.
+//! Pure decision logic: what a credential may hold (`plan_mint`) and whether
+//! a proxied request may reach the provider (`decide`).
 //!
 //! Nothing here does I/O or reads the clock; the time, the configuration and
 //! the request come in as plain data. That keeps every decision testable in
 //! isolation and identical wherever it is made (API, CLI, proxy).
 
+mod decide;
 mod mint;
 mod tier;
+
+pub use decide::{
+    Access, BoundOperation, BoundResource, Decision, ENVIRONMENT_KIND, Operation, ProviderResources, Refusal,
+    ResourceRef, decide,
+};
 
 pub use mint::{
     ANY_UNPROTECTED, CredentialLimits, Grant, MintPlan, MintRefusal, MintRequest, Rules, StripReason, Stripped,

@@ -1,17 +1,25 @@
-//! Provider kinds and their rule packs.
+//! Provider kinds, their rule packs, and classification: what a request to
+//! a provider would do.
 //!
 //! A rule pack (`config/providers/<kind>.toml`) is data compiled into the
-//! binary: the scopes a kind knows and the tier of each. Ops extend a pack from
-//! their own configuration and may raise a scope's tier, never lower it. The
-//! packs are parsed once, on first use; a pack that does not parse is a bug in
-//! this build, caught by the tests.
+//! binary: the scopes a kind knows, the tier of each, and the operations that
+//! need them. Ops extend a pack from their own configuration and may raise a
+//! scope's tier, never lower it. The packs are parsed once, on first use; a
+//! pack that does not parse is a bug in this build, caught by the tests.
+//! Nothing here does I/O.
 
-use std::collections::BTreeMap;
+mod classify;
+mod graphql;
+mod pack;
+mod rest;
+
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Tier;
+pub use classify::{Classified, Classifier, ClassifyError, RequestView, RuleError};
+pub use graphql::{GraphqlLimits, OperationType};
+pub use pack::{OperationRule, ResourceTemplate, RulePack, ScopeRule};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +60,12 @@ impl ProviderKind {
         }
     }
 
+    /// Whether the provider reads ids without regard to case (GitHub's
+    /// `owner/repo`), so the resource map must too.
+    pub fn ids_case_insensitive(self) -> bool {
+        self == ProviderKind::Github
+    }
+
     /// The built-in rule pack of this kind.
     pub fn pack(self) -> &'static RulePack {
         &PACKS[self as usize]
@@ -70,30 +84,6 @@ impl ProviderKind {
 impl std::fmt::Display for ProviderKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RulePack {
-    pub kind: ProviderKind,
-    pub scopes: BTreeMap<String, ScopeRule>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScopeRule {
-    pub tier: Tier,
-    pub description: String,
-}
-
-impl RulePack {
-    pub fn parse(text: &str) -> Result<RulePack, toml::de::Error> {
-        toml::from_str(text)
-    }
-
-    pub fn tier(&self, scope: &str) -> Option<Tier> {
-        self.scopes.get(scope).map(|s| s.tier)
     }
 }
 

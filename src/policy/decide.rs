@@ -1,0 +1,562 @@
+//! Whether a proxied request may reach the provider: the operations a
+//! provider adapter found in it, bound to the environments that own the
+//! resources they touch, against what the credential holds.
+//!
+//! Binding comes before scopes: a staging credential aimed at a production
+//! volume is named a mismatch even when the operation would also need an
+//! approval, because the mismatch is what a human must hear about.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::{Rules, Tier};
+
+/// The resource kind whose id names an environment; an operation that acts
+/// `within_environment` is confined to the environment this id names.
+pub const ENVIRONMENT_KIND: &str = "environment";
+
+/// One thing a request does, as the provider's rule pack names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Operation {
+    /// `mutation volumeDelete`, `DELETE /repos/{owner}/{repo}`, …
+    pub name: String,
+    /// `None` when no rule names the operation: it is refused.
+    pub scope: Option<String>,
+    /// The scope's tier; `catastrophic` when no rule names the operation.
+    pub tier: Tier,
+    pub resources: Vec<ResourceRef>,
+    /// The operation acts only inside the environment named by its
+    /// environment-kind resource (a Railway service instance, not the whole
+    /// service), so resources shared with other environments are not at risk.
+    pub within_environment: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ResourceRef {
+    pub kind: String,
+    pub id: String,
+}
+
+impl fmt::Display for ResourceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} `{}`", self.kind, self.id)
+    }
+}
+
+/// Which environments own the ids a provider knows.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderResources {
+    /// Id → owning environments. Ids are lowercased when `case_insensitive`.
+    pub owners: BTreeMap<String, Vec<String>>,
+    /// Reads of ids not in the map are allowed (ops' choice per provider).
+    pub unknown_reads: bool,
+    /// The provider treats ids without regard to case (GitHub `owner/repo`).
+    pub case_insensitive: bool,
+}
+
+impl ProviderResources {
+    pub fn owners(&self, id: &str) -> Option<&[String]> {
+        let found = if self.case_insensitive {
+            self.owners.get(&id.to_lowercase())
+        } else {
+            self.owners.get(id)
+        };
+        found.map(Vec::as_slice)
+    }
+}
+
+/// What the credential presents on this request.
+#[derive(Debug, Clone, Copy)]
+pub struct Access<'a> {
+    pub env: &'a str,
+    pub provider: &'a str,
+    /// The scopes the credential holds on this provider; `None` when it holds
+    /// none there.
+    pub scopes: Option<&'a [String]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// `None` when the request may go upstream.
+    pub refusal: Option<Refusal>,
+    pub operations: Vec<BoundOperation>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.refusal.is_none()
+    }
+}
+
+/// An operation with the owners of each resource it touches, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BoundOperation {
+    pub name: String,
+    pub scope: Option<String>,
+    pub tier: Tier,
+    pub resources: Vec<BoundResource>,
+    /// The refusal this operation alone would get.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BoundResource {
+    pub kind: String,
+    pub id: String,
+    /// `None` when the id is not in the resource map.
+    pub owners: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Refusal {
+    #[error("this credential is for `{env}` and holds no scope on provider `{provider}`")]
+    ProviderNotGranted { provider: String, env: String },
+    #[error("the request carries no operation the broker can name")]
+    NoOperation,
+    #[error("{operation} touches {resource}, which belongs to {}, but this credential is for `{env}`", owners.join(" and "))]
+    CredentialMismatch {
+        operation: String,
+        resource: ResourceRef,
+        owners: Vec<String>,
+        env: String,
+    },
+    #[error("{operation} touches {resource}, which is shared by {}: anything beyond reading it could reach another environment", owners.join(" and "))]
+    SharedResource {
+        operation: String,
+        resource: ResourceRef,
+        owners: Vec<String>,
+    },
+    #[error("{operation} touches {resource}, which is not in the broker's resource map, so its environment is unknown")]
+    UnknownResource { operation: String, resource: ResourceRef },
+    #[error("{operation} ({tier}) names no resource id, so the broker cannot tell which environment it would change")]
+    UnboundOperation { operation: String, tier: Tier },
+    #[error("{operation} is not in the rule pack of provider `{provider}`; operations no rule names are refused")]
+    UnknownOperation { operation: String, provider: String },
+    #[error(
+        "{operation} needs scope `{scope}`, which is {tier}: no agent credential ever holds it; a human must approve it"
+    )]
+    ApprovalRequired {
+        operation: String,
+        scope: String,
+        tier: Tier,
+    },
+    #[error("{operation} needs scope `{scope}` ({tier}), which this credential does not hold")]
+    ScopeNotGranted {
+        operation: String,
+        scope: String,
+        tier: Tier,
+        held: Vec<String>,
+    },
+}
+
+impl Refusal {
+    /// The stable name problem types and audit events use.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::ProviderNotGranted { .. } | Refusal::CredentialMismatch { .. } => "credential_mismatch",
+            Refusal::SharedResource { .. } => "shared_resource",
+            Refusal::UnknownResource { .. } | Refusal::UnboundOperation { .. } => "unknown_resource",
+            Refusal::NoOperation | Refusal::UnknownOperation { .. } => "unknown_operation",
+            Refusal::ApprovalRequired { .. } => "approval_required",
+            Refusal::ScopeNotGranted { .. } => "scope_not_granted",
+        }
+    }
+
+    /// Which refusal a request with several gets: the one a human most needs
+    /// to hear (another environment's resource before a missing scope).
+    fn rank(&self) -> u8 {
+        match self {
+            Refusal::ProviderNotGranted { .. } => 0,
+            Refusal::CredentialMismatch { .. } => 1,
+            Refusal::SharedResource { .. } => 2,
+            Refusal::UnknownResource { .. } | Refusal::UnboundOperation { .. } => 3,
+            Refusal::NoOperation | Refusal::UnknownOperation { .. } => 4,
+            Refusal::ApprovalRequired { .. } => 5,
+            Refusal::ScopeNotGranted { .. } => 6,
+        }
+    }
+}
+
+/// Decides a request: every operation must be named by a rule, touch only
+/// resources of the credential's environment (shared ones only to read), and
+/// need a scope the credential holds.
+pub fn decide(rules: &Rules, access: &Access<'_>, operations: &[Operation]) -> Decision {
+    let empty = ProviderResources::default();
+    let resources = rules.resources.get(access.provider).unwrap_or(&empty);
+    let mut bound = Vec::with_capacity(operations.len());
+    let mut refusal: Option<Refusal> = None;
+    for op in operations {
+        let resources_bound: Vec<BoundResource> = op
+            .resources
+            .iter()
+            .map(|r| BoundResource {
+                kind: r.kind.clone(),
+                id: r.id.clone(),
+                owners: resources.owners(&r.id).map(<[String]>::to_vec),
+            })
+            .collect();
+        let this = judge(access, resources, op, &resources_bound);
+        bound.push(BoundOperation {
+            name: op.name.clone(),
+            scope: op.scope.clone(),
+            tier: op.tier,
+            resources: resources_bound,
+            refused: this.as_ref().map(Refusal::kind),
+        });
+        if let Some(r) = this
+            && refusal.as_ref().is_none_or(|current| r.rank() < current.rank())
+        {
+            refusal = Some(r);
+        }
+    }
+    if access.scopes.is_none() {
+        refusal = Some(Refusal::ProviderNotGranted {
+            provider: access.provider.to_owned(),
+            env: access.env.to_owned(),
+        });
+    } else if operations.is_empty() {
+        refusal = Some(Refusal::NoOperation);
+    }
+    Decision {
+        refusal,
+        operations: bound,
+    }
+}
+
+/// The refusal one operation earns on its own, if any.
+fn judge(access: &Access<'_>, map: &ProviderResources, op: &Operation, bound: &[BoundResource]) -> Option<Refusal> {
+    let Some(scope) = &op.scope else {
+        return Some(Refusal::UnknownOperation {
+            operation: op.name.clone(),
+            provider: access.provider.to_owned(),
+        });
+    };
+    let changes = op.tier > Tier::Read;
+    // An operation confined to one environment only reaches the instances of
+    // shared resources in that environment; it must still be ours.
+    let pinned = op.within_environment && bound.iter().any(|r| r.kind == ENVIRONMENT_KIND && r.owners.is_some());
+    for r in bound {
+        let resource = || ResourceRef {
+            kind: r.kind.clone(),
+            id: r.id.clone(),
+        };
+        match &r.owners {
+            None if !changes && map.unknown_reads => {}
+            None => {
+                return Some(Refusal::UnknownResource {
+                    operation: op.name.clone(),
+                    resource: resource(),
+                });
+            }
+            Some(owners) if !owners.iter().any(|e| e == access.env) => {
+                return Some(Refusal::CredentialMismatch {
+                    operation: op.name.clone(),
+                    resource: resource(),
+                    owners: owners.clone(),
+                    env: access.env.to_owned(),
+                });
+            }
+            Some(owners) if changes && owners.len() > 1 && !(pinned && r.kind != ENVIRONMENT_KIND) => {
+                return Some(Refusal::SharedResource {
+                    operation: op.name.clone(),
+                    resource: resource(),
+                    owners: owners.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    if changes && bound.is_empty() {
+        return Some(Refusal::UnboundOperation {
+            operation: op.name.clone(),
+            tier: op.tier,
+        });
+    }
+    if !op.tier.agent_may_hold() {
+        return Some(Refusal::ApprovalRequired {
+            operation: op.name.clone(),
+            scope: scope.clone(),
+            tier: op.tier,
+        });
+    }
+    let held = access.scopes.unwrap_or_default();
+    if !held.iter().any(|s| s == scope) {
+        return Some(Refusal::ScopeNotGranted {
+            operation: op.name.clone(),
+            scope: scope.clone(),
+            tier: op.tier,
+            held: held.to_vec(),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Rules {
+        let owners: BTreeMap<String, Vec<String>> = [
+            ("vol_stg", vec!["staging"]),
+            ("vol_prod", vec!["production"]),
+            ("vol_shared", vec!["staging", "production"]),
+            ("svc_shared", vec!["staging", "production"]),
+            ("env_stg", vec!["staging"]),
+            ("env_prod", vec!["production"]),
+            ("acme/api", vec!["staging"]),
+        ]
+        .into_iter()
+        .map(|(id, envs)| (id.to_owned(), envs.into_iter().map(str::to_owned).collect()))
+        .collect();
+        let mut rules = Rules::default();
+        rules.resources.insert(
+            "railway".into(),
+            ProviderResources {
+                owners: owners.clone(),
+                unknown_reads: false,
+                case_insensitive: false,
+            },
+        );
+        rules.resources.insert(
+            "github".into(),
+            ProviderResources {
+                owners,
+                unknown_reads: true,
+                case_insensitive: true,
+            },
+        );
+        rules
+    }
+
+    fn op(name: &str, scope: &str, tier: Tier, ids: &[(&str, &str)]) -> Operation {
+        Operation {
+            name: name.into(),
+            scope: Some(scope.into()),
+            tier,
+            resources: ids
+                .iter()
+                .map(|(kind, id)| ResourceRef {
+                    kind: (*kind).into(),
+                    id: (*id).into(),
+                })
+                .collect(),
+            within_environment: false,
+        }
+    }
+
+    fn staging(held: &[String]) -> Access<'_> {
+        Access {
+            env: "staging",
+            provider: "railway",
+            scopes: Some(held),
+        }
+    }
+
+    fn every_grantable() -> Vec<String> {
+        ["read", "variable:write", "deployment:deploy", "service:write"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn kind(d: &Decision) -> Option<&'static str> {
+        d.refusal.as_ref().map(Refusal::kind)
+    }
+
+    #[test]
+    fn the_incident_is_refused_as_a_shared_resource() {
+        let held = every_grantable();
+        let delete = op(
+            "mutation volumeDelete",
+            "volume:delete",
+            Tier::Destructive,
+            &[("volume", "vol_shared")],
+        );
+        let d = decide(&rules(), &staging(&held), &[delete]);
+        assert_eq!(kind(&d), Some("shared_resource"));
+        assert_eq!(
+            d.operations[0].resources[0].owners,
+            Some(vec!["staging".into(), "production".into()])
+        );
+    }
+
+    #[test]
+    fn another_environments_resource_is_a_mismatch_even_to_read() {
+        let held = every_grantable();
+        let read = op("query volume", "read", Tier::Read, &[("volume", "vol_prod")]);
+        let d = decide(&rules(), &staging(&held), &[read]);
+        assert_eq!(kind(&d), Some("credential_mismatch"));
+        assert!(d.refusal.unwrap().to_string().contains("belongs to production"));
+    }
+
+    #[test]
+    fn a_mismatch_outranks_a_missing_approval_in_the_same_request() {
+        let held = every_grantable();
+        let ops = [
+            op(
+                "mutation volumeDelete",
+                "volume:delete",
+                Tier::Destructive,
+                &[("volume", "vol_stg")],
+            ),
+            op("query volume", "read", Tier::Read, &[("volume", "vol_prod")]),
+        ];
+        let d = decide(&rules(), &staging(&held), &ops);
+        assert_eq!(kind(&d), Some("credential_mismatch"));
+        assert_eq!(d.operations[0].refused, Some("approval_required"));
+        assert_eq!(d.operations[1].refused, Some("credential_mismatch"));
+    }
+
+    #[test]
+    fn destructive_operations_on_own_resources_need_approval() {
+        let held = every_grantable();
+        let d = decide(
+            &rules(),
+            &staging(&held),
+            &[op(
+                "mutation volumeDelete",
+                "volume:delete",
+                Tier::Destructive,
+                &[("volume", "vol_stg")],
+            )],
+        );
+        assert_eq!(kind(&d), Some("approval_required"));
+    }
+
+    #[test]
+    fn shared_resources_may_be_read_but_not_changed() {
+        let held = every_grantable();
+        let read = op("query volume", "read", Tier::Read, &[("volume", "vol_shared")]);
+        assert!(decide(&rules(), &staging(&held), &[read]).allowed());
+        let write = op(
+            "mutation serviceUpdate",
+            "service:write",
+            Tier::Write,
+            &[("service", "svc_shared")],
+        );
+        assert_eq!(
+            kind(&decide(&rules(), &staging(&held), &[write])),
+            Some("shared_resource")
+        );
+    }
+
+    #[test]
+    fn an_operation_within_our_environment_may_change_a_shared_service_instance() {
+        let held = every_grantable();
+        let mut redeploy = op(
+            "mutation serviceInstanceRedeploy",
+            "deployment:deploy",
+            Tier::Deploy,
+            &[("service", "svc_shared"), ("environment", "env_stg")],
+        );
+        redeploy.within_environment = true;
+        assert!(decide(&rules(), &staging(&held), std::slice::from_ref(&redeploy)).allowed());
+
+        // Pinned to production's environment: a mismatch, not an allowance.
+        redeploy.resources[1].id = "env_prod".into();
+        assert_eq!(
+            kind(&decide(&rules(), &staging(&held), std::slice::from_ref(&redeploy))),
+            Some("credential_mismatch")
+        );
+
+        // Without an environment id it is not pinned, and the shared service is refused.
+        redeploy.resources.pop();
+        assert_eq!(
+            kind(&decide(&rules(), &staging(&held), &[redeploy])),
+            Some("shared_resource")
+        );
+    }
+
+    #[test]
+    fn unknown_ids_are_refused_unless_the_provider_allows_reading_them() {
+        let held = every_grantable();
+        let read = op("query volume", "read", Tier::Read, &[("volume", "vol_new")]);
+        assert_eq!(
+            kind(&decide(&rules(), &staging(&held), std::slice::from_ref(&read))),
+            Some("unknown_resource")
+        );
+        let github = Access {
+            provider: "github",
+            ..staging(&held)
+        };
+        assert!(decide(&rules(), &github, &[read]).allowed());
+        let write = op(
+            "PUT /repos/{owner}/{repo}/contents/**",
+            "read",
+            Tier::Write,
+            &[("repository", "acme/new")],
+        );
+        assert_eq!(kind(&decide(&rules(), &github, &[write])), Some("unknown_resource"));
+    }
+
+    #[test]
+    fn github_ids_bind_without_regard_to_case() {
+        let held = vec!["contents:write".to_owned()];
+        let github = Access {
+            env: "staging",
+            provider: "github",
+            scopes: Some(&held),
+        };
+        let write = op(
+            "PUT contents",
+            "contents:write",
+            Tier::Write,
+            &[("repository", "Acme/API")],
+        );
+        assert!(decide(&rules(), &github, &[write]).allowed());
+    }
+
+    #[test]
+    fn a_change_that_names_no_resource_is_refused() {
+        let held = every_grantable();
+        let d = decide(
+            &rules(),
+            &staging(&held),
+            &[op("mutation variableUpsert", "variable:write", Tier::Write, &[])],
+        );
+        assert_eq!(kind(&d), Some("unknown_resource"));
+        assert!(matches!(d.refusal, Some(Refusal::UnboundOperation { .. })));
+        let read = op("query me", "read", Tier::Read, &[]);
+        assert!(decide(&rules(), &staging(&held), &[read]).allowed());
+    }
+
+    #[test]
+    fn scopes_not_held_and_unknown_operations_are_refused() {
+        let held = vec!["read".to_owned()];
+        let deploy = op(
+            "mutation deploymentRedeploy",
+            "deployment:deploy",
+            Tier::Deploy,
+            &[("deployment", "env_stg")],
+        );
+        let d = decide(&rules(), &staging(&held), &[deploy]);
+        assert_eq!(kind(&d), Some("scope_not_granted"));
+
+        let unknown = Operation {
+            scope: None,
+            tier: Tier::Catastrophic,
+            ..op("mutation somethingNew", "x", Tier::Read, &[])
+        };
+        assert_eq!(
+            kind(&decide(&rules(), &staging(&held), &[unknown])),
+            Some("unknown_operation")
+        );
+        assert_eq!(kind(&decide(&rules(), &staging(&held), &[])), Some("unknown_operation"));
+    }
+
+    #[test]
+    fn a_credential_without_the_provider_is_a_mismatch_of_the_route() {
+        let access = Access {
+            env: "staging",
+            provider: "railway",
+            scopes: None,
+        };
+        let read = op("query me", "read", Tier::Read, &[]);
+        let d = decide(&rules(), &access, &[read]);
+        assert_eq!(kind(&d), Some("credential_mismatch"));
+        assert!(matches!(d.refusal, Some(Refusal::ProviderNotGranted { .. })));
+    }
+}
