@@ -19,6 +19,7 @@ use crate::credentials::{
     self, Claims, Expected, KeyError, KeyRing, OpaqueKind, RevocationSet, VerifiedCache, VerifyError,
 };
 use crate::policy::{self, MintPlan, MintRefusal, MintRequest, Rules, Tier};
+use crate::providers::Classifier;
 use crate::secrets::{EnvLookup, ExposeSecret, MasterKey, SecretString, resolve};
 use crate::store::{AdminKeyRecord, AgentRecord, Lease, Revocation, RevokeTarget, Store, StoreError};
 use crate::time::{unix_ms, unix_secs};
@@ -62,6 +63,10 @@ pub enum MintError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("the operation rules of provider `{provider}` do not compile: {message}")]
+    Rules { provider: String, message: String },
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
     #[error(transparent)]
     Admin(#[from] AdminError),
     #[error(transparent)]
@@ -112,6 +117,10 @@ pub struct Broker {
     /// Real tokens, by (provider, environment).
     tokens: BTreeMap<(String, String), SecretString>,
     token_status: Vec<TokenStatus>,
+    /// Each proxied provider's compiled rules.
+    classifiers: BTreeMap<String, Classifier>,
+    /// The one pooled client every upstream request goes through.
+    upstream: reqwest::Client,
 }
 
 impl Broker {
@@ -145,6 +154,19 @@ impl Broker {
                 });
             }
         }
+        let mut classifiers = BTreeMap::new();
+        for (name, p) in &config.providers {
+            let p = p.get_ref();
+            if p.kind == crate::providers::ProviderKind::Postgres {
+                continue;
+            }
+            let classifier = p.classifier().map_err(|errors| StartError::Rules {
+                provider: name.clone(),
+                message: errors.into_iter().map(|e| e.message).collect::<Vec<_>>().join("; "),
+            })?;
+            classifiers.insert(name.clone(), classifier);
+        }
+        let upstream = upstream_client(&config.proxy).map_err(StartError::Client)?;
         let broker = Broker {
             rules: config.rules(),
             config,
@@ -157,6 +179,8 @@ impl Broker {
             revocation_cursor: AtomicI64::new(0),
             tokens,
             token_status,
+            classifiers,
+            upstream,
         };
         broker.sync(now).await?;
         Ok(broker)
@@ -174,10 +198,33 @@ impl Broker {
         &self.token_status
     }
 
-    /// Whether a real token for (provider, env) was loaded. The token itself
-    /// stays inside the broker.
+    /// Whether a real token for (provider, env) was loaded.
     pub fn has_token(&self, provider: &str, env: &str) -> bool {
-        self.tokens.contains_key(&(provider.to_owned(), env.to_owned()))
+        self.upstream_token(provider, env).is_some()
+    }
+
+    /// The real token for (provider, env). Only the proxy's forwarding step
+    /// reads it, to put it in the upstream request.
+    pub(crate) fn upstream_token(&self, provider: &str, env: &str) -> Option<&SecretString> {
+        self.tokens.get(&(provider.to_owned(), env.to_owned()))
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The names of the providers reachable through `/p/`.
+    pub fn proxied_providers(&self) -> Vec<String> {
+        self.classifiers.keys().cloned().collect()
+    }
+
+    /// The compiled rules of a proxied provider.
+    pub fn classifier(&self, provider: &str) -> Option<&Classifier> {
+        self.classifiers.get(provider)
+    }
+
+    pub fn upstream_client(&self) -> &reqwest::Client {
+        &self.upstream
     }
 
     fn ring(&self) -> Arc<KeyRing> {
@@ -536,6 +583,21 @@ pub struct ScopeView {
     pub scope: String,
     pub tier: Option<Tier>,
     pub description: Option<String>,
+}
+
+/// The client for upstream APIs: pooled, with both timeouts, never following
+/// a redirect (it could carry the real token to another host) and ignoring
+/// proxy environment variables (the broker decides where tokens go).
+fn upstream_client(proxy: &crate::config::ProxyConfig) -> Result<reqwest::Client, reqwest::Error> {
+    // reqwest is built without a TLS provider; ring is the one we use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(proxy.connect_timeout)
+        .timeout(proxy.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .build()
 }
 
 /// The stable name of a refusal, as problem types and audit events say it.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod credentials;
 pub mod policy;
 pub mod providers;
+pub mod proxy;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -1,5 +1,6 @@
-//! The HTTP surface: health, JWKS, the /v1 JSON API. Only this module (and,
-//! later, the proxy) knows HTTP; handlers are thin calls into `broker`.
+//! The HTTP surface: health, JWKS, the /v1 JSON API, and the route to the
+//! proxy. Only this module and `proxy` know HTTP; handlers are thin calls
+//! into `broker`.
 
 mod extract;
 pub(crate) mod handlers;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 
 pub use problem::Problem;
 
@@ -31,6 +32,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/.well-known/jwks.json", get(handlers::jwks))
         .nest("/v1", v1)
+        .route("/p/{*rest}", any(crate::proxy::handle))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

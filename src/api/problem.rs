@@ -12,7 +12,8 @@ use serde_json::{Map, Value, json};
 use crate::admin::AdminError;
 use crate::broker::{AuthError, MintError, refusal_kind};
 use crate::credentials::VerifyError;
-use crate::policy::MintRefusal;
+use crate::policy::{MintRefusal, Refusal};
+use crate::providers::ClassifyError;
 use crate::store::StoreError;
 
 const STOP: &str = "Stop and tell a human what you were doing, quoting this response. Do not try other credentials or tokens, and do not delete, recreate or reconfigure resources to get past a credential problem.";
@@ -261,6 +262,94 @@ impl From<AdminError> for Problem {
             }
             AdminError::Store(e) => Problem::store(&e),
             AdminError::Random | AdminError::Secrets(_) | AdminError::Key(_) => Problem::internal(&detail),
+        }
+    }
+}
+
+const MISMATCH: &str = "Stop. This credential is for another environment or provider than the one you tried to reach. Do not look for another credential, do not retry another way, and do not delete, recreate or reconfigure anything to get past it: tell a human what you were doing, quoting the event id.";
+const SHARED: &str = "Stop. This resource also belongs to another environment, so changing it could damage that environment too (a production database can be deleted this way from staging). Do not retry, and do not delete or recreate anything to work around it: ask a human, quoting the event id.";
+const UNKNOWN_RESOURCE: &str = "The broker does not know which environment this resource belongs to, so it will not let you change it. Do not guess, and do not try other ids or credentials: ask a human to add it to the resource map, quoting the event id.";
+const UNKNOWN_OPERATION: &str = "The broker does not know this operation, so it refuses it. Do not try to reach the same effect another way: if the task truly needs it, stop and ask a human to add a rule, quoting the event id.";
+const APPROVAL: &str = "This operation is destructive, and no agent credential can perform it. Do not retry, and do not look for another way, credential or token. Stop and ask a human to do it or approve it, quoting the event id.";
+
+impl From<crate::proxy::ProxyError> for Problem {
+    fn from(e: crate::proxy::ProxyError) -> Self {
+        use crate::proxy::{ForwardError, ProxyError};
+        let detail = e.to_string();
+        match e {
+            ProxyError::UnknownProvider { known, .. } => {
+                Problem::new(StatusCode::NOT_FOUND, "unknown_provider", "No such provider", detail)
+                    .with("providers", known)
+            }
+            ProxyError::Auth(e) => e.into(),
+            ProxyError::AmbiguousCredential => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "credential_ambiguous",
+                "Two credentials",
+                detail,
+            ),
+            ProxyError::BodyTooLarge { .. } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                "Request body too large",
+                detail,
+            ),
+            ProxyError::BodyRead(_) => Problem::bad_request("malformed_request", detail),
+            ProxyError::Unclassifiable { error, event_id } => {
+                let status = match error {
+                    ClassifyError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                Problem::new(status, error.kind(), "The request cannot be classified", detail).event(event_id)
+            }
+            ProxyError::Refused {
+                refusal,
+                operations,
+                event_id,
+            } => {
+                let (title, guidance) = match refusal.as_ref() {
+                    Refusal::ProviderNotGranted { .. } | Refusal::CredentialMismatch { .. } => {
+                        ("Credential mismatch", MISMATCH)
+                    }
+                    Refusal::SharedResource { .. } => ("Shared resource", SHARED),
+                    Refusal::UnknownResource { .. } | Refusal::UnboundOperation { .. } => {
+                        ("Unknown resource", UNKNOWN_RESOURCE)
+                    }
+                    Refusal::NoOperation | Refusal::UnknownOperation { .. } => ("Unknown operation", UNKNOWN_OPERATION),
+                    Refusal::ApprovalRequired { .. } => ("Approval required", APPROVAL),
+                    Refusal::ScopeNotGranted { .. } => ("Scope not granted", NOT_ALLOWED),
+                };
+                Problem::new(StatusCode::FORBIDDEN, refusal.kind(), title, detail)
+                    .guidance(guidance)
+                    .event(event_id)
+                    .with("operations", operations)
+            }
+            ProxyError::NoUpstreamToken { event_id, .. } => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_token_missing",
+                "No upstream token",
+                detail,
+            )
+            .event(event_id),
+            ProxyError::Forward { error, event_id } => {
+                let problem = match error {
+                    ForwardError::Timeout => Problem::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "The upstream did not answer in time",
+                        detail,
+                    ),
+                    ForwardError::Unreachable(_) => Problem::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unreachable",
+                        "The upstream cannot be reached",
+                        detail,
+                    ),
+                    ForwardError::TokenNotAHeader => Problem::internal(&detail),
+                };
+                problem.event(event_id)
+            }
+            ProxyError::Store(e) => Problem::store(&e),
         }
     }
 }

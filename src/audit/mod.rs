@@ -35,6 +35,10 @@ pub enum EventKind {
     SigningKeyCreated,
     SigningKeyRotated,
     SecretSet,
+    /// A proxied request the policy allowed, before it is forwarded.
+    ProxyAllowed,
+    /// A proxied request refused; nothing was forwarded.
+    ProxyRefused,
 }
 
 impl EventKind {
@@ -49,6 +53,8 @@ impl EventKind {
             EventKind::SigningKeyCreated => "signing_key_created",
             EventKind::SigningKeyRotated => "signing_key_rotated",
             EventKind::SecretSet => "secret_set",
+            EventKind::ProxyAllowed => "proxy_allowed",
+            EventKind::ProxyRefused => "proxy_refused",
         }
     }
 }

@@ -31,6 +31,9 @@ fn init_logging() {
 
 pub async fn serve(local: Local, listen: Option<SocketAddr>, dev: bool) -> Result<ExitCode, CliError> {
     init_logging();
+    // Listen for SIGTERM before the port opens: a stop that arrives while the
+    // broker starts is then a graceful stop, not the default kill.
+    let shutdown = server::shutdown_signal();
     let server = server::prepare(ServeOptions {
         config: local.config.clone(),
         listen,
@@ -78,7 +81,7 @@ pub async fn serve(local: Local, listen: Option<SocketAddr>, dev: bool) -> Resul
         config = %local.config.display(),
         "valetkey is serving"
     );
-    server.run(server::shutdown_signal()).await?;
+    server.run(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,6 +13,8 @@ use valetkey::broker::Broker;
 use valetkey::secrets::ExposeSecret;
 use valetkey::server::{self, FirstAdminKey, ServeOptions};
 
+pub mod upstream;
+
 pub const CONFIG: &str = r#"
 [credentials]
 default_ttl = "15m"
@@ -217,4 +219,38 @@ pub fn header(credential: &str) -> Value {
     let head = credential.strip_prefix("vk1.").unwrap().split('.').next().unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head).unwrap();
     serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Sends a request exactly as written, path included: HTTP clients resolve
+/// dot segments (even encoded ones) before sending, which would hide what the
+/// broker itself must handle. Returns the status and the body as JSON.
+pub async fn raw_request(base_url: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base_url.strip_prefix("http://").unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        // One chunk is enough for the small JSON answers this is used for.
+        body.split_once("\r\n")
+            .map(|(_, rest)| rest)
+            .unwrap_or_default()
+            .rsplit_once("\r\n0\r\n")
+            .map(|(b, _)| b)
+            .unwrap_or_default()
+            .to_owned()
+    } else {
+        body.to_owned()
+    };
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }

@@ -1,0 +1,163 @@
+//! Forwarding an admitted request: the agent's credential and hop-by-hop
+//! headers out, the real token in, the body streamed up and the response
+//! streamed back. Nothing here decides anything.
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+
+use crate::config::AuthConfig;
+use crate::secrets::{ExposeSecret, SecretString};
+
+/// Headers that concern one connection, never the next hop (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Headers that may carry the agent's credential; none of them goes upstream.
+pub const CREDENTIAL_HEADERS: [HeaderName; 2] =
+    [header::AUTHORIZATION, HeaderName::from_static("project-access-token")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("the upstream did not answer within the configured timeout")]
+    Timeout,
+    #[error("cannot reach the upstream: {0}")]
+    Unreachable(String),
+    #[error("the real token for this provider cannot be written as an HTTP header value")]
+    TokenNotAHeader,
+}
+
+/// Where the request goes and what it carries.
+pub struct Outbound<'a> {
+    pub method: Method,
+    pub url: reqwest::Url,
+    pub headers: &'a HeaderMap,
+    pub body: reqwest::Body,
+    /// Whether the incoming `Content-Length` still describes `body`.
+    pub keep_length: bool,
+    pub auth: &'a AuthConfig,
+    pub token: &'a SecretString,
+}
+
+pub async fn send(client: &reqwest::Client, out: Outbound<'_>) -> Result<Response, ForwardError> {
+    let headers = upstream_headers(out.headers, out.auth, out.token, out.keep_length)?;
+    let upstream = client
+        .request(out.method, out.url)
+        .headers(headers)
+        .body(out.body)
+        .send()
+        .await
+        .map_err(describe)?;
+    let status = upstream.status();
+    let mut response_headers = upstream.headers().clone();
+    strip_hop_by_hop(&mut response_headers);
+    let mut response = Response::new(Body::from_stream(upstream.bytes_stream()));
+    *response.status_mut() = status;
+    *response.headers_mut() = response_headers;
+    Ok(response)
+}
+
+fn describe(e: reqwest::Error) -> ForwardError {
+    if e.is_timeout() {
+        ForwardError::Timeout
+    } else {
+        // Without the URL: the error's source chain is enough, and a URL's
+        // query string is the agent's, not the log's.
+        let e = e.without_url();
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        ForwardError::Unreachable(message)
+    }
+}
+
+/// The headers sent upstream: the agent's, minus hop-by-hop headers, `Host`
+/// (the client sets the upstream's), `Expect` and every credential header,
+/// plus the real token the way the provider expects it.
+pub fn upstream_headers(
+    incoming: &HeaderMap,
+    auth: &AuthConfig,
+    token: &SecretString,
+    keep_length: bool,
+) -> Result<HeaderMap, ForwardError> {
+    let mut headers = incoming.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    headers.remove(header::EXPECT);
+    if !keep_length {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    for name in &CREDENTIAL_HEADERS {
+        headers.remove(name);
+    }
+    let name = HeaderName::from_bytes(auth.header.as_bytes()).map_err(|_| ForwardError::TokenNotAHeader)?;
+    let mut value = HeaderValue::from_str(&format!("{}{}", auth.prefix, token.expose_secret()))
+        .map_err(|_| ForwardError::TokenNotAHeader)?;
+    value.set_sensitive(true);
+    headers.remove(&name);
+    headers.insert(name, value);
+    Ok(headers)
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agents_credential_and_hop_by_hop_headers_never_go_upstream() {
+        let mut incoming = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer vk1.agent"),
+            ("project-access-token", "vk1.agent"),
+            ("proxy-authorization", "Basic x"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("host", "127.0.0.1:8700"),
+            ("content-length", "12"),
+            ("accept", "application/json"),
+        ] {
+            incoming.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let auth = AuthConfig {
+            header: "Project-Access-Token".into(),
+            prefix: String::new(),
+        };
+        let out = upstream_headers(&incoming, &auth, &SecretString::from("real-token"), false).unwrap();
+        let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["accept", "project-access-token"]);
+        assert_eq!(out["project-access-token"], "real-token");
+        assert!(out["project-access-token"].is_sensitive());
+
+        let kept = upstream_headers(&incoming, &AuthConfig::default(), &SecretString::from("t"), true).unwrap();
+        assert_eq!(kept["authorization"], "Bearer t");
+        assert_eq!(kept["content-length"], "12");
+        assert!(!kept.contains_key("project-access-token"));
+    }
+}

@@ -1,0 +1,353 @@
+//! The proxy path, `ANY /p/{provider}/{path…}`: the hot path of the broker.
+//!
+//! authenticate → classify (pure) → decide (pure) → record → forward. A
+//! request reaches the upstream only after its decision is durable in the
+//! audit trail; a refused request reaches nobody. Only the body of a request
+//! that must be parsed (GraphQL) is read, and only up to a bound; every other
+//! body, and every response, streams.
+
+mod forward;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, header};
+use http_body_util::{BodyExt, Limited};
+use serde_json::json;
+
+pub use forward::{CREDENTIAL_HEADERS, ForwardError};
+
+use crate::admin::Actor;
+use crate::api::Problem;
+use crate::audit::{Event, EventKind};
+use crate::broker::{AuthError, Broker};
+use crate::credentials::Claims;
+use crate::policy::{self, Access, BoundOperation, Refusal};
+use crate::providers::{ClassifyError, RequestView};
+use crate::store::StoreError;
+use crate::time::unix_ms;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("there is no provider `{provider}`; the proxied providers are: {}", known.join(", "))]
+    UnknownProvider { provider: String, known: Vec<String> },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("the request carries two different credentials (in `Authorization` and `Project-Access-Token`); send one")]
+    AmbiguousCredential,
+    #[error("the request body is over {limit} bytes, the most the broker reads to classify a request")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body could not be read: {0}")]
+    BodyRead(String),
+    #[error("{error}")]
+    Unclassifiable { error: ClassifyError, event_id: String },
+    #[error("{refusal}")]
+    Refused {
+        refusal: Box<Refusal>,
+        operations: Vec<BoundOperation>,
+        event_id: String,
+    },
+    #[error("the broker holds no token for provider `{provider}` in environment `{env}`")]
+    NoUpstreamToken {
+        provider: String,
+        env: String,
+        event_id: String,
+    },
+    #[error("{error}")]
+    Forward { error: ForwardError, event_id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The axum handler.
+pub async fn handle(State(broker): State<Arc<Broker>>, request: Request) -> Response {
+    match proxy(&broker, request).await {
+        Ok(response) => response,
+        Err(e) => Problem::from(e).into_response(),
+    }
+}
+
+async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError> {
+    let now = SystemTime::now();
+    let (parts, body) = request.into_parts();
+    let (provider, rest) = route(parts.uri.path());
+    let Some(classifier) = broker.classifier(&provider) else {
+        return Err(ProxyError::UnknownProvider {
+            provider,
+            known: broker.proxied_providers(),
+        });
+    };
+    let presented = presented_credential(&parts.headers)?.ok_or(AuthError::Missing)?;
+    let claims = broker.authenticate(presented, now)?;
+
+    let (inspected, body) = if classifier.needs_body(&parts.method) {
+        (
+            Some(read_bounded(body, &parts.headers, broker.config().proxy.max_inspected_body_bytes).await?),
+            None,
+        )
+    } else {
+        (None, Some(body))
+    };
+    let view = RequestView {
+        method: &parts.method,
+        path: &rest,
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        body: inspected.as_deref(),
+    };
+    let record = Recorder {
+        broker,
+        claims: &claims,
+        provider: &provider,
+        method: &parts.method,
+        now,
+    };
+    let classified = match classifier.classify(&view) {
+        Ok(c) => c,
+        Err(error) => {
+            let event_id = record.refused(&rest, error.kind(), &error.to_string(), &[]).await?;
+            return Err(ProxyError::Unclassifiable { error, event_id });
+        }
+    };
+
+    let access = Access {
+        env: &claims.env,
+        provider: &provider,
+        scopes: claims.grants.get(&provider).map(Vec::as_slice),
+    };
+    let decision = policy::decide(broker.rules(), &access, &classified.operations);
+    if let Some(refusal) = decision.refusal {
+        let event_id = record
+            .refused(
+                &classified.path,
+                refusal.kind(),
+                &refusal.to_string(),
+                &decision.operations,
+            )
+            .await?;
+        return Err(ProxyError::Refused {
+            refusal: Box::new(refusal),
+            operations: decision.operations,
+            event_id,
+        });
+    }
+    let Some(token) = broker.upstream_token(&provider, &claims.env) else {
+        let reason = format!("no token for provider `{provider}` in `{}`", claims.env);
+        let event_id = record
+            .refused(
+                &classified.path,
+                "upstream_token_missing",
+                &reason,
+                &decision.operations,
+            )
+            .await?;
+        return Err(ProxyError::NoUpstreamToken {
+            provider,
+            env: claims.env.clone(),
+            event_id,
+        });
+    };
+    let event_id = record.allowed(&classified.path, &decision.operations).await?;
+
+    let provider_config = broker.config().providers[&provider].get_ref();
+    let base = provider_config.upstream().unwrap_or_default().trim_end_matches('/');
+    let url = match parts.uri.query() {
+        Some(q) => format!("{base}{}?{q}", classified.path),
+        None => format!("{base}{}", classified.path),
+    };
+    let url = reqwest::Url::parse(&url).map_err(|e| ProxyError::Forward {
+        error: ForwardError::Unreachable(format!("the upstream URL does not parse: {e}")),
+        event_id: event_id.clone(),
+    })?;
+    let (body, keep_length) = match (inspected, body) {
+        (Some(bytes), _) => (reqwest::Body::from(bytes), false),
+        (None, Some(body)) if has_body(&parts.headers) => (reqwest::Body::wrap_stream(body.into_data_stream()), true),
+        (None, _) => (reqwest::Body::from(Bytes::new()), false),
+    };
+    let outbound = forward::Outbound {
+        method: parts.method.clone(),
+        url,
+        headers: &parts.headers,
+        body,
+        keep_length,
+        auth: &provider_config.auth,
+        token,
+    };
+    forward::send(broker.upstream_client(), outbound)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%provider, event_id, %error, "upstream request failed");
+            ProxyError::Forward { error, event_id }
+        })
+}
+
+/// `/p/{provider}{rest}` → (provider, rest), `rest` still raw.
+fn route(path: &str) -> (String, String) {
+    let after = path.strip_prefix("/p/").unwrap_or_default();
+    let (provider, rest) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, ""),
+    };
+    let provider = percent_encoding::percent_decode_str(provider)
+        .decode_utf8_lossy()
+        .into_owned();
+    (provider, rest.to_owned())
+}
+
+/// The credential the agent sent, in whichever header its provider's
+/// clients use: `Authorization: Bearer …`, `Authorization: token …`
+/// (GitHub) or `Project-Access-Token: …` (Railway).
+fn presented_credential(headers: &HeaderMap) -> Result<Option<&str>, ProxyError> {
+    let mut found: Vec<&str> = Vec::new();
+    for name in &CREDENTIAL_HEADERS {
+        for value in headers.get_all(name) {
+            let text = value
+                .to_str()
+                .map_err(|_| {
+                    ProxyError::Auth(AuthError::Credential(crate::credentials::VerifyError::Malformed {
+                        why: "the credential header is not text",
+                    }))
+                })?
+                .trim();
+            let credential = if *name == header::AUTHORIZATION {
+                match text.split_once(' ') {
+                    Some((scheme, rest))
+                        if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") =>
+                    {
+                        rest.trim()
+                    }
+                    _ => text,
+                }
+            } else {
+                text
+            };
+            if !found.contains(&credential) {
+                found.push(credential);
+            }
+        }
+    }
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        _ => Err(ProxyError::AmbiguousCredential),
+    }
+}
+
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// Reads a body that must be classified, refusing it past `limit` bytes
+/// without reading further.
+async fn read_bounded(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge { limit }),
+        Err(e) => Err(ProxyError::BodyRead(e.to_string())),
+    }
+}
+
+/// Writes one request's decision to the audit trail.
+struct Recorder<'a> {
+    broker: &'a Broker,
+    claims: &'a Claims,
+    provider: &'a str,
+    method: &'a Method,
+    now: SystemTime,
+}
+
+impl Recorder<'_> {
+    async fn allowed(&self, path: &str, operations: &[BoundOperation]) -> Result<String, StoreError> {
+        let detail = json!({
+            "decision": "allow",
+            "provider": self.provider,
+            "method": self.method.as_str(),
+            "path": path,
+            "lease_id": self.claims.jti,
+            "operations": operations,
+        });
+        self.append(EventKind::ProxyAllowed, detail).await
+    }
+
+    async fn refused(
+        &self,
+        path: &str,
+        refusal: &str,
+        reason: &str,
+        operations: &[BoundOperation],
+    ) -> Result<String, StoreError> {
+        let detail = json!({
+            "decision": "refuse",
+            "refusal": refusal,
+            "reason": reason,
+            "provider": self.provider,
+            "method": self.method.as_str(),
+            "path": path,
+            "lease_id": self.claims.jti,
+            "operations": operations,
+        });
+        self.append(EventKind::ProxyRefused, detail).await
+    }
+
+    async fn append(&self, kind: EventKind, detail: serde_json::Value) -> Result<String, StoreError> {
+        let event = Event {
+            kind,
+            actor: Actor::agent(&self.claims.sub).0,
+            agent: Some(self.claims.sub.clone()),
+            session_id: Some(self.claims.sid.clone()),
+            env: Some(self.claims.env.clone()),
+            detail,
+        };
+        Ok(self.broker.store().append_audit(&event, unix_ms(self.now)).await?.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn routes_split_into_provider_and_raw_rest() {
+        assert_eq!(route("/p/railway/graphql/v2"), ("railway".into(), "/graphql/v2".into()));
+        assert_eq!(route("/p/github"), ("github".into(), String::new()));
+        assert_eq!(
+            route("/p/git%68ub/repos/%2e%2e"),
+            ("github".into(), "/repos/%2e%2e".into())
+        );
+    }
+
+    #[test]
+    fn the_credential_is_read_from_each_providers_header_and_two_are_refused() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let h = with(&[("authorization", "Bearer vk1.a")]);
+        assert_eq!(presented_credential(&h).unwrap(), Some("vk1.a"));
+        let h = with(&[("authorization", "token vk1.a")]);
+        assert_eq!(presented_credential(&h).unwrap(), Some("vk1.a"));
+        let h = with(&[("project-access-token", "vk1.a"), ("authorization", "bearer vk1.a")]);
+        assert_eq!(presented_credential(&h).unwrap(), Some("vk1.a"));
+        let h = with(&[("project-access-token", "vk1.a"), ("authorization", "Bearer vk1.b")]);
+        assert!(matches!(presented_credential(&h), Err(ProxyError::AmbiguousCredential)));
+        assert_eq!(presented_credential(&HeaderMap::new()).unwrap(), None);
+    }
+}

@@ -1,0 +1,227 @@
+//! Local stand-ins for the providers' APIs: real HTTP servers on loopback
+//! that speak enough of each protocol for an agent's workflow, check the
+//! token the way the provider does, and record every request they receive,
+//! so a test can assert exactly what reached the provider, or that nothing did.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+/// What a stand-in received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    /// Path and query, as sent on the wire.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// Every header value and the body, to search for what must not be there.
+    pub fn everything(&self) -> String {
+        let mut all = format!("{} {}\n", self.method, self.target);
+        for (name, value) in &self.headers {
+            all.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+        }
+        all.push_str(&String::from_utf8_lossy(&self.body));
+        all
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    received: Arc<Mutex<Vec<Received>>>,
+    /// `Authorization` values the provider accepts.
+    accepted: Arc<Vec<String>>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+pub struct StandIn {
+    pub url: String,
+    shared: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StandIn {
+    /// Railway's GraphQL API: `POST|GET /graphql/v2`, a bearer token.
+    pub async fn railway(tokens: &[&str]) -> StandIn {
+        let app = Router::new().route("/graphql/v2", get(railway_graphql).post(railway_graphql));
+        StandIn::serve(app, tokens.iter().map(|t| format!("Bearer {t}")).collect()).await
+    }
+
+    /// GitHub's REST API: a few endpoints of a repository, `token` or bearer auth.
+    pub async fn github(tokens: &[&str]) -> StandIn {
+        let app = Router::new()
+            .route("/repos/{owner}/{repo}/contents/{*path}", get(github_content))
+            .route("/repos/{owner}/{repo}/git/refs", axum::routing::post(github_create_ref))
+            .route("/repos/{owner}/{repo}/pulls", axum::routing::post(github_create_pull))
+            .route("/download/{bytes}", get(download))
+            .route("/slow", get(slow));
+        let accepted = tokens
+            .iter()
+            .flat_map(|t| [format!("Bearer {t}"), format!("token {t}")])
+            .collect();
+        StandIn::serve(app, accepted).await
+    }
+
+    /// Any REST API: answers every request with what it received.
+    pub async fn http(tokens: &[&str]) -> StandIn {
+        StandIn::serve(Router::new(), tokens.iter().map(|t| format!("Bearer {t}")).collect()).await
+    }
+
+    async fn serve(routes: Router<Shared>, accepted: Vec<String>) -> StandIn {
+        let shared = Shared {
+            received: Arc::default(),
+            accepted: Arc::new(accepted),
+            release: Arc::default(),
+        };
+        let app = routes
+            .fallback(echo)
+            .layer(axum::middleware::from_fn_with_state(shared.clone(), record))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        StandIn { url, shared, task }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.shared.received.lock().unwrap().len()
+    }
+
+    /// Lets `/slow` send the rest of its body.
+    pub fn release(&self) {
+        self.shared.release.notify_one();
+    }
+}
+
+/// Records the request, then checks its token as the provider would.
+async fn record(State(shared): State<Shared>, request: Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 16 << 20).await.unwrap();
+    shared.received.lock().unwrap().push(Received {
+        method: parts.method.to_string(),
+        target: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let authorized = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| shared.accepted.iter().any(|a| a == v));
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "message": "Bad credentials" })),
+        )
+            .into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+async fn railway_graphql(request: Request) -> Response {
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap();
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let answer = |r: &Value| {
+        if r.get("query").and_then(Value::as_str).is_some() {
+            json!({ "data": { "ok": true } })
+        } else {
+            json!({ "errors": [{ "message": "No query document supplied" }] })
+        }
+    };
+    let reply = match &parsed {
+        Value::Array(batch) => Value::Array(batch.iter().map(answer).collect()),
+        Value::Null => json!({ "data": { "ok": true } }),
+        one => answer(one),
+    };
+    axum::Json(reply).into_response()
+}
+
+async fn github_content(Path((owner, repo, path)): Path<(String, String, String)>) -> Response {
+    axum::Json(json!({ "type": "file", "path": path, "repository": format!("{owner}/{repo}"), "content": "aGVsbG8=" }))
+        .into_response()
+}
+
+async fn github_create_ref(Path((_owner, _repo)): Path<(String, String)>, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({ "ref": body["ref"], "object": { "sha": body["sha"] } })),
+    )
+        .into_response()
+}
+
+async fn github_create_pull(Path((_owner, _repo)): Path<(String, String)>, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({ "number": 1, "title": body["title"], "state": "open" })),
+    )
+        .into_response()
+}
+
+/// `bytes` bytes, produced 64 KiB at a time and never held whole.
+async fn download(Path(bytes): Path<u64>) -> Response {
+    const CHUNK: u64 = 64 * 1024;
+    let stream = futures_util::stream::unfold(0u64, move |sent| async move {
+        if sent >= bytes {
+            return None;
+        }
+        let n = CHUNK.min(bytes - sent);
+        Some((Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; n as usize])), sent + n))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    response
+        .headers_mut()
+        .insert("content-length", bytes.to_string().parse().unwrap());
+    response
+}
+
+/// One chunk, then the rest only once the test calls `release`.
+async fn slow(State(shared): State<Shared>) -> Response {
+    let stream = futures_util::stream::unfold(0u8, move |step| {
+        let shared = shared.clone();
+        async move {
+            match step {
+                0 => Some((Ok::<_, std::io::Error>(Bytes::from_static(b"first;")), 1)),
+                1 => {
+                    shared.release.notified().await;
+                    Some((Ok(Bytes::from_static(b"rest")), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    Response::new(Body::from_stream(stream))
+}
+
+async fn echo(request: Request) -> Response {
+    let method = request.method().to_string();
+    let target = request.uri().to_string();
+    axum::Json(json!({ "method": method, "target": target })).into_response()
+}

@@ -1,0 +1,773 @@
+//! The proxy path end to end: a real broker in front of local stand-ins for
+//! Railway, GitHub and a generic API. A refused request must reach nobody; an
+//! allowed one must arrive exactly as sent, with the real token and without
+//! the agent's credential.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::TestBroker;
+use common::upstream::StandIn;
+use serde_json::{Value, json};
+
+const RAILWAY_STAGING: &str = "rw-staging-7c1f0d2e9a";
+const RAILWAY_PRODUCTION: &str = "rw-production-5be44a01c3";
+const GITHUB_STAGING: &str = "ghs_stagingStandInToken0042";
+const API_STAGING: &str = "api-staging-token-9911";
+
+const CONFIG: &str = r#"
+[environments.staging]
+[environments.production]
+protected = true
+
+[providers.railway]
+kind = "railway"
+upstream = "RAILWAY_URL"
+agent_env = { RAILWAY_API_TOKEN = "{credential}", RAILWAY_GRAPHQL_URL = "{proxy_url}/graphql/v2" }
+tokens = { staging = { env = "RAILWAY_STAGING" }, production = { env = "RAILWAY_PRODUCTION" } }
+
+[providers.github]
+kind = "github"
+upstream = "GITHUB_URL"
+tokens = { staging = { env = "GITHUB_STAGING" } }
+
+[providers.api]
+kind = "http"
+upstream = "API_URL/base"
+tokens = { staging = { env = "API_STAGING" } }
+operations = [
+  { method = "DELETE", path = "/v1/items/{id}", scope = "delete", resources = [{ kind = "item", id = "{id}" }] },
+  { method = "POST", path = "/v1/items/{id}/notes", scope = "write", resources = [{ kind = "item", id = "{id}" }] },
+]
+
+# One Railway project holds both environments; its services and the volume
+# of the incident exist in both.
+[[resources]]
+provider = "railway"
+kind = "project"
+id = "proj_1"
+environments = ["staging", "production"]
+
+[[resources]]
+provider = "railway"
+kind = "environment"
+id = "env_stg"
+environments = ["staging"]
+
+[[resources]]
+provider = "railway"
+kind = "environment"
+id = "env_prod"
+environments = ["production"]
+
+[[resources]]
+provider = "railway"
+kind = "service"
+id = "svc_api"
+environments = ["staging", "production"]
+
+[[resources]]
+provider = "railway"
+kind = "volume"
+id = "vol_db"
+environments = ["staging", "production"]
+
+[[resources]]
+provider = "railway"
+kind = "volume"
+id = "vol_scratch"
+environments = ["staging"]
+
+[[resources]]
+provider = "railway"
+kind = "volume"
+id = "vol_prod_only"
+environments = ["production"]
+
+[[resources]]
+provider = "github"
+kind = "repository"
+id = "acme/api"
+environments = ["staging"]
+
+[[resources]]
+provider = "github"
+kind = "repository"
+id = "acme/infra"
+environments = ["production"]
+
+[[resources]]
+provider = "api"
+kind = "item"
+id = "7"
+environments = ["staging"]
+
+[agents.claude]
+grants = [
+  { provider = "railway", environments = ["staging"], scopes = ["read", "variable:write", "domain:write", "service:write", "deployment:deploy"] },
+  { provider = "github", environments = ["staging"], scopes = ["read", "contents:write", "pulls:write"] },
+  { provider = "api", environments = ["staging"], scopes = ["read", "write"] },
+]
+"#;
+
+struct Fixture {
+    broker: TestBroker,
+    railway: StandIn,
+    github: StandIn,
+    api: StandIn,
+    credential: String,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let railway = StandIn::railway(&[RAILWAY_STAGING, RAILWAY_PRODUCTION]).await;
+        let github = StandIn::github(&[GITHUB_STAGING]).await;
+        let api = StandIn::http(&[API_STAGING]).await;
+        let config = CONFIG
+            .replace("RAILWAY_URL", &railway.url)
+            .replace("GITHUB_URL", &github.url)
+            .replace("API_URL", &api.url);
+        let env: BTreeMap<String, String> = [
+            ("RAILWAY_STAGING", RAILWAY_STAGING),
+            ("RAILWAY_PRODUCTION", RAILWAY_PRODUCTION),
+            ("GITHUB_STAGING", GITHUB_STAGING),
+            ("API_STAGING", API_STAGING),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let broker = TestBroker::start_with(&config, env).await;
+        let key = broker.add_agent("claude").await;
+        // Ask for everything, destructive scopes included: they are stripped.
+        let (status, minted) = broker
+            .mint(
+                &key,
+                json!({ "env": "staging", "scopes": ["read", "variable:write", "domain:write", "service:write", "deployment:deploy", "volume:delete", "backup:delete", "contents:write", "pulls:write", "write", "delete"] }),
+            )
+            .await;
+        assert_eq!(status, 201, "{minted}");
+        let credential = minted["credential"].as_str().unwrap().to_owned();
+        Fixture {
+            broker,
+            railway,
+            github,
+            api,
+            credential,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/p/{path}", self.broker.url)
+    }
+
+    async fn graphql(&self, body: Value) -> (u16, Value) {
+        self.broker
+            .send(
+                self.broker
+                    .http
+                    .post(self.url("railway/graphql/v2"))
+                    .bearer_auth(&self.credential)
+                    .json(&body),
+            )
+            .await
+    }
+
+    /// The audit event a refusal names.
+    async fn event(&self, id: &str) -> Value {
+        let db = self.broker.data_dir().join("valetkey.db");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let (kind, detail): (String, String) = sqlx::query_as("SELECT kind, detail FROM audit_events WHERE id = ?")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let mut detail: Value = serde_json::from_str(&detail).unwrap();
+        detail["kind"] = Value::String(kind);
+        detail
+    }
+
+    /// Every audit event's kind and detail, as text.
+    async fn audit_text(&self) -> String {
+        let db = self.broker.data_dir().join("valetkey.db");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT kind, detail FROM audit_events ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows.into_iter().map(|(k, d)| format!("{k} {d}\n")).collect()
+    }
+}
+
+fn refusal(status: u16, body: &Value) -> (u16, &str) {
+    (status, body["type"].as_str().unwrap_or("<none>"))
+}
+
+#[tokio::test]
+async fn the_incident_is_refused_recorded_and_reaches_nobody() {
+    let f = Fixture::start().await;
+    let granted = common::claims(&f.credential)["grants"]["railway"].clone();
+    assert!(!granted.as_array().unwrap().contains(&json!("volume:delete")));
+
+    let (status, body) = f
+        .graphql(json!({ "query": "mutation { volumeDelete(volumeId: \"vol_db\") }" }))
+        .await;
+    assert_eq!(refusal(status, &body), (403, "shared_resource"), "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("vol_db") && detail.contains("staging and production"),
+        "{detail}"
+    );
+    assert!(body["agent_guidance"].as_str().unwrap().contains("Do not retry"));
+    assert_eq!(body["operations"][0]["name"], "mutation volumeDelete");
+    assert_eq!(f.railway.count(), 0, "a refused request reached the upstream");
+
+    let event = f.event(body["event_id"].as_str().unwrap()).await;
+    assert_eq!(event["kind"], "proxy_refused");
+    assert_eq!(event["refusal"], "shared_resource");
+    assert_eq!(event["operations"][0]["name"], "mutation volumeDelete");
+    assert_eq!(event["operations"][0]["resources"][0]["id"], "vol_db");
+    assert_eq!(
+        event["operations"][0]["resources"][0]["owners"],
+        json!(["staging", "production"])
+    );
+
+    // The same mutation on a volume of staging alone needs a human; on one of
+    // production it is a mismatch. Neither reaches the upstream.
+    let (status, body) = f
+        .graphql(json!({ "query": "mutation { volumeDelete(volumeId: \"vol_scratch\") }" }))
+        .await;
+    assert_eq!(refusal(status, &body), (403, "approval_required"), "{body}");
+    let (status, body) = f
+        .graphql(json!({ "query": "mutation { volumeDelete(volumeId: \"vol_prod_only\") }" }))
+        .await;
+    assert_eq!(refusal(status, &body), (403, "credential_mismatch"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("credential is for `staging`"));
+    assert_eq!(f.railway.count(), 0);
+}
+
+#[tokio::test]
+async fn benign_railway_work_arrives_exactly_with_the_real_token() {
+    let f = Fixture::start().await;
+    let read = json!({
+        "query": "query P($id: String!) { project(id: $id) { name services { edges { node { id name } } } } }",
+        "variables": { "id": "proj_1" }
+    });
+    let raw = serde_json::to_vec(&read).unwrap();
+    let resp = f
+        .broker
+        .http
+        .post(f.url("railway/graphql/v2"))
+        .bearer_auth(&f.credential)
+        .header("content-type", "application/json")
+        .header("x-request-id", "r-1")
+        .body(raw.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({ "data": { "ok": true } }));
+
+    let redeploy = json!({
+        "query": "mutation { serviceInstanceRedeploy(serviceId: \"svc_api\", environmentId: \"env_stg\") }"
+    });
+    let (status, body) = f.graphql(redeploy.clone()).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Project tokens travel in `Project-Access-Token`; the credential may too.
+    let resp = f
+        .broker
+        .http
+        .post(f.url("railway/graphql/v2"))
+        .header("project-access-token", &f.credential)
+        .json(&json!({ "query": "{ me { name } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let received = f.railway.received();
+    assert_eq!(received.len(), 3);
+    let first = &received[0];
+    assert_eq!((first.method.as_str(), first.target.as_str()), ("POST", "/graphql/v2"));
+    assert_eq!(first.body.as_ref(), raw.as_slice(), "the body changed on the way");
+    assert_eq!(first.header("x-request-id"), Some("r-1"));
+    for r in &received {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {RAILWAY_STAGING}").as_str())
+        );
+        assert!(!r.everything().contains("vk1."), "the agent's credential went upstream");
+        assert!(!r.everything().contains(RAILWAY_PRODUCTION));
+        assert!(r.header("project-access-token").is_none());
+        let host = r.header("host").unwrap();
+        assert_eq!(format!("http://{host}"), f.railway.url);
+    }
+    let audit = f.audit_text().await;
+    assert_eq!(audit.matches("proxy_allowed").count(), 3, "{audit}");
+    assert!(audit.contains("mutation serviceInstanceRedeploy"));
+}
+
+#[tokio::test]
+async fn graphql_evasions_are_seen_through() {
+    let f = Fixture::start().await;
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "an alias",
+            json!({ "query": "mutation { ok: volumeDelete(volumeId: \"vol_db\") }" }),
+            "shared_resource",
+        ),
+        (
+            "a fragment",
+            json!({ "query": "mutation { ...Gone } fragment Gone on Mutation { volumeDelete(volumeId: \"vol_db\") }" }),
+            "shared_resource",
+        ),
+        (
+            "an inline fragment",
+            json!({ "query": "mutation { ... on Mutation { volumeDelete(volumeId: \"vol_db\") } }" }),
+            "shared_resource",
+        ),
+        (
+            "a variable",
+            json!({ "query": "mutation D($v: String!) { volumeDelete(volumeId: $v) }", "variables": { "v": "vol_db" } }),
+            "shared_resource",
+        ),
+        (
+            "a default value",
+            json!({ "query": "mutation D($v: String! = \"vol_db\") { volumeDelete(volumeId: $v) }" }),
+            "shared_resource",
+        ),
+        (
+            "a mutation behind operationName",
+            json!({
+                "query": "query Harmless { me { name } } mutation Drop { volumeDelete(volumeId: \"vol_db\") }",
+                "operationName": "Harmless"
+            }),
+            "shared_resource",
+        ),
+        (
+            "comments and string escapes",
+            json!({ "query": "mutation {\n# volumeDelete(volumeId: \"vol_scratch\")\n volumeDelete(volumeId: \"vol\\u005fdb\") }" }),
+            "shared_resource",
+        ),
+        (
+            "an unknown mutation",
+            json!({ "query": "mutation { volumeWipe(volumeId: \"vol_scratch\") }" }),
+            "unknown_operation",
+        ),
+        (
+            "a redeploy pinned to production's environment",
+            json!({ "query": "mutation { serviceInstanceRedeploy(serviceId: \"svc_api\", environmentId: \"env_prod\") }" }),
+            "credential_mismatch",
+        ),
+        (
+            "a write naming no resource",
+            json!({ "query": "mutation { variableUpsert(input: { name: \"K\", value: \"v\" }) }" }),
+            "unknown_resource",
+        ),
+        (
+            "a persisted query",
+            json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" } } }),
+            "persisted_query_refused",
+        ),
+        (
+            "a subscription",
+            json!({ "query": "subscription { deploymentLogs(deploymentId: \"d\") { message } }" }),
+            "subscription_refused",
+        ),
+        (
+            "a document too deep",
+            json!({ "query": format!("{{ {}id{} }}", "project(id: \"proj_1\") { ".repeat(13), " }".repeat(13)) }),
+            "request_too_complex",
+        ),
+    ];
+    for (what, body, expected) in cases {
+        let (status, problem) = f.graphql(body).await;
+        assert_eq!(problem["type"], expected, "{what}: {problem}");
+        assert!((400..500).contains(&status), "{what}: {status}");
+        assert!(problem["event_id"].is_string(), "{what}: not recorded");
+    }
+
+    let batched = json!([
+        { "query": "{ me { name } }" },
+        { "query": "mutation { volumeDelete(volumeId: \"vol_db\") }" }
+    ]);
+    let (status, problem) = f.graphql(batched).await;
+    assert_eq!(
+        refusal(status, &problem),
+        (403, "shared_resource"),
+        "batched: {problem}"
+    );
+
+    let http = &f.broker.http;
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", "mutation { volumeDelete(volumeId: \"vol_db\") }")
+        .finish();
+    let get_mutation = http
+        .get(format!("{}?{query}", f.url("railway/graphql/v2")))
+        .bearer_auth(&f.credential);
+    let (status, problem) = f.broker.send(get_mutation).await;
+    assert_eq!(refusal(status, &problem), (403, "shared_resource"), "GET: {problem}");
+
+    let raw_graphql = http
+        .post(f.url("railway/graphql/v2"))
+        .header("content-type", "application/graphql")
+        .body("mutation { volumeDelete(volumeId: \"vol_db\") }")
+        .bearer_auth(&f.credential);
+    let (status, problem) = f.broker.send(raw_graphql).await;
+    assert_eq!(
+        refusal(status, &problem),
+        (403, "shared_resource"),
+        "application/graphql: {problem}"
+    );
+
+    let duplicate_keys = http
+        .post(f.url("railway/graphql/v2"))
+        .header("content-type", "application/json")
+        .body(r#"{"query": "{ me { name } }", "query": "mutation { volumeDelete(volumeId: \"vol_db\") }"}"#)
+        .bearer_auth(&f.credential);
+    let (status, problem) = f.broker.send(duplicate_keys).await;
+    assert_eq!(refusal(status, &problem), (400, "malformed_request"), "{problem}");
+
+    let gzip = http
+        .post(f.url("railway/graphql/v2"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0x00])
+        .bearer_auth(&f.credential);
+    let (status, problem) = f.broker.send(gzip).await;
+    assert_eq!(refusal(status, &problem), (415, "unsupported_media_type"), "{problem}");
+
+    let huge = http
+        .post(f.url("railway/graphql/v2"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .bearer_auth(&f.credential);
+    let (status, problem) = f.broker.send(huge).await;
+    assert_eq!(refusal(status, &problem), (413, "request_too_large"), "{problem}");
+
+    let elsewhere = http
+        .post(f.url("railway/graphql/internal"))
+        .json(&json!({ "query": "{ me { name } }" }))
+        .bearer_auth(&f.credential);
+    let (status, problem) = f.broker.send(elsewhere).await;
+    assert_eq!(refusal(status, &problem), (403, "unknown_operation"), "{problem}");
+
+    assert_eq!(f.railway.count(), 0, "an evasion reached the upstream");
+}
+
+#[tokio::test]
+async fn github_work_flows_and_encoded_paths_do_not_slip_past_rules() {
+    let f = Fixture::start().await;
+    let http = &f.broker.http;
+
+    // Reading content, creating a branch, opening a pull request.
+    let (status, body) = f
+        .broker
+        .send(
+            http.get(f.url("github/repos/acme/api/contents/README.md"))
+                .header("authorization", format!("token {}", f.credential)),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["repository"], "acme/api");
+    let (status, body) = f
+        .broker
+        .send(
+            http.post(f.url("github/repos/acme/api/git/refs"))
+                .bearer_auth(&f.credential)
+                .json(&json!({ "ref": "refs/heads/fix", "sha": "abc123" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = f
+        .broker
+        .send(
+            http.post(f.url("github/repos/Acme/API/pulls"))
+                .bearer_auth(&f.credential)
+                .json(&json!({ "title": "Fix", "head": "fix", "base": "main" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let allowed = f.github.count();
+    assert_eq!(allowed, 3);
+    for r in f.github.received() {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {GITHUB_STAGING}").as_str())
+        );
+        assert!(!r.everything().contains("vk1."));
+    }
+    assert_eq!(
+        f.github.received()[1].body.as_ref(),
+        br#"{"ref":"refs/heads/fix","sha":"abc123"}"#
+    );
+
+    // Sent byte for byte: an HTTP client would resolve the dot segments itself.
+    let bearer = format!("Bearer {}", f.credential);
+    let auth = [("Authorization", bearer.as_str())];
+    let refused: Vec<(&str, &str, &str)> = vec![
+        ("DELETE", "/p/github/repos/acme/api", "approval_required"),
+        ("DELETE", "/p/github/repos/acme/x/%2e%2e/api", "approval_required"),
+        ("DELETE", "/p/github/repos/acme/x/../api", "approval_required"),
+        ("DELETE", "/p/github//repos/acme/./api/", "approval_required"),
+        ("DELETE", "/p/github/REPOS/acme/%61pi", "approval_required"),
+        (
+            "DELETE",
+            "/p/github/repos/acme/api/git/refs/heads/main",
+            "approval_required",
+        ),
+        (
+            "PATCH",
+            "/p/github/repos/acme/api/git/refs/heads/main",
+            "approval_required",
+        ),
+        (
+            "DELETE",
+            "/p/github/repos/acme/api/branches/main/protection",
+            "approval_required",
+        ),
+        (
+            "GET",
+            "/p/github/repos/acme/infra/contents/prod.tf",
+            "credential_mismatch",
+        ),
+        (
+            "GET",
+            "/p/github/repos/acme/api/%2e%2e/infra/contents/prod.tf",
+            "credential_mismatch",
+        ),
+        ("PUT", "/p/github/repos/acme/unmapped/contents/x", "unknown_resource"),
+        ("POST", "/p/github/repos/acme/api/issues", "scope_not_granted"),
+        ("POST", "/p/github/graphql", "unknown_operation"),
+        (
+            "GET",
+            "/p/github/repos/acme/api/%2e%2e/%2e%2e/%2e%2e/%2e%2e",
+            "malformed_request",
+        ),
+        ("GET", "/p/github/repos/acme/api%5C..%5Cinfra", "malformed_request"),
+    ];
+    for (method, target, expected) in refused {
+        let (status, problem) = common::raw_request(&f.broker.url, method, target, &auth).await;
+        assert_eq!(problem["type"], expected, "{method} {target}: {problem}");
+        assert!((400..500).contains(&status));
+    }
+    for header in ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"] {
+        let (status, problem) = f
+            .broker
+            .send(
+                http.post(f.url("github/repos/acme/api/pulls"))
+                    .header(header, "DELETE")
+                    .bearer_auth(&f.credential)
+                    .json(&json!({})),
+            )
+            .await;
+        assert_eq!(refusal(status, &problem), (400, "method_override_refused"), "{header}");
+    }
+    assert_eq!(f.github.count(), allowed, "a refused request reached GitHub");
+
+    // The path forwarded is the normalised one.
+    let (status, _) = common::raw_request(
+        &f.broker.url,
+        "GET",
+        "/p/github/repos/acme/x/%2E%2E/api/contents/a%2Fb",
+        &auth,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        f.github.received().last().unwrap().target,
+        "/repos/acme/api/contents/a%2Fb"
+    );
+}
+
+#[tokio::test]
+async fn http_providers_follow_ops_rules_and_keep_the_query_string() {
+    let f = Fixture::start().await;
+    let http = &f.broker.http;
+    let (status, body) = f
+        .broker
+        .send(http.get(f.url("api/v1/items/7?fields=name")).bearer_auth(&f.credential))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["target"], "/base/v1/items/7?fields=name");
+    let (status, body) = f
+        .broker
+        .send(
+            http.post(f.url("api/v1/items/7/notes"))
+                .bearer_auth(&f.credential)
+                .json(&json!({ "text": "hello" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(f.api.received()[1].body.as_ref(), br#"{"text":"hello"}"#);
+    assert_eq!(
+        f.api.received()[1].header("authorization"),
+        Some(format!("Bearer {API_STAGING}").as_str())
+    );
+
+    for (method, path, expected) in [
+        (reqwest::Method::DELETE, "api/v1/items/7", "approval_required"),
+        (reqwest::Method::POST, "api/v1/items/8/notes", "unknown_resource"),
+        (reqwest::Method::PUT, "api/v1/other", "unknown_operation"),
+    ] {
+        let (_, problem) = f
+            .broker
+            .send(http.request(method.clone(), f.url(path)).bearer_auth(&f.credential))
+            .await;
+        assert_eq!(problem["type"], expected, "{method} {path}: {problem}");
+    }
+    assert_eq!(f.api.count(), 2);
+}
+
+#[tokio::test]
+async fn requests_without_a_usable_credential_reach_nobody() {
+    let f = Fixture::start().await;
+    let http = &f.broker.http;
+    let read = json!({ "query": "{ me { name } }" });
+    let before = f.broker.row_counts().await;
+
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            http.post(f.url("railway/graphql/v2")).json(&read),
+            401,
+            "credential_missing",
+        ),
+        (
+            http.post(f.url("railway/graphql/v2"))
+                .bearer_auth(RAILWAY_STAGING)
+                .json(&read),
+            401,
+            "credential_malformed",
+        ),
+        (
+            http.post(f.url("railway/graphql/v2"))
+                .bearer_auth(&f.credential)
+                .header("project-access-token", "vk1.other")
+                .json(&read),
+            401,
+            "credential_ambiguous",
+        ),
+        (
+            http.get(f.url("nowhere/x")).bearer_auth(&f.credential),
+            404,
+            "unknown_provider",
+        ),
+    ];
+    for (request, status, kind) in cases {
+        let (got, problem) = f.broker.send(request).await;
+        assert_eq!((got, problem["type"].as_str().unwrap()), (status, kind), "{problem}");
+    }
+    assert_eq!(
+        f.broker.row_counts().await,
+        before,
+        "a refusal before authentication wrote something"
+    );
+
+    // Revoked: the session ends, the next request is refused.
+    let sid = common::claims(&f.credential)["sid"].as_str().unwrap().to_owned();
+    let resp = http
+        .delete(format!("{}/v1/sessions/{sid}", f.broker.url))
+        .bearer_auth(&f.broker.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, problem) = f
+        .broker
+        .send(
+            http.post(f.url("railway/graphql/v2"))
+                .bearer_auth(&f.credential)
+                .json(&read),
+        )
+        .await;
+    assert_eq!(refusal(status, &problem), (401, "credential_revoked"));
+    assert_eq!(f.railway.count(), 0);
+}
+
+#[tokio::test]
+async fn a_credential_without_the_provider_is_refused_as_a_mismatch() {
+    let f = Fixture::start().await;
+    let (status, minted) = f
+        .broker
+        .mint(
+            &common_key(&f).await,
+            json!({ "env": "staging", "providers": ["railway"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let railway_only = minted["credential"].as_str().unwrap();
+    let (status, problem) = f
+        .broker
+        .send(
+            f.broker
+                .http
+                .get(f.url("github/repos/acme/api/contents/README.md"))
+                .bearer_auth(railway_only),
+        )
+        .await;
+    assert_eq!(refusal(status, &problem), (403, "credential_mismatch"), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no scope on provider `github`")
+    );
+    assert_eq!(f.github.count(), 0);
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_is_a_clear_502_and_no_secret_is_recorded() {
+    let f = Fixture::start().await;
+    let (status, body) = f.graphql(json!({ "query": "{ me { name } }" })).await;
+    assert_eq!(status, 200, "{body}");
+    let audit = f.audit_text().await;
+    for secret in [
+        RAILWAY_STAGING,
+        RAILWAY_PRODUCTION,
+        GITHUB_STAGING,
+        API_STAGING,
+        f.credential.as_str(),
+    ] {
+        assert!(!audit.contains(secret), "the audit trail holds a secret");
+    }
+    // Stop the stand-in: the next allowed request has nowhere to go.
+    let Fixture {
+        railway,
+        broker,
+        credential,
+        ..
+    } = f;
+    drop(railway);
+    let (status, problem) = broker
+        .send(
+            broker
+                .http
+                .post(format!("{}/p/railway/graphql/v2", broker.url))
+                .bearer_auth(&credential)
+                .json(&json!({ "query": "{ me { name } }" })),
+        )
+        .await;
+    assert_eq!(refusal(status, &problem), (502, "upstream_unreachable"), "{problem}");
+    assert!(problem["event_id"].is_string());
+    assert!(!problem.to_string().contains(RAILWAY_STAGING));
+}
+
+/// A second launcher key for `claude`, to mint a narrower credential.
+async fn common_key(f: &Fixture) -> String {
+    valetkey::admin::remove_agent(
+        f.broker.broker.store(),
+        "claude",
+        &valetkey::admin::Actor::cli(),
+        std::time::SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    f.broker.add_agent("claude").await
+}
