@@ -296,7 +296,19 @@ async fn real_tokens_never_leak() {
     const FROM_ENV: &str = "ghp_REALgithubTOKENfromTheEnvironment42";
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("valetkey.toml");
-    std::fs::write(&config, common::CONFIG).unwrap();
+    // Both providers point at stand-ins, so the tokens travel the proxy too.
+    let railway = common::upstream::StandIn::railway(&[STORED]).await;
+    let github = common::upstream::StandIn::github(&[FROM_ENV]).await;
+    let text = common::CONFIG
+        .replace(
+            "kind = \"railway\"",
+            &format!("kind = \"railway\"\nupstream = \"{}\"", railway.url),
+        )
+        .replace(
+            "kind = \"github\"",
+            &format!("kind = \"github\"\nupstream = \"{}\"", github.url),
+        );
+    std::fs::write(&config, text).unwrap();
     let data = dir.path().join("data");
 
     // First start creates the master key; then the token is stored as ops do.
@@ -355,6 +367,24 @@ async fn real_tokens_never_leak() {
             .unwrap();
         answers.push(text);
     }
+    let proxied = [
+        http.post(format!("{}/p/railway/graphql/v2", served.url))
+            .json(&serde_json::json!({ "query": "{ me { name } }" })),
+        http.get(format!("{}/p/github/user", served.url)),
+    ];
+    for request in proxied {
+        let response = request.bearer_auth(credential).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        answers.push(response.text().await.unwrap());
+    }
+    assert_eq!(
+        railway.received()[0].header("authorization"),
+        Some(format!("Bearer {STORED}").as_str())
+    );
+    assert_eq!(
+        github.received()[0].header("authorization"),
+        Some(format!("Bearer {FROM_ENV}").as_str())
+    );
     let ready: Value = serde_json::from_str(&answers[2]).unwrap();
     assert!(
         ready["provider_tokens"]
@@ -376,6 +406,7 @@ async fn real_tokens_never_leak() {
         .map(|e| serde_json::to_string(e).unwrap())
         .collect();
     assert!(audit.iter().any(|e| e.contains("secret_set")));
+    assert_eq!(audit.iter().filter(|e| e.contains("proxy_allowed")).count(), 2);
     let mut files = Vec::new();
     for entry in std::fs::read_dir(&data).unwrap() {
         files.push(std::fs::read(entry.unwrap().path()).unwrap());

@@ -13,7 +13,14 @@ fn every_shipped_config_file_loads_without_problems() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let diagnostics = config::check_file(&path).unwrap();
-            assert!(diagnostics.is_empty(), "{}: {diagnostics:#?}", path.display());
+            // The example lists shared resources on purpose, and says so.
+            assert!(
+                diagnostics
+                    .iter()
+                    .all(|d| d.severity == Severity::Warning && d.message.contains("is shared by")),
+                "{}: {diagnostics:#?}",
+                path.display()
+            );
             config::load(&path).unwrap();
             seen += 1;
         }
@@ -112,4 +119,46 @@ fn a_syntax_error_points_at_its_line() {
     let diagnostics = config::check_file(&path).unwrap();
     assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
     assert_eq!((diagnostics[0].line, diagnostics[0].column), (2, 13));
+}
+
+#[test]
+fn operation_rules_are_checked_where_they_are_written() {
+    let text = r#"[environments.staging]
+
+[providers.railway]
+kind = "railway"
+operations = [
+  { field = "volumeWipe", scope = "volume:delete" },
+  { method = "POST", path = "/graphql/v2", scope = "read" },
+]
+
+[providers.api]
+kind = "http"
+upstream = "https://api.example.com"
+operations = [
+  { method = "DELETE", path = "/items/{id}", scope = "delete", resources = [{ kind = "item", id = "{id}" }] },
+  { method = "DELETE", path = "/things/{id}", scope = "destroy" },
+  { method = "delete", path = "/x", scope = "read" },
+  { method = "GET", path = "/items/{id}", scope = "read", resources = [{ kind = "item", id = "{name}" }] },
+]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, text).unwrap();
+    let diagnostics = config::check_file(&path).unwrap();
+    let errors: Vec<(usize, &str)> = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| (d.line, d.message.as_str()))
+        .collect();
+    assert_eq!(errors.len(), 4, "{diagnostics:#?}");
+    assert_eq!(errors[0].0, 7);
+    assert!(errors[0].1.contains("rules name a `field`"), "{}", errors[0].1);
+    assert_eq!(errors[1].0, 15);
+    assert!(errors[1].1.contains("scope `destroy`"), "{}", errors[1].1);
+    assert_eq!(errors[2].0, 16);
+    assert!(errors[2].1.contains("method `delete`"), "{}", errors[2].1);
+    assert_eq!(errors[3].0, 17);
+    assert!(errors[3].1.contains("`{name}`"), "{}", errors[3].1);
+    assert!(config::load(&path).is_err());
 }

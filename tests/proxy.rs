@@ -175,10 +175,7 @@ impl Fixture {
 
     /// The audit event a refusal names.
     async fn event(&self, id: &str) -> Value {
-        let db = self.broker.data_dir().join("valetkey.db");
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
+        let pool = self.broker.db().await;
         let (kind, detail): (String, String) = sqlx::query_as("SELECT kind, detail FROM audit_events WHERE id = ?")
             .bind(id)
             .fetch_one(&pool)
@@ -192,10 +189,7 @@ impl Fixture {
 
     /// Every audit event's kind and detail, as text.
     async fn audit_text(&self) -> String {
-        let db = self.broker.data_dir().join("valetkey.db");
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
+        let pool = self.broker.db().await;
         let rows: Vec<(String, String)> = sqlx::query_as("SELECT kind, detail FROM audit_events ORDER BY seq")
             .fetch_all(&pool)
             .await

@@ -121,6 +121,13 @@ fn read_requests(
     body: Option<&[u8]>,
     limits: &GraphqlLimits,
 ) -> Result<Vec<Request>, ClassifyError> {
+    for name in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
+        if headers.get_all(&name).iter().count() > 1 {
+            return Err(ClassifyError::Malformed(format!(
+                "the request has more than one `{name}` header"
+            )));
+        }
+    }
     let params = query_params(query_string)?;
     let has_body = body.is_some_and(|b| !b.is_empty())
         || headers.contains_key(header::TRANSFER_ENCODING)

@@ -113,6 +113,21 @@ mod tests {
     }
 
     #[test]
+    fn every_built_in_operation_compiles_against_its_packs_scopes() {
+        for kind in ProviderKind::ALL {
+            let pack = kind.pack();
+            let tiers = pack.scopes.iter().map(|(n, s)| (n.clone(), s.tier)).collect();
+            if kind == ProviderKind::Postgres {
+                assert!(pack.operations.is_empty());
+                continue;
+            }
+            assert!(!pack.operations.is_empty(), "{kind} names no operation");
+            // Panics, naming the rule, when a built-in rule is wrong.
+            Classifier::new(kind, &[], &tiers, GraphqlLimits::default()).unwrap();
+        }
+    }
+
+    #[test]
     fn the_incident_scopes_can_never_be_held() {
         let railway = ProviderKind::Railway.pack();
         for scope in ["volume:delete", "backup:delete", "environment:delete", "project:delete"] {

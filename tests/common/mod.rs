@@ -167,12 +167,17 @@ impl TestBroker {
             .await
     }
 
+    /// A connection to the broker's database file, as an auditor would open it.
+    pub async fn db(&self) -> sqlx::SqlitePool {
+        let db = self.data_dir().join("valetkey.db");
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap()
+    }
+
     /// Row counts of every table, to show a request changed nothing.
     pub async fn row_counts(&self) -> Vec<(&'static str, i64)> {
-        let db = self.data_dir().join("valetkey.db");
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
+        let pool = self.db().await;
         let mut counts = Vec::new();
         for table in [
             "agents",
