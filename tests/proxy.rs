@@ -489,8 +489,17 @@ async fn github_work_flows_and_encoded_paths_do_not_slip_past_rules() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    let (status, body) = f
+        .broker
+        .send(
+            http.get(f.url("github/repos/acme/api/issues?state=open"))
+                .bearer_auth(&f.credential),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["target"], "/repos/acme/api/issues?state=open");
     let allowed = f.github.count();
-    assert_eq!(allowed, 3);
+    assert_eq!(allowed, 4);
     for r in f.github.received() {
         assert_eq!(
             r.header("authorization"),

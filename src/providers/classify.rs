@@ -551,6 +551,17 @@ mod tests {
             body: Some(br#"{"query": "mutation { volumeDelete(volumeId: \"v\") }"}"#),
         });
         assert_eq!(got.unwrap_err().kind(), "malformed_request");
+
+        let got = c.classify(&RequestView {
+            method: &Method::POST,
+            path: "/graphql/v2",
+            query: Some("variables=%7B%22v%22%3A%22vol_prod%22%7D"),
+            headers: &headers("application/json"),
+            body: Some(
+                br#"{"query": "mutation($v: String) { volumeDelete(volumeId: $v) }", "variables": {"v": "vol_stg"}}"#,
+            ),
+        });
+        assert_eq!(got.unwrap_err().kind(), "malformed_request");
     }
 
     #[test]

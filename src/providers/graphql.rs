@@ -27,6 +27,9 @@ use crate::policy::ResourceRef;
 /// whatever the configured limits: fragment fan-out grows exponentially.
 const MAX_FIELD_VISITS: usize = 10_000;
 
+/// The fields of a GraphQL request, in a JSON body or as URL parameters.
+const REQUEST_FIELDS: [&str; 4] = ["query", "operationName", "variables", "extensions"];
+
 /// Limits on what a GraphQL request may be; ops tune them per provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -157,10 +160,10 @@ fn read_requests(
             "GraphQL requests are GET or POST, not {method}"
         )));
     }
-    if params.iter().any(|(k, _)| k == "query") {
-        return Err(ClassifyError::Malformed(
-            "a POST request carries a GraphQL document in its URL; send it in the body only".into(),
-        ));
+    if let Some((key, _)) = params.iter().find(|(k, _)| REQUEST_FIELDS.contains(&k.as_str())) {
+        return Err(ClassifyError::Malformed(format!(
+            "a POST request carries `{key}` in its URL as well as a body; send the whole GraphQL request in the body"
+        )));
     }
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
         && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
@@ -247,7 +250,7 @@ fn request_from(value: Value) -> Result<Request, ClassifyError> {
                     request.persisted = Some(hash.to_owned());
                 }
             }
-            ("query" | "operationName" | "variables" | "extensions", v) => {
+            (field, v) if REQUEST_FIELDS.contains(&field) => {
                 return Err(ClassifyError::Malformed(format!(
                     "`{key}` has the wrong type ({})",
                     json_type(&v)
