@@ -429,6 +429,17 @@ async fn graphql_evasions_are_seen_through() {
     let (status, problem) = f.broker.send(duplicate_keys).await;
     assert_eq!(refusal(status, &problem), (400, "malformed_request"), "{problem}");
 
+    // A parser quotes the token it choked on; a value there stays out of the trail.
+    let (status, problem) = f
+        .graphql(json!({ "query": "mutation { variableUpsert(input: { value: \"v\" } \"hunter2-secret\") }" }))
+        .await;
+    assert_eq!(refusal(status, &problem), (400, "malformed_request"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("hunter2-secret"),
+        "{problem}"
+    );
+    assert!(!f.audit_text().await.contains("hunter2-secret"));
+
     let gzip = http
         .post(f.url("railway/graphql/v2"))
         .header("content-type", "application/json")

@@ -46,6 +46,16 @@ pub enum ClassifyError {
 }
 
 impl ClassifyError {
+    /// The reason as the audit trail keeps it. A malformed request's detail
+    /// may quote the request (a parser names the token it choked on, which
+    /// can be a variable's value), so only the agent, who sent it, sees that.
+    pub fn audit_reason(&self) -> String {
+        match self {
+            ClassifyError::Malformed(_) => "the request cannot be read one way only".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
     /// The stable problem type.
     pub fn kind(&self) -> &'static str {
         match self {

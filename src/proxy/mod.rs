@@ -108,7 +108,7 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
     let classified = match classifier.classify(&view) {
         Ok(c) => c,
         Err(error) => {
-            let event_id = record.refused(&rest, error.kind(), &error.to_string(), &[]).await?;
+            let event_id = record.refused(&rest, error.kind(), &error.audit_reason(), &[]).await?;
             return Err(ProxyError::Unclassifiable { error, event_id });
         }
     };
