@@ -36,7 +36,9 @@ tokens = { staging = { env = "GITHUB_STAGING" } }
 kind = "http"
 upstream = "API_URL/base"
 tokens = { staging = { env = "API_STAGING" } }
+unknown_resources = "allow_reads"
 operations = [
+  { method = "GET", path = "/v1/items/{id}", scope = "read", resources = [{ kind = "item", id = "{id}" }] },
   { method = "DELETE", path = "/v1/items/{id}", scope = "delete", resources = [{ kind = "item", id = "{id}" }] },
   { method = "POST", path = "/v1/items/{id}/notes", scope = "write", resources = [{ kind = "item", id = "{id}" }] },
 ]
@@ -611,6 +613,12 @@ async fn http_providers_follow_ops_rules_and_keep_the_query_string() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["target"], "/base/v1/items/7?fields=name");
+    // Ops let this provider's unknown ids be read, and only read.
+    let (status, body) = f
+        .broker
+        .send(http.get(f.url("api/v1/items/99")).bearer_auth(&f.credential))
+        .await;
+    assert_eq!(status, 200, "{body}");
     let (status, body) = f
         .broker
         .send(
@@ -620,9 +628,9 @@ async fn http_providers_follow_ops_rules_and_keep_the_query_string() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(f.api.received()[1].body.as_ref(), br#"{"text":"hello"}"#);
+    assert_eq!(f.api.received()[2].body.as_ref(), br#"{"text":"hello"}"#);
     assert_eq!(
-        f.api.received()[1].header("authorization"),
+        f.api.received()[2].header("authorization"),
         Some(format!("Bearer {API_STAGING}").as_str())
     );
 
@@ -637,7 +645,7 @@ async fn http_providers_follow_ops_rules_and_keep_the_query_string() {
             .await;
         assert_eq!(problem["type"], expected, "{method} {path}: {problem}");
     }
-    assert_eq!(f.api.count(), 2);
+    assert_eq!(f.api.count(), 3);
 }
 
 #[tokio::test]
