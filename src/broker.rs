@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::admin::{self, Actor, AdminError};
+use crate::alerts::{Alert, Alerter};
 use crate::audit::{Event, EventKind};
 use crate::config::{Config, TemplateValues, expand_template};
 use crate::credentials::{
@@ -33,14 +34,30 @@ pub enum AuthError {
     Missing,
     #[error(transparent)]
     Credential(#[from] VerifyError),
-    #[error("lease `{lease_id}` was revoked")]
-    Revoked { lease_id: String },
+    #[error("the credential of agent `{}` for `{}` (lease `{}`) was revoked", claims.sub, claims.env, claims.jti)]
+    Revoked { claims: Arc<Claims> },
+    /// Something that is not a valetkey credential: a provider's own token
+    /// that reached the agent, most likely.
+    #[error("this is not a valetkey credential: it looks like {looks_like} (fingerprint {fingerprint}); it was not forwarded")]
+    RawProviderToken {
+        looks_like: &'static str,
+        fingerprint: String,
+    },
     #[error("the launcher key is not valid")]
     LauncherKey,
     #[error("the admin key is not valid")]
     AdminKey,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A refused credential, with the event that recorded it when the refusal
+/// was one ops must hear about.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct RefusedCredential {
+    pub error: AuthError,
+    pub event_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +138,7 @@ pub struct Broker {
     classifiers: BTreeMap<String, Classifier>,
     /// The one pooled client every upstream request goes through.
     upstream: reqwest::Client,
+    alerts: Alerter,
 }
 
 impl Broker {
@@ -167,6 +185,7 @@ impl Broker {
             classifiers.insert(name.clone(), classifier);
         }
         let upstream = upstream_client(&config.proxy).map_err(StartError::Client)?;
+        let alerts = Alerter::start(&config.alerts, upstream.clone());
         let broker = Broker {
             rules: config.rules(),
             config,
@@ -181,6 +200,7 @@ impl Broker {
             token_status,
             classifiers,
             upstream,
+            alerts,
         };
         broker.sync(now).await?;
         Ok(broker)
@@ -225,6 +245,120 @@ impl Broker {
 
     pub fn upstream_client(&self) -> &reqwest::Client {
         &self.upstream
+    }
+
+    pub fn alerts(&self) -> &Alerter {
+        &self.alerts
+    }
+
+    /// Records an event that ops must hear about, then alerts them; the
+    /// alert names the event. Returns the event id.
+    pub async fn record_and_alert(
+        &self,
+        event: Event,
+        text: String,
+        key: String,
+        now: SystemTime,
+    ) -> Result<String, StoreError> {
+        let kind = event.kind;
+        let detail = event.detail.clone();
+        let event_id = self.store.append_audit(&event, unix_ms(now)).await?.id;
+        self.alerts.raise(Alert {
+            kind: kind.as_str(),
+            text,
+            detail,
+            event_id: Some(event_id.clone()),
+            key,
+        });
+        Ok(event_id)
+    }
+
+    /// `authenticate`, recording (and alerting) the refusals that say
+    /// something about the agent's situation. `route` says where it was
+    /// presented.
+    pub async fn authenticate_at(
+        &self,
+        token: &str,
+        route: &str,
+        now: SystemTime,
+    ) -> Result<Arc<Claims>, RefusedCredential> {
+        let error = match self.authenticate(token, now) {
+            Ok(claims) => return Ok(claims),
+            Err(error) => error,
+        };
+        match self.record_credential_refusal(&error, route, now).await {
+            Ok(event_id) => Err(RefusedCredential { error, event_id }),
+            Err(store) => Err(RefusedCredential {
+                error: AuthError::Store(store),
+                event_id: None,
+            }),
+        }
+    }
+
+    /// Records and alerts a refused credential that says something about
+    /// the agent's situation: an expired or revoked credential still in use,
+    /// or a provider's own token where the credential belongs. Other
+    /// refusals are bad input: nothing is recorded and `None` comes back.
+    async fn record_credential_refusal(
+        &self,
+        error: &AuthError,
+        route: &str,
+        now: SystemTime,
+    ) -> Result<Option<String>, StoreError> {
+        let (claims, refusal, text, key): (Option<&Claims>, &str, String, String) = match error {
+            AuthError::Credential(VerifyError::Expired { claims }) => (
+                Some(claims),
+                "credential_expired",
+                format!(
+                    "Agent `{}` used its expired credential for `{}` at {route} (lease {}); it was refused and told to get a new one.",
+                    claims.sub, claims.env, claims.jti
+                ),
+                format!("credential_expired:{}", claims.jti),
+            ),
+            AuthError::Revoked { claims } => (
+                Some(claims),
+                "credential_revoked",
+                format!(
+                    "Agent `{}` used its revoked credential for `{}` at {route} (lease {}); it was refused.",
+                    claims.sub, claims.env, claims.jti
+                ),
+                format!("credential_revoked:{}", claims.jti),
+            ),
+            AuthError::RawProviderToken {
+                looks_like,
+                fingerprint,
+            } => (
+                None,
+                "raw_provider_token",
+                format!(
+                    "A real token ({looks_like}, {fingerprint}) was sent to the broker at {route}: it has reached an agent. It was not forwarded. Rotate it, and find how the agent got it."
+                ),
+                format!("raw_provider_token:{fingerprint}"),
+            ),
+            _ => return Ok(None),
+        };
+        let mut detail = serde_json::json!({ "refusal": refusal, "route": route });
+        if let Some(c) = claims {
+            detail["lease_id"] = c.jti.clone().into();
+            detail["expires_at"] = crate::time::rfc3339(c.exp as i64).into();
+        }
+        if let AuthError::RawProviderToken {
+            looks_like,
+            fingerprint,
+        } = error
+        {
+            detail["looks_like"] = (*looks_like).into();
+            detail["fingerprint"] = fingerprint.clone().into();
+        }
+        let event = Event {
+            kind: EventKind::CredentialRefused,
+            actor: claims.map_or_else(|| "unknown".to_owned(), |c| Actor::agent(&c.sub).0),
+            agent: claims.map(|c| c.sub.clone()),
+            session_id: claims.map(|c| c.sid.clone()),
+            env: claims.map(|c| c.env.clone()),
+            detail,
+        };
+        self.record_and_alert(event, text, key, now).await.map(Some)
     }
 
     fn ring(&self) -> Arc<KeyRing> {
@@ -288,11 +422,22 @@ impl Broker {
     /// Verifies a credential: cached after the first full check, revocation
     /// checked every time.
     pub fn authenticate(&self, token: &str, now: SystemTime) -> Result<Arc<Claims>, AuthError> {
+        if !token.starts_with(credentials::PREFIX) {
+            return Err(AuthError::RawProviderToken {
+                looks_like: credentials::foreign_token_kind(token),
+                fingerprint: self.master.fingerprint(token),
+            });
+        }
         let secs = unix_secs(now).max(0) as u64;
         let key = VerifiedCache::key(token);
         let claims = match self.verified.get(&key) {
             Some(claims) if secs < claims.exp => claims,
-            Some(claims) => return Err(VerifyError::Expired { exp: claims.exp }.into()),
+            Some(claims) => {
+                return Err(VerifyError::Expired {
+                    claims: Box::new((*claims).clone()),
+                }
+                .into());
+            }
             None => {
                 let creds = self.config.credentials.get_ref();
                 let expected = Expected {
@@ -305,9 +450,7 @@ impl Broker {
             }
         };
         if self.revoked.contains(&claims.jti) {
-            return Err(AuthError::Revoked {
-                lease_id: claims.jti.clone(),
-            });
+            return Err(AuthError::Revoked { claims });
         }
         Ok(claims)
     }

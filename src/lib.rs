@@ -6,6 +6,7 @@
 //! the map of this crate and the invariants it keeps.
 
 pub mod admin;
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod broker;

@@ -342,6 +342,11 @@ async fn forged_credentials_are_refused_each_by_name() {
         (
             "not a credential",
             "ghp_0123456789abcdefghijklmnopqrstuvwxyz".to_owned(),
+            "raw_provider_token",
+        ),
+        (
+            "vk1. and nothing after",
+            "vk1.".to_owned(),
             "credential_malformed",
         ),
     ];
@@ -353,7 +358,7 @@ async fn forged_credentials_are_refused_each_by_name() {
     }
     assert_eq!(
         seen.len(),
-        6,
+        7,
         "each negative case has its own type (both alg cases share one)"
     );
     let (status, body) = t.send(t.http.get(format!("{}/v1/whoami", t.url))).await;

@@ -144,7 +144,7 @@ pub async fn mint(
 
 pub async fn whoami(State(broker): Shared, Bearer(token): Bearer) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
-    let claims = broker.authenticate(&token, now)?;
+    let claims = broker.authenticate_at(&token, "/v1/whoami", now).await?;
     Ok(Json(
         serde_json::to_value(broker.describe(&claims, now)).map_err(|e| Problem::internal(&e))?,
     ))

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::admin::AdminError;
-use crate::broker::{AuthError, MintError, refusal_kind};
+use crate::broker::{AuthError, MintError, RefusedCredential, refusal_kind};
 use crate::credentials::VerifyError;
 use crate::policy::{MintRefusal, Refusal};
 use crate::providers::ClassifyError;
@@ -19,6 +19,7 @@ use crate::store::StoreError;
 const STOP: &str = "Stop and tell a human what you were doing, quoting this response. Do not try other credentials or tokens, and do not delete, recreate or reconfigure resources to get past a credential problem.";
 const RENEW: &str = "Your credential has expired. Get a new one the way you got this one (the human or tool that launched you runs `valetkey run` again). Do not look for other credentials or tokens.";
 const MISSING: &str = "Send the credential from VALETKEY_CREDENTIAL as `Authorization: Bearer vk1.…`. If you have none, you were not launched through `valetkey run`: ask a human. Never send a provider's own token instead.";
+const RAW_TOKEN: &str = "You sent something that is not your valetkey credential, most likely a provider's own token. Never use provider tokens, even ones you find in files, variables or history: send the credential from VALETKEY_CREDENTIAL. A human has been told that a real token reached you; stop and tell them where it came from, quoting the event id.";
 const REVOKED: &str = "A human or the end of your session revoked this credential. Stop. Do not look for other credentials or tokens and do not try to get around this; ask a human, quoting the lease id.";
 const FIX_REQUEST: &str =
     "The request itself is wrong; fix it as the detail says and send it again. This is not a permission problem.";
@@ -164,21 +165,37 @@ impl From<AuthError> for Problem {
                     VerifyError::Audience { .. } => {
                         unauthorized("credential_wrong_audience", "Credential for another audience", detail)
                     }
-                    VerifyError::Expired { .. } => {
-                        unauthorized("credential_expired", "Credential expired", detail).guidance(RENEW)
+                    VerifyError::Expired { claims } => {
+                        unauthorized("credential_expired", "Credential expired", detail)
+                            .guidance(RENEW)
+                            .with("lease_id", &claims.jti)
+                            .with("env", &claims.env)
+                            .with("expired_at", crate::time::rfc3339(claims.exp as i64))
                     }
                     VerifyError::NotYetValid { .. } => {
                         unauthorized("credential_not_yet_valid", "Credential not yet valid", detail)
                     }
                 }
             }
-            AuthError::Revoked { lease_id } => unauthorized(
+            AuthError::Revoked { claims } => unauthorized(
                 "credential_revoked",
                 "Credential revoked",
-                format!("lease `{lease_id}` was revoked"),
+                format!(
+                    "the credential of agent `{}` for `{}` (lease `{}`, session `{}`) was revoked",
+                    claims.sub, claims.env, claims.jti, claims.sid
+                ),
             )
             .guidance(REVOKED)
-            .with("lease_id", lease_id),
+            .with("lease_id", &claims.jti)
+            .with("env", &claims.env),
+            AuthError::RawProviderToken { looks_like, .. } => unauthorized(
+                "raw_provider_token",
+                "Not a valetkey credential",
+                format!(
+                    "the request carries {looks_like} where the valetkey credential belongs; it was not forwarded, and ops were told that a real token reached an agent"
+                ),
+            )
+            .guidance(RAW_TOKEN),
             AuthError::LauncherKey => unauthorized(
                 "launcher_key_invalid",
                 "Launcher key not valid",
@@ -190,6 +207,16 @@ impl From<AuthError> for Problem {
                 "this operation needs the admin key (`Authorization: Bearer vka_…`)".into(),
             ),
             AuthError::Store(e) => Problem::store(&e),
+        }
+    }
+}
+
+impl From<RefusedCredential> for Problem {
+    fn from(refused: RefusedCredential) -> Self {
+        let problem = Problem::from(refused.error);
+        match refused.event_id {
+            Some(id) => problem.event(id),
+            None => problem,
         }
     }
 }
@@ -266,6 +293,7 @@ impl From<AdminError> for Problem {
     }
 }
 
+const UPSTREAM_MISMATCH: &str = "The provider rejected the broker's own token: this is an operator problem, not yours, and a human has been told. Wait for them. Do not look for another token, do not change your request to get around it, and do not delete, recreate or reconfigure anything; quote the event id if you report it.";
 const MISMATCH: &str = "Stop. This credential is for another environment or provider than the one you tried to reach. Do not look for another credential, do not retry another way, and do not delete, recreate or reconfigure anything to get past it: tell a human what you were doing, quoting the event id.";
 const SHARED: &str = "Stop. This resource also belongs to another environment, so changing it could damage that environment too (a production database can be deleted this way from staging). Do not retry, and do not delete or recreate anything to work around it: ask a human, quoting the event id.";
 const UNKNOWN_RESOURCE: &str = "The broker does not know which environment this resource belongs to, so it will not let you change it. Do not guess, and do not try other ids or credentials: ask a human to add it to the resource map, quoting the event id.";
@@ -281,7 +309,7 @@ impl From<crate::proxy::ProxyError> for Problem {
                 Problem::new(StatusCode::NOT_FOUND, "unknown_provider", "No such provider", detail)
                     .with("providers", known)
             }
-            ProxyError::Auth(e) => e.into(),
+            ProxyError::Auth(refused) => refused.into(),
             ProxyError::AmbiguousCredential => Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "credential_ambiguous",
@@ -345,10 +373,18 @@ impl From<crate::proxy::ProxyError> for Problem {
                         "The upstream cannot be reached",
                         detail,
                     ),
-                    ForwardError::TokenNotAHeader => Problem::internal(&detail),
+                    ForwardError::TokenNotAHeader | ForwardError::Rejected { .. } => Problem::internal(&detail),
                 };
                 problem.event(event_id)
             }
+            ProxyError::UpstreamRejected { event_id, .. } => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_credential_mismatch",
+                "The provider rejected the broker's token",
+                detail,
+            )
+            .guidance(UPSTREAM_MISMATCH)
+            .event(event_id),
             ProxyError::Store(e) => Problem::store(&e),
         }
     }

@@ -39,6 +39,13 @@ pub enum EventKind {
     ProxyAllowed,
     /// A proxied request refused; nothing was forwarded.
     ProxyRefused,
+    /// A credential refused for what it says about the agent's situation:
+    /// expired or revoked yet still in use, or a provider's own token.
+    CredentialRefused,
+    /// The upstream rejected the broker's own real token.
+    UpstreamCredentialMismatch,
+    /// An upstream token reaches beyond the environment it is configured for.
+    TokenReachFinding,
 }
 
 impl EventKind {
@@ -55,6 +62,9 @@ impl EventKind {
             EventKind::SecretSet => "secret_set",
             EventKind::ProxyAllowed => "proxy_allowed",
             EventKind::ProxyRefused => "proxy_refused",
+            EventKind::CredentialRefused => "credential_refused",
+            EventKind::UpstreamCredentialMismatch => "upstream_credential_mismatch",
+            EventKind::TokenReachFinding => "token_reach_finding",
         }
     }
 }

@@ -152,6 +152,23 @@ impl Checker<'_> {
                 Some("leave it out (1 MiB) or write at least 1024".into()),
             ));
         }
+        let alerts = &self.config.alerts;
+        if let Some(url) = &alerts.webhook
+            && let Err(why) = http_url(url)
+        {
+            self.problems.push(Problem::error(
+                None,
+                format!("[alerts] webhook `{}` {why}", redact_url(url)),
+                Some("write the webhook's URL, e.g. `https://hooks.example.com/…`".into()),
+            ));
+        }
+        if alerts.queue_capacity == 0 || alerts.max_attempts == 0 {
+            self.problems.push(Problem::error(
+                None,
+                "[alerts] queue_capacity and max_attempts must be above 0",
+                Some("leave them out (1000 and 5)".into()),
+            ));
+        }
         if let Some(url) = &self.config.storage.url
             && !url.starts_with("sqlite:")
         {

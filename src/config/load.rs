@@ -198,6 +198,11 @@ pub(crate) fn parse(text: &str) -> Parsed {
                     config.proxy = v;
                 }
             }
+            "alerts" => {
+                if let Some(v) = one(value, &section, &mut problems) {
+                    config.alerts = v;
+                }
+            }
             "credentials" => {
                 let span = value.span();
                 if let Some(v) = one(value, &section, &mut problems) {
@@ -223,11 +228,12 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "server",
     "storage",
     "keys",
     "proxy",
+    "alerts",
     "credentials",
     "environments",
     "providers",

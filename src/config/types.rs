@@ -21,6 +21,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub keys: KeysConfig,
     pub proxy: ProxyConfig,
+    pub alerts: AlertsConfig,
     pub credentials: Spanned<CredentialsConfig>,
     pub environments: BTreeMap<String, Spanned<EnvironmentConfig>>,
     pub providers: BTreeMap<String, Spanned<ProviderConfig>>,
@@ -35,6 +36,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             keys: KeysConfig::default(),
             proxy: ProxyConfig::default(),
+            alerts: AlertsConfig::default(),
             credentials: Spanned::new(0..0, CredentialsConfig::default()),
             environments: BTreeMap::new(),
             providers: BTreeMap::new(),
@@ -115,6 +117,48 @@ impl Default for ProxyConfig {
             timeout: Duration::from_secs(120),
             max_inspected_body_bytes: 1024 * 1024,
         }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Where alerts are posted as JSON with a `text` field (chat webhooks
+    /// take it as is). Without one, alerts are log lines only.
+    pub webhook: Option<String>,
+    /// Identical alerts within this window are one alert.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_window: Duration,
+    /// Alerts waiting for delivery; past this, new ones are logged only.
+    pub queue_capacity: usize,
+    /// Delivery attempts per alert, with doubling waits from `backoff`.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook: None,
+            dedupe_window: Duration::from_secs(10 * 60),
+            queue_capacity: 1000,
+            max_attempts: 5,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The webhook URL often carries a secret (chat webhooks do): never printed.
+impl std::fmt::Debug for AlertsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertsConfig")
+            .field("webhook", &self.webhook.as_ref().map(|_| "(set)"))
+            .field("dedupe_window", &self.dedupe_window)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .finish()
     }
 }
 

@@ -64,8 +64,8 @@ pub enum VerifyError {
     Issuer { found: String },
     #[error("the credential is for audience `{found}`, not for this broker")]
     Audience { found: String },
-    #[error("the credential expired at {exp} (unix time)")]
-    Expired { exp: u64 },
+    #[error("the credential of agent `{}` for `{}` (lease `{}`) expired at {}", claims.sub, claims.env, claims.jti, crate::time::rfc3339(claims.exp as i64))]
+    Expired { claims: Box<Claims> },
     #[error("the credential is not valid before {nbf} (unix time)")]
     NotYetValid { nbf: u64 },
 }
@@ -150,7 +150,9 @@ pub fn verify(token: &str, ring: &KeyRing, expected: &Expected<'_>, now: u64) ->
         }
     };
     if now >= claims.exp {
-        return Err(VerifyError::Expired { exp: claims.exp });
+        return Err(VerifyError::Expired {
+            claims: Box::new(claims),
+        });
     }
     if now < claims.nbf {
         return Err(VerifyError::NotYetValid { nbf: claims.nbf });
@@ -340,7 +342,9 @@ mod tests {
             (
                 "expired",
                 forge(&ring, header(&ring), with("exp", serde_json::json!(NOW))),
-                VerifyError::Expired { exp: NOW },
+                VerifyError::Expired {
+                    claims: Box::new(Claims { exp: NOW, ..claims() }),
+                },
             ),
             (
                 "not yet valid",

@@ -33,6 +33,10 @@ pub enum ForwardError {
     Unreachable(String),
     #[error("the real token for this provider cannot be written as an HTTP header value")]
     TokenNotAHeader,
+    /// The upstream refused the broker's own token: its answer is not the
+    /// agent's to read or act on.
+    #[error("the upstream answered {status} to the broker's own token")]
+    Rejected { status: u16 },
 }
 
 /// Where the request goes and what it carries.
@@ -57,12 +61,27 @@ pub async fn send(client: &reqwest::Client, out: Outbound<'_>) -> Result<Respons
         .await
         .map_err(describe)?;
     let status = upstream.status();
+    if rejects_token(status, upstream.headers()) {
+        return Err(ForwardError::Rejected {
+            status: status.as_u16(),
+        });
+    }
     let mut response_headers = upstream.headers().clone();
     strip_hop_by_hop(&mut response_headers);
     let mut response = Response::new(Body::from_stream(upstream.bytes_stream()));
     *response.status_mut() = status;
     *response.headers_mut() = response_headers;
     Ok(response)
+}
+
+/// Whether an upstream answer says the broker's token itself is refused:
+/// 401 always; 403 unless it is a rate limit, which is not the token's fault.
+fn rejects_token(status: http::StatusCode, headers: &HeaderMap) -> bool {
+    let rate_limited = headers
+        .get("x-ratelimit-remaining")
+        .is_some_and(|v| v.as_bytes() == b"0")
+        || headers.contains_key(header::RETRY_AFTER);
+    status == http::StatusCode::UNAUTHORIZED || (status == http::StatusCode::FORBIDDEN && !rate_limited)
 }
 
 fn describe(e: reqwest::Error) -> ForwardError {

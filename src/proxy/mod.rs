@@ -23,7 +23,7 @@ pub use forward::{CREDENTIAL_HEADERS, ForwardError};
 use crate::admin::Actor;
 use crate::api::Problem;
 use crate::audit::{Event, EventKind};
-use crate::broker::{AuthError, Broker};
+use crate::broker::{AuthError, Broker, RefusedCredential};
 use crate::credentials::Claims;
 use crate::policy::{self, Access, BoundOperation, Refusal};
 use crate::providers::{ClassifyError, RequestView};
@@ -35,7 +35,7 @@ pub enum ProxyError {
     #[error("there is no provider `{provider}`; the proxied providers are: {}", known.join(", "))]
     UnknownProvider { provider: String, known: Vec<String> },
     #[error(transparent)]
-    Auth(#[from] AuthError),
+    Auth(#[from] RefusedCredential),
     #[error("the request carries two different credentials (in `Authorization` and `Project-Access-Token`); send one")]
     AmbiguousCredential,
     #[error("the request body is over {limit} bytes, the most the broker reads to classify a request")]
@@ -58,6 +58,13 @@ pub enum ProxyError {
     },
     #[error("{error}")]
     Forward { error: ForwardError, event_id: String },
+    #[error("provider `{provider}` rejected the broker's own token for `{env}` (HTTP {status}): the broker's configuration is wrong, not your request")]
+    UpstreamRejected {
+        provider: String,
+        env: String,
+        status: u16,
+        event_id: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -80,8 +87,8 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
             known: broker.proxied_providers(),
         });
     };
-    let presented = presented_credential(&parts.headers)?.ok_or(AuthError::Missing)?;
-    let claims = broker.authenticate(presented, now)?;
+    let presented = presented_credential(&parts.headers)?.ok_or_else(|| unrecorded(AuthError::Missing))?;
+    let claims = broker.authenticate_at(presented, &format!("/p/{provider}"), now).await?;
 
     let (inspected, body) = if classifier.needs_body(&parts.method) {
         (
@@ -121,12 +128,7 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
     let decision = policy::decide(broker.rules(), &access, &classified.operations);
     if let Some(refusal) = decision.refusal {
         let event_id = record
-            .refused(
-                &classified.path,
-                refusal.kind(),
-                &refusal.to_string(),
-                &decision.operations,
-            )
+            .refused_policy(&classified.path, &refusal, &decision.operations)
             .await?;
         return Err(ProxyError::Refused {
             refusal: Box::new(refusal),
@@ -176,12 +178,22 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
         auth: &provider_config.auth,
         token,
     };
-    forward::send(broker.upstream_client(), outbound)
-        .await
-        .map_err(|error| {
+    match forward::send(broker.upstream_client(), outbound).await {
+        Ok(response) => Ok(response),
+        Err(ForwardError::Rejected { status }) => {
+            let event_id = record.upstream_rejected(&classified.path, status, &event_id).await?;
+            Err(ProxyError::UpstreamRejected {
+                provider,
+                env: claims.env.clone(),
+                status,
+                event_id,
+            })
+        }
+        Err(error) => {
             tracing::warn!(%provider, event_id, %error, "upstream request failed");
-            ProxyError::Forward { error, event_id }
-        })
+            Err(ProxyError::Forward { error, event_id })
+        }
+    }
 }
 
 /// `/p/{provider}{rest}` → (provider, rest), `rest` still raw.
@@ -207,7 +219,7 @@ fn presented_credential(headers: &HeaderMap) -> Result<Option<&str>, ProxyError>
             let text = value
                 .to_str()
                 .map_err(|_| {
-                    ProxyError::Auth(AuthError::Credential(crate::credentials::VerifyError::Malformed {
+                    unrecorded(AuthError::Credential(crate::credentials::VerifyError::Malformed {
                         why: "the credential header is not text",
                     }))
                 })?
@@ -234,6 +246,11 @@ fn presented_credential(headers: &HeaderMap) -> Result<Option<&str>, ProxyError>
         [one] => Ok(Some(one)),
         _ => Err(ProxyError::AmbiguousCredential),
     }
+}
+
+/// A credential refusal that is bad input only: nothing to record.
+fn unrecorded(error: AuthError) -> ProxyError {
+    ProxyError::Auth(RefusedCredential { error, event_id: None })
 }
 
 fn has_body(headers: &HeaderMap) -> bool {
@@ -302,15 +319,73 @@ impl Recorder<'_> {
         self.append(EventKind::ProxyRefused, detail).await
     }
 
-    async fn append(&self, kind: EventKind, detail: serde_json::Value) -> Result<String, StoreError> {
-        let event = Event {
+    /// A policy refusal; the ones that show an agent aiming at another
+    /// environment's resources are alerted as well.
+    async fn refused_policy(
+        &self,
+        path: &str,
+        refusal: &Refusal,
+        operations: &[BoundOperation],
+    ) -> Result<String, StoreError> {
+        let kind = refusal.kind();
+        if !matches!(kind, "credential_mismatch" | "shared_resource") {
+            return self.refused(path, kind, &refusal.to_string(), operations).await;
+        }
+        let detail = json!({
+            "decision": "refuse",
+            "refusal": kind,
+            "reason": refusal.to_string(),
+            "provider": self.provider,
+            "method": self.method.as_str(),
+            "path": path,
+            "lease_id": self.claims.jti,
+            "operations": operations,
+        });
+        let text = format!(
+            "Agent `{}` (credential for `{}`) was refused on `{}`: {refusal}. Nothing was sent; ask it what it was doing.",
+            self.claims.sub, self.claims.env, self.provider
+        );
+        let names: Vec<&str> = operations.iter().map(|o| o.name.as_str()).collect();
+        let key = format!("{kind}:{}:{}:{}", self.claims.sid, self.provider, names.join(","));
+        self.broker
+            .record_and_alert(self.event(EventKind::ProxyRefused, detail), text, key, self.now)
+            .await
+    }
+
+    /// The upstream refused the broker's own token on a request the policy
+    /// had allowed (`allowed_event`).
+    async fn upstream_rejected(&self, path: &str, status: u16, allowed_event: &str) -> Result<String, StoreError> {
+        let detail = json!({
+            "provider": self.provider,
+            "method": self.method.as_str(),
+            "path": path,
+            "upstream_status": status,
+            "allowed_event_id": allowed_event,
+            "lease_id": self.claims.jti,
+        });
+        let text = format!(
+            "Provider `{}` rejected the broker's real token for `{}` with HTTP {status}: the token configured for that environment is wrong, expired or lacks permissions. Agents are told to wait.",
+            self.provider, self.claims.env
+        );
+        let key = format!("upstream_credential_mismatch:{}:{}:{status}", self.provider, self.claims.env);
+        self.broker
+            .record_and_alert(self.event(EventKind::UpstreamCredentialMismatch, detail), text, key, self.now)
+            .await
+    }
+
+    fn event(&self, kind: EventKind, detail: serde_json::Value) -> Event {
+        Event {
             kind,
             actor: Actor::agent(&self.claims.sub).0,
             agent: Some(self.claims.sub.clone()),
             session_id: Some(self.claims.sid.clone()),
             env: Some(self.claims.env.clone()),
             detail,
-        };
+        }
+    }
+
+    async fn append(&self, kind: EventKind, detail: serde_json::Value) -> Result<String, StoreError> {
+        let event = self.event(kind, detail);
         Ok(self.broker.store().append_audit(&event, unix_ms(self.now)).await?.id)
     }
 }

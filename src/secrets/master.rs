@@ -19,6 +19,9 @@ const KEY_LEN: usize = 32;
 /// kept; the raw bytes are zeroized as soon as they are derived from.
 pub struct MasterKey {
     sealing: LessSafeKey,
+    /// For fingerprints of secrets the broker must recognise again but never
+    /// keep (a provider token that leaked to an agent).
+    fingerprinting: ring::hmac::Key,
 }
 
 impl fmt::Debug for MasterKey {
@@ -59,9 +62,22 @@ impl MasterKey {
         let okm = prk
             .expand(&[b"seal records"], &AES_256_GCM)
             .expect("AES-256-GCM key length is a valid HKDF output length");
+        let fingerprinting: ring::hmac::Key = prk
+            .expand(&[b"fingerprint secrets"], ring::hmac::HMAC_SHA256)
+            .expect("HMAC-SHA256 key length is a valid HKDF output length")
+            .into();
         MasterKey {
             sealing: LessSafeKey::new(UnboundKey::from(okm)),
+            fingerprinting,
         }
+    }
+
+    /// A keyed fingerprint of a secret: equal secrets give equal
+    /// fingerprints under one master key, and the fingerprint cannot be
+    /// turned back into the secret or checked against a guess without the key.
+    pub fn fingerprint(&self, secret: &str) -> String {
+        let tag = ring::hmac::sign(&self.fingerprinting, secret.as_bytes());
+        format!("hmac-sha256:{}", hex::encode(&tag.as_ref()[..16]))
     }
 
     pub(super) fn sealing(&self) -> &LessSafeKey {

@@ -13,6 +13,7 @@ use valetkey::broker::Broker;
 use valetkey::secrets::ExposeSecret;
 use valetkey::server::{self, FirstAdminKey, ServeOptions};
 
+pub mod fixture;
 pub mod upstream;
 
 pub const CONFIG: &str = r#"
