@@ -149,12 +149,7 @@ async fn deliver(
         };
         let mut wait = backoff;
         for attempt in 1..=max_attempts {
-            let outcome = client
-                .post(&url)
-                .timeout(DELIVERY_TIMEOUT)
-                .json(&payload)
-                .send()
-                .await;
+            let outcome = client.post(&url).timeout(DELIVERY_TIMEOUT).json(&payload).send().await;
             // The URL is not logged: chat webhooks carry their secret in it.
             let retry = match outcome {
                 Ok(r) if r.status().is_success() => break,

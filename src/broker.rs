@@ -38,7 +38,9 @@ pub enum AuthError {
     Revoked { claims: Arc<Claims> },
     /// Something that is not a valetkey credential: a provider's own token
     /// that reached the agent, most likely.
-    #[error("this is not a valetkey credential: it looks like {looks_like} (fingerprint {fingerprint}); it was not forwarded")]
+    #[error(
+        "this is not a valetkey credential: it looks like {looks_like} (fingerprint {fingerprint}); it was not forwarded"
+    )]
     RawProviderToken {
         looks_like: &'static str,
         fingerprint: String,
@@ -251,20 +253,21 @@ impl Broker {
         &self.alerts
     }
 
-    /// Records an event that ops must hear about, then alerts them; the
-    /// alert names the event. Returns the event id.
+    /// Records an event that ops must hear about, then alerts them (`kind`
+    /// names the problem, as the agent's problem type does); the alert names
+    /// the event. Returns the event id.
     pub async fn record_and_alert(
         &self,
         event: Event,
+        kind: &'static str,
         text: String,
         key: String,
         now: SystemTime,
     ) -> Result<String, StoreError> {
-        let kind = event.kind;
         let detail = event.detail.clone();
         let event_id = self.store.append_audit(&event, unix_ms(now)).await?.id;
         self.alerts.raise(Alert {
-            kind: kind.as_str(),
+            kind,
             text,
             detail,
             event_id: Some(event_id.clone()),
@@ -305,7 +308,7 @@ impl Broker {
         route: &str,
         now: SystemTime,
     ) -> Result<Option<String>, StoreError> {
-        let (claims, refusal, text, key): (Option<&Claims>, &str, String, String) = match error {
+        let (claims, refusal, text, key): (Option<&Claims>, &'static str, String, String) = match error {
             AuthError::Credential(VerifyError::Expired { claims }) => (
                 Some(claims),
                 "credential_expired",
@@ -358,7 +361,7 @@ impl Broker {
             env: claims.map(|c| c.env.clone()),
             detail,
         };
-        self.record_and_alert(event, text, key, now).await.map(Some)
+        self.record_and_alert(event, refusal, text, key, now).await.map(Some)
     }
 
     fn ring(&self) -> Arc<KeyRing> {

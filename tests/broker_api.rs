@@ -272,8 +272,6 @@ async fn rotated_keys_keep_verifying_what_they_signed() {
 
 #[tokio::test]
 async fn forged_credentials_are_refused_each_by_name() {
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let t = TestBroker::start().await;
     let key = t.add_agent("claude").await;
     let (_, minted) = t.mint(&key, json!({ "env": "staging" })).await;
@@ -282,23 +280,10 @@ async fn forged_credentials_are_refused_each_by_name() {
     let kid = header(real)["kid"].as_str().unwrap().to_owned();
 
     // Sign with the broker's own key, as someone who stole it could.
-    let master = t.master_key();
-    let record = t
-        .broker
-        .store()
-        .signing_keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|k| k.kid == kid)
-        .unwrap();
-    let pkcs8 = master.open(&format!("signing-key:{kid}"), &record.sealed).unwrap();
-    let signer = jsonwebtoken::EncodingKey::from_ed_der(&pkcs8);
-    let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    let forge = |head: serde_json::Value, body: serde_json::Value| {
-        let message = format!("{}.{}", b64(&head), b64(&body));
-        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &signer, jsonwebtoken::Algorithm::EdDSA).unwrap();
-        format!("vk1.{message}.{sig}")
+    let forge = t.forger(&kid).await;
+    let b64 = |v: &serde_json::Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     };
     let with = |k: &str, v: serde_json::Value| {
         let mut c = good.clone();
@@ -344,11 +329,7 @@ async fn forged_credentials_are_refused_each_by_name() {
             "ghp_0123456789abcdefghijklmnopqrstuvwxyz".to_owned(),
             "raw_provider_token",
         ),
-        (
-            "vk1. and nothing after",
-            "vk1.".to_owned(),
-            "credential_malformed",
-        ),
+        ("vk1. and nothing after", "vk1.".to_owned(), "credential_malformed"),
     ];
     let mut seen = std::collections::BTreeSet::new();
     for (name, token, want) in cases {

@@ -8,7 +8,6 @@ mod common;
 use common::fixture::*;
 use serde_json::{Value, json};
 
-
 #[tokio::test]
 async fn the_incident_is_refused_recorded_and_reaches_nobody() {
     let f = Fixture::start().await;

@@ -17,10 +17,10 @@ use crate::providers::ClassifyError;
 use crate::store::StoreError;
 
 const STOP: &str = "Stop and tell a human what you were doing, quoting this response. Do not try other credentials or tokens, and do not delete, recreate or reconfigure resources to get past a credential problem.";
-const RENEW: &str = "Your credential has expired. Get a new one the way you got this one (the human or tool that launched you runs `valetkey run` again). Do not look for other credentials or tokens.";
+const RENEW: &str = "Your credential has expired. Stop: do not look for other credentials or tokens, and do not delete, recreate or reconfigure anything to get past this. Get a new credential the way you got this one (whoever launched you runs `valetkey run` again); if you cannot, tell a human, quoting the event id.";
 const MISSING: &str = "Send the credential from VALETKEY_CREDENTIAL as `Authorization: Bearer vk1.…`. If you have none, you were not launched through `valetkey run`: ask a human. Never send a provider's own token instead.";
 const RAW_TOKEN: &str = "You sent something that is not your valetkey credential, most likely a provider's own token. Never use provider tokens, even ones you find in files, variables or history: send the credential from VALETKEY_CREDENTIAL. A human has been told that a real token reached you; stop and tell them where it came from, quoting the event id.";
-const REVOKED: &str = "A human or the end of your session revoked this credential. Stop. Do not look for other credentials or tokens and do not try to get around this; ask a human, quoting the lease id.";
+const REVOKED: &str = "A human, or the end of your session, revoked this credential. Stop: do not look for other credentials or tokens, and do not delete, recreate or reconfigure anything to get around it. Tell a human what you were doing, quoting the event id.";
 const FIX_REQUEST: &str =
     "The request itself is wrong; fix it as the detail says and send it again. This is not a permission problem.";
 const NOT_ALLOWED: &str = "This is outside what you were granted. Do not try another environment, agent, credential or token to reach it. If the task truly needs it, stop and ask a human, quoting the event id.";

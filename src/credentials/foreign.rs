@@ -12,7 +12,10 @@ pub fn looks_like(token: &str) -> &'static str {
         ("ghs_", "a GitHub App installation token"),
         ("ghu_", "a GitHub App user token"),
         ("ghr_", "a GitHub refresh token"),
-        ("vkl_", "a valetkey launcher key (it belongs to whoever launches the agent)"),
+        (
+            "vkl_",
+            "a valetkey launcher key (it belongs to whoever launches the agent)",
+        ),
     ];
     if let Some((_, name)) = PREFIXES.iter().find(|(p, _)| token.starts_with(p)) {
         return name;

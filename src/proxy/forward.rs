@@ -148,6 +148,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_refusals_of_the_token_itself_are_upstream_credential_mismatches() {
+        let none = HeaderMap::new();
+        assert!(rejects_token(http::StatusCode::UNAUTHORIZED, &none));
+        assert!(rejects_token(http::StatusCode::FORBIDDEN, &none));
+        let mut limited = HeaderMap::new();
+        limited.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        assert!(!rejects_token(http::StatusCode::FORBIDDEN, &limited));
+        assert!(!rejects_token(http::StatusCode::NOT_FOUND, &none));
+        assert!(!rejects_token(http::StatusCode::OK, &none));
+    }
+
+    #[test]
     fn the_agents_credential_and_hop_by_hop_headers_never_go_upstream() {
         let mut incoming = HeaderMap::new();
         for (name, value) in [

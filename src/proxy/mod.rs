@@ -58,7 +58,9 @@ pub enum ProxyError {
     },
     #[error("{error}")]
     Forward { error: ForwardError, event_id: String },
-    #[error("provider `{provider}` rejected the broker's own token for `{env}` (HTTP {status}): the broker's configuration is wrong, not your request")]
+    #[error(
+        "provider `{provider}` rejected the broker's own token for `{env}` (HTTP {status}): the broker's configuration is wrong, not your request"
+    )]
     UpstreamRejected {
         provider: String,
         env: String,
@@ -88,7 +90,9 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
         });
     };
     let presented = presented_credential(&parts.headers)?.ok_or_else(|| unrecorded(AuthError::Missing))?;
-    let claims = broker.authenticate_at(presented, &format!("/p/{provider}"), now).await?;
+    let claims = broker
+        .authenticate_at(presented, &format!("/p/{provider}"), now)
+        .await?;
 
     let (inspected, body) = if classifier.needs_body(&parts.method) {
         (
@@ -348,7 +352,7 @@ impl Recorder<'_> {
         let names: Vec<&str> = operations.iter().map(|o| o.name.as_str()).collect();
         let key = format!("{kind}:{}:{}:{}", self.claims.sid, self.provider, names.join(","));
         self.broker
-            .record_and_alert(self.event(EventKind::ProxyRefused, detail), text, key, self.now)
+            .record_and_alert(self.event(EventKind::ProxyRefused, detail), kind, text, key, self.now)
             .await
     }
 
@@ -367,9 +371,18 @@ impl Recorder<'_> {
             "Provider `{}` rejected the broker's real token for `{}` with HTTP {status}: the token configured for that environment is wrong, expired or lacks permissions. Agents are told to wait.",
             self.provider, self.claims.env
         );
-        let key = format!("upstream_credential_mismatch:{}:{}:{status}", self.provider, self.claims.env);
+        let key = format!(
+            "upstream_credential_mismatch:{}:{}:{status}",
+            self.provider, self.claims.env
+        );
         self.broker
-            .record_and_alert(self.event(EventKind::UpstreamCredentialMismatch, detail), text, key, self.now)
+            .record_and_alert(
+                self.event(EventKind::UpstreamCredentialMismatch, detail),
+                "upstream_credential_mismatch",
+                text,
+                key,
+                self.now,
+            )
             .await
     }
 

@@ -123,11 +123,13 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start() -> Fixture {
-        Fixture::start_with("").await
+        Fixture::start_with("", GITHUB_STAGING).await
     }
 
-    /// With `extra` appended to the configuration (an `[alerts]` section).
-    pub async fn start_with(extra: &str) -> Fixture {
+    /// With `extra` appended to the configuration (an `[alerts]` section),
+    /// and `github_token` as the broker's GitHub token for staging (the
+    /// stand-in accepts only `GITHUB_STAGING`).
+    pub async fn start_with(extra: &str, github_token: &str) -> Fixture {
         let railway = StandIn::railway(&[RAILWAY_STAGING, RAILWAY_PRODUCTION]).await;
         let github = StandIn::github(&[GITHUB_STAGING]).await;
         let api = StandIn::http(&[API_STAGING]).await;
@@ -139,7 +141,7 @@ impl Fixture {
         let env: BTreeMap<String, String> = [
             ("RAILWAY_STAGING", RAILWAY_STAGING),
             ("RAILWAY_PRODUCTION", RAILWAY_PRODUCTION),
-            ("GITHUB_STAGING", GITHUB_STAGING),
+            ("GITHUB_STAGING", github_token),
             ("API_STAGING", API_STAGING),
         ]
         .into_iter()

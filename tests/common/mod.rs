@@ -168,6 +168,33 @@ impl TestBroker {
             .await
     }
 
+    /// Signs any header and claims with the broker's signing key `kid`, as
+    /// someone who stole it could: `forge(header, claims)` → `vk1.…`.
+    pub async fn forger(&self, kid: &str) -> impl Fn(Value, Value) -> String + use<> {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let record = self
+            .broker
+            .store()
+            .signing_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|k| k.kid == kid)
+            .unwrap();
+        let pkcs8 = self
+            .master_key()
+            .open(&format!("signing-key:{kid}"), &record.sealed)
+            .unwrap();
+        let signer = jsonwebtoken::EncodingKey::from_ed_der(&pkcs8);
+        move |head: Value, body: Value| {
+            let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+            let message = format!("{}.{}", b64(&head), b64(&body));
+            let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &signer, jsonwebtoken::Algorithm::EdDSA).unwrap();
+            format!("vk1.{message}.{sig}")
+        }
+    }
+
     /// A connection to the broker's database file, as an auditor would open it.
     pub async fn db(&self) -> sqlx::SqlitePool {
         let db = self.data_dir().join("valetkey.db");

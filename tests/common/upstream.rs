@@ -225,3 +225,60 @@ async fn echo(request: Request) -> Response {
     let target = request.uri().to_string();
     axum::Json(json!({ "method": method, "target": target })).into_response()
 }
+
+/// A chat-style webhook that records every alert posted to it. The first
+/// `failures` posts get a 503, to make the sender retry.
+pub struct Webhook {
+    pub url: String,
+    received: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Webhook {
+    pub async fn start(failures: usize) -> Webhook {
+        let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let store = received.clone();
+        let app = Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::Json<Value>| {
+                let store = store.clone();
+                let attempts = attempts.clone();
+                async move {
+                    if attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < failures {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    store.lock().unwrap().push(body.0);
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Webhook { url, received, task }
+    }
+
+    pub fn received(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The first alert of `kind`, waiting for it to arrive.
+    pub async fn alert(&self, kind: &str) -> Value {
+        let mut found = None;
+        super::eventually(&format!("an alert of kind {kind} reaches the webhook"), async || {
+            found = self.received().into_iter().find(|a| a["kind"] == kind);
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    }
+}

@@ -1,0 +1,313 @@
+//! Every credential mismatch has a name: the agent gets a problem+json that
+//! says what was presented and what was expected, nothing reaches the
+//! provider that should not, the event is recorded, and ops hear about it on
+//! their webhook.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use common::fixture::*;
+use common::upstream::Webhook;
+use serde_json::{Value, json};
+
+/// Everything the broker logs in this test binary, at trace level.
+fn captured_log() -> Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buffer: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Capture(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        buffer
+    })
+    .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn with_webhook(github_token: &str) -> (Fixture, Webhook) {
+    captured_log();
+    let hook = Webhook::start(0).await;
+    let extra = format!("\n[alerts]\nwebhook = \"{}\"\nbackoff = \"10ms\"\n", hook.url);
+    (Fixture::start_with(&extra, github_token).await, hook)
+}
+
+/// The problem+json an agent reads: exactly these members, the guidance
+/// that tells it to stop, and an event id to quote.
+fn assert_problem_shape(problem: &Value, extra: &[&str]) {
+    let mut keys: Vec<&str> = problem.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut want = vec!["agent_guidance", "detail", "event_id", "status", "title", "type"];
+    want.extend_from_slice(extra);
+    want.sort_unstable();
+    assert_eq!(keys, want, "{problem}");
+    let guidance = problem["agent_guidance"].as_str().unwrap();
+    assert!(guidance.contains("event id"), "{guidance}");
+    assert!(!guidance.is_empty());
+}
+
+#[tokio::test]
+async fn another_environments_resource_is_a_credential_mismatch() {
+    let (f, hook) = with_webhook(GITHUB_STAGING).await;
+    let (status, problem) = f
+        .graphql(json!({ "query": "{ volume(id: \"vol_prod_only\") { name } }" }))
+        .await;
+    assert_eq!(refusal(status, &problem), (403, "credential_mismatch"), "{problem}");
+    assert_problem_shape(&problem, &["operations"]);
+    assert_eq!(
+        problem["detail"],
+        "query volume touches volume `vol_prod_only`, which belongs to production, but this credential is for `staging`"
+    );
+    let guidance = problem["agent_guidance"].as_str().unwrap();
+    assert!(guidance.starts_with("Stop.") && guidance.contains("do not delete, recreate or reconfigure"));
+    assert_eq!(f.railway.count(), 0);
+
+    let event_id = problem["event_id"].as_str().unwrap();
+    let event = f.event(event_id).await;
+    assert_eq!(
+        (event["kind"].as_str(), event["refusal"].as_str()),
+        (Some("proxy_refused"), Some("credential_mismatch"))
+    );
+    let alert = hook.alert("credential_mismatch").await;
+    assert_eq!(alert["event_id"], event_id);
+    let text = alert["text"].as_str().unwrap();
+    assert!(
+        text.contains("Agent `claude`") && text.contains("vol_prod_only"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_incident_is_a_shared_resource_and_ops_hear_of_it() {
+    let (f, hook) = with_webhook(GITHUB_STAGING).await;
+    let (status, problem) = f
+        .graphql(json!({ "query": "mutation { volumeDelete(volumeId: \"vol_db\") }" }))
+        .await;
+    assert_eq!(refusal(status, &problem), (403, "shared_resource"), "{problem}");
+    assert_problem_shape(&problem, &["operations"]);
+    assert_eq!(f.railway.count(), 0);
+    let alert = hook.alert("shared_resource").await;
+    assert_eq!(alert["event_id"], problem["event_id"]);
+    assert_eq!(
+        alert["detail"]["operations"][0]["resources"][0]["owners"],
+        json!(["staging", "production"])
+    );
+}
+
+#[tokio::test]
+async fn an_expired_credential_is_named_with_how_to_get_a_new_one() {
+    let (f, hook) = with_webhook(GITHUB_STAGING).await;
+    let kid = common::header(&f.credential)["kid"].as_str().unwrap().to_owned();
+    let mut claims = common::claims(&f.credential);
+    claims["exp"] = json!(claims["iat"].as_u64().unwrap() - 1);
+    claims["nbf"] = json!(claims["iat"].as_u64().unwrap() - 60);
+    let expired = (f.broker.forger(&kid).await)(json!({ "alg": "EdDSA", "kid": kid, "typ": "JWT" }), claims.clone());
+
+    let (status, problem) = f
+        .broker
+        .send(
+            f.broker
+                .http
+                .get(f.url("github/repos/acme/api/contents/README.md"))
+                .bearer_auth(&expired),
+        )
+        .await;
+    assert_eq!(refusal(status, &problem), (401, "credential_expired"), "{problem}");
+    assert_problem_shape(&problem, &["env", "expired_at", "lease_id"]);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("agent `claude` for `staging`") && detail.contains("expired at"),
+        "{detail}"
+    );
+    assert_eq!(problem["lease_id"], claims["jti"]);
+    let guidance = problem["agent_guidance"].as_str().unwrap();
+    assert!(guidance.contains("valetkey run") && guidance.contains("do not look for other credentials"));
+    assert_eq!(f.github.count(), 0);
+
+    let event = f.event(problem["event_id"].as_str().unwrap()).await;
+    assert_eq!(event["kind"], "credential_refused");
+    assert_eq!(event["refusal"], "credential_expired");
+    assert_eq!(event["route"], "/p/github");
+    let alert = hook.alert("credential_expired").await;
+    assert_eq!(alert["event_id"], problem["event_id"]);
+}
+
+#[tokio::test]
+async fn a_revoked_credential_is_named_recorded_and_alerted() {
+    let (f, hook) = with_webhook(GITHUB_STAGING).await;
+    let sid = common::claims(&f.credential)["sid"].as_str().unwrap().to_owned();
+    let resp = f
+        .broker
+        .http
+        .delete(format!("{}/v1/sessions/{sid}", f.broker.url))
+        .bearer_auth(&f.broker.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let (status, problem) = f.graphql(json!({ "query": "{ me { name } }" })).await;
+    assert_eq!(refusal(status, &problem), (401, "credential_revoked"), "{problem}");
+    assert_problem_shape(&problem, &["env", "lease_id"]);
+    assert!(problem["detail"].as_str().unwrap().contains(&sid));
+    assert_eq!(f.railway.count(), 0);
+    let event = f.event(problem["event_id"].as_str().unwrap()).await;
+    assert_eq!(event["refusal"], "credential_revoked");
+    hook.alert("credential_revoked").await;
+}
+
+#[tokio::test]
+async fn a_real_provider_token_is_refused_never_forwarded_and_never_written_down() {
+    const LEAKED: &str = "ghp_R3alLookingPersonalAccessToken0123456789";
+    const ANOTHER: &str = "github_pat_11AAAAAAA0SecondLeakedTokenForOrdering";
+    let (f, hook) = with_webhook(GITHUB_STAGING).await;
+    let send = async |token: &str| {
+        f.broker
+            .send(
+                f.broker
+                    .http
+                    .get(f.url("github/repos/acme/api/contents/README.md"))
+                    .header("authorization", format!("token {token}")),
+            )
+            .await
+    };
+
+    let (status, problem) = send(LEAKED).await;
+    assert_eq!(refusal(status, &problem), (401, "raw_provider_token"), "{problem}");
+    assert_problem_shape(&problem, &[]);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("a GitHub personal access token")
+    );
+    assert!(
+        problem["agent_guidance"]
+            .as_str()
+            .unwrap()
+            .contains("Never use provider tokens")
+    );
+    let event = f.event(problem["event_id"].as_str().unwrap()).await;
+    assert_eq!(event["refusal"], "raw_provider_token");
+    let fingerprint = event["fingerprint"].as_str().unwrap().to_owned();
+    assert!(fingerprint.starts_with("hmac-sha256:"));
+
+    // The same token again is one alert; the next token's alert follows it
+    // in the queue, so by then a second alert for the first would be there.
+    let (_, again) = send(LEAKED).await;
+    assert_eq!(again["type"], "raw_provider_token");
+    let (_, other) = send(ANOTHER).await;
+    assert!(other["detail"].as_str().unwrap().contains("fine-grained"));
+    let second = hook.alert("raw_provider_token").await;
+    assert!(second["text"].as_str().unwrap().contains(&fingerprint));
+    common::eventually("the second token's alert arrives", async || {
+        hook.received()
+            .iter()
+            .filter(|a| a["kind"] == "raw_provider_token")
+            .count()
+            >= 2
+    })
+    .await;
+    let alerts = hook.received();
+    let raw: Vec<&Value> = alerts.iter().filter(|a| a["kind"] == "raw_provider_token").collect();
+    assert_eq!(raw.len(), 2, "identical alerts were not collapsed: {raw:#?}");
+    assert_ne!(raw[0]["detail"]["fingerprint"], raw[1]["detail"]["fingerprint"]);
+
+    assert_eq!(f.github.count(), 0, "a raw token reached GitHub");
+    let log = String::from_utf8_lossy(&captured_log().lock().unwrap()).into_owned();
+    assert!(
+        log.contains(&fingerprint),
+        "the alert log line is not in the captured log"
+    );
+    for token in [LEAKED, ANOTHER] {
+        assert!(!log.contains(token), "a raw token is in the log");
+        assert!(
+            !f.audit_text().await.contains(token),
+            "a raw token is in the audit trail"
+        );
+        assert!(
+            !serde_json::to_string(&alerts).unwrap().contains(token),
+            "a raw token is in an alert"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_real_token_is_the_operators_problem_not_the_agents() {
+    let (f, hook) = with_webhook("ghs_revokedByGitHubLongAgo").await;
+    let (status, problem) = f
+        .broker
+        .send(
+            f.broker
+                .http
+                .get(f.url("github/repos/acme/api/contents/README.md"))
+                .bearer_auth(&f.credential),
+        )
+        .await;
+    assert_eq!(
+        refusal(status, &problem),
+        (502, "upstream_credential_mismatch"),
+        "{problem}"
+    );
+    assert_problem_shape(&problem, &[]);
+    assert_eq!(
+        problem["detail"],
+        "provider `github` rejected the broker's own token for `staging` (HTTP 401): the broker's configuration is wrong, not your request"
+    );
+    let guidance = problem["agent_guidance"].as_str().unwrap();
+    assert!(
+        guidance.contains("operator problem") && guidance.contains("Wait"),
+        "{guidance}"
+    );
+    assert!(
+        !problem.to_string().contains("Bad credentials"),
+        "the upstream's answer reached the agent"
+    );
+
+    // The request was allowed and sent once, with the broker's (wrong) token.
+    let received = f.github.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].header("authorization"),
+        Some("Bearer ghs_revokedByGitHubLongAgo")
+    );
+
+    let event = f.event(problem["event_id"].as_str().unwrap()).await;
+    assert_eq!(event["kind"], "upstream_credential_mismatch");
+    assert_eq!(event["upstream_status"], 401);
+    let alert = hook.alert("upstream_credential_mismatch").await;
+    assert_eq!(alert["detail"]["provider"], "github");
+    assert_eq!(alert["detail"]["upstream_status"], 401);
+    assert!(alert["text"].as_str().unwrap().contains("for `staging` with HTTP 401"));
+    assert!(!alert.to_string().contains("ghs_revokedByGitHubLongAgo"));
+}
+
+#[tokio::test]
+async fn alerts_are_retried_until_the_webhook_takes_them() {
+    captured_log();
+    let hook = Webhook::start(2).await;
+    let extra = format!("\n[alerts]\nwebhook = \"{}\"\nbackoff = \"10ms\"\n", hook.url);
+    let f = Fixture::start_with(&extra, GITHUB_STAGING).await;
+    let (_, problem) = f
+        .graphql(json!({ "query": "mutation { volumeDelete(volumeId: \"vol_db\") }" }))
+        .await;
+    let alert = hook.alert("shared_resource").await;
+    assert_eq!(alert["event_id"], problem["event_id"]);
+}
