@@ -431,3 +431,61 @@ async fn real_tokens_never_leak() {
     // The launcher key and the credential are secrets too: the log has neither.
     assert!(!log.contains(&key) && !log.contains(credential));
 }
+
+#[tokio::test]
+async fn check_says_what_the_proxy_would_do_and_exits_by_it() {
+    let f = common::fixture::Fixture::start().await;
+    let check = |args: &[&str]| {
+        let mut cmd = valetkey(&f.broker, "");
+        cmd.env("VALETKEY_CREDENTIAL", &f.credential).arg("check").args(args);
+        cmd
+    };
+    let out = output(check(&[
+        "--provider",
+        "railway",
+        "--graphql",
+        "mutation { volumeDelete(volumeId: \"vol_db\") }",
+    ]))
+    .await;
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("refused (shared_resource):"), "{text}");
+    assert!(text.contains("volume vol_db  owned by staging, production"), "{text}");
+
+    let out = output(check(&[
+        "--provider",
+        "railway",
+        "--graphql",
+        "query($id: String!) { project(id: $id) { name } }",
+        "--variables",
+        r#"{"id": "proj_1"}"#,
+    ]))
+    .await;
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("allowed: railway in staging"), "{text}");
+
+    let out = output(check(&[
+        "--provider",
+        "github",
+        "--method",
+        "delete",
+        "--path",
+        "/repos/acme/api",
+        "--json",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(3));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["refusal"]["type"], "approval_required");
+    assert_eq!(answer["operations"][0]["tier"], "catastrophic");
+
+    let out = output(check(&["--provider", "github", "--variables", "{}"])).await;
+    assert_eq!(out.status.code(), Some(2), "clap refuses --variables without --graphql");
+    assert_eq!(f.railway.count() + f.github.count(), 0, "a check reached an upstream");
+}

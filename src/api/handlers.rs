@@ -16,6 +16,8 @@ use super::extract::{Bearer, JsonBody};
 use crate::admin::{self, Actor};
 use crate::broker::Broker;
 use crate::policy::{MintRequest, Stripped};
+use crate::proxy::ProxyError;
+use crate::proxy::check::CheckRequest;
 use crate::secrets::ExposeSecret;
 use crate::store::{Revocation, RevokeTarget};
 use crate::time::rfc3339;
@@ -148,6 +150,27 @@ pub async fn whoami(State(broker): Shared, Bearer(token): Bearer) -> Result<Json
     Ok(Json(
         serde_json::to_value(broker.describe(&claims, now)).map_err(|e| Problem::internal(&e))?,
     ))
+}
+
+/// What the proxy would do with a request the agent describes; nothing is
+/// sent and nothing recorded.
+pub async fn check(
+    State(broker): Shared,
+    Bearer(token): Bearer,
+    JsonBody(request): JsonBody<CheckRequest>,
+) -> Result<Json<Value>, Problem> {
+    let now = SystemTime::now();
+    let claims = broker.authenticate_at(&token, "/v1/check", now).await?;
+    if broker.classifier(&request.provider).is_none() {
+        return Err(ProxyError::UnknownProvider {
+            provider: request.provider,
+            known: broker.proxied_providers(),
+        }
+        .into());
+    }
+    let answer = crate::proxy::check::check(&broker, &claims, request)
+        .map_err(|e| Problem::bad_request("malformed_request", e.to_string()))?;
+    Ok(Json(serde_json::to_value(answer).map_err(|e| Problem::internal(&e))?))
 }
 
 fn revoked_view(revoked: &[Revocation]) -> Value {

@@ -22,6 +22,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
     let v1 = Router::new()
         .route("/credentials", post(handlers::mint))
         .route("/whoami", get(handlers::whoami))
+        .route("/check", post(handlers::check))
         .route("/sessions/{sid}", delete(handlers::end_session))
         .route("/agents", get(handlers::list_agents).post(handlers::add_agent))
         .route("/agents/{name}", delete(handlers::remove_agent))

@@ -65,8 +65,9 @@ impl Problem {
         self
     }
 
-    pub fn event(mut self, event_id: impl Into<String>) -> Self {
-        self.0.event_id = Some(event_id.into());
+    /// The event that recorded this refusal, when one did.
+    pub fn event(mut self, event_id: impl Into<Option<String>>) -> Self {
+        self.0.event_id = event_id.into();
         self
     }
 
@@ -106,10 +107,10 @@ impl Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let Problem(problem) = self;
-        let problem = *problem;
+impl Problem {
+    /// The problem+json document.
+    pub fn body(&self) -> Value {
+        let problem = &self.0;
         let mut body = json!({
             "type": problem.kind,
             "title": problem.title,
@@ -117,12 +118,19 @@ impl IntoResponse for Problem {
             "detail": problem.detail,
         });
         let obj = body.as_object_mut().expect("object");
-        if let Some(id) = problem.event_id {
-            obj.insert("event_id".into(), Value::String(id));
+        if let Some(id) = &problem.event_id {
+            obj.insert("event_id".into(), Value::String(id.clone()));
         }
         obj.insert("agent_guidance".into(), Value::String(problem.guidance.into()));
-        obj.extend(problem.extra);
-        let mut response = (problem.status, body.to_string()).into_response();
+        obj.extend(problem.extra.clone());
+        body
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = self.body();
+        let mut response = (self.0.status, body.to_string()).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
@@ -213,11 +221,7 @@ impl From<AuthError> for Problem {
 
 impl From<RefusedCredential> for Problem {
     fn from(refused: RefusedCredential) -> Self {
-        let problem = Problem::from(refused.error);
-        match refused.event_id {
-            Some(id) => problem.event(id),
-            None => problem,
-        }
+        Problem::from(refused.error).event(refused.event_id)
     }
 }
 

@@ -97,6 +97,16 @@ impl Client {
         .await
     }
 
+    pub async fn check(&self, credential: &SecretString, request: &Value) -> Result<Value, ClientError> {
+        self.send(
+            self.http
+                .post(format!("{}/v1/check", self.base))
+                .bearer_auth(credential.expose_secret())
+                .json(request),
+        )
+        .await
+    }
+
     pub async fn whoami(&self, credential: &SecretString) -> Result<Value, ClientError> {
         self.send(
             self.http

@@ -152,6 +152,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the broker what the proxy would do with a request, before sending
+    /// it: nothing goes upstream. Exits 0 when it would be allowed, 3 when
+    /// refused.
+    Check {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        request: CheckArgs,
+        /// Print the broker's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The provider, as in the proxy URL (`railway`, `github`, …).
+    #[arg(long)]
+    pub provider: String,
+    /// A GraphQL document (for GraphQL providers).
+    #[arg(long, conflicts_with_all = ["method", "path", "body"])]
+    pub graphql: Option<String>,
+    /// The GraphQL variables, as JSON.
+    #[arg(long, requires = "graphql")]
+    pub variables: Option<String>,
+    /// The GraphQL operation to run, when the document has several.
+    #[arg(long, requires = "graphql")]
+    pub operation_name: Option<String>,
+    /// The HTTP method (REST providers).
+    #[arg(long, requires = "path")]
+    pub method: Option<String>,
+    /// The path under the provider's proxy URL, query string included.
+    #[arg(long, requires = "method")]
+    pub path: Option<String>,
+    /// The request body.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// A request header, `Name: value`; repeatable.
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,5 +283,6 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Run { mint, command } => run::run(mint, command).await,
         Command::Env { mint, format } => run::env(mint, format).await,
         Command::Whoami { remote, json } => run::whoami(remote, json).await,
+        Command::Check { remote, request, json } => run::check(remote, request, json).await,
     }
 }

@@ -1,4 +1,5 @@
-//! The agent side: `run` (mint, launch, revoke at exit), `env` and `whoami`.
+//! The agent side: `run` (mint, launch, revoke at exit), `env`, `whoami`
+//! and `check`.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::client::{Client, ClientError};
-use super::{CliError, EnvFormat, MintArgs, Remote};
+use super::{CheckArgs, CliError, EnvFormat, MintArgs, Remote};
 use crate::secrets::{ExposeSecret, SecretString, Zeroizing};
 
 /// Signals passed on to the child, so it can shut down cleanly.
@@ -216,4 +217,91 @@ pub async fn whoami(remote: Remote, json: bool) -> Result<ExitCode, CliError> {
     }
     println!("\nnever: {}", s(&me["never"]));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit status of `check` when the proxy would refuse the request.
+const REFUSED: u8 = 3;
+
+pub async fn check(remote: Remote, args: CheckArgs, json: bool) -> Result<ExitCode, CliError> {
+    let credential = std::env::var("VALETKEY_CREDENTIAL").map_err(|_| ClientError::NoCredential)?;
+    let request = check_request(args)?;
+    let client = Client::new(&remote.url)?;
+    let answer = client.check(&SecretString::from(credential), &request).await?;
+    let refused = answer["decision"] != "allow";
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+    } else {
+        print_check(&answer);
+    }
+    Ok(if refused {
+        ExitCode::from(REFUSED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn check_request(args: CheckArgs) -> Result<Value, CliError> {
+    if let Some(query) = args.graphql {
+        let variables = match args.variables {
+            Some(text) => Some(
+                serde_json::from_str::<Value>(&text)
+                    .map_err(|e| CliError::Usage(format!("--variables is not JSON: {e}")))?,
+            ),
+            None => None,
+        };
+        return Ok(json!({
+            "provider": args.provider,
+            "graphql": { "query": query, "variables": variables, "operationName": args.operation_name },
+        }));
+    }
+    let (Some(method), Some(path)) = (args.method, args.path) else {
+        return Err(CliError::Usage(
+            "describe the request with --graphql, or with --method and --path".into(),
+        ));
+    };
+    let mut headers = serde_json::Map::new();
+    for header in args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| CliError::Usage(format!("--header `{header}` is not `Name: value`")))?;
+        headers.insert(name.trim().to_owned(), Value::String(value.trim().to_owned()));
+    }
+    Ok(json!({
+        "provider": args.provider,
+        "method": method.to_uppercase(),
+        "path": path,
+        "headers": headers,
+        "body": args.body,
+    }))
+}
+
+fn print_check(answer: &Value) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    match answer["refusal"].as_object() {
+        None => println!(
+            "allowed: {} in {} would be forwarded to {}",
+            s(&answer["provider"]),
+            s(&answer["env"]),
+            s(&answer["path"])
+        ),
+        Some(refusal) => {
+            println!("refused ({}): {}", s(&refusal["type"]), s(&refusal["detail"]));
+            println!("\n{}", s(&refusal["agent_guidance"]));
+        }
+    }
+    for op in answer["operations"].as_array().into_iter().flatten() {
+        println!(
+            "\n  {}  scope {}  ({})",
+            s(&op["name"]),
+            op["scope"].as_str().unwrap_or("none: no rule names it"),
+            s(&op["tier"])
+        );
+        for r in op["resources"].as_array().into_iter().flatten() {
+            let owners = match r["owners"].as_array() {
+                Some(o) => o.iter().map(&s).collect::<Vec<_>>().join(", "),
+                None => "not in the resource map".into(),
+            };
+            println!("    {} {}  owned by {owners}", s(&r["kind"]), s(&r["id"]));
+        }
+    }
 }

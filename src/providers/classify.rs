@@ -305,6 +305,14 @@ impl Classifier {
     pub fn kind(&self) -> ProviderKind {
         self.kind
     }
+
+    /// Where a GraphQL provider's endpoint is, under the upstream.
+    pub fn graphql_path(&self) -> Option<String> {
+        self.graphql
+            .as_ref()
+            .and_then(|g| g.paths.first())
+            .map(|p| rest::encode(p))
+    }
 }
 
 /// An operation no rule names; refused by `policy::decide`.

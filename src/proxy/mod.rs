@@ -6,6 +6,7 @@
 //! that must be parsed (GraphQL) is read, and only up to a bound; every other
 //! body, and every response, streams.
 
+pub mod check;
 mod forward;
 
 use std::sync::Arc;
@@ -42,19 +43,23 @@ pub enum ProxyError {
     BodyTooLarge { limit: usize },
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
+    /// `event_id` is `None` for `/v1/check`, which records nothing.
     #[error("{error}")]
-    Unclassifiable { error: ClassifyError, event_id: String },
+    Unclassifiable {
+        error: ClassifyError,
+        event_id: Option<String>,
+    },
     #[error("{refusal}")]
     Refused {
         refusal: Box<Refusal>,
         operations: Vec<BoundOperation>,
-        event_id: String,
+        event_id: Option<String>,
     },
     #[error("the broker holds no token for provider `{provider}` in environment `{env}`")]
     NoUpstreamToken {
         provider: String,
         env: String,
-        event_id: String,
+        event_id: Option<String>,
     },
     #[error("{error}")]
     Forward { error: ForwardError, event_id: String },
@@ -116,53 +121,44 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
         method: &parts.method,
         now,
     };
-    let classified = match classifier.classify(&view) {
-        Ok(c) => c,
-        Err(error) => {
-            let event_id = record.refused(&rest, error.kind(), &error.audit_reason(), &[]).await?;
-            return Err(ProxyError::Unclassifiable { error, event_id });
-        }
-    };
-
-    let access = Access {
-        env: &claims.env,
-        provider: &provider,
-        scopes: claims.grants.get(&provider).map(Vec::as_slice),
-    };
-    let decision = policy::decide(broker.rules(), &access, &classified.operations);
-    if let Some(refusal) = decision.refusal {
-        let event_id = record
-            .refused_policy(&classified.path, &refusal, &decision.operations)
-            .await?;
-        return Err(ProxyError::Refused {
-            refusal: Box::new(refusal),
-            operations: decision.operations,
-            event_id,
-        });
+    let judgement = judge(broker, &provider, &claims, &view);
+    if let Some(refused) = judgement.refused {
+        let event_id = match &refused {
+            Refused::Unclassifiable(error) => {
+                record
+                    .refused(&judgement.path, error.kind(), &error.audit_reason(), &[])
+                    .await?
+            }
+            Refused::Policy(refusal) => {
+                record
+                    .refused_policy(&judgement.path, refusal, &judgement.operations)
+                    .await?
+            }
+            Refused::NoUpstreamToken => {
+                let reason = format!("no token for provider `{provider}` in `{}`", claims.env);
+                record
+                    .refused(
+                        &judgement.path,
+                        "upstream_token_missing",
+                        &reason,
+                        &judgement.operations,
+                    )
+                    .await?
+            }
+        };
+        return Err(refused.into_error(judgement.operations, &provider, &claims.env, Some(event_id)));
     }
-    let Some(token) = broker.upstream_token(&provider, &claims.env) else {
-        let reason = format!("no token for provider `{provider}` in `{}`", claims.env);
-        let event_id = record
-            .refused(
-                &classified.path,
-                "upstream_token_missing",
-                &reason,
-                &decision.operations,
-            )
-            .await?;
-        return Err(ProxyError::NoUpstreamToken {
-            provider,
-            env: claims.env.clone(),
-            event_id,
-        });
-    };
-    let event_id = record.allowed(&classified.path, &decision.operations).await?;
+    let token = broker
+        .upstream_token(&provider, &claims.env)
+        .expect("judge checked the token is there");
+    let classified_path = judgement.path;
+    let event_id = record.allowed(&classified_path, &judgement.operations).await?;
 
     let provider_config = broker.config().providers[&provider].get_ref();
     let base = provider_config.upstream().unwrap_or_default().trim_end_matches('/');
     let url = match parts.uri.query() {
-        Some(q) => format!("{base}{}?{q}", classified.path),
-        None => format!("{base}{}", classified.path),
+        Some(q) => format!("{base}{classified_path}?{q}"),
+        None => format!("{base}{classified_path}"),
     };
     let url = reqwest::Url::parse(&url).map_err(|e| ProxyError::Forward {
         error: ForwardError::Unreachable(format!("the upstream URL does not parse: {e}")),
@@ -185,7 +181,7 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
     match forward::send(broker.upstream_client(), outbound).await {
         Ok(response) => Ok(response),
         Err(ForwardError::Rejected { status }) => {
-            let event_id = record.upstream_rejected(&classified.path, status, &event_id).await?;
+            let event_id = record.upstream_rejected(&classified_path, status, &event_id).await?;
             Err(ProxyError::UpstreamRejected {
                 provider,
                 env: claims.env.clone(),
@@ -197,6 +193,90 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
             tracing::warn!(%provider, event_id, %error, "upstream request failed");
             Err(ProxyError::Forward { error, event_id })
         }
+    }
+}
+
+/// Why the engine refuses a request.
+#[derive(Debug)]
+pub enum Refused {
+    Unclassifiable(ClassifyError),
+    Policy(Refusal),
+    /// Allowed, but the broker holds no token to send it with.
+    NoUpstreamToken,
+}
+
+impl Refused {
+    pub fn into_error(
+        self,
+        operations: Vec<BoundOperation>,
+        provider: &str,
+        env: &str,
+        event_id: Option<String>,
+    ) -> ProxyError {
+        match self {
+            Refused::Unclassifiable(error) => ProxyError::Unclassifiable { error, event_id },
+            Refused::Policy(refusal) => ProxyError::Refused {
+                refusal: Box::new(refusal),
+                operations,
+                event_id,
+            },
+            Refused::NoUpstreamToken => ProxyError::NoUpstreamToken {
+                provider: provider.to_owned(),
+                env: env.to_owned(),
+                event_id,
+            },
+        }
+    }
+}
+
+/// What the engine made of a request.
+#[derive(Debug)]
+pub struct Judgement {
+    /// The canonical path to forward (the raw one when it could not be read).
+    pub path: String,
+    pub operations: Vec<BoundOperation>,
+    pub refused: Option<Refused>,
+}
+
+/// The one engine the proxy and `/v1/check` share: classify, decide, and
+/// make sure the broker could forward. No I/O: the broker's compiled rules
+/// and loaded tokens are read, nothing is written.
+pub fn judge(broker: &Broker, provider: &str, claims: &Claims, view: &RequestView<'_>) -> Judgement {
+    let Some(classifier) = broker.classifier(provider) else {
+        return Judgement {
+            path: view.path.to_owned(),
+            operations: Vec::new(),
+            refused: Some(Refused::Policy(Refusal::ProviderNotGranted {
+                provider: provider.to_owned(),
+                env: claims.env.clone(),
+            })),
+        };
+    };
+    let classified = match classifier.classify(view) {
+        Ok(c) => c,
+        Err(error) => {
+            return Judgement {
+                path: view.path.to_owned(),
+                operations: Vec::new(),
+                refused: Some(Refused::Unclassifiable(error)),
+            };
+        }
+    };
+    let access = Access {
+        env: &claims.env,
+        provider,
+        scopes: claims.grants.get(provider).map(Vec::as_slice),
+    };
+    let decision = policy::decide(broker.rules(), &access, &classified.operations);
+    let refused = match decision.refusal {
+        Some(refusal) => Some(Refused::Policy(refusal)),
+        None if broker.upstream_token(provider, &claims.env).is_none() => Some(Refused::NoUpstreamToken),
+        None => None,
+    };
+    Judgement {
+        path: classified.path,
+        operations: decision.operations,
+        refused,
     }
 }
 

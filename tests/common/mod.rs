@@ -13,6 +13,7 @@ use valetkey::broker::Broker;
 use valetkey::secrets::ExposeSecret;
 use valetkey::server::{self, FirstAdminKey, ServeOptions};
 
+pub mod corpus;
 pub mod fixture;
 pub mod upstream;
 
@@ -257,17 +258,26 @@ pub fn header(credential: &str) -> Value {
 /// Sends a request exactly as written, path included: HTTP clients resolve
 /// dot segments (even encoded ones) before sending, which would hide what the
 /// broker itself must handle. Returns the status and the body as JSON.
-pub async fn raw_request(base_url: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+pub async fn raw_request(
+    base_url: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base_url.strip_prefix("http://").unwrap();
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request =
-        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
     let text = String::from_utf8_lossy(&response);

@@ -1,0 +1,165 @@
+//! `/v1/check`: an agent describes a request it is about to send through the
+//! proxy and learns what the proxy would do, with nothing sent upstream and
+//! nothing recorded. The description becomes the very request the proxy
+//! would see, and goes through the same `judge`.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Judgement, Refused, judge};
+use crate::broker::Broker;
+use crate::credentials::Claims;
+use crate::policy::BoundOperation;
+use crate::providers::RequestView;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    pub provider: String,
+    /// A GraphQL request for a GraphQL provider: sent as the JSON body of a
+    /// POST to its endpoint.
+    #[serde(default)]
+    pub graphql: Option<GraphqlCheck>,
+    /// Otherwise the HTTP request itself: method, path under the provider
+    /// (query string included), headers and body.
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlCheck {
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variables: Option<Value>,
+    #[serde(default, rename = "operationName", skip_serializing_if = "Option::is_none")]
+    pub operation_name: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("describe the request either as `graphql` or as `method` and `path`, not both and not neither")]
+    Shape,
+    #[error("provider `{0}` does not speak GraphQL; describe the request with `method` and `path`")]
+    NotGraphql(String),
+    #[error("`{0}` is not an HTTP method")]
+    Method(String),
+    #[error("the path must start with `/` (the part after the provider's proxy URL)")]
+    Path,
+    #[error("header `{0}` is not a valid header")]
+    Header(String),
+}
+
+/// The request the proxy would receive.
+struct Described {
+    method: Method,
+    path: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Option<Vec<u8>>,
+}
+
+fn describe(broker: &Broker, request: CheckRequest) -> Result<Described, CheckError> {
+    let (method, target, mut headers, body) = match (request.graphql, request.method, request.path) {
+        (Some(graphql), None, None) => {
+            let path = broker
+                .classifier(&request.provider)
+                .and_then(|c| c.graphql_path())
+                .ok_or_else(|| CheckError::NotGraphql(request.provider.clone()))?;
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let body = serde_json::to_string(&graphql).expect("a GraphQL request serializes");
+            (Method::POST, path, headers, Some(body))
+        }
+        (None, Some(method), Some(path)) => {
+            let method = Method::from_str(&method).map_err(|_| CheckError::Method(method.clone()))?;
+            let mut headers = HeaderMap::new();
+            for (name, value) in &request.headers {
+                let name = HeaderName::from_str(name).map_err(|_| CheckError::Header(name.clone()))?;
+                let value = HeaderValue::from_str(value).map_err(|_| CheckError::Header(name.to_string()))?;
+                headers.append(name, value);
+            }
+            (method, path, headers, request.body)
+        }
+        _ => return Err(CheckError::Shape),
+    };
+    if !target.starts_with('/') {
+        return Err(CheckError::Path);
+    }
+    if let Some(body) = &body {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (target, None),
+    };
+    Ok(Described {
+        method,
+        path,
+        query,
+        headers,
+        body: body.map(String::into_bytes),
+    })
+}
+
+/// What `/v1/check` answers.
+#[derive(Debug, Serialize)]
+pub struct CheckAnswer {
+    /// `allow` or `refuse`.
+    pub decision: &'static str,
+    pub provider: String,
+    pub env: String,
+    /// The path the proxy would forward (canonical), or the one given.
+    pub path: String,
+    pub operations: Vec<BoundOperation>,
+    /// The problem+json the proxy would answer, without an event id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Value>,
+}
+
+pub fn check(broker: &Broker, claims: &Claims, request: CheckRequest) -> Result<CheckAnswer, CheckError> {
+    let provider = request.provider.clone();
+    let described = describe(broker, request)?;
+    let needs_body = broker
+        .classifier(&provider)
+        .is_some_and(|c| c.needs_body(&described.method));
+    let view = RequestView {
+        method: &described.method,
+        path: &described.path,
+        query: described.query.as_deref(),
+        headers: &described.headers,
+        // The proxy reads only the bodies it must classify; so does this.
+        body: if needs_body {
+            Some(described.body.as_deref().unwrap_or_default())
+        } else {
+            None
+        },
+    };
+    let Judgement {
+        path,
+        operations,
+        refused,
+    } = judge(broker, &provider, claims, &view);
+    let refusal = refused.map(|r: Refused| {
+        let error = r.into_error(operations.clone(), &provider, &claims.env, None);
+        crate::api::Problem::from(error).body()
+    });
+    Ok(CheckAnswer {
+        decision: if refusal.is_some() { "refuse" } else { "allow" },
+        provider,
+        env: claims.env.clone(),
+        path,
+        operations,
+        refusal,
+    })
+}
