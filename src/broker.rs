@@ -19,6 +19,7 @@ use crate::config::{Config, TemplateValues, expand_template};
 use crate::credentials::{
     self, Claims, Expected, KeyError, KeyRing, OpaqueKind, RevocationSet, VerifiedCache, VerifyError,
 };
+use crate::introspect::{Outcome, TokenReach};
 use crate::policy::{self, MintPlan, MintRefusal, MintRequest, Rules, Tier};
 use crate::providers::Classifier;
 use crate::secrets::{EnvLookup, ExposeSecret, MasterKey, SecretString, resolve};
@@ -121,6 +122,8 @@ pub struct Readiness {
     pub store: Result<(), String>,
     pub active_kid: Option<String>,
     pub provider_tokens: Vec<TokenStatus>,
+    /// What each real token reaches, from the last introspection.
+    pub token_reach: Vec<TokenReach>,
 }
 
 pub struct Broker {
@@ -141,6 +144,8 @@ pub struct Broker {
     /// The one pooled client every upstream request goes through.
     upstream: reqwest::Client,
     alerts: Alerter,
+    /// What each real token was last found to reach.
+    reach: RwLock<Vec<TokenReach>>,
 }
 
 impl Broker {
@@ -203,6 +208,7 @@ impl Broker {
             classifiers,
             upstream,
             alerts,
+            reach: RwLock::new(Vec::new()),
         };
         broker.sync(now).await?;
         Ok(broker)
@@ -701,7 +707,51 @@ impl Broker {
             store,
             active_kid,
             provider_tokens: self.token_status.clone(),
+            token_reach: self.reach.read().expect("reach lock").clone(),
         }
+    }
+
+    /// Asks each provider what each loaded real token reaches; a token that
+    /// reaches beyond its environment is logged, recorded and alerted.
+    pub async fn introspect(&self, now: SystemTime) -> Result<Vec<TokenReach>, StoreError> {
+        let mut results = Vec::new();
+        for ((provider, env), token) in &self.tokens {
+            let Some(config) = self.config.providers.get(provider).map(|p| p.get_ref()) else {
+                continue;
+            };
+            let empty = policy::ProviderResources::default();
+            let map = self.rules.resources.get(provider).unwrap_or(&empty);
+            let found = crate::introspect::introspect(&self.upstream, provider, config, env, token, map, now).await;
+            match found.outcome {
+                Outcome::Confined => tracing::info!(%provider, %env, "token reach: {}", found.detail),
+                Outcome::Unknown => tracing::warn!(%provider, %env, "token reach unknown: {}", found.detail),
+                Outcome::Finding => {
+                    let event = Event {
+                        kind: EventKind::TokenReachFinding,
+                        actor: "broker".into(),
+                        agent: None,
+                        session_id: None,
+                        env: Some(env.clone()),
+                        detail: serde_json::json!({
+                            "provider": provider,
+                            "configured_for": env,
+                            "reaches": found.reaches,
+                            "detail": found.detail,
+                        }),
+                    };
+                    let text = format!(
+                        "The real `{provider}` token configured for `{env}` reaches {}: {}. An agent in `{env}` could act there through it; give `{env}` a token confined to it.",
+                        found.reaches.join(", "),
+                        found.detail
+                    );
+                    let key = format!("token_reach:{provider}:{env}:{}", found.reaches.join(","));
+                    self.record_and_alert(event, "token_reach", text, key, now).await?;
+                }
+            }
+            results.push(found);
+        }
+        *self.reach.write().expect("reach lock") = results.clone();
+        Ok(results)
     }
 }
 

@@ -195,6 +195,20 @@ impl Server {
                 }
             }
         });
+        let introspection = self.broker.config().introspection.clone();
+        let inspector = introspection.enabled.then(|| {
+            let broker = self.broker.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(introspection.interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = broker.introspect(SystemTime::now()).await {
+                        tracing::error!(error = %e, "cannot record what the real tokens reach");
+                    }
+                }
+            })
+        });
         let app = crate::api::router(self.broker.clone()).layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 // The path only: a query string may carry what it should not.
@@ -206,6 +220,9 @@ impl Server {
             .await
             .map_err(ServeError::Serve);
         follower.abort();
+        if let Some(inspector) = inspector {
+            inspector.abort();
+        }
         served
     }
 }

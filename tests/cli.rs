@@ -307,7 +307,9 @@ async fn real_tokens_never_leak() {
         .replace(
             "kind = \"github\"",
             &format!("kind = \"github\"\nupstream = \"{}\"", github.url),
-        );
+        )
+        // Introspection sends the real tokens too; it runs at start.
+        .replace("[introspection]\nenabled = false", "[introspection]\nenabled = true");
     std::fs::write(&config, text).unwrap();
     let data = dir.path().join("data");
 
@@ -398,6 +400,7 @@ async fn real_tokens_never_leak() {
 
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert!(log.contains("real token loaded"), "the log is not what was captured");
+    assert!(log.contains("token reach"), "introspection did not run: {log}");
     let store = valetkey::store::SqliteStore::open_in(&data).await.unwrap();
     let audit: Vec<String> = valetkey::store::Store::audit_events(&store)
         .await

@@ -40,6 +40,7 @@ pub async fn readyz(State(broker): Shared) -> Response {
         "store": match &r.store { Ok(()) => "ok".to_owned(), Err(e) => e.clone() },
         "active_kid": r.active_kid,
         "provider_tokens": r.provider_tokens,
+        "token_reach": r.token_reach,
     });
     (status, Json(body)).into_response()
 }

@@ -97,6 +97,28 @@ impl Client {
         .await
     }
 
+    /// `/readyz`, which answers its JSON with 503 too when not ready.
+    pub async fn readiness(&self) -> Result<Value, ClientError> {
+        let url = format!("{}/readyz", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        let status = response.status().as_u16();
+        match status {
+            200 | 503 => response
+                .json()
+                .await
+                .map_err(|_| ClientError::Unexpected { url, status }),
+            _ => Err(ClientError::Unexpected { url, status }),
+        }
+    }
+
     pub async fn check(&self, credential: &SecretString, request: &Value) -> Result<Value, ClientError> {
         self.send(
             self.http

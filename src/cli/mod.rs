@@ -152,6 +152,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The running broker's state: store, signing key, real tokens and what
+    /// each reaches. Exits 0 when ready with no finding, 1 when not ready,
+    /// 3 when a token reaches beyond its environment.
+    Status {
+        #[command(flatten)]
+        remote: Remote,
+        /// Print the broker's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the broker what the proxy would do with a request, before sending
     /// it: nothing goes upstream. Exits 0 when it would be allowed, 3 when
     /// refused.
@@ -284,5 +294,6 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Env { mint, format } => run::env(mint, format).await,
         Command::Whoami { remote, json } => run::whoami(remote, json).await,
         Command::Check { remote, request, json } => run::check(remote, request, json).await,
+        Command::Status { remote, json } => run::status(remote, json).await,
     }
 }

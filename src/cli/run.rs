@@ -1,5 +1,5 @@
 //! The agent side: `run` (mint, launch, revoke at exit), `env`, `whoami`
-//! and `check`.
+//! and `check`; and `status`, which anyone who can reach the broker may ask.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -303,5 +303,67 @@ fn print_check(answer: &Value) {
             };
             println!("    {} {}  owned by {owners}", s(&r["kind"]), s(&r["id"]));
         }
+    }
+}
+
+pub async fn status(remote: Remote, json: bool) -> Result<ExitCode, CliError> {
+    let client = Client::new(&remote.url)?;
+    let state = client.readiness().await?;
+    let findings = state["token_reach"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["outcome"] == "finding")
+        .count();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
+    } else {
+        print_status(&state, &remote.url);
+    }
+    Ok(match (state["status"].as_str(), findings) {
+        (Some("ready"), 0) => ExitCode::SUCCESS,
+        (Some("ready"), _) => ExitCode::from(REFUSED),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+fn print_status(state: &Value, url: &str) {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    println!("broker {url}: {}", s(&state["status"]));
+    println!("  store: {}", s(&state["store"]));
+    println!("  signing key: {}", state["active_kid"].as_str().unwrap_or("none"));
+    println!("\nreal tokens:");
+    for t in state["provider_tokens"].as_array().into_iter().flatten() {
+        let loaded = match t["problem"].as_str() {
+            None => "loaded".to_owned(),
+            Some(why) => format!("NOT LOADED: {why}"),
+        };
+        println!(
+            "  {:<10} {:<12} {} ({})",
+            s(&t["provider"]),
+            s(&t["env"]),
+            loaded,
+            s(&t["source"])
+        );
+    }
+    let reach = state["token_reach"].as_array().cloned().unwrap_or_default();
+    if reach.is_empty() {
+        println!("\nwhat the tokens reach: not asked yet (or introspection is off)");
+        return;
+    }
+    println!("\nwhat the tokens reach:");
+    for r in &reach {
+        let mark = match r["outcome"].as_str() {
+            Some("finding") => "FINDING",
+            Some("confined") => "ok",
+            _ => "unknown",
+        };
+        println!(
+            "  {:<10} {:<12} {:<8} {}",
+            s(&r["provider"]),
+            s(&r["env"]),
+            mark,
+            s(&r["detail"])
+        );
     }
 }

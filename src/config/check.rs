@@ -162,6 +162,14 @@ impl Checker<'_> {
                 Some("write the webhook's URL, e.g. `https://hooks.example.com/…`".into()),
             ));
         }
+        if self.config.introspection.enabled && self.config.introspection.interval < std::time::Duration::from_secs(60)
+        {
+            self.problems.push(Problem::error(
+                None,
+                "[introspection] interval must be at least 1m: every run asks each provider about each token",
+                Some("leave it out (1h), or write e.g. `interval = \"15m\"`".into()),
+            ));
+        }
         if alerts.queue_capacity == 0 || alerts.max_attempts == 0 {
             self.problems.push(Problem::error(
                 None,

@@ -203,6 +203,11 @@ pub(crate) fn parse(text: &str) -> Parsed {
                     config.alerts = v;
                 }
             }
+            "introspection" => {
+                if let Some(v) = one(value, &section, &mut problems) {
+                    config.introspection = v;
+                }
+            }
             "credentials" => {
                 let span = value.span();
                 if let Some(v) = one(value, &section, &mut problems) {
@@ -228,12 +233,13 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
 }
 
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "server",
     "storage",
     "keys",
     "proxy",
     "alerts",
+    "introspection",
     "credentials",
     "environments",
     "providers",

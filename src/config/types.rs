@@ -22,6 +22,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub proxy: ProxyConfig,
     pub alerts: AlertsConfig,
+    pub introspection: IntrospectionConfig,
     pub credentials: Spanned<CredentialsConfig>,
     pub environments: BTreeMap<String, Spanned<EnvironmentConfig>>,
     pub providers: BTreeMap<String, Spanned<ProviderConfig>>,
@@ -37,6 +38,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             proxy: ProxyConfig::default(),
             alerts: AlertsConfig::default(),
+            introspection: IntrospectionConfig::default(),
             credentials: Spanned::new(0..0, CredentialsConfig::default()),
             environments: BTreeMap::new(),
             providers: BTreeMap::new(),
@@ -116,6 +118,25 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(120),
             max_inspected_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntrospectionConfig {
+    /// Ask each provider what each real token reaches, at start and then
+    /// every `interval`.
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for IntrospectionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(60 * 60),
         }
     }
 }

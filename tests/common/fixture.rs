@@ -137,7 +137,10 @@ impl Fixture {
             .replace("RAILWAY_URL", &railway.url)
             .replace("GITHUB_URL", &github.url)
             .replace("API_URL", &api.url)
-            + extra;
+            + extra
+            // What the tokens reach is asked in tests/introspection.rs; here
+            // the stand-ins must see only what agents send.
+            + if extra.contains("[introspection]") { "" } else { "\n[introspection]\nenabled = false\n" };
         let env: BTreeMap<String, String> = [
             ("RAILWAY_STAGING", RAILWAY_STAGING),
             ("RAILWAY_PRODUCTION", RAILWAY_PRODUCTION),

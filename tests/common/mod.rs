@@ -45,6 +45,9 @@ grants = [
 
 [agents.oncall]
 grants = [{ provider = "railway", environments = ["production"], scopes = ["read"], max_ttl = "10m" }]
+
+[introspection]
+enabled = false
 "#;
 
 pub struct TestBroker {

@@ -46,6 +46,10 @@ struct Shared {
     /// `Authorization` values the provider accepts.
     accepted: Arc<Vec<String>>,
     release: Arc<tokio::sync::Notify>,
+    /// What each token reaches, for introspection: Railway project tokens →
+    /// their environment id; GitHub installation tokens → their repositories.
+    /// A Railway token not listed is an account token (every environment).
+    reach: Arc<Vec<(String, Vec<String>)>>,
 }
 
 pub struct StandIn {
@@ -63,13 +67,28 @@ impl Drop for StandIn {
 impl StandIn {
     /// Railway's GraphQL API: `POST|GET /graphql/v2`, a bearer token.
     pub async fn railway(tokens: &[&str]) -> StandIn {
+        StandIn::railway_reaching(tokens, &[]).await
+    }
+
+    /// Railway, where each `(token, environment id)` is a project token.
+    pub async fn railway_reaching(tokens: &[&str], project_tokens: &[(&str, &str)]) -> StandIn {
         let app = Router::new().route("/graphql/v2", get(railway_graphql).post(railway_graphql));
-        StandIn::serve(app, tokens.iter().map(|t| format!("Bearer {t}")).collect()).await
+        let reach = project_tokens
+            .iter()
+            .map(|(t, env)| (format!("Bearer {t}"), vec![(*env).to_owned()]))
+            .collect();
+        StandIn::serve(app, tokens.iter().map(|t| format!("Bearer {t}")).collect(), reach).await
     }
 
     /// GitHub's REST API: a few endpoints of a repository, `token` or bearer auth.
     pub async fn github(tokens: &[&str]) -> StandIn {
+        StandIn::github_reaching(tokens, &[]).await
+    }
+
+    /// GitHub, where each `(token, repositories)` is an installation token.
+    pub async fn github_reaching(tokens: &[&str], installations: &[(&str, &[&str])]) -> StandIn {
         let app = Router::new()
+            .route("/installation/repositories", get(github_installation_repositories))
             .route("/repos/{owner}/{repo}/contents/{*path}", get(github_content))
             .route("/repos/{owner}/{repo}/git/refs", axum::routing::post(github_create_ref))
             .route("/repos/{owner}/{repo}/pulls", axum::routing::post(github_create_pull))
@@ -79,19 +98,29 @@ impl StandIn {
             .iter()
             .flat_map(|t| [format!("Bearer {t}"), format!("token {t}")])
             .collect();
-        StandIn::serve(app, accepted).await
+        let reach = installations
+            .iter()
+            .map(|(t, repos)| (format!("Bearer {t}"), repos.iter().map(|r| (*r).to_owned()).collect()))
+            .collect();
+        StandIn::serve(app, accepted, reach).await
     }
 
     /// Any REST API: answers every request with what it received.
     pub async fn http(tokens: &[&str]) -> StandIn {
-        StandIn::serve(Router::new(), tokens.iter().map(|t| format!("Bearer {t}")).collect()).await
+        StandIn::serve(
+            Router::new(),
+            tokens.iter().map(|t| format!("Bearer {t}")).collect(),
+            Vec::new(),
+        )
+        .await
     }
 
-    async fn serve(routes: Router<Shared>, accepted: Vec<String>) -> StandIn {
+    async fn serve(routes: Router<Shared>, accepted: Vec<String>, reach: Vec<(String, Vec<String>)>) -> StandIn {
         let shared = Shared {
             received: Arc::default(),
             accepted: Arc::new(accepted),
             release: Arc::default(),
+            reach: Arc::new(reach),
         };
         let app = routes
             .fallback(echo)
@@ -144,9 +173,35 @@ async fn record(State(shared): State<Shared>, request: Request, next: axum::midd
     next.run(Request::from_parts(parts, Body::from(body))).await
 }
 
-async fn railway_graphql(request: Request) -> Response {
+fn reach_of<'a>(shared: &'a Shared, headers: &HeaderMap) -> Option<&'a Vec<String>> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    shared.reach.iter().find(|(t, _)| t == auth).map(|(_, r)| r)
+}
+
+async fn railway_graphql(State(shared): State<Shared>, request: Request) -> Response {
+    let reach = reach_of(&shared, request.headers()).cloned();
     let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap();
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let query = parsed.get("query").and_then(Value::as_str).unwrap_or_default();
+    // Introspection, as Railway answers it: a project token names its
+    // environment; an account token is not a project token and sees every
+    // project with all its environments.
+    if query.contains("projectToken") {
+        return axum::Json(match reach {
+            Some(envs) => json!({ "data": { "projectToken": { "projectId": "proj_1", "environmentId": envs[0] } } }),
+            None => json!({ "data": null, "errors": [{ "message": "Not Authorized" }] }),
+        })
+        .into_response();
+    }
+    if query.contains("projects") {
+        return axum::Json(
+            json!({ "data": { "projects": { "edges": [{ "node": { "id": "proj_1", "environments": { "edges": [
+            { "node": { "id": "env_stg", "name": "staging" } },
+            { "node": { "id": "env_prod", "name": "production" } }
+        ] } } }] } } }),
+        )
+        .into_response();
+    }
     let answer = |r: &Value| {
         if r.get("query").and_then(Value::as_str).is_some() {
             json!({ "data": { "ok": true } })
@@ -160,6 +215,20 @@ async fn railway_graphql(request: Request) -> Response {
         one => answer(one),
     };
     axum::Json(reply).into_response()
+}
+
+async fn github_installation_repositories(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    match reach_of(&shared, &headers) {
+        Some(repos) => {
+            let list: Vec<Value> = repos.iter().map(|r| json!({ "full_name": r })).collect();
+            axum::Json(json!({ "total_count": list.len(), "repositories": list })).into_response()
+        }
+        None => (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({ "message": "not an installation token" })),
+        )
+            .into_response(),
+    }
 }
 
 async fn github_content(Path((owner, repo, path)): Path<(String, String, String)>) -> Response {
