@@ -58,9 +58,17 @@ fn assert_problem_shape(problem: &Value, extra: &[&str]) {
     want.extend_from_slice(extra);
     want.sort_unstable();
     assert_eq!(keys, want, "{problem}");
+    // What every mismatch tells an agent: stop; no other credentials; no
+    // deleting, recreating or reconfiguring; quote the event id to a human.
     let guidance = problem["agent_guidance"].as_str().unwrap();
-    assert!(guidance.contains("event id"), "{guidance}");
-    assert!(!guidance.is_empty());
+    for must in [
+        "Stop",
+        "other credentials or tokens",
+        "delete, recreate or reconfigure",
+        "event id",
+    ] {
+        assert!(guidance.contains(must), "guidance without `{must}`: {guidance}");
+    }
 }
 
 #[tokio::test]
@@ -76,7 +84,7 @@ async fn another_environments_resource_is_a_credential_mismatch() {
         "query volume touches volume `vol_prod_only`, which belongs to production, but this credential is for `staging`"
     );
     let guidance = problem["agent_guidance"].as_str().unwrap();
-    assert!(guidance.starts_with("Stop.") && guidance.contains("do not delete, recreate or reconfigure"));
+    assert!(guidance.starts_with("Stop."), "{guidance}");
     assert_eq!(f.railway.count(), 0);
 
     let event_id = problem["event_id"].as_str().unwrap();
@@ -273,7 +281,7 @@ async fn a_rejected_real_token_is_the_operators_problem_not_the_agents() {
     );
     let guidance = problem["agent_guidance"].as_str().unwrap();
     assert!(
-        guidance.contains("operator problem") && guidance.contains("Wait"),
+        guidance.contains("operator problem") && guidance.contains("wait"),
         "{guidance}"
     );
     assert!(
