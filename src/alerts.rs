@@ -160,7 +160,7 @@ async fn deliver(
                     retry
                 }
                 Err(e) => {
-                    tracing::warn!(target: "valetkey::alert", kind = alert.kind, attempt, error = %e.without_url(), "cannot reach the alert webhook");
+                    tracing::warn!(target: "valetkey::alert", kind = alert.kind, attempt, error = %crate::proxy::error_chain(e), "cannot reach the alert webhook");
                     true
                 }
             };

@@ -257,7 +257,7 @@ async fn get(
 }
 
 async fn answer(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Value, AskError> {
-    let response = sent.map_err(|e| AskError::Unreachable(e.without_url().to_string()))?;
+    let response = sent.map_err(|e| AskError::Unreachable(crate::proxy::error_chain(e)))?;
     if !response.status().is_success() {
         return Err(AskError::Status(response.status().as_u16()));
     }

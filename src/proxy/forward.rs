@@ -88,18 +88,22 @@ fn describe(e: reqwest::Error) -> ForwardError {
     if e.is_timeout() {
         ForwardError::Timeout
     } else {
-        // Without the URL: the error's source chain is enough, and a URL's
-        // query string is the agent's, not the log's.
-        let e = e.without_url();
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        ForwardError::Unreachable(message)
+        ForwardError::Unreachable(error_chain(e))
     }
+}
+
+/// A client error and its causes on one line, without the URL: the query
+/// string is the agent's, and a webhook's URL carries its secret.
+pub fn error_chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
 }
 
 /// The headers sent upstream: the agent's, minus hop-by-hop headers, `Host`

@@ -19,7 +19,7 @@ use http::{HeaderMap, Method, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
-pub use forward::{CREDENTIAL_HEADERS, ForwardError};
+pub use forward::{CREDENTIAL_HEADERS, ForwardError, error_chain};
 
 use crate::admin::Actor;
 use crate::api::Problem;
