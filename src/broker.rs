@@ -291,16 +291,32 @@ impl Broker {
         route: &str,
         now: SystemTime,
     ) -> Result<Arc<Claims>, RefusedCredential> {
-        let error = match self.authenticate(token, now) {
-            Ok(claims) => return Ok(claims),
-            Err(error) => error,
-        };
+        match self.authenticate(token, now) {
+            Ok(claims) => Ok(claims),
+            Err(error) => Err(self.refused(error, route, now).await),
+        }
+    }
+
+    fn foreign(&self, token: &str) -> AuthError {
+        AuthError::RawProviderToken {
+            looks_like: credentials::foreign_token_kind(token),
+            fingerprint: self.master.fingerprint(token),
+        }
+    }
+
+    /// Refuses a provider's own token found elsewhere in a request (a query
+    /// parameter): recorded and alerted as a leaked token.
+    pub async fn refuse_foreign_token(&self, token: &str, route: &str, now: SystemTime) -> RefusedCredential {
+        self.refused(self.foreign(token), route, now).await
+    }
+
+    async fn refused(&self, error: AuthError, route: &str, now: SystemTime) -> RefusedCredential {
         match self.record_credential_refusal(&error, route, now).await {
-            Ok(event_id) => Err(RefusedCredential { error, event_id }),
-            Err(store) => Err(RefusedCredential {
+            Ok(event_id) => RefusedCredential { error, event_id },
+            Err(store) => RefusedCredential {
                 error: AuthError::Store(store),
                 event_id: None,
-            }),
+            },
         }
     }
 
@@ -432,10 +448,7 @@ impl Broker {
     /// checked every time.
     pub fn authenticate(&self, token: &str, now: SystemTime) -> Result<Arc<Claims>, AuthError> {
         if !token.starts_with(credentials::PREFIX) {
-            return Err(AuthError::RawProviderToken {
-                looks_like: credentials::foreign_token_kind(token),
-                fingerprint: self.master.fingerprint(token),
-            });
+            return Err(self.foreign(token));
         }
         let secs = unix_secs(now).max(0) as u64;
         let key = VerifiedCache::key(token);

@@ -221,6 +221,24 @@ async fn a_real_provider_token_is_refused_never_forwarded_and_never_written_down
     // in the queue, so by then a second alert for the first would be there.
     let (_, again) = send(LEAKED).await;
     assert_eq!(again["type"], "raw_provider_token");
+    // Beside a valid credential, or in the query string, it is the same leak.
+    let beside = f
+        .broker
+        .http
+        .get(f.url("github/repos/acme/api/contents/README.md"))
+        .bearer_auth(&f.credential)
+        .header("project-access-token", LEAKED);
+    let in_query = f
+        .broker
+        .http
+        .get(f.url(&format!(
+            "github/repos/acme/api/contents/README.md?access_token={LEAKED}"
+        )))
+        .bearer_auth(&f.credential);
+    for request in [beside, in_query] {
+        let (status, problem) = f.broker.send(request).await;
+        assert_eq!(refusal(status, &problem), (401, "raw_provider_token"), "{problem}");
+    }
     let (_, other) = send(ANOTHER).await;
     assert!(other["detail"].as_str().unwrap().contains("fine-grained"));
     let second = hook.alert("raw_provider_token").await;

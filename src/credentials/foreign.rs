@@ -32,6 +32,15 @@ pub fn looks_like(token: &str) -> &'static str {
     "a secret that is not a valetkey credential"
 }
 
+/// Whether a value carries a provider token's well-known prefix (GitHub's),
+/// so it can be recognised outside the credential's place too.
+pub fn is_known_provider_token(value: &str) -> bool {
+    const GITHUB: [&str; 6] = ["ghp_", "gho_", "ghs_", "ghu_", "ghr_", "github_pat_"];
+    value.len() >= 20
+        && GITHUB.iter().any(|p| value.starts_with(p))
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +54,14 @@ mod tests {
         assert!(looks_like("eyJhbGciOiJIUzI1NiJ9.e30.sig").contains("JWT"));
         assert!(looks_like("vkl_0123_abc").contains("launcher key"));
         assert_eq!(looks_like("hunter2"), "a secret that is not a valetkey credential");
+    }
+
+    #[test]
+    fn known_provider_tokens_are_recognised_anywhere_but_words_are_not() {
+        assert!(is_known_provider_token("ghp_abcdefghijklmnopqrstuvwxyz0123456789"));
+        assert!(is_known_provider_token("github_pat_11ABCDEFG0abcdefghijkl"));
+        assert!(!is_known_provider_token("ghp_short"));
+        assert!(!is_known_provider_token("ghost_protocol_for_the_docs_page"));
+        assert!(!is_known_provider_token("ghp_with spaces in it and more"));
     }
 }

@@ -13,7 +13,7 @@ mod opaque;
 mod token;
 
 pub use cache::{RevocationSet, VerifiedCache};
-pub use foreign::looks_like as foreign_token_kind;
+pub use foreign::{is_known_provider_token, looks_like as foreign_token_kind};
 pub use keys::{KeyError, KeyRing, SigningKey, load_ring, new_signing_key};
 pub use opaque::{
     IssuedKey, OpaqueKind, issue as issue_opaque_key, parse as parse_opaque_key, verify as verify_opaque_key,

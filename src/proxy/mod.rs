@@ -95,9 +95,11 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
         });
     };
     let presented = presented_credential(&parts.headers)?.ok_or_else(|| unrecorded(AuthError::Missing))?;
-    let claims = broker
-        .authenticate_at(presented, &format!("/p/{provider}"), now)
-        .await?;
+    let route = format!("/p/{provider}");
+    if let Some(leaked) = token_in_query(parts.uri.query()) {
+        return Err(broker.refuse_foreign_token(&leaked, &route, now).await.into());
+    }
+    let claims = broker.authenticate_at(presented, &route, now).await?;
 
     let (inspected, body) = if classifier.needs_body(&parts.method) {
         (
@@ -328,8 +330,22 @@ fn presented_credential(headers: &HeaderMap) -> Result<Option<&str>, ProxyError>
     match found.as_slice() {
         [] => Ok(None),
         [one] => Ok(Some(one)),
-        _ => Err(ProxyError::AmbiguousCredential),
+        // A provider's own token beside the credential is still a leaked
+        // token: it is what gets named (and alerted), not the ambiguity.
+        many => match many.iter().find(|c| !c.starts_with(crate::credentials::PREFIX)) {
+            Some(foreign) => Ok(Some(foreign)),
+            None => Err(ProxyError::AmbiguousCredential),
+        },
     }
+}
+
+/// A provider token passed in the query string (`?access_token=ghp_…`),
+/// recognised by its well-known prefix.
+fn token_in_query(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(_, value)| value)
+        .find(|value| crate::credentials::is_known_provider_token(value))
+        .map(|value| value.into_owned())
 }
 
 /// A credential refusal that is bad input only: nothing to record.
