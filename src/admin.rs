@@ -247,6 +247,24 @@ pub async fn rotate_signing_key(
 }
 
 /// Creates the first signing key if there is none; true when it did.
+/// Verifies the audit chain and its checkpoints. Checkpoint signatures are
+/// checked with keys opened under the master key: a key row someone added to
+/// the store without it does not verify anything.
+pub async fn verify_audit(store: &dyn Store, master: &MasterKey) -> Result<crate::audit::Verification, AdminError> {
+    let records = store.audit_events().await?;
+    let checkpoints = store.checkpoints().await?;
+    let keys = store.signing_keys().await?;
+    let ring = credentials::KeyRing::open(&keys, master)?;
+    Ok(crate::audit::verify(&records, &checkpoints, |c| {
+        ring.get(&c.kid).is_some_and(|key| {
+            key.verifies(
+                crate::audit::Checkpoint::message(c.seq, &c.head_hash, c.at_ms).as_bytes(),
+                &c.signature,
+            )
+        })
+    }))
+}
+
 pub async fn ensure_signing_key(store: &dyn Store, master: &MasterKey, now: SystemTime) -> Result<bool, AdminError> {
     if store.signing_keys().await?.iter().any(|k| k.retired_at.is_none()) {
         return Ok(false);

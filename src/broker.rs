@@ -724,6 +724,34 @@ impl Broker {
         }
     }
 
+    /// Signs a checkpoint of the audit chain's head with the active signing
+    /// key, when the head moved since the last one. Returns its position.
+    pub async fn checkpoint(&self, now: SystemTime) -> Result<Option<i64>, KeyError> {
+        let Some((seq, head_hash)) = self.store.audit_head().await? else {
+            return Ok(None);
+        };
+        let last = self.store.checkpoints().await?.last().map_or(0, |c| c.seq);
+        if seq <= last {
+            return Ok(None);
+        }
+        let ring = self.ring();
+        let key = ring.active().ok_or(KeyError::Invalid {
+            kid: "(no active key)".into(),
+        })?;
+        let at_ms = unix_ms(now);
+        let signature = key.sign_bytes(crate::audit::Checkpoint::message(seq, &head_hash, at_ms).as_bytes())?;
+        self.store
+            .insert_checkpoint(&crate::audit::Checkpoint {
+                seq,
+                head_hash,
+                at_ms,
+                kid: key.kid.clone(),
+                signature,
+            })
+            .await?;
+        Ok(Some(seq))
+    }
+
     /// Asks each provider what each loaded real token reaches; a token that
     /// reaches beyond its environment is logged, recorded and alerted.
     pub async fn introspect(&self, now: SystemTime) -> Result<Vec<TokenReach>, StoreError> {

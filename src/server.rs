@@ -195,6 +195,20 @@ impl Server {
                 }
             }
         });
+        let every = self.broker.config().audit.checkpoint_interval;
+        let signer = {
+            let broker = self.broker.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = broker.checkpoint(SystemTime::now()).await {
+                        tracing::error!(error = %e, "cannot sign a checkpoint of the audit trail");
+                    }
+                }
+            })
+        };
         let introspection = self.broker.config().introspection.clone();
         let inspector = introspection.enabled.then(|| {
             let broker = self.broker.clone();
@@ -220,8 +234,13 @@ impl Server {
             .await
             .map_err(ServeError::Serve);
         follower.abort();
+        signer.abort();
         if let Some(inspector) = inspector {
             inspector.abort();
+        }
+        // The last word: what was recorded up to the stop is signed.
+        if let Err(e) = self.broker.checkpoint(SystemTime::now()).await {
+            tracing::error!(error = %e, "cannot sign the final checkpoint of the audit trail");
         }
         served
     }

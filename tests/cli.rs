@@ -6,12 +6,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::TestBroker;
+use common::{BIN, TestBroker, serve};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_valetkey");
 
 fn valetkey(t: &TestBroker, key: &str) -> Command {
     let mut cmd = Command::new(BIN);
@@ -215,54 +212,6 @@ fn config_check_reports_every_problem_with_file_and_line() {
 }
 
 /// A broker started by its binary, with its log captured.
-struct Served {
-    child: std::process::Child,
-    url: String,
-}
-
-fn serve(dir: &std::path::Path, config: &std::path::Path, extra_env: &[(&str, &str)]) -> Served {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("serve.log"))
-        .unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the broker did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Served { child, url }
-}
-
-impl Served {
-    fn stop(mut self) -> Option<i32> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        self.child.wait().unwrap().code()
-    }
-}
-
 #[test]
 fn serve_without_a_master_key_names_the_setting() {
     let dir = tempfile::tempdir().unwrap();

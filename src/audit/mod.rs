@@ -1,7 +1,8 @@
 //! The audit trail: every mint, refusal, revocation and admin change as an
-//! event in a SHA-256 hash chain.
+//! event in a SHA-256 hash chain, with signed checkpoints of its head.
 //!
-//! This module owns the event's shape and the chain's arithmetic (pure); the
+//! This module owns the event's shape, the chain's arithmetic and its
+//! verification (pure: signatures are checked by a function passed in); the
 //! store appends and reads. An event never holds a secret or a credential:
 //! callers put names, ids, scopes and decisions in it, nothing else.
 
@@ -131,17 +132,116 @@ impl Record {
     }
 }
 
-/// The first position where the chain does not hold, if any.
-pub fn first_broken_link(records: &[Record]) -> Option<i64> {
+/// A signed statement that event `seq` had hash `head_hash`: once made,
+/// dropping or rewriting events up to `seq` no longer verifies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub head_hash: String,
+    pub at_ms: i64,
+    /// The signing key's id.
+    pub kid: String,
+    /// Ed25519 over `checkpoint_message`, base64url.
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The bytes a checkpoint's signature covers.
+    pub fn message(seq: i64, head_hash: &str, at_ms: i64) -> String {
+        format!("valetkey audit checkpoint v1\n{seq}\n{head_hash}\n{at_ms}")
+    }
+}
+
+/// What is wrong with a chain, at which event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum Broken {
+    #[error("event {seq}: its contents do not match its hash (it was edited, inserted or renumbered)")]
+    Edited { seq: i64 },
+    #[error("event {seq}: it does not follow the event before it (an event was deleted, inserted or moved before it)")]
+    Unlinked { seq: i64 },
+    #[error("event {seq} is missing: the chain jumps from {before} to {found} (events were deleted or reordered)")]
+    Gap { seq: i64, before: i64, found: i64 },
+    #[error("checkpoint at event {seq}: its signature does not verify (forged, or signed by an unknown key `{kid}`)")]
+    BadSignature { seq: i64, kid: String },
+    #[error("checkpoint at event {seq}: event {seq} now has another hash (events up to it were rewritten)")]
+    Rewritten { seq: i64 },
+    #[error("the chain ends at event {last}, but a checkpoint signed event {seq}: events after {last} were removed")]
+    Truncated { seq: i64, last: i64 },
+}
+
+impl Broken {
+    /// The first event the problem concerns.
+    pub fn seq(&self) -> i64 {
+        match self {
+            Broken::Edited { seq }
+            | Broken::Unlinked { seq }
+            | Broken::Gap { seq, .. }
+            | Broken::BadSignature { seq, .. }
+            | Broken::Rewritten { seq } => *seq,
+            Broken::Truncated { last, .. } => last + 1,
+        }
+    }
+}
+
+/// The outcome of verifying a chain and its checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    pub events: usize,
+    pub checkpoints: usize,
+    /// The newest checkpoint that verified, if any.
+    pub last_checkpoint: Option<i64>,
+    /// The first problem, by position.
+    pub broken: Option<Broken>,
+}
+
+/// Walks the chain from its start, then checks every checkpoint against it.
+/// `signed` says whether a checkpoint's signature verifies.
+pub fn verify(records: &[Record], checkpoints: &[Checkpoint], signed: impl Fn(&Checkpoint) -> bool) -> Verification {
+    let mut problems: Vec<Broken> = Vec::new();
     let mut prev = GENESIS.to_owned();
-    let first = records.first().map_or(1, |r| r.seq);
-    for (expected_seq, r) in (first..).zip(records) {
-        if r.seq != expected_seq || r.prev_hash != prev || r.compute_hash() != r.hash {
-            return Some(r.seq);
+    for (expected, r) in (1..).zip(records) {
+        if r.seq != expected {
+            problems.push(Broken::Gap {
+                seq: expected,
+                before: expected - 1,
+                found: r.seq,
+            });
+            break;
+        }
+        if r.compute_hash() != r.hash {
+            problems.push(Broken::Edited { seq: r.seq });
+            break;
+        }
+        if r.prev_hash != prev {
+            problems.push(Broken::Unlinked { seq: r.seq });
+            break;
         }
         prev = r.hash.clone();
     }
-    None
+    let last = records.last().map_or(0, |r| r.seq);
+    let mut last_checkpoint = None;
+    for c in checkpoints {
+        if !signed(c) {
+            problems.push(Broken::BadSignature {
+                seq: c.seq,
+                kid: c.kid.clone(),
+            });
+            continue;
+        }
+        match records.iter().find(|r| r.seq == c.seq) {
+            _ if c.seq > last => problems.push(Broken::Truncated { seq: c.seq, last }),
+            Some(r) if r.hash == c.head_hash => last_checkpoint = Some(c.seq),
+            _ => problems.push(Broken::Rewritten { seq: c.seq }),
+        }
+    }
+    problems.sort_by_key(Broken::seq);
+    Verification {
+        events: records.len(),
+        checkpoints: checkpoints.len(),
+        last_checkpoint,
+        broken: problems.into_iter().next(),
+    }
 }
 
 #[cfg(test)]
@@ -167,27 +267,104 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn an_intact_chain_verifies() {
-        assert_eq!(first_broken_link(&chain(5)), None);
+    fn checkpoint(records: &[Record], seq: i64) -> Checkpoint {
+        let r = &records[(seq - 1) as usize];
+        Checkpoint {
+            seq,
+            head_hash: r.hash.clone(),
+            at_ms: r.at_ms,
+            kid: "k".into(),
+            signature: "good".into(),
+        }
+    }
+
+    fn check(records: &[Record], checkpoints: &[Checkpoint]) -> Option<Broken> {
+        verify(records, checkpoints, |c| c.signature == "good").broken
     }
 
     #[test]
-    fn edits_deletions_and_reorders_are_found_where_they_are() {
+    fn an_intact_chain_verifies() {
+        let records = chain(5);
+        let v = verify(&records, &[checkpoint(&records, 3)], |_| true);
+        assert_eq!((v.events, v.last_checkpoint, v.broken), (5, Some(3), None));
+    }
+
+    #[test]
+    fn edits_deletions_insertions_and_reorders_are_found_where_they_are() {
         let mut edited = chain(5);
         edited[2].detail = r#"{"n":99}"#.into();
-        assert_eq!(first_broken_link(&edited), Some(3));
+        assert_eq!(check(&edited, &[]), Some(Broken::Edited { seq: 3 }));
 
         let mut deleted = chain(5);
         deleted.remove(1);
-        assert_eq!(first_broken_link(&deleted), Some(3));
+        assert_eq!(
+            check(&deleted, &[]),
+            Some(Broken::Gap {
+                seq: 2,
+                before: 1,
+                found: 3
+            })
+        );
+
+        // An inserted event, renumbered to fit: it does not follow its predecessor's hash.
+        let mut inserted = chain(5);
+        let mut fake = inserted[1].clone();
+        fake.detail = r#"{"n":"forged"}"#.into();
+        fake.hash = fake.compute_hash();
+        inserted.insert(2, fake);
+        for (i, r) in inserted.iter_mut().enumerate() {
+            r.seq = i as i64 + 1;
+        }
+        assert_eq!(check(&inserted, &[]), Some(Broken::Edited { seq: 3 }));
 
         let mut reordered = chain(5);
         reordered.swap(1, 2);
-        assert_eq!(first_broken_link(&reordered), Some(3));
+        assert_eq!(
+            check(&reordered, &[]),
+            Some(Broken::Gap {
+                seq: 2,
+                before: 1,
+                found: 3
+            })
+        );
 
         let mut moved = chain(5);
         moved[3].agent = None;
-        assert_eq!(first_broken_link(&moved), Some(4));
+        assert_eq!(check(&moved, &[]), Some(Broken::Edited { seq: 4 }));
+    }
+
+    #[test]
+    fn checkpoints_catch_truncation_rewrites_and_forgeries() {
+        let records = chain(5);
+        let cp = checkpoint(&records, 5);
+        assert_eq!(
+            check(&records[..3], std::slice::from_ref(&cp)),
+            Some(Broken::Truncated { seq: 5, last: 3 })
+        );
+
+        // A chain rebuilt from event 2 on, hashes and all, is consistent in
+        // itself but not with what was signed.
+        let mut rebuilt = chain(5);
+        rebuilt[1].detail = r#"{"n":"rewritten"}"#.into();
+        let mut prev = rebuilt[0].hash.clone();
+        for r in rebuilt.iter_mut().skip(1) {
+            r.prev_hash = prev.clone();
+            r.hash = r.compute_hash();
+            prev = r.hash.clone();
+        }
+        assert_eq!(check(&rebuilt, &[]), None);
+        assert_eq!(
+            check(&rebuilt, std::slice::from_ref(&cp)),
+            Some(Broken::Rewritten { seq: 5 })
+        );
+
+        let forged = Checkpoint {
+            signature: "forged".into(),
+            ..cp
+        };
+        assert!(matches!(
+            check(&records, &[forged]),
+            Some(Broken::BadSignature { seq: 5, .. })
+        ));
     }
 }

@@ -107,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Signing keys.
     Keys {
         #[command(subcommand)]
@@ -222,6 +227,19 @@ enum SecretCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Walk the hash chain and its signed checkpoints; report the first
+    /// broken link. Exits 0 when intact, 1 when not.
+    Verify {
+        #[command(flatten)]
+        local: Local,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum KeysCommand {
     Rotate {
         #[command(flatten)]
@@ -279,6 +297,9 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Keys {
             command: KeysCommand::Rotate { local },
         } => local::keys_rotate(local).await,
+        Command::Audit {
+            command: AuditCommand::Verify { local, json },
+        } => local::audit_verify(local, json).await,
         Command::Agent { command } => match command {
             AgentCommand::Add { name, local } => local::agent_add(local, &name).await,
             AgentCommand::List { local } => local::agent_list(local).await,

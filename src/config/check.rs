@@ -170,6 +170,13 @@ impl Checker<'_> {
                 Some("leave it out (1h), or write e.g. `interval = \"15m\"`".into()),
             ));
         }
+        if self.config.audit.checkpoint_interval < std::time::Duration::from_secs(1) {
+            self.problems.push(Problem::error(
+                None,
+                "[audit] checkpoint_interval must be at least 1s",
+                Some("leave it out (1m)".into()),
+            ));
+        }
         if alerts.queue_capacity == 0 || alerts.max_attempts == 0 {
             self.problems.push(Problem::error(
                 None,

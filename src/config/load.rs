@@ -208,6 +208,11 @@ pub(crate) fn parse(text: &str) -> Parsed {
                     config.introspection = v;
                 }
             }
+            "audit" => {
+                if let Some(v) = one(value, &section, &mut problems) {
+                    config.audit = v;
+                }
+            }
             "credentials" => {
                 let span = value.span();
                 if let Some(v) = one(value, &section, &mut problems) {
@@ -233,13 +238,14 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
 }
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "server",
     "storage",
     "keys",
     "proxy",
     "alerts",
     "introspection",
+    "audit",
     "credentials",
     "environments",
     "providers",

@@ -23,6 +23,7 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub alerts: AlertsConfig,
     pub introspection: IntrospectionConfig,
+    pub audit: AuditConfig,
     pub credentials: Spanned<CredentialsConfig>,
     pub environments: BTreeMap<String, Spanned<EnvironmentConfig>>,
     pub providers: BTreeMap<String, Spanned<ProviderConfig>>,
@@ -39,6 +40,7 @@ impl Default for Config {
             proxy: ProxyConfig::default(),
             alerts: AlertsConfig::default(),
             introspection: IntrospectionConfig::default(),
+            audit: AuditConfig::default(),
             credentials: Spanned::new(0..0, CredentialsConfig::default()),
             environments: BTreeMap::new(),
             providers: BTreeMap::new(),
@@ -118,6 +120,23 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(120),
             max_inspected_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How often the broker signs a checkpoint of the chain's head (when it
+    /// moved). Events after the newest checkpoint can be cut off unseen.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: Duration::from_secs(60),
         }
     }
 }

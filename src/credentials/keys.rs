@@ -19,6 +19,8 @@ pub enum KeyError {
     Secrets(#[from] SecretsError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot sign: {0}")]
+    Sign(#[source] jsonwebtoken::errors::Error),
 }
 
 pub struct SigningKey {
@@ -27,6 +29,18 @@ pub struct SigningKey {
     pub retired_at: Option<i64>,
     pub(super) encoding: EncodingKey,
     pub(super) decoding: DecodingKey,
+}
+
+impl SigningKey {
+    /// An Ed25519 signature over `message`, base64url (the JWT crate's).
+    pub fn sign_bytes(&self, message: &[u8]) -> Result<String, KeyError> {
+        jsonwebtoken::crypto::sign(message, &self.encoding, jsonwebtoken::Algorithm::EdDSA).map_err(KeyError::Sign)
+    }
+
+    pub fn verifies(&self, message: &[u8], signature: &str) -> bool {
+        jsonwebtoken::crypto::verify(signature, message, &self.decoding, jsonwebtoken::Algorithm::EdDSA)
+            .unwrap_or(false)
+    }
 }
 
 impl std::fmt::Debug for SigningKey {

@@ -130,4 +130,9 @@ pub trait Store: Send + Sync {
     async fn append_audit(&self, event: &audit::Event, at_ms: i64) -> Result<audit::Record, StoreError>;
     /// Events in chain order.
     async fn audit_events(&self) -> Result<Vec<audit::Record>, StoreError>;
+    /// The newest event's position and hash.
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
+    async fn insert_checkpoint(&self, checkpoint: &audit::Checkpoint) -> Result<(), StoreError>;
+    /// Checkpoints, oldest first.
+    async fn checkpoints(&self) -> Result<Vec<audit::Checkpoint>, StoreError>;
 }

@@ -404,4 +404,39 @@ impl Store for SqliteStore {
             .await?;
         Ok(rows.iter().map(audit_record).collect())
     }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get("seq"), r.get("hash"))))
+    }
+
+    async fn insert_checkpoint(&self, c: &audit::Checkpoint) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_checkpoints (seq, head_hash, at_ms, kid, signature) VALUES (?, ?, ?, ?, ?)")
+            .bind(c.seq)
+            .bind(&c.head_hash)
+            .bind(c.at_ms)
+            .bind(&c.kid)
+            .bind(&c.signature)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<audit::Checkpoint>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| audit::Checkpoint {
+                seq: r.get("seq"),
+                head_hash: r.get("head_hash"),
+                at_ms: r.get("at_ms"),
+                kid: r.get("kid"),
+                signature: r.get("signature"),
+            })
+            .collect())
+    }
 }

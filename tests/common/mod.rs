@@ -13,6 +13,9 @@ use valetkey::broker::Broker;
 use valetkey::secrets::ExposeSecret;
 use valetkey::server::{self, FirstAdminKey, ServeOptions};
 
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_valetkey");
+
 pub mod corpus;
 pub mod fixture;
 pub mod upstream;
@@ -299,4 +302,62 @@ pub async fn raw_request(
         body.to_owned()
     };
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// The broker binary, serving in a child process.
+pub struct Served {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+/// `valetkey serve --dev` on a free port with `dir/data`, logging at trace
+/// level to `dir/serve.log`; returns once the port answers.
+pub fn serve(dir: &std::path::Path, config: &std::path::Path, extra_env: &[(&str, &str)]) -> Served {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the broker did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Served { child, url }
+}
+
+impl Served {
+    /// SIGTERM, and the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.child.wait().unwrap().code()
+    }
+
+    /// SIGKILL: no shutdown, no final checkpoint.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
 }

@@ -1,0 +1,328 @@
+//! The audit trail holds: tampering with the real database file is found by
+//! `valetkey audit verify` at the event it concerns; a broker that cannot
+//! record refuses and forwards nothing; a broker killed mid-burst loses no
+//! event of a request its client saw succeed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use common::fixture::*;
+use common::upstream::StandIn;
+use common::{BIN, TestBroker};
+use serde_json::json;
+
+/// A data dir and config holding a chain of at least eight events, the
+/// newest signed by a checkpoint.
+async fn recorded_chain() -> (tempfile::TempDir, PathBuf) {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    for env in ["staging", "dev", "production", "staging"] {
+        t.mint(&key, json!({ "env": env })).await;
+    }
+    t.add_agent("oncall").await;
+    let signed = t.broker.checkpoint(SystemTime::now()).await.unwrap();
+    assert!(signed.is_some());
+    let config = t.dir.path().join("valetkey.toml");
+    let keep = tempfile::tempdir().unwrap();
+    copy_dir(&t.data_dir(), &keep.path().join("data"));
+    std::fs::copy(&config, keep.path().join("valetkey.toml")).unwrap();
+    t.stop().await;
+    let path = keep.path().to_owned();
+    (keep, path)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// `valetkey audit verify` on a copy of the chain after `tamper` ran SQL on
+/// its database file: (exit code, output).
+async fn verify_after(base: &Path, tamper: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&base.join("data"), &dir.path().join("data"));
+    let db = dir.path().join("data/valetkey.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    for statement in tamper {
+        sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let config = base.join("valetkey.toml");
+    let data = dir.path().join("data");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["audit", "verify", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("VALETKEY_MASTER_KEY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+#[tokio::test]
+async fn tampering_with_the_database_file_is_found_where_it_happened() {
+    let (_keep, base) = recorded_chain().await;
+    let (code, text) = verify_after(&base, &[]).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with("intact: 8 events") && text.contains("checkpoint signs event 8"),
+        "{text}"
+    );
+
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "an edited event",
+            vec![r#"UPDATE audit_events SET detail = '{"edited":true}' WHERE seq = 4"#],
+            "BROKEN at event 4: event 4: its contents do not match its hash",
+        ),
+        (
+            "a deleted event",
+            vec!["DELETE FROM audit_events WHERE seq = 3"],
+            "BROKEN at event 3: event 3 is missing: the chain jumps from 2 to 4",
+        ),
+        (
+            "an inserted event",
+            vec![
+                "UPDATE audit_events SET seq = -seq WHERE seq >= 3",
+                "UPDATE audit_events SET seq = 1 - seq WHERE seq < 0",
+                "INSERT INTO audit_events (seq, id, at_ms, kind, actor, agent, session_id, env, detail, prev_hash, hash)
+                 SELECT 3, 'forged', at_ms, 'mint', 'agent:claude', 'claude', NULL, 'production', '{}', hash, hash
+                 FROM audit_events WHERE seq = 2",
+            ],
+            "BROKEN at event 3: event 3: its contents do not match its hash",
+        ),
+        (
+            "two events swapped",
+            vec![
+                "UPDATE audit_events SET seq = -1 WHERE seq = 5",
+                "UPDATE audit_events SET seq = 5 WHERE seq = 6",
+                "UPDATE audit_events SET seq = 6 WHERE seq = -1",
+            ],
+            "BROKEN at event 5: event 5: its contents do not match its hash",
+        ),
+        (
+            "a cut-off tail",
+            vec!["DELETE FROM audit_events WHERE seq > 5"],
+            "BROKEN at event 6: the chain ends at event 5, but a checkpoint signed event",
+        ),
+        (
+            "a forged checkpoint",
+            vec!["UPDATE audit_checkpoints SET signature = 'AAAA'"],
+            "does not verify",
+        ),
+    ];
+    for (what, tamper, expected) in cases {
+        let (code, text) = verify_after(&base, &tamper).await;
+        assert_eq!(code, Some(1), "{what}: {text}");
+        assert!(text.contains(expected), "{what}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_chain_rewritten_hashes_and_all_is_caught_by_its_checkpoint() {
+    let (_keep, base) = recorded_chain().await;
+    // Rebuild the chain from event 2 on, as someone who can write the file
+    // (but not sign) would: every hash recomputed to fit.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&base.join("data"), &dir.path().join("data"));
+    let store = valetkey::store::SqliteStore::open_in(&dir.path().join("data"))
+        .await
+        .unwrap();
+    let mut events = valetkey::store::Store::audit_events(&store).await.unwrap();
+    drop(store);
+    events[1].detail = r#"{"rewritten":true}"#.into();
+    let mut prev = events[0].hash.clone();
+    let mut statements = Vec::new();
+    for e in events.iter_mut().skip(1) {
+        e.prev_hash = prev.clone();
+        e.hash = e.compute_hash();
+        prev = e.hash.clone();
+        statements.push(format!(
+            "UPDATE audit_events SET detail = '{}', prev_hash = '{}', hash = '{}' WHERE seq = {}",
+            e.detail, e.prev_hash, e.hash, e.seq
+        ));
+    }
+    let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+    let (code, text) = verify_after(&base, &refs).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("now has another hash (events up to it were rewritten)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn when_the_audit_store_cannot_record_nothing_is_forwarded() {
+    let f = Fixture::start().await;
+    let pool = f.broker.db().await;
+    sqlx::query(
+        "CREATE TRIGGER audit_read_only BEFORE INSERT ON audit_events
+         BEGIN SELECT RAISE(ABORT, 'the audit store is read-only'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let allowed =
+        json!({ "query": "query P($id: String!) { project(id: $id) { name } }", "variables": { "id": "proj_1" } });
+    let (status, problem) = f.graphql(allowed).await;
+    assert_eq!(refusal(status, &problem), (503, "store_unavailable"), "{problem}");
+    let (status, problem) = f
+        .broker
+        .send(
+            f.broker
+                .http
+                .get(f.url("github/repos/acme/api/contents/README.md"))
+                .bearer_auth(&f.credential),
+        )
+        .await;
+    assert_eq!(refusal(status, &problem), (503, "store_unavailable"), "{problem}");
+    assert_eq!(
+        f.railway.count() + f.github.count(),
+        0,
+        "a request went upstream unrecorded"
+    );
+}
+
+const KILL_CONFIG: &str = r#"
+[environments.staging]
+
+[providers.github]
+kind = "github"
+upstream = "GITHUB_URL"
+tokens = { staging = { env = "GITHUB_STAGING" } }
+
+[[resources]]
+provider = "github"
+kind = "repository"
+id = "acme/api"
+environments = ["staging"]
+
+[agents.claude]
+grants = [{ provider = "github", environments = ["staging"], scopes = ["read"] }]
+
+[introspection]
+enabled = false
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_killed_mid_burst_loses_no_event_its_clients_saw_succeed() {
+    let github = StandIn::github(&[GITHUB_STAGING]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    std::fs::write(&config, KILL_CONFIG.replace("GITHUB_URL", &github.url)).unwrap();
+    let env = [("GITHUB_STAGING", GITHUB_STAGING)];
+    let served = common::serve(dir.path(), &config, &env);
+    let data = dir.path().join("data");
+    let key = String::from_utf8(
+        Command::new(BIN)
+            .args(["agent", "add", "claude", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let http = common::http();
+    let minted: serde_json::Value = http
+        .post(format!("{}/v1/credentials", served.url))
+        .bearer_auth(&key)
+        .json(&json!({ "env": "staging" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let credential = minted["credential"].as_str().unwrap().to_owned();
+
+    // A burst from eight clients; the broker dies once a few dozen succeeded.
+    let succeeded = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for client in 0..8 {
+        let (http, url, credential, succeeded) =
+            (http.clone(), served.url.clone(), credential.clone(), succeeded.clone());
+        clients.push(tokio::spawn(async move {
+            for n in 0..1000 {
+                let file = format!("c{client}-n{n}");
+                let sent = http
+                    .get(format!("{url}/p/github/repos/acme/api/contents/{file}"))
+                    .bearer_auth(&credential)
+                    .send()
+                    .await;
+                let Ok(response) = sent else { return };
+                let ok = response.status() == 200;
+                // Success is what the client saw: a whole 200 answer.
+                if response.bytes().await.is_ok() && ok {
+                    succeeded.lock().unwrap().push(file);
+                }
+            }
+        }));
+    }
+    common::eventually("the burst is under way", async || succeeded.lock().unwrap().len() >= 40).await;
+    served.kill();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let seen: Vec<String> = succeeded.lock().unwrap().clone();
+
+    // Restarted on the same data dir: every success has its event, and the
+    // chain verifies.
+    let again = common::serve(dir.path(), &config, &env);
+    again.stop();
+    let store = valetkey::store::SqliteStore::open_in(&data).await.unwrap();
+    let events = valetkey::store::Store::audit_events(&store).await.unwrap();
+    let recorded: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter(|e| e.kind == "proxy_allowed")
+        .filter_map(|e| {
+            let detail: serde_json::Value = serde_json::from_str(&e.detail).ok()?;
+            detail["path"].as_str()?.rsplit('/').next().map(str::to_owned)
+        })
+        .collect();
+    let missing: Vec<&String> = seen.iter().filter(|f| !recorded.contains(*f)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} successes have no event: {missing:?}",
+        missing.len(),
+        seen.len()
+    );
+    drop(store);
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("intact:"), "{text}");
+}
