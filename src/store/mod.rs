@@ -27,6 +27,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("a stored record is corrupt: {0}")]
     Corrupt(String),
+    /// A batch of audit appends failed together; every waiter gets the cause.
+    #[error("the audit trail could not be written: {0}")]
+    AuditWrite(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
