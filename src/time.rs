@@ -16,3 +16,9 @@ pub fn rfc3339(secs: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
+
+/// RFC 3339 (UTC, milliseconds) of unix milliseconds.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}

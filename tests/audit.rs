@@ -326,3 +326,131 @@ async fn a_broker_killed_mid_burst_loses_no_event_its_clients_saw_succeed() {
     );
     assert!(text.starts_with("intact:"), "{text}");
 }
+
+/// `valetkey audit …` against a running broker's store.
+fn audit_cli(t: &TestBroker, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("audit")
+        .args(args)
+        .arg("--config")
+        .arg(t.dir.path().join("valetkey.toml"))
+        .arg("--data-dir")
+        .arg(t.data_dir());
+    cmd
+}
+
+#[tokio::test]
+async fn people_tail_and_search_the_trail_and_tools_page_through_it() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    t.add_agent("oncall").await;
+    t.mint(&key, json!({ "env": "staging" })).await;
+    t.mint(&key, json!({ "env": "production" })).await;
+
+    // Tools: the admin API, filtered and paged.
+    let get = |query: &str| {
+        t.http
+            .get(format!("{}/v1/audit/events?{query}", t.url))
+            .bearer_auth(&t.admin_key)
+    };
+    let (status, page) = t.send(get("agent=claude&type=mint")).await;
+    assert_eq!(status, 200, "{page}");
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["kind"], "mint");
+    assert_eq!(events[0]["env"], "staging");
+    assert!(
+        events[0]["detail"]["lease_id"].is_string(),
+        "the detail is JSON, not text"
+    );
+    let (_, first) = t.send(get("limit=2")).await;
+    let after = first["next_after"].as_i64().unwrap();
+    let (_, second) = t.send(get(&format!("limit=2&after={after}"))).await;
+    assert_eq!(second["events"][0]["seq"].as_i64().unwrap(), after + 1);
+    let (_, recent) = t.send(get("since=1h&type=mint_refused")).await;
+    assert_eq!(recent["events"].as_array().unwrap().len(), 1);
+    for (query, kind) in [
+        ("since=yesterday-ish", "invalid_request"),
+        ("limit=0", "invalid_request"),
+        ("color=red", "invalid_request"),
+    ] {
+        let (status, problem) = t.send(get(query)).await;
+        assert_eq!((status, problem["type"].as_str().unwrap()), (400, kind), "{query}");
+    }
+    let (status, _) = t
+        .send(t.http.get(format!("{}/v1/audit/events", t.url)).bearer_auth(&key))
+        .await;
+    assert_eq!(status, 401, "a launcher key is not an admin key");
+
+    // People: search and tail.
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = audit_cli(
+            &t,
+            &["search", "--agent", "claude", "--type", "mint_refused", "--since", "1h"],
+        );
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("mint_refused") && text.contains("claude@production"),
+        "{text}"
+    );
+
+    let mut follow = KillOnDrop(
+        audit_cli(&t, &["tail", "-n", "2", "--follow", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = follow.0.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                lines.lock().unwrap().push(line.unwrap());
+            }
+        })
+    };
+    common::eventually("tail prints the newest two", async || lines.lock().unwrap().len() >= 2).await;
+    t.mint(&key, json!({ "env": "dev" })).await;
+    common::eventually("tail --follow prints the new event", async || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("\"mint\"") && l.contains("\"dev\""))
+    })
+    .await;
+    drop(follow);
+    reader.join().unwrap();
+    let printed = lines.lock().unwrap().clone();
+    let seqs: Vec<i64> = printed
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "tail skipped or repeated: {seqs:?}"
+    );
+    t.stop().await;
+}
+
+/// A child process that dies with the test, even when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

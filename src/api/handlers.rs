@@ -207,6 +207,65 @@ async fn admin(broker: &Broker, key: &str) -> Result<Actor, Problem> {
     Ok(Actor::admin_key(&broker.authenticate_admin(key).await?.key_id))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    agent: Option<String>,
+    env: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// `30d`, or an RFC 3339 time.
+    since: Option<String>,
+    /// Events after this position, to page or follow.
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// Most events one page of `/v1/audit/events` holds.
+const AUDIT_PAGE_MAX: i64 = 1000;
+
+/// The audit trail for tools, oldest first, paged by `after`.
+pub async fn audit_events(
+    State(broker): Shared,
+    Bearer(key): Bearer,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    admin(&broker, &key).await?;
+    let axum::extract::Query(q) = query.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
+    let now_ms = crate::time::unix_ms(SystemTime::now());
+    let since_ms = q
+        .since
+        .map(|s| crate::audit::parse_since(&s, now_ms))
+        .transpose()
+        .map_err(|e| Problem::bad_request("invalid_request", e))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=AUDIT_PAGE_MAX).contains(&limit) {
+        return Err(Problem::bad_request(
+            "invalid_request",
+            format!("limit must be between 1 and {AUDIT_PAGE_MAX}"),
+        ));
+    }
+    let filter = crate::audit::Filter {
+        agent: q.agent,
+        env: q.env,
+        kind: q.kind,
+        since_ms,
+        after_seq: q.after,
+        limit,
+        newest: false,
+    };
+    let records = broker
+        .store()
+        .search_audit(&filter)
+        .await
+        .map_err(|e| Problem::store(&e))?;
+    let next_after = records.last().map(|r| r.seq).or(q.after);
+    Ok(Json(json!({
+        "events": records.iter().map(crate::audit::Record::to_json).collect::<Vec<_>>(),
+        "next_after": next_after,
+    })))
+}
+
 pub async fn list_agents(State(broker): Shared, Bearer(key): Bearer) -> Result<Json<Value>, Problem> {
     admin(&broker, &key).await?;
     let agents = broker.store().list_agents().await.map_err(|e| Problem::store(&e))?;

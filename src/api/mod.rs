@@ -27,7 +27,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/agents", get(handlers::list_agents).post(handlers::add_agent))
         .route("/agents/{name}", delete(handlers::remove_agent))
         .route("/revocations", post(handlers::revoke))
-        .route("/keys/rotate", post(handlers::rotate_key));
+        .route("/keys/rotate", post(handlers::rotate_key))
+        .route("/audit/events", get(handlers::audit_events));
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))

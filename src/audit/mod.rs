@@ -132,6 +132,51 @@ impl Record {
     }
 }
 
+impl Record {
+    /// The record as tools read it: the detail as JSON, the time as RFC 3339.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "seq": self.seq,
+            "id": self.id,
+            "at": crate::time::rfc3339_ms(self.at_ms),
+            "kind": self.kind,
+            "actor": self.actor,
+            "agent": self.agent,
+            "session_id": self.session_id,
+            "env": self.env,
+            "detail": serde_json::from_str::<serde_json::Value>(&self.detail).unwrap_or(serde_json::Value::Null),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        })
+    }
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub agent: Option<String>,
+    pub env: Option<String>,
+    /// The event kind (`proxy_refused`, `mint`, …).
+    pub kind: Option<String>,
+    /// Events at or after this time (unix ms).
+    pub since_ms: Option<i64>,
+    /// Events after this position.
+    pub after_seq: Option<i64>,
+    /// At most this many: the oldest that match, or the newest when `newest`.
+    pub limit: i64,
+    pub newest: bool,
+}
+
+/// `30d`, `12h`, `90m` (that long before `now_ms`) or an RFC 3339 time.
+pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(now_ms - ago.as_millis() as i64);
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map(crate::time::unix_ms)
+        .map_err(|_| format!("`{text}` is neither a duration (30d, 12h) nor a time (2026-11-01T00:00:00Z)"))
+}
+
 /// A signed statement that event `seq` had hash `head_hash`: once made,
 /// dropping or rewriting events up to `seq` no longer verifies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,7 +1,7 @@
 //! Commands that run on the broker's host: `serve`, and the admin commands
 //! that open the store directly.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use super::{CliError, Local};
 use crate::admin::{self, Actor};
+use crate::audit;
 use crate::config::{self, Severity};
 use crate::secrets::{ExposeSecret, MasterKeyOrigin, SecretString, Zeroizing};
 use crate::server::{self, FirstAdminKey, Paths, ServeOptions};
@@ -174,6 +175,99 @@ pub async fn audit_verify(local: Local, json: bool) -> Result<ExitCode, CliError
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// How often `audit tail --follow` looks for new events.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+pub async fn audit_tail(local: Local, lines: i64, follow: bool, json: bool) -> Result<ExitCode, CliError> {
+    let opened = open(&local).await?;
+    let store = opened.store.as_ref();
+    let mut filter = audit::Filter {
+        limit: lines.max(0),
+        newest: true,
+        ..audit::Filter::default()
+    };
+    let mut last = None;
+    loop {
+        let records = store.search_audit(&filter).await.map_err(admin::AdminError::from)?;
+        for r in &records {
+            print_event(r, json);
+        }
+        last = records.last().map(|r| r.seq).or(last).or(Some(0));
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::io::stdout().flush().ok();
+        tokio::time::sleep(FOLLOW_EVERY).await;
+        filter = audit::Filter {
+            after_seq: last,
+            limit: 1000,
+            ..audit::Filter::default()
+        };
+    }
+}
+
+pub struct SearchArgs {
+    pub agent: Option<String>,
+    pub env: Option<String>,
+    pub kind: Option<String>,
+    pub since: Option<String>,
+    pub limit: i64,
+}
+
+pub async fn audit_search(local: Local, args: SearchArgs, json: bool) -> Result<ExitCode, CliError> {
+    let opened = open(&local).await?;
+    let now_ms = crate::time::unix_ms(SystemTime::now());
+    let since_ms = args
+        .since
+        .map(|s| audit::parse_since(&s, now_ms))
+        .transpose()
+        .map_err(CliError::Usage)?;
+    let filter = audit::Filter {
+        agent: args.agent,
+        env: args.env,
+        kind: args.kind,
+        since_ms,
+        after_seq: None,
+        limit: args.limit,
+        newest: false,
+    };
+    let records = opened
+        .store
+        .search_audit(&filter)
+        .await
+        .map_err(admin::AdminError::from)?;
+    for r in &records {
+        print_event(r, json);
+    }
+    if !json {
+        eprintln!("{} event(s)", records.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One event on one line: time, position, kind, who, where, and its detail.
+fn print_event(r: &audit::Record, json: bool) {
+    if json {
+        println!("{}", r.to_json());
+        return;
+    }
+    let whom = match (&r.agent, &r.env) {
+        (Some(a), Some(e)) => format!("{a}@{e}"),
+        (Some(a), None) => a.clone(),
+        (None, Some(e)) => format!("@{e}"),
+        (None, None) => "-".into(),
+    };
+    println!(
+        "{} #{:<6} {:<28} {:<20} {:<24} {}",
+        crate::time::rfc3339_ms(r.at_ms),
+        r.seq,
+        r.kind,
+        r.actor,
+        whom,
+        r.detail
+    );
 }
 
 pub async fn agent_add(local: Local, name: &str) -> Result<ExitCode, CliError> {

@@ -237,6 +237,39 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The newest events; with --follow, then every new one as it comes.
+    Tail {
+        #[command(flatten)]
+        local: Local,
+        /// How many of the newest events to print first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: i64,
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Events that match, oldest first.
+    Search {
+        #[command(flatten)]
+        local: Local,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        env: Option<String>,
+        /// The event kind: mint, proxy_refused, credential_refused, …
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// `30d`, `12h`, or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -297,9 +330,33 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Keys {
             command: KeysCommand::Rotate { local },
         } => local::keys_rotate(local).await,
-        Command::Audit {
-            command: AuditCommand::Verify { local, json },
-        } => local::audit_verify(local, json).await,
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { local, json } => local::audit_verify(local, json).await,
+            AuditCommand::Tail {
+                local,
+                lines,
+                follow,
+                json,
+            } => local::audit_tail(local, lines, follow, json).await,
+            AuditCommand::Search {
+                local,
+                agent,
+                env,
+                kind,
+                since,
+                limit,
+                json,
+            } => {
+                let filter = local::SearchArgs {
+                    agent,
+                    env,
+                    kind,
+                    since,
+                    limit,
+                };
+                local::audit_search(local, filter, json).await
+            }
+        },
         Command::Agent { command } => match command {
             AgentCommand::Add { name, local } => local::agent_add(local, &name).await,
             AgentCommand::List { local } => local::agent_list(local).await,

@@ -133,6 +133,8 @@ pub trait Store: Send + Sync {
     async fn append_audit(&self, event: &audit::Event, at_ms: i64) -> Result<audit::Record, StoreError>;
     /// Events in chain order.
     async fn audit_events(&self) -> Result<Vec<audit::Record>, StoreError>;
+    /// Events that match, in chain order.
+    async fn search_audit(&self, filter: &audit::Filter) -> Result<Vec<audit::Record>, StoreError>;
     /// The newest event's position and hash.
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
     async fn insert_checkpoint(&self, checkpoint: &audit::Checkpoint) -> Result<(), StoreError>;

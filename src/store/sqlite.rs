@@ -473,6 +473,37 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(audit_record).collect())
     }
 
+    async fn search_audit(&self, filter: &audit::Filter) -> Result<Vec<audit::Record>, StoreError> {
+        let mut query = sqlx::QueryBuilder::new("SELECT * FROM audit_events WHERE 1 = 1");
+        if let Some(agent) = &filter.agent {
+            query.push(" AND agent = ").push_bind(agent);
+        }
+        if let Some(env) = &filter.env {
+            query.push(" AND env = ").push_bind(env);
+        }
+        if let Some(kind) = &filter.kind {
+            query.push(" AND kind = ").push_bind(kind);
+        }
+        if let Some(since) = filter.since_ms {
+            query.push(" AND at_ms >= ").push_bind(since);
+        }
+        if let Some(after) = filter.after_seq {
+            query.push(" AND seq > ").push_bind(after);
+        }
+        query.push(if filter.newest {
+            " ORDER BY seq DESC"
+        } else {
+            " ORDER BY seq"
+        });
+        query.push(" LIMIT ").push_bind(filter.limit.max(0));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let mut records: Vec<audit::Record> = rows.iter().map(audit_record).collect();
+        if filter.newest {
+            records.reverse();
+        }
+        Ok(records)
+    }
+
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
         let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&self.pool)
