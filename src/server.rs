@@ -209,6 +209,19 @@ impl Server {
                 }
             })
         };
+        let sink = self.broker.config().audit.jsonl_file.clone().map(|path| {
+            let broker = self.broker.clone();
+            tokio::spawn(async move {
+                // A failing sink is logged and retried; the trail in the store
+                // is what requests depend on.
+                loop {
+                    if let Err(e) = crate::audit::sink::follow(broker.store(), &path).await {
+                        tracing::error!(error = %e, "the audit JSON-lines sink stopped; retrying");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+            })
+        });
         let introspection = self.broker.config().introspection.clone();
         let inspector = introspection.enabled.then(|| {
             let broker = self.broker.clone();
@@ -235,6 +248,9 @@ impl Server {
             .map_err(ServeError::Serve);
         follower.abort();
         signer.abort();
+        if let Some(sink) = sink {
+            sink.abort();
+        }
         if let Some(inspector) = inspector {
             inspector.abort();
         }

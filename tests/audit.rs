@@ -454,3 +454,45 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test]
+async fn the_json_lines_sink_holds_every_event_in_chain_order_and_no_secret() {
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = sink_dir.path().join("audit.jsonl");
+    let config = format!("{}\n[audit]\njsonl_file = \"{}\"\n", common::CONFIG, sink.display());
+    let t = TestBroker::start_with(&config, Default::default()).await;
+    let key = t.add_agent("claude").await;
+    let (_, minted) = t.mint(&key, json!({ "env": "staging" })).await;
+    t.mint(&key, json!({ "env": "production" })).await;
+    let credential = minted["credential"].as_str().unwrap().to_owned();
+
+    let store = t.broker.store();
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    common::eventually("the sink catches up with the store", async || {
+        let events = valetkey::store::Store::audit_events(store).await.unwrap();
+        lines = std::fs::read_to_string(&sink)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        !events.is_empty() && lines.len() == events.len()
+    })
+    .await;
+    let events = valetkey::store::Store::audit_events(store).await.unwrap();
+    for (line, event) in lines.iter().zip(&events) {
+        assert_eq!(
+            line,
+            &event.to_json(),
+            "the sink differs from the store at {}",
+            event.seq
+        );
+    }
+    let text = std::fs::read_to_string(&sink).unwrap();
+    assert!(
+        !text.contains(&credential) && !text.contains(&key),
+        "a credential or key is in the sink"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&sink).unwrap().permissions().mode() & 0o777, 0o600);
+    t.stop().await;
+}

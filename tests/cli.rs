@@ -258,7 +258,11 @@ async fn real_tokens_never_leak() {
             &format!("kind = \"github\"\nupstream = \"{}\"", github.url),
         )
         // Introspection sends the real tokens too; it runs at start.
-        .replace("[introspection]\nenabled = false", "[introspection]\nenabled = true");
+        .replace("[introspection]\nenabled = false", "[introspection]\nenabled = true")
+        + &format!(
+            "\n[audit]\njsonl_file = \"{}\"\n",
+            dir.path().join("audit.jsonl").display()
+        );
     std::fs::write(&config, text).unwrap();
     let data = dir.path().join("data");
 
@@ -345,7 +349,17 @@ async fn real_tokens_never_leak() {
             .any(|t| t["provider"] == "railway" && t["env"] == "staging" && t["problem"].is_null()),
         "the stored token did not load: {ready}"
     );
+    let sink = dir.path().join("audit.jsonl");
+    common::eventually("the audit sink has the proxied requests", async || {
+        std::fs::read_to_string(&sink)
+            .unwrap_or_default()
+            .matches("proxy_allowed")
+            .count()
+            == 2
+    })
+    .await;
     assert_eq!(served.stop(), Some(0));
+    let sink = std::fs::read_to_string(&sink).unwrap();
 
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert!(log.contains("real token loaded"), "the log is not what was captured");
@@ -365,6 +379,7 @@ async fn real_tokens_never_leak() {
     }
     for token in [STORED, FROM_ENV] {
         assert!(!log.contains(token), "a real token is in the log");
+        assert!(!sink.contains(token), "a real token is in the audit sink");
         assert!(
             !answers.iter().any(|a| a.contains(token)),
             "a real token is in an API answer"
@@ -382,6 +397,7 @@ async fn real_tokens_never_leak() {
     }
     // The launcher key and the credential are secrets too: the log has neither.
     assert!(!log.contains(&key) && !log.contains(credential));
+    assert!(!sink.contains(&key) && !sink.contains(credential));
 }
 
 #[tokio::test]

@@ -3,8 +3,12 @@
 //!
 //! This module owns the event's shape, the chain's arithmetic and its
 //! verification (pure: signatures are checked by a function passed in); the
-//! store appends and reads. An event never holds a secret or a credential:
-//! callers put names, ids, scopes and decisions in it, nothing else.
+//! store appends and reads. `sink` is the one piece with I/O: the JSON-lines
+//! file that follows the store for SIEMs. An event never holds a secret or a
+//! credential: callers put names, ids, scopes and decisions in it, nothing
+//! else.
+
+pub mod sink;
 
 use serde::Serialize;
 

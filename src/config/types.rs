@@ -131,12 +131,17 @@ pub struct AuditConfig {
     /// moved). Events after the newest checkpoint can be cut off unseen.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// A file the broker appends every event to, one JSON object a line,
+    /// for SIEMs to ship (mode 0600). It follows the store, so events that
+    /// CLI commands write reach it too, in chain order.
+    pub jsonl_file: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             checkpoint_interval: Duration::from_secs(60),
+            jsonl_file: None,
         }
     }
 }
