@@ -184,58 +184,50 @@ impl Server {
 
     /// Serves until `shutdown` completes, then lets requests in flight finish.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let mut tasks = Vec::new();
         let broker = self.broker.clone();
-        let follower = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SYNC_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
+        tasks.push(every(SYNC_INTERVAL, move || {
+            let broker = broker.clone();
+            async move {
                 if let Err(e) = broker.sync(SystemTime::now()).await {
                     tracing::warn!(error = %e, "cannot follow the store for revocations and key changes");
                 }
             }
-        });
-        let every = self.broker.config().audit.checkpoint_interval;
-        let signer = {
-            let broker = self.broker.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = broker.checkpoint(SystemTime::now()).await {
-                        tracing::error!(error = %e, "cannot sign a checkpoint of the audit trail");
-                    }
+        }));
+        let broker = self.broker.clone();
+        tasks.push(every(self.broker.config().audit.checkpoint_interval, move || {
+            let broker = broker.clone();
+            async move {
+                if let Err(e) = broker.checkpoint(SystemTime::now()).await {
+                    tracing::error!(error = %e, "cannot sign a checkpoint of the audit trail");
                 }
-            })
-        };
-        let sink = self.broker.config().audit.jsonl_file.clone().map(|path| {
+            }
+        }));
+        if let Some(path) = self.broker.config().audit.jsonl_file.clone() {
             let broker = self.broker.clone();
-            tokio::spawn(async move {
-                // A failing sink is logged and retried; the trail in the store
-                // is what requests depend on.
-                loop {
+            // A failing sink is logged and restarted; the trail in the store
+            // is what requests depend on.
+            tasks.push(every(SINK_RESTART, move || {
+                let (broker, path) = (broker.clone(), path.clone());
+                async move {
                     if let Err(e) = crate::audit::sink::follow(broker.store(), &path).await {
-                        tracing::error!(error = %e, "the audit JSON-lines sink stopped; retrying");
+                        tracing::error!(error = %e, "the audit JSON-lines sink stopped; restarting it");
                     }
-                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 }
-            })
-        });
-        let introspection = self.broker.config().introspection.clone();
-        let inspector = introspection.enabled.then(|| {
+            }));
+        }
+        let introspection = &self.broker.config().introspection;
+        if introspection.enabled {
             let broker = self.broker.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(introspection.interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
+            tasks.push(every(introspection.interval, move || {
+                let broker = broker.clone();
+                async move {
                     if let Err(e) = broker.introspect(SystemTime::now()).await {
                         tracing::error!(error = %e, "cannot record what the real tokens reach");
                     }
                 }
-            })
-        });
+            }));
+        }
         let app = crate::api::router(self.broker.clone()).layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 // The path only: a query string may carry what it should not.
@@ -246,13 +238,8 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(ServeError::Serve);
-        follower.abort();
-        signer.abort();
-        if let Some(sink) = sink {
-            sink.abort();
-        }
-        if let Some(inspector) = inspector {
-            inspector.abort();
+        for task in tasks {
+            task.abort();
         }
         // The last word: what was recorded up to the stop is signed.
         if let Err(e) = self.broker.checkpoint(SystemTime::now()).await {
@@ -260,6 +247,26 @@ impl Server {
         }
         served
     }
+}
+
+/// How long a stopped audit sink waits before it starts again.
+const SINK_RESTART: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `work` now and then every `period` (never two at once), until the
+/// task is aborted.
+fn every<F, Fut>(period: std::time::Duration, mut work: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            work().await;
+        }
+    })
 }
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed when this is

@@ -232,19 +232,7 @@ async fn a_broker_killed_mid_burst_loses_no_event_its_clients_saw_succeed() {
     let env = [("GITHUB_STAGING", GITHUB_STAGING)];
     let served = common::serve(dir.path(), &config, &env);
     let data = dir.path().join("data");
-    let key = String::from_utf8(
-        Command::new(BIN)
-            .args(["agent", "add", "claude", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
+    let key = common::add_agent_with_cli(&config, &data, "claude");
     let http = common::http();
     let minted: serde_json::Value = http
         .post(format!("{}/v1/credentials", served.url))

@@ -284,19 +284,7 @@ async fn real_tokens_never_leak() {
 
     let served = serve(dir.path(), &config, &[("GITHUB_STAGING_TOKEN", FROM_ENV)]);
     let http = common::http();
-    let key = String::from_utf8(
-        Command::new(BIN)
-            .args(["agent", "add", "claude", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
+    let key = common::add_agent_with_cli(&config, &data, "claude");
     let mut answers = Vec::new();
     let minted: Value = http
         .post(format!("{}/v1/credentials", served.url))

@@ -304,6 +304,19 @@ pub async fn raw_request(
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
+/// `valetkey agent add NAME` as ops run it; returns the launcher key.
+pub fn add_agent_with_cli(config: &std::path::Path, data: &std::path::Path, name: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["agent", "add", name, "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// The broker binary, serving in a child process.
 pub struct Served {
     pub child: std::process::Child,
