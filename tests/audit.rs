@@ -484,3 +484,104 @@ async fn the_json_lines_sink_holds_every_event_in_chain_order_and_no_secret() {
     assert_eq!(std::fs::metadata(&sink).unwrap().permissions().mode() & 0o777, 0o600);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_permission_report_comes_in_three_formats_and_holds_no_secret() {
+    const LEAKED: &str = "ghp_LeakedIntoTheReportTest0123456789abcd";
+    let f = Fixture::start().await;
+    f.graphql(json!({ "query": "mutation { volumeDelete(volumeId: \"vol_db\") }" }))
+        .await;
+    f.graphql(
+        json!({ "query": "query P($id: String!) { project(id: $id) { name } }", "variables": { "id": "proj_1" } }),
+    )
+    .await;
+    f.broker
+        .send(
+            f.broker
+                .http
+                .get(f.url("github/repos/acme/api/contents/README.md"))
+                .header("authorization", format!("token {LEAKED}")),
+        )
+        .await;
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let html_path = out_dir.path().join("report.html");
+    let run = |args: Vec<String>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["audit", "report", "--since", "1d", "--config"])
+            .arg(f.broker.dir.path().join("valetkey.toml"))
+            .arg("--data-dir")
+            .arg(f.broker.data_dir())
+            .args(args);
+        cmd
+    };
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["--format".to_owned(), "json".to_owned()],
+        vec!["--format".to_owned(), "md".to_owned()],
+        vec![
+            "--format".to_owned(),
+            "html".to_owned(),
+            "--out".to_owned(),
+            html_path.display().to_string(),
+        ],
+    ] {
+        let mut cmd = run(args);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        outputs.push(String::from_utf8(out.stdout).unwrap());
+    }
+    let html = std::fs::read_to_string(&html_path).unwrap();
+
+    let report: serde_json::Value = serde_json::from_str(&outputs[0]).unwrap();
+    let kinds: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "raw_provider_token",
+        "destructive_attempts",
+        "mismatches",
+        "shared_resource_touched",
+        "unused_scope",
+        "chain_integrity",
+    ] {
+        assert!(kinds.contains(&kind), "json lacks {kind}: {kinds:?}");
+    }
+    let md = &outputs[1];
+    assert!(
+        md.contains("## Summary") && md.contains("[critical] 1 real provider token reached agents"),
+        "{md}"
+    );
+    // The HTML is one self-contained file a person opens: summary first,
+    // then the chart, then the findings.
+    assert!(html.starts_with("<!doctype html>"));
+    let (summary, chart, findings) = (
+        html.find("id=\"summary\""),
+        html.find("<svg"),
+        html.find("id=\"findings\""),
+    );
+    assert!(
+        summary < chart && chart < findings && summary.is_some(),
+        "sections out of order"
+    );
+    assert!(html.contains("[critical] 1 real provider token reached agents"));
+    assert!(!html.contains("src=") && !html.contains("href=") && !html.contains("@import"));
+
+    for text in [&outputs[0], &outputs[1], &html] {
+        for secret in [
+            LEAKED,
+            RAILWAY_STAGING,
+            RAILWAY_PRODUCTION,
+            GITHUB_STAGING,
+            API_STAGING,
+            f.credential.as_str(),
+        ] {
+            assert!(!text.contains(secret), "a secret is in a report");
+        }
+    }
+}

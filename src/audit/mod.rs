@@ -8,6 +8,7 @@
 //! credential: callers put names, ids, scopes and decisions in it, nothing
 //! else.
 
+pub mod report;
 pub mod sink;
 
 use serde::Serialize;

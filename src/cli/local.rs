@@ -177,6 +177,59 @@ pub async fn audit_verify(local: Local, json: bool) -> Result<ExitCode, CliError
     })
 }
 
+pub async fn audit_report(
+    local: Local,
+    since: &str,
+    format: super::ReportFormat,
+    out: Option<std::path::PathBuf>,
+) -> Result<ExitCode, CliError> {
+    let opened = open(&local).await?;
+    let (master, _) = opened.paths.master_key(master_key_env(), false)?;
+    let store = opened.store.as_ref();
+    let now_ms = crate::time::unix_ms(SystemTime::now());
+    let since_ms = audit::parse_since(since, now_ms).map_err(CliError::Usage)?;
+    let verification = admin::verify_audit(store, &master).await?;
+    let events = store.audit_events().await.map_err(admin::AdminError::from)?;
+    let agents: Vec<String> = store
+        .list_agents()
+        .await
+        .map_err(admin::AdminError::from)?
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    let secrets = store.secret_ages().await.map_err(admin::AdminError::from)?;
+    let keys: Vec<(String, i64, bool)> = store
+        .signing_keys()
+        .await
+        .map_err(admin::AdminError::from)?
+        .into_iter()
+        .map(|k| (k.kid, k.created_at, k.retired_at.is_none()))
+        .collect();
+    let facts = audit::report::Facts {
+        registered_agents: &agents,
+        secrets: &secrets,
+        signing_keys: &keys,
+        verification: &verification,
+    };
+    let report = audit::report::build(&opened.config.rules(), &events, &facts, since_ms, now_ms);
+    let text = match format {
+        super::ReportFormat::Md => audit::report::markdown(&report),
+        super::ReportFormat::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+        super::ReportFormat::Html => audit::report::html(&report),
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(&path, text).map_err(|source| CliError::Io {
+                action: format!("write the report to {}", path.display()),
+                source,
+            })?;
+            eprintln!("wrote {} ({} findings)", path.display(), report.findings.len());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// How often `audit tail --follow` looks for new events.
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 

@@ -250,6 +250,21 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A permission audit over a window: unused grants, destructive
+    /// attempts, mismatches, leaked tokens, shared and unknown resources,
+    /// stale secrets and keys, the chain's integrity.
+    Report {
+        #[command(flatten)]
+        local: Local,
+        /// The window: `30d`, `12h`, or an RFC 3339 time.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReportFormat,
+        /// Write the report here instead of to standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Events that match, oldest first.
     Search {
         #[command(flatten)]
@@ -270,6 +285,13 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ReportFormat {
+    Md,
+    Json,
+    Html,
 }
 
 #[derive(Subcommand, Debug)]
@@ -332,6 +354,12 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         } => local::keys_rotate(local).await,
         Command::Audit { command } => match command {
             AuditCommand::Verify { local, json } => local::audit_verify(local, json).await,
+            AuditCommand::Report {
+                local,
+                since,
+                format,
+                out,
+            } => local::audit_report(local, &since, format, out).await,
             AuditCommand::Tail {
                 local,
                 lines,

@@ -118,6 +118,8 @@ pub trait Store: Send + Sync {
 
     async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
     async fn secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError>;
+    /// Every stored secret's name and when it was last set (unix seconds).
+    async fn secret_ages(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
     async fn insert_lease(&self, lease: &Lease) -> Result<(), StoreError>;
     async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError>;

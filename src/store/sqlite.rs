@@ -338,6 +338,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn secret_ages(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT name, updated_at FROM secrets ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get("name"), r.get("updated_at"))).collect())
+    }
+
     async fn secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM secrets WHERE name = ?")
             .bind(name)
