@@ -265,6 +265,34 @@ pub async fn verify_audit(store: &dyn Store, master: &MasterKey) -> Result<crate
     }))
 }
 
+/// A permission audit of the events in [since_ms, now_ms], with the chain
+/// verified under the master key.
+pub async fn audit_report(
+    store: &dyn Store,
+    master: &MasterKey,
+    rules: &crate::policy::Rules,
+    since_ms: i64,
+    now_ms: i64,
+) -> Result<crate::audit::report::Report, AdminError> {
+    let verification = verify_audit(store, master).await?;
+    let events = store.audit_events().await?;
+    let agents: Vec<String> = store.list_agents().await?.into_iter().map(|a| a.name).collect();
+    let secrets = store.secret_ages().await?;
+    let keys: Vec<(String, i64, bool)> = store
+        .signing_keys()
+        .await?
+        .into_iter()
+        .map(|k| (k.kid, k.created_at, k.retired_at.is_none()))
+        .collect();
+    let facts = crate::audit::report::Facts {
+        registered_agents: &agents,
+        secrets: &secrets,
+        signing_keys: &keys,
+        verification: &verification,
+    };
+    Ok(crate::audit::report::build(rules, &events, &facts, since_ms, now_ms))
+}
+
 pub async fn ensure_signing_key(store: &dyn Store, master: &MasterKey, now: SystemTime) -> Result<bool, AdminError> {
     if store.signing_keys().await?.iter().any(|k| k.retired_at.is_none()) {
         return Ok(false);

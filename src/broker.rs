@@ -724,6 +724,17 @@ impl Broker {
         }
     }
 
+    /// A permission audit of the last `window`.
+    pub async fn audit_report(
+        &self,
+        window: std::time::Duration,
+        now: SystemTime,
+    ) -> Result<crate::audit::report::Report, AdminError> {
+        let now_ms = unix_ms(now);
+        let since_ms = now_ms - window.as_millis() as i64;
+        admin::audit_report(self.store.as_ref(), &self.master, &self.rules, since_ms, now_ms).await
+    }
+
     /// Signs a checkpoint of the audit chain's head with the active signing
     /// key, when the head moved since the last one. Returns its position.
     pub async fn checkpoint(&self, now: SystemTime) -> Result<Option<i64>, KeyError> {

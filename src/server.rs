@@ -216,6 +216,20 @@ impl Server {
                 }
             }));
         }
+        if let Some(schedule) = self.broker.config().audit.schedule.clone() {
+            let broker = self.broker.clone();
+            tasks.push(tokio::spawn(async move {
+                let first = tokio::time::Instant::now() + schedule.interval;
+                let mut tick = tokio::time::interval_at(first, schedule.interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = scheduled_report(&broker, &schedule).await {
+                        tracing::error!(error = %e, "cannot write the scheduled permission audit");
+                    }
+                }
+            }));
+        }
         let introspection = &self.broker.config().introspection;
         if introspection.enabled {
             let broker = self.broker.clone();
@@ -247,6 +261,61 @@ impl Server {
         }
         served
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ScheduleError {
+    #[error(transparent)]
+    Report(#[from] crate::admin::AdminError),
+    #[error("cannot create {}: {source}", path.display())]
+    Directory { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Write(#[from] SecretsError),
+}
+
+/// Writes one permission audit in every format and posts its summary.
+async fn scheduled_report(broker: &Broker, schedule: &crate::config::ReportSchedule) -> Result<(), ScheduleError> {
+    use crate::audit::report;
+    let now = SystemTime::now();
+    let report = broker.audit_report(schedule.window, now).await?;
+    let stamp = crate::time::rfc3339(crate::time::unix_secs(now)).replace([':', '-'], "");
+    let texts = [
+        ("html", report::html(&report)),
+        ("json", serde_json::to_string_pretty(&report).unwrap_or_default()),
+        ("md", report::markdown(&report)),
+    ];
+    std::fs::create_dir_all(&schedule.directory).map_err(|source| ScheduleError::Directory {
+        path: schedule.directory.clone(),
+        source,
+    })?;
+    for (ext, text) in texts {
+        let path = schedule.directory.join(format!("valetkey-audit-{stamp}.{ext}"));
+        crate::secrets::write_private(&path, text.as_bytes())?;
+    }
+    let worst = report.findings.first().map(|f| f.severity.as_str()).unwrap_or("info");
+    let summary = format!(
+        "valetkey permission audit {} to {}: {} findings (most severe: {worst}); {} requests allowed, {} refused. Reports in {}.",
+        report.since,
+        report.until,
+        report.findings.len(),
+        report.allowed,
+        report.refused,
+        schedule.directory.display()
+    );
+    tracing::info!("{summary}");
+    if let Some(url) = &schedule.webhook {
+        let posted = broker
+            .upstream_client()
+            .post(url)
+            .timeout(std::time::Duration::from_secs(10))
+            .json(&serde_json::json!({ "text": summary, "kind": "audit_report", "findings": report.findings.len() }))
+            .send()
+            .await;
+        if let Err(e) = posted {
+            tracing::warn!(error = %crate::proxy::error_chain(e), "cannot post the audit summary");
+        }
+    }
+    Ok(())
 }
 
 /// How long a stopped audit sink waits before it starts again.

@@ -585,3 +585,48 @@ async fn the_permission_report_comes_in_three_formats_and_holds_no_secret() {
         }
     }
 }
+
+#[tokio::test]
+async fn serve_writes_permission_audits_on_a_schedule_and_posts_a_summary() {
+    let hook = common::upstream::Webhook::start(0).await;
+    let reports = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}\n[audit.schedule]\ninterval = \"1s\"\nwindow = \"30d\"\ndirectory = \"{}\"\nwebhook = \"{}\"\n",
+        common::CONFIG,
+        reports.path().display(),
+        hook.url
+    );
+    let t = TestBroker::start_with(&config, Default::default()).await;
+    let key = t.add_agent("claude").await;
+    t.mint(&key, json!({ "env": "production" })).await;
+    let summary = hook.alert("audit_report").await;
+    assert!(
+        summary["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("valetkey permission audit"),
+        "{summary}"
+    );
+    let mut written: Vec<String> = Vec::new();
+    common::eventually("the three reports are written", async || {
+        written = std::fs::read_dir(reports.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        ["html", "json", "md"]
+            .iter()
+            .all(|ext| written.iter().any(|w| w.ends_with(ext)))
+    })
+    .await;
+    let json_name = written.iter().find(|w| w.ends_with(".json")).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.path().join(json_name)).unwrap()).unwrap();
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == "chain_integrity")
+    );
+    t.stop().await;
+}

@@ -188,30 +188,7 @@ pub async fn audit_report(
     let store = opened.store.as_ref();
     let now_ms = crate::time::unix_ms(SystemTime::now());
     let since_ms = audit::parse_since(since, now_ms).map_err(CliError::Usage)?;
-    let verification = admin::verify_audit(store, &master).await?;
-    let events = store.audit_events().await.map_err(admin::AdminError::from)?;
-    let agents: Vec<String> = store
-        .list_agents()
-        .await
-        .map_err(admin::AdminError::from)?
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
-    let secrets = store.secret_ages().await.map_err(admin::AdminError::from)?;
-    let keys: Vec<(String, i64, bool)> = store
-        .signing_keys()
-        .await
-        .map_err(admin::AdminError::from)?
-        .into_iter()
-        .map(|k| (k.kid, k.created_at, k.retired_at.is_none()))
-        .collect();
-    let facts = audit::report::Facts {
-        registered_agents: &agents,
-        secrets: &secrets,
-        signing_keys: &keys,
-        verification: &verification,
-    };
-    let report = audit::report::build(&opened.config.rules(), &events, &facts, since_ms, now_ms);
+    let report = admin::audit_report(store, &master, &opened.config.rules(), since_ms, now_ms).await?;
     let text = match format {
         super::ReportFormat::Md => audit::report::markdown(&report),
         super::ReportFormat::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",

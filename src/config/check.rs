@@ -170,6 +170,24 @@ impl Checker<'_> {
                 Some("leave it out (1h), or write e.g. `interval = \"15m\"`".into()),
             ));
         }
+        if let Some(schedule) = &self.config.audit.schedule {
+            if schedule.interval < std::time::Duration::from_secs(1) || schedule.window.is_zero() {
+                self.problems.push(Problem::error(
+                    None,
+                    "[audit.schedule] interval must be at least 1s and window above 0",
+                    Some("write e.g. `interval = \"7d\"` and `window = \"30d\"`".into()),
+                ));
+            }
+            if let Some(url) = &schedule.webhook
+                && let Err(why) = http_url(url)
+            {
+                self.problems.push(Problem::error(
+                    None,
+                    format!("[audit.schedule] webhook `{}` {why}", redact_url(url)),
+                    None,
+                ));
+            }
+        }
         if self.config.audit.checkpoint_interval < std::time::Duration::from_secs(1) {
             self.problems.push(Problem::error(
                 None,

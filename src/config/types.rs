@@ -135,6 +135,8 @@ pub struct AuditConfig {
     /// for SIEMs to ship (mode 0600). It follows the store, so events that
     /// CLI commands write reach it too, in chain order.
     pub jsonl_file: Option<PathBuf>,
+    /// Permission audits written by `serve` on a schedule.
+    pub schedule: Option<ReportSchedule>,
 }
 
 impl Default for AuditConfig {
@@ -142,7 +144,40 @@ impl Default for AuditConfig {
         Self {
             checkpoint_interval: Duration::from_secs(60),
             jsonl_file: None,
+            schedule: None,
         }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSchedule {
+    /// How often a report is written (the first one after one interval).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Where the reports go: `valetkey-audit-TIME.{html,json,md}`.
+    pub directory: PathBuf,
+    /// The window each report covers. Default "30d".
+    #[serde(default = "thirty_days", with = "humantime_serde")]
+    pub window: Duration,
+    /// Where a one-line summary is posted (JSON with `text`) after each report.
+    #[serde(default)]
+    pub webhook: Option<String>,
+}
+
+fn thirty_days() -> Duration {
+    Duration::from_secs(30 * 24 * 60 * 60)
+}
+
+/// The webhook URL often carries a secret: never printed.
+impl std::fmt::Debug for ReportSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportSchedule")
+            .field("interval", &self.interval)
+            .field("directory", &self.directory)
+            .field("window", &self.window)
+            .field("webhook", &self.webhook.as_ref().map(|_| "(set)"))
+            .finish()
     }
 }
 
