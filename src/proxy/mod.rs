@@ -150,9 +150,10 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
         };
         return Err(refused.into_error(judgement.operations, &provider, &claims.env, Some(event_id)));
     }
-    let token = broker
-        .upstream_token(&provider, &claims.env)
-        .expect("judge checked the token is there");
+    // `judge` refused when there is no token; this only keeps the type honest.
+    let Some(token) = broker.upstream_token(&provider, &claims.env) else {
+        return Err(Refused::NoUpstreamToken.into_error(judgement.operations, &provider, &claims.env, None));
+    };
     let classified_path = judgement.path;
     let event_id = record.allowed(&classified_path, &judgement.operations).await?;
 
