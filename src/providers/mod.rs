@@ -11,6 +11,7 @@
 mod classify;
 mod graphql;
 mod pack;
+pub mod postgres;
 mod rest;
 
 use std::sync::LazyLock;
