@@ -173,3 +173,44 @@ async fn deliver(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(key: &str) -> Alert {
+        Alert {
+            kind: "test",
+            text: format!("alert {key}"),
+            detail: serde_json::json!({}),
+            event_id: None,
+            key: key.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn identical_alerts_collapse_and_a_full_queue_drops_without_blocking() {
+        let config = AlertsConfig {
+            // Nothing listens there: deliveries fail and back off for a minute.
+            webhook: Some("http://127.0.0.1:9/hook".into()),
+            queue_capacity: 1,
+            max_attempts: 2,
+            backoff: Duration::from_secs(60),
+            ..AlertsConfig::default()
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let alerter = Alerter::start(&config, reqwest::Client::new());
+        assert!(alerter.raise(alert("a")));
+        assert!(
+            !alerter.raise(alert("a")),
+            "an identical alert within the window was queued again"
+        );
+        alerter.raise(alert("b"));
+        alerter.raise(alert("c"));
+        assert!(alerter.dropped() >= 1, "a full queue must drop, not wait");
+
+        let quiet = Alerter::log_only(Duration::from_secs(600));
+        assert!(!quiet.raise(alert("a")), "without a webhook nothing is queued");
+        assert_eq!(quiet.dropped(), 0);
+    }
+}

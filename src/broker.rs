@@ -124,6 +124,8 @@ pub struct Readiness {
     pub provider_tokens: Vec<TokenStatus>,
     /// What each real token reaches, from the last introspection.
     pub token_reach: Vec<TokenReach>,
+    /// Alerts that found the queue full and went to the log only.
+    pub alerts_dropped: u64,
 }
 
 pub struct Broker {
@@ -224,11 +226,6 @@ impl Broker {
 
     pub fn token_status(&self) -> &[TokenStatus] {
         &self.token_status
-    }
-
-    /// Whether a real token for (provider, env) was loaded.
-    pub fn has_token(&self, provider: &str, env: &str) -> bool {
-        self.upstream_token(provider, env).is_some()
     }
 
     /// The real token for (provider, env). Only the proxy's forwarding step
@@ -721,6 +718,7 @@ impl Broker {
             active_kid,
             provider_tokens: self.token_status.clone(),
             token_reach: self.reach.read().expect("reach lock").clone(),
+            alerts_dropped: self.alerts.dropped(),
         }
     }
 

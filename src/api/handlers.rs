@@ -41,6 +41,7 @@ pub async fn readyz(State(broker): Shared) -> Response {
         "active_kid": r.active_kid,
         "provider_tokens": r.provider_tokens,
         "token_reach": r.token_reach,
+        "alerts_dropped": r.alerts_dropped,
     });
     (status, Json(body)).into_response()
 }

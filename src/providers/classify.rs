@@ -90,7 +90,6 @@ pub struct Classified {
 /// One provider's compiled rules.
 #[derive(Debug, Clone)]
 pub struct Classifier {
-    kind: ProviderKind,
     ops_rules: Vec<CompiledRule>,
     pack_rules: Vec<CompiledRule>,
     graphql: Option<GraphqlSpec>,
@@ -153,7 +152,6 @@ impl Classifier {
             limits,
         });
         Ok(Classifier {
-            kind,
             ops_rules,
             pack_rules,
             graphql,
@@ -300,10 +298,6 @@ impl Classifier {
             resources,
             within_environment: within,
         }
-    }
-
-    pub fn kind(&self) -> ProviderKind {
-        self.kind
     }
 
     /// Where a GraphQL provider's endpoint is, under the upstream.
