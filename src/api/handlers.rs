@@ -163,14 +163,14 @@ pub async fn check(
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
     let claims = broker.authenticate_at(&token, "/v1/check", now).await?;
-    if broker.classifier(&request.provider).is_none() {
+    let Some(classifier) = broker.classifier(&request.provider) else {
         return Err(ProxyError::UnknownProvider {
             provider: request.provider,
             known: broker.proxied_providers(),
         }
         .into());
-    }
-    let answer = crate::proxy::check::check(&broker, &claims, request)
+    };
+    let answer = crate::proxy::check::check(&broker, classifier, &claims, request)
         .map_err(|e| Problem::bad_request("malformed_request", e.to_string()))?;
     Ok(Json(serde_json::to_value(answer).map_err(|e| Problem::internal(&e))?))
 }

@@ -14,7 +14,7 @@ use super::{Judgement, Refused, judge};
 use crate::broker::Broker;
 use crate::credentials::Claims;
 use crate::policy::BoundOperation;
-use crate::providers::RequestView;
+use crate::providers::{Classifier, RequestView};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,12 +69,11 @@ struct Described {
     body: Option<Vec<u8>>,
 }
 
-fn describe(broker: &Broker, request: CheckRequest) -> Result<Described, CheckError> {
+fn describe(classifier: &Classifier, request: CheckRequest) -> Result<Described, CheckError> {
     let (method, target, mut headers, body) = match (request.graphql, request.method, request.path) {
         (Some(graphql), None, None) => {
-            let path = broker
-                .classifier(&request.provider)
-                .and_then(|c| c.graphql_path())
+            let path = classifier
+                .graphql_path()
                 .ok_or_else(|| CheckError::NotGraphql(request.provider.clone()))?;
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -127,12 +126,17 @@ pub struct CheckAnswer {
     pub refusal: Option<Value>,
 }
 
-pub fn check(broker: &Broker, claims: &Claims, request: CheckRequest) -> Result<CheckAnswer, CheckError> {
+/// What the proxy would do with the request described; `classifier` is the
+/// provider's, looked up by the caller as the proxy does.
+pub fn check(
+    broker: &Broker,
+    classifier: &Classifier,
+    claims: &Claims,
+    request: CheckRequest,
+) -> Result<CheckAnswer, CheckError> {
     let provider = request.provider.clone();
-    let described = describe(broker, request)?;
-    let needs_body = broker
-        .classifier(&provider)
-        .is_some_and(|c| c.needs_body(&described.method));
+    let described = describe(classifier, request)?;
+    let needs_body = classifier.needs_body(&described.method);
     let view = RequestView {
         method: &described.method,
         path: &described.path,
@@ -149,7 +153,7 @@ pub fn check(broker: &Broker, claims: &Claims, request: CheckRequest) -> Result<
         path,
         operations,
         refused,
-    } = judge(broker, &provider, claims, &view);
+    } = judge(broker, classifier, &provider, claims, &view);
     let refusal = refused.map(|r: Refused| {
         let error = r.into_error(operations.clone(), &provider, &claims.env, None);
         crate::api::Problem::from(error).body()

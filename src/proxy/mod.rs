@@ -27,7 +27,7 @@ use crate::audit::{Event, EventKind};
 use crate::broker::{AuthError, Broker, RefusedCredential};
 use crate::credentials::Claims;
 use crate::policy::{self, Access, BoundOperation, Refusal};
-use crate::providers::{ClassifyError, RequestView};
+use crate::providers::{Classifier, ClassifyError, RequestView};
 use crate::store::StoreError;
 use crate::time::unix_ms;
 
@@ -123,7 +123,7 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
         method: &parts.method,
         now,
     };
-    let judgement = judge(broker, &provider, &claims, &view);
+    let judgement = judge(broker, classifier, &provider, &claims, &view);
     if let Some(refused) = judgement.refused {
         let event_id = match &refused {
             Refused::Unclassifiable(error) => {
@@ -244,17 +244,13 @@ pub struct Judgement {
 /// The one engine the proxy and `/v1/check` share: classify, decide, and
 /// make sure the broker could forward. No I/O: the broker's compiled rules
 /// and loaded tokens are read, nothing is written.
-pub fn judge(broker: &Broker, provider: &str, claims: &Claims, view: &RequestView<'_>) -> Judgement {
-    let Some(classifier) = broker.classifier(provider) else {
-        return Judgement {
-            path: view.path.to_owned(),
-            operations: Vec::new(),
-            refused: Some(Refused::Policy(Refusal::ProviderNotGranted {
-                provider: provider.to_owned(),
-                env: claims.env.clone(),
-            })),
-        };
-    };
+pub fn judge(
+    broker: &Broker,
+    classifier: &Classifier,
+    provider: &str,
+    claims: &Claims,
+    view: &RequestView<'_>,
+) -> Judgement {
     let classified = match classifier.classify(view) {
         Ok(c) => c,
         Err(error) => {
