@@ -327,6 +327,7 @@ impl Broker {
         route: &str,
         now: SystemTime,
     ) -> Result<Option<String>, StoreError> {
+        let mut detail = serde_json::json!({ "route": route });
         let (claims, refusal, text, key): (Option<&Claims>, &'static str, String, String) = match error {
             AuthError::Credential(VerifyError::Expired { claims }) => (
                 Some(claims),
@@ -349,28 +350,24 @@ impl Broker {
             AuthError::RawProviderToken {
                 looks_like,
                 fingerprint,
-            } => (
-                None,
-                "raw_provider_token",
-                format!(
-                    "A real token ({looks_like}, {fingerprint}) was sent to the broker at {route}: it has reached an agent. It was not forwarded. Rotate it, and find how the agent got it."
-                ),
-                format!("raw_provider_token:{fingerprint}"),
-            ),
+            } => {
+                detail["looks_like"] = (*looks_like).into();
+                detail["fingerprint"] = fingerprint.clone().into();
+                (
+                    None,
+                    "raw_provider_token",
+                    format!(
+                        "A real token ({looks_like}, {fingerprint}) was sent to the broker at {route}: it has reached an agent. It was not forwarded. Rotate it, and find how the agent got it."
+                    ),
+                    format!("raw_provider_token:{fingerprint}"),
+                )
+            }
             _ => return Ok(None),
         };
-        let mut detail = serde_json::json!({ "refusal": refusal, "route": route });
+        detail["refusal"] = refusal.into();
         if let Some(c) = claims {
             detail["lease_id"] = c.jti.clone().into();
             detail["expires_at"] = crate::time::rfc3339(c.exp as i64).into();
-        }
-        if let AuthError::RawProviderToken {
-            looks_like,
-            fingerprint,
-        } = error
-        {
-            detail["looks_like"] = (*looks_like).into();
-            detail["fingerprint"] = fingerprint.clone().into();
         }
         let event = Event {
             kind: EventKind::CredentialRefused,

@@ -403,7 +403,18 @@ impl Recorder<'_> {
         reason: &str,
         operations: &[BoundOperation],
     ) -> Result<String, StoreError> {
-        let detail = json!({
+        let detail = self.refusal_detail(path, refusal, reason, operations);
+        self.append(EventKind::ProxyRefused, detail).await
+    }
+
+    fn refusal_detail(
+        &self,
+        path: &str,
+        refusal: &str,
+        reason: &str,
+        operations: &[BoundOperation],
+    ) -> serde_json::Value {
+        json!({
             "decision": "refuse",
             "refusal": refusal,
             "reason": reason,
@@ -412,8 +423,7 @@ impl Recorder<'_> {
             "path": path,
             "lease_id": self.claims.jti,
             "operations": operations,
-        });
-        self.append(EventKind::ProxyRefused, detail).await
+        })
     }
 
     /// A policy refusal; the ones that show an agent aiming at another
@@ -428,16 +438,7 @@ impl Recorder<'_> {
         if !matches!(kind, "credential_mismatch" | "shared_resource") {
             return self.refused(path, kind, &refusal.to_string(), operations).await;
         }
-        let detail = json!({
-            "decision": "refuse",
-            "refusal": kind,
-            "reason": refusal.to_string(),
-            "provider": self.provider,
-            "method": self.method.as_str(),
-            "path": path,
-            "lease_id": self.claims.jti,
-            "operations": operations,
-        });
+        let detail = self.refusal_detail(path, kind, &refusal.to_string(), operations);
         let text = format!(
             "Agent `{}` (credential for `{}`) was refused on `{}`: {refusal}. Nothing was sent; ask it what it was doing.",
             self.claims.sub, self.claims.env, self.provider
