@@ -736,7 +736,7 @@ impl Broker {
         let Some((seq, head_hash)) = self.store.audit_head().await? else {
             return Ok(None);
         };
-        let last = self.store.checkpoints().await?.last().map_or(0, |c| c.seq);
+        let last = self.store.last_checkpoint_seq().await?.unwrap_or(0);
         if seq <= last {
             return Ok(None);
         }

@@ -142,4 +142,6 @@ pub trait Store: Send + Sync {
     async fn insert_checkpoint(&self, checkpoint: &audit::Checkpoint) -> Result<(), StoreError>;
     /// Checkpoints, oldest first.
     async fn checkpoints(&self) -> Result<Vec<audit::Checkpoint>, StoreError>;
+    /// The position the newest checkpoint signs, if any.
+    async fn last_checkpoint_seq(&self) -> Result<Option<i64>, StoreError>;
 }

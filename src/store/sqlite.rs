@@ -530,6 +530,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn last_checkpoint_seq(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT MAX(seq) FROM audit_checkpoints")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn checkpoints(&self) -> Result<Vec<audit::Checkpoint>, StoreError> {
         let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY seq")
             .fetch_all(&self.pool)
