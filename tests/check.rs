@@ -22,7 +22,6 @@ async fn check(f: &Fixture, body: &Value) -> (u16, Value) {
 #[tokio::test]
 async fn check_and_the_proxy_agree_on_the_whole_corpus() {
     let f = Fixture::start().await;
-    let bearer = format!("Bearer {}", f.credential);
     for case in common::corpus::cases() {
         let counts = || (f.railway.count(), f.github.count(), f.api.count());
         let rows = f.broker.row_counts().await;
@@ -42,11 +41,7 @@ async fn check_and_the_proxy_agree_on_the_whole_corpus() {
             other => panic!("{}: decision {other:?}", case.name),
         };
 
-        let mut headers: Vec<(&str, &str)> = vec![("Authorization", bearer.as_str())];
-        headers.extend(case.headers.iter().map(|(n, v)| (*n, v.as_str())));
-        let target = format!("/p/{}{}", case.provider, case.target);
-        let body = case.body.as_deref().unwrap_or_default().as_bytes();
-        let (status, proxied) = common::raw_request(&f.broker.url, case.method, &target, &headers, body).await;
+        let (status, proxied) = f.send_case(&case).await;
         let proxied = if (200..300).contains(&status) {
             "allow".to_owned()
         } else {

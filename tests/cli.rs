@@ -353,12 +353,7 @@ async fn real_tokens_never_leak() {
     assert!(log.contains("real token loaded"), "the log is not what was captured");
     assert!(log.contains("token reach"), "introspection did not run: {log}");
     let store = valetkey::store::SqliteStore::open_in(&data).await.unwrap();
-    let audit: Vec<String> = valetkey::store::Store::audit_events(&store)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap())
-        .collect();
+    let audit = common::audit_lines(&store).await;
     assert!(audit.iter().any(|e| e.contains("secret_set")));
     assert_eq!(audit.iter().filter(|e| e.contains("proxy_allowed")).count(), 2);
     let mut files = Vec::new();

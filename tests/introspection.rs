@@ -128,12 +128,7 @@ async fn a_staging_token_that_reaches_production_is_a_finding_and_a_confined_one
         1,
         "only the staging token is a finding"
     );
-    let audit: Vec<String> = valetkey::store::Store::audit_events(t.broker.store())
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap())
-        .collect();
+    let audit = common::audit_lines(t.broker.store()).await;
     assert_eq!(audit.iter().filter(|e| e.contains("token_reach_finding")).count(), 1);
     for token in [RAILWAY_ACCOUNT, RAILWAY_PROJECT_PROD, GITHUB_INSTALLATION] {
         assert!(!audit.iter().any(|e| e.contains(token)));

@@ -118,15 +118,10 @@ async fn benign_railway_work_arrives_exactly_with_the_real_token() {
 #[tokio::test]
 async fn the_corpus_is_decided_as_expected_and_refusals_reach_nobody() {
     let f = Fixture::start().await;
-    let bearer = format!("Bearer {}", f.credential);
     for case in common::corpus::cases() {
         let counts = || (f.railway.count(), f.github.count(), f.api.count());
         let before = counts();
-        let mut headers: Vec<(&str, &str)> = vec![("Authorization", bearer.as_str())];
-        headers.extend(case.headers.iter().map(|(n, v)| (*n, v.as_str())));
-        let target = format!("/p/{}{}", case.provider, case.target);
-        let body = case.body.as_deref().unwrap_or_default().as_bytes();
-        let (status, answer) = common::raw_request(&f.broker.url, case.method, &target, &headers, body).await;
+        let (status, answer) = f.send_case(&case).await;
         let after = counts();
         if case.expect == "allow" {
             assert!((200..300).contains(&status), "{}: {status} {answer}", case.name);

@@ -202,13 +202,18 @@ impl Fixture {
 
     /// Every audit event's kind and detail, as text.
     pub async fn audit_text(&self) -> String {
-        let pool = self.broker.db().await;
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT kind, detail FROM audit_events ORDER BY seq")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        rows.into_iter().map(|(k, d)| format!("{k} {d}\n")).collect()
+        super::audit_lines(self.broker.broker.store()).await.join("\n")
+    }
+
+    /// Sends a corpus case through the proxy, byte for byte, with this
+    /// fixture's credential: (status, answer).
+    pub async fn send_case(&self, case: &super::corpus::Case) -> (u16, Value) {
+        let bearer = format!("Bearer {}", self.credential);
+        let mut headers: Vec<(&str, &str)> = vec![("Authorization", bearer.as_str())];
+        headers.extend(case.headers.iter().map(|(n, v)| (*n, v.as_str())));
+        let target = format!("/p/{}{}", case.provider, case.target);
+        let body = case.body.as_deref().unwrap_or_default().as_bytes();
+        super::raw_request(&self.broker.url, case.method, &target, &headers, body).await
     }
 }
 

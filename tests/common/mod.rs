@@ -304,6 +304,18 @@ pub async fn raw_request(
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
+/// Every audit event as one line of JSON, in chain order: the text tests
+/// search for what must (not) have been recorded.
+pub async fn audit_lines(store: &dyn valetkey::store::Store) -> Vec<String> {
+    store
+        .audit_events()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect()
+}
+
 /// `valetkey agent add NAME` as ops run it; returns the launcher key.
 pub fn add_agent_with_cli(config: &std::path::Path, data: &std::path::Path, name: &str) -> String {
     let out = std::process::Command::new(BIN)
