@@ -19,11 +19,13 @@ use crate::config::{Config, TemplateValues, expand_template};
 use crate::credentials::{
     self, Claims, Expected, KeyError, KeyRing, OpaqueKind, RevocationSet, VerifiedCache, VerifyError,
 };
+use crate::databases::{DatabaseError, Databases, Ended, LeaseFacts};
 use crate::introspect::{Outcome, TokenReach};
 use crate::policy::{self, MintPlan, MintRefusal, MintRequest, Rules, Tier};
-use crate::providers::Classifier;
+use crate::providers::postgres::{Login, RolePlan, role_comment};
+use crate::providers::{Classifier, ProviderKind};
 use crate::secrets::{EnvLookup, ExposeSecret, MasterKey, SecretString, resolve};
-use crate::store::{AdminKeyRecord, AgentRecord, Lease, Revocation, RevokeTarget, Store, StoreError};
+use crate::store::{AdminKeyRecord, AgentRecord, DatabaseRole, Lease, Revocation, RevokeTarget, Store, StoreError};
 use crate::time::{unix_ms, unix_secs};
 
 /// How many verified credentials are kept in memory.
@@ -73,6 +75,10 @@ pub enum MintError {
         asked: String,
         event_id: String,
     },
+    /// A database role the credential needs could not be made; the
+    /// credential was revoked before anyone held it.
+    #[error("{error}")]
+    Database { error: DatabaseError, event_id: String },
     #[error("the broker has no active signing key")]
     NoSigningKey,
     #[error(transparent)]
@@ -126,6 +132,21 @@ pub struct Readiness {
     pub token_reach: Vec<TokenReach>,
     /// Alerts that found the queue full and went to the log only.
     pub alerts_dropped: u64,
+    /// PostgreSQL roles of leases that are not yet dropped.
+    pub database_roles: Vec<RoleView>,
+}
+
+/// A live database role, as `valetkey status` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleView {
+    pub role: String,
+    pub provider: String,
+    pub env: String,
+    pub agent: String,
+    pub database: String,
+    pub lease_id: String,
+    pub created_at: String,
+    pub expires_at: String,
 }
 
 pub struct Broker {
@@ -148,7 +169,18 @@ pub struct Broker {
     alerts: Alerter,
     /// What each real token was last found to reach.
     reach: RwLock<Vec<TokenReach>>,
+    /// The servers of postgres providers, whose tokens are admin URLs.
+    databases: Databases,
+    /// One reaping at a time; roles that failed to end, with when to try
+    /// again and the next wait (doubling, so a server that is down is not
+    /// hammered nor the log flooded).
+    reaping: tokio::sync::Mutex<BTreeMap<String, (SystemTime, std::time::Duration)>>,
 }
+
+/// First wait before a role that failed to end is tried again; it doubles
+/// up to `REAP_BACKOFF_MAX`.
+const REAP_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
+const REAP_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Broker {
     /// Brings the store up to what serving needs (a signing key) and loads
@@ -162,11 +194,16 @@ impl Broker {
     ) -> Result<Broker, StartError> {
         admin::ensure_signing_key(store.as_ref(), &master, now).await?;
         let mut tokens = BTreeMap::new();
+        let mut admin_urls = BTreeMap::new();
         let mut token_status = Vec::new();
         for (provider, p) in &config.providers {
             for (env_name, source) in &p.get_ref().tokens {
                 let key = (provider.clone(), env_name.get_ref().clone());
                 let problem = match resolve(source.get_ref(), store.as_ref(), &master, env).await {
+                    Ok(token) if p.get_ref().kind == ProviderKind::Postgres => {
+                        admin_urls.insert(key, (token, p.get_ref().database(env_name.get_ref())));
+                        None
+                    }
                     Ok(token) => {
                         tokens.insert(key, token);
                         None
@@ -181,10 +218,16 @@ impl Broker {
                 });
             }
         }
+        let (databases, unusable) = Databases::open(admin_urls);
+        for status in &mut token_status {
+            if let Some(why) = unusable.get(&(status.provider.clone(), status.env.clone())) {
+                status.problem = Some(why.clone());
+            }
+        }
         let mut classifiers = BTreeMap::new();
         for (name, p) in &config.providers {
             let p = p.get_ref();
-            if p.kind == crate::providers::ProviderKind::Postgres {
+            if p.kind == ProviderKind::Postgres {
                 continue;
             }
             let classifier = p.classifier().map_err(|errors| StartError::Rules {
@@ -211,6 +254,8 @@ impl Broker {
             upstream,
             alerts,
             reach: RwLock::new(Vec::new()),
+            databases,
+            reaping: tokio::sync::Mutex::new(BTreeMap::new()),
         };
         broker.sync(now).await?;
         Ok(broker)
@@ -222,6 +267,14 @@ impl Broker {
 
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// Whether any postgres provider is configured, so roles may need ending.
+    pub fn has_databases(&self) -> bool {
+        self.config
+            .providers
+            .values()
+            .any(|p| p.get_ref().kind == ProviderKind::Postgres)
     }
 
     pub fn token_status(&self) -> &[TokenStatus] {
@@ -530,6 +583,17 @@ impl Broker {
             sid: uuid::Uuid::new_v4().to_string(),
         };
         let credential = credentials::sign(&claims, key)?;
+        // Planned before the lease exists: a provider without a server
+        // refuses the mint with nothing to undo.
+        let roles = match self.plan_roles(&claims) {
+            Ok(roles) => roles,
+            Err(error) => {
+                let event_id = self
+                    .record_refusal(agent, request, "database_unavailable", &error.to_string(), now)
+                    .await?;
+                return Err(MintError::Database { error, event_id });
+            }
+        };
         self.store
             .insert_lease(&Lease {
                 id: claims.jti.clone(),
@@ -543,6 +607,7 @@ impl Broker {
                 revoked_at: None,
             })
             .await?;
+        let logins = self.create_roles(agent, request, &claims, roles, now).await?;
         let event = Event {
             kind: EventKind::Mint,
             actor: Actor::agent(&agent.name).0,
@@ -560,7 +625,7 @@ impl Broker {
             }),
         };
         let event_id = self.store.append_audit(&event, unix_ms(now)).await?.id;
-        let env_vars = self.env_vars(&credential, &plan);
+        let env_vars = self.env_vars(&credential, &plan, &logins);
         Ok(Minted {
             credential,
             claims,
@@ -568,6 +633,167 @@ impl Broker {
             env_vars,
             event_id,
         })
+    }
+
+    /// A role, with its password and the agent's login, for each postgres
+    /// provider the credential holds.
+    fn plan_roles(&self, claims: &Claims) -> Result<Vec<(String, RolePlan, Login)>, DatabaseError> {
+        let mut roles = Vec::new();
+        for (provider, scopes) in &claims.grants {
+            let postgres =
+                self.config.providers.get(provider).map(|p| p.get_ref().kind) == Some(ProviderKind::Postgres);
+            if !postgres {
+                continue;
+            }
+            let lease = LeaseFacts {
+                agent: &claims.sub,
+                env: &claims.env,
+                lease_id: &claims.jti,
+                expires_at: claims.exp as i64,
+                scopes,
+            };
+            let (plan, login) = self.databases.plan(provider, &lease)?;
+            roles.push((provider.clone(), plan, login));
+        }
+        Ok(roles)
+    }
+
+    /// Records, then creates, the credential's database roles. If one
+    /// cannot be made, the credential is revoked before anyone holds it and
+    /// the roles made so far are ended; the mint is refused, recorded.
+    async fn create_roles(
+        &self,
+        agent: &AgentRecord,
+        request: &MintRequest,
+        claims: &Claims,
+        roles: Vec<(String, RolePlan, Login)>,
+        now: SystemTime,
+    ) -> Result<BTreeMap<String, Login>, MintError> {
+        let mut logins = BTreeMap::new();
+        if roles.is_empty() {
+            return Ok(logins);
+        }
+        let records: Vec<DatabaseRole> = roles
+            .iter()
+            .map(|(provider, plan, _)| DatabaseRole {
+                role: plan.role.clone(),
+                lease_id: claims.jti.clone(),
+                provider: provider.clone(),
+                env: claims.env.clone(),
+                agent: claims.sub.clone(),
+                database: plan.database.clone(),
+                created_at: claims.iat as i64,
+                expires_at: claims.exp as i64,
+                dropped_at: None,
+            })
+            .collect();
+        self.store.insert_database_roles(&records).await?;
+        for (provider, plan, login) in roles {
+            if let Err(error) = self.databases.create(&provider, &claims.env, &plan).await {
+                let revoked = self
+                    .store
+                    .revoke(&RevokeTarget::Lease(claims.jti.clone()), unix_secs(now))
+                    .await?;
+                self.learn_revocations(&revoked);
+                self.end_roles_now(now).await;
+                let event_id = self
+                    .record_refusal(agent, request, "database_unavailable", &error.to_string(), now)
+                    .await?;
+                return Err(MintError::Database { error, event_id });
+            }
+            let privileges: Vec<&str> = [("read", plan.read), ("write", plan.write), ("delete", plan.delete)]
+                .iter()
+                .filter(|(_, held)| *held)
+                .map(|(name, _)| *name)
+                .collect();
+            let event = Event {
+                kind: EventKind::DatabaseRoleCreated,
+                actor: "broker".into(),
+                agent: Some(claims.sub.clone()),
+                session_id: Some(claims.sid.clone()),
+                env: Some(claims.env.clone()),
+                detail: serde_json::json!({
+                    "provider": provider,
+                    "role": plan.role,
+                    "lease_id": claims.jti,
+                    "database": plan.database,
+                    "schemas": plan.schemas,
+                    "scopes": privileges,
+                    "valid_until": plan.valid_until,
+                    "connection_limit": plan.connection_limit,
+                }),
+            };
+            self.store.append_audit(&event, unix_ms(now)).await?;
+            logins.insert(provider, login);
+        }
+        Ok(logins)
+    }
+
+    /// Ends the roles of leases just revoked, without waiting for the
+    /// reaper; what fails here is the reaper's to finish.
+    async fn end_roles_now(&self, now: SystemTime) {
+        if let Err(e) = self.reap_roles(now).await {
+            tracing::warn!(error = %e, "cannot end the database roles of revoked leases now; the reaper will");
+        }
+    }
+
+    /// Ends every database role whose lease ended (expired, or revoked here
+    /// or by another process) and records each. A role that cannot be ended
+    /// now is tried again later, waiting longer each time. Returns how many
+    /// were ended.
+    pub async fn reap_roles(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let mut retry = self.reaping.lock().await;
+        let secs = unix_secs(now);
+        let mut ended = 0;
+        for r in self.store.database_roles_due(secs).await? {
+            if retry.get(&r.role).is_some_and(|(at, _)| now < *at) {
+                continue;
+            }
+            let comment = role_comment(&r.agent, &r.env, &r.lease_id);
+            let outcome = match self.databases.end(&r.provider, &r.env, &r.role, &comment).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    let wait = retry
+                        .get(&r.role)
+                        .map_or(REAP_BACKOFF, |(_, w)| (*w * 2).min(REAP_BACKOFF_MAX));
+                    tracing::warn!(role = %r.role, provider = %r.provider, env = %r.env, error = %e, retry_in = ?wait, "cannot end a database role whose lease ended");
+                    retry.insert(r.role.clone(), (now + wait, wait));
+                    continue;
+                }
+            };
+            retry.remove(&r.role);
+            if !self.store.database_role_dropped(&r.role, secs).await? {
+                continue;
+            }
+            ended += 1;
+            let why = if r.expires_at <= secs { "expired" } else { "revoked" };
+            let sessions = match outcome {
+                Ended::Dropped { sessions } => sessions,
+                Ended::AlreadyGone | Ended::NotOurs => 0,
+            };
+            tracing::info!(role = %r.role, provider = %r.provider, env = %r.env, why, outcome = outcome.as_str(), sessions, "database role ended");
+            if outcome == Ended::NotOurs {
+                tracing::warn!(role = %r.role, provider = %r.provider, env = %r.env, "a role of this name exists but the broker did not create it for this lease: left alone");
+            }
+            let event = Event {
+                kind: EventKind::DatabaseRoleDropped,
+                actor: "broker".into(),
+                agent: Some(r.agent.clone()),
+                session_id: None,
+                env: Some(r.env.clone()),
+                detail: serde_json::json!({
+                    "provider": r.provider,
+                    "role": r.role,
+                    "lease_id": r.lease_id,
+                    "database": r.database,
+                    "why": why,
+                    "outcome": outcome.as_str(),
+                    "sessions_ended": sessions,
+                }),
+            };
+            self.store.append_audit(&event, unix_ms(now)).await?;
+        }
+        Ok(ended)
     }
 
     async fn record_refusal(
@@ -603,7 +829,12 @@ impl Broker {
         format!("{}/p/{provider}", self.broker_url())
     }
 
-    fn env_vars(&self, credential: &SecretString, plan: &MintPlan) -> BTreeMap<String, SecretString> {
+    fn env_vars(
+        &self,
+        credential: &SecretString,
+        plan: &MintPlan,
+        logins: &BTreeMap<String, Login>,
+    ) -> BTreeMap<String, SecretString> {
         let broker_url = self.broker_url();
         let mut vars = BTreeMap::new();
         vars.insert(
@@ -622,6 +853,7 @@ impl Broker {
                 broker_url: &broker_url,
                 env: &plan.env,
                 provider,
+                database: logins.get(provider),
             };
             for (var, template) in &p.get_ref().agent_env {
                 // Templates were checked when the configuration loaded.
@@ -643,6 +875,7 @@ impl Broker {
     ) -> Result<Vec<Revocation>, AdminError> {
         let revoked = admin::revoke(self.store.as_ref(), target, actor, now).await?;
         self.learn_revocations(&revoked);
+        self.end_roles_now(now).await;
         Ok(revoked)
     }
 
@@ -654,6 +887,7 @@ impl Broker {
     ) -> Result<Vec<Revocation>, AdminError> {
         let revoked = admin::remove_agent(self.store.as_ref(), name, actor, now).await?;
         self.learn_revocations(&revoked);
+        self.end_roles_now(now).await;
         Ok(revoked)
     }
 
@@ -709,6 +943,23 @@ impl Broker {
     pub async fn readiness(&self) -> Readiness {
         let store = self.store.ping().await.map_err(|e| e.to_string());
         let active_kid = self.ring().active().map(|k| k.kid.clone());
+        let database_roles = self
+            .store
+            .live_database_roles()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| RoleView {
+                role: r.role,
+                provider: r.provider,
+                env: r.env,
+                agent: r.agent,
+                database: r.database,
+                lease_id: r.lease_id,
+                created_at: crate::time::rfc3339(r.created_at),
+                expires_at: crate::time::rfc3339(r.expires_at),
+            })
+            .collect();
         Readiness {
             ready: store.is_ok() && active_kid.is_some(),
             store,
@@ -716,6 +967,7 @@ impl Broker {
             provider_tokens: self.token_status.clone(),
             token_reach: self.reach.read().expect("reach lock").clone(),
             alerts_dropped: self.alerts.dropped(),
+            database_roles,
         }
     }
 

@@ -18,6 +18,10 @@ use crate::store::{SqliteStore, Store, StoreError};
 
 /// How often a broker follows the store for changes made elsewhere.
 const SYNC_INTERVAL: Duration = Duration::from_millis(500);
+/// How often database roles of ended leases are looked for: revocations by
+/// another process (`valetkey revoke`) and expiries end their roles within
+/// this. Revocations through this broker end them at once.
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -226,6 +230,19 @@ impl Server {
                     tick.tick().await;
                     if let Err(e) = scheduled_report(&broker, &schedule).await {
                         tracing::error!(error = %e, "cannot write the scheduled permission audit");
+                    }
+                }
+            }));
+        }
+        if self.broker.has_databases() {
+            // The first run, at start, ends the roles of leases that ended
+            // while the broker was down.
+            let broker = self.broker.clone();
+            tasks.push(every(REAP_INTERVAL, move || {
+                let broker = broker.clone();
+                async move {
+                    if let Err(e) = broker.reap_roles(SystemTime::now()).await {
+                        tracing::error!(error = %e, "cannot read which database roles are due to end");
                     }
                 }
             }));

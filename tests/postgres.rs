@@ -1,15 +1,28 @@
-//! The SQL of dynamic PostgreSQL roles, run against a real server: a role
-//! reads and writes rows per its scopes and can do nothing else; ending it
-//! ends its open sessions; odd names cannot break out of the statements.
+//! Dynamic PostgreSQL roles against a real server: an agent's DATABASE_URL
+//! reads and writes rows per its scopes and can destroy nothing; revoking
+//! the credential (an API call, `valetkey run` exiting, `valetkey revoke`)
+//! ends its open sessions and its role; odd names cannot break out of the
+//! statements; VALID UNTIL binds with the broker stopped, and a restarted
+//! broker ends the roles of leases that ended while it was down.
 //!
 //! The server's URL comes from VALETKEY_TEST_POSTGRES_URL (`.ci/run` sets
 //! it); without it these tests say so and pass nothing off as checked.
 
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, Executor, PgConnection, Row};
-use valetkey::providers::postgres::{RolePlan, drop_role, quote_ident, role_name};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, Row};
+use valetkey::config::DatabaseConfig;
+use valetkey::databases::{Databases, Ended, LeaseFacts};
+use valetkey::providers::postgres::{quote_ident, role_comment};
+use valetkey::secrets::SecretString;
+
+use common::{BIN, TestBroker, audit_lines, eventually};
 
 fn server_url() -> Option<String> {
     match std::env::var("VALETKEY_TEST_POSTGRES_URL") {
@@ -33,83 +46,136 @@ async fn admin(url: &str) -> PgPool {
     PgPoolOptions::new().max_connections(2).connect(url).await.unwrap()
 }
 
-/// A schema with a table of two rows and a sequence, owned by the admin.
+async fn run_sql(pool: &PgPool, sql: String) {
+    pool.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+}
+
+/// A schema with a table of two rows (and its sequence), owned by the admin.
 async fn schema_with_rows(pool: &PgPool, schema: &str) {
     let s = quote_ident(schema);
-    for sql in [
-        format!("CREATE SCHEMA {s}"),
+    run_sql(pool, format!("CREATE SCHEMA {s}")).await;
+    run_sql(
+        pool,
         format!("CREATE TABLE {s}.items (id serial PRIMARY KEY, name text NOT NULL)"),
+    )
+    .await;
+    run_sql(
+        pool,
         format!("INSERT INTO {s}.items (name) VALUES ('first'), ('second')"),
-    ] {
-        pool.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
-    }
+    )
+    .await;
 }
 
-async fn create(pool: &PgPool, plan: &RolePlan) {
-    let mut tx = pool.begin().await.unwrap();
-    for sql in plan.create() {
-        tx.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+async fn drop_schema(pool: &PgPool, schema: &str) {
+    run_sql(pool, format!("DROP SCHEMA {} CASCADE", quote_ident(schema))).await;
 }
 
-async fn end(pool: &PgPool, role: &str) {
-    let mut tx = pool.begin().await.unwrap();
-    for sql in drop_role(role) {
-        tx.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
-    }
-    tx.commit().await.unwrap();
-}
-
-async fn login(url: &str, role: &str, password: &str) -> Result<PgConnection, sqlx::Error> {
-    let options: PgConnectOptions = url
-        .parse::<PgConnectOptions>()
+async fn count(conn: impl sqlx::PgExecutor<'_>, sql: String) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(conn)
+        .await
         .unwrap()
-        .username(role)
-        .password(password);
-    options.connect().await
 }
 
-async fn database(pool: &PgPool) -> String {
-    sqlx::query("SELECT current_database()")
+async fn role_exists(pool: &PgPool, role: &str) -> bool {
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(role)
         .fetch_one(pool)
         .await
         .unwrap()
-        .get(0)
+        == 1
 }
 
-fn plan(role: &str, database: String, schema: &str) -> RolePlan {
-    RolePlan {
-        role: role.to_owned(),
-        password: "s3cret-pw".into(),
-        valid_until: valetkey::time::rfc3339(valetkey::time::unix_secs(SystemTime::now() + Duration::from_secs(3600))),
-        database,
-        schemas: vec![schema.to_owned()],
-        table_owner: None,
-        read: true,
-        write: true,
-        delete: false,
-        connection_limit: 5,
-    }
+/// A broker with one postgres provider, `appdb`, whose staging roles reach
+/// `schema`; `claude` may read and write, `reader` only read.
+fn config(schema: &str) -> String {
+    format!(
+        r#"
+[credentials]
+default_ttl = "15m"
+max_ttl = "1h"
+
+[environments.staging]
+[environments.production]
+protected = true
+
+[introspection]
+enabled = false
+
+[providers.appdb]
+kind = "postgres"
+agent_env = {{ DATABASE_URL = "{{database_url}}", PGUSER = "{{pg_user}}" }}
+tokens = {{ staging = {{ env = "APPDB_ADMIN_URL" }} }}
+
+[providers.appdb.databases.staging]
+schemas = [{schema}]
+connection_limit = 3
+
+[agents.claude]
+grants = [{{ provider = "appdb", environments = ["staging"], scopes = ["read", "write"] }}]
+
+[agents.reader]
+grants = [{{ provider = "appdb", environments = ["staging"], scopes = ["read"] }}]
+"#,
+        schema = serde_json::to_string(schema).unwrap()
+    )
+}
+
+async fn broker(admin_url: &str, schema: &str) -> TestBroker {
+    let env = BTreeMap::from([("APPDB_ADMIN_URL".to_owned(), admin_url.to_owned())]);
+    TestBroker::start_with(&config(schema), env).await
+}
+
+/// Mints for `agent`; returns the answer (env vars, session id, …).
+async fn mint(b: &TestBroker, key: &str, agent: &str) -> Value {
+    let (status, answer) = b.mint(key, json!({ "agent": agent, "env": "staging" })).await;
+    assert_eq!(status, 201, "{answer}");
+    answer
+}
+
+fn var<'a>(answer: &'a Value, name: &str) -> &'a str {
+    answer["env_vars"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {answer}"))
+}
+
+async fn permission_denied(conn: &mut PgConnection, sql: String) {
+    let err = conn.execute(sqlx::AssertSqlSafe(sql.clone())).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("permission denied") || message.contains("must be owner"),
+        "{sql}: {message}"
+    );
+}
+
+async fn end_session(b: &TestBroker, key: &str, answer: &Value) {
+    let sid = answer["session_id"].as_str().unwrap();
+    let (status, body) = b
+        .send(b.http.delete(format!("{}/v1/sessions/{sid}", b.url)).bearer_auth(key))
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
-async fn a_role_reads_and_writes_rows_and_can_destroy_nothing() {
+async fn an_agents_database_url_reads_and_writes_rows_and_can_destroy_nothing() {
     let Some(url) = server_url() else { return };
     let pool = admin(&url).await;
     let schema = unique("vk_test_");
     schema_with_rows(&pool, &schema).await;
-    let role = role_name("claude", &uuid::Uuid::new_v4().to_string());
-    create(&pool, &plan(&role, database(&pool).await, &schema)).await;
+    let b = broker(&url, &schema).await;
+    let key = b.add_agent("claude").await;
+    let answer = mint(&b, &key, "claude").await;
+    let role = var(&answer, "PGUSER").to_owned();
+    assert!(role.starts_with("vk_claude_"), "{role}");
 
-    let mut conn = login(&url, &role, "s3cret-pw").await.unwrap();
-    let s = quote_ident(&schema);
-    let count: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {s}.items")))
+    let mut conn = PgConnection::connect(var(&answer, "DATABASE_URL")).await.unwrap();
+    let me: String = sqlx::query_scalar("SELECT current_user::text")
         .fetch_one(&mut conn)
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 2);
+        .unwrap();
+    assert_eq!(me, role);
+    let s = quote_ident(&schema);
+    assert_eq!(count(&mut conn, format!("SELECT count(*) FROM {s}.items")).await, 2);
     conn.execute(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {s}.items (name) VALUES ('by the agent')"
     )))
@@ -130,80 +196,188 @@ async fn a_role_reads_and_writes_rows_and_can_destroy_nothing() {
         "CREATE ROLE escalated".to_owned(),
         format!("DROP SCHEMA {s} CASCADE"),
     ] {
-        let err = conn.execute(sqlx::AssertSqlSafe(forbidden.clone())).await.unwrap_err();
-        let message = err.to_string();
-        assert!(
-            message.contains("permission denied") || message.contains("must be owner"),
-            "{forbidden}: {message}"
-        );
+        permission_denied(&mut conn, forbidden).await;
     }
-
-    // A GRANT without grant option is a warning in PostgreSQL, not an error:
-    // what matters is that nothing was granted.
+    // A GRANT of a privilege the role lacks the grant option of is only a
+    // warning in PostgreSQL: what matters is that nothing was granted.
     conn.execute(sqlx::AssertSqlSafe(format!("GRANT SELECT ON {s}.items TO PUBLIC")))
         .await
         .ok();
-    let granted: bool = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT has_table_privilege('public', '{}.items', 'SELECT')",
-        s.replace('\'', "''")
-    )))
-    .fetch_one(&pool)
-    .await
-    .unwrap()
-    .get(0);
-    assert!(!granted, "the role granted a privilege to PUBLIC");
-
-    // Future tables of the schema are covered too.
-    pool.execute(sqlx::AssertSqlSafe(format!("CREATE TABLE {s}.later (x int)")))
+    let granted: bool = sqlx::query_scalar("SELECT has_table_privilege('public', $1, 'SELECT')")
+        .bind(format!("{s}.items"))
+        .fetch_one(&pool)
         .await
         .unwrap();
+    assert!(!granted, "the role granted a privilege to PUBLIC");
+
+    // Tables made later are covered too.
+    run_sql(&pool, format!("CREATE TABLE {s}.later (x int)")).await;
     conn.execute(sqlx::AssertSqlSafe(format!("INSERT INTO {s}.later VALUES (1)")))
         .await
         .unwrap();
+    assert_eq!(
+        count(&pool, format!("SELECT count(*) FROM {s}.items")).await,
+        3,
+        "the data is intact"
+    );
 
-    let rows: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {s}.items")))
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(rows, 3, "the data is intact");
-    conn.close().await.unwrap();
-    end(&pool, &role).await;
-    pool.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {s} CASCADE")))
-        .await
+    // What PostgreSQL itself holds the role to, broker or not.
+    let row = sqlx::query(
+        "SELECT rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls, rolcanlogin,
+                rolconnlimit, extract(epoch FROM rolvaliduntil)::bigint AS until
+         FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(&role)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    for attribute in [
+        "rolsuper",
+        "rolinherit",
+        "rolcreaterole",
+        "rolcreatedb",
+        "rolreplication",
+        "rolbypassrls",
+    ] {
+        assert!(!row.get::<bool, _>(attribute), "{attribute}");
+    }
+    assert!(row.get::<bool, _>("rolcanlogin"));
+    assert_eq!(row.get::<i32, _>("rolconnlimit"), 3);
+    let expires = common::claims(var(&answer, "VALETKEY_CREDENTIAL"))["exp"]
+        .as_i64()
         .unwrap();
+    assert_eq!(
+        row.get::<i64, _>("until"),
+        expires,
+        "VALID UNTIL is the credential's expiry"
+    );
+
+    // A read-only grant gets a role that reads only.
+    let reader_key = b.add_agent("reader").await;
+    let reader = mint(&b, &reader_key, "reader").await;
+    let mut ro = PgConnection::connect(var(&reader, "DATABASE_URL")).await.unwrap();
+    assert_eq!(count(&mut ro, format!("SELECT count(*) FROM {s}.items")).await, 3);
+    permission_denied(&mut ro, format!("INSERT INTO {s}.items (name) VALUES ('no')")).await;
+    permission_denied(&mut ro, format!("UPDATE {s}.items SET name = 'no'")).await;
+
+    // Creation is in the audit trail; the password is nowhere in it.
+    let lines = audit_lines(b.broker.store()).await.join("\n");
+    assert!(
+        lines.contains("database_role_created") && lines.contains(&role),
+        "{lines}"
+    );
+    let password = url::Url::parse(var(&answer, "DATABASE_URL"))
+        .unwrap()
+        .password()
+        .unwrap()
+        .to_owned();
+    assert!(password.len() >= 40);
+    assert!(!lines.contains(&password));
+
+    conn.close().await.unwrap();
+    ro.close().await.unwrap();
+    end_session(&b, &key, &answer).await;
+    end_session(&b, &reader_key, &reader).await;
+    assert!(!role_exists(&pool, &role).await);
+    b.stop().await;
+    drop_schema(&pool, &schema).await;
 }
 
 #[tokio::test]
-async fn ending_a_role_ends_its_open_sessions_and_its_logins() {
+async fn revoking_ends_open_sessions_and_logins_however_it_comes() {
     let Some(url) = server_url() else { return };
     let pool = admin(&url).await;
     let schema = unique("vk_test_");
     schema_with_rows(&pool, &schema).await;
-    let role = role_name("claude", &uuid::Uuid::new_v4().to_string());
-    create(&pool, &plan(&role, database(&pool).await, &schema)).await;
-    let mut open = login(&url, &role, "s3cret-pw").await.unwrap();
-    open.execute("SELECT 1").await.unwrap();
+    let b = broker(&url, &schema).await;
+    let key = b.add_agent("claude").await;
 
-    end(&pool, &role).await;
+    // Through the API, as `valetkey run` does at exit.
+    let answer = mint(&b, &key, "claude").await;
+    let role = var(&answer, "PGUSER").to_owned();
+    let mut open = PgConnection::connect(var(&answer, "DATABASE_URL")).await.unwrap();
+    open.execute("SELECT 1").await.unwrap();
+    let status = tokio::process::Command::new(BIN)
+        .args(["status", "--url", &b.url])
+        .output()
+        .await
+        .unwrap();
+    let listed = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        listed.contains("database roles:") && listed.contains("  staging:") && listed.contains(&role),
+        "{listed}"
+    );
+
+    end_session(&b, &key, &answer).await;
     assert!(open.execute("SELECT 1").await.is_err(), "the open session survived");
     assert!(
-        login(&url, &role, "s3cret-pw").await.is_err(),
-        "the role can still log in"
+        PgConnection::connect(var(&answer, "DATABASE_URL")).await.is_err(),
+        "a new login worked"
     );
-    let left: i64 = sqlx::query("SELECT count(*) FROM pg_roles WHERE rolname = $1")
-        .bind(&role)
-        .fetch_one(&pool)
+    assert!(!role_exists(&pool, &role).await);
+    let dropped = dropped_event(&b, &role).await;
+    assert_eq!(dropped["why"], "revoked");
+    assert_eq!(dropped["outcome"], "dropped");
+    assert_eq!(dropped["sessions_ended"], 1);
+    let status = tokio::process::Command::new(BIN)
+        .args(["status", "--url", &b.url])
+        .output()
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0);
-    pool.execute(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA {} CASCADE",
-        quote_ident(&schema)
-    )))
-    .await
-    .unwrap();
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&status.stdout).contains(&role));
+
+    // `valetkey run` exiting ends the role of its credential.
+    let out_file = b.dir.path().join("pguser");
+    let run = tokio::process::Command::new(BIN)
+        .args([
+            "run", "--agent", "claude", "--env", "staging", "--url", &b.url, "--", "sh", "-c",
+        ])
+        .arg(format!("printf %s \"$PGUSER\" > {}", out_file.display()))
+        .env("VALETKEY_AGENT_KEY", &key)
+        .output()
+        .await
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run_role = std::fs::read_to_string(&out_file).unwrap();
+    assert!(run_role.starts_with("vk_claude_"), "{run_role}");
+    assert!(!role_exists(&pool, &run_role).await);
+    assert_eq!(dropped_event(&b, &run_role).await["outcome"], "dropped");
+
+    // `valetkey revoke` writes to the store only; the broker ends the role.
+    let answer = mint(&b, &key, "claude").await;
+    let role = var(&answer, "PGUSER").to_owned();
+    let mut open = PgConnection::connect(var(&answer, "DATABASE_URL")).await.unwrap();
+    let revoke = tokio::process::Command::new(BIN)
+        .args([
+            "revoke",
+            "--session",
+            answer["session_id"].as_str().unwrap(),
+            "--config",
+        ])
+        .arg(b.dir.path().join("valetkey.toml"))
+        .arg("--data-dir")
+        .arg(b.data_dir())
+        .output()
+        .await
+        .unwrap();
+    assert!(revoke.status.success(), "{}", String::from_utf8_lossy(&revoke.stderr));
+    eventually("the reaper ends the role of a lease revoked by the CLI", async || {
+        !role_exists(&pool, &role).await
+    })
+    .await;
+    assert!(open.execute("SELECT 1").await.is_err(), "the open session survived");
+
+    b.stop().await;
+    drop_schema(&pool, &schema).await;
+}
+
+async fn dropped_event(b: &TestBroker, role: &str) -> Value {
+    let events = b.broker.store().audit_events().await.unwrap();
+    let event = events
+        .iter()
+        .find(|e| e.kind == "database_role_dropped" && e.detail.contains(role))
+        .unwrap_or_else(|| panic!("no database_role_dropped event for {role}"));
+    serde_json::from_str(&event.detail).unwrap()
 }
 
 #[tokio::test]
@@ -212,39 +386,313 @@ async fn odd_names_cannot_break_out_of_the_statements() {
     let pool = admin(&url).await;
     let canary = unique("vk_canary_");
     schema_with_rows(&pool, &canary).await;
-    let evil = format!("{}\"; DROP SCHEMA {canary} CASCADE; --'", unique("vk_test_"));
+    let evil = format!("{}\"; DROP SCHEMA {canary} CASCADE; --'\\", unique("vk_test_"));
     schema_with_rows(&pool, &evil).await;
-    let role = role_name("ag\"ent'; DROP ROLE postgres; --", &uuid::Uuid::new_v4().to_string());
-    let mut p = plan(&role, database(&pool).await, &evil);
-    p.password = "pa'ss\\\"; DROP TABLE x; --".into();
-    create(&pool, &p).await;
-    let mut conn = login(&url, &role, &p.password).await.unwrap();
-    let count: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {}.items",
-        quote_ident(&evil)
-    )))
-    .fetch_one(&mut conn)
-    .await
-    .unwrap()
-    .get(0);
-    assert_eq!(count, 2);
+
+    let settings = DatabaseConfig {
+        schemas: vec![evil.clone()],
+        ..DatabaseConfig::default()
+    };
+    let key = ("appdb".to_owned(), "st'ag\"e; DROP ROLE postgres; --".to_owned());
+    let (databases, problems) = Databases::open(BTreeMap::from([(
+        key.clone(),
+        (SecretString::from(url.as_str()), settings),
+    )]));
+    assert!(problems.is_empty(), "{problems:?}");
+    let agent = "ag\"ent'; DROP ROLE postgres; --\\";
+    let lease_id = uuid::Uuid::now_v7().to_string();
+    let scopes = ["read".to_owned(), "write".to_owned()];
+    let lease = LeaseFacts {
+        agent,
+        env: &key.1,
+        lease_id: &lease_id,
+        expires_at: valetkey::time::unix_secs(SystemTime::now() + Duration::from_secs(600)),
+        scopes: &scopes,
+    };
+    let (plan, login) = databases.plan(&key.0, &lease).unwrap();
+    assert!(plan.role.starts_with("vk_ag_ent"), "{}", plan.role);
+    databases.create(&key.0, &key.1, &plan).await.unwrap();
+
+    let mut conn = PgConnection::connect(&login.url).await.unwrap();
+    assert_eq!(
+        count(&mut conn, format!("SELECT count(*) FROM {}.items", quote_ident(&evil))).await,
+        2
+    );
+    let comment: String =
+        sqlx::query_scalar("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1")
+            .bind(&plan.role)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        comment,
+        role_comment(agent, &key.1, &lease_id),
+        "the comment arrived as written"
+    );
     conn.close().await.unwrap();
-    end(&pool, &role).await;
-    let canary_rows: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {}.items",
-        quote_ident(&canary)
-    )))
-    .fetch_one(&pool)
-    .await
-    .unwrap()
-    .get(0);
-    assert_eq!(canary_rows, 2, "the canary schema was touched");
-    for schema in [&evil, &canary] {
-        pool.execute(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA {} CASCADE",
-            quote_ident(schema)
-        )))
+
+    // A role is ended only with its own comment: another lease's is refused.
+    let other = role_comment(agent, &key.1, "another-lease");
+    assert_eq!(
+        databases.end(&key.0, &key.1, &plan.role, &other).await.unwrap(),
+        Ended::NotOurs
+    );
+    assert!(role_exists(&pool, &plan.role).await);
+    assert_eq!(
+        databases.end(&key.0, &key.1, &plan.role, &comment).await.unwrap(),
+        Ended::Dropped { sessions: 0 }
+    );
+    assert_eq!(
+        databases.end(&key.0, &key.1, &plan.role, &comment).await.unwrap(),
+        Ended::AlreadyGone
+    );
+
+    assert!(role_exists(&pool, "postgres").await);
+    assert_eq!(
+        count(&pool, format!("SELECT count(*) FROM {}.items", quote_ident(&canary))).await,
+        2,
+        "the canary schema was touched"
+    );
+    drop_schema(&pool, &evil).await;
+    drop_schema(&pool, &canary).await;
+}
+
+#[tokio::test]
+async fn roles_the_broker_did_not_create_are_never_touched() {
+    let Some(url) = server_url() else { return };
+    let pool = admin(&url).await;
+    let schema = unique("vk_test_");
+    schema_with_rows(&pool, &schema).await;
+    // Prefixed, but made by someone else.
+    let foreign = unique("vk_someone_");
+    run_sql(&pool, format!("CREATE ROLE {} LOGIN", quote_ident(&foreign))).await;
+    let b = broker(&url, &schema).await;
+    let key = b.add_agent("claude").await;
+    let answer = mint(&b, &key, "claude").await;
+    end_session(&b, &key, &answer).await;
+    b.broker
+        .reap_roles(SystemTime::now() + Duration::from_secs(7200))
         .await
         .unwrap();
+    assert!(
+        role_exists(&pool, &foreign).await,
+        "a role the broker did not create was dropped"
+    );
+    assert!(!role_exists(&pool, var(&answer, "PGUSER")).await);
+    b.stop().await;
+    run_sql(&pool, format!("DROP ROLE {}", quote_ident(&foreign))).await;
+    drop_schema(&pool, &schema).await;
+}
+
+/// A throwaway PostgreSQL cluster that checks passwords (scram-sha-256),
+/// which the project's trust-auth server cannot show: stopped on drop.
+struct Cluster {
+    data: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    password: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn bin_dir() -> Option<PathBuf> {
+        let from_pg_config = std::process::Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+        let candidates = from_pg_config.into_iter().chain(
+            std::fs::read_dir("/usr/lib/postgresql")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("bin")),
+        );
+        candidates
+            .into_iter()
+            .find(|d| d.join("initdb").exists() && d.join("pg_ctl").exists())
     }
+
+    /// As root, PostgreSQL's tools run as the `postgres` user.
+    fn command(&self, tool: &str) -> std::process::Command {
+        Cluster::tool(&self.bin, tool)
+    }
+
+    fn tool(bin: &Path, tool: &str) -> std::process::Command {
+        if nix::unistd::geteuid().is_root() {
+            let mut cmd = std::process::Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+            cmd
+        } else {
+            std::process::Command::new(bin.join(tool))
+        }
+    }
+
+    fn start() -> Option<Cluster> {
+        let Some(bin) = Cluster::bin_dir() else {
+            eprintln!("SKIPPED: no initdb/pg_ctl here to make a cluster that checks passwords");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("pgdata");
+        let password = format!("adm-{}", unique("pw"));
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, &password).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            let user = nix::unistd::User::from_name("postgres")
+                .unwrap()
+                .expect("a postgres user");
+            for path in [dir.path(), pwfile.as_path()] {
+                std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw())).unwrap();
+            }
+        }
+        let init = Cluster::tool(&bin, "initdb")
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "admin", "--auth=scram-sha-256", "--pwfile"])
+            .arg(&pwfile)
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Cluster {
+            data,
+            bin,
+            port,
+            password,
+            _dir: dir,
+        };
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {}",
+            cluster._dir.path().display()
+        );
+        let started = cluster
+            .command("pg_ctl")
+            .args(["-D"])
+            .arg(&cluster.data)
+            .args(["-w", "-o", &options, "-l"])
+            .arg(cluster._dir.path().join("log"))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            started.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        Some(cluster)
+    }
+
+    fn admin_url(&self) -> String {
+        format!("postgres://admin:{}@127.0.0.1:{}/postgres", self.password, self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D"])
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn valid_until_binds_with_the_broker_stopped_and_a_restart_ends_the_role() {
+    if server_url().is_none() {
+        return;
+    }
+    let Some(cluster) = Cluster::start() else { return };
+    let admin_url = cluster.admin_url();
+    let pool = admin(&admin_url).await;
+    schema_with_rows(&pool, "app").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("valetkey.toml");
+    std::fs::write(&config_path, config("app")).unwrap();
+    let key = common::add_agent_with_cli(&config_path, &dir.path().join("data"), "claude");
+    let env = [("APPDB_ADMIN_URL", admin_url.as_str())];
+    let served = common::serve(dir.path(), &config_path, &env);
+    let http = common::http();
+    let answer: Value = http
+        .post(format!("{}/v1/credentials", served.url))
+        .bearer_auth(&key)
+        .json(&json!({ "agent": "claude", "env": "staging", "ttl": "3s" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let database_url = var(&answer, "DATABASE_URL").to_owned();
+    let role = var(&answer, "PGUSER").to_owned();
+
+    // The password is checked: the right one logs in, another does not.
+    let mut conn = PgConnection::connect(&database_url).await.unwrap();
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM app.items".into()).await, 2);
+    conn.close().await.unwrap();
+    let mut wrong = url::Url::parse(&database_url).unwrap();
+    wrong.set_password(Some("not-the-password")).unwrap();
+    assert!(PgConnection::connect(wrong.as_str()).await.is_err());
+
+    // The broker dies; the credential expires; PostgreSQL refuses the login.
+    served.kill();
+    let expires = common::claims(var(&answer, "VALETKEY_CREDENTIAL"))["exp"]
+        .as_i64()
+        .unwrap();
+    let now = valetkey::time::unix_secs(SystemTime::now());
+    tokio::time::sleep(Duration::from_secs((expires - now + 1).max(0) as u64)).await;
+    let refused = PgConnection::connect(&database_url).await.unwrap_err().to_string();
+    assert!(refused.contains("password authentication failed"), "{refused}");
+    assert!(
+        role_exists(&pool, &role).await,
+        "nothing but PostgreSQL acted while the broker was down"
+    );
+
+    // Restarted, the broker ends the role of the lease that ended meanwhile.
+    let served = common::serve(dir.path(), &config_path, &env);
+    eventually("the restarted broker ends the expired lease's role", async || {
+        !role_exists(&pool, &role).await
+    })
+    .await;
+    assert_eq!(served.stop(), Some(0));
+
+    // The admin's and the agent's passwords are in no log line and no byte
+    // of the store.
+    let agent_password = url::Url::parse(&database_url).unwrap().password().unwrap().to_owned();
+    let mut haystacks = vec![("serve.log", std::fs::read(dir.path().join("serve.log")).unwrap())];
+    for file in ["valetkey.db", "valetkey.db-wal", "valetkey.db-shm"] {
+        if let Ok(bytes) = std::fs::read(dir.path().join("data").join(file)) {
+            haystacks.push((file, bytes));
+        }
+    }
+    let log = String::from_utf8_lossy(&haystacks[0].1).into_owned();
+    assert!(log.contains(&role), "the log should name the role it ended");
+    for (name, bytes) in &haystacks {
+        for secret in [cluster.password.as_str(), agent_password.as_str()] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "a password is in {name}"
+            );
+        }
+    }
+    let store = valetkey::store::SqliteStore::open_in(&dir.path().join("data"))
+        .await
+        .unwrap();
+    let lines = audit_lines(&store).await.join("\n");
+    assert!(
+        lines.contains("database_role_dropped") && lines.contains("\\\"why\\\":\\\"expired\\\""),
+        "{lines}"
+    );
 }

@@ -42,6 +42,7 @@ pub async fn readyz(State(broker): Shared) -> Response {
         "provider_tokens": r.provider_tokens,
         "token_reach": r.token_reach,
         "alerts_dropped": r.alerts_dropped,
+        "database_roles": r.database_roles,
     });
     (status, Json(body)).into_response()
 }

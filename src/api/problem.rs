@@ -268,6 +268,14 @@ impl From<MintError> for Problem {
                 detail,
             )
             .event(event_id),
+            MintError::Database { event_id, .. } => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "Database role not created",
+                detail,
+            )
+            .guidance(OPERATOR)
+            .event(event_id),
             MintError::NoSigningKey | MintError::Token(_) => Problem::internal(&e),
             MintError::Store(e) => Problem::store(&e),
         }

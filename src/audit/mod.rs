@@ -52,6 +52,10 @@ pub enum EventKind {
     UpstreamCredentialMismatch,
     /// An upstream token reaches beyond the environment it is configured for.
     TokenReachFinding,
+    /// A PostgreSQL role made for a lease (postgres providers).
+    DatabaseRoleCreated,
+    /// A lease's PostgreSQL role ended: sessions closed, role dropped.
+    DatabaseRoleDropped,
 }
 
 impl EventKind {
@@ -71,6 +75,8 @@ impl EventKind {
             EventKind::CredentialRefused => "credential_refused",
             EventKind::UpstreamCredentialMismatch => "upstream_credential_mismatch",
             EventKind::TokenReachFinding => "token_reach_finding",
+            EventKind::DatabaseRoleCreated => "database_role_created",
+            EventKind::DatabaseRoleDropped => "database_role_dropped",
         }
     }
 }

@@ -365,7 +365,7 @@ pub async fn revoke(
         println!("{}", r.lease_id);
     }
     eprintln!(
-        "revoked {} live credential(s); every broker refuses them within a second",
+        "revoked {} live credential(s); every broker refuses them within a second, and the running broker ends their database roles as fast",
         revoked.len()
     );
     Ok(ExitCode::SUCCESS)

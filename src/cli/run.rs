@@ -346,6 +346,7 @@ fn print_status(state: &Value, url: &str) {
             s(&t["source"])
         );
     }
+    print_roles(state);
     let reach = state["token_reach"].as_array().cloned().unwrap_or_default();
     if reach.is_empty() {
         println!("\nwhat the tokens reach: not asked yet (or introspection is off)");
@@ -364,6 +365,33 @@ fn print_status(state: &Value, url: &str) {
             s(&r["env"]),
             mark,
             s(&r["detail"])
+        );
+    }
+}
+
+/// Live database roles, per environment.
+fn print_roles(state: &Value) {
+    let roles = state["database_roles"].as_array().cloned().unwrap_or_default();
+    if roles.is_empty() {
+        println!("\ndatabase roles: none live");
+        return;
+    }
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    let mut env = String::new();
+    println!("\ndatabase roles:");
+    for r in &roles {
+        if s(&r["env"]) != env {
+            env = s(&r["env"]);
+            println!("  {env}:");
+        }
+        println!(
+            "    {:<40} {:<10} {:<12} agent {:<12} until {}  (lease {})",
+            s(&r["role"]),
+            s(&r["provider"]),
+            s(&r["database"]),
+            s(&r["agent"]),
+            s(&r["expires_at"]),
+            s(&r["lease_id"])
         );
     }
 }

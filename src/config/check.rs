@@ -13,6 +13,7 @@ use super::template;
 use super::types::{Config, GrantConfig, ProviderConfig, Span, TokenSource};
 use crate::policy::ANY_UNPROTECTED;
 use crate::providers::ProviderKind;
+use crate::providers::postgres::MAX_IDENTIFIER;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -392,14 +393,85 @@ impl Checker<'_> {
                     Some("valetkey sets VALETKEY_CREDENTIAL and VALETKEY_URL itself; pick another name".into()),
                 );
             }
-            if let Err(e) = template::check(value.get_ref()) {
+            if let Err(e) = template::check(value.get_ref(), p.kind) {
                 self.error(
                     value.span(),
                     format!("agent_env `{var_name}` of provider `{name}`: {e}"),
                     Some(format!(
-                        "the placeholders are {}",
-                        template::PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+                        "the placeholders of a {} provider are {}",
+                        p.kind,
+                        template::placeholders(p.kind)
+                            .iter()
+                            .map(|p| format!("{{{p}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
+                );
+            }
+        }
+        self.databases(name, p);
+    }
+
+    fn databases(&mut self, name: &str, p: &ProviderConfig) {
+        if p.kind != ProviderKind::Postgres {
+            if let Some((env, _)) = p.databases.iter().next() {
+                self.error(
+                    env.span(),
+                    format!(
+                        "provider `{name}` is a {} provider: only postgres providers have databases",
+                        p.kind
+                    ),
+                    Some(format!("remove `[providers.{name}.databases]`")),
+                );
+            }
+            return;
+        }
+        if let Some(upstream) = &p.upstream {
+            self.error(
+                upstream.span(),
+                format!("provider `{name}` is a postgres provider: it has no upstream, its server is in its tokens"),
+                Some("remove `upstream`; each token is the admin connection's `postgres://` URL".into()),
+            );
+        }
+        for (env, db) in &p.databases {
+            let env_name = env.get_ref();
+            if p.token(env_name).is_none() {
+                self.error(
+                    env.span(),
+                    format!("provider `{name}` has a database for `{env_name}` but no token (admin connection) for it"),
+                    Some(format!(
+                        "add `{env_name} = {{ stored = \"{name}-{env_name}\" }}` under [providers.{name}.tokens], holding a `postgres://` URL"
+                    )),
+                );
+            }
+            let d = db.get_ref();
+            if d.schemas.is_empty() {
+                self.error(
+                    db.span(),
+                    format!("the database of provider `{name}` for `{env_name}` lists no schema"),
+                    Some("write e.g. `schemas = [\"public\"]`".into()),
+                );
+            }
+            let names = d
+                .schemas
+                .iter()
+                .map(|s| ("schema", s))
+                .chain(d.database.iter().map(|s| ("database", s)))
+                .chain(d.table_owner.iter().map(|s| ("table_owner", s)));
+            for (what, value) in names {
+                if value.is_empty() || value.len() > MAX_IDENTIFIER || value.contains('\0') {
+                    self.error(
+                        db.span(),
+                        format!("{what} `{value}` of provider `{name}` for `{env_name}` is not a PostgreSQL name"),
+                        Some(format!("a name has 1 to {MAX_IDENTIFIER} bytes and no NUL")),
+                    );
+                }
+            }
+            if d.connection_limit == 0 {
+                self.error(
+                    db.span(),
+                    format!("connection_limit of provider `{name}` for `{env_name}` is 0: no agent could connect"),
+                    Some("write e.g. `connection_limit = 5`".into()),
                 );
             }
         }
@@ -553,19 +625,17 @@ impl Checker<'_> {
                     Some(_) => {}
                 }
             }
-            if provider.kind != ProviderKind::Postgres || !provider.tokens.is_empty() {
-                for env in envs {
-                    if provider.token(env).is_none() {
-                        self.error(
-                            g.provider.span(),
-                            format!(
-                                "agent `{agent}` is granted provider `{provider_name}` in `{env}`, but the provider has no token for `{env}`"
-                            ),
-                            Some(format!(
-                                "add `{env} = {{ stored = \"{provider_name}-{env}\" }}` under [providers.{provider_name}.tokens]"
-                            )),
-                        );
-                    }
+            for env in envs {
+                if provider.token(env).is_none() {
+                    self.error(
+                        g.provider.span(),
+                        format!(
+                            "agent `{agent}` is granted provider `{provider_name}` in `{env}`, but the provider has no token for `{env}`"
+                        ),
+                        Some(format!(
+                            "add `{env} = {{ stored = \"{provider_name}-{env}\" }}` under [providers.{provider_name}.tokens]"
+                        )),
+                    );
                 }
             }
         }

@@ -220,7 +220,13 @@ pub(crate) fn parse(text: &str) -> Parsed {
                 }
             }
             "environments" => config.environments = named(value, &section, &mut problems, &mut unparsed),
-            "providers" => config.providers = named(value, &section, &mut problems, &mut unparsed),
+            "providers" => {
+                config.providers = named(value, &section, &mut problems, &mut unparsed);
+                for provider in config.providers.values_mut() {
+                    let span = provider.span();
+                    provider.get_mut().fill_defaults(span);
+                }
+            }
             "agents" => config.agents = named(value, &section, &mut problems, &mut unparsed),
             "resources" => config.resources = list(value, &section, &mut problems),
             other => problems.push(Problem::error(

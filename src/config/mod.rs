@@ -12,5 +12,5 @@ mod types;
 
 pub use check::{Problem, Severity, valid_name, validate};
 pub use load::{ConfigError, Diagnostic, Loaded, Source, check_file, load};
-pub use template::{PLACEHOLDERS, TemplateError, TemplateValues, expand as expand_template};
+pub use template::{TemplateError, TemplateValues, expand as expand_template};
 pub use types::*;

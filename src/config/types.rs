@@ -306,6 +306,43 @@ pub struct ProviderConfig {
     /// Limits on GraphQL requests (GraphQL kinds only).
     #[serde(default)]
     pub graphql: GraphqlLimits,
+    /// What agents' roles reach in each environment (postgres only); an
+    /// environment with a token and no entry gets the defaults.
+    #[serde(default)]
+    pub databases: BTreeMap<Spanned<String>, Spanned<DatabaseConfig>>,
+}
+
+/// Where a postgres provider's roles live in one environment. The admin
+/// connection is the provider's token for it: a `postgres://` URL whose
+/// role may create roles and grant on the schemas below.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The database the roles reach; default: the admin URL's.
+    pub database: Option<String>,
+    /// The schemas whose tables (now and future) the roles' scopes cover.
+    pub schemas: Vec<String>,
+    /// The role that creates the application's tables, so tables it makes
+    /// later are covered too; default: the admin URL's role.
+    pub table_owner: Option<String>,
+    /// Most connections one role may hold at once.
+    pub connection_limit: u32,
+    /// The host and port agents connect to, when not the admin URL's.
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            database: None,
+            schemas: vec!["public".into()],
+            table_owner: None,
+            connection_limit: 5,
+            host: None,
+            port: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -328,6 +365,22 @@ impl ProviderConfig {
 
     pub fn token(&self, env: &str) -> Option<&TokenSource> {
         self.tokens.get(env).map(Spanned::get_ref)
+    }
+
+    /// What ops leave out and the kind implies: a postgres provider whose
+    /// `agent_env` is empty gives `DATABASE_URL`.
+    pub(crate) fn fill_defaults(&mut self, span: Span) {
+        if self.kind == ProviderKind::Postgres && self.agent_env.is_empty() {
+            self.agent_env.insert(
+                Spanned::new(span.clone(), "DATABASE_URL".to_owned()),
+                Spanned::new(span, "{database_url}".to_owned()),
+            );
+        }
+    }
+
+    /// Where the roles of `env` live (postgres providers).
+    pub fn database(&self, env: &str) -> DatabaseConfig {
+        self.databases.get(env).map(|d| d.get_ref().clone()).unwrap_or_default()
     }
 
     /// Scope → tier: the kind's pack, with ops' additions applied. A scope ops

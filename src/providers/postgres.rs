@@ -1,6 +1,7 @@
 //! PostgreSQL dynamic roles, as SQL: the statements that create a role for
-//! one agent's lease with exactly its scopes' privileges, and the ones that
-//! end it. Pure: names and values are quoted here, nothing is executed.
+//! one agent's lease with exactly its scopes' privileges, the ones that end
+//! it, the password verifier, and the URL the agent gets. Pure: names and
+//! values are quoted here, nothing is executed.
 //!
 //! What a role can never get, whatever the scopes: DDL (no CREATE on any
 //! schema, no ownership), TRUNCATE, role changes (NOCREATEROLE, no grant
@@ -15,7 +16,11 @@ pub const ROLE_PREFIX: &str = "vk_";
 /// server, across every broker that shares it.
 const LOCK: &str = "SELECT pg_advisory_xact_lock(7623451890123)";
 /// PostgreSQL truncates identifiers longer than this.
-const MAX_IDENTIFIER: usize = 63;
+pub const MAX_IDENTIFIER: usize = 63;
+/// PBKDF2 rounds of the SCRAM verifier: PostgreSQL's own default. The
+/// password is 256 random bits, so the count guards nothing a guess could
+/// reach; it only has to be what clients expect.
+const SCRAM_ITERATIONS: u32 = 4096;
 
 /// `"name"`, with embedded quotes doubled. NUL cannot be quoted and is
 /// refused by the caller's validation before it gets here.
@@ -50,11 +55,94 @@ pub fn role_name(agent: &str, lease_id: &str) -> String {
     name
 }
 
+/// The comment every role the broker creates carries, naming its lease. A
+/// role is only ever ended when its comment is exactly this: a role of the
+/// same name made by someone else is left alone.
+pub fn role_comment(agent: &str, env: &str, lease_id: &str) -> String {
+    format!("valetkey lease {lease_id} (agent {agent}, environment {env})")
+}
+
+/// The SCRAM-SHA-256 verifier of `password` (RFC 5802, 7677), in the form
+/// `CREATE ROLE … PASSWORD` takes pre-hashed: the password itself never
+/// reaches the server, so it is in none of its logs or catalogs.
+pub fn scram_verifier(password: &str, salt: &[u8; 16]) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use ring::{digest, hmac, pbkdf2};
+    let mut salted = zeroize::Zeroizing::new([0u8; 32]);
+    let rounds = std::num::NonZeroU32::new(SCRAM_ITERATIONS).expect("non-zero");
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        rounds,
+        salt,
+        password.as_bytes(),
+        salted.as_mut(),
+    );
+    let key = hmac::Key::new(hmac::HMAC_SHA256, salted.as_ref());
+    let client_key = hmac::sign(&key, b"Client Key");
+    let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
+    let server_key = hmac::sign(&key, b"Server Key");
+    format!(
+        "SCRAM-SHA-256${SCRAM_ITERATIONS}:{}${}:{}",
+        STANDARD.encode(salt),
+        STANDARD.encode(stored_key.as_ref()),
+        STANDARD.encode(server_key.as_ref())
+    )
+}
+
+/// What an agent needs to log in as its role, as `DATABASE_URL` and the
+/// `PG*` variables carry it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The login for `role` at `base`: the server's URL with no user, password
+/// or path (its query, `sslmode` say, is kept).
+pub fn login(base: &url::Url, database: &str, role: &str, password: &str) -> Login {
+    let mut url = base.clone();
+    // A `postgres://` URL always has a host part, so these cannot fail.
+    let _ = url.set_username(role);
+    let _ = url.set_password(Some(password));
+    url.path_segments_mut()
+        .map(|mut p| {
+            p.clear().push(database);
+        })
+        .ok();
+    Login {
+        url: url.to_string(),
+        host: base.host_str().unwrap_or("localhost").to_owned(),
+        port: base.port().unwrap_or(5432),
+        database: database.to_owned(),
+        user: role.to_owned(),
+        password: password.to_owned(),
+    }
+}
+
 /// What a role may do in one database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolePlan {
     pub role: String,
+    /// What `PASSWORD` is given: a `scram_verifier`.
     pub password: String,
+    /// `role_comment`: how the broker knows the role is its own.
+    pub comment: String,
     /// RFC 3339: PostgreSQL refuses the login from then on, broker or not.
     pub valid_until: String,
     pub database: String,
@@ -80,6 +168,7 @@ impl RolePlan {
                 quote_literal(&self.valid_until),
                 self.connection_limit
             ),
+            format!("COMMENT ON ROLE {role} IS {}", quote_literal(&self.comment)),
             format!("GRANT CONNECT ON DATABASE {} TO {role}", quote_ident(&self.database)),
         ];
         let mut table_privileges = Vec::new();
@@ -126,19 +215,39 @@ impl RolePlan {
     }
 }
 
-/// The statements that end a role: no new logins, open sessions ended, its
-/// privileges (default ones included) revoked, anything it owns handed to
-/// the admin, then the role dropped. Run in the role's database, in one
+/// Ending a role takes three steps, because `pg_terminate_backend` acts at
+/// once while `NOLOGIN` only binds new logins once committed: first no new
+/// logins (`disable_role`, after `owner_comment` says the role is ours, in
+/// one transaction), then its sessions ended (`TERMINATE_SESSIONS`), then
+/// its privileges (default ones included) revoked, anything it owns handed
+/// to the admin, and the role dropped (`remove_role`, one transaction). All
+/// in the role's database.
+///
+/// The role's comment, bound as `$1` (the role's name); no row when the role
+/// does not exist. Run after `LOCK`.
+pub const OWNER_COMMENT: &str = "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1";
+
+/// Ends every session of the role named by `$1`, waiting up to 5 seconds for
+/// each to go; returns how many there were.
+pub const TERMINATE_SESSIONS: &str =
+    "SELECT count(pg_terminate_backend(pid, 5000))::bigint FROM pg_stat_activity WHERE usename = $1";
+
+/// The lock every role change takes first, for one transaction.
+pub fn lock() -> &'static str {
+    LOCK
+}
+
+/// No new logins for `role`.
+pub fn disable_role(role: &str) -> String {
+    format!("ALTER ROLE {} NOLOGIN", quote_ident(role))
+}
+
+/// The statements that remove a role whose sessions have ended, for one
 /// transaction.
-pub fn drop_role(role: &str) -> Vec<String> {
+pub fn remove_role(role: &str) -> Vec<String> {
     let ident = quote_ident(role);
     vec![
         LOCK.to_owned(),
-        format!("ALTER ROLE {ident} NOLOGIN"),
-        format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}",
-            quote_literal(role)
-        ),
         format!("REASSIGN OWNED BY {ident} TO CURRENT_USER"),
         format!("DROP OWNED BY {ident}"),
         format!("DROP ROLE {ident}"),
@@ -176,6 +285,7 @@ mod tests {
         RolePlan {
             role: "vk_claude_1".into(),
             password: "pw".into(),
+            comment: role_comment("claude", "staging", "lease-1"),
             valid_until: "2026-11-24T23:00:00Z".into(),
             database: "app".into(),
             schemas: vec!["public".into()],
@@ -201,5 +311,38 @@ mod tests {
         }
         let read_only = RolePlan { write: false, ..plan() }.create().join(";\n");
         assert!(!read_only.contains("INSERT") && !read_only.contains("UPDATE"));
+    }
+
+    #[test]
+    fn the_verifier_is_scrams() {
+        // Computed independently (Python's hashlib and hmac).
+        let salt: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(
+            scram_verifier("pencil", &salt),
+            "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$zHCdol2044/ZyWzPLi7oxApCkamKw9Z+E4U/QApd/5Y=:dd5peBOitVnLNFu7VmwP+HiDaaw4OUCv396eVCWhYiE="
+        );
+    }
+
+    #[test]
+    fn a_login_is_the_servers_url_with_the_roles_name_and_password() {
+        let base = url::Url::parse("postgres://db.internal:6432?sslmode=require").unwrap();
+        let login = login(&base, "app data", "vk_claude_1", "p-w_1");
+        assert_eq!(
+            login.url,
+            "postgres://vk_claude_1:p-w_1@db.internal:6432/app%20data?sslmode=require"
+        );
+        assert_eq!((login.host.as_str(), login.port), ("db.internal", 6432));
+        assert!(!format!("{login:?}").contains("p-w_1"));
+    }
+
+    #[test]
+    fn the_comment_names_the_lease_quoted() {
+        let plan = RolePlan {
+            comment: role_comment("a'b", "st\\ag'e", "l1"),
+            ..plan()
+        };
+        let sql = plan.create().join(";\n");
+        let want = r#"COMMENT ON ROLE "vk_claude_1" IS E'valetkey lease l1 (agent a''b, environment st\\ag''e)'"#;
+        assert!(sql.contains(want), "{sql}");
     }
 }

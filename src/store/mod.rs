@@ -78,6 +78,21 @@ pub struct Lease {
     pub revoked_at: Option<i64>,
 }
 
+/// A PostgreSQL role the broker created for a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseRole {
+    pub role: String,
+    pub lease_id: String,
+    pub provider: String,
+    pub env: String,
+    pub agent: String,
+    pub database: String,
+    pub created_at: i64,
+    /// The lease's expiry, which is also the role's `VALID UNTIL`.
+    pub expires_at: i64,
+    pub dropped_at: Option<i64>,
+}
+
 /// What to revoke: one lease, every lease of a session, or of an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeTarget {
@@ -130,6 +145,16 @@ pub trait Store: Send + Sync {
     async fn revoke(&self, target: &RevokeTarget, now: i64) -> Result<Vec<Revocation>, StoreError>;
     /// The feed after `seq`, leaving out leases that expired before `now`.
     async fn revocations_since(&self, seq: i64, now: i64) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Records roles about to be created; before they are, so a role can
+    /// never exist on a server without the store knowing it.
+    async fn insert_database_roles(&self, roles: &[DatabaseRole]) -> Result<(), StoreError>;
+    /// Roles still there whose lease ended (expired by `now`, or revoked).
+    async fn database_roles_due(&self, now: i64) -> Result<Vec<DatabaseRole>, StoreError>;
+    /// Roles not yet dropped, by environment and creation.
+    async fn live_database_roles(&self) -> Result<Vec<DatabaseRole>, StoreError>;
+    /// Marks a role gone; false when it already was.
+    async fn database_role_dropped(&self, role: &str, at: i64) -> Result<bool, StoreError>;
 
     /// Appends an event to the chain; durable when this returns.
     async fn append_audit(&self, event: &audit::Event, at_ms: i64) -> Result<audit::Record, StoreError>;

@@ -13,7 +13,8 @@ use sqlx::sqlite::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AdminKeyRecord, AgentRecord, Lease, Revocation, RevokeTarget, SecretRecord, SigningKeyRecord, Store, StoreError,
+    AdminKeyRecord, AgentRecord, DatabaseRole, Lease, Revocation, RevokeTarget, SecretRecord, SigningKeyRecord, Store,
+    StoreError,
 };
 use crate::audit;
 use crate::secrets::Sealed;
@@ -184,6 +185,20 @@ fn lease(row: &SqliteRow) -> Result<Lease, StoreError> {
         expires_at: row.get("expires_at"),
         revoked_at: row.get("revoked_at"),
     })
+}
+
+fn database_role(row: &SqliteRow) -> DatabaseRole {
+    DatabaseRole {
+        role: row.get("role"),
+        lease_id: row.get("lease_id"),
+        provider: row.get("provider"),
+        env: row.get("env"),
+        agent: row.get("agent"),
+        database: row.get("database"),
+        created_at: row.get("created_at"),
+        expires_at: row.get("expires_at"),
+        dropped_at: row.get("dropped_at"),
+    }
 }
 
 fn audit_record(row: &SqliteRow) -> audit::Record {
@@ -441,6 +456,58 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn insert_database_roles(&self, roles: &[DatabaseRole]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for r in roles {
+            sqlx::query(
+                "INSERT INTO database_roles (role, lease_id, provider, env, agent, database, created_at, expires_at, dropped_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.role)
+            .bind(&r.lease_id)
+            .bind(&r.provider)
+            .bind(&r.env)
+            .bind(&r.agent)
+            .bind(&r.database)
+            .bind(r.created_at)
+            .bind(r.expires_at)
+            .bind(r.dropped_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(conflict("database role", &r.role))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn database_roles_due(&self, now: i64) -> Result<Vec<DatabaseRole>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.* FROM database_roles r LEFT JOIN leases l ON l.id = r.lease_id
+             WHERE r.dropped_at IS NULL AND (r.expires_at <= ? OR l.revoked_at IS NOT NULL OR l.id IS NULL)
+             ORDER BY r.expires_at",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(database_role).collect())
+    }
+
+    async fn live_database_roles(&self) -> Result<Vec<DatabaseRole>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM database_roles WHERE dropped_at IS NULL ORDER BY env, created_at, role")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(database_role).collect())
+    }
+
+    async fn database_role_dropped(&self, role: &str, at: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE database_roles SET dropped_at = ? WHERE role = ? AND dropped_at IS NULL")
+            .bind(at)
+            .bind(role)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn revocations_since(&self, seq: i64, now: i64) -> Result<Vec<Revocation>, StoreError> {

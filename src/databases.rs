@@ -1,0 +1,301 @@
+//! The PostgreSQL servers of `postgres` providers: one small pool per
+//! (provider, environment), connected as the admin its token names, running
+//! the statements `providers::postgres` writes. It decides nothing: which
+//! roles to create or end is the broker's call.
+//!
+//! The admin URL is a real secret: it is parsed once at start, held only
+//! inside the pool's options, and no message here ever quotes it.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ring::rand::SecureRandom;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor};
+
+use crate::config::DatabaseConfig;
+use crate::providers::postgres::{
+    self, Login, OWNER_COMMENT, ROLE_PREFIX, RolePlan, TERMINATE_SESSIONS, disable_role, remove_role,
+};
+use crate::secrets::{ExposeSecret, SecretString, Zeroizing};
+
+/// Connections each pool keeps to its server: role changes are serialised
+/// on the server anyway.
+const POOL_SIZE: u32 = 4;
+/// Longest wait for a connection, a lock or a statement.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Query parameters of the admin URL that agents' URLs keep; anything else
+/// (`user`, `password`, …) stays with the admin.
+const KEPT_PARAMETERS: [&str; 4] = ["sslmode", "sslrootcert", "connect_timeout", "target_session_attrs"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("provider `{provider}` has no admin connection for `{env}` (see `valetkey status`)")]
+    NoConnection { provider: String, env: String },
+    #[error("the PostgreSQL server of `{provider}` for `{env}` failed: {message}")]
+    Server {
+        provider: String,
+        env: String,
+        message: String,
+    },
+    #[error("cannot make a password: the system's random source failed")]
+    Random,
+}
+
+/// How ending a role went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Logins stopped, `sessions` open sessions ended, the role dropped.
+    Dropped { sessions: i64 },
+    /// The server has no such role (ended before, or never created).
+    AlreadyGone,
+    /// A role of that name exists but the broker did not make it for this
+    /// lease: left alone.
+    NotOurs,
+}
+
+impl Ended {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::Dropped { .. } => "dropped",
+            Ended::AlreadyGone => "already_gone",
+            Ended::NotOurs => "not_ours",
+        }
+    }
+}
+
+struct Target {
+    pool: PgPool,
+    /// The server as agents reach it: no user, password or path.
+    agent_base: url::Url,
+    database: String,
+    settings: DatabaseConfig,
+}
+
+/// Every postgres provider's servers, by (provider, environment).
+#[derive(Default)]
+pub struct Databases {
+    targets: BTreeMap<(String, String), Target>,
+}
+
+impl Databases {
+    /// Builds a pool per admin URL (connecting lazily, so a server that is
+    /// down does not stop the broker). Returns why each unusable one is.
+    pub fn open(
+        admin_urls: BTreeMap<(String, String), (SecretString, DatabaseConfig)>,
+    ) -> (Databases, BTreeMap<(String, String), String>) {
+        let mut targets = BTreeMap::new();
+        let mut problems = BTreeMap::new();
+        for (key, (url, settings)) in admin_urls {
+            match target(url.expose_secret(), settings) {
+                Ok(t) => {
+                    targets.insert(key, t);
+                }
+                Err(why) => {
+                    problems.insert(key, why.to_owned());
+                }
+            }
+        }
+        (Databases { targets }, problems)
+    }
+
+    fn target(&self, provider: &str, env: &str) -> Result<&Target, DatabaseError> {
+        self.targets
+            .get(&(provider.to_owned(), env.to_owned()))
+            .ok_or_else(|| DatabaseError::NoConnection {
+                provider: provider.to_owned(),
+                env: env.to_owned(),
+            })
+    }
+
+    /// The role for one lease on `provider`'s server in `env`, with a fresh
+    /// password, and the login the agent gets for it.
+    pub fn plan(&self, provider: &str, lease: &LeaseFacts<'_>) -> Result<(RolePlan, Login), DatabaseError> {
+        let target = self.target(provider, lease.env)?;
+        let role = postgres::role_name(lease.agent, lease.lease_id);
+        let rng = ring::rand::SystemRandom::new();
+        let mut secret = Zeroizing::new([0u8; 32]);
+        let mut salt = [0u8; 16];
+        rng.fill(secret.as_mut()).map_err(|_| DatabaseError::Random)?;
+        rng.fill(&mut salt).map_err(|_| DatabaseError::Random)?;
+        use base64::Engine;
+        let password = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_ref()));
+        let has = |scope: &str| lease.scopes.iter().any(|s| s == scope);
+        let plan = RolePlan {
+            role: role.clone(),
+            password: postgres::scram_verifier(&password, &salt),
+            comment: postgres::role_comment(lease.agent, lease.env, lease.lease_id),
+            valid_until: crate::time::rfc3339(lease.expires_at),
+            database: target.database.clone(),
+            schemas: target.settings.schemas.clone(),
+            table_owner: target.settings.table_owner.clone(),
+            read: has("read"),
+            write: has("write"),
+            delete: has("delete"),
+            connection_limit: target.settings.connection_limit,
+        };
+        let login = postgres::login(&target.agent_base, &target.database, &role, &password);
+        Ok((plan, login))
+    }
+
+    /// Creates the role, all of it or nothing (one implicit transaction).
+    pub async fn create(&self, provider: &str, env: &str, plan: &RolePlan) -> Result<(), DatabaseError> {
+        let target = self.target(provider, env)?;
+        let sql = plan.create().join(";\n");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&target.pool)
+            .await
+            .map_err(server(provider, env))?;
+        Ok(())
+    }
+
+    /// Ends `role` if it is the one the broker created with `comment`:
+    /// logins stopped, open sessions ended, privileges and anything it owns
+    /// taken back, the role dropped.
+    pub async fn end(&self, provider: &str, env: &str, role: &str, comment: &str) -> Result<Ended, DatabaseError> {
+        if !role.starts_with(ROLE_PREFIX) {
+            return Ok(Ended::NotOurs);
+        }
+        let target = self.target(provider, env)?;
+        let failed = server(provider, env);
+        let mut tx = target.pool.begin().await.map_err(&failed)?;
+        tx.execute(postgres::lock()).await.map_err(&failed)?;
+        let found: Option<Option<String>> = sqlx::query_scalar(OWNER_COMMENT)
+            .bind(role)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(&failed)?;
+        match found {
+            None => return Ok(Ended::AlreadyGone),
+            Some(found) if found.as_deref() != Some(comment) => return Ok(Ended::NotOurs),
+            Some(_) => {}
+        }
+        tx.execute(sqlx::AssertSqlSafe(disable_role(role)))
+            .await
+            .map_err(&failed)?;
+        tx.commit().await.map_err(&failed)?;
+        let sessions: i64 = sqlx::query_scalar(TERMINATE_SESSIONS)
+            .bind(role)
+            .fetch_one(&target.pool)
+            .await
+            .map_err(&failed)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(remove_role(role).join(";\n")))
+            .execute(&target.pool)
+            .await
+            .map_err(&failed)?;
+        Ok(Ended::Dropped { sessions })
+    }
+}
+
+/// What a role is made for.
+pub struct LeaseFacts<'a> {
+    pub agent: &'a str,
+    pub env: &'a str,
+    pub lease_id: &'a str,
+    /// Unix seconds: the role's `VALID UNTIL`.
+    pub expires_at: i64,
+    pub scopes: &'a [String],
+}
+
+fn server(provider: &str, env: &str) -> impl Fn(sqlx::Error) -> DatabaseError {
+    let (provider, env) = (provider.to_owned(), env.to_owned());
+    move |e| DatabaseError::Server {
+        provider: provider.clone(),
+        env: env.clone(),
+        message: e.to_string(),
+    }
+}
+
+/// A pool and the agents' view of the server, from an admin URL. The reason
+/// it cannot be used never quotes the URL.
+fn target(admin_url: &str, settings: DatabaseConfig) -> Result<Target, &'static str> {
+    const NOT_A_URL: &str = "the admin connection is not a `postgres://user:password@host:port/database` URL";
+    let parsed = url::Url::parse(admin_url).map_err(|_| NOT_A_URL)?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(NOT_A_URL);
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("the admin connection's URL names no host: agents connect over TCP");
+    }
+    let options = PgConnectOptions::from_str(admin_url).map_err(|_| NOT_A_URL)?;
+    let database = settings
+        .database
+        .clone()
+        .or_else(|| options.get_database().map(str::to_owned))
+        .unwrap_or_else(|| options.get_username().to_owned());
+    let options = options
+        .database(&database)
+        .application_name("valetkey")
+        .options([
+            ("statement_timeout", TIMEOUT.as_millis().to_string()),
+            ("lock_timeout", TIMEOUT.as_millis().to_string()),
+        ])
+        // Statements carry password verifiers; they are never logged.
+        .disable_statement_logging();
+    let pool = PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .acquire_timeout(TIMEOUT)
+        .connect_lazy_with(options);
+    let mut agent_base = parsed.clone();
+    let _ = agent_base.set_username("");
+    let _ = agent_base.set_password(None);
+    agent_base.set_path("");
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| KEPT_PARAMETERS.contains(&k.as_ref()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    agent_base.set_query(None);
+    if !kept.is_empty() {
+        agent_base.query_pairs_mut().extend_pairs(kept);
+    }
+    if let Some(host) = &settings.host {
+        agent_base
+            .set_host(Some(host))
+            .map_err(|_| "`host` is not a host name")?;
+    }
+    if let Some(port) = settings.port {
+        let _ = agent_base.set_port(Some(port));
+    }
+    Ok(Target {
+        pool,
+        agent_base,
+        database,
+        settings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_agents_url_keeps_nothing_of_the_admins_credentials() {
+        let settings = DatabaseConfig {
+            database: Some("app".into()),
+            ..DatabaseConfig::default()
+        };
+        let t = target(
+            "postgres://admin:hunter2@db.internal:6543/postgres?sslmode=require&password=hunter2",
+            settings,
+        )
+        .unwrap();
+        assert_eq!(t.agent_base.as_str(), "postgres://db.internal:6543?sslmode=require");
+        assert_eq!(t.database, "app");
+        let login = postgres::login(&t.agent_base, &t.database, "vk_a_1", "pw");
+        assert_eq!(login.url, "postgres://vk_a_1:pw@db.internal:6543/app?sslmode=require");
+    }
+
+    #[tokio::test]
+    async fn a_bad_admin_url_is_named_without_being_quoted() {
+        for bad in [
+            "hunter2",
+            "mysql://root:hunter2@h/db",
+            "postgres:///db?password=hunter2",
+        ] {
+            let why = target(bad, DatabaseConfig::default()).err().unwrap();
+            assert!(!why.contains("hunter2"), "{why}");
+        }
+    }
+}
