@@ -585,7 +585,7 @@ impl Broker {
         let credential = credentials::sign(&claims, key)?;
         // Planned before the lease exists: a provider without a server
         // refuses the mint with nothing to undo.
-        let roles = match self.plan_roles(&claims) {
+        let roles = match self.plan_roles(&claims).await {
             Ok(roles) => roles,
             Err(error) => {
                 let event_id = self
@@ -637,7 +637,7 @@ impl Broker {
 
     /// A role, with its password and the agent's login, for each postgres
     /// provider the credential holds.
-    fn plan_roles(&self, claims: &Claims) -> Result<Vec<(String, RolePlan, Login)>, DatabaseError> {
+    async fn plan_roles(&self, claims: &Claims) -> Result<Vec<(String, RolePlan, Login)>, DatabaseError> {
         let mut roles = Vec::new();
         for (provider, scopes) in &claims.grants {
             let postgres =
@@ -652,7 +652,7 @@ impl Broker {
                 expires_at: claims.exp as i64,
                 scopes,
             };
-            let (plan, login) = self.databases.plan(provider, &lease)?;
+            let (plan, login) = self.databases.plan(provider, &lease).await?;
             roles.push((provider.clone(), plan, login));
         }
         Ok(roles)

@@ -3,20 +3,26 @@
 //! the statements `providers::postgres` writes. It decides nothing: which
 //! roles to create or end is the broker's call.
 //!
+//! Roles are created in batches (group commit, as the audit trail is
+//! written): whatever creations have queued go in one transaction, whose
+//! grants then take the server-wide lock once for all of them.
+//!
 //! The admin URL is a real secret: it is parsed once at start, held only
 //! inside the pool's options, and no message here ever quotes it.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ring::rand::SecureRandom;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::config::DatabaseConfig;
 use crate::providers::postgres::{
-    self, Login, OWNER_COMMENT, ROLE_PREFIX, RolePlan, TERMINATE_SESSIONS, disable_role, remove_role,
+    self, Login, OWNER_COMMENT, ROLE_PREFIX, RolePlan, TERMINATE_SESSIONS, create_roles, disable_role, remove_role,
 };
 use crate::secrets::{ExposeSecret, SecretString, Zeroizing};
 
@@ -25,6 +31,11 @@ use crate::secrets::{ExposeSecret, SecretString, Zeroizing};
 const POOL_SIZE: u32 = 4;
 /// Longest wait for a connection, a lock or a statement.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Most roles one creation transaction makes.
+const MAX_BATCH: usize = 32;
+/// Creation transactions in flight per server: the roles' own creation (the
+/// server hashes each verifier) overlaps; their grants queue on the lock.
+const CREATORS: usize = 2;
 /// Query parameters of the admin URL that agents' URLs keep; anything else
 /// (`user`, `password`, …) stays with the admin.
 const KEPT_PARAMETERS: [&str; 4] = ["sslmode", "sslrootcert", "connect_timeout", "target_session_attrs"];
@@ -39,7 +50,7 @@ pub enum DatabaseError {
         env: String,
         message: String,
     },
-    #[error("cannot make a password: the system's random source failed")]
+    #[error("cannot make a password: the system's random source or the task computing its verifier failed")]
     Random,
 }
 
@@ -65,8 +76,15 @@ impl Ended {
     }
 }
 
+struct Creation {
+    plan: RolePlan,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
 struct Target {
     pool: PgPool,
+    /// To the tasks that create roles in batches.
+    creations: mpsc::Sender<Creation>,
     /// The server as agents reach it: no user, password or path.
     agent_base: url::Url,
     database: String,
@@ -111,7 +129,7 @@ impl Databases {
 
     /// The role for one lease on `provider`'s server in `env`, with a fresh
     /// password, and the login the agent gets for it.
-    pub fn plan(&self, provider: &str, lease: &LeaseFacts<'_>) -> Result<(RolePlan, Login), DatabaseError> {
+    pub async fn plan(&self, provider: &str, lease: &LeaseFacts<'_>) -> Result<(RolePlan, Login), DatabaseError> {
         let target = self.target(provider, lease.env)?;
         let role = postgres::role_name(lease.agent, lease.lease_id);
         let rng = ring::rand::SystemRandom::new();
@@ -121,10 +139,16 @@ impl Databases {
         rng.fill(&mut salt).map_err(|_| DatabaseError::Random)?;
         use base64::Engine;
         let password = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.as_ref()));
+        // PBKDF2 takes a while: off the async workers.
+        let secret_copy = password.clone();
+        let rounds = target.settings.scram_iterations;
+        let verifier = tokio::task::spawn_blocking(move || postgres::scram_verifier(&secret_copy, &salt, rounds))
+            .await
+            .map_err(|_| DatabaseError::Random)?;
         let has = |scope: &str| lease.scopes.iter().any(|s| s == scope);
         let plan = RolePlan {
             role: role.clone(),
-            password: postgres::scram_verifier(&password, &salt),
+            password: verifier,
             comment: postgres::role_comment(lease.agent, lease.env, lease.lease_id),
             valid_until: crate::time::rfc3339(lease.expires_at),
             database: target.database.clone(),
@@ -139,15 +163,23 @@ impl Databases {
         Ok((plan, login))
     }
 
-    /// Creates the role, all of it or nothing (one implicit transaction).
+    /// Creates the role, all of it or nothing, in a batch with whatever
+    /// other creations are queued for the same server.
     pub async fn create(&self, provider: &str, env: &str, plan: &RolePlan) -> Result<(), DatabaseError> {
         let target = self.target(provider, env)?;
-        let sql = plan.create().join(";\n");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&target.pool)
-            .await
-            .map_err(server(provider, env))?;
-        Ok(())
+        let failed = |message: String| DatabaseError::Server {
+            provider: provider.to_owned(),
+            env: env.to_owned(),
+            message,
+        };
+        let (done, answer) = oneshot::channel();
+        let creation = Creation {
+            plan: plan.clone(),
+            done,
+        };
+        let stopped = || failed("the broker's role creator stopped".into());
+        target.creations.send(creation).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?.map_err(failed)
     }
 
     /// Ends `role` if it is the one the broker created with `comment`:
@@ -180,10 +212,13 @@ impl Databases {
             .fetch_one(&target.pool)
             .await
             .map_err(&failed)?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(remove_role(role).join(";\n")))
-            .execute(&target.pool)
+        run(&target.pool, remove_role(role))
             .await
-            .map_err(&failed)?;
+            .map_err(|message| DatabaseError::Server {
+                provider: provider.to_owned(),
+                env: env.to_owned(),
+                message,
+            })?;
         Ok(Ended::Dropped { sessions })
     }
 }
@@ -196,6 +231,48 @@ pub struct LeaseFacts<'a> {
     /// Unix seconds: the role's `VALID UNTIL`.
     pub expires_at: i64,
     pub scopes: &'a [String],
+}
+
+/// A creator: takes what has queued (up to `MAX_BATCH`), creates it in one
+/// transaction, answers each caller. When a batch fails, each of its roles
+/// is tried on its own, so one bad role fails only its own mint. Ends when
+/// the broker drops its `Databases`.
+async fn create_batches(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Creation>>>) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let plans: Vec<RolePlan> = batch.iter().map(|c| c.plan.clone()).collect();
+        let together = run(&pool, create_roles(&plans)).await;
+        match together {
+            Ok(()) => batch.into_iter().for_each(|c| drop(c.done.send(Ok(())))),
+            Err(e) if batch.len() == 1 => batch.into_iter().for_each(|c| drop(c.done.send(Err(e.clone())))),
+            Err(_) => {
+                for c in batch {
+                    let alone = run(&pool, c.plan.create()).await;
+                    let _ = c.done.send(alone);
+                }
+            }
+        }
+    }
+}
+
+/// Runs statements as one implicit transaction, in one round trip.
+async fn run(pool: &PgPool, statements: Vec<String>) -> Result<(), String> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statements.join(";\n")))
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn server(provider: &str, env: &str) -> impl Fn(sqlx::Error) -> DatabaseError {
@@ -258,8 +335,14 @@ fn target(admin_url: &str, settings: DatabaseConfig) -> Result<Target, &'static 
     if let Some(port) = settings.port {
         let _ = agent_base.set_port(Some(port));
     }
+    let (creations, queue) = mpsc::channel(4 * MAX_BATCH);
+    let queue = Arc::new(Mutex::new(queue));
+    for _ in 0..CREATORS {
+        tokio::spawn(create_batches(pool.clone(), queue.clone()));
+    }
     Ok(Target {
         pool,
+        creations,
         agent_base,
         database,
         settings,

@@ -409,7 +409,7 @@ async fn odd_names_cannot_break_out_of_the_statements() {
         expires_at: valetkey::time::unix_secs(SystemTime::now() + Duration::from_secs(600)),
         scopes: &scopes,
     };
-    let (plan, login) = databases.plan(&key.0, &lease).unwrap();
+    let (plan, login) = databases.plan(&key.0, &lease).await.unwrap();
     assert!(plan.role.starts_with("vk_ag_ent"), "{}", plan.role);
     databases.create(&key.0, &key.1, &plan).await.unwrap();
 

@@ -467,6 +467,13 @@ impl Checker<'_> {
                     );
                 }
             }
+            if d.scram_iterations == 0 {
+                self.error(
+                    db.span(),
+                    format!("scram_iterations of provider `{name}` for `{env_name}` is 0"),
+                    Some("write at least 1; 4096 (the default) suits every client".into()),
+                );
+            }
             if d.connection_limit == 0 {
                 self.error(
                     db.span(),

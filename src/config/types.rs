@@ -330,6 +330,11 @@ pub struct DatabaseConfig {
     /// The host and port agents connect to, when not the admin URL's.
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// PBKDF2 rounds of the roles' SCRAM verifiers. The passwords are 256
+    /// random bits, so fewer rounds weaken nothing; they make each mint
+    /// faster (the server hashes at `CREATE ROLE`), for client libraries
+    /// that accept fewer than 4096 (libpq accepts any count from 1).
+    pub scram_iterations: u32,
 }
 
 impl Default for DatabaseConfig {
@@ -341,6 +346,7 @@ impl Default for DatabaseConfig {
             connection_limit: 5,
             host: None,
             port: None,
+            scram_iterations: crate::providers::postgres::SCRAM_ITERATIONS,
         }
     }
 }

@@ -10,17 +10,21 @@
 
 /// Every role the broker creates starts with this; it never touches others.
 pub const ROLE_PREFIX: &str = "vk_";
-/// Taken first in every transaction that creates or ends a role: grants on
-/// the same database or schema from two transactions at once fail with
-/// "tuple concurrently updated", so role changes are serialised on the
-/// server, across every broker that shares it.
+/// Taken before any grant or revocation: grants on the same database,
+/// schema or table from two transactions at once fail with "tuple
+/// concurrently updated", so they are serialised on the server, across
+/// every broker that shares it. `CREATE ROLE` comes before it: it conflicts
+/// with nothing, and it is the slow part (the server runs the verifier's
+/// PBKDF2 rounds), so creations overlap and only the grants queue.
 const LOCK: &str = "SELECT pg_advisory_xact_lock(7623451890123)";
 /// PostgreSQL truncates identifiers longer than this.
 pub const MAX_IDENTIFIER: usize = 63;
-/// PBKDF2 rounds of the SCRAM verifier: PostgreSQL's own default. The
-/// password is 256 random bits, so the count guards nothing a guess could
-/// reach; it only has to be what clients expect.
-const SCRAM_ITERATIONS: u32 = 4096;
+/// PBKDF2 rounds of the SCRAM verifier unless ops say otherwise:
+/// PostgreSQL's own default, which every client accepts. The password is
+/// 256 random bits, so the count guards nothing a guess could reach; it only
+/// costs time, on the broker, on the server at `CREATE ROLE`, and on the
+/// client at each login.
+pub const SCRAM_ITERATIONS: u32 = 4096;
 
 /// `"name"`, with embedded quotes doubled. NUL cannot be quoted and is
 /// refused by the caller's validation before it gets here.
@@ -65,12 +69,12 @@ pub fn role_comment(agent: &str, env: &str, lease_id: &str) -> String {
 /// The SCRAM-SHA-256 verifier of `password` (RFC 5802, 7677), in the form
 /// `CREATE ROLE … PASSWORD` takes pre-hashed: the password itself never
 /// reaches the server, so it is in none of its logs or catalogs.
-pub fn scram_verifier(password: &str, salt: &[u8; 16]) -> String {
+pub fn scram_verifier(password: &str, salt: &[u8; 16], iterations: u32) -> String {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use ring::{digest, hmac, pbkdf2};
     let mut salted = zeroize::Zeroizing::new([0u8; 32]);
-    let rounds = std::num::NonZeroU32::new(SCRAM_ITERATIONS).expect("non-zero");
+    let rounds = std::num::NonZeroU32::new(iterations).unwrap_or(std::num::NonZeroU32::MIN);
     pbkdf2::derive(
         pbkdf2::PBKDF2_HMAC_SHA256,
         rounds,
@@ -83,7 +87,7 @@ pub fn scram_verifier(password: &str, salt: &[u8; 16]) -> String {
     let stored_key = digest::digest(&digest::SHA256, client_key.as_ref());
     let server_key = hmac::sign(&key, b"Server Key");
     format!(
-        "SCRAM-SHA-256${SCRAM_ITERATIONS}:{}${}:{}",
+        "SCRAM-SHA-256${rounds}:{}${}:{}",
         STANDARD.encode(salt),
         STANDARD.encode(stored_key.as_ref()),
         STANDARD.encode(server_key.as_ref())
@@ -157,62 +161,105 @@ pub struct RolePlan {
 }
 
 impl RolePlan {
-    /// The statements that create the role, in order, for one transaction.
+    /// The statements that create this one role, for one transaction.
     pub fn create(&self) -> Vec<String> {
-        let role = quote_ident(&self.role);
-        let mut sql = vec![
-            LOCK.to_owned(),
-            format!(
-                "CREATE ROLE {role} WITH LOGIN PASSWORD {} VALID UNTIL {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {}",
-                quote_literal(&self.password),
-                quote_literal(&self.valid_until),
-                self.connection_limit
-            ),
-            format!("COMMENT ON ROLE {role} IS {}", quote_literal(&self.comment)),
-            format!("GRANT CONNECT ON DATABASE {} TO {role}", quote_ident(&self.database)),
-        ];
-        let mut table_privileges = Vec::new();
-        let mut sequence_privileges = Vec::new();
+        create_roles(std::slice::from_ref(self))
+    }
+
+    /// What the role gets on tables and on sequences.
+    fn privileges(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        let mut tables = Vec::new();
+        let mut sequences = Vec::new();
         if self.read {
-            table_privileges.push("SELECT");
-            sequence_privileges.push("SELECT");
+            tables.push("SELECT");
+            sequences.push("SELECT");
         }
         if self.write {
-            table_privileges.extend(["INSERT", "UPDATE"]);
-            sequence_privileges.extend(["USAGE", "UPDATE"]);
+            tables.extend(["INSERT", "UPDATE"]);
+            sequences.extend(["USAGE", "UPDATE"]);
             if !self.read {
-                sequence_privileges.push("SELECT");
+                sequences.push("SELECT");
             }
         }
         if self.delete {
-            table_privileges.push("DELETE");
+            tables.push("DELETE");
         }
-        let owner = match &self.table_owner {
+        (tables, sequences)
+    }
+
+    /// Roles whose grants are the same statement but for the grantee.
+    fn grant_key(&self) -> (&str, &[String], Option<&str>, bool, bool, bool) {
+        (
+            &self.database,
+            &self.schemas,
+            self.table_owner.as_deref(),
+            self.read,
+            self.write,
+            self.delete,
+        )
+    }
+}
+
+/// The statements that create every role of `plans` in one transaction:
+/// the roles first (they conflict with nothing), then, behind `LOCK`, the
+/// grants, one statement for all the roles that get the same privileges on
+/// the same objects: `GRANT … ON ALL TABLES IN SCHEMA` reads the whole of
+/// `pg_class` each time, so a batch pays for it once.
+pub fn create_roles(plans: &[RolePlan]) -> Vec<String> {
+    let mut sql = Vec::new();
+    for plan in plans {
+        let role = quote_ident(&plan.role);
+        sql.push(format!(
+            "CREATE ROLE {role} WITH LOGIN PASSWORD {} VALID UNTIL {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {}",
+            quote_literal(&plan.password),
+            quote_literal(&plan.valid_until),
+            plan.connection_limit
+        ));
+        sql.push(format!("COMMENT ON ROLE {role} IS {}", quote_literal(&plan.comment)));
+    }
+    if plans.is_empty() {
+        return sql;
+    }
+    sql.push(LOCK.to_owned());
+    let mut groups: Vec<(&RolePlan, Vec<String>)> = Vec::new();
+    for plan in plans {
+        match groups
+            .iter_mut()
+            .find(|(first, _)| first.grant_key() == plan.grant_key())
+        {
+            Some((_, roles)) => roles.push(quote_ident(&plan.role)),
+            None => groups.push((plan, vec![quote_ident(&plan.role)])),
+        }
+    }
+    for (plan, roles) in groups {
+        let roles = roles.join(", ");
+        sql.push(format!(
+            "GRANT CONNECT ON DATABASE {} TO {roles}",
+            quote_ident(&plan.database)
+        ));
+        let (tables, sequences) = plan.privileges();
+        let owner = match &plan.table_owner {
             Some(owner) => format!(" FOR ROLE {}", quote_ident(owner)),
             None => String::new(),
         };
-        for schema in &self.schemas {
+        for schema in &plan.schemas {
             let schema = quote_ident(schema);
-            sql.push(format!("GRANT USAGE ON SCHEMA {schema} TO {role}"));
-            if !table_privileges.is_empty() {
-                let privileges = table_privileges.join(", ");
-                sql.push(format!("GRANT {privileges} ON ALL TABLES IN SCHEMA {schema} TO {role}"));
+            sql.push(format!("GRANT USAGE ON SCHEMA {schema} TO {roles}"));
+            for (privileges, objects) in [(&tables, "TABLES"), (&sequences, "SEQUENCES")] {
+                if privileges.is_empty() {
+                    continue;
+                }
+                let privileges = privileges.join(", ");
                 sql.push(format!(
-                    "ALTER DEFAULT PRIVILEGES{owner} IN SCHEMA {schema} GRANT {privileges} ON TABLES TO {role}"
-                ));
-            }
-            if !sequence_privileges.is_empty() {
-                let privileges = sequence_privileges.join(", ");
-                sql.push(format!(
-                    "GRANT {privileges} ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"
+                    "GRANT {privileges} ON ALL {objects} IN SCHEMA {schema} TO {roles}"
                 ));
                 sql.push(format!(
-                    "ALTER DEFAULT PRIVILEGES{owner} IN SCHEMA {schema} GRANT {privileges} ON SEQUENCES TO {role}"
+                    "ALTER DEFAULT PRIVILEGES{owner} IN SCHEMA {schema} GRANT {privileges} ON {objects} TO {roles}"
                 ));
             }
         }
-        sql
     }
+    sql
 }
 
 /// Ending a role takes three steps, because `pg_terminate_backend` acts at
@@ -318,7 +365,7 @@ mod tests {
         // Computed independently (Python's hashlib and hmac).
         let salt: [u8; 16] = std::array::from_fn(|i| i as u8);
         assert_eq!(
-            scram_verifier("pencil", &salt),
+            scram_verifier("pencil", &salt, 4096),
             "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$zHCdol2044/ZyWzPLi7oxApCkamKw9Z+E4U/QApd/5Y=:dd5peBOitVnLNFu7VmwP+HiDaaw4OUCv396eVCWhYiE="
         );
     }
@@ -344,5 +391,31 @@ mod tests {
         let sql = plan.create().join(";\n");
         let want = r#"COMMENT ON ROLE "vk_claude_1" IS E'valetkey lease l1 (agent a''b, environment st\\ag''e)'"#;
         assert!(sql.contains(want), "{sql}");
+    }
+
+    #[test]
+    fn a_batch_creates_every_role_and_grants_once_per_privilege_set() {
+        let reader = RolePlan {
+            role: "vk_r".into(),
+            write: false,
+            ..plan()
+        };
+        let writer2 = RolePlan {
+            role: "vk_w2".into(),
+            ..plan()
+        };
+        let sql = create_roles(&[plan(), reader, writer2]);
+        let lock = sql.iter().position(|s| s == LOCK).unwrap();
+        assert_eq!(
+            sql[..lock].iter().filter(|s| s.starts_with("CREATE ROLE")).count(),
+            3,
+            "every role is created before the lock"
+        );
+        assert!(sql.contains(
+            &r#"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "public" TO "vk_claude_1", "vk_w2""#.to_owned()
+        ));
+        assert!(sql.contains(&r#"GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO "vk_r""#.to_owned()));
+        assert_eq!(sql.iter().filter(|s| s.contains("ON ALL TABLES")).count(), 2);
+        assert!(create_roles(&[]).is_empty());
     }
 }
