@@ -234,16 +234,7 @@ async fn a_broker_killed_mid_burst_loses_no_event_its_clients_saw_succeed() {
     let data = dir.path().join("data");
     let key = common::add_agent_with_cli(&config, &data, "claude");
     let http = common::http();
-    let minted: serde_json::Value = http
-        .post(format!("{}/v1/credentials", served.url))
-        .bearer_auth(&key)
-        .json(&json!({ "env": "staging" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let minted = served.mint(&key, json!({ "env": "staging" })).await;
     let credential = minted["credential"].as_str().unwrap().to_owned();
 
     // A burst from eight clients; the broker dies once a few dozen succeeded.

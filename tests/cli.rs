@@ -286,16 +286,7 @@ async fn real_tokens_never_leak() {
     let http = common::http();
     let key = common::add_agent_with_cli(&config, &data, "claude");
     let mut answers = Vec::new();
-    let minted: Value = http
-        .post(format!("{}/v1/credentials", served.url))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({ "env": "staging" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let minted = served.mint(&key, serde_json::json!({ "env": "staging" })).await;
     answers.push(minted.to_string());
     let credential = minted["credential"].as_str().unwrap();
     for path in ["/v1/whoami", "/readyz", "/healthz", "/.well-known/jwks.json"] {

@@ -624,17 +624,9 @@ async fn valid_until_binds_with_the_broker_stopped_and_a_restart_ends_the_role()
     let key = common::add_agent_with_cli(&config_path, &dir.path().join("data"), "claude");
     let env = [("APPDB_ADMIN_URL", admin_url.as_str())];
     let served = common::serve(dir.path(), &config_path, &env);
-    let http = common::http();
-    let answer: Value = http
-        .post(format!("{}/v1/credentials", served.url))
-        .bearer_auth(&key)
-        .json(&json!({ "agent": "claude", "env": "staging", "ttl": "3s" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = served
+        .mint(&key, json!({ "agent": "claude", "env": "staging", "ttl": "3s" }))
+        .await;
     let database_url = var(&answer, "DATABASE_URL").to_owned();
     let role = var(&answer, "PGUSER").to_owned();
 

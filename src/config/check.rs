@@ -779,6 +779,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn postgres_providers_are_checked() {
+        let text = r#"
+[environments.staging]
+[environments.production]
+[providers.db]
+kind = "postgres"
+upstream = "https://db.example.com"
+tokens = { staging = { env = "DB_ADMIN_URL" } }
+agent_env = { DATABASE_URL = "{proxy_url}" }
+[providers.db.databases.staging]
+schemas = []
+connection_limit = 0
+scram_iterations = 0
+[providers.db.databases.production]
+table_owner = ""
+[providers.gh]
+kind = "github"
+tokens = { staging = { env = "GH" } }
+[providers.gh.databases.staging]
+[agents.a]
+grants = [{ provider = "db", environments = ["staging", "production"], scopes = ["read"] }]
+"#;
+        let parsed = super::super::load::parse(text);
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        let messages: Vec<String> = validate(&parsed.config).into_iter().map(|p| p.message).collect();
+        let all = messages.join("\n");
+        for expected in [
+            "provider `db` is a postgres provider: it has no upstream",
+            "agent_env `DATABASE_URL` of provider `db`: unknown placeholder `{proxy_url}`",
+            "the database of provider `db` for `staging` lists no schema",
+            "connection_limit of provider `db` for `staging` is 0",
+            "scram_iterations of provider `db` for `staging` is 0",
+            "provider `db` has a database for `production` but no token",
+            "table_owner `` of provider `db` for `production` is not a PostgreSQL name",
+            "agent `a` is granted provider `db` in `production`, but the provider has no token",
+            "provider `gh` is a github provider: only postgres providers have databases",
+        ] {
+            assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
+        }
+        assert_eq!(messages.len(), 9, "{all}");
+
+        // Left empty, a postgres provider's agent_env gives DATABASE_URL.
+        let parsed = super::super::load::parse("[providers.db]\nkind = \"postgres\"\n");
+        let db = parsed.config.providers["db"].get_ref();
+        let vars: Vec<(&str, &str)> = db
+            .agent_env
+            .iter()
+            .map(|(k, v)| (k.get_ref().as_str(), v.get_ref().as_str()))
+            .collect();
+        assert_eq!(vars, [("DATABASE_URL", "{database_url}")]);
+    }
+
+    #[test]
     fn names() {
         for good in ["staging", "prod-eu", "a", "ci_bot", "9lives"] {
             assert!(valid_name(good), "{good}");

@@ -370,6 +370,20 @@ pub fn serve(dir: &std::path::Path, config: &std::path::Path, extra_env: &[(&str
 }
 
 impl Served {
+    /// `POST /v1/credentials` with a launcher key; the answer, whatever its status.
+    pub async fn mint(&self, key: &str, body: Value) -> Value {
+        http()
+            .post(format!("{}/v1/credentials", self.url))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// SIGTERM, and the exit code.
     pub fn stop(mut self) -> Option<i32> {
         nix::sys::signal::kill(
