@@ -181,6 +181,9 @@ pub struct Broker {
 /// up to `REAP_BACKOFF_MAX`.
 const REAP_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
 const REAP_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long after its creation a role the server does not have may still be
+/// on its way (its creation queued or uncommitted).
+const CREATION_GRACE_SECS: i64 = 30;
 
 impl Broker {
     /// Brings the store up to what serving needs (a signing key) and loads
@@ -607,6 +610,7 @@ impl Broker {
                 revoked_at: None,
             })
             .await?;
+        let has_roles = !roles.is_empty();
         let logins = self.create_roles(agent, request, &claims, roles, now).await?;
         let event = Event {
             kind: EventKind::Mint,
@@ -624,7 +628,15 @@ impl Broker {
                 "expires_at": expires_at,
             }),
         };
-        let event_id = self.store.append_audit(&event, unix_ms(now)).await?.id;
+        let event_id = match self.store.append_audit(&event, unix_ms(now)).await {
+            Ok(record) => record.id,
+            Err(e) => {
+                if has_roles {
+                    self.abandon(&claims, true, now).await;
+                }
+                return Err(e.into());
+            }
+        };
         let env_vars = self.env_vars(&credential, &plan, &logins);
         Ok(Minted {
             credential,
@@ -690,12 +702,8 @@ impl Broker {
         self.store.insert_database_roles(&records).await?;
         for (provider, plan, login) in roles {
             if let Err(error) = self.databases.create(&provider, &claims.env, &plan).await {
-                let revoked = self
-                    .store
-                    .revoke(&RevokeTarget::Lease(claims.jti.clone()), unix_secs(now))
-                    .await?;
-                self.learn_revocations(&revoked);
-                self.end_roles_now(now).await;
+                tracing::warn!(%provider, env = %claims.env, agent = %claims.sub, error = %error, "cannot create a database role; the mint is refused");
+                self.abandon(claims, !logins.is_empty(), now).await;
                 let event_id = self
                     .record_refusal(agent, request, "database_unavailable", &error.to_string(), now)
                     .await?;
@@ -723,10 +731,33 @@ impl Broker {
                     "connection_limit": plan.connection_limit,
                 }),
             };
-            self.store.append_audit(&event, unix_ms(now)).await?;
+            if let Err(e) = self.store.append_audit(&event, unix_ms(now)).await {
+                self.abandon(claims, true, now).await;
+                return Err(e.into());
+            }
             logins.insert(provider, login);
         }
         Ok(logins)
+    }
+
+    /// A mint that fails once its lease is written: the lease is revoked
+    /// (nobody holds its credential) and, when some of its roles were made,
+    /// they are ended now, as far as the store and the servers let; the
+    /// reaper finishes the rest.
+    async fn abandon(&self, claims: &Claims, roles_made: bool, now: SystemTime) {
+        match self
+            .store
+            .revoke(&RevokeTarget::Lease(claims.jti.clone()), unix_secs(now))
+            .await
+        {
+            Ok(revoked) => self.learn_revocations(&revoked),
+            Err(e) => {
+                tracing::warn!(lease = %claims.jti, error = %e, "cannot revoke the lease of a failed mint; its roles end when it expires")
+            }
+        }
+        if roles_made {
+            self.end_roles_now(now).await;
+        }
     }
 
     /// Ends the roles of leases just revoked, without waiting for the
@@ -745,22 +776,39 @@ impl Broker {
         let mut retry = self.reaping.lock().await;
         let secs = unix_secs(now);
         let mut ended = 0;
+        // A server that fails once in a pass is not asked again in it: each
+        // attempt can take a whole connect timeout.
+        let mut failing = std::collections::BTreeSet::new();
         for r in self.store.database_roles_due(secs).await? {
             if retry.get(&r.role).is_some_and(|(at, _)| now < *at) {
                 continue;
             }
+            let server = (r.provider.clone(), r.env.clone());
             let comment = role_comment(&r.agent, &r.env, &r.lease_id);
-            let outcome = match self.databases.end(&r.provider, &r.env, &r.role, &comment).await {
-                Ok(outcome) => outcome,
-                Err(e) => {
+            let ending = if failing.contains(&server) {
+                None
+            } else {
+                Some(self.databases.end(&r.provider, &r.env, &r.role, &comment).await)
+            };
+            let outcome = match ending {
+                Some(Ok(outcome)) => outcome,
+                failed => {
                     let wait = retry
                         .get(&r.role)
                         .map_or(REAP_BACKOFF, |(_, w)| (*w * 2).min(REAP_BACKOFF_MAX));
-                    tracing::warn!(role = %r.role, provider = %r.provider, env = %r.env, error = %e, retry_in = ?wait, "cannot end a database role whose lease ended");
+                    if let Some(Err(e)) = failed {
+                        tracing::warn!(role = %r.role, provider = %r.provider, env = %r.env, error = %e, retry_in = ?wait, "cannot end a database role whose lease ended");
+                        failing.insert(server);
+                    }
                     retry.insert(r.role.clone(), (now + wait, wait));
                     continue;
                 }
             };
+            // Not there yet may mean its creation has not committed yet (a
+            // lease of a second or two): look again before calling it gone.
+            if outcome == Ended::AlreadyGone && r.created_at > secs - CREATION_GRACE_SECS {
+                continue;
+            }
             retry.remove(&r.role);
             if !self.store.database_role_dropped(&r.role, secs).await? {
                 continue;

@@ -29,8 +29,11 @@ use crate::secrets::{ExposeSecret, SecretString, Zeroizing};
 /// Connections each pool keeps to its server: role changes are serialised
 /// on the server anyway.
 const POOL_SIZE: u32 = 4;
-/// Longest wait for a connection, a lock or a statement.
+/// Longest wait for a lock or a statement.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a connection: a mint waits this long on a server that
+/// is down before it is refused.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most roles one creation transaction makes.
 const MAX_BATCH: usize = 32;
 /// Creation transactions in flight per server: the roles' own creation (the
@@ -312,7 +315,7 @@ fn target(admin_url: &str, settings: DatabaseConfig) -> Result<Target, &'static 
         .disable_statement_logging();
     let pool = PgPoolOptions::new()
         .max_connections(POOL_SIZE)
-        .acquire_timeout(TIMEOUT)
+        .acquire_timeout(CONNECT_TIMEOUT)
         .connect_lazy_with(options);
     let mut agent_base = parsed.clone();
     let _ = agent_base.set_username("");

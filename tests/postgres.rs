@@ -688,3 +688,59 @@ async fn valid_until_binds_with_the_broker_stopped_and_a_restart_ends_the_role()
         "{lines}"
     );
 }
+
+#[tokio::test]
+async fn a_role_that_cannot_be_made_refuses_the_mint_and_names_no_secret() {
+    // Nothing listens on port 1: the server is down. No PostgreSQL needed.
+    let admin_url = "postgres://admin:s3cr3t-admin-pw@127.0.0.1:1/app";
+    let b = broker(admin_url, "public").await;
+    let key = b.add_agent("claude").await;
+    let (status, problem) = b.mint(&key, json!({ "agent": "claude", "env": "staging" })).await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["type"], "database_unavailable");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("`appdb` for `staging`"),
+        "{problem}"
+    );
+    assert!(problem["event_id"].is_string());
+    assert!(problem.get("credential").is_none());
+
+    // The lease it would have had is revoked, its role is not live, and the
+    // admin password is in no answer, event or row.
+    let lines = audit_lines(b.broker.store()).await.join("\n");
+    assert!(
+        lines.contains("mint_refused") && lines.contains("database_unavailable"),
+        "{lines}"
+    );
+    assert!(!problem.to_string().contains("s3cr3t-admin-pw"));
+    assert!(!lines.contains("s3cr3t-admin-pw"));
+    let db = b.db().await;
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM leases WHERE revoked_at IS NULL")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(live, 0, "the failed mint left a live lease");
+
+    // An environment whose admin connection did not load refuses before
+    // anything is recorded but the refusal.
+    let env = BTreeMap::new();
+    let unloaded = TestBroker::start_with(&config("public"), env).await;
+    let key = unloaded.add_agent("claude").await;
+    let leases_before = unloaded.row_counts().await;
+    let (status, problem) = unloaded
+        .mint(&key, json!({ "agent": "claude", "env": "staging" }))
+        .await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (503, Some("database_unavailable")),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains("no admin connection"),
+        "{problem}"
+    );
+    let after = unloaded.row_counts().await;
+    assert_eq!(leases_before[4], after[4], "a lease was written");
+    b.stop().await;
+    unloaded.stop().await;
+}
