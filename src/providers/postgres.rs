@@ -106,6 +106,15 @@ pub struct Login {
     pub password: String,
 }
 
+/// The password is the agent's to hold, nobody else's: wiped when dropped.
+impl Drop for Login {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.url.zeroize();
+        self.password.zeroize();
+    }
+}
+
 impl std::fmt::Debug for Login {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Login")
