@@ -365,7 +365,7 @@ pub async fn revoke(
         println!("{}", r.lease_id);
     }
     eprintln!(
-        "revoked {} live credential(s); every broker refuses them within a second, and the running broker ends their database roles as fast",
+        "revoked {} live credential(s); every broker refuses them within a second; a running broker also ends any database roles they had",
         revoked.len()
     );
     Ok(ExitCode::SUCCESS)
