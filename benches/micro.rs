@@ -1,0 +1,136 @@
+//! Micro-benchmarks of the hot path's pure steps and its one write:
+//! credential verification (cold, and cached as the broker does it),
+//! GraphQL classification of a small and a large document, REST
+//! classification, `policy::decide`, and one durable audit append.
+//!
+//!   cargo bench --bench micro
+//!
+//! The broker is the proxy tests' fixture (stand-ins on loopback, a real
+//! SQLite file); nothing here is sent anywhere.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::time::SystemTime;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, Method};
+use serde_json::json;
+use valetkey::audit::{Event, EventKind};
+use valetkey::credentials::{Expected, KeyRing, verify};
+use valetkey::policy::{Access, decide};
+use valetkey::providers::RequestView;
+
+/// A document a busy agent might send: 25 aliased root fields through one
+/// fragment, eight levels deep, with variables.
+fn large_document() -> String {
+    let mut query = String::from("query Big($p: String!) {");
+    for i in 0..25 {
+        query.push_str(&format!(" p{i}: project(id: $p) {{ ...P }}"));
+    }
+    query.push_str(
+        " } fragment P on Project { id name services { edges { node { id name \
+         deployments(first: 5) { edges { node { id status createdAt } } } } } } }",
+    );
+    json!({ "query": query, "variables": { "p": "proj_1" } }).to_string()
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fixture = rt.block_on(common::fixture::Fixture::start());
+    let broker = fixture.broker.broker.clone();
+    let credential = fixture.credential.clone();
+    let ring = rt.block_on(async {
+        let records = broker.store().signing_keys().await.unwrap();
+        KeyRing::open(&records, &fixture.broker.master_key()).unwrap()
+    });
+    let creds = broker.config().credentials.get_ref();
+    let expected = Expected {
+        issuer: &creds.issuer,
+        audience: &creds.audience,
+    };
+    let now = valetkey::time::unix_secs(SystemTime::now()) as u64;
+
+    c.bench_function("credential/verify (cold: signature and claims)", |b| {
+        b.iter(|| verify(black_box(&credential), &ring, &expected, now).unwrap())
+    });
+    c.bench_function("credential/authenticate (cached, revocation checked)", |b| {
+        b.iter(|| broker.authenticate(black_box(&credential), SystemTime::now()).unwrap())
+    });
+
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, "application/json".parse().unwrap());
+    let railway = broker.classifier("railway").unwrap();
+    let graphql = |body: &[u8]| {
+        railway
+            .classify(&RequestView {
+                method: &Method::POST,
+                path: "/graphql/v2",
+                query: None,
+                headers: &headers,
+                body: Some(body),
+            })
+            .unwrap()
+    };
+    let small = json!({ "query": "query { project(id: \"proj_1\") { id name } }" }).to_string();
+    let large = large_document();
+    c.bench_function("classify/graphql small (1 field)", |b| {
+        b.iter(|| graphql(black_box(small.as_bytes())))
+    });
+    c.bench_function("classify/graphql large (25 aliases, fragment, depth 8)", |b| {
+        b.iter(|| graphql(black_box(large.as_bytes())))
+    });
+
+    let github = broker.classifier("github").unwrap();
+    let rest = |method: &Method, path: &str| {
+        github
+            .classify(&RequestView {
+                method,
+                path,
+                query: None,
+                headers: &headers,
+                body: None,
+            })
+            .unwrap()
+    };
+    c.bench_function("classify/rest GET contents", |b| {
+        b.iter(|| rest(&Method::GET, black_box("/repos/acme/api/contents/src/main.rs")))
+    });
+    c.bench_function("classify/rest DELETE ref", |b| {
+        b.iter(|| rest(&Method::DELETE, black_box("/repos/acme/api/git/refs/heads/feature")))
+    });
+
+    let mutation = json!({ "query": "mutation { variableUpsert(input: { projectId: \"proj_1\", environmentId: \"env_stg\", serviceId: \"svc_api\", name: \"LOG_LEVEL\", value: \"debug\" }) }" }).to_string();
+    let operations = graphql(mutation.as_bytes()).operations;
+    let scopes: Vec<String> = common::claims(&credential)["grants"]["railway"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    let access = Access {
+        env: "staging",
+        provider: "railway",
+        scopes: Some(&scopes),
+    };
+    assert!(decide(broker.rules(), &access, &operations).refusal.is_none());
+    c.bench_function("policy/decide (a mutation on three resources)", |b| {
+        b.iter(|| decide(broker.rules(), &access, black_box(&operations)))
+    });
+
+    let event = Event {
+        kind: EventKind::ProxyAllowed,
+        actor: "agent:claude".into(),
+        agent: Some("claude".into()),
+        session_id: Some("s".into()),
+        env: Some("staging".into()),
+        detail: json!({ "provider": "railway", "operations": ["mutation variableUpsert"] }),
+    };
+    c.bench_function("audit/append one event (durable, alone)", |b| {
+        b.iter(|| rt.block_on(broker.store().append_audit(&event, 0)).unwrap())
+    });
+}
+
+criterion_group!(micro, benches);
+criterion_main!(micro);
