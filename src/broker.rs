@@ -597,21 +597,17 @@ impl Broker {
                 return Err(MintError::Database { error, event_id });
             }
         };
-        self.store
-            .insert_lease(&Lease {
-                id: claims.jti.clone(),
-                session_id: claims.sid.clone(),
-                agent: agent.name.clone(),
-                env: plan.env.clone(),
-                grants: claims.grants.clone(),
-                kid: key.kid.clone(),
-                issued_at,
-                expires_at,
-                revoked_at: None,
-            })
-            .await?;
-        let has_roles = !roles.is_empty();
-        let logins = self.create_roles(agent, request, &claims, roles, now).await?;
+        let lease = Lease {
+            id: claims.jti.clone(),
+            session_id: claims.sid.clone(),
+            agent: agent.name.clone(),
+            env: plan.env.clone(),
+            grants: claims.grants.clone(),
+            kid: key.kid.clone(),
+            issued_at,
+            expires_at,
+            revoked_at: None,
+        };
         let event = Event {
             kind: EventKind::Mint,
             actor: Actor::agent(&agent.name).0,
@@ -628,13 +624,22 @@ impl Broker {
                 "expires_at": expires_at,
             }),
         };
-        let event_id = match self.store.append_audit(&event, unix_ms(now)).await {
-            Ok(record) => record.id,
-            Err(e) => {
-                if has_roles {
+        let (logins, event_id) = if roles.is_empty() {
+            // The common case: the lease and its event are one write, which
+            // shares its commit with every other mint and event queued.
+            let record = self.store.insert_lease_with_event(&lease, &event, unix_ms(now)).await?;
+            (BTreeMap::new(), record.id)
+        } else {
+            // Database roles are recorded against a lease that exists, so
+            // the lease goes first, then the roles, then the events.
+            self.store.insert_lease(&lease).await?;
+            let logins = self.create_roles(agent, request, &claims, roles, now).await?;
+            match self.store.append_audit(&event, unix_ms(now)).await {
+                Ok(record) => (logins, record.id),
+                Err(e) => {
                     self.abandon(&claims, true, now).await;
+                    return Err(e.into());
                 }
-                return Err(e.into());
             }
         };
         let env_vars = self.env_vars(&credential, &plan, &logins);

@@ -200,6 +200,23 @@ async fn when_the_audit_store_cannot_record_nothing_is_forwarded() {
         0,
         "a request went upstream unrecorded"
     );
+
+    // A mint whose event cannot be written leaves no lease behind: the two
+    // are one write.
+    let key = f.key.clone();
+    let leases = |counts: Vec<(&str, i64)>| counts.iter().find(|(t, _)| *t == "leases").unwrap().1;
+    let before = leases(f.broker.row_counts().await);
+    let (status, problem) = f.broker.mint(&key, json!({ "env": "staging" })).await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (503, Some("store_unavailable")),
+        "{problem}"
+    );
+    assert_eq!(
+        leases(f.broker.row_counts().await),
+        before,
+        "a lease was written without its event"
+    );
 }
 
 const KILL_CONFIG: &str = r#"

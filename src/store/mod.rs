@@ -137,6 +137,14 @@ pub trait Store: Send + Sync {
     async fn secret_ages(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
     async fn insert_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Records a lease and the event of its mint in one durable write,
+    /// committed with whatever audit appends are queued beside it.
+    async fn insert_lease_with_event(
+        &self,
+        lease: &Lease,
+        event: &audit::Event,
+        at_ms: i64,
+    ) -> Result<audit::Record, StoreError>;
     async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError>;
     /// The agent whose leases carry this session id.
     async fn session_agent(&self, session_id: &str) -> Result<Option<String>, StoreError>;

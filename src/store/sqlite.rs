@@ -31,6 +31,8 @@ pub struct SqliteStore {
 const MAX_AUDIT_BATCH: usize = 256;
 
 struct Append {
+    /// A lease written in the same transaction, before its event.
+    lease: Option<Lease>,
     event: audit::Event,
     at_ms: i64,
     done: oneshot::Sender<Result<audit::Record, StoreError>>,
@@ -61,6 +63,25 @@ impl SqliteStore {
         let (appender, queue) = mpsc::channel(4 * MAX_AUDIT_BATCH);
         tokio::spawn(append_batches(pool.clone(), queue));
         Ok(SqliteStore { pool, appender })
+    }
+
+    /// Queues a write for the audit writer and waits until it is durable.
+    async fn append(
+        &self,
+        lease: Option<Lease>,
+        event: &audit::Event,
+        at_ms: i64,
+    ) -> Result<audit::Record, StoreError> {
+        let (done, written) = oneshot::channel();
+        let append = Append {
+            lease,
+            event: event.clone(),
+            at_ms,
+            done,
+        };
+        let closed = || StoreError::AuditWrite("the audit writer has stopped".into());
+        self.appender.send(append).await.map_err(|_| closed())?;
+        written.await.map_err(|_| closed())?
     }
 
     /// A store in a file under `dir`.
@@ -109,6 +130,9 @@ async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Result<Vec<audit::R
     };
     let mut records = Vec::with_capacity(batch.len());
     for append in batch {
+        if let Some(lease) = &append.lease {
+            insert_lease_row(&mut *tx, lease).await?;
+        }
         seq += 1;
         let record = audit::Record::new(
             seq,
@@ -153,6 +177,27 @@ fn precreate_private(path: &Path) {
         .create_new(true)
         .mode(0o600)
         .open(path);
+}
+
+async fn insert_lease_row<'e>(db: impl sqlx::SqliteExecutor<'e>, l: &Lease) -> Result<(), StoreError> {
+    let grants = serde_json::to_string(&l.grants).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO leases (id, session_id, agent, env, grants, kid, issued_at, expires_at, revoked_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&l.id)
+    .bind(&l.session_id)
+    .bind(&l.agent)
+    .bind(&l.env)
+    .bind(grants)
+    .bind(&l.kid)
+    .bind(l.issued_at)
+    .bind(l.expires_at)
+    .bind(l.revoked_at)
+    .execute(db)
+    .await
+    .map_err(conflict("lease", &l.id))?;
+    Ok(())
 }
 
 fn conflict(what: &'static str, name: &str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -377,24 +422,16 @@ impl Store for SqliteStore {
     }
 
     async fn insert_lease(&self, l: &Lease) -> Result<(), StoreError> {
-        let grants = serde_json::to_string(&l.grants).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO leases (id, session_id, agent, env, grants, kid, issued_at, expires_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&l.id)
-        .bind(&l.session_id)
-        .bind(&l.agent)
-        .bind(&l.env)
-        .bind(grants)
-        .bind(&l.kid)
-        .bind(l.issued_at)
-        .bind(l.expires_at)
-        .bind(l.revoked_at)
-        .execute(&self.pool)
-        .await
-        .map_err(conflict("lease", &l.id))?;
-        Ok(())
+        insert_lease_row(&self.pool, l).await
+    }
+
+    async fn insert_lease_with_event(
+        &self,
+        lease: &Lease,
+        event: &audit::Event,
+        at_ms: i64,
+    ) -> Result<audit::Record, StoreError> {
+        self.append(Some(lease.clone()), event, at_ms).await
     }
 
     async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError> {
@@ -529,15 +566,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, event: &audit::Event, at_ms: i64) -> Result<audit::Record, StoreError> {
-        let (done, written) = oneshot::channel();
-        let append = Append {
-            event: event.clone(),
-            at_ms,
-            done,
-        };
-        let closed = || StoreError::AuditWrite("the audit writer has stopped".into());
-        self.appender.send(append).await.map_err(|_| closed())?;
-        written.await.map_err(|_| closed())?
+        self.append(None, event, at_ms).await
     }
 
     async fn audit_events(&self) -> Result<Vec<audit::Record>, StoreError> {

@@ -119,6 +119,8 @@ pub struct Fixture {
     pub github: StandIn,
     pub api: StandIn,
     pub credential: String,
+    /// The launcher key of `claude`.
+    pub key: String,
 }
 
 impl Fixture {
@@ -167,6 +169,7 @@ impl Fixture {
             github,
             api,
             credential,
+            key,
         }
     }
 
