@@ -14,7 +14,8 @@
 //! each request has its slot in the schedule and its latency counts from
 //! that slot, so a stall shows in the tail instead of slowing the sender
 //! (no coordinated omission). Latencies go into an HdrHistogram. The
-//! targets take turns at each rate. The mix, in turn: a small Railway
+//! targets take turns at each rate. The broker has the proxy tests'
+//! configuration (`tests/common/fixture.rs`). The mix, in turn: a small Railway
 //! GraphQL query, an allowed mutation, a mutation the broker refuses, and a
 //! GitHub REST GET. The broker's memory is read from /proc.
 //!
@@ -82,62 +83,6 @@ const MIX: [Request; 4] = [
         provider: "github",
     },
 ];
-
-const CONFIG: &str = r#"
-[environments.staging]
-[environments.production]
-protected = true
-
-[introspection]
-enabled = false
-
-[providers.railway]
-kind = "railway"
-upstream = "UPSTREAM"
-agent_env = { RAILWAY_API_TOKEN = "{credential}" }
-tokens = { staging = { env = "UPSTREAM_TOKEN" } }
-
-[providers.github]
-kind = "github"
-upstream = "UPSTREAM"
-tokens = { staging = { env = "UPSTREAM_TOKEN" } }
-
-[[resources]]
-provider = "railway"
-kind = "project"
-id = "proj_1"
-environments = ["staging", "production"]
-
-[[resources]]
-provider = "railway"
-kind = "environment"
-id = "env_stg"
-environments = ["staging"]
-
-[[resources]]
-provider = "railway"
-kind = "service"
-id = "svc_api"
-environments = ["staging", "production"]
-
-[[resources]]
-provider = "railway"
-kind = "volume"
-id = "vol_db"
-environments = ["staging", "production"]
-
-[[resources]]
-provider = "github"
-kind = "repository"
-id = "acme/api"
-environments = ["staging"]
-
-[agents.bench]
-grants = [
-  { provider = "railway", environments = ["staging"], scopes = ["read", "variable:write"] },
-  { provider = "github", environments = ["staging"], scopes = ["read"] },
-]
-"#;
 
 struct Target {
     name: &'static str,
@@ -320,15 +265,21 @@ async fn bench() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = upstream().await;
 
-    // The broker: the release binary, as ops run it.
+    // The broker: the release binary, as ops run it, with the proxy tests'
+    // configuration (resource map, an agent holding every grantable scope)
+    // and every provider pointed at the one upstream.
     let config_path = dir.path().join("valetkey.toml");
-    std::fs::write(&config_path, CONFIG.replace("UPSTREAM", &upstream)).unwrap();
-    let key = common::add_agent_with_cli(&config_path, &dir.path().join("data"), "bench");
-    let served = common::serve(
-        dir.path(),
-        &config_path,
-        &[("UPSTREAM_TOKEN", TOKEN), ("RUST_LOG", "warn")],
-    );
+    let config = common::fixture::CONFIG
+        .replace("RAILWAY_URL", &upstream)
+        .replace("GITHUB_URL", &upstream)
+        .replace("API_URL", &upstream)
+        + "\n[introspection]\nenabled = false\n";
+    std::fs::write(&config_path, config).unwrap();
+    let key = common::add_agent_with_cli(&config_path, &dir.path().join("data"), "claude");
+    let tokens = ["RAILWAY_STAGING", "RAILWAY_PRODUCTION", "GITHUB_STAGING", "API_STAGING"];
+    let mut env: Vec<(&str, &str)> = tokens.iter().map(|t| (*t, TOKEN)).collect();
+    env.push(("RUST_LOG", "warn"));
+    let served = common::serve(dir.path(), &config_path, &env);
     let broker_pid = served.child.id();
     let minted = served.mint(&key, json!({ "env": "staging" })).await;
     let credential = minted["credential"].as_str().expect("a credential").to_owned();
