@@ -185,15 +185,7 @@ async fn when_the_audit_store_cannot_record_nothing_is_forwarded() {
         json!({ "query": "query P($id: String!) { project(id: $id) { name } }", "variables": { "id": "proj_1" } });
     let (status, problem) = f.graphql(allowed).await;
     assert_eq!(refusal(status, &problem), (503, "store_unavailable"), "{problem}");
-    let (status, problem) = f
-        .broker
-        .send(
-            f.broker
-                .http
-                .get(f.url("github/repos/acme/api/contents/README.md"))
-                .bearer_auth(&f.credential),
-        )
-        .await;
+    let (status, problem) = f.get("github/repos/acme/api/contents/README.md", &f.credential).await;
     assert_eq!(refusal(status, &problem), (503, "store_unavailable"), "{problem}");
     assert_eq!(
         f.railway.count() + f.github.count(),

@@ -128,15 +128,7 @@ async fn an_expired_credential_is_named_with_how_to_get_a_new_one() {
     claims["nbf"] = json!(claims["iat"].as_u64().unwrap() - 60);
     let expired = (f.broker.forger(&kid).await)(json!({ "alg": "EdDSA", "kid": kid, "typ": "JWT" }), claims.clone());
 
-    let (status, problem) = f
-        .broker
-        .send(
-            f.broker
-                .http
-                .get(f.url("github/repos/acme/api/contents/README.md"))
-                .bearer_auth(&expired),
-        )
-        .await;
+    let (status, problem) = f.get("github/repos/acme/api/contents/README.md", &expired).await;
     assert_eq!(refusal(status, &problem), (401, "credential_expired"), "{problem}");
     assert_problem_shape(&problem, &["env", "expired_at", "lease_id"]);
     let detail = problem["detail"].as_str().unwrap();
@@ -278,15 +270,7 @@ async fn a_real_provider_token_is_refused_never_forwarded_and_never_written_down
 #[tokio::test]
 async fn a_rejected_real_token_is_the_operators_problem_not_the_agents() {
     let (f, hook) = with_webhook("ghs_revokedByGitHubLongAgo").await;
-    let (status, problem) = f
-        .broker
-        .send(
-            f.broker
-                .http
-                .get(f.url("github/repos/acme/api/contents/README.md"))
-                .bearer_auth(&f.credential),
-        )
-        .await;
+    let (status, problem) = f.get("github/repos/acme/api/contents/README.md", &f.credential).await;
     assert_eq!(
         refusal(status, &problem),
         (502, "upstream_credential_mismatch"),

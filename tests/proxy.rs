@@ -191,13 +191,7 @@ async fn github_work_flows_and_encoded_paths_do_not_slip_past_rules() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = f
-        .broker
-        .send(
-            http.get(f.url("github/repos/acme/api/issues?state=open"))
-                .bearer_auth(&f.credential),
-        )
-        .await;
+    let (status, body) = f.get("github/repos/acme/api/issues?state=open", &f.credential).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["target"], "/repos/acme/api/issues?state=open");
     let allowed = f.github.count();
@@ -237,17 +231,11 @@ async fn github_work_flows_and_encoded_paths_do_not_slip_past_rules() {
 async fn http_providers_follow_ops_rules_and_keep_the_query_string() {
     let f = Fixture::start().await;
     let http = &f.broker.http;
-    let (status, body) = f
-        .broker
-        .send(http.get(f.url("api/v1/items/7?fields=name")).bearer_auth(&f.credential))
-        .await;
+    let (status, body) = f.get("api/v1/items/7?fields=name", &f.credential).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["target"], "/base/v1/items/7?fields=name");
     // Ops let this provider's unknown ids be read, and only read.
-    let (status, body) = f
-        .broker
-        .send(http.get(f.url("api/v1/items/99")).bearer_auth(&f.credential))
-        .await;
+    let (status, body) = f.get("api/v1/items/99", &f.credential).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = f
         .broker
@@ -355,15 +343,7 @@ async fn a_credential_without_the_provider_is_refused_as_a_mismatch() {
         .await;
     assert_eq!(status, 201, "{minted}");
     let railway_only = minted["credential"].as_str().unwrap();
-    let (status, problem) = f
-        .broker
-        .send(
-            f.broker
-                .http
-                .get(f.url("github/repos/acme/api/contents/README.md"))
-                .bearer_auth(railway_only),
-        )
-        .await;
+    let (status, problem) = f.get("github/repos/acme/api/contents/README.md", railway_only).await;
     assert_eq!(refusal(status, &problem), (403, "credential_mismatch"), "{problem}");
     assert!(
         problem["detail"]

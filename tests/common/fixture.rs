@@ -189,6 +189,13 @@ impl Fixture {
             .await
     }
 
+    /// `GET /p/{path}` with `credential` as a bearer token: (status, answer).
+    pub async fn get(&self, path: &str, credential: &str) -> (u16, Value) {
+        self.broker
+            .send(self.broker.http.get(self.url(path)).bearer_auth(credential))
+            .await
+    }
+
     /// The audit event a refusal names.
     pub async fn event(&self, id: &str) -> Value {
         let pool = self.broker.db().await;
