@@ -126,6 +126,30 @@ async fn broker(admin_url: &str, schema: &str) -> TestBroker {
     TestBroker::start_with(&config(schema), env).await
 }
 
+/// The usual setting: a fresh schema of two rows, and a broker whose
+/// staging roles reach it, with `claude` registered (`key`).
+struct Staging {
+    pool: PgPool,
+    schema: String,
+    b: TestBroker,
+    key: String,
+}
+
+async fn staging(url: &str) -> Staging {
+    let pool = admin(url).await;
+    let schema = unique("vk_test_");
+    schema_with_rows(&pool, &schema).await;
+    let b = broker(url, &schema).await;
+    let key = b.add_agent("claude").await;
+    Staging { pool, schema, b, key }
+}
+
+/// Stops the broker and drops the schema.
+async fn finish(b: TestBroker, pool: &PgPool, schema: &str) {
+    b.stop().await;
+    drop_schema(pool, schema).await;
+}
+
 /// Mints for `agent`; returns the answer (env vars, session id, …).
 async fn mint(b: &TestBroker, key: &str, agent: &str) -> Value {
     let (status, answer) = b.mint(key, json!({ "agent": agent, "env": "staging" })).await;
@@ -158,11 +182,7 @@ async fn end_session(b: &TestBroker, key: &str, answer: &Value) {
 #[tokio::test]
 async fn an_agents_database_url_reads_and_writes_rows_and_can_destroy_nothing() {
     let Some(url) = server_url() else { return };
-    let pool = admin(&url).await;
-    let schema = unique("vk_test_");
-    schema_with_rows(&pool, &schema).await;
-    let b = broker(&url, &schema).await;
-    let key = b.add_agent("claude").await;
+    let Staging { pool, schema, b, key } = staging(&url).await;
     let answer = mint(&b, &key, "claude").await;
     let role = var(&answer, "PGUSER").to_owned();
     assert!(role.starts_with("vk_claude_"), "{role}");
@@ -281,18 +301,13 @@ async fn an_agents_database_url_reads_and_writes_rows_and_can_destroy_nothing() 
     end_session(&b, &key, &answer).await;
     end_session(&b, &reader_key, &reader).await;
     assert!(!role_exists(&pool, &role).await);
-    b.stop().await;
-    drop_schema(&pool, &schema).await;
+    finish(b, &pool, &schema).await;
 }
 
 #[tokio::test]
 async fn revoking_ends_open_sessions_and_logins_however_it_comes() {
     let Some(url) = server_url() else { return };
-    let pool = admin(&url).await;
-    let schema = unique("vk_test_");
-    schema_with_rows(&pool, &schema).await;
-    let b = broker(&url, &schema).await;
-    let key = b.add_agent("claude").await;
+    let Staging { pool, schema, b, key } = staging(&url).await;
 
     // Through the API, as `valetkey run` does at exit.
     let answer = mint(&b, &key, "claude").await;
@@ -369,8 +384,7 @@ async fn revoking_ends_open_sessions_and_logins_however_it_comes() {
     .await;
     assert!(open.execute("SELECT 1").await.is_err(), "the open session survived");
 
-    b.stop().await;
-    drop_schema(&pool, &schema).await;
+    finish(b, &pool, &schema).await;
 }
 
 async fn dropped_event(b: &TestBroker, role: &str) -> Value {
@@ -462,14 +476,10 @@ async fn odd_names_cannot_break_out_of_the_statements() {
 #[tokio::test]
 async fn roles_the_broker_did_not_create_are_never_touched() {
     let Some(url) = server_url() else { return };
-    let pool = admin(&url).await;
-    let schema = unique("vk_test_");
-    schema_with_rows(&pool, &schema).await;
+    let Staging { pool, schema, b, key } = staging(&url).await;
     // Prefixed, but made by someone else.
     let foreign = unique("vk_someone_");
     run_sql(&pool, format!("CREATE ROLE {} LOGIN", quote_ident(&foreign))).await;
-    let b = broker(&url, &schema).await;
-    let key = b.add_agent("claude").await;
     let answer = mint(&b, &key, "claude").await;
     end_session(&b, &key, &answer).await;
     b.broker
@@ -481,9 +491,8 @@ async fn roles_the_broker_did_not_create_are_never_touched() {
         "a role the broker did not create was dropped"
     );
     assert!(!role_exists(&pool, var(&answer, "PGUSER")).await);
-    b.stop().await;
     run_sql(&pool, format!("DROP ROLE {}", quote_ident(&foreign))).await;
-    drop_schema(&pool, &schema).await;
+    finish(b, &pool, &schema).await;
 }
 
 /// A throwaway PostgreSQL cluster that checks passwords (scram-sha-256),
