@@ -6,10 +6,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
+use sqlx::{Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -93,6 +94,11 @@ impl SqliteStore {
 /// The audit writer: takes what has queued, appends it in one transaction,
 /// answers each caller. Ends when the store is dropped.
 async fn append_batches(pool: SqlitePool, mut queue: mpsc::Receiver<Append>) {
+    let mut writer = Writer {
+        pool,
+        conn: None,
+        head: None,
+    };
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_AUDIT_BATCH {
@@ -101,7 +107,7 @@ async fn append_batches(pool: SqlitePool, mut queue: mpsc::Receiver<Append>) {
                 Err(_) => break,
             }
         }
-        match write_batch(&pool, &batch).await {
+        match writer.commit(&batch).await {
             Ok(records) => {
                 for (append, record) in batch.into_iter().zip(records) {
                     let _ = append.done.send(Ok(record));
@@ -117,22 +123,99 @@ async fn append_batches(pool: SqlitePool, mut queue: mpsc::Receiver<Append>) {
     }
 }
 
-async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Result<Vec<audit::Record>, StoreError> {
-    // IMMEDIATE takes the write lock before reading the head, so two
-    // writers (the server and a CLI command) cannot fork the chain.
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let head = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
+/// The chain's last `(seq, hash)`.
+type Head = (i64, String);
+
+/// The audit writer's connection and what it knows of the chain.
+///
+/// Every request waits for its event to be durable, so a batch costs one
+/// round trip to SQLite's thread, not one per statement: BEGIN, the inserts
+/// and COMMIT go as one multi-statement query, on a connection of the
+/// writer's own (it holds a transaction open across no await but its own).
+/// The chain's head is remembered from the last commit rather than read in
+/// the transaction. Another process (a CLI command) may have appended
+/// since: then the batch's first `seq` is taken, the primary key refuses
+/// it, and the batch is tried once more on the head read afresh. So two
+/// writers can never fork the chain.
+struct Writer {
+    pool: SqlitePool,
+    conn: Option<SqliteConnection>,
+    head: Option<Head>,
+}
+
+impl Writer {
+    async fn commit(&mut self, batch: &[Append]) -> Result<Vec<audit::Record>, StoreError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(self.pool.acquire().await?.detach()),
+        };
+        let mut retried = false;
+        loop {
+            let head = match self.head.take() {
+                Some(head) => head,
+                None => read_head(&mut *conn).await?.unwrap_or((0, audit::GENESIS.to_owned())),
+            };
+            match write_batch(conn, head, batch).await {
+                Ok(records) => {
+                    self.head = records.last().map(|r| (r.seq, r.hash.clone()));
+                    return Ok(records);
+                }
+                Err(e) => {
+                    // Ends the transaction the failed statement left open
+                    // (and fails harmlessly when there is none).
+                    let _ = conn.execute("ROLLBACK").await;
+                    if retried {
+                        return Err(e);
+                    }
+                    retried = true;
+                }
+            }
+        }
+    }
+}
+
+async fn read_head<'e>(db: impl sqlx::SqliteExecutor<'e>) -> Result<Option<Head>, StoreError> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(db)
         .await?;
-    let (mut seq, mut prev) = match head {
-        Some(row) => (row.get::<i64, _>("seq"), row.get::<String, _>("hash")),
-        None => (0, audit::GENESIS.to_owned()),
-    };
+    Ok(row.map(|r| (r.get("seq"), r.get("hash"))))
+}
+
+const INSERT_LEASE: &str =
+    "INSERT INTO leases (id, session_id, agent, env, grants, kid, issued_at, expires_at, revoked_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT_EVENTS: &str =
+    "INSERT INTO audit_events (seq, id, at_ms, kind, actor, agent, session_id, env, detail, prev_hash, hash) VALUES ";
+const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Appends `batch` after `head` in one transaction: its leases, then its
+/// events in one multi-row insert, then COMMIT, as one query.
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    (mut seq, mut prev): Head,
+    batch: &[Append],
+) -> Result<Vec<audit::Record>, StoreError> {
+    let mut sql = String::from("BEGIN IMMEDIATE;");
+    for _ in batch.iter().filter(|a| a.lease.is_some()) {
+        sql.push_str(INSERT_LEASE);
+        sql.push(';');
+    }
+    sql.push_str(INSERT_EVENTS);
+    for i in 0..batch.len() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(EVENT_ROW);
+    }
+    sql.push_str(";COMMIT;");
+
+    // Built from the constants above only: every value is a bound parameter.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for lease in batch.iter().filter_map(|a| a.lease.as_ref()) {
+        query = bind_lease(query, lease)?;
+    }
     let mut records = Vec::with_capacity(batch.len());
     for append in batch {
-        if let Some(lease) = &append.lease {
-            insert_lease_row(&mut *tx, lease).await?;
-        }
         seq += 1;
         let record = audit::Record::new(
             seq,
@@ -141,28 +224,41 @@ async fn write_batch(pool: &SqlitePool, batch: &[Append]) -> Result<Vec<audit::R
             &append.event,
             &prev,
         );
-        sqlx::query(
-            "INSERT INTO audit_events (seq, id, at_ms, kind, actor, agent, session_id, env, detail, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(record.seq)
-        .bind(&record.id)
-        .bind(record.at_ms)
-        .bind(&record.kind)
-        .bind(&record.actor)
-        .bind(&record.agent)
-        .bind(&record.session_id)
-        .bind(&record.env)
-        .bind(&record.detail)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *tx)
-        .await?;
         prev = record.hash.clone();
         records.push(record);
     }
-    tx.commit().await?;
+    for r in &records {
+        query = query
+            .bind(r.seq)
+            .bind(&r.id)
+            .bind(r.at_ms)
+            .bind(&r.kind)
+            .bind(&r.actor)
+            .bind(&r.agent)
+            .bind(&r.session_id)
+            .bind(&r.env)
+            .bind(&r.detail)
+            .bind(&r.prev_hash)
+            .bind(&r.hash);
+    }
+    query.execute(conn).await?;
     Ok(records)
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+fn bind_lease<'q>(query: SqliteQuery<'q>, l: &'q Lease) -> Result<SqliteQuery<'q>, StoreError> {
+    let grants = serde_json::to_string(&l.grants).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(query
+        .bind(&l.id)
+        .bind(&l.session_id)
+        .bind(&l.agent)
+        .bind(&l.env)
+        .bind(grants)
+        .bind(&l.kid)
+        .bind(l.issued_at)
+        .bind(l.expires_at)
+        .bind(l.revoked_at))
 }
 
 /// SQLite creates files with the process umask; the store holds hashes and
@@ -177,27 +273,6 @@ fn precreate_private(path: &Path) {
         .create_new(true)
         .mode(0o600)
         .open(path);
-}
-
-async fn insert_lease_row<'e>(db: impl sqlx::SqliteExecutor<'e>, l: &Lease) -> Result<(), StoreError> {
-    let grants = serde_json::to_string(&l.grants).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO leases (id, session_id, agent, env, grants, kid, issued_at, expires_at, revoked_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&l.id)
-    .bind(&l.session_id)
-    .bind(&l.agent)
-    .bind(&l.env)
-    .bind(grants)
-    .bind(&l.kid)
-    .bind(l.issued_at)
-    .bind(l.expires_at)
-    .bind(l.revoked_at)
-    .execute(db)
-    .await
-    .map_err(conflict("lease", &l.id))?;
-    Ok(())
 }
 
 fn conflict(what: &'static str, name: &str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -422,7 +497,11 @@ impl Store for SqliteStore {
     }
 
     async fn insert_lease(&self, l: &Lease) -> Result<(), StoreError> {
-        insert_lease_row(&self.pool, l).await
+        bind_lease(sqlx::query(INSERT_LEASE), l)?
+            .execute(&self.pool)
+            .await
+            .map_err(conflict("lease", &l.id))?;
+        Ok(())
     }
 
     async fn insert_lease_with_event(
@@ -608,10 +687,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| (r.get("seq"), r.get("hash"))))
+        read_head(&self.pool).await
     }
 
     async fn insert_checkpoint(&self, c: &audit::Checkpoint) -> Result<(), StoreError> {
@@ -655,6 +731,17 @@ mod tests {
 
     use super::*;
 
+    fn event(n: i64) -> audit::Event {
+        audit::Event {
+            kind: audit::EventKind::ProxyAllowed,
+            actor: "agent:a".into(),
+            agent: Some("a".into()),
+            session_id: None,
+            env: Some("staging".into()),
+            detail: serde_json::json!({ "n": n }),
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_appends_form_one_unbroken_chain() {
         let dir = tempfile::tempdir().unwrap();
@@ -662,17 +749,9 @@ mod tests {
         let mut tasks = Vec::new();
         for n in 0..400 {
             let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let event = audit::Event {
-                    kind: audit::EventKind::ProxyAllowed,
-                    actor: "agent:a".into(),
-                    agent: Some("a".into()),
-                    session_id: None,
-                    env: Some("staging".into()),
-                    detail: serde_json::json!({ "n": n }),
-                };
-                store.append_audit(&event, n).await.unwrap()
-            }));
+            tasks.push(tokio::spawn(
+                async move { store.append_audit(&event(n), n).await.unwrap() },
+            ));
         }
         let mut answered = Vec::new();
         for t in tasks {
@@ -685,5 +764,34 @@ mod tests {
         for record in &answered {
             assert_eq!(&stored[(record.seq - 1) as usize], record);
         }
+    }
+
+    /// The server and a CLI command are two stores on one file, each writer
+    /// remembering the head it last wrote: each must notice the other's
+    /// appends and chain after them, never fork.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_writers_on_one_file_chain_after_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Arc::new(SqliteStore::open_in(dir.path()).await.unwrap());
+        let cli = Arc::new(SqliteStore::open_in(dir.path()).await.unwrap());
+        let mut tasks = Vec::new();
+        for n in 0..200 {
+            let store = if n % 3 == 0 { cli.clone() } else { server.clone() };
+            tasks.push(tokio::spawn(async move { store.append_audit(&event(n), n).await }));
+        }
+        for t in tasks {
+            t.await.unwrap().expect("every append lands");
+        }
+        // Strictly alternating, so each writer's remembered head is stale.
+        for n in 200..220 {
+            let store = if n % 2 == 0 { &cli } else { &server };
+            store.append_audit(&event(n), n).await.unwrap();
+        }
+        let stored = server.audit_events().await.unwrap();
+        assert_eq!(stored.len(), 220);
+        assert_eq!(audit::verify(&stored, &[], |_| false).broken, None);
+        let mut ns: Vec<i64> = stored.iter().map(|r| r.at_ms).collect();
+        ns.sort();
+        assert_eq!(ns, (0..220).collect::<Vec<_>>());
     }
 }
