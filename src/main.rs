@@ -3,6 +3,12 @@
 
 use std::process::ExitCode;
 
+// The proxy path allocates per request (headers, the GraphQL tree, the
+// audit record); glibc's allocator spent a sixth of the broker's CPU on it
+// under load (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     match valetkey::cli::main() {
         Ok(code) => code,
