@@ -3,40 +3,56 @@
 //!   scripts/install-nginx.sh          # once, where nginx is missing
 //!   cargo bench --bench proxy_load
 //!
-//! One run starts a minimal upstream (an axum responder on loopback), the
-//! broker's release binary in front of it (GraphQL classification and the
-//! audit trail on), and, when nginx is installed, nginx in front of the same
-//! upstream with `proxy_pass`, upstream keep-alive and a `proxy_set_header
-//! Authorization` line: the plain "inject a header" proxy a broker must be
-//! compared with. Both proxies get two workers (this machine's cores).
+//! One run starts a minimal upstream (an axum responder on loopback, on its
+//! own thread), the broker's release binary in front of it (GraphQL
+//! classification and the audit trail on), and, when nginx is installed,
+//! nginx in front of the same upstream with `proxy_pass`, upstream keep-alive
+//! and a `proxy_set_header Authorization` line: the plain "inject a header"
+//! proxy a broker must be compared with. Both proxies get two workers (this
+//! machine's cores).
 //!
-//! An open-loop generator sends at a fixed rate whatever the answers do:
-//! each request has its slot in the schedule and its latency counts from
-//! that slot, so a stall shows in the tail instead of slowing the sender
-//! (no coordinated omission). Latencies go into an HdrHistogram. The
-//! targets take turns at each rate. The broker has the proxy tests'
-//! configuration (`tests/common/fixture.rs`). The mix, in turn: a small Railway
-//! GraphQL query, an allowed mutation, a mutation the broker refuses, and a
-//! GitHub REST GET. The broker's memory is read from /proc.
+//! Three measurements, the targets taking turns in each:
+//! - *Fixed rate, open loop.* A clock thread sends at a fixed rate whatever
+//!   the answers do: each request has its slot, and its latency counts from
+//!   that slot, so a stall shows in the tail instead of slowing the sender
+//!   (no coordinated omission). The clock sleeps with a 1 ns timer slack
+//!   rather than on tokio's millisecond timer, and its own lateness is
+//!   reported beside the figures. Latencies go into an HdrHistogram.
+//! - *Highest throughput, closed loop.* Every connection sends its next
+//!   request as soon as the last is answered, for a fixed time.
+//! - *Memory.* The broker's RSS with 1,000 keep-alive agent connections
+//!   open and carrying the fixed-rate load.
+//!
+//! The broker has the proxy tests' configuration (`tests/common/fixture.rs`).
+//! The mix, in turn: a small Railway GraphQL query, an allowed mutation, a
+//! mutation the broker refuses, and a GitHub REST GET. An answer counts as
+//! an error unless its status is the one expected (the refused mutation is
+//! a 403 from the broker, a 200 elsewhere).
 //!
 //! A figure, not a test: it asserts nothing about speed.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http::{Method, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 /// Requests per second tried, in turn, for each target.
 const RATES: [u64; 4] = [500, 1000, 2000, 4000];
-/// How long each target is driven at each rate.
+/// How long each target is driven at each rate, and at full speed.
 const DURATION: Duration = Duration::from_secs(5);
 /// Connections the generator keeps open to each target.
 const CONNECTIONS: usize = 64;
+/// Keep-alive agent connections held open for the memory figure.
+const MANY_CONNECTIONS: usize = 1000;
 /// The real tokens the proxies put in, and the stand-in does not check.
 const TOKEN: &str = "real-upstream-token";
 
@@ -49,6 +65,8 @@ struct Request {
     body: Option<&'static str>,
     /// `/p/railway` or `/p/github` in front of the broker.
     provider: &'static str,
+    /// Whether the broker refuses it (403).
+    refused: bool,
 }
 
 const MIX: [Request; 4] = [
@@ -58,6 +76,7 @@ const MIX: [Request; 4] = [
         path: "/graphql/v2",
         body: Some(r#"{"query":"query { project(id: \"proj_1\") { id name } }"}"#),
         provider: "railway",
+        refused: false,
     },
     Request {
         name: "graphql mutation (allowed)",
@@ -67,6 +86,7 @@ const MIX: [Request; 4] = [
             r#"{"query":"mutation { variableUpsert(input: { projectId: \"proj_1\", environmentId: \"env_stg\", serviceId: \"svc_api\", name: \"LOG_LEVEL\", value: \"debug\" }) }"}"#,
         ),
         provider: "railway",
+        refused: false,
     },
     Request {
         name: "graphql mutation (refused)",
@@ -74,6 +94,7 @@ const MIX: [Request; 4] = [
         path: "/graphql/v2",
         body: Some(r#"{"query":"mutation { volumeDelete(volumeId: \"vol_db\") }"}"#),
         provider: "railway",
+        refused: true,
     },
     Request {
         name: "rest GET",
@@ -81,15 +102,48 @@ const MIX: [Request; 4] = [
         path: "/repos/acme/api/contents/README.md",
         body: None,
         provider: "github",
+        refused: false,
     },
 ];
 
 struct Target {
     name: &'static str,
-    base: String,
-    /// Whether paths carry the broker's `/p/{provider}` prefix.
+    addr: SocketAddr,
+    /// Whether paths carry the broker's `/p/{provider}` prefix and its
+    /// refusals are expected.
     broker: bool,
     authorization: String,
+}
+
+/// One request of the mix as a target is sent it.
+struct Prepared {
+    method: Method,
+    uri: String,
+    body: Bytes,
+    json: bool,
+    expect: StatusCode,
+}
+
+impl Target {
+    fn prepare(&self) -> Vec<Prepared> {
+        MIX.iter()
+            .map(|r| Prepared {
+                method: r.method.parse().unwrap(),
+                uri: if self.broker {
+                    format!("/p/{}{}", r.provider, r.path)
+                } else {
+                    r.path.to_owned()
+                },
+                body: Bytes::from_static(r.body.unwrap_or("").as_bytes()),
+                json: r.body.is_some(),
+                expect: if self.broker && r.refused {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::OK
+                },
+            })
+            .collect()
+    }
 }
 
 /// nginx's master, stopped with SIGQUIT on drop so it takes its workers
@@ -120,28 +174,38 @@ fn wait_for(port: u16) {
     }
 }
 
-/// The upstream: answers every request with a small JSON body.
-async fn upstream() -> String {
-    let app = axum::Router::new().fallback(|| async {
-        (
-            [("content-type", "application/json")],
-            r#"{"data":{"project":{"id":"proj_1","name":"api"}}}"#,
-        )
+/// The upstream, on a thread and runtime of its own so that it does not
+/// share the generator's: answers every request with a small JSON body.
+fn upstream() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().fallback(|| async {
+                (
+                    [("content-type", "application/json")],
+                    r#"{"data":{"project":{"id":"proj_1","name":"api"}}}"#,
+                )
+            });
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap()
+        })
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    addr
 }
 
 /// nginx in front of `upstream`, two workers, keep-alive to the upstream,
 /// the token put in with `proxy_set_header`; `None` where it is missing.
-fn nginx(dir: &std::path::Path, upstream: &str) -> Option<(StopOnDrop, u16)> {
+fn nginx(dir: &std::path::Path, upstream: SocketAddr) -> Option<(StopOnDrop, u16)> {
     let binary = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())?;
     let port = free_port();
-    let upstream = upstream.trim_start_matches("http://");
     let conf = format!(
         r#"
 worker_processes 2;
@@ -150,6 +214,7 @@ error_log {dir}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  keepalive_requests 1000000;
   client_body_temp_path {dir}/nginx-body;
   proxy_temp_path {dir}/nginx-proxy;
   upstream backend {{ server {upstream}; keepalive 128; }}
@@ -183,96 +248,231 @@ http {{
     Some((child, port))
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// CPU time a process has used (user and system), from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, f)| f)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+/// `VmRSS` and `VmHWM` (the peak) of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+}
+
+/// One keep-alive HTTP/1.1 connection to a target.
+struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    async fn open(addr: SocketAddr) -> Connection {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Connection { sender }
+    }
+
+    /// Sends one request and reads its whole answer; whether it came back
+    /// with the expected status.
+    async fn exchange(&mut self, target: &Target, request: &Prepared) -> bool {
+        if self.sender.ready().await.is_err() {
+            // The target closed the idle connection, as servers may: open
+            // another, as any keep-alive client does.
+            *self = Connection::open(target.addr).await;
+        }
+        let mut builder = http::Request::builder()
+            .method(request.method.clone())
+            .uri(&request.uri)
+            .header(header::HOST, "127.0.0.1")
+            .header(header::AUTHORIZATION, &target.authorization);
+        if request.json {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request_out = builder.body(Full::new(request.body.clone())).unwrap();
+        match self.sender.send_request(request_out).await {
+            Ok(resp) => {
+                let status = resp.status();
+                resp.into_body().collect().await.is_ok() && status == request.expect
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+async fn open_all(addr: SocketAddr, n: usize) -> Vec<Connection> {
+    let mut connections = Vec::with_capacity(n);
+    for _ in 0..n {
+        connections.push(Connection::open(addr).await);
+    }
+    connections
 }
 
 struct Outcome {
     histogram: Histogram<u64>,
-    sent: u64,
+    /// How late the clock sent, from each slot (open loop only).
+    lateness: Histogram<u64>,
+    answered: u64,
     errors: u64,
     elapsed: Duration,
 }
 
-/// Sends `rate` requests a second for `DURATION`, each at its slot in the
-/// schedule, cycling through the mix; latencies from the slot.
-async fn drive(client: &reqwest::Client, target: &Target, rate: u64) -> Outcome {
-    let total = rate * DURATION.as_secs();
-    let interval = Duration::from_nanos(1_000_000_000 / rate);
-    let histogram = Arc::new(std::sync::Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
-    ));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let slot = start + interval * i as u32;
-        let request = MIX[i as usize % MIX.len()];
-        let url = if target.broker {
-            format!("{}/p/{}{}", target.base, request.provider, request.path)
-        } else {
-            format!("{}{}", target.base, request.path)
-        };
-        let mut builder = client
-            .request(request.method.parse().unwrap(), url)
-            .header("authorization", &target.authorization);
-        if let Some(body) = request.body {
-            builder = builder.header("content-type", "application/json").body(body);
-        }
-        let (histogram, errors) = (histogram.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep_until(slot).await;
-            let ok = match builder.send().await {
-                // The refused mutation answers 403 from the broker: an
-                // answer, not an error.
-                Ok(resp) => resp.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            let took = tokio::time::Instant::now().saturating_duration_since(slot);
-            if !ok {
-                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            histogram.lock().unwrap().saturating_record(took.as_micros() as u64);
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let elapsed = start.elapsed();
-    let histogram = Arc::try_unwrap(histogram).unwrap().into_inner().unwrap();
-    Outcome {
-        histogram,
-        sent: total,
-        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
-        elapsed,
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.answered as f64 / self.elapsed.as_secs_f64()
     }
 }
 
+/// Sends `rate` requests a second for `DURATION` over `connections`, in
+/// turn, each at its slot; latencies from the slot. The connections come
+/// back open.
+fn open_loop(
+    runtime: &tokio::runtime::Runtime,
+    target: &'static Target,
+    connections: Vec<Connection>,
+    rate: u64,
+) -> (Outcome, Vec<Connection>) {
+    let total = rate * DURATION.as_secs();
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let prepared: &'static [Prepared] = target.prepare().leak();
+    let mut queues = Vec::with_capacity(connections.len());
+    let mut tasks = Vec::with_capacity(connections.len());
+    for mut connection in connections {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, usize)>();
+        queues.push(tx);
+        tasks.push(runtime.spawn(async move {
+            let (mut histogram, mut errors) = (histogram(), 0u64);
+            while let Some((slot, k)) = rx.recv().await {
+                let ok = connection.exchange(target, &prepared[k]).await;
+                histogram.saturating_record(slot.elapsed().as_micros() as u64);
+                errors += u64::from(!ok);
+            }
+            (histogram, errors, connection)
+        }));
+    }
+    // The clock: this thread, sleeping to each slot with a timer slack of
+    // 1 ns (the default, 50 µs, would blur what is measured).
+    let _ = nix::sys::prctl::set_timerslack(1);
+    let mut lateness = histogram();
+    let start = Instant::now() + Duration::from_millis(20);
+    for i in 0..total {
+        let slot = start + interval * i as u32;
+        let now = Instant::now();
+        if slot > now {
+            std::thread::sleep(slot - now);
+        }
+        lateness.saturating_record(slot.elapsed().as_micros() as u64);
+        let n = i as usize;
+        queues[n % queues.len()].send((slot, n % MIX.len())).unwrap();
+    }
+    drop(queues);
+    let mut out = Outcome {
+        histogram: histogram(),
+        lateness,
+        answered: total,
+        errors: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut connections = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let (h, errors, connection) = runtime.block_on(task).unwrap();
+        out.histogram.add(h).unwrap();
+        out.errors += errors;
+        connections.push(connection);
+    }
+    out.elapsed = start.elapsed();
+    (out, connections)
+}
+
+/// Every connection sends its next request as soon as the last is answered,
+/// for `DURATION`.
+fn closed_loop(runtime: &tokio::runtime::Runtime, target: &'static Target) -> Outcome {
+    let prepared: &'static [Prepared] = target.prepare().leak();
+    let connections = runtime.block_on(open_all(target.addr, CONNECTIONS));
+    let start = Instant::now();
+    let deadline = start + DURATION;
+    let tasks: Vec<_> = connections
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut connection)| {
+            runtime.spawn(async move {
+                let (mut histogram, mut errors) = (histogram(), 0u64);
+                let mut k = c;
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let ok = connection.exchange(target, &prepared[k % MIX.len()]).await;
+                    histogram.saturating_record(sent.elapsed().as_micros() as u64);
+                    errors += u64::from(!ok);
+                    k += 1;
+                }
+                (histogram, errors)
+            })
+        })
+        .collect();
+    let mut out = Outcome {
+        histogram: histogram(),
+        lateness: histogram(),
+        answered: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+    };
+    for task in tasks {
+        let (h, errors) = runtime.block_on(task).unwrap();
+        out.answered += h.len();
+        out.histogram.add(h).unwrap();
+        out.errors += errors;
+    }
+    out.elapsed = start.elapsed();
+    out
+}
+
 fn main() {
+    // The generator's runtime; the upstream has its own thread, the broker
+    // and nginx their own processes.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(bench());
-}
-
-async fn bench() {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = upstream().await;
+    let upstream = upstream();
+    let upstream_url = format!("http://{upstream}");
 
     // The broker: the release binary, as ops run it, with the proxy tests'
     // configuration (resource map, an agent holding every grantable scope)
     // and every provider pointed at the one upstream.
     let config_path = dir.path().join("valetkey.toml");
     let config = common::fixture::CONFIG
-        .replace("RAILWAY_URL", &upstream)
-        .replace("GITHUB_URL", &upstream)
-        .replace("API_URL", &upstream)
+        .replace("RAILWAY_URL", &upstream_url)
+        .replace("GITHUB_URL", &upstream_url)
+        .replace("API_URL", &upstream_url)
         + "\n[introspection]\nenabled = false\n";
     std::fs::write(&config_path, config).unwrap();
     let key = common::add_agent_with_cli(&config_path, &dir.path().join("data"), "claude");
@@ -281,77 +481,152 @@ async fn bench() {
     env.push(("RUST_LOG", "warn"));
     let served = common::serve(dir.path(), &config_path, &env);
     let broker_pid = served.child.id();
-    let minted = served.mint(&key, json!({ "env": "staging" })).await;
+    let minted = runtime.block_on(served.mint(&key, json!({ "env": "staging" })));
     let credential = minted["credential"].as_str().expect("a credential").to_owned();
+    let broker_addr: SocketAddr = served.url.trim_start_matches("http://").parse().unwrap();
 
     let mut targets = vec![
         Target {
             name: "direct",
-            base: upstream.clone(),
+            addr: upstream,
             broker: false,
             authorization: format!("Bearer {TOKEN}"),
         },
         Target {
             name: "valetkey",
-            base: served.url.clone(),
+            addr: broker_addr,
             broker: true,
             authorization: format!("Bearer {credential}"),
         },
     ];
-    let nginx = nginx(dir.path(), &upstream);
+    let nginx = nginx(dir.path(), upstream);
     match &nginx {
         Some((_, port)) => targets.push(Target {
             name: "nginx",
-            base: format!("http://127.0.0.1:{port}"),
+            addr: SocketAddr::from(([127, 0, 0, 1], *port)),
             broker: false,
             authorization: "Bearer from-the-agent".into(),
         }),
         None => println!("nginx is not installed: running without it (scripts/install-nginx.sh installs it)"),
     }
+    let targets: &'static [Target] = targets.leak();
+    let find = |name: &str| targets.iter().find(|t| t.name == name);
+    // `cargo bench --bench proxy_load -- throughput` runs one section (for
+    // profiling); cargo adds `--bench` of its own.
+    let sections: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let section = |name: &str| sections.is_empty() || sections.iter().any(|s| s == name);
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    if section("rates") {
+        fixed_rates(&runtime, targets, broker_pid);
+    }
+    if section("throughput") {
+        throughput(&runtime, targets, broker_pid);
+    }
+    if section("memory") {
+        memory(&runtime, find("valetkey").unwrap(), broker_pid);
+    }
+    drop(nginx);
+    served.stop();
+}
+
+fn fixed_rates(runtime: &tokio::runtime::Runtime, targets: &'static [Target], broker_pid: u32) {
     println!(
-        "open-loop load, {} s per target and rate, {CONNECTIONS} connections, mix: {}",
+        "fixed rate, open loop: {} s per target and rate, {CONNECTIONS} connections; mix: {}",
         DURATION.as_secs(),
         MIX.map(|r| r.name).join(", ")
     );
     println!(
-        "{:>6} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
-        "rate", "target", "achieved", "p50 µs", "p99 µs", "p99.9 µs", "errors"
+        "{:>6} {:>9} {:>9} {:>8} {:>8} {:>9} {:>7} {:>14}",
+        "rate/s", "target", "achieved", "p50 µs", "p99 µs", "p99.9 µs", "errors", "clock late µs"
     );
-    let mut p50s = std::collections::BTreeMap::new();
     for rate in RATES {
-        for target in &targets {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(CONNECTIONS)
-                .no_proxy()
-                .build()
-                .unwrap();
-            let out = drive(&client, target, rate).await;
-            let h = &out.histogram;
+        let mut row = std::collections::BTreeMap::new();
+        for target in targets {
+            let connections = runtime.block_on(open_all(target.addr, CONNECTIONS));
+            let (out, _) = open_loop(runtime, target, connections, rate);
+            let (h, late) = (&out.histogram, &out.lateness);
             println!(
-                "{rate:>6} {:>9} {:>10.0} {:>9} {:>9} {:>9} {:>7}",
+                "{rate:>6} {:>9} {:>9.0} {:>8} {:>8} {:>9} {:>7} {:>14}",
                 target.name,
-                out.sent as f64 / out.elapsed.as_secs_f64(),
+                out.rate(),
                 h.value_at_quantile(0.5),
                 h.value_at_quantile(0.99),
                 h.value_at_quantile(0.999),
-                out.errors
+                out.errors,
+                format!("{}/{}", late.value_at_quantile(0.5), late.value_at_quantile(0.99)),
             );
-            p50s.insert(
-                (rate, target.name),
-                (h.value_at_quantile(0.5), h.value_at_quantile(0.99)),
-            );
+            row.insert(target.name, [0.5, 0.99, 0.999].map(|q| h.value_at_quantile(q) as i64));
         }
-        if let (Some(direct), Some(broker)) = (p50s.get(&(rate, "direct")), p50s.get(&(rate, "valetkey"))) {
+        if let (Some(direct), Some(broker)) = (row.get("direct"), row.get("valetkey")) {
+            let (rss, _) = memory_kib(broker_pid);
             println!(
-                "{rate:>6} valetkey adds p50 {} µs, p99 {} µs over direct; broker RSS {} MiB",
-                broker.0 as i64 - direct.0 as i64,
-                broker.1 as i64 - direct.1 as i64,
-                rss_kib(broker_pid) / 1024
+                "{rate:>6} valetkey adds {} / {} / {} µs (p50 / p99 / p99.9) over direct; RSS {} MiB",
+                broker[0] - direct[0],
+                broker[1] - direct[1],
+                broker[2] - direct[2],
+                rss / 1024
             );
         }
     }
-    drop(nginx);
-    served.stop();
+}
+
+fn throughput(runtime: &tokio::runtime::Runtime, targets: &'static [Target], broker_pid: u32) {
+    println!(
+        "\nhighest throughput, closed loop: {CONNECTIONS} connections, {} s each, two rounds",
+        DURATION.as_secs()
+    );
+    println!(
+        "{:>5} {:>9} {:>9} {:>8} {:>8} {:>7} {:>18}",
+        "round", "target", "req/s", "p50 µs", "p99 µs", "errors", "broker CPU µs/req"
+    );
+    let mut best = std::collections::BTreeMap::<&str, f64>::new();
+    for round in 1..=2 {
+        for target in targets {
+            let cpu = cpu_time(broker_pid);
+            let out = closed_loop(runtime, target);
+            let cpu = if target.broker {
+                format!(
+                    "{:.0}",
+                    (cpu_time(broker_pid) - cpu).as_micros() as f64 / out.answered as f64
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "{round:>5} {:>9} {:>9.0} {:>8} {:>8} {:>7} {cpu:>18}",
+                target.name,
+                out.rate(),
+                out.histogram.value_at_quantile(0.5),
+                out.histogram.value_at_quantile(0.99),
+                out.errors
+            );
+            let b = best.entry(target.name).or_default();
+            *b = b.max(out.rate());
+        }
+    }
+    if let (Some(broker), Some(nginx)) = (best.get("valetkey"), best.get("nginx")) {
+        println!("valetkey's best is {:.2}× nginx's", broker / nginx);
+    }
+}
+
+fn memory(runtime: &tokio::runtime::Runtime, broker: &'static Target, broker_pid: u32) {
+    let mib = || memory_kib(broker_pid).0 / 1024;
+    let before = mib();
+    let connections = runtime.block_on(open_all(broker.addr, MANY_CONNECTIONS));
+    std::thread::sleep(Duration::from_millis(200));
+    let opened = mib();
+    let (out, connections) = open_loop(runtime, broker, connections, 2000);
+    println!(
+        "\n{} keep-alive connections to valetkey at 2,000/s: p50 {} µs, p99 {} µs, {} errors",
+        connections.len(),
+        out.histogram.value_at_quantile(0.5),
+        out.histogram.value_at_quantile(0.99),
+        out.errors,
+    );
+    let descriptors = std::fs::read_dir(format!("/proc/{broker_pid}/fd")).map_or(0, |d| d.count());
+    println!(
+        "valetkey's RSS: {before} MiB before, {opened} MiB with them open, {} MiB after the load (peak since start {} MiB); {descriptors} descriptors open",
+        mib(),
+        memory_kib(broker_pid).1 / 1024
+    );
 }
