@@ -30,12 +30,9 @@ use sqlx::Executor;
 /// Credentials minted, and alive together, per round.
 const MINTS_PER_ROUND: usize = 400;
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(bench());
+#[tokio::main]
+async fn main() {
+    bench().await
 }
 
 async fn bench() {

@@ -26,12 +26,9 @@ const MINTS: usize = 4000;
 const APPENDS: usize = 20_000;
 const CLIENTS: [usize; 3] = [1, 8, 64];
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(bench());
+#[tokio::main]
+async fn main() {
+    bench().await
 }
 
 /// Runs `work` `total` times from `clients` tasks; returns per-second rate
