@@ -135,8 +135,9 @@ type Head = (i64, String);
 /// The chain's head is remembered from the last commit rather than read in
 /// the transaction. Another process (a CLI command) may have appended
 /// since: then the batch's first `seq` is taken, the primary key refuses
-/// it, and the batch is tried once more on the head read afresh. So two
-/// writers can never fork the chain.
+/// it, and the batch is written again with the head read under the write
+/// lock (two more round trips, and certain to chain after the other
+/// writer). So two writers can never fork the chain, nor fail each other.
 struct Writer {
     pool: SqlitePool,
     conn: Option<SqliteConnection>,
@@ -149,29 +150,34 @@ impl Writer {
             Some(conn) => conn,
             None => self.conn.insert(self.pool.acquire().await?.detach()),
         };
-        let mut retried = false;
-        loop {
-            let head = match self.head.take() {
-                Some(head) => head,
-                None => read_head(&mut *conn).await?.unwrap_or((0, audit::GENESIS.to_owned())),
-            };
-            match write_batch(conn, head, batch).await {
+        if let Some(head) = self.head.take() {
+            match write_batch(conn, Some(head), batch).await {
                 Ok(records) => {
                     self.head = records.last().map(|r| (r.seq, r.hash.clone()));
                     return Ok(records);
                 }
-                Err(e) => {
-                    // Ends the transaction the failed statement left open
-                    // (and fails harmlessly when there is none).
-                    let _ = conn.execute("ROLLBACK").await;
-                    if retried {
-                        return Err(e);
-                    }
-                    retried = true;
-                }
+                // A stale head, or a real failure: the locked path below
+                // tells which.
+                Err(_) => rollback(conn).await,
+            }
+        }
+        match write_batch(conn, None, batch).await {
+            Ok(records) => {
+                self.head = records.last().map(|r| (r.seq, r.hash.clone()));
+                Ok(records)
+            }
+            Err(e) => {
+                rollback(conn).await;
+                Err(e)
             }
         }
     }
+}
+
+/// Ends the transaction a failed statement left open (and fails harmlessly
+/// when there is none).
+async fn rollback(conn: &mut SqliteConnection) {
+    let _ = conn.execute("ROLLBACK").await;
 }
 
 async fn read_head<'e>(db: impl sqlx::SqliteExecutor<'e>) -> Result<Option<Head>, StoreError> {
@@ -188,14 +194,26 @@ const INSERT_EVENTS: &str =
     "INSERT INTO audit_events (seq, id, at_ms, kind, actor, agent, session_id, env, detail, prev_hash, hash) VALUES ";
 const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-/// Appends `batch` after `head` in one transaction: its leases, then its
-/// events in one multi-row insert, then COMMIT, as one query.
+/// Appends `batch` in one transaction: its leases, then its events in one
+/// multi-row insert, then COMMIT. After a remembered `head`, that is one
+/// query, BEGIN included. Without one, the transaction begins first and the
+/// head is read under its write lock, which no other writer can then move.
 async fn write_batch(
     conn: &mut SqliteConnection,
-    (mut seq, mut prev): Head,
+    head: Option<Head>,
     batch: &[Append],
 ) -> Result<Vec<audit::Record>, StoreError> {
-    let mut sql = String::from("BEGIN IMMEDIATE;");
+    let mut sql = String::new();
+    let (mut seq, mut prev) = match head {
+        Some(head) => {
+            sql.push_str("BEGIN IMMEDIATE;");
+            head
+        }
+        None => {
+            conn.execute("BEGIN IMMEDIATE").await?;
+            read_head(&mut *conn).await?.unwrap_or((0, audit::GENESIS.to_owned()))
+        }
+    };
     for _ in batch.iter().filter(|a| a.lease.is_some()) {
         sql.push_str(INSERT_LEASE);
         sql.push(';');
