@@ -403,3 +403,79 @@ async fn common_key(f: &Fixture) -> String {
     .unwrap();
     f.broker.add_agent("claude").await
 }
+
+/// A provider's redirect goes back to the agent as it came: the broker
+/// follows none, so the real token never travels to where it points.
+#[tokio::test]
+async fn an_upstream_redirect_is_passed_back_not_followed() {
+    let f = Fixture::start().await;
+    let elsewhere = common::upstream::StandIn::http(&[]).await;
+    let target = format!("{}/collect", elsewhere.url);
+    // An agent-side client that follows nothing either, to see the answer.
+    let agent = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let resp = agent
+        .get(f.url(&format!("api/v1/items/7?redirect_to={target}")))
+        .bearer_auth(&f.credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 307);
+    assert_eq!(resp.headers()["location"], target.as_str());
+    assert_eq!(f.api.count(), 1);
+    assert_eq!(elsewhere.count(), 0, "the broker followed the redirect");
+}
+
+/// Proxy variables in the broker's environment are ignored: the real token
+/// goes to the provider itself, never through a proxy somebody set.
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_variables_in_the_brokers_environment_are_ignored() {
+    let api = common::upstream::StandIn::http(&[API_STAGING]).await;
+    let proxy = common::upstream::StandIn::http(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("valetkey.toml");
+    let config = CONFIG
+        .replace("RAILWAY_URL", &api.url)
+        .replace("GITHUB_URL", &api.url)
+        .replace("API_URL", &api.url)
+        + "\n[introspection]\nenabled = false\n";
+    std::fs::write(&config_path, config).unwrap();
+    let key = common::add_agent_with_cli(&config_path, &dir.path().join("data"), "claude");
+    let mut env = vec![
+        ("RAILWAY_STAGING", RAILWAY_STAGING),
+        ("RAILWAY_PRODUCTION", RAILWAY_PRODUCTION),
+        ("GITHUB_STAGING", GITHUB_STAGING),
+        ("API_STAGING", API_STAGING),
+        ("NO_PROXY", ""),
+        ("no_proxy", ""),
+    ];
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        env.push((var, proxy.url.as_str()));
+    }
+    let served = common::serve(dir.path(), &config_path, &env);
+    let minted = served.mint(&key, json!({ "env": "staging" })).await;
+    let credential = minted["credential"].as_str().expect("a credential");
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}/p/api/v1/items/7", served.url))
+        .bearer_auth(credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(api.count(), 1);
+    assert_eq!(proxy.count(), 0, "the broker went through the proxy");
+    served.stop();
+}

@@ -289,9 +289,17 @@ async fn slow(State(shared): State<Shared>) -> Response {
     Response::new(Body::from_stream(stream))
 }
 
+/// Answers with what it received; with `?redirect_to=URL`, a 307 to `URL`,
+/// as a provider's API may answer (a moved resource, a download link).
 async fn echo(request: Request) -> Response {
     let method = request.method().to_string();
     let target = request.uri().to_string();
+    let redirect = url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "redirect_to")
+        .map(|(_, v)| v.into_owned());
+    if let Some(to) = redirect {
+        return (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, to)]).into_response();
+    }
     axum::Json(json!({ "method": method, "target": target })).into_response()
 }
 
