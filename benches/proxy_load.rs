@@ -113,6 +113,8 @@ struct Target {
     /// refusals are expected.
     broker: bool,
     authorization: String,
+    /// The mix, as this target is sent it.
+    requests: Vec<Prepared>,
 }
 
 /// One request of the mix as a target is sent it.
@@ -125,24 +127,32 @@ struct Prepared {
 }
 
 impl Target {
-    fn prepare(&self) -> Vec<Prepared> {
-        MIX.iter()
+    fn new(name: &'static str, addr: SocketAddr, broker: bool, authorization: String) -> Target {
+        let requests = MIX
+            .iter()
             .map(|r| Prepared {
                 method: r.method.parse().unwrap(),
-                uri: if self.broker {
+                uri: if broker {
                     format!("/p/{}{}", r.provider, r.path)
                 } else {
                     r.path.to_owned()
                 },
                 body: Bytes::from_static(r.body.unwrap_or("").as_bytes()),
                 json: r.body.is_some(),
-                expect: if self.broker && r.refused {
+                expect: if broker && r.refused {
                     StatusCode::FORBIDDEN
                 } else {
                     StatusCode::OK
                 },
             })
-            .collect()
+            .collect();
+        Target {
+            name,
+            addr,
+            broker,
+            authorization,
+            requests,
+        }
     }
 }
 
@@ -362,7 +372,6 @@ fn open_loop(
 ) -> (Outcome, Vec<Connection>) {
     let total = rate * DURATION.as_secs();
     let interval = Duration::from_nanos(1_000_000_000 / rate);
-    let prepared: &'static [Prepared] = target.prepare().leak();
     let mut queues = Vec::with_capacity(connections.len());
     let mut tasks = Vec::with_capacity(connections.len());
     for mut connection in connections {
@@ -371,7 +380,7 @@ fn open_loop(
         tasks.push(runtime.spawn(async move {
             let (mut histogram, mut errors) = (histogram(), 0u64);
             while let Some((slot, k)) = rx.recv().await {
-                let ok = connection.exchange(target, &prepared[k]).await;
+                let ok = connection.exchange(target, &target.requests[k]).await;
                 histogram.saturating_record(slot.elapsed().as_micros() as u64);
                 errors += u64::from(!ok);
             }
@@ -415,7 +424,6 @@ fn open_loop(
 /// Every connection sends its next request as soon as the last is answered,
 /// for `DURATION`.
 fn closed_loop(runtime: &tokio::runtime::Runtime, target: &'static Target) -> Outcome {
-    let prepared: &'static [Prepared] = target.prepare().leak();
     let connections = runtime.block_on(open_all(target.addr, CONNECTIONS));
     let start = Instant::now();
     let deadline = start + DURATION;
@@ -428,7 +436,7 @@ fn closed_loop(runtime: &tokio::runtime::Runtime, target: &'static Target) -> Ou
                 let mut k = c;
                 while Instant::now() < deadline {
                     let sent = Instant::now();
-                    let ok = connection.exchange(target, &prepared[k % MIX.len()]).await;
+                    let ok = connection.exchange(target, &target.requests[k % MIX.len()]).await;
                     histogram.saturating_record(sent.elapsed().as_micros() as u64);
                     errors += u64::from(!ok);
                     k += 1;
@@ -486,27 +494,17 @@ fn main() {
     let broker_addr: SocketAddr = served.url.trim_start_matches("http://").parse().unwrap();
 
     let mut targets = vec![
-        Target {
-            name: "direct",
-            addr: upstream,
-            broker: false,
-            authorization: format!("Bearer {TOKEN}"),
-        },
-        Target {
-            name: "valetkey",
-            addr: broker_addr,
-            broker: true,
-            authorization: format!("Bearer {credential}"),
-        },
+        Target::new("direct", upstream, false, format!("Bearer {TOKEN}")),
+        Target::new("valetkey", broker_addr, true, format!("Bearer {credential}")),
     ];
     let nginx = nginx(dir.path(), upstream);
     match &nginx {
-        Some((_, port)) => targets.push(Target {
-            name: "nginx",
-            addr: SocketAddr::from(([127, 0, 0, 1], *port)),
-            broker: false,
-            authorization: "Bearer from-the-agent".into(),
-        }),
+        Some((_, port)) => targets.push(Target::new(
+            "nginx",
+            SocketAddr::from(([127, 0, 0, 1], *port)),
+            false,
+            "Bearer from-the-agent".into(),
+        )),
         None => println!("nginx is not installed: running without it (scripts/install-nginx.sh installs it)"),
     }
     let targets: &'static [Target] = targets.leak();

@@ -130,8 +130,9 @@ type Head = (i64, String);
 ///
 /// Every request waits for its event to be durable, so a batch costs one
 /// round trip to SQLite's thread, not one per statement: BEGIN, the inserts
-/// and COMMIT go as one multi-statement query, on a connection of the
-/// writer's own (it holds a transaction open across no await but its own).
+/// and COMMIT go as one multi-statement query. The connection is the
+/// writer's own, so a transaction a failed statement leaves open is nobody
+/// else's, and the writer rolls it back before going on.
 /// The chain's head is remembered from the last commit rather than read in
 /// the transaction. Another process (a CLI command) may have appended
 /// since: then the batch's first `seq` is taken, the primary key refuses
