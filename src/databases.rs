@@ -170,19 +170,15 @@ impl Databases {
     /// other creations are queued for the same server.
     pub async fn create(&self, provider: &str, env: &str, plan: &RolePlan) -> Result<(), DatabaseError> {
         let target = self.target(provider, env)?;
-        let failed = |message: String| DatabaseError::Server {
-            provider: provider.to_owned(),
-            env: env.to_owned(),
-            message,
-        };
+        let failed = server(provider, env);
         let (done, answer) = oneshot::channel();
         let creation = Creation {
             plan: plan.clone(),
             done,
         };
-        let stopped = || failed("the broker's role creator stopped".into());
+        let stopped = || failed("the broker's role creator stopped".to_owned());
         target.creations.send(creation).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?.map_err(failed)
+        answer.await.map_err(|_| stopped())?.map_err(&failed)
     }
 
     /// Ends `role` if it is the one the broker created with `comment`:
@@ -217,11 +213,7 @@ impl Databases {
             .map_err(&failed)?;
         run(&target.pool, remove_role(role))
             .await
-            .map_err(|message| DatabaseError::Server {
-                provider: provider.to_owned(),
-                env: env.to_owned(),
-                message,
-            })?;
+            .map_err(server(provider, env))?;
         Ok(Ended::Dropped { sessions })
     }
 }
@@ -278,7 +270,9 @@ async fn run(pool: &PgPool, statements: Vec<String>) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn server(provider: &str, env: &str) -> impl Fn(sqlx::Error) -> DatabaseError {
+/// Maps a failure on `provider`'s server in `env` (a driver error, or the
+/// text a creator answered with) to the one error that names it.
+fn server<E: std::fmt::Display>(provider: &str, env: &str) -> impl Fn(E) -> DatabaseError {
     let (provider, env) = (provider.to_owned(), env.to_owned());
     move |e| DatabaseError::Server {
         provider: provider.clone(),
