@@ -21,7 +21,6 @@ use std::time::SystemTime;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
 use serde_json::json;
-use valetkey::audit::{Event, EventKind};
 use valetkey::credentials::{Expected, KeyRing, verify};
 use valetkey::policy::{Access, decide};
 use valetkey::providers::RequestView;
@@ -123,14 +122,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| decide(broker.rules(), &access, black_box(&operations)))
     });
 
-    let event = Event {
-        kind: EventKind::ProxyAllowed,
-        actor: "agent:claude".into(),
-        agent: Some("claude".into()),
-        session_id: Some("s".into()),
-        env: Some("staging".into()),
-        detail: json!({ "provider": "railway", "operations": ["mutation variableUpsert"] }),
-    };
+    let event = common::proxy_event();
     c.bench_function("audit/append one event (durable, alone)", |b| {
         b.iter(|| rt.block_on(broker.store().append_audit(&event, 0)).unwrap())
     });

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use serde_json::json;
-use valetkey::audit::{Event, EventKind};
 
 /// Work done per concurrency level.
 const MINTS: usize = 4000;
@@ -99,16 +98,8 @@ async fn bench() {
         let (rate, p50) = drive(clients, APPENDS, move || {
             let broker = broker.clone();
             async move {
-                let event = Event {
-                    kind: EventKind::ProxyAllowed,
-                    actor: "agent:claude".into(),
-                    agent: Some("claude".into()),
-                    session_id: Some("bench".into()),
-                    env: Some("staging".into()),
-                    detail: json!({ "provider": "railway", "operations": ["query project"] }),
-                };
                 let at = valetkey::time::unix_ms(SystemTime::now());
-                broker.store().append_audit(&event, at).await.unwrap();
+                broker.store().append_audit(&common::proxy_event(), at).await.unwrap();
             }
         })
         .await;

@@ -13,6 +13,18 @@ use valetkey::broker::Broker;
 use valetkey::secrets::ExposeSecret;
 use valetkey::server::{self, FirstAdminKey, ServeOptions};
 
+/// An allowed proxy request's audit event, as the benchmarks append it.
+pub fn proxy_event() -> valetkey::audit::Event {
+    valetkey::audit::Event {
+        kind: valetkey::audit::EventKind::ProxyAllowed,
+        actor: "agent:claude".into(),
+        agent: Some("claude".into()),
+        session_id: Some("bench".into()),
+        env: Some("staging".into()),
+        detail: serde_json::json!({ "provider": "railway", "operations": ["mutation variableUpsert"] }),
+    }
+}
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_valetkey");
 
