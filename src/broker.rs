@@ -6,6 +6,7 @@
 //! around them and never returns a refusal without having recorded it.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -52,6 +53,9 @@ pub enum AuthError {
     LauncherKey,
     #[error("the admin key is not valid")]
     AdminKey,
+    /// Too many refusals from one client: this one was not even recorded.
+    #[error("too many refused requests came from this address; this one was not processed")]
+    RateLimited,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -171,6 +175,15 @@ pub struct Broker {
     reach: RwLock<Vec<TokenReach>>,
     /// The servers of postgres providers, whose tokens are admin URLs.
     databases: Databases,
+    /// Keyed fingerprints of every real token, to recognise one that leaked
+    /// to an agent whatever its format.
+    real_fingerprints: std::collections::HashSet<String>,
+    /// Overwrites every real token in upstream answers.
+    redactor: Arc<crate::proxy::redact::Redactor>,
+    /// Refusals before authentication that a client may cause to be recorded.
+    unauthenticated: crate::ratelimit::PeerLimiter,
+    /// Refusals before authentication, recorded or not.
+    refused_unauthenticated: std::sync::atomic::AtomicU64,
     /// One reaping at a time; roles that failed to end, with when to try
     /// again and the next wait (doubling, so a server that is down is not
     /// hammered nor the log flooded).
@@ -199,10 +212,18 @@ impl Broker {
         let mut tokens = BTreeMap::new();
         let mut admin_urls = BTreeMap::new();
         let mut token_status = Vec::new();
+        let mut real_fingerprints = std::collections::HashSet::new();
+        let mut real_tokens: Vec<(SecretString, String)> = Vec::new();
         for (provider, p) in &config.providers {
             for (env_name, source) in &p.get_ref().tokens {
                 let key = (provider.clone(), env_name.get_ref().clone());
-                let problem = match resolve(source.get_ref(), store.as_ref(), &master, env).await {
+                let resolved = resolve(source.get_ref(), store.as_ref(), &master, env).await;
+                if let Ok(token) = &resolved {
+                    let fingerprint = master.fingerprint(token.expose_secret());
+                    real_fingerprints.insert(fingerprint.clone());
+                    real_tokens.push((SecretString::from(token.expose_secret()), fingerprint));
+                }
+                let problem = match resolved {
                     Ok(token) if p.get_ref().kind == ProviderKind::Postgres => {
                         admin_urls.insert(key, (token, p.get_ref().database(env_name.get_ref())));
                         None
@@ -241,6 +262,12 @@ impl Broker {
         }
         let upstream = upstream_client(&config.proxy).map_err(StartError::Client)?;
         let alerts = Alerter::start(&config.alerts, upstream.clone());
+        let redactor = Arc::new(crate::proxy::redact::Redactor::new(
+            real_tokens.iter().map(|(t, f)| (t.expose_secret(), f.clone())),
+        ));
+        drop(real_tokens);
+        let unauthenticated =
+            crate::ratelimit::PeerLimiter::new(config.server.unauthenticated_rate, config.server.unauthenticated_burst);
         let broker = Broker {
             rules: config.rules(),
             config,
@@ -258,6 +285,10 @@ impl Broker {
             alerts,
             reach: RwLock::new(Vec::new()),
             databases,
+            real_fingerprints,
+            redactor,
+            unauthenticated,
+            refused_unauthenticated: std::sync::atomic::AtomicU64::new(0),
             reaping: tokio::sync::Mutex::new(BTreeMap::new()),
         };
         broker.sync(now).await?;
@@ -304,6 +335,11 @@ impl Broker {
         self.classifiers.get(provider)
     }
 
+    /// What overwrites the real tokens in upstream answers.
+    pub fn redactor(&self) -> Arc<crate::proxy::redact::Redactor> {
+        self.redactor.clone()
+    }
+
     pub fn upstream_client(&self) -> &reqwest::Client {
         &self.upstream
     }
@@ -337,33 +373,66 @@ impl Broker {
 
     /// `authenticate`, recording (and alerting) the refusals that say
     /// something about the agent's situation. `route` says where it was
-    /// presented.
+    /// presented, `client` who presented it (refusals a client may cause to
+    /// be recorded are rate-limited).
     pub async fn authenticate_at(
         &self,
         token: &str,
         route: &str,
         now: SystemTime,
+        client: IpAddr,
     ) -> Result<Arc<Claims>, RefusedCredential> {
         match self.authenticate(token, now) {
             Ok(claims) => Ok(claims),
-            Err(error) => Err(self.refused(error, route, now).await),
+            Err(error) => Err(self.refused(error, route, now, client).await),
         }
     }
 
+    /// What a value that is not a valetkey credential is: a leaked token
+    /// when it has a known format or is one of the broker's own real
+    /// tokens; junk otherwise, refused as malformed and only counted.
     fn foreign(&self, token: &str) -> AuthError {
+        let fingerprint = self.master.fingerprint(token);
+        let looks_like = match credentials::foreign_token_format(token) {
+            Some(format) => format,
+            None if self.real_fingerprints.contains(&fingerprint) => "one of the broker's own real tokens",
+            None => {
+                return AuthError::Credential(VerifyError::Malformed {
+                    why: "it is neither a valetkey credential nor a token of a known format",
+                });
+            }
+        };
         AuthError::RawProviderToken {
-            looks_like: credentials::foreign_token_kind(token),
-            fingerprint: self.master.fingerprint(token),
+            looks_like,
+            fingerprint,
         }
     }
 
     /// Refuses a provider's own token found elsewhere in a request (a query
     /// parameter): recorded and alerted as a leaked token.
-    pub async fn refuse_foreign_token(&self, token: &str, route: &str, now: SystemTime) -> RefusedCredential {
-        self.refused(self.foreign(token), route, now).await
+    pub async fn refuse_foreign_token(
+        &self,
+        token: &str,
+        route: &str,
+        now: SystemTime,
+        client: IpAddr,
+    ) -> RefusedCredential {
+        self.refused(self.foreign(token), route, now, client).await
     }
 
-    async fn refused(&self, error: AuthError, route: &str, now: SystemTime) -> RefusedCredential {
+    /// Refusals before authentication so far, recorded or not.
+    pub fn refused_unauthenticated(&self) -> u64 {
+        self.refused_unauthenticated.load(Ordering::Relaxed)
+    }
+
+    async fn refused(&self, error: AuthError, route: &str, now: SystemTime, client: IpAddr) -> RefusedCredential {
+        self.refused_unauthenticated.fetch_add(1, Ordering::Relaxed);
+        if recordable(&error) && !self.unauthenticated.allow(client, now) {
+            return RefusedCredential {
+                error: AuthError::RateLimited,
+                event_id: None,
+            };
+        }
         match self.record_credential_refusal(&error, route, now).await {
             Ok(event_id) => RefusedCredential { error, event_id },
             Err(store) => RefusedCredential {
@@ -1148,6 +1217,18 @@ fn upstream_client(proxy: &crate::config::ProxyConfig) -> Result<reqwest::Client
         .no_proxy()
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .build()
+}
+
+/// Whether a refused credential is recorded and alerted: it says something
+/// about the agent's situation (its credential expired or was revoked, a real
+/// token reached it). The same test decides what the rate limit guards.
+fn recordable(error: &AuthError) -> bool {
+    matches!(
+        error,
+        AuthError::Credential(VerifyError::Expired { .. })
+            | AuthError::Revoked { .. }
+            | AuthError::RawProviderToken { .. }
+    )
 }
 
 /// The stable name of a refusal, as problem types and audit events say it.

@@ -275,6 +275,7 @@ impl Server {
                 tracing::warn!(error = %e, "cannot set TCP_NODELAY on an agent's connection");
             }
         });
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await

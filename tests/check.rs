@@ -26,7 +26,7 @@ async fn check_and_the_proxy_agree_on_the_whole_corpus() {
         let counts = || (f.railway.count(), f.github.count(), f.api.count());
         let rows = f.broker.row_counts().await;
         let before = counts();
-        let (status, answer) = check(&f, &case.as_check()).await;
+        let (status, answer) = check(&f, &case.with_credential(&f.credential).as_check()).await;
         assert_eq!(status, 200, "{}: {answer}", case.name);
         assert_eq!(counts(), before, "{}: a check reached an upstream", case.name);
         assert_eq!(

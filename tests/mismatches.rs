@@ -75,13 +75,13 @@ fn assert_problem_shape(problem: &Value, extra: &[&str]) {
 async fn another_environments_resource_is_a_credential_mismatch() {
     let (f, hook) = with_webhook(GITHUB_STAGING).await;
     let (status, problem) = f
-        .graphql(json!({ "query": "{ volume(id: \"vol_prod_only\") { name } }" }))
+        .graphql(json!({ "query": "{ metrics(volumeId: \"vol_prod_only\", measurements: [DISK_USAGE_GB], startDate: \"2026-11-01T00:00:00Z\") { measurement } }" }))
         .await;
     assert_eq!(refusal(status, &problem), (403, "credential_mismatch"), "{problem}");
     assert_problem_shape(&problem, &["operations"]);
     assert_eq!(
         problem["detail"],
-        "query volume touches volume `vol_prod_only`, which belongs to production, but this credential is for `staging`"
+        "query metrics touches volume `vol_prod_only`, which belongs to production, but this credential is for `staging`"
     );
     let guidance = problem["agent_guidance"].as_str().unwrap();
     assert!(guidance.starts_with("Stop."), "{guidance}");
@@ -320,4 +320,156 @@ async fn alerts_are_retried_until_the_webhook_takes_them() {
         .await;
     let alert = hook.alert("shared_resource").await;
     assert_eq!(alert["event_id"], problem["event_id"]);
+}
+
+/// An upstream that reflects the request's `Authorization` (in a response
+/// header, and all through a 2 MiB body streamed in chunks that split the
+/// copies) hands the agent the real token unless the broker overwrites it:
+/// raw, inside `Basic` base64 and percent-encoded, gzip-encoded or not.
+#[tokio::test]
+async fn a_real_token_echoed_by_the_upstream_never_reaches_the_agent() {
+    use base64::Engine;
+    let (f, hook) = with_webhook(GITHUB_STAGING).await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{API_STAGING}"));
+    let encoded: String = url::form_urlencoded::byte_serialize(API_STAGING.as_bytes()).collect();
+    let mut lengths = Vec::new();
+    for path in ["api/v1/reflect/7", "api/v1/reflect/7?gzip=1"] {
+        let response = f
+            .broker
+            .http
+            .get(f.url(path))
+            .bearer_auth(&f.credential)
+            .header("accept-encoding", "gzip, br")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(response.headers().get("content-encoding").is_none(), "{path}");
+        let echoed = response.headers()["x-debug-authorization"].to_str().unwrap().to_owned();
+        assert_eq!(echoed.len(), format!("Bearer {API_STAGING}").len(), "{path}: {echoed}");
+        assert!(echoed.starts_with("Bearer REDACTED"), "{path}: {echoed}");
+        let echoed_basic = response.headers()["x-debug-basic"].to_str().unwrap().to_owned();
+        assert!(
+            !echoed_basic.contains(&basic[12..basic.len() - 4]),
+            "{path}: {echoed_basic}"
+        );
+        let declared = response.content_length();
+        let body = response.bytes().await.unwrap();
+        if let Some(declared) = declared {
+            assert_eq!(declared, body.len() as u64, "{path}: Content-Length no longer true");
+        }
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            body.len() >= common::upstream::REFLECT_BYTES,
+            "{path}: {} bytes",
+            body.len()
+        );
+        for spelling in [API_STAGING, &basic[12..basic.len() - 4], encoded.as_str()] {
+            assert!(!text.contains(spelling), "{path}: `{spelling}` reached the agent");
+        }
+        assert!(text.matches("REDACTED").count() > 1000, "{path}");
+        lengths.push(body.len());
+    }
+    assert_eq!(lengths[0], lengths[1], "decoding changed the body");
+    for r in f.api.received() {
+        assert_eq!(r.header("accept-encoding"), Some("identity"));
+    }
+
+    let alert = hook.alert("token_echoed").await;
+    let event = f.event(alert["event_id"].as_str().unwrap()).await;
+    assert_eq!(event["kind"], "token_echoed");
+    assert_eq!(event["provider"], "api");
+    assert!(event["fingerprints"][0].as_str().unwrap().starts_with("hmac-sha256:"));
+    let audit = f.audit_text().await;
+    assert!(!audit.contains(API_STAGING) && !audit.contains(&basic));
+    assert!(!String::from_utf8_lossy(&captured_log().lock().unwrap()).contains(API_STAGING));
+}
+
+/// Junk where the credential belongs is counted, never recorded; tokens
+/// that look leaked are recorded and alerted only up to the client's bucket;
+/// and a real agent on the same address keeps working throughout.
+#[tokio::test]
+async fn a_flood_of_junk_costs_bounded_rows_and_alerts_and_locks_out_nobody() {
+    use futures_util::StreamExt;
+    let (f, hook) = with_webhook(GITHUB_STAGING).await;
+    let rows = || async {
+        f.broker
+            .row_counts()
+            .await
+            .into_iter()
+            .find(|(t, _)| *t == "audit_events")
+            .unwrap()
+            .1
+    };
+    let before = rows().await;
+    let started = std::time::Instant::now();
+    const FLOOD: usize = 10_000;
+    let answers: Vec<(usize, u16, String)> = futures_util::stream::iter(0..FLOOD)
+        .map(|i| {
+            let f = &f;
+            async move {
+                let token = match i % 2 {
+                    0 => format!("junk-value-{i}-{}", i * 7919),
+                    _ => format!("ghp_{:0>36}", i * 104_729),
+                };
+                let (status, body) = f.get("github/repos/acme/api/issues", &token).await;
+                let kind = body["type"].as_str().unwrap_or_default().to_owned();
+                // Every hundredth request, the real agent.
+                if i % 100 == 0 {
+                    let (status, body) = f.get("github/repos/acme/api/issues", &f.credential).await;
+                    assert_eq!(status, 200, "the agent was locked out after {i}: {body}");
+                }
+                (i, status, kind)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    for (i, status, kind) in &answers {
+        match i % 2 {
+            0 => assert_eq!((*status, kind.as_str()), (401, "credential_malformed"), "{i}"),
+            _ => assert!(
+                matches!(
+                    (*status, kind.as_str()),
+                    (401, "raw_provider_token") | (429, "rate_limited")
+                ),
+                "{i}: {status} {kind}"
+            ),
+        }
+    }
+    let limited = answers.iter().filter(|(_, s, _)| *s == 429).count();
+    assert!(limited > 4000, "only {limited} refusals were rate-limited");
+
+    // The allowed requests of the agent are recorded too; the flood may add
+    // a burst and then two a second.
+    let agent_requests = (FLOOD / 100) as i64;
+    let bound = 20 + (2.0 * elapsed).ceil() as i64 + 1;
+    let added = rows().await - before - agent_requests;
+    assert!(
+        added <= bound,
+        "the flood wrote {added} events in {elapsed:.1}s (bound {bound})"
+    );
+    assert!(added >= 20, "leaked-looking tokens were not recorded at all ({added})");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let alerts = hook
+        .received()
+        .iter()
+        .filter(|a| a["kind"] == "raw_provider_token")
+        .count() as i64;
+    assert!(alerts <= bound, "{alerts} alerts (bound {bound})");
+
+    let (_, ready) = f
+        .broker
+        .send(f.broker.http.get(format!("{}/readyz", f.broker.url)))
+        .await;
+    assert!(
+        ready["refused_unauthenticated"].as_u64().unwrap() >= FLOOD as u64,
+        "{ready}"
+    );
+    assert_eq!(
+        f.github.count(),
+        FLOOD / 100,
+        "only the agent's requests reached GitHub"
+    );
 }

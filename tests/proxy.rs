@@ -211,11 +211,12 @@ async fn github_work_flows_and_encoded_paths_do_not_slip_past_rules() {
     let bearer = format!("Bearer {}", f.credential);
     let auth = [("Authorization", bearer.as_str())];
 
-    // The path forwarded is the normalised one.
+    // The path forwarded is the normalised one: each segment decoded once
+    // and escaped again, the trailing slash dropped, the file path whole.
     let (status, _) = common::raw_request(
         &f.broker.url,
         "GET",
-        "/p/github/repos/acme/x/%2E%2E/api/contents/a%2Fb",
+        "/p/github/repos/%61cme/api/contents/src/my%20file.rs/",
         &auth,
         b"",
     )
@@ -223,8 +224,23 @@ async fn github_work_flows_and_encoded_paths_do_not_slip_past_rules() {
     assert_eq!(status, 200);
     assert_eq!(
         f.github.received().last().unwrap().target,
-        "/repos/acme/api/contents/a%2Fb"
+        "/repos/acme/api/contents/src/my%20file.rs"
     );
+    // A segment that decodes to a separator or a dot segment reaches nobody.
+    let before = f.github.count();
+    for target in [
+        "/p/github/repos/acme/x/%2E%2E/api/contents/a",
+        "/p/github/repos/acme/api/contents/a%2Fb",
+        "/p/github/repos/acme/api/contents/..%2F..%2Finfra%2Fcontents%2Fprod.tf",
+    ] {
+        let (status, problem) = common::raw_request(&f.broker.url, "GET", target, &auth, b"").await;
+        assert_eq!(
+            refusal(status, &problem),
+            (400, "malformed_request"),
+            "{target}: {problem}"
+        );
+    }
+    assert_eq!(f.github.count(), before);
 }
 
 #[tokio::test]

@@ -36,6 +36,12 @@ kind = "github"
 upstream = "{}"
 tokens = {{ staging = {{ env = "GITHUB_STAGING" }} }}
 
+[[resources]]
+provider = "github"
+kind = "repository"
+id = "acme/api"
+environments = ["staging"]
+
 [agents.claude]
 grants = [{{ provider = "github", environments = ["staging"], scopes = ["read"] }}]
 "#,
@@ -50,7 +56,7 @@ grants = [{{ provider = "github", environments = ["staging"], scopes = ["read"] 
     let before = peak_memory();
     let response = broker
         .http
-        .get(format!("{}/p/github/download/{BODY_BYTES}", broker.url))
+        .get(format!("{}/p/github/repos/acme/api/tarball/{BODY_BYTES}", broker.url))
         .bearer_auth(&credential)
         .send()
         .await
@@ -75,7 +81,7 @@ grants = [{{ provider = "github", environments = ["staging"], scopes = ["read"] 
     // a broker that buffered the response would never deliver it.
     let response = broker
         .http
-        .get(format!("{}/p/github/slow", broker.url))
+        .get(format!("{}/p/github/repos/acme/api/zipball/main", broker.url))
         .bearer_auth(&credential)
         .send()
         .await

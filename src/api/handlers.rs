@@ -15,6 +15,7 @@ use super::Problem;
 use super::extract::{Bearer, JsonBody};
 use crate::admin::{self, Actor};
 use crate::broker::Broker;
+use crate::peer::Client;
 use crate::policy::{MintRequest, Stripped};
 use crate::proxy::ProxyError;
 use crate::proxy::check::CheckRequest;
@@ -42,6 +43,7 @@ pub async fn readyz(State(broker): Shared) -> Response {
         "provider_tokens": r.provider_tokens,
         "token_reach": r.token_reach,
         "alerts_dropped": r.alerts_dropped,
+        "refused_unauthenticated": broker.refused_unauthenticated(),
         "database_roles": r.database_roles,
     });
     (status, Json(body)).into_response()
@@ -147,9 +149,13 @@ pub async fn mint(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-pub async fn whoami(State(broker): Shared, Bearer(token): Bearer) -> Result<Json<Value>, Problem> {
+pub async fn whoami(
+    State(broker): Shared,
+    Client(client): Client,
+    Bearer(token): Bearer,
+) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
-    let claims = broker.authenticate_at(&token, "/v1/whoami", now).await?;
+    let claims = broker.authenticate_at(&token, "/v1/whoami", now, client).await?;
     Ok(Json(
         serde_json::to_value(broker.describe(&claims, now)).map_err(|e| Problem::internal(&e))?,
     ))
@@ -159,11 +165,12 @@ pub async fn whoami(State(broker): Shared, Bearer(token): Bearer) -> Result<Json
 /// sent and nothing recorded.
 pub async fn check(
     State(broker): Shared,
+    Client(client): Client,
     Bearer(token): Bearer,
     JsonBody(request): JsonBody<CheckRequest>,
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
-    let claims = broker.authenticate_at(&token, "/v1/check", now).await?;
+    let claims = broker.authenticate_at(&token, "/v1/check", now, client).await?;
     let Some(classifier) = broker.classifier(&request.provider) else {
         return Err(ProxyError::UnknownProvider {
             provider: request.provider,

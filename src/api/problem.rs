@@ -24,6 +24,8 @@ const REVOKED: &str = "A human, or the end of your session, revoked this credent
 const FIX_REQUEST: &str =
     "The request itself is wrong; fix it as the detail says and send it again. This is not a permission problem.";
 const NOT_ALLOWED: &str = "This is outside what you were granted. Do not try another environment, agent, credential or token to reach it. If the task truly needs it, stop and ask a human, quoting the event id.";
+const RATE_LIMITED: &str = "Stop sending requests that are refused. Wait a minute, then send one request with the credential from VALETKEY_CREDENTIAL; if it is refused, tell a human, quoting the answer. Do not try other credentials or tokens.";
+const MISPLACED: &str = "Your valetkey credential was about to reach a provider, so nothing was sent. Send it only as `Authorization: Bearer vk1.…` (or in `Project-Access-Token`), never in another header, a cookie, the URL or the body, and send the request again. Do not look for other credentials or tokens.";
 const OPERATOR: &str =
     "This is a problem on the broker's side, not yours. Wait and try again later; if it persists, tell a human.";
 
@@ -214,6 +216,13 @@ impl From<AuthError> for Problem {
                 "Admin key not valid",
                 "this operation needs the admin key (`Authorization: Bearer vka_…`)".into(),
             ),
+            AuthError::RateLimited => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many refused requests",
+                "too many requests from this address were refused before they were authenticated; this one was not processed",
+            )
+            .guidance(RATE_LIMITED),
             AuthError::Store(e) => Problem::store(&e),
         }
     }
@@ -328,6 +337,14 @@ impl From<crate::proxy::ProxyError> for Problem {
                 "Two credentials",
                 detail,
             ),
+            ProxyError::CredentialMisplaced { event_id, .. } => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "credential_misplaced",
+                "Credential in the wrong place",
+                detail,
+            )
+            .guidance(MISPLACED)
+            .event(event_id),
             ProxyError::BodyTooLarge { .. } => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request_too_large",
@@ -355,7 +372,10 @@ impl From<crate::proxy::ProxyError> for Problem {
                     Refusal::UnknownResource { .. } | Refusal::UnboundOperation { .. } => {
                         ("Unknown resource", UNKNOWN_RESOURCE)
                     }
-                    Refusal::NoOperation | Refusal::UnknownOperation { .. } => ("Unknown operation", UNKNOWN_OPERATION),
+                    Refusal::NoOperation
+                    | Refusal::UnknownOperation { .. }
+                    | Refusal::RefusedOperation { .. }
+                    | Refusal::UnboundRead { .. } => ("Unknown operation", UNKNOWN_OPERATION),
                     Refusal::ApprovalRequired { .. } => ("Approval required", APPROVAL),
                     Refusal::ScopeNotGranted { .. } => ("Scope not granted", NOT_ALLOWED),
                 };
@@ -383,6 +403,12 @@ impl From<crate::proxy::ProxyError> for Problem {
                         StatusCode::BAD_GATEWAY,
                         "upstream_unreachable",
                         "The upstream cannot be reached",
+                        detail,
+                    ),
+                    ForwardError::Encoded { .. } => Problem::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unreadable",
+                        "The upstream's answer could not be checked",
                         detail,
                     ),
                     ForwardError::TokenNotAHeader | ForwardError::Rejected { .. } => Problem::internal(&detail),

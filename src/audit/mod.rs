@@ -56,6 +56,9 @@ pub enum EventKind {
     DatabaseRoleCreated,
     /// A lease's PostgreSQL role ended: sessions closed, role dropped.
     DatabaseRoleDropped,
+    /// An upstream echoed a real token in its answer; it was overwritten
+    /// before the agent saw it.
+    TokenEchoed,
 }
 
 impl EventKind {
@@ -77,6 +80,7 @@ impl EventKind {
             EventKind::TokenReachFinding => "token_reach_finding",
             EventKind::DatabaseRoleCreated => "database_role_created",
             EventKind::DatabaseRoleDropped => "database_role_dropped",
+            EventKind::TokenEchoed => "token_echoed",
         }
     }
 }

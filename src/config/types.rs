@@ -62,6 +62,14 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Largest request body the /v1 API accepts.
     pub max_body_bytes: usize,
+    /// Proxies (addresses or networks) whose `X-Forwarded-For` names the
+    /// client; every other peer is the client itself.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Refusals before authentication that one client address may cause to
+    /// be recorded, per second; past `unauthenticated_burst` at once they
+    /// are answered 429 and recorded nowhere.
+    pub unauthenticated_rate: f64,
+    pub unauthenticated_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +79,9 @@ impl Default for ServerConfig {
             public_url: None,
             data_dir: None,
             max_body_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
+            unauthenticated_rate: 2.0,
+            unauthenticated_burst: 20,
         }
     }
 }

@@ -5,17 +5,20 @@
 //! - `opaque`: launcher and admin keys — random, stored only as hashes.
 //! - `cache`: the verified-token cache and the revocation set.
 //! - `foreign`: what a token that is not ours looks like.
+//! - `scan`: finding our credentials in text where they do not belong.
 
 mod cache;
 mod foreign;
 mod keys;
 mod opaque;
+mod scan;
 mod token;
 
 pub use cache::{RevocationSet, VerifiedCache};
-pub use foreign::{is_known_provider_token, looks_like as foreign_token_kind};
+pub use foreign::{is_known_provider_token, known_format as foreign_token_format};
 pub use keys::{KeyError, KeyRing, SigningKey, load_ring, new_signing_key};
 pub use opaque::{
     IssuedKey, OpaqueKind, issue as issue_opaque_key, parse as parse_opaque_key, verify as verify_opaque_key,
 };
+pub use scan::credentials_in;
 pub use token::{Claims, Expected, PREFIX, TokenError, VerifyError, sign, verify};

@@ -31,6 +31,13 @@ pub struct Operation {
     /// environment-kind resource (a Railway service instance, not the whole
     /// service), so resources shared with other environments are not at risk.
     pub within_environment: bool,
+    /// The rule pack says the operation touches no environment's resources
+    /// (the caller's identity, rate limits, public metadata). Any other
+    /// read must name what it reads.
+    pub resource_free: bool,
+    /// Why the rule pack refuses the operation outright, when it names it
+    /// only to refuse it (an alternative address of a resource).
+    pub refused_by_pack: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -136,6 +143,16 @@ pub enum Refusal {
     UnboundOperation { operation: String, tier: Tier },
     #[error("{operation} is not in the rule pack of provider `{provider}`; operations no rule names are refused")]
     UnknownOperation { operation: String, provider: String },
+    #[error("{operation} is refused by the rule pack of provider `{provider}`: {why}")]
+    RefusedOperation {
+        operation: String,
+        provider: String,
+        why: String,
+    },
+    #[error(
+        "{operation} names no resource, so the broker cannot tell which environment's data it would read; read through a route that names the resource"
+    )]
+    UnboundRead { operation: String },
     #[error(
         "{operation} needs scope `{scope}`, which is {tier}: no agent credential ever holds it; a human must approve it"
     )]
@@ -160,7 +177,10 @@ impl Refusal {
             Refusal::ProviderNotGranted { .. } | Refusal::CredentialMismatch { .. } => "credential_mismatch",
             Refusal::SharedResource { .. } => "shared_resource",
             Refusal::UnknownResource { .. } | Refusal::UnboundOperation { .. } => "unknown_resource",
-            Refusal::NoOperation | Refusal::UnknownOperation { .. } => "unknown_operation",
+            Refusal::NoOperation
+            | Refusal::UnknownOperation { .. }
+            | Refusal::RefusedOperation { .. }
+            | Refusal::UnboundRead { .. } => "unknown_operation",
             Refusal::ApprovalRequired { .. } => "approval_required",
             Refusal::ScopeNotGranted { .. } => "scope_not_granted",
         }
@@ -174,7 +194,10 @@ impl Refusal {
             Refusal::CredentialMismatch { .. } => 1,
             Refusal::SharedResource { .. } => 2,
             Refusal::UnknownResource { .. } | Refusal::UnboundOperation { .. } => 3,
-            Refusal::NoOperation | Refusal::UnknownOperation { .. } => 4,
+            Refusal::NoOperation
+            | Refusal::UnknownOperation { .. }
+            | Refusal::RefusedOperation { .. }
+            | Refusal::UnboundRead { .. } => 4,
             Refusal::ApprovalRequired { .. } => 5,
             Refusal::ScopeNotGranted { .. } => 6,
         }
@@ -229,6 +252,13 @@ pub fn decide(rules: &Rules, access: &Access<'_>, operations: &[Operation]) -> D
 
 /// The refusal one operation earns on its own, if any.
 fn judge(access: &Access<'_>, map: &ProviderResources, op: &Operation, bound: &[BoundResource]) -> Option<Refusal> {
+    if let Some(why) = &op.refused_by_pack {
+        return Some(Refusal::RefusedOperation {
+            operation: op.name.clone(),
+            provider: access.provider.to_owned(),
+            why: why.clone(),
+        });
+    }
     let Some(scope) = &op.scope else {
         return Some(Refusal::UnknownOperation {
             operation: op.name.clone(),
@@ -274,6 +304,11 @@ fn judge(access: &Access<'_>, map: &ProviderResources, op: &Operation, bound: &[
         return Some(Refusal::UnboundOperation {
             operation: op.name.clone(),
             tier: op.tier,
+        });
+    }
+    if bound.is_empty() && !op.resource_free {
+        return Some(Refusal::UnboundRead {
+            operation: op.name.clone(),
         });
     }
     if !op.tier.agent_may_hold() {
@@ -345,6 +380,8 @@ mod tests {
                 })
                 .collect(),
             within_environment: false,
+            resource_free: false,
+            refused_by_pack: None,
         }
     }
 
@@ -519,8 +556,34 @@ mod tests {
         );
         assert_eq!(kind(&d), Some("unknown_resource"));
         assert!(matches!(d.refusal, Some(Refusal::UnboundOperation { .. })));
-        let read = op("query me", "read", Tier::Read, &[]);
-        assert!(decide(&rules(), &staging(&held), &[read]).allowed());
+    }
+
+    #[test]
+    fn a_read_that_names_no_resource_is_refused_unless_the_pack_calls_it_resource_free() {
+        let held = every_grantable();
+        let unbound = op("GET /search/code", "read", Tier::Read, &[]);
+        let d = decide(&rules(), &staging(&held), std::slice::from_ref(&unbound));
+        assert_eq!(kind(&d), Some("unknown_operation"));
+        assert!(matches!(d.refusal, Some(Refusal::UnboundRead { .. })));
+        let me = Operation {
+            resource_free: true,
+            ..op("query me", "read", Tier::Read, &[])
+        };
+        assert!(decide(&rules(), &staging(&held), &[me]).allowed());
+    }
+
+    #[test]
+    fn an_operation_the_pack_refuses_is_refused_with_its_reason() {
+        let held = every_grantable();
+        let by_number = Operation {
+            scope: None,
+            tier: Tier::Catastrophic,
+            refused_by_pack: Some("it addresses a repository by number".into()),
+            ..op("GET /repositories/{id}", "read", Tier::Read, &[])
+        };
+        let d = decide(&rules(), &staging(&held), &[by_number]);
+        assert_eq!(kind(&d), Some("unknown_operation"));
+        assert!(d.refusal.unwrap().to_string().contains("by number"));
     }
 
     #[test]
@@ -554,7 +617,7 @@ mod tests {
             provider: "railway",
             scopes: None,
         };
-        let read = op("query me", "read", Tier::Read, &[]);
+        let read = op("query volume", "read", Tier::Read, &[("volume", "vol_stg")]);
         let d = decide(&rules(), &access, &[read]);
         assert_eq!(kind(&d), Some("credential_mismatch"));
         assert!(matches!(d.refusal, Some(Refusal::ProviderNotGranted { .. })));

@@ -2,22 +2,42 @@
 //! perform and the canonical path to forward. Pure: the request comes in as
 //! plain parts, the rules were compiled once at start.
 //!
+//! Before any rule is tried, what a server could read as something other
+//! than the request the broker sees is refused: a method spelled in lower
+//! case, TRACE and CONNECT, a method override in a header, the query string
+//! or an inspected body, a `Connection` header naming a header the broker
+//! reads, and a path that does not normalise one way only.
+//!
 //! Rules from ops' configuration are tried before the pack's. When both name
-//! a request, the stricter tier wins: ops extend a pack, never weaken it.
+//! a request, the stricter wins: ops extend a pack, never weaken it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, header};
 
-use super::ProviderKind;
-use super::graphql::{self, GraphqlLimits, IdSpec, OperationType, RootField};
-use super::pack::{CompiledRule, Matcher, OperationRule};
-use super::rest;
+use super::graphql::{self, GraphqlLimits, IdSpec, RootField};
+use super::pack::{CompiledRule, Matcher, OperationRule, RuleGrant};
+use super::rest::{self, PathPattern};
+use super::{ProviderKind, github};
 use crate::policy::{Operation, ResourceRef, Tier};
 
-/// Headers that ask a server to treat a request as another method. The
-/// broker classifies the method it sees, so these are refused outright.
-const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+/// End-to-end headers the broker reads or replaces: a `Connection` header
+/// that names one would have it removed after classification, and the
+/// upstream would read the request without it.
+const RELIED_ON: [&str; 9] = [
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "host",
+    "authorization",
+    "project-access-token",
+    "proxy-authorization",
+    "cookie",
+];
+
+/// The scope a git tree that names `.github` needs (GitHub's pack).
+const WORKFLOWS_SCOPE: &str = "workflows:write";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClassifyError {
@@ -40,9 +60,11 @@ pub enum ClassifyError {
         found: usize,
     },
     #[error(
-        "the request carries `{header}`, which asks the server to treat it as another method; send the real method instead"
+        "the request carries {place}, which asks the server to treat it as another method; send the real method instead"
     )]
-    MethodOverride { header: String },
+    MethodOverride { place: String },
+    #[error("{method} requests never go through the broker: {why}")]
+    MethodRefused { method: String, why: &'static str },
 }
 
 impl ClassifyError {
@@ -65,6 +87,7 @@ impl ClassifyError {
             ClassifyError::Subscription => "subscription_refused",
             ClassifyError::TooComplex { .. } => "request_too_complex",
             ClassifyError::MethodOverride { .. } => "method_override_refused",
+            ClassifyError::MethodRefused { .. } => "method_refused",
         }
     }
 }
@@ -90,16 +113,18 @@ pub struct Classified {
 /// One provider's compiled rules.
 #[derive(Debug, Clone)]
 pub struct Classifier {
-    ops_rules: Vec<CompiledRule>,
-    pack_rules: Vec<CompiledRule>,
+    kind: ProviderKind,
+    ops_rules: RuleList,
+    pack_rules: RuleList,
     graphql: Option<GraphqlSpec>,
+    /// GitHub: where git trees are made, and the tier of the scope a tree
+    /// naming `.github` needs.
+    trees: Option<(PathPattern, Tier)>,
 }
 
 #[derive(Debug, Clone)]
 struct GraphqlSpec {
     paths: Vec<Vec<String>>,
-    query_scope: String,
-    query_tier: Tier,
     id_arguments: BTreeMap<String, String>,
     kinds: BTreeSet<String>,
     limits: GraphqlLimits,
@@ -127,78 +152,127 @@ impl Classifier {
             .iter()
             .map(|r| CompiledRule::compile(r, kind, tiers))
             .collect::<Result<Vec<_>, String>>()
-            .unwrap_or_else(|e| panic!("built-in rule pack `{kind}` has a bad operation: {e}"));
+            .unwrap_or_else(|e| panic!("built-in rule pack `{kind}` has a bad operation: {e}"))
+            .into_iter()
+            .flatten()
+            .collect();
+        let pack_rules = RuleList::new(pack_rules);
         let mut errors = Vec::new();
         let mut ops_rules = Vec::new();
         for (index, rule) in extra.iter().enumerate() {
             match CompiledRule::compile(rule, kind, tiers) {
-                Ok(r) => ops_rules.push(r),
+                Ok(r) => ops_rules.extend(r),
                 Err(message) => errors.push(RuleError { index, message }),
             }
         }
         if !errors.is_empty() {
             return Err(errors);
         }
+        let ops_rules = RuleList::new(ops_rules);
         let graphql = pack.graphql.as_ref().map(|g| GraphqlSpec {
             paths: g
                 .paths
                 .iter()
                 .map(|p| rest::normalize(p).expect("built-in GraphQL path"))
                 .collect(),
-            query_tier: tiers.get(&g.query_scope).copied().unwrap_or(Tier::Catastrophic),
-            query_scope: g.query_scope.clone(),
             kinds: g.id_arguments.values().cloned().collect(),
             id_arguments: g.id_arguments.clone(),
             limits,
         });
+        let trees = (kind == ProviderKind::Github).then(|| {
+            let pattern = PathPattern::parse("/repos/{owner}/{repo}/git/trees").expect("a fixed pattern");
+            (
+                pattern,
+                tiers.get(WORKFLOWS_SCOPE).copied().unwrap_or(Tier::Catastrophic),
+            )
+        });
         Ok(Classifier {
+            kind,
             ops_rules,
             pack_rules,
             graphql,
+            trees,
         })
     }
 
-    /// Whether the body must be read (bounded) before classification. Other
-    /// bodies stream to the upstream untouched.
-    pub fn needs_body(&self, method: &Method) -> bool {
-        self.graphql.is_some() && *method == Method::POST
+    /// Whether the body must be read (bounded) before classification: a
+    /// GraphQL request, a POST whose body a framework could read a method
+    /// override from, a git tree. Other bodies stream to the upstream
+    /// untouched.
+    pub fn needs_body(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        if *method != Method::POST {
+            return false;
+        }
+        if self.graphql.is_some() {
+            return true;
+        }
+        let overridable = match super::body::media_type(headers) {
+            Ok(Some(media)) => {
+                media.is("application/x-www-form-urlencoded")
+                    || media.is("multipart/form-data")
+                    || (media.is("application/json") && self.kind == ProviderKind::Http)
+            }
+            Ok(None) => false,
+            // Read it, so that classification names what is wrong.
+            Err(_) => true,
+        };
+        overridable || self.is_tree(path)
+    }
+
+    fn is_tree(&self, path: &str) -> bool {
+        let Some((pattern, _)) = &self.trees else {
+            return false;
+        };
+        rest::normalize(path).is_ok_and(|segments| pattern.matches(&segments).is_some())
     }
 
     pub fn classify(&self, request: &RequestView<'_>) -> Result<Classified, ClassifyError> {
-        if let Some(header) = METHOD_OVERRIDES.iter().find(|h| request.headers.contains_key(**h)) {
-            return Err(ClassifyError::MethodOverride {
-                header: (*header).to_owned(),
-            });
-        }
-        if url::form_urlencoded::parse(request.query.unwrap_or_default().as_bytes()).any(|(k, _)| k == "_method") {
-            return Err(ClassifyError::MethodOverride {
-                header: "_method".into(),
-            });
+        check_method(request.method)?;
+        check_headers(request.headers)?;
+        for (name, _) in url::form_urlencoded::parse(request.query.unwrap_or_default().as_bytes()) {
+            if is_override_parameter(&name) {
+                return Err(ClassifyError::MethodOverride {
+                    place: format!("the query parameter `{name}`"),
+                });
+            }
         }
         let segments = rest::normalize(request.path).map_err(ClassifyError::Malformed)?;
         let path = rest::encode(&segments);
         let operations = match &self.graphql {
             Some(spec) if spec.paths.contains(&segments) => self.graphql_operations(spec, request)?,
             Some(_) => vec![unknown(format!("{} {path}", request.method))],
-            None => vec![self.rest_operation(request.method, &segments, &path)],
+            None => {
+                if let Some(body) = request.body {
+                    check_body(request.headers, body)?;
+                }
+                vec![self.rest_operation(request, &segments, &path)?]
+            }
         };
         Ok(Classified { operations, path })
     }
 
-    /// The first matching rule of ops and of the pack; the stricter if both.
-    fn pick<T>(&self, matches: impl Fn(&CompiledRule) -> Option<T>) -> Option<(&CompiledRule, T)> {
-        let ops = self.ops_rules.iter().find_map(|r| matches(r).map(|m| (r, m)));
-        let pack = self.pack_rules.iter().find_map(|r| matches(r).map(|m| (r, m)));
+    /// The most specific matching rule of ops and of the pack; the stricter
+    /// if both. `key` is the request's first path segment (lowercase) or
+    /// root field.
+    fn pick<T>(&self, key: &str, matches: impl Fn(&CompiledRule) -> Option<T>) -> Option<(&CompiledRule, T)> {
+        let ops = self.ops_rules.find(key, &matches);
+        let pack = self.pack_rules.find(key, &matches);
         match (ops, pack) {
-            (Some(ops), Some(pack)) if pack.0.tier > ops.0.tier => Some(pack),
+            (Some(ops), Some(pack)) if pack.0.grant.strictness() > ops.0.grant.strictness() => Some(pack),
             (Some(ops), _) => Some(ops),
             (None, pack) => pack,
         }
     }
 
-    fn rest_operation(&self, method: &Method, segments: &[String], path: &str) -> Operation {
-        let method = method.as_str();
-        let picked = self.pick(|rule| match &rule.matcher {
+    fn rest_operation(
+        &self,
+        request: &RequestView<'_>,
+        segments: &[String],
+        path: &str,
+    ) -> Result<Operation, ClassifyError> {
+        let method = request.method.as_str();
+        let key = segments.first().map(|s| s.to_ascii_lowercase()).unwrap_or_default();
+        let picked = self.pick(&key, |rule| match &rule.matcher {
             Matcher::Rest { method: m, pattern } => {
                 let method_matches = match m.as_deref() {
                     None => true,
@@ -214,22 +288,28 @@ impl Classifier {
             Matcher::Field { .. } => None,
         });
         let Some((rule, captures)) = picked else {
-            return unknown(format!("{method} {path}"));
+            return Ok(unknown(format!("{method} {path}")));
         };
-        Operation {
-            name: rule.name(),
-            scope: Some(rule.scope.clone()),
-            tier: rule.tier,
-            resources: rule
-                .resources
-                .iter()
-                .map(|(kind, template)| ResourceRef {
-                    kind: kind.clone(),
-                    id: template.render(&captures),
-                })
-                .collect(),
-            within_environment: rule.within_environment,
+        let resources = rule
+            .resources
+            .iter()
+            .map(|(kind, template)| ResourceRef {
+                kind: kind.clone(),
+                id: template.render(&captures),
+            })
+            .collect();
+        let mut op = operation(rule, rule.name(), resources);
+        if let Some((pattern, tier)) = &self.trees
+            && method == "POST"
+            && pattern.matches(segments).is_some()
+            && github::tree_touches_workflows(request.body.unwrap_or_default())?
+            && op.tier < *tier
+        {
+            op.name = format!("{} (naming `.github`)", op.name);
+            op.scope = Some(WORKFLOWS_SCOPE.to_owned());
+            op.tier = *tier;
         }
+        Ok(op)
     }
 
     fn graphql_operations(
@@ -254,7 +334,7 @@ impl Classifier {
 
     fn graphql_operation(&self, spec: &GraphqlSpec, field: RootField) -> Operation {
         let name = format!("{} {}", field.operation, field.name);
-        let picked = self.pick(|rule| match &rule.matcher {
+        let picked = self.pick(&field.name, |rule| match &rule.matcher {
             Matcher::Field {
                 operation,
                 name,
@@ -269,35 +349,30 @@ impl Classifier {
             }
             _ => None,
         });
-        let (scope, tier, id_kind, within) = match (picked, field.operation) {
-            (Some((rule, ())), _) => (
-                Some(rule.scope.clone()),
-                rule.tier,
-                rule.id_kind.clone(),
-                rule.within_environment,
-            ),
-            (None, OperationType::Query) => (
-                Some(spec.query_scope.clone()),
-                spec.query_tier,
-                spec.kinds.get(&field.name).cloned(),
-                false,
-            ),
-            (None, OperationType::Mutation) => return unknown(name),
+        let Some((rule, ())) = picked else {
+            return unknown(name);
         };
         let mut resources = Vec::new();
-        graphql::collect_ids(&field.arguments, id_kind.as_deref(), &spec.id_arguments, &mut resources);
+        graphql::collect_ids(
+            &field.arguments,
+            rule.id_kind.as_deref(),
+            &spec.id_arguments,
+            &mut resources,
+        );
         for nested in field.nested {
             if !resources.contains(&nested) {
                 resources.push(nested);
             }
         }
-        Operation {
-            name,
-            scope,
-            tier,
-            resources,
-            within_environment: within,
+        let mut op = operation(rule, name, resources);
+        // A field that touches no environment's resources may still lead to
+        // objects that do (`me { projects { … } }`): only its own leaves are
+        // free to read.
+        if op.resource_free && field.selects_objects {
+            op.resource_free = false;
+            op.name = format!("{} with nested selections", op.name);
         }
+        op
     }
 
     /// Where a GraphQL provider's endpoint is, under the upstream.
@@ -309,6 +384,71 @@ impl Classifier {
     }
 }
 
+/// One list of compiled rules (ops' or the pack's), most specific first, so
+/// the first match is the most specific one; indexed by the fixed first path
+/// segment or field name a request must have to match.
+#[derive(Debug, Clone)]
+struct RuleList {
+    rules: Vec<CompiledRule>,
+    /// Key → the rules a request with that key may match, in order: those
+    /// with that key and those with none.
+    by_key: HashMap<String, Vec<usize>>,
+    /// The rules without a fixed key (a parameter first, a field prefix).
+    unkeyed: Vec<usize>,
+}
+
+impl RuleList {
+    fn new(mut rules: Vec<CompiledRule>) -> RuleList {
+        // Stable: equally specific rules keep their order.
+        rules.sort_by_cached_key(|r| std::cmp::Reverse(r.specificity()));
+        let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut unkeyed = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let key = match &rule.matcher {
+                Matcher::Field {
+                    name, prefix: false, ..
+                } => Some(name.clone()),
+                Matcher::Field { .. } => None,
+                Matcher::Rest { pattern, .. } => pattern.first_literal(),
+            };
+            match key {
+                Some(key) => by_key.entry(key).or_default().push(i),
+                None => unkeyed.push(i),
+            }
+        }
+        for list in by_key.values_mut() {
+            list.extend(&unkeyed);
+            list.sort_unstable();
+        }
+        RuleList { rules, by_key, unkeyed }
+    }
+
+    fn find<T>(&self, key: &str, matches: impl Fn(&CompiledRule) -> Option<T>) -> Option<(&CompiledRule, T)> {
+        let candidates = self.by_key.get(key).unwrap_or(&self.unkeyed);
+        candidates.iter().find_map(|&i| {
+            let rule = &self.rules[i];
+            matches(rule).map(|m| (rule, m))
+        })
+    }
+}
+
+/// The operation a matched rule names.
+fn operation(rule: &CompiledRule, name: String, resources: Vec<ResourceRef>) -> Operation {
+    let (scope, tier, refused_by_pack) = match &rule.grant {
+        RuleGrant::Scope { scope, tier } => (Some(scope.clone()), *tier, None),
+        RuleGrant::Refuse { reason } => (None, Tier::Catastrophic, Some(reason.clone())),
+    };
+    Operation {
+        name,
+        scope,
+        tier,
+        resources,
+        within_environment: rule.within_environment,
+        resource_free: rule.resource_free && refused_by_pack.is_none(),
+        refused_by_pack,
+    }
+}
+
 /// An operation no rule names; refused by `policy::decide`.
 fn unknown(name: String) -> Operation {
     Operation {
@@ -317,7 +457,87 @@ fn unknown(name: String) -> Operation {
         tier: Tier::Catastrophic,
         resources: Vec::new(),
         within_environment: false,
+        resource_free: false,
+        refused_by_pack: None,
     }
+}
+
+/// Methods are case-sensitive, and servers disagree on lowercase ones (some
+/// read `delete` as DELETE, some as an unknown method); TRACE echoes the
+/// request, real token included; CONNECT is a tunnel nothing can classify.
+fn check_method(method: &Method) -> Result<(), ClassifyError> {
+    let text = method.as_str();
+    if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(ClassifyError::Malformed(format!(
+            "the method `{text}` is not written in capitals; methods are case-sensitive and servers disagree on this one: send `{}`",
+            text.to_ascii_uppercase()
+        )));
+    }
+    let why = match text {
+        "TRACE" => "the server would echo the request back, with the real token the broker adds",
+        "CONNECT" => "a tunnel carries requests the broker cannot classify",
+        _ => return Ok(()),
+    };
+    Err(ClassifyError::MethodRefused {
+        method: text.to_owned(),
+        why,
+    })
+}
+
+fn check_headers(headers: &HeaderMap) -> Result<(), ClassifyError> {
+    if let Some(name) = headers.keys().find(|n| is_override_header(n.as_str())) {
+        return Err(ClassifyError::MethodOverride {
+            place: format!("the header `{name}`"),
+        });
+    }
+    for value in headers.get_all(header::CONNECTION) {
+        let text = value
+            .to_str()
+            .map_err(|_| ClassifyError::Malformed("the `Connection` header is not text".into()))?;
+        for token in text.split(',').map(|t| t.trim().to_ascii_lowercase()) {
+            if RELIED_ON.contains(&token.as_str()) || is_override_header(&token) {
+                return Err(ClassifyError::Malformed(format!(
+                    "the `Connection` header names `{token}`, which the broker reads: removed after classification, the upstream would read the request without it"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A header that could ask a server to run another method: any name with
+/// `method` in it, `-` and `_` alike (`X-HTTP-Method-Override`,
+/// `X_Method_Override`, `X-Original-Method`), but CORS's request header.
+fn is_override_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase().replace('_', "-");
+    name.contains("method") && name != "access-control-request-method"
+}
+
+/// A query or body field that frameworks read as the method to run:
+/// `_method` (Rails, Laravel, Symfony) and every `…method-override`
+/// spelling, `-` and `_` alike.
+fn is_override_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase().replace('-', "_");
+    (name.starts_with('_') && name.trim_start_matches('_') == "method")
+        || name.contains("method_override")
+        || name.ends_with("http_method")
+}
+
+/// An inspected REST body: unencoded, and naming no method override.
+fn check_body(headers: &HeaderMap, body: &[u8]) -> Result<(), ClassifyError> {
+    super::body::unencoded(headers)?;
+    let Some(media) = super::body::media_type(headers)? else {
+        return Ok(());
+    };
+    if let Some(name) = super::body::field_names(&media, body)?
+        .into_iter()
+        .find(|n| is_override_parameter(n))
+    {
+        return Err(ClassifyError::MethodOverride {
+            place: format!("the body field `{name}`"),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -612,14 +832,14 @@ mod tests {
     #[test]
     fn queries_are_reads_that_still_name_their_resources() {
         let ops = gql(json!({
-            "query": "query($p: String!) { project(id: $p) { name services { edges { node { id } } } } v: volume(id: \"vol_9\") { id } }",
+            "query": "query($p: String!) { project(id: $p) { name services { edges { node { id } } } } v: volumeInstanceBackupList(volumeInstanceId: \"vi_9\") { id } }",
             "variables": { "p": "p1" }
         }))
         .unwrap();
-        assert_eq!(names(&ops), ["query project", "query volume"]);
+        assert_eq!(names(&ops), ["query project", "query volumeInstanceBackupList"]);
         assert_eq!(ops[0].tier, Tier::Read);
         assert_eq!(ids(&ops[0]), [("project", "p1")]);
-        assert_eq!(ids(&ops[1]), [("volume", "vol_9")]);
+        assert_eq!(ids(&ops[1]), [("volumeInstance", "vi_9")]);
 
         let nested = gql(json!({ "query": "{ project(id: \"p1\") { environment(id: \"e9\") { name } } }" })).unwrap();
         assert_eq!(ids(&nested[0]), [("project", "p1"), ("environment", "e9")]);
@@ -649,19 +869,14 @@ mod tests {
 
         let lower = OperationRule {
             field: Some("volumeDelete".into()),
-            operation: None,
-            id: None,
-            method: None,
-            path: None,
-            resources: vec![],
-            scope: "read".into(),
-            within_environment: false,
+            scope: Some("read".into()),
+            ..OperationRule::default()
         };
         let new = OperationRule {
             field: Some("somethingNew".into()),
-            scope: "service:write".into(),
+            scope: Some("service:write".into()),
             id: Some("service".into()),
-            ..lower.clone()
+            ..OperationRule::default()
         };
         let c = classifier(ProviderKind::Railway, &[lower, new]);
         let got = post(
@@ -675,6 +890,240 @@ mod tests {
         assert_eq!(ids(&got.operations[1]), [("service", "s")]);
     }
 
+    #[test]
+    fn queries_are_named_one_by_one_and_must_name_what_they_read() {
+        // A query field no rule names is unknown, like a mutation.
+        let ops = gql(json!({ "query": "{ somethingNew { id } }" })).unwrap();
+        assert_eq!(ops[0].scope, None);
+        assert_eq!(ops[0].refused_by_pack, None);
+        // `me` touches no environment's resources, its scalars only.
+        let ops = gql(json!({ "query": "{ me { name email } }" })).unwrap();
+        assert!(ops[0].resource_free);
+        let ops = gql(json!({ "query": "{ me { name projects { edges { node { id } } } } }" })).unwrap();
+        assert!(!ops[0].resource_free);
+        assert_eq!(ops[0].name, "query me with nested selections");
+        // A list of ids is refused by the pack, with its reason.
+        let ops = gql(json!({ "query": "{ projectsByIds(ids: [\"p1\"]) { id } }" })).unwrap();
+        assert!(ops[0].refused_by_pack.as_deref().unwrap().contains("project(id"));
+        // `projects` binds the workspace it is asked about, and nothing without one.
+        let ops = gql(json!({ "query": "{ projects(workspaceId: \"w1\") { edges { node { id } } } }" })).unwrap();
+        assert_eq!(ids(&ops[0]), [("workspace", "w1")]);
+        let ops = gql(json!({ "query": "{ projects { edges { node { id } } } }" })).unwrap();
+        assert!(ops[0].resources.is_empty() && !ops[0].resource_free);
+    }
+
+    #[test]
+    fn duplicates_anywhere_in_a_graphql_request_are_refused() {
+        for (query, variables) in [
+            // The review's example: the same input field twice, at any depth.
+            (
+                "mutation { variableUpsert(input: { environmentId: \"A\", environmentId: \"B\", name: \"K\" }) }",
+                json!(null),
+            ),
+            (
+                "mutation { variableUpsert(input: { x: { y: [{ environmentId: \"A\" environmentId: \"B\" }] } }) }",
+                json!(null),
+            ),
+            (
+                "mutation($e: String) { variableUpsert(input: { environmentId: $e, environmentId: \"B\" }) }",
+                json!({"e": "A"}),
+            ),
+            (
+                "mutation($v: String = \"a\") { variableUpsert(input: { a: { b: 1, b: 2 } }) x: volumeDelete(volumeId: $v) }",
+                json!(null),
+            ),
+            // The same argument twice.
+            (
+                "mutation { volumeDelete(volumeId: \"a\", volumeId: \"b\") }",
+                json!(null),
+            ),
+            // A variable defined twice.
+            (
+                "mutation($v: String, $v: String) { volumeDelete(volumeId: $v) }",
+                json!({"v": "a"}),
+            ),
+            // Two operations of one name, two fragments of one name.
+            ("query A { me { name } } query A { me { id } }", json!(null)),
+            (
+                "{ ...F } fragment F on Query { me { id } } fragment F on Query { me { name } }",
+                json!(null),
+            ),
+            // Two fields under one response key, at the root or below.
+            (
+                "mutation { a: volumeDelete(volumeId: \"x\") a: volumeDelete(volumeId: \"y\") }",
+                json!(null),
+            ),
+            (
+                "mutation { a: volumeDelete(volumeId: \"x\") a: serviceDelete(id: \"x\") }",
+                json!(null),
+            ),
+            (
+                "{ project(id: \"p\") { s: service(id: \"a\") { id } s: service(id: \"b\") { id } } }",
+                json!(null),
+            ),
+            (
+                "{ p: project(id: \"p\") { e: environment(id: \"a\") { id } } p: project(id: \"p\") { e: environment(id: \"b\") { id } } }",
+                json!(null),
+            ),
+        ] {
+            let got = gql(json!({ "query": query, "variables": variables }));
+            assert_eq!(
+                got.map(|o| names(&o).join(",")).unwrap_err().kind(),
+                "malformed_request",
+                "{query}"
+            );
+        }
+        // The same field selected twice the same way runs once.
+        let ops = gql(json!({ "query": "mutation { volumeDelete(volumeId: \"x\") volumeDelete(volumeId: \"x\") }" }))
+            .unwrap();
+        assert_eq!(names(&ops), ["mutation volumeDelete"]);
+    }
+
+    #[test]
+    fn what_graphql_servers_refuse_is_refused() {
+        for query in [
+            // Unused variables and fragments; variables used but not defined.
+            "query($v: String) { me { name } }",
+            "{ me { name } } fragment F on Query { me { id } }",
+            "{ project(id: $p) { id } }",
+            // Several operations and no operationName.
+            "query A { me { name } } query B { me { id } }",
+            // Directives the broker does not evaluate, anywhere.
+            "{ me @defer { name } }",
+            "query @live { me { name } }",
+            "query($v: String @deprecated) { project(id: $v) { id } }",
+            "{ ...F } fragment F on Query @x { me { name } }",
+            "{ me @skip(if: true) @skip(if: false) { name } }",
+            "{ me @skip(if: \"yes\") { name } }",
+            "{ me @include { name } }",
+            // A fragment on another root type, at the root.
+            "mutation { ... on Query { me { name } } }",
+            "{ ...F } fragment F on Mutation { volumeDelete(volumeId: \"v\") }",
+        ] {
+            assert_eq!(
+                gql(json!({ "query": query })).unwrap_err().kind(),
+                "malformed_request",
+                "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn skip_and_include_are_evaluated_as_the_server_does() {
+        let ops = gql(json!({
+            "query": "mutation($no: Boolean!) { a: volumeDelete(volumeId: \"a\") @skip(if: true) b: volumeDelete(volumeId: \"b\") @include(if: $no) c: volumeDelete(volumeId: \"c\") @include(if: true) ... @skip(if: false) { d: volumeDelete(volumeId: \"d\") } }",
+            "variables": { "no": false }
+        }))
+        .unwrap();
+        let all: Vec<_> = ops.iter().flat_map(|o| ids(o)).map(|(_, id)| id.to_owned()).collect();
+        assert_eq!(all, ["c", "d"]);
+        // A variable without a value leaves an input field out, not null.
+        let ops = gql(json!({
+            "query": "mutation($e: String) { variableUpsert(input: { environmentId: $e, serviceId: \"s\" }) }"
+        }))
+        .unwrap();
+        assert_eq!(ids(&ops[0]), [("service", "s")]);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_by_a_limit() {
+        for depth in [100, 20_000] {
+            let list = format!("{}\"v\"{}", "[".repeat(depth), "]".repeat(depth));
+            let query = format!("mutation {{ volumeDelete(volumeId: {list}) }}");
+            assert!(gql(json!({ "query": query })).is_err(), "{depth}");
+            let object = format!("{}1{}", "{a: ".repeat(depth), "}".repeat(depth));
+            let query = format!("mutation {{ variableUpsert(input: {object}) }}");
+            assert!(gql(json!({ "query": query })).is_err(), "{depth}");
+        }
+        let deep_json = format!("{}1{}", "[".repeat(20_000), "]".repeat(20_000));
+        let body = format!(
+            "{{\"query\": \"mutation($v: String) {{ volumeDelete(volumeId: $v) }}\", \"variables\": {{\"v\": {deep_json}}}}}"
+        );
+        assert_eq!(
+            post(&railway(), "application/json", &body).unwrap_err().kind(),
+            "malformed_request"
+        );
+    }
+
+    #[test]
+    fn lenient_rules_are_refused_where_an_agent_could_hold_their_scope() {
+        let tiers: BTreeMap<String, Tier> = ProviderKind::Http
+            .pack()
+            .scopes
+            .iter()
+            .map(|(n, s)| (n.clone(), s.tier))
+            .collect();
+        let rule = |text: &str| -> OperationRule { toml::from_str(text).unwrap() };
+        let bad = [
+            (
+                rule("method = \"GET\"\npath = \"/**\"\nscope = \"read\"\nresource_free = true"),
+                "`**`",
+            ),
+            (
+                rule(
+                    "method = \"GET\"\npath = \"/v1/*/items\"\nscope = \"read\"\nresources = [{ kind = \"x\", id = \"x\" }]",
+                ),
+                "",
+            ),
+            (
+                rule(
+                    "method = \"*\"\npath = \"/v1/items/{id}\"\nscope = \"write\"\nresources = [{ kind = \"item\", id = \"{id}\" }]",
+                ),
+                "any method",
+            ),
+            (
+                rule("method = \"GET\"\npath = \"/v1/items\"\nscope = \"read\""),
+                "names no resource",
+            ),
+            (
+                rule("method = \"POST\"\npath = \"/v1/items\"\nscope = \"write\"\nresource_free = true"),
+                "only reads",
+            ),
+            (
+                rule("method = \"GET\"\npath = \"/v1/items\"\nrefuse = \" \""),
+                "say why",
+            ),
+            (
+                rule("method = \"GET\"\npath = \"/v1/items\"\nscope = \"read\"\nrefuse = \"x\""),
+                "not both",
+            ),
+        ];
+        for (r, says) in &bad {
+            let errors = Classifier::new(
+                ProviderKind::Http,
+                std::slice::from_ref(r),
+                &tiers,
+                GraphqlLimits::default(),
+            )
+            .unwrap_err();
+            assert!(errors[0].message.contains(says), "{r:?}: {}", errors[0].message);
+        }
+        // Wildcards where matching more is stricter, and exact bound rules, compile.
+        for ok in [
+            "method = \"DELETE\"\npath = \"/v1/**\"\nscope = \"delete\"",
+            "method = \"*\"\npath = \"/admin/**\"\nrefuse = \"administration\"",
+            "method = \"GET\"\npath = \"/v1/status\"\nscope = \"read\"\nresource_free = true",
+            "method = \"GET\"\npath = \"/v1/files/{bucket}/{*path}\"\nscope = \"read\"\nresources = [{ kind = \"bucket\", id = \"{bucket}\" }]",
+        ] {
+            Classifier::new(ProviderKind::Http, &[rule(ok)], &tiers, GraphqlLimits::default()).unwrap();
+        }
+        let railway_tiers: BTreeMap<String, Tier> = ProviderKind::Railway
+            .pack()
+            .scopes
+            .iter()
+            .map(|(n, s)| (n.clone(), s.tier))
+            .collect();
+        let prefix = rule("field = \"serviceInstanceDeploy*\"\nscope = \"deployment:deploy\"");
+        let errors = Classifier::new(
+            ProviderKind::Railway,
+            &[prefix],
+            &railway_tiers,
+            GraphqlLimits::default(),
+        )
+        .unwrap_err();
+        assert!(errors[0].message.contains("name prefix"), "{}", errors[0].message);
+    }
+
     fn rest(c: &Classifier, method: Method, path: &str, headers: HeaderMap) -> Result<Classified, ClassifyError> {
         c.classify(&RequestView {
             method: &method,
@@ -685,17 +1134,27 @@ mod tests {
         })
     }
 
+    fn request(
+        c: &Classifier,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: HeaderMap,
+        body: Option<&[u8]>,
+    ) -> Result<Classified, ClassifyError> {
+        c.classify(&RequestView {
+            method: &Method::from_bytes(method.as_bytes()).unwrap(),
+            path,
+            query,
+            headers: &headers,
+            body,
+        })
+    }
+
     #[test]
     fn github_paths_are_classified_after_normalisation() {
         let gh = classifier(ProviderKind::Github, &[]);
-        for spelling in [
-            "/repos/acme/api",
-            "/REPOS/acme/api/",
-            "//repos/acme/api",
-            "/repos/acme/api/pulls/..",
-            "/repos/x/%2e%2e/acme/api",
-            "/repos/acme/%61pi",
-        ] {
+        for spelling in ["/repos/acme/api", "/REPOS/acme/api/", "/repos/acme/%61pi"] {
             let got = rest(&gh, Method::DELETE, spelling, HeaderMap::new()).unwrap();
             assert_eq!(got.operations[0].scope.as_deref(), Some("repo:delete"), "{spelling}");
             assert_eq!(got.operations[0].tier, Tier::Catastrophic, "{spelling}");
@@ -705,6 +1164,15 @@ mod tests {
                 "{spelling}: {}",
                 got.path
             );
+        }
+        for spelling in [
+            "//repos/acme/api",
+            "/repos/acme/api/pulls/..",
+            "/repos/x/%2e%2e/acme/api",
+            "/repos/acme/api;x=1",
+        ] {
+            let got = rest(&gh, Method::DELETE, spelling, HeaderMap::new());
+            assert_eq!(got.unwrap_err().kind(), "malformed_request", "{spelling}");
         }
         let cases = [
             (
@@ -730,53 +1198,270 @@ mod tests {
             ),
             (Method::DELETE, "/repos/acme/api/releases/12", "release:delete"),
             (Method::GET, "/repos/acme/api/contents/README.md", "read"),
+            (Method::GET, "/repos/acme/api/contents/src/deep/main.rs", "read"),
+            (Method::GET, "/repos/acme/api/contents", "read"),
+            (Method::GET, "/repos/acme/api/branches/feature/x/protection", "read"),
             (Method::HEAD, "/repos/acme/api", "read"),
             (Method::GET, "/user", "read"),
+            (Method::GET, "/rate_limit", "read"),
+            (Method::GET, "/orgs/acme/repos", "read"),
             (Method::PUT, "/repos/acme/api/contents/src/main.rs", "contents:write"),
+            (
+                Method::PUT,
+                "/repos/acme/api/contents/.github/workflows/ci.yml",
+                "workflows:write",
+            ),
+            (
+                Method::DELETE,
+                "/repos/acme/api/contents/.github/actions/setup/action.yml",
+                "workflows:write",
+            ),
+            (
+                Method::PUT,
+                "/repos/acme/api/contents/.GITHUB/workflows/ci.yml",
+                "workflows:write",
+            ),
+            (
+                Method::PUT,
+                "/repos/acme/api/contents/docs/.github/x.md",
+                "contents:write",
+            ),
             (Method::POST, "/repos/acme/api/git/refs", "contents:write"),
             (Method::POST, "/repos/acme/api/pulls", "pulls:write"),
         ];
         for (method, path, scope) in cases {
             let got = rest(&gh, method.clone(), path, HeaderMap::new()).unwrap();
             assert_eq!(got.operations[0].scope.as_deref(), Some(scope), "{method} {path}");
+            assert!(
+                got.operations[0].resource_free || !got.operations[0].resources.is_empty(),
+                "{method} {path} binds nothing"
+            );
         }
+        let got = rest(&gh, Method::GET, "/repos/acme/api/contents/a/b.rs", HeaderMap::new()).unwrap();
+        assert_eq!(ids(&got.operations[0]), [("repository", "acme/api")]);
+        let got = rest(
+            &gh,
+            Method::GET,
+            "/orgs/acme/teams/t/repos/acme/infra",
+            HeaderMap::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&got.operations[0]),
+            [("organization", "acme"), ("repository", "acme/infra")]
+        );
         let got = rest(&gh, Method::POST, "/graphql", HeaderMap::new()).unwrap();
         assert_eq!(got.operations[0].scope, None);
         assert_eq!(got.operations[0].name, "POST /graphql");
     }
 
     #[test]
-    fn method_overrides_are_refused() {
+    fn alternative_addresses_and_unbound_reads_are_refused_by_the_pack() {
         let gh = classifier(ProviderKind::Github, &[]);
-        let mut h = HeaderMap::new();
-        h.insert("X-HTTP-Method-Override", HeaderValue::from_static("DELETE"));
+        for (method, path, why) in [
+            ("GET", "/repositories/123", "by number"),
+            ("GET", "/repositories/123/contents/prod.tf", "by number"),
+            ("DELETE", "/repositories/123", "by number"),
+            ("GET", "/search/code", "search"),
+            ("GET", "/user/repos", "across every environment"),
+            ("GET", "/user/emails", "across every environment"),
+            ("GET", "/user/42", "account by number"),
+            ("GET", "/teams/7/repos", "team by number"),
+            ("GET", "/installation/repositories", "every repository"),
+            ("GET", "/gists/abc", "gists"),
+        ] {
+            let got = request(&gh, method, path, Some("q=repo:acme/infra"), HeaderMap::new(), None).unwrap();
+            let reason = got.operations[0]
+                .refused_by_pack
+                .as_deref()
+                .unwrap_or_else(|| panic!("{path}"));
+            assert!(reason.contains(why), "{path}: {reason}");
+        }
+        // Anything no rule names stays unknown.
+        let got = rest(&gh, Method::GET, "/something/new", HeaderMap::new()).unwrap();
         assert_eq!(
-            rest(&gh, Method::POST, "/repos/acme/api", h).unwrap_err().kind(),
-            "method_override_refused"
+            (
+                got.operations[0].scope.as_ref(),
+                got.operations[0].refused_by_pack.as_ref()
+            ),
+            (None, None)
         );
-        let got = gh.classify(&RequestView {
-            method: &Method::POST,
-            path: "/repos/acme/api",
-            query: Some("_method=DELETE"),
-            headers: &HeaderMap::new(),
-            body: None,
-        });
-        assert_eq!(got.unwrap_err().kind(), "method_override_refused");
     }
 
     #[test]
-    fn http_providers_read_by_default_and_follow_ops_rules() {
+    fn a_git_tree_naming_github_needs_the_workflow_scope() {
+        let gh = classifier(ProviderKind::Github, &[]);
+        let tree = |path: &str| {
+            json!({ "tree": [{ "path": path, "mode": "100644", "type": "blob", "content": "x" }] }).to_string()
+        };
+        assert!(gh.needs_body(&Method::POST, "/repos/acme/api/git/trees", &HeaderMap::new()));
+        assert!(!gh.needs_body(&Method::POST, "/repos/acme/api/git/blobs", &headers("application/json")));
+        for (path, scope) in [
+            ("src/lib.rs", "contents:write"),
+            (".github/workflows/deploy.yml", "workflows:write"),
+        ] {
+            let body = tree(path);
+            let got = request(
+                &gh,
+                "POST",
+                "/repos/acme/api/git/trees",
+                None,
+                headers("application/json"),
+                Some(body.as_bytes()),
+            )
+            .unwrap();
+            assert_eq!(got.operations[0].scope.as_deref(), Some(scope), "{path}");
+            assert_eq!(ids(&got.operations[0]), [("repository", "acme/api")]);
+        }
+        let got = request(
+            &gh,
+            "POST",
+            "/repos/acme/api/git/trees",
+            None,
+            headers("application/json"),
+            Some(b"{\"tree\": 1}"),
+        );
+        assert_eq!(got.unwrap_err().kind(), "malformed_request");
+    }
+
+    #[test]
+    fn methods_have_one_spelling_and_trace_and_connect_never_pass() {
+        let gh = classifier(ProviderKind::Github, &[]);
+        for method in ["delete", "Delete", "get", "pOST"] {
+            let got = request(&gh, method, "/repos/acme/api", None, HeaderMap::new(), None);
+            assert_eq!(got.unwrap_err().kind(), "malformed_request", "{method}");
+        }
+        for method in ["TRACE", "CONNECT"] {
+            let got = request(&gh, method, "/repos/acme/api", None, HeaderMap::new(), None);
+            assert_eq!(got.unwrap_err().kind(), "method_refused", "{method}");
+        }
+        // OPTIONS is unknown unless a rule names it; HEAD reads as GET does.
+        let got = request(&gh, "OPTIONS", "/repos/acme/api", None, HeaderMap::new(), None).unwrap();
+        assert_eq!(got.operations[0].scope, None);
+        let got = request(&gh, "HEAD", "/repos/acme/api/pulls", None, HeaderMap::new(), None).unwrap();
+        assert_eq!(got.operations[0].scope.as_deref(), Some("read"));
+        let got = request(
+            &railway(),
+            "get",
+            "/graphql/v2",
+            Some("query=%7Bme%7Bname%7D%7D"),
+            HeaderMap::new(),
+            None,
+        );
+        assert_eq!(got.unwrap_err().kind(), "malformed_request");
+    }
+
+    #[test]
+    fn method_overrides_are_refused_in_every_spelling_and_place() {
+        let gh = classifier(ProviderKind::Github, &[]);
+        for name in [
+            "X-HTTP-Method-Override",
+            "X-HTTP-Method",
+            "X-Method-Override",
+            "x_http_method_override",
+            "X-Http_Method",
+            "X-Original-Method",
+            "X-Forwarded-Method",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("DELETE"),
+            );
+            let got = rest(&gh, Method::POST, "/repos/acme/api/pulls", h);
+            assert_eq!(got.unwrap_err().kind(), "method_override_refused", "{name}");
+        }
+        for query in [
+            "_method=DELETE",
+            "a=1&%5Fmethod=DELETE",
+            "_METHOD=delete",
+            "x-http-method-override=DELETE",
+            "__method=DELETE",
+        ] {
+            let got = request(
+                &gh,
+                "POST",
+                "/repos/acme/api/pulls",
+                Some(query),
+                HeaderMap::new(),
+                None,
+            );
+            assert_eq!(got.unwrap_err().kind(), "method_override_refused", "{query}");
+        }
+        let ok = request(
+            &gh,
+            "GET",
+            "/repos/acme/api/pulls",
+            Some("method=squash&sort=updated"),
+            HeaderMap::new(),
+            None,
+        );
+        assert!(ok.is_ok());
+        let mut cors = HeaderMap::new();
+        cors.insert("access-control-request-method", HeaderValue::from_static("GET"));
+        assert!(rest(&gh, Method::GET, "/repos/acme/api/pulls", cors).is_ok());
+
+        // In an inspected body: a form, a multipart form, JSON (generic APIs).
+        let api = classifier(ProviderKind::Http, &[toml::from_str("method = \"POST\"\npath = \"/v1/items/{id}\"\nscope = \"write\"\nresources = [{ kind = \"item\", id = \"{id}\" }]").unwrap()]);
+        let multipart = "--B\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--B--\r\n";
+        for (content_type, body) in [
+            ("application/x-www-form-urlencoded", "name=x&_method=DELETE"),
+            ("multipart/form-data; boundary=B", multipart),
+            ("application/json", "{\"_method\": \"DELETE\"}"),
+        ] {
+            assert!(
+                api.needs_body(&Method::POST, "/v1/items/7", &headers(content_type)),
+                "{content_type}"
+            );
+            let got = request(
+                &api,
+                "POST",
+                "/v1/items/7",
+                None,
+                headers(content_type),
+                Some(body.as_bytes()),
+            );
+            assert_eq!(got.unwrap_err().kind(), "method_override_refused", "{content_type}");
+        }
+        let got = request(
+            &api,
+            "POST",
+            "/v1/items/7",
+            None,
+            headers("application/json"),
+            Some(b"{\"name\": \"x\"}"),
+        )
+        .unwrap();
+        assert_eq!(got.operations[0].scope.as_deref(), Some("write"));
+    }
+
+    #[test]
+    fn a_connection_header_cannot_remove_what_the_broker_read() {
+        let gh = classifier(ProviderKind::Github, &[]);
+        for named in [
+            "content-type",
+            "Content-Length",
+            "keep-alive, content-encoding",
+            "transfer-encoding",
+            "authorization",
+            "project-access-token",
+            "x-http-method-override",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_str(named).unwrap());
+            let got = rest(&gh, Method::GET, "/repos/acme/api", h);
+            assert_eq!(got.unwrap_err().kind(), "malformed_request", "{named}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-trace"));
+        assert!(rest(&gh, Method::GET, "/repos/acme/api", h).is_ok());
+    }
+
+    #[test]
+    fn http_providers_follow_ops_rules_only() {
         let bare = classifier(ProviderKind::Http, &[]);
         assert_eq!(
             rest(&bare, Method::GET, "/v1/items/7", HeaderMap::new())
-                .unwrap()
-                .operations[0]
-                .scope
-                .as_deref(),
-            Some("read")
-        );
-        assert_eq!(
-            rest(&bare, Method::POST, "/v1/items", HeaderMap::new())
                 .unwrap()
                 .operations[0]
                 .scope,
@@ -799,7 +1484,8 @@ resources = [{ kind = "item", id = "{id}" }]"#,
     #[test]
     fn bad_ops_rules_are_named_by_index() {
         let tiers: BTreeMap<String, Tier> = [("read".to_owned(), Tier::Read)].into();
-        let wrong_scope: OperationRule = toml::from_str("method = \"GET\"\npath = \"/a\"\nscope = \"nope\"").unwrap();
+        let wrong_scope: OperationRule =
+            toml::from_str("method = \"GET\"\npath = \"/a\"\nscope = \"nope\"\nresource_free = true").unwrap();
         let field_on_rest: OperationRule = toml::from_str("field = \"x\"\nscope = \"read\"").unwrap();
         let errors = Classifier::new(
             ProviderKind::Http,

@@ -3,12 +3,16 @@
 //! fragments, inline fragments and variables, with the arguments each root
 //! field receives and the resource ids nested fields name.
 //!
-//! Ambiguity is refused rather than resolved: duplicate JSON keys, a document
-//! in both the URL and the body, an encoded body, unknown request fields and
-//! type-system definitions are errors, so that the upstream cannot read the
-//! request differently from the broker. Every operation of a document is
-//! classified, not only the one `operationName` selects, so a mutation cannot
-//! hide behind a name.
+//! Ambiguity is refused rather than resolved: duplicate JSON keys, input
+//! object fields, arguments, variables, operations and fragments; two fields
+//! under one response key; a document in both the URL and the body; an
+//! encoded body or a charset other than UTF-8; unknown request fields,
+//! directives other than `@skip` and `@include`, unused variables and
+//! fragments, and type-system definitions. Each is an error, so that the
+//! upstream cannot read the request differently from the broker. `@skip` and
+//! `@include` are evaluated as the server does. Every operation of a document
+//! is classified, not only the one `operationName` selects, so a mutation
+//! cannot hide behind a name.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -17,10 +21,10 @@ use apollo_parser::cst::{self, CstNode};
 use apollo_parser::{Parser, SyntaxKind};
 use http::{HeaderMap, Method, header};
 use serde::Deserialize;
-use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::ClassifyError;
+use super::json::strict as strict_json;
 use crate::policy::ResourceRef;
 
 /// Field visits (through fragments) after which a document is refused,
@@ -88,6 +92,12 @@ pub struct RootField {
     pub arguments: Vec<(String, Value)>,
     /// Ids named in the arguments of fields nested under this one.
     pub nested: Vec<ResourceRef>,
+    /// Whether the field selects objects under it (fields with selections
+    /// of their own), which may belong to any environment.
+    pub selects_objects: bool,
+    /// Whether this is the operation the server runs (`operationName`'s, or
+    /// the document's only one). The others are classified too.
+    pub selected: bool,
 }
 
 /// One GraphQL request: a document and what goes with it.
@@ -124,13 +134,6 @@ fn read_requests(
     body: Option<&[u8]>,
     limits: &GraphqlLimits,
 ) -> Result<Vec<Request>, ClassifyError> {
-    for name in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
-        if headers.get_all(&name).iter().count() > 1 {
-            return Err(ClassifyError::Malformed(format!(
-                "the request has more than one `{name}` header"
-            )));
-        }
-    }
     let params = query_params(query_string)?;
     let has_body = body.is_some_and(|b| !b.is_empty())
         || headers.contains_key(header::TRANSFER_ENCODING)
@@ -165,16 +168,10 @@ fn read_requests(
             "a POST request carries `{key}` in its URL as well as a body; send the whole GraphQL request in the body"
         )));
     }
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
-        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
-    {
-        return Err(ClassifyError::UnsupportedMediaType(format!(
-            "the body is encoded (`{}`); the broker reads GraphQL bodies only unencoded",
-            String::from_utf8_lossy(encoding.as_bytes())
-        )));
-    }
+    super::body::unencoded(headers)?;
     let body = body.unwrap_or_default();
-    match content_type(headers).as_deref() {
+    let media = super::body::media_type(headers)?;
+    match media.as_ref().map(|m| m.essence.as_str()) {
         Some("application/json") => {
             match strict_json(body).map_err(|e| ClassifyError::Malformed(format!("the body is not JSON: {e}")))? {
                 Value::Array(batch) => {
@@ -208,12 +205,6 @@ fn read_requests(
             "the request has no content type; send `Content-Type: application/json`".into(),
         )),
     }
-}
-
-fn content_type(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    Some(essence.to_ascii_lowercase())
 }
 
 /// The URL's parameters; a repeated one is refused, since servers disagree
@@ -304,7 +295,7 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
     // The parser's own limit guards its stack; the depth limit below is exact.
     let tree = Parser::new(text).recursion_limit(limits.max_depth * 2 + 32).parse();
     if let Some(error) = tree.errors().next() {
-        return Err(ClassifyError::Malformed(format!(
+        return Err(malformed(format!(
             "the GraphQL document does not parse: {}",
             error.message()
         )));
@@ -327,42 +318,51 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
     let mut operations = Vec::new();
     for definition in document.definitions() {
         match definition {
-            cst::Definition::OperationDefinition(op) => operations.push(op),
+            cst::Definition::OperationDefinition(op) => {
+                no_directives(op.directives(), "an operation")?;
+                operations.push(op);
+            }
             cst::Definition::FragmentDefinition(f) => {
                 let name = name_text(f.fragment_name().and_then(|n| n.name()));
+                no_directives(f.directives(), "a fragment definition")?;
                 if fragments.insert(name.clone(), f).is_some() {
-                    return Err(ClassifyError::Malformed(format!("fragment `{name}` is defined twice")));
+                    return Err(malformed(format!("fragment `{name}` is defined twice")));
                 }
             }
             _ => {
-                return Err(ClassifyError::Malformed(
-                    "the document holds type-system definitions, which cannot be executed".into(),
+                return Err(malformed(
+                    "the document holds type-system definitions, which cannot be executed",
                 ));
             }
         }
     }
     if operations.is_empty() {
-        return Err(ClassifyError::Malformed("the document holds no operation".into()));
+        return Err(malformed("the document holds no operation"));
     }
     let names: Vec<Option<String>> = operations
         .iter()
         .map(|op| op.name().map(|n| name_text(Some(n))))
         .collect();
     if names.len() > 1 && names.iter().any(Option::is_none) {
-        return Err(ClassifyError::Malformed(
-            "an anonymous operation must be the only operation of its document".into(),
+        return Err(malformed(
+            "an anonymous operation must be the only operation of its document",
         ));
     }
-    let distinct: BTreeSet<&String> = names.iter().flatten().collect();
-    if distinct.len() < names.iter().flatten().count() {
-        return Err(ClassifyError::Malformed("two operations share a name".into()));
+    if let Some(name) = first_repeated(names.iter().flatten()) {
+        return Err(malformed(format!("two operations are named `{name}`")));
     }
-    if let Some(wanted) = &request.operation_name
-        && !distinct.contains(wanted)
-    {
-        return Err(ClassifyError::Malformed(format!(
-            "operationName `{wanted}` names no operation of the document"
-        )));
+    match &request.operation_name {
+        Some(wanted) if !names.iter().flatten().any(|n| n == wanted) => {
+            return Err(malformed(format!(
+                "operationName `{wanted}` names no operation of the document"
+            )));
+        }
+        None if names.len() > 1 => {
+            return Err(malformed(
+                "the document holds several operations and no operationName says which one to run",
+            ));
+        }
+        _ => {}
     }
 
     let mut walk = Walk {
@@ -370,91 +370,224 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         limits,
         ids,
         visits: 0,
+        spread: BTreeSet::new(),
     };
     let mut fields = Vec::new();
-    for op in &operations {
+    for (op, name) in operations.iter().zip(&names) {
         let kind = match op.operation_type() {
             None => OperationType::Query,
             Some(t) if t.query_token().is_some() => OperationType::Query,
             Some(t) if t.mutation_token().is_some() => OperationType::Mutation,
             Some(_) => return Err(ClassifyError::Subscription),
         };
-        let scope = Scope {
-            variables: &request.variables,
-            defaults: op
-                .variable_definitions()
-                .map(|defs| {
-                    defs.variable_definitions()
-                        .filter_map(|d| {
-                            let name = d.variable()?.name()?.text().to_string();
-                            Some((name, d.default_value()?.value()?))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+        let scope = Scope::new(&request.variables, op)?;
+        let selected = match &request.operation_name {
+            Some(wanted) => name.as_deref() == Some(wanted.as_str()),
+            None => true,
         };
         let Some(set) = op.selection_set() else { continue };
-        let mut roots = Vec::new();
-        walk.flatten(&set, &mut Vec::new(), &mut roots)?;
+        let roots = walk.flatten(&set, &scope, Some(kind), &mut Vec::new())?;
+        walk.no_conflicts(&roots, &scope)?;
+        let mut seen: Vec<Selected> = Vec::new();
         for field in roots {
             let name = name_text(field.name());
+            let arguments = arguments(&field, &scope)?;
+            let mut nested = Vec::new();
+            walk.children(&field, 2, &scope, &mut nested)?;
+            // One response key, one execution: a field selected twice the
+            // same way runs once.
+            let key = response_key(&field);
+            if seen.iter().any(|(k, n, a)| *k == key && *n == name && *a == arguments) {
+                continue;
+            }
+            seen.push((key, name.clone(), arguments.clone()));
             if name == "__typename" {
                 continue;
             }
-            let mut nested = Vec::new();
-            walk.children(&field, 2, &scope, &mut nested)?;
             fields.push(RootField {
                 operation: kind,
-                arguments: arguments(&field, &scope),
                 name,
+                arguments,
+                selects_objects: field
+                    .selection_set()
+                    .is_some_and(|s| s.selections().any(|sel| !is_leaf(&sel))),
                 nested,
+                selected,
             });
         }
+        scope.all_used()?;
+    }
+    if let Some(unused) = fragments.keys().find(|f| !walk.spread.contains(*f)) {
+        return Err(malformed(format!("fragment `{unused}` is defined but never spread")));
     }
     Ok(fields)
+}
+
+/// A root field as selected: response key, field name, arguments.
+type Selected = (String, String, Vec<(String, Value)>);
+
+fn malformed(message: impl Into<String>) -> ClassifyError {
+    ClassifyError::Malformed(message.into())
+}
+
+fn first_repeated<'a>(items: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    let mut seen = BTreeSet::new();
+    items.into_iter().find(|item| !seen.insert(*item))
 }
 
 fn name_text(name: Option<cst::Name>) -> String {
     name.map(|n| n.text().to_string()).unwrap_or_default()
 }
 
-/// Variables in effect for one operation.
-struct Scope<'a> {
-    variables: &'a Map<String, Value>,
-    defaults: HashMap<String, cst::Value>,
+fn response_key(field: &cst::Field) -> String {
+    match field.alias().and_then(|a| a.name()) {
+        Some(alias) => alias.text().to_string(),
+        None => name_text(field.name()),
+    }
 }
 
-impl Scope<'_> {
-    fn resolve(&self, value: &cst::Value) -> Value {
-        match value {
+/// A selection with no selection set of its own (a scalar or enum field).
+fn is_leaf(selection: &cst::Selection) -> bool {
+    matches!(selection, cst::Selection::Field(f) if f.selection_set().is_none())
+}
+
+/// Directives where the broker does not evaluate them: refused, since they
+/// could change what runs (`@defer`, a server's own directives).
+fn no_directives(directives: Option<cst::Directives>, place: &str) -> Result<(), ClassifyError> {
+    match directives.and_then(|d| d.directives().next()) {
+        Some(d) => Err(malformed(format!(
+            "directive `@{}` on {place} is refused: the broker reads only @skip and @include, on selections",
+            name_text(d.name())
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Variables in effect for one operation, and which of them were used.
+struct Scope<'a> {
+    variables: &'a Map<String, Value>,
+    defined: BTreeSet<String>,
+    defaults: HashMap<String, cst::Value>,
+    used: std::cell::RefCell<BTreeSet<String>>,
+}
+
+impl<'a> Scope<'a> {
+    fn new(variables: &'a Map<String, Value>, op: &cst::OperationDefinition) -> Result<Scope<'a>, ClassifyError> {
+        let mut defined = BTreeSet::new();
+        let mut defaults = HashMap::new();
+        for def in op
+            .variable_definitions()
+            .map(|defs| defs.variable_definitions().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            no_directives(def.directives(), "a variable definition")?;
+            let name = def
+                .variable()
+                .and_then(|v| v.name())
+                .map(|n| n.text().to_string())
+                .unwrap_or_default();
+            if !defined.insert(name.clone()) {
+                return Err(malformed(format!("variable `${name}` is defined twice")));
+            }
+            if let Some(default) = def.default_value().and_then(|d| d.value()) {
+                defaults.insert(name, default);
+            }
+        }
+        Ok(Scope {
+            variables,
+            defined,
+            defaults,
+            used: Default::default(),
+        })
+    }
+
+    /// A variable's value; `None` when it has neither a value nor a default
+    /// (the server then leaves the argument or input field out).
+    fn variable(&self, name: &str) -> Result<Option<Value>, ClassifyError> {
+        if !self.defined.contains(name) {
+            return Err(malformed(format!(
+                "variable `${name}` is used but the operation does not define it"
+            )));
+        }
+        self.used.borrow_mut().insert(name.to_owned());
+        match (self.variables.get(name), self.defaults.get(name)) {
+            (Some(given), _) => Ok(Some(given.clone())),
+            // A default is a constant: resolved without variables, so one
+            // default cannot refer to another (or to itself).
+            (None, Some(default)) => Ok(Some(constant(default)?)),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Every defined variable must be used: servers refuse a document
+    /// that defines one it never uses.
+    fn all_used(&self) -> Result<(), ClassifyError> {
+        let used = self.used.borrow();
+        match self.defined.iter().find(|v| !used.contains(*v)) {
+            Some(unused) => Err(malformed(format!("variable `${unused}` is defined but never used"))),
+            None => Ok(()),
+        }
+    }
+
+    /// A value with variables substituted. An input object's field or an
+    /// argument whose variable has no value is absent, as the server leaves
+    /// it; in a list it is null.
+    fn resolve(&self, value: &cst::Value) -> Result<Option<Value>, ClassifyError> {
+        Ok(Some(match value {
             cst::Value::Variable(v) => {
                 let name = v.name().map(|n| n.text().to_string()).unwrap_or_default();
-                match (self.variables.get(&name), self.defaults.get(&name)) {
-                    (Some(given), _) => given.clone(),
-                    // A default is a constant: resolved without variables, so
-                    // one default cannot refer to another (or to itself).
-                    (None, Some(default)) => Scope {
-                        variables: &Map::new(),
-                        defaults: HashMap::new(),
-                    }
-                    .resolve(default),
-                    (None, None) => Value::Null,
-                }
+                return self.variable(&name);
             }
-            cst::Value::StringValue(s) => Value::String(String::from(s)),
-            cst::Value::IntValue(n) => number(&n.syntax().text().to_string()),
-            cst::Value::FloatValue(n) => number(&n.syntax().text().to_string()),
-            cst::Value::BooleanValue(b) => Value::Bool(b.true_token().is_some()),
-            cst::Value::NullValue(_) => Value::Null,
-            cst::Value::EnumValue(e) => Value::String(e.text().to_string()),
-            cst::Value::ListValue(list) => Value::Array(list.values().map(|v| self.resolve(&v)).collect()),
-            cst::Value::ObjectValue(object) => Value::Object(
-                object
-                    .object_fields()
-                    .filter_map(|f| Some((name_text(f.name()), self.resolve(&f.value()?))))
-                    .collect(),
+            cst::Value::ListValue(list) => Value::Array(
+                list.values()
+                    .map(|v| Ok(self.resolve(&v)?.unwrap_or(Value::Null)))
+                    .collect::<Result<_, ClassifyError>>()?,
             ),
-        }
+            cst::Value::ObjectValue(object) => {
+                let mut out = Map::new();
+                let mut names = BTreeSet::new();
+                for field in object.object_fields() {
+                    let name = name_text(field.name());
+                    if !names.insert(name.clone()) {
+                        return Err(malformed(format!(
+                            "the input object names field `{name}` twice; servers disagree on which one counts"
+                        )));
+                    }
+                    let Some(value) = field.value() else { continue };
+                    if let Some(v) = self.resolve(&value)? {
+                        out.insert(name, v);
+                    }
+                }
+                Value::Object(out)
+            }
+            other => scalar(other),
+        }))
+    }
+}
+
+/// A default value: a constant, in which a variable is an error.
+fn constant(value: &cst::Value) -> Result<Value, ClassifyError> {
+    let none = Map::new();
+    let scope = Scope {
+        variables: &none,
+        defined: BTreeSet::new(),
+        defaults: HashMap::new(),
+        used: Default::default(),
+    };
+    scope
+        .resolve(value)
+        .map_err(|_| malformed("a variable's default value must be a constant"))
+        .map(|v| v.unwrap_or(Value::Null))
+}
+
+fn scalar(value: &cst::Value) -> Value {
+    match value {
+        cst::Value::StringValue(s) => Value::String(String::from(s)),
+        cst::Value::IntValue(n) => number(&n.syntax().text().to_string()),
+        cst::Value::FloatValue(n) => number(&n.syntax().text().to_string()),
+        cst::Value::BooleanValue(b) => Value::Bool(b.true_token().is_some()),
+        cst::Value::EnumValue(e) => Value::String(e.text().to_string()),
+        _ => Value::Null,
     }
 }
 
@@ -462,15 +595,61 @@ fn number(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
-fn arguments(field: &cst::Field, scope: &Scope<'_>) -> Vec<(String, Value)> {
-    field
-        .arguments()
-        .map(|args| {
-            args.arguments()
-                .filter_map(|a| Some((name_text(a.name()), scope.resolve(&a.value()?))))
-                .collect()
-        })
-        .unwrap_or_default()
+/// A field's arguments with variables substituted; an argument named twice
+/// is refused, one whose variable has no value is left out.
+fn arguments(field: &cst::Field, scope: &Scope<'_>) -> Result<Vec<(String, Value)>, ClassifyError> {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    let mut names = BTreeSet::new();
+    for argument in field.arguments().iter().flat_map(|a| a.arguments()) {
+        let name = name_text(argument.name());
+        if !names.insert(name.clone()) {
+            return Err(malformed(format!(
+                "field `{}` names argument `{name}` twice; servers disagree on which one counts",
+                name_text(field.name())
+            )));
+        }
+        let Some(value) = argument.value() else { continue };
+        if let Some(v) = scope.resolve(&value)? {
+            out.push((name, v));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `@skip` and `@include` let a selection run; any other directive
+/// is refused.
+fn included(directives: Option<cst::Directives>, scope: &Scope<'_>) -> Result<bool, ClassifyError> {
+    let mut run = true;
+    let mut seen = BTreeSet::new();
+    for directive in directives.iter().flat_map(|d| d.directives()) {
+        let name = name_text(directive.name());
+        if name != "skip" && name != "include" {
+            return Err(malformed(format!(
+                "directive `@{name}` is refused: the broker reads only @skip and @include"
+            )));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(malformed(format!("directive `@{name}` is used twice on one selection")));
+        }
+        let mut condition = None;
+        for argument in directive.arguments().iter().flat_map(|a| a.arguments()) {
+            let arg = name_text(argument.name());
+            if arg != "if" || condition.is_some() {
+                return Err(malformed(format!("`@{name}` takes one argument, `if`")));
+            }
+            condition = Some(argument.value().map(|v| scope.resolve(&v)).transpose()?.flatten());
+        }
+        let value = match condition {
+            Some(Some(Value::Bool(b))) => b,
+            _ => {
+                return Err(malformed(format!(
+                    "`@{name}(if: …)` must be given a boolean, literally or through a variable"
+                )));
+            }
+        };
+        run &= if name == "skip" { !value } else { value };
+    }
+    Ok(run)
 }
 
 struct Walk<'a> {
@@ -478,6 +657,8 @@ struct Walk<'a> {
     limits: &'a GraphqlLimits,
     ids: &'a IdSpec<'a>,
     visits: usize,
+    /// The fragments some operation spreads.
+    spread: BTreeSet<String>,
 }
 
 impl Walk<'_> {
@@ -494,37 +675,91 @@ impl Walk<'_> {
     }
 
     /// The fields one selection set selects, through fragment spreads and
-    /// inline fragments, in order.
+    /// inline fragments, in order, leaving out what `@skip` and `@include`
+    /// leave out. At the root (`root` is the operation's kind), a type
+    /// condition must name the operation's own root type.
     fn flatten(
         &mut self,
         set: &cst::SelectionSet,
+        scope: &Scope<'_>,
+        root: Option<OperationType>,
         spreading: &mut Vec<String>,
-        out: &mut Vec<cst::Field>,
-    ) -> Result<(), ClassifyError> {
+    ) -> Result<Vec<cst::Field>, ClassifyError> {
+        let mut out = Vec::new();
         for selection in set.selections() {
             self.count()?;
             match selection {
-                cst::Selection::Field(f) => out.push(f),
+                cst::Selection::Field(f) => {
+                    if included(f.directives(), scope)? {
+                        out.push(f);
+                    }
+                }
                 cst::Selection::InlineFragment(inline) => {
-                    if let Some(inner) = inline.selection_set() {
-                        self.flatten(&inner, spreading, out)?;
+                    let condition = inline
+                        .type_condition()
+                        .and_then(|t| t.named_type())
+                        .map(|t| name_text(t.name()));
+                    root_type(root, condition.as_deref())?;
+                    if included(inline.directives(), scope)?
+                        && let Some(inner) = inline.selection_set()
+                    {
+                        out.extend(self.flatten(&inner, scope, root, spreading)?);
                     }
                 }
                 cst::Selection::FragmentSpread(spread) => {
                     let name = name_text(spread.fragment_name().and_then(|n| n.name()));
                     if spreading.contains(&name) {
-                        return Err(ClassifyError::Malformed(format!("fragment `{name}` spreads itself")));
+                        return Err(malformed(format!("fragment `{name}` spreads itself")));
                     }
                     let fragment = self
                         .fragments
                         .get(&name)
-                        .ok_or_else(|| ClassifyError::Malformed(format!("fragment `{name}` is not defined")))?;
-                    if let Some(inner) = fragment.selection_set() {
+                        .ok_or_else(|| malformed(format!("fragment `{name}` is not defined")))?;
+                    self.spread.insert(name.clone());
+                    let condition = fragment
+                        .type_condition()
+                        .and_then(|t| t.named_type())
+                        .map(|t| name_text(t.name()));
+                    root_type(root, condition.as_deref())?;
+                    if included(spread.directives(), scope)?
+                        && let Some(inner) = fragment.selection_set()
+                    {
                         spreading.push(name);
-                        self.flatten(&inner, spreading, out)?;
+                        out.extend(self.flatten(&inner, scope, root, spreading)?);
                         spreading.pop();
                     }
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fields that answer under one response key must be the same field
+    /// with the same arguments, at every level: otherwise the server
+    /// refuses the document or picks one, and the broker would have to
+    /// guess which.
+    fn no_conflicts(&mut self, fields: &[cst::Field], scope: &Scope<'_>) -> Result<(), ClassifyError> {
+        let mut groups: BTreeMap<String, Vec<&cst::Field>> = BTreeMap::new();
+        for field in fields {
+            groups.entry(response_key(field)).or_default().push(field);
+        }
+        for (key, group) in groups {
+            let first = group[0];
+            let name = name_text(first.name());
+            let args = arguments(first, scope)?;
+            let mut children = Vec::new();
+            for field in &group {
+                if name_text(field.name()) != name || arguments(field, scope)? != args {
+                    return Err(malformed(format!(
+                        "two different fields answer as `{key}`; give each its own alias"
+                    )));
+                }
+                if let Some(set) = field.selection_set() {
+                    children.extend(self.flatten(&set, scope, None, &mut Vec::new())?);
+                }
+            }
+            if group.len() > 1 {
+                self.no_conflicts(&children, scope)?;
             }
         }
         Ok(())
@@ -549,15 +784,35 @@ impl Walk<'_> {
                 found: depth,
             });
         }
-        let mut fields = Vec::new();
-        self.flatten(&set, &mut Vec::new(), &mut fields)?;
+        let fields = self.flatten(&set, scope, None, &mut Vec::new())?;
+        self.no_conflicts(&fields, scope)?;
         for child in fields {
             let name = name_text(child.name());
             let id_kind = self.ids.kinds.get(&name).map(String::as_str);
-            collect_ids(&arguments(&child, scope), id_kind, self.ids.arguments, out);
+            collect_ids(&arguments(&child, scope)?, id_kind, self.ids.arguments, out);
             self.children(&child, depth + 1, scope, out)?;
         }
         Ok(())
+    }
+}
+
+/// At the root, a fragment's type condition must be the operation's root
+/// type: anything else never runs there, or runs where the broker did not
+/// look.
+fn root_type(root: Option<OperationType>, condition: Option<&str>) -> Result<(), ClassifyError> {
+    let (Some(kind), Some(condition)) = (root, condition) else {
+        return Ok(());
+    };
+    let expected = match kind {
+        OperationType::Query => "Query",
+        OperationType::Mutation => "Mutation",
+    };
+    if condition == expected {
+        Ok(())
+    } else {
+        Err(malformed(format!(
+            "a fragment on `{condition}` is spread at the root of a {kind}, whose type is `{expected}`"
+        )))
     }
 }
 
@@ -610,80 +865,5 @@ fn push_ids(kind: &str, value: &Value, out: &mut Vec<ResourceRef>) {
     };
     if !out.contains(&resource) {
         out.push(resource);
-    }
-}
-
-/// JSON with every object's keys distinct: servers disagree on which of two
-/// equal keys wins, so a request that has them is refused.
-fn strict_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictValue::deserialize(&mut de)?.0;
-    de.end()?;
-    Ok(value)
-}
-
-struct StrictValue(Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("the key `{key}` appears twice")));
-            }
-            let StrictValue(v) = map.next_value()?;
-            object.insert(key, v);
-        }
-        Ok(Value::Object(object))
     }
 }

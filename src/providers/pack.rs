@@ -5,6 +5,11 @@
 //! `railway`, method and path patterns for `github` and `http`. Ops add
 //! operations in their configuration with the same `OperationRule` shape; an
 //! operation's tier is always its scope's.
+//!
+//! A rule either grants a scope or refuses, saying why. A rule whose scope an
+//! agent may hold names its operation exactly (no wildcard) and binds what it
+//! touches (resources, or `resource_free`): `CompiledRule::compile` refuses
+//! anything else, for the built-in packs and for ops' rules alike.
 
 use std::collections::BTreeMap;
 
@@ -40,36 +45,53 @@ pub struct GraphqlPack {
     /// The endpoint's paths under the upstream URL; any other path is an
     /// unknown operation.
     pub paths: Vec<String>,
-    /// The scope every query field needs unless a `query` rule names it.
-    pub query_scope: String,
     /// Argument and input-field names that carry resource ids → the kind of
     /// resource. A field named like a kind takes an `id` of that kind.
     pub id_arguments: BTreeMap<String, String>,
 }
 
 /// One operation rule, from a pack or from ops' configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperationRule {
-    /// GraphQL: the root field; a final `*` matches every field it begins.
+    /// GraphQL: the root field; a final `*` matches every field it begins
+    /// (a wildcard: destructive and catastrophic scopes only).
     #[serde(default)]
     pub field: Option<String>,
+    /// GraphQL: several root fields that share the rest of the rule.
+    #[serde(default)]
+    pub fields: Vec<String>,
     /// GraphQL: `mutation` (the default) or `query`.
     #[serde(default)]
     pub operation: Option<OperationType>,
     /// GraphQL: the kind of resource the field's `id` argument names.
     #[serde(default)]
     pub id: Option<String>,
-    /// REST: `GET`, `POST`, … or `*`. `GET` covers `HEAD` too.
+    /// REST: `GET`, `POST`, … or `*` (a wildcard: destructive and
+    /// catastrophic scopes only). `GET` covers `HEAD` too.
     #[serde(default)]
     pub method: Option<String>,
-    /// REST: the path pattern (`{param}`, `*`, a final `**`).
+    /// REST: the path pattern (`{param}`, `{*param}`, and the wildcards `*`
+    /// and a final `**`, for destructive and catastrophic scopes only).
     #[serde(default)]
     pub path: Option<String>,
+    /// REST: several paths that share the rest of the rule.
+    #[serde(default)]
+    pub paths: Vec<String>,
     /// REST: resource ids built from path parameters.
     #[serde(default)]
     pub resources: Vec<ResourceTemplate>,
-    pub scope: String,
+    /// The scope the operation needs; a rule that refuses names none.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// The operation touches no environment's resources (the caller's own
+    /// identity, rate limits, public metadata). Reads only.
+    #[serde(default)]
+    pub resource_free: bool,
+    /// The operation is refused, and why: it reaches resources in a way the
+    /// broker cannot bind to an environment.
+    #[serde(default)]
+    pub refuse: Option<String>,
     /// The operation acts only inside the environment its environment id
     /// names (a service instance), so shared resources it names are not at
     /// risk beyond that environment.
@@ -88,11 +110,28 @@ pub struct ResourceTemplate {
 #[derive(Debug, Clone)]
 pub struct CompiledRule {
     pub matcher: Matcher,
-    pub scope: String,
-    pub tier: Tier,
+    /// What the rule grants; `Refuse` rules grant nothing.
+    pub grant: RuleGrant,
     pub id_kind: Option<String>,
     pub resources: Vec<(String, IdTemplate)>,
+    pub resource_free: bool,
     pub within_environment: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleGrant {
+    Scope { scope: String, tier: Tier },
+    Refuse { reason: String },
+}
+
+impl RuleGrant {
+    /// How strict the rule is: a refusal is stricter than every scope.
+    pub fn strictness(&self) -> u8 {
+        match self {
+            RuleGrant::Scope { tier, .. } => *tier as u8,
+            RuleGrant::Refuse { .. } => u8::MAX,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -110,41 +149,56 @@ pub enum Matcher {
 }
 
 impl CompiledRule {
-    /// Checks a rule against its provider kind and scopes.
+    /// Checks a rule against its provider kind and scopes; one compiled rule
+    /// for each field or path it names.
     pub fn compile(
         rule: &OperationRule,
         kind: ProviderKind,
         tiers: &BTreeMap<String, Tier>,
-    ) -> Result<CompiledRule, String> {
-        let tier = *tiers.get(&rule.scope).ok_or_else(|| {
-            format!(
-                "scope `{}` is not a scope of this provider (known: {})",
-                rule.scope,
-                tiers.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })?;
-        let graphql = rule.field.is_some() || rule.operation.is_some() || rule.id.is_some();
-        let rest = rule.method.is_some() || rule.path.is_some() || !rule.resources.is_empty();
-        let matcher = match kind {
+    ) -> Result<Vec<CompiledRule>, String> {
+        let grant = match (&rule.scope, &rule.refuse) {
+            (Some(scope), None) => RuleGrant::Scope {
+                scope: scope.clone(),
+                tier: *tiers.get(scope).ok_or_else(|| {
+                    format!(
+                        "scope `{scope}` is not a scope of this provider (known: {})",
+                        tiers.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                })?,
+            },
+            (None, Some(reason)) if !reason.trim().is_empty() => RuleGrant::Refuse { reason: reason.clone() },
+            (None, Some(_)) => return Err("`refuse` must say why the operation is refused".into()),
+            (Some(_), Some(_)) => return Err("a rule names a `scope` or `refuse`s, not both".into()),
+            (None, None) => return Err("the rule names no `scope` (or `refuse = \"why\"`)".into()),
+        };
+        let graphql = rule.field.is_some() || !rule.fields.is_empty() || rule.operation.is_some() || rule.id.is_some();
+        let rest = rule.method.is_some() || rule.path.is_some() || !rule.paths.is_empty() || !rule.resources.is_empty();
+        let matchers = match kind {
             ProviderKind::Railway => {
                 if rest {
                     return Err("a GraphQL provider's rules name a `field`, not a method, path or resources".into());
                 }
-                let field = rule.field.as_deref().ok_or("the rule names no `field`")?;
-                let (name, prefix) = match field.strip_suffix('*') {
-                    Some(stem) => (stem, true),
-                    None => (field, false),
-                };
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!(
-                        "`{field}` is not a GraphQL field name (a final `*` is allowed)"
-                    ));
-                }
-                Matcher::Field {
-                    operation: rule.operation.unwrap_or(OperationType::Mutation),
-                    name: name.to_owned(),
-                    prefix,
-                }
+                let names = one_or_many(&rule.field, &rule.fields, "field")?;
+                let operation = rule.operation.unwrap_or(OperationType::Mutation);
+                names
+                    .iter()
+                    .map(|field| {
+                        let (name, prefix) = match field.strip_suffix('*') {
+                            Some(stem) => (stem, true),
+                            None => (field.as_str(), false),
+                        };
+                        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                            return Err(format!(
+                                "`{field}` is not a GraphQL field name (a final `*` is allowed)"
+                            ));
+                        }
+                        Ok(Matcher::Field {
+                            operation,
+                            name: name.to_owned(),
+                            prefix,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, String>>()?
             }
             ProviderKind::Github | ProviderKind::Http => {
                 if graphql {
@@ -156,40 +210,123 @@ impl CompiledRule {
                     m if !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase()) => Some(m.to_owned()),
                     m => return Err(format!("method `{m}` is not an HTTP method in capitals, or `*`")),
                 };
-                let path = rule.path.as_deref().ok_or("the rule names no `path`")?;
-                Matcher::Rest {
-                    method,
-                    pattern: PathPattern::parse(path)?,
-                }
+                one_or_many(&rule.path, &rule.paths, "path")?
+                    .iter()
+                    .map(|path| {
+                        Ok(Matcher::Rest {
+                            method: method.clone(),
+                            pattern: PathPattern::parse(path)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, String>>()?
             }
             ProviderKind::Postgres => {
                 return Err("postgres providers are not proxied and take no operation rules".into());
             }
         };
-        let resources = match &matcher {
-            Matcher::Rest { pattern, .. } => rule
-                .resources
-                .iter()
-                .map(|r| Ok((r.kind.clone(), IdTemplate::parse(&r.id, pattern)?)))
-                .collect::<Result<_, String>>()?,
-            Matcher::Field { .. } => Vec::new(),
+        matchers
+            .into_iter()
+            .map(|matcher| {
+                let resources = match &matcher {
+                    Matcher::Rest { pattern, .. } => rule
+                        .resources
+                        .iter()
+                        .map(|r| Ok((r.kind.clone(), IdTemplate::parse(&r.id, pattern)?)))
+                        .collect::<Result<_, String>>()?,
+                    Matcher::Field { .. } => Vec::new(),
+                };
+                let compiled = CompiledRule {
+                    matcher,
+                    grant: grant.clone(),
+                    id_kind: rule.id.clone(),
+                    resources,
+                    resource_free: rule.resource_free,
+                    within_environment: rule.within_environment,
+                };
+                compiled.check_leniency(rule)?;
+                Ok(compiled)
+            })
+            .collect()
+    }
+
+    /// A rule that grants a scope an agent may hold must name its operation
+    /// exactly and bind what it touches: an operation the provider adds
+    /// later must never ride on a wildcard, and an unbound read could read
+    /// any environment. Wildcards stay allowed where matching more is
+    /// stricter (destructive and catastrophic scopes, refusals).
+    fn check_leniency(&self, rule: &OperationRule) -> Result<(), String> {
+        let RuleGrant::Scope { scope, tier } = &self.grant else {
+            return Ok(());
         };
-        Ok(CompiledRule {
-            matcher,
-            scope: rule.scope.clone(),
-            tier,
-            id_kind: rule.id.clone(),
-            resources,
-            within_environment: rule.within_environment,
-        })
+        let name = self.name();
+        let wildcard = match &self.matcher {
+            Matcher::Field { prefix: true, .. } => Some("a name prefix (`…*`)".to_owned()),
+            Matcher::Field { .. } => None,
+            Matcher::Rest { method: None, .. } => Some("any method (`*`)".to_owned()),
+            Matcher::Rest { pattern, .. } => pattern.wildcard().map(|w| format!("the path wildcard `{w}`")),
+        };
+        if let Some(wildcard) = wildcard
+            && tier.agent_may_hold()
+        {
+            return Err(format!(
+                "rule `{name}` grants `{scope}` ({tier}) to whatever {wildcard} matches: an operation the provider adds later would be granted too. Name each operation exactly (a file path inside a route is `{{*path}}`), or use this wildcard only with a destructive or catastrophic scope"
+            ));
+        }
+        if self.resource_free {
+            if *tier != Tier::Read {
+                return Err(format!(
+                    "rule `{name}` is `resource_free` but grants `{scope}` ({tier}): only reads may touch no environment's resources"
+                ));
+            }
+            if !rule.resources.is_empty() || rule.id.is_some() {
+                return Err(format!(
+                    "rule `{name}` is `resource_free` and names resources too; it is one or the other"
+                ));
+            }
+        }
+        let unbound_rest = matches!(self.matcher, Matcher::Rest { .. }) && self.resources.is_empty();
+        if unbound_rest && tier.agent_may_hold() && !self.resource_free {
+            return Err(format!(
+                "rule `{name}` grants `{scope}` ({tier}) and names no resource, so the broker could not tell which environment a request touches. Add `resources = [{{ kind = \"…\", id = \"{{param}}\" }}]`, or `resource_free = true` if it touches no environment's resources"
+            ));
+        }
+        Ok(())
+    }
+
+    /// How specific the rule's matcher is: rules are tried most specific
+    /// first, so `GET /user/emails` wins over `GET /user/{account_id}`
+    /// whatever their order in a list.
+    pub fn specificity(&self) -> Vec<u8> {
+        match &self.matcher {
+            Matcher::Field { prefix, .. } => vec![if *prefix { 0 } else { 1 }],
+            Matcher::Rest { method, pattern } => {
+                let mut ranks = pattern.specificity();
+                ranks.push(u8::from(method.is_some()));
+                ranks
+            }
+        }
     }
 
     /// What an operation matched by this rule is called.
     pub fn name(&self) -> String {
         match &self.matcher {
-            Matcher::Field { operation, name, .. } => format!("{operation} {name}"),
+            Matcher::Field {
+                operation,
+                name,
+                prefix,
+            } => format!("{operation} {name}{}", if *prefix { "*" } else { "" }),
             Matcher::Rest { method, pattern } => format!("{} {}", method.as_deref().unwrap_or("*"), pattern.as_str()),
         }
+    }
+}
+
+/// `field` or `fields` (`path` or `paths`): exactly one of the two spellings.
+fn one_or_many(one: &Option<String>, many: &[String], what: &str) -> Result<Vec<String>, String> {
+    match (one, many) {
+        (Some(one), []) => Ok(vec![one.clone()]),
+        (None, many) if !many.is_empty() => Ok(many.to_vec()),
+        (Some(_), _) => Err(format!("the rule names `{what}` and `{what}s`; use one")),
+        (None, _) => Err(format!("the rule names no `{what}`")),
     }
 }
 

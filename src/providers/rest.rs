@@ -3,7 +3,14 @@
 //! upstream. The broker forwards the canonical path it matched, never the
 //! agent's spelling of it.
 //!
-//! Also the path patterns of REST rules (`/repos/{owner}/{repo}/git/refs/**`)
+//! What a server might read two ways is refused, not resolved: a segment
+//! that decodes to a separator (`%2F`, `%5C`), a dot segment (`..`, `%2e%2e`,
+//! `..%2F`), a control character (`%00`), a `%` (a second decoding
+//! upstream), a matrix parameter (`;x=1`), invalid UTF-8 (overlong forms
+//! included) or an empty segment (`//`). A trailing slash is the one
+//! spelling that is normalised: it is dropped, and the path forwarded has none.
+//!
+//! Also the path patterns of REST rules (`/repos/{owner}/{repo}/contents/{*path}`)
 //! and the templates that turn captured parameters into resource ids.
 
 use std::collections::BTreeMap;
@@ -31,34 +38,60 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b']')
     .add(b';');
 
-/// Splits a raw request path into decoded segments: repeated and trailing
-/// slashes collapse, each segment is percent-decoded once, `.` segments go
-/// and `..` segments remove their parent (spelled encoded or not).
+/// Splits a raw request path into decoded segments, each percent-decoded
+/// once, refusing every segment a server could read another way.
 pub fn normalize(raw: &str) -> Result<Vec<String>, String> {
-    if !raw.starts_with('/') && !raw.is_empty() {
-        return Err(format!("the path `{raw}` does not start with `/`"));
+    if raw.is_empty() || raw == "/" {
+        return Ok(Vec::new());
     }
-    let mut segments: Vec<String> = Vec::new();
-    for piece in raw.split('/').filter(|p| !p.is_empty()) {
-        let decoded = percent_decode_str(piece)
-            .decode_utf8()
-            .map_err(|_| format!("the path segment `{piece}` does not decode to UTF-8"))?;
-        if decoded.chars().any(|c| c.is_control() || c == '\\') {
+    let Some(rest) = raw.strip_prefix('/') else {
+        return Err(format!("the path `{raw}` does not start with `/`"));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.split('/').map(|piece| segment(raw, piece)).collect()
+}
+
+fn segment(raw: &str, piece: &str) -> Result<String, String> {
+    if piece.is_empty() {
+        return Err(format!(
+            "the path `{raw}` has an empty segment (`//`); servers disagree on what it means"
+        ));
+    }
+    if piece.contains(';') {
+        return Err(format!(
+            "the path segment `{piece}` carries a matrix parameter (`;`), which some servers strip and others keep"
+        ));
+    }
+    let bytes = piece.as_bytes();
+    for (i, _) in piece.match_indices('%') {
+        let hex = bytes.get(i + 1..i + 3).unwrap_or_default();
+        if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
             return Err(format!(
-                "the path segment `{piece}` decodes to a control character or a backslash"
+                "the path segment `{piece}` has a `%` that is not followed by two hex digits"
             ));
         }
-        match decoded.as_ref() {
-            "." => {}
-            ".." => {
-                if segments.pop().is_none() {
-                    return Err(format!("the path `{raw}` climbs above the root with `..`"));
-                }
-            }
-            _ => segments.push(decoded.into_owned()),
-        }
     }
-    Ok(segments)
+    let decoded = percent_decode_str(piece)
+        .decode_utf8()
+        .map_err(|_| format!("the path segment `{piece}` does not decode to valid UTF-8"))?;
+    if let Some(c) = decoded
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '/' | '\\' | '%' | ';'))
+    {
+        let what = match c {
+            '/' | '\\' => "a path separator",
+            '%' => "a `%` (a second decoding would read it differently)",
+            ';' => "a `;` (a matrix parameter)",
+            _ => "a control character",
+        };
+        return Err(format!("the path segment `{piece}` decodes to {what}"));
+    }
+    if decoded == "." || decoded == ".." {
+        return Err(format!(
+            "the path segment `{piece}` is a dot segment; send the path without `.` and `..`"
+        ));
+    }
+    Ok(decoded.into_owned())
 }
 
 /// Writes decoded segments back as a path, each segment escaped on its own.
@@ -78,7 +111,11 @@ pub fn encode(segments: &[String]) -> String {
 enum Seg {
     /// Compared without regard to ASCII case.
     Literal(String),
+    /// `{name}`: one segment, captured.
     Param(String),
+    /// `{*name}`: one or more segments, captured joined by `/` (a file path,
+    /// a branch name). At most one per pattern.
+    Span(String),
     /// `*`: any one segment.
     Any,
     /// `**`: the rest of the path, possibly nothing. Last only.
@@ -86,7 +123,9 @@ enum Seg {
 }
 
 /// A REST rule's path: literal segments, `{name}` (one segment, captured),
-/// `*` (one segment) and a final `**` (the rest).
+/// `{*name}` (one or more segments, captured), `*` (any one segment) and a
+/// final `**` (the rest). `*` and `**` match operations nobody named, so
+/// they are wildcards; `{*name}` names a value inside a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
     text: String,
@@ -107,24 +146,39 @@ impl PathPattern {
                 "**" => return Err(format!("path `{text}`: `**` may only end a path")),
                 "*" => Seg::Any,
                 p if p.starts_with('{') && p.ends_with('}') => {
-                    let name = &p[1..p.len() - 1];
-                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    let inner = &p[1..p.len() - 1];
+                    let (name, span) = match inner.strip_prefix('*') {
+                        Some(name) => (name, true),
+                        None => (inner, false),
+                    };
+                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                         return Err(format!("path `{text}`: `{p}` is not a parameter name"));
                     }
                     if names.contains(&name) {
                         return Err(format!("path `{text}` names `{{{name}}}` twice"));
                     }
                     names.push(name);
-                    Seg::Param(name.to_owned())
+                    if span {
+                        Seg::Span(name.to_owned())
+                    } else {
+                        Seg::Param(name.to_owned())
+                    }
                 }
-                p if p.contains(['{', '}', '*', '%']) => {
+                p if p.contains(['{', '}', '*', '%', ';']) => {
                     return Err(format!(
-                        "path `{text}`: segment `{p}` mixes text with `{{`, `}}`, `*` or `%`"
+                        "path `{text}`: segment `{p}` mixes text with `{{`, `}}`, `*`, `%` or `;`"
                     ));
                 }
+                "." | ".." => return Err(format!("path `{text}` has a dot segment")),
                 p => Seg::Literal(p.to_owned()),
             };
             segs.push(seg);
+        }
+        let spans = segs.iter().filter(|s| matches!(s, Seg::Span(_))).count();
+        if spans > 1 || (spans == 1 && segs.contains(&Seg::Rest)) {
+            return Err(format!(
+                "path `{text}`: a path holds at most one `{{*name}}` and then no `**`"
+            ));
         }
         Ok(PathPattern {
             text: text.to_owned(),
@@ -136,23 +190,86 @@ impl PathPattern {
         &self.text
     }
 
+    /// The wildcard the pattern holds (`*` or `**`), if any: it matches
+    /// routes nobody named.
+    pub fn wildcard(&self) -> Option<&'static str> {
+        if self.segs.contains(&Seg::Rest) {
+            Some("**")
+        } else if self.segs.contains(&Seg::Any) {
+            Some("*")
+        } else {
+            None
+        }
+    }
+
     pub fn params(&self) -> impl Iterator<Item = &str> {
         self.segs.iter().filter_map(|s| match s {
-            Seg::Param(name) => Some(name.as_str()),
+            Seg::Param(name) | Seg::Span(name) => Some(name.as_str()),
             _ => None,
         })
     }
 
+    /// How specific the pattern is, segment by segment, to order rules so
+    /// that the first match is the most specific: a fixed segment before a
+    /// parameter, before a spanning one, before `*`; the end of a pattern
+    /// before `**`.
+    pub fn specificity(&self) -> Vec<u8> {
+        let mut ranks: Vec<u8> = self
+            .segs
+            .iter()
+            .map(|s| match s {
+                Seg::Literal(_) => 5,
+                Seg::Param(_) => 4,
+                Seg::Span(_) => 3,
+                Seg::Any => 2,
+                Seg::Rest => 0,
+            })
+            .collect();
+        if self.segs.last() != Some(&Seg::Rest) {
+            ranks.push(1);
+        }
+        ranks
+    }
+
+    /// The first segment when it is fixed (lowercase), for indexing.
+    pub fn first_literal(&self) -> Option<String> {
+        match self.segs.first() {
+            Some(Seg::Literal(l)) => Some(l.to_ascii_lowercase()),
+            _ => None,
+        }
+    }
+
     /// The captured parameters when `segments` match.
     pub fn matches(&self, segments: &[String]) -> Option<BTreeMap<String, String>> {
-        let mut captures = BTreeMap::new();
+        let span_at = self.segs.iter().position(|s| matches!(s, Seg::Span(_)));
+        let Some(k) = span_at else {
+            return self.match_run(&self.segs, segments, BTreeMap::new());
+        };
+        let suffix = &self.segs[k + 1..];
+        if segments.len() < k + 1 + suffix.len() {
+            return None;
+        }
+        let end = segments.len() - suffix.len();
+        let mut captures = self.match_run(&self.segs[..k], &segments[..k], BTreeMap::new())?;
+        if let Seg::Span(name) = &self.segs[k] {
+            captures.insert(name.clone(), segments[k..end].join("/"));
+        }
+        self.match_run(suffix, &segments[end..], captures)
+    }
+
+    fn match_run(
+        &self,
+        segs: &[Seg],
+        segments: &[String],
+        mut captures: BTreeMap<String, String>,
+    ) -> Option<BTreeMap<String, String>> {
         let mut i = 0;
-        for seg in &self.segs {
+        for seg in segs {
             match seg {
                 Seg::Rest => return Some(captures),
                 _ if i >= segments.len() => return None,
                 Seg::Literal(lit) if !lit.eq_ignore_ascii_case(&segments[i]) => return None,
-                Seg::Literal(_) | Seg::Any => {}
+                Seg::Literal(_) | Seg::Any | Seg::Span(_) => {}
                 Seg::Param(name) => {
                     captures.insert(name.clone(), segments[i].clone());
                 }
@@ -227,37 +344,64 @@ mod tests {
     }
 
     #[test]
-    fn every_spelling_of_a_path_normalizes_to_one() {
+    fn case_encoding_and_a_trailing_slash_are_the_only_other_spellings() {
         let canonical = segs("/repos/acme/api");
         for spelling in [
             "/repos/acme/api",
-            "//repos///acme/api/",
-            "/repos/./acme/api",
-            "/repos/x/../acme/api",
+            "/repos/acme/api/",
             "/repos/%61cme/api",
-            "/repos/acme/x/%2e%2E/api",
-            "/repos/acme/x/.%2e/api",
+            "/repos/acme/%61%70%69",
         ] {
             assert_eq!(segs(spelling), canonical, "{spelling}");
         }
         assert_eq!(encode(&canonical), "/repos/acme/api");
+        assert_eq!(segs("/"), Vec::<String>::new());
+        assert_eq!(segs(""), Vec::<String>::new());
     }
 
     #[test]
-    fn an_encoded_slash_stays_inside_its_segment() {
-        let s = segs("/repos/acme/api/branches/feature%2Fx/protection");
-        assert_eq!(s[4], "feature/x");
-        assert_eq!(encode(&s), "/repos/acme/api/branches/feature%2Fx/protection");
-        // Decoded once only: a double encoding stays a literal segment.
-        let s = segs("/repos/acme/%252e%252e");
-        assert_eq!(s[2], "%2e%2e");
-        assert_eq!(encode(&s), "/repos/acme/%252e%252e");
-    }
-
-    #[test]
-    fn paths_that_cannot_be_read_one_way_are_refused() {
-        for bad in ["/..", "/a/../..", "/a/%00", "/a/%5Cb", "/a/%ff", "/a\\..\\b"] {
-            assert!(normalize(bad).is_err(), "{bad}");
+    fn segments_a_server_could_read_another_way_are_refused() {
+        for bad in [
+            // Separators, encoded or not.
+            "/repos/acme/api/branches/feature%2Fx/protection",
+            "/repos/acme/api%2f..%2finfra",
+            "/repos/acme/api%5C..%5Cinfra",
+            "/a\\..\\b",
+            // Dot segments, plain or encoded, anywhere.
+            "/repos/acme/x/../api",
+            "/repos/./acme/api",
+            "/repos/acme/x/%2e%2e/api",
+            "/repos/acme/x/.%2E/api",
+            "/repos/acme/x/%2e/api",
+            "/..",
+            "/repos/acme/api/..%2F..%2Finfra",
+            // Empty segments.
+            "//repos/acme/api",
+            "/repos//acme/api",
+            "/repos/acme/api//",
+            // Control characters and NUL.
+            "/a/%00",
+            "/a/%0d%0a",
+            "/a/%7f",
+            // Invalid and overlong UTF-8.
+            "/a/%ff",
+            "/a/%c0%af",
+            "/a/%e0%80%af",
+            "/a/%ed%a0%80",
+            // Malformed or double percent-encoding.
+            "/a/%zz",
+            "/a/%4",
+            "/repos/acme/%252e%252e",
+            "/repos/acme/api%2500",
+            // Matrix parameters.
+            "/repos/acme/api;x=1",
+            "/repos/acme;/api",
+            "/repos/acme/api%3Bx=1",
+            // Not a path.
+            "repos/acme/api",
+        ] {
+            let error = normalize(bad).expect_err(bad);
+            assert!(!error.is_empty(), "{bad}");
         }
     }
 
@@ -269,19 +413,83 @@ mod tests {
         assert_eq!(m["repo"], "api");
         assert!(p.matches(&segs("/repos/acme/api/git")).is_none());
         assert!(p.matches(&segs("/repos/acme/api/git/refs")).is_some());
+        assert_eq!(p.wildcard(), Some("**"));
 
         let exact = PathPattern::parse("/repos/{owner}/{repo}").unwrap();
         assert!(exact.matches(&segs("/repos/acme/api")).is_some());
         assert!(exact.matches(&segs("/repos/acme/api/pulls")).is_none());
         assert!(exact.matches(&segs("/repos/acme")).is_none());
+        assert_eq!(exact.wildcard(), None);
 
         let any = PathPattern::parse("/v1/*/items").unwrap();
         assert!(any.matches(&segs("/v1/x/items")).is_some());
+        assert_eq!(any.wildcard(), Some("*"));
+    }
+
+    #[test]
+    fn a_spanning_parameter_captures_one_or_more_segments_between_fixed_ones() {
+        let file = PathPattern::parse("/repos/{owner}/{repo}/contents/{*path}").unwrap();
+        assert_eq!(file.wildcard(), None);
+        let m = file.matches(&segs("/repos/acme/api/contents/src/lib/main.rs")).unwrap();
+        assert_eq!((m["owner"].as_str(), m["path"].as_str()), ("acme", "src/lib/main.rs"));
+        assert!(file.matches(&segs("/repos/acme/api/contents")).is_none());
+
+        let protection = PathPattern::parse("/repos/{owner}/{repo}/branches/{*branch}/protection").unwrap();
+        let m = protection
+            .matches(&segs("/repos/acme/api/branches/feature/x/protection"))
+            .unwrap();
+        assert_eq!(m["branch"], "feature/x");
+        assert!(
+            protection
+                .matches(&segs("/repos/acme/api/branches/protection"))
+                .is_none()
+        );
+        assert!(protection.matches(&segs("/repos/acme/api/branches/x/y")).is_none());
+
+        let workflows = PathPattern::parse("/repos/{owner}/{repo}/contents/.github/workflows/{*file}").unwrap();
+        assert!(
+            workflows
+                .matches(&segs("/repos/a/b/contents/.github/workflows/ci.yml"))
+                .is_some()
+        );
+        assert!(
+            workflows
+                .matches(&segs("/repos/a/b/contents/.GitHub/Workflows/x/ci.yml"))
+                .is_some()
+        );
+        assert!(
+            workflows
+                .matches(&segs("/repos/a/b/contents/docs/.github/workflows/ci.yml"))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_more_specific_pattern_ranks_higher() {
+        let rank = |p: &str| PathPattern::parse(p).unwrap().specificity();
+        assert!(rank("/user/emails") > rank("/user/{id}"));
+        assert!(rank("/a/{x}") > rank("/a/{x}/**"));
+        assert!(rank("/a/{*x}/b") > rank("/a/{*x}"));
+        assert!(rank("/r/{o}/contents/.github/{*p}") > rank("/r/{o}/contents/{*p}"));
+        assert!(rank("/a/{x}") > rank("/a/*"));
+        assert!(rank("/a/*") > rank("/**"));
     }
 
     #[test]
     fn bad_patterns_and_templates_are_named() {
-        for bad in ["repos", "/a/**/b", "/a/{}", "/a/{x}/{x}", "/a/x{y}", "/a/%2F"] {
+        for bad in [
+            "repos",
+            "/a/**/b",
+            "/a/{}",
+            "/a/{*}",
+            "/a/{x}/{x}",
+            "/a/x{y}",
+            "/a/%2F",
+            "/a/{*x}/{*y}",
+            "/a/{*x}/**",
+            "/a/../b",
+            "/a/x;y",
+        ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
         let p = PathPattern::parse("/repos/{owner}/{repo}").unwrap();

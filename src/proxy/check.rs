@@ -136,7 +136,7 @@ pub fn check(
 ) -> Result<CheckAnswer, CheckError> {
     let provider = request.provider.clone();
     let described = describe(classifier, request)?;
-    let needs_body = classifier.needs_body(&described.method);
+    let needs_body = classifier.needs_body(&described.method, &described.path, &described.headers);
     let view = RequestView {
         method: &described.method,
         path: &described.path,

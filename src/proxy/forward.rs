@@ -1,11 +1,17 @@
 //! Forwarding an admitted request: the agent's credential and hop-by-hop
 //! headers out, the real token in, the body streamed up and the response
-//! streamed back. Nothing here decides anything.
+//! streamed back with every real token overwritten (`redact`). The upstream
+//! is asked for an unencoded answer; one it encodes anyway is decoded
+//! (gzip, deflate, brotli) or, if the broker cannot read it, not passed on.
+//! Nothing here decides anything.
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 
+use super::redact::{Hits, Redactor};
 use crate::config::AuthConfig;
 use crate::secrets::{ExposeSecret, SecretString};
 
@@ -37,6 +43,10 @@ pub enum ForwardError {
     /// agent's to read or act on.
     #[error("the upstream answered {status} to the broker's own token")]
     Rejected { status: u16 },
+    #[error(
+        "the upstream answered in an encoding the broker cannot read (`{encoding}`), so its answer could not be checked for the real token and was not passed on"
+    )]
+    Encoded { encoding: String },
 }
 
 /// Where the request goes and what it carries.
@@ -49,6 +59,10 @@ pub struct Outbound<'a> {
     pub keep_length: bool,
     pub auth: &'a AuthConfig,
     pub token: &'a SecretString,
+    /// Overwrites the real tokens in the answer.
+    pub redactor: Arc<Redactor>,
+    /// Told, once, when the answer carried a real token.
+    pub on_echo: Box<dyn FnOnce(Hits) + Send>,
 }
 
 pub async fn send(client: &reqwest::Client, out: Outbound<'_>) -> Result<Response, ForwardError> {
@@ -68,7 +82,27 @@ pub async fn send(client: &reqwest::Client, out: Outbound<'_>) -> Result<Respons
     }
     let mut response_headers = upstream.headers().clone();
     strip_hop_by_hop(&mut response_headers);
-    let mut response = Response::new(Body::from_stream(upstream.bytes_stream()));
+    // What the client could decode it has decoded, and said so by removing
+    // the header; any encoding left would hide a token from the scan.
+    if let Some(encoding) = response_headers.get(header::CONTENT_ENCODING)
+        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(ForwardError::Encoded {
+            encoding: String::from_utf8_lossy(encoding.as_bytes()).into_owned(),
+        });
+    }
+    let mut hits = Hits::default();
+    out.redactor.headers(&mut response_headers, &mut hits);
+    let on_echo = out.on_echo;
+    let on_echo: Box<dyn FnOnce(Hits) + Send> = if hits.0.is_empty() {
+        on_echo
+    } else {
+        // Headers and body are one answer: reported once, with both.
+        on_echo(hits);
+        Box::new(|_| {})
+    };
+    let body = out.redactor.stream(upstream.bytes_stream(), on_echo);
+    let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
     *response.headers_mut() = response_headers;
     Ok(response)
@@ -108,7 +142,8 @@ pub fn error_chain(e: reqwest::Error) -> String {
 
 /// The headers sent upstream: the agent's, minus hop-by-hop headers, `Host`
 /// (the client sets the upstream's), `Expect` and every credential header,
-/// plus the real token the way the provider expects it.
+/// plus the real token the way the provider expects it, and a request for an
+/// unencoded answer (so that it can be checked for the token).
 pub fn upstream_headers(
     incoming: &HeaderMap,
     auth: &AuthConfig,
@@ -119,6 +154,7 @@ pub fn upstream_headers(
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     headers.remove(header::EXPECT);
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     if !keep_length {
         headers.remove(header::CONTENT_LENGTH);
     }
@@ -186,7 +222,8 @@ mod tests {
         };
         let out = upstream_headers(&incoming, &auth, &SecretString::from("real-token"), false).unwrap();
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["accept", "project-access-token"]);
+        assert_eq!(names, ["accept", "accept-encoding", "project-access-token"]);
+        assert_eq!(out["accept-encoding"], "identity");
         assert_eq!(out["project-access-token"], "real-token");
         assert!(out["project-access-token"].is_sensitive());
 

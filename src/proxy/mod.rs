@@ -8,7 +8,10 @@
 
 pub mod check;
 mod forward;
+mod misplaced;
+pub mod redact;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -26,6 +29,7 @@ use crate::api::Problem;
 use crate::audit::{Event, EventKind};
 use crate::broker::{AuthError, Broker, RefusedCredential};
 use crate::credentials::Claims;
+use crate::peer::Client;
 use crate::policy::{self, Access, BoundOperation, Refusal};
 use crate::providers::{Classifier, ClassifyError, RequestView};
 use crate::store::StoreError;
@@ -39,6 +43,11 @@ pub enum ProxyError {
     Auth(#[from] RefusedCredential),
     #[error("the request carries two different credentials (in `Authorization` and `Project-Access-Token`); send one")]
     AmbiguousCredential,
+    /// `event_id` is `None` for `/v1/check`, which records nothing.
+    #[error(
+        "your valetkey credential is in {place}, where the broker does not read it and a provider would receive it; the request was sent nowhere. Send the credential only in `Authorization` (or `Project-Access-Token`) and remove it from {place}"
+    )]
+    CredentialMisplaced { place: String, event_id: Option<String> },
     #[error("the request body is over {limit} bytes, the most the broker reads to classify a request")]
     BodyTooLarge { limit: usize },
     #[error("the request body could not be read: {0}")]
@@ -77,14 +86,14 @@ pub enum ProxyError {
 }
 
 /// The axum handler.
-pub async fn handle(State(broker): State<Arc<Broker>>, request: Request) -> Response {
-    match proxy(&broker, request).await {
+pub async fn handle(State(broker): State<Arc<Broker>>, Client(client): Client, request: Request) -> Response {
+    match proxy(&broker, client, request).await {
         Ok(response) => response,
         Err(e) => Problem::from(e).into_response(),
     }
 }
 
-async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError> {
+async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result<Response, ProxyError> {
     let now = SystemTime::now();
     let (parts, body) = request.into_parts();
     let (provider, rest) = route(parts.uri.path());
@@ -94,14 +103,21 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
             known: broker.proxied_providers(),
         });
     };
-    let presented = presented_credential(&parts.headers)?.ok_or_else(|| unrecorded(AuthError::Missing))?;
+    // A credential only where it does not belong still says who sent the
+    // request, so that its refusal is recorded under the agent's name.
+    let misplaced = misplaced::find(&parts.headers, parts.uri.query(), None);
+    let presented = match (presented_credential(&parts.headers)?, &misplaced) {
+        (Some(presented), _) => presented,
+        (None, Some(m)) => std::borrow::Cow::Borrowed(m.credential.as_str()),
+        (None, None) => return Err(unrecorded(AuthError::Missing)),
+    };
     let route = format!("/p/{provider}");
     if let Some(leaked) = token_in_query(parts.uri.query()) {
-        return Err(broker.refuse_foreign_token(&leaked, &route, now).await.into());
+        return Err(broker.refuse_foreign_token(&leaked, &route, now, client).await.into());
     }
-    let claims = broker.authenticate_at(presented, &route, now).await?;
+    let claims = broker.authenticate_at(&presented, &route, now, client).await?;
 
-    let (inspected, body) = if classifier.needs_body(&parts.method) {
+    let (inspected, body) = if classifier.needs_body(&parts.method, &rest, &parts.headers) {
         (
             Some(read_bounded(body, &parts.headers, broker.config().proxy.max_inspected_body_bytes).await?),
             None,
@@ -126,6 +142,12 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
     let judgement = judge(broker, classifier, &provider, &claims, &view);
     if let Some(refused) = judgement.refused {
         let event_id = match &refused {
+            Refused::Misplaced(place) => {
+                let reason = format!("the agent's credential was in {place}");
+                record
+                    .refused(&judgement.path, "credential_misplaced", &reason, &[])
+                    .await?
+            }
             Refused::Unclassifiable(error) => {
                 record
                     .refused(&judgement.path, error.kind(), &error.audit_reason(), &[])
@@ -180,6 +202,8 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
         keep_length,
         auth: &provider_config.auth,
         token,
+        redactor: broker.redactor(),
+        on_echo: record.on_echo(broker.clone(), &classified_path, &event_id),
     };
     match forward::send(broker.upstream_client(), outbound).await {
         Ok(response) => Ok(response),
@@ -202,6 +226,8 @@ async fn proxy(broker: &Broker, request: Request) -> Result<Response, ProxyError
 /// Why the engine refuses a request.
 #[derive(Debug)]
 pub enum Refused {
+    /// The agent's credential is where a provider would receive it.
+    Misplaced(String),
     Unclassifiable(ClassifyError),
     Policy(Refusal),
     /// Allowed, but the broker holds no token to send it with.
@@ -217,6 +243,7 @@ impl Refused {
         event_id: Option<String>,
     ) -> ProxyError {
         match self {
+            Refused::Misplaced(place) => ProxyError::CredentialMisplaced { place, event_id },
             Refused::Unclassifiable(error) => ProxyError::Unclassifiable { error, event_id },
             Refused::Policy(refusal) => ProxyError::Refused {
                 refusal: Box::new(refusal),
@@ -251,6 +278,13 @@ pub fn judge(
     claims: &Claims,
     view: &RequestView<'_>,
 ) -> Judgement {
+    if let Some(found) = misplaced::find(view.headers, view.query, view.body) {
+        return Judgement {
+            path: view.path.to_owned(),
+            operations: Vec::new(),
+            refused: Some(Refused::Misplaced(found.place)),
+        };
+    }
     let classified = match classifier.classify(view) {
         Ok(c) => c,
         Err(error) => {
@@ -294,46 +328,63 @@ fn route(path: &str) -> (String, String) {
 
 /// The credential the agent sent, in whichever header its provider's
 /// clients use: `Authorization: Bearer …`, `Authorization: token …`
-/// (GitHub) or `Project-Access-Token: …` (Railway).
-fn presented_credential(headers: &HeaderMap) -> Result<Option<&str>, ProxyError> {
-    let mut found: Vec<&str> = Vec::new();
+/// (GitHub), `Authorization: Basic …` (git; the password, or the user when
+/// there is none) or `Project-Access-Token: …` (Railway).
+fn presented_credential(headers: &HeaderMap) -> Result<Option<std::borrow::Cow<'_, str>>, ProxyError> {
+    let not_text = || {
+        unrecorded(AuthError::Credential(crate::credentials::VerifyError::Malformed {
+            why: "the credential header is not text",
+        }))
+    };
+    let mut found: Vec<std::borrow::Cow<'_, str>> = Vec::new();
     for name in &CREDENTIAL_HEADERS {
         for value in headers.get_all(name) {
-            let text = value
-                .to_str()
-                .map_err(|_| {
-                    unrecorded(AuthError::Credential(crate::credentials::VerifyError::Malformed {
-                        why: "the credential header is not text",
-                    }))
-                })?
-                .trim();
+            let text = value.to_str().map_err(|_| not_text())?.trim();
             let credential = if *name == header::AUTHORIZATION {
                 match text.split_once(' ') {
                     Some((scheme, rest))
                         if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") =>
                     {
-                        rest.trim()
+                        std::borrow::Cow::Borrowed(rest.trim())
                     }
-                    _ => text,
+                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("basic") => {
+                        std::borrow::Cow::Owned(basic_secret(rest.trim()).ok_or_else(not_text)?)
+                    }
+                    _ => std::borrow::Cow::Borrowed(text),
                 }
             } else {
-                text
+                std::borrow::Cow::Borrowed(text)
             };
             if !found.contains(&credential) {
                 found.push(credential);
             }
         }
     }
-    match found.as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(one)),
+    let mut found = found.into_iter();
+    match (found.next(), found.next()) {
+        (None, _) => Ok(None),
+        (Some(one), None) => Ok(Some(one)),
         // A provider's own token beside the credential is still a leaked
         // token: it is what gets named (and alerted), not the ambiguity.
-        many => match many.iter().find(|c| !c.starts_with(crate::credentials::PREFIX)) {
+        (Some(a), Some(b)) => match [a, b]
+            .into_iter()
+            .chain(found)
+            .find(|c| !c.starts_with(crate::credentials::PREFIX))
+        {
             Some(foreign) => Ok(Some(foreign)),
             None => Err(ProxyError::AmbiguousCredential),
         },
     }
+}
+
+/// The secret of a `Basic` credential: the password, or the user name when
+/// the password is empty (tools put a token in either).
+fn basic_secret(encoded: &str) -> Option<String> {
+    use base64::Engine;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':').unwrap_or((&text, ""));
+    Some(if password.is_empty() { user } else { password }.to_owned())
 }
 
 /// A provider token passed in the query string (`?access_token=ghp_…`),
@@ -480,6 +531,36 @@ impl Recorder<'_> {
             .await
     }
 
+    /// What to do when the upstream's answer carried a real token: record
+    /// and alert, from a task of its own (the answer is streaming).
+    fn on_echo(&self, broker: Arc<Broker>, path: &str, allowed_event: &str) -> Box<dyn FnOnce(redact::Hits) + Send> {
+        let event = self.event(
+            EventKind::TokenEchoed,
+            json!({
+                "provider": self.provider,
+                "method": self.method.as_str(),
+                "path": path,
+                "allowed_event_id": allowed_event,
+                "lease_id": self.claims.jti,
+            }),
+        );
+        let text = format!(
+            "Provider `{}` echoed the broker's real token in its answer to agent `{}` ({} {path}); the token was overwritten before the agent saw it. Find out why the provider reflects credentials, and consider rotating the token.",
+            self.provider, self.claims.sub, self.method
+        );
+        let key = format!("token_echoed:{}:{}", self.provider, self.claims.env);
+        let now = self.now;
+        Box::new(move |hits: redact::Hits| {
+            let mut event = event;
+            event.detail["fingerprints"] = json!(hits.0);
+            tokio::spawn(async move {
+                if let Err(e) = broker.record_and_alert(event, "token_echoed", text, key, now).await {
+                    tracing::error!(error = %e, "cannot record that an upstream echoed a real token");
+                }
+            });
+        })
+    }
+
     fn event(&self, kind: EventKind, detail: serde_json::Value) -> Event {
         Event {
             kind,
@@ -522,14 +603,20 @@ mod tests {
             }
             h
         };
+        let one = |h: &HeaderMap| presented_credential(h).unwrap().map(|c| c.into_owned());
         let h = with(&[("authorization", "Bearer vk1.a")]);
-        assert_eq!(presented_credential(&h).unwrap(), Some("vk1.a"));
+        assert_eq!(one(&h).as_deref(), Some("vk1.a"));
         let h = with(&[("authorization", "token vk1.a")]);
-        assert_eq!(presented_credential(&h).unwrap(), Some("vk1.a"));
+        assert_eq!(one(&h).as_deref(), Some("vk1.a"));
         let h = with(&[("project-access-token", "vk1.a"), ("authorization", "bearer vk1.a")]);
-        assert_eq!(presented_credential(&h).unwrap(), Some("vk1.a"));
+        assert_eq!(one(&h).as_deref(), Some("vk1.a"));
+        // base64("x-access-token:vk1.a") and base64("vk1.a:")
+        let h = with(&[("authorization", "Basic eC1hY2Nlc3MtdG9rZW46dmsxLmE=")]);
+        assert_eq!(one(&h).as_deref(), Some("vk1.a"));
+        let h = with(&[("authorization", "Basic dmsxLmE6")]);
+        assert_eq!(one(&h).as_deref(), Some("vk1.a"));
         let h = with(&[("project-access-token", "vk1.a"), ("authorization", "Bearer vk1.b")]);
         assert!(matches!(presented_credential(&h), Err(ProxyError::AmbiguousCredential)));
-        assert_eq!(presented_credential(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(one(&HeaderMap::new()), None);
     }
 }

@@ -6,6 +6,11 @@
 
 use serde_json::{Value, json};
 
+/// Written in a case where the agent's credential goes: replaced by it
+/// when the case is sent.
+pub const CREDENTIAL: &str = "{credential}";
+
+#[derive(Clone)]
 pub struct Case {
     pub name: &'static str,
     pub provider: &'static str,
@@ -19,6 +24,20 @@ pub struct Case {
 }
 
 impl Case {
+    /// The case with the agent's credential where it says `{credential}`.
+    pub fn with_credential(&self, credential: &str) -> Case {
+        Case {
+            target: self.target.replace(CREDENTIAL, credential),
+            headers: self
+                .headers
+                .iter()
+                .map(|(n, v)| (*n, v.replace(CREDENTIAL, credential)))
+                .collect(),
+            body: self.body.as_ref().map(|b| b.replace(CREDENTIAL, credential)),
+            ..self.clone()
+        }
+    }
+
     /// The `/v1/check` request describing this case.
     pub fn as_check(&self) -> Value {
         let headers: serde_json::Map<String, Value> = self
@@ -76,7 +95,7 @@ pub fn cases() -> Vec<Case> {
         ),
         graphql(
             "reading production",
-            json!({ "query": "{ volume(id: \"vol_prod_only\") { name } }" }),
+            json!({ "query": "{ metrics(volumeId: \"vol_prod_only\", measurements: [DISK_USAGE_GB], startDate: \"2026-11-01T00:00:00Z\") { measurement } }" }),
             "credential_mismatch",
         ),
         graphql(
@@ -216,21 +235,21 @@ pub fn cases() -> Vec<Case> {
             "github",
             "DELETE",
             "/repos/acme/x/%2e%2e/api",
-            "approval_required",
+            "malformed_request",
         ),
         rest(
             "a dot segment",
             "github",
             "DELETE",
             "/repos/acme/x/../api",
-            "approval_required",
+            "malformed_request",
         ),
         rest(
             "slashes and dots",
             "github",
             "DELETE",
             "//repos/acme/./api/",
-            "approval_required",
+            "malformed_request",
         ),
         rest(
             "case and encoding",
@@ -272,7 +291,7 @@ pub fn cases() -> Vec<Case> {
             "github",
             "GET",
             "/repos/acme/api/%2e%2e/infra/contents/prod.tf",
-            "credential_mismatch",
+            "malformed_request",
         ),
         rest(
             "an unmapped repository",
@@ -347,6 +366,11 @@ pub fn cases() -> Vec<Case> {
             "unknown_operation",
         ),
     ];
+    cases.extend(ambiguity());
+    cases.extend(paths_and_methods());
+    cases.extend(bound_reads());
+    cases.extend(overrides());
+    cases.extend(misplaced());
     for header in ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"] {
         cases.push(Case {
             headers: vec![(header, "DELETE".into())],
@@ -360,4 +384,399 @@ pub fn cases() -> Vec<Case> {
         });
     }
     cases
+}
+
+/// Class 1: what a server could resolve another way than the broker.
+fn ambiguity() -> Vec<Case> {
+    let upsert = |input: &str| json!({ "query": format!("mutation {{ variableUpsert(input: {input}) }}") });
+    vec![
+        graphql(
+            "an input object naming a field twice",
+            upsert("{ projectId: \"proj_1\", environmentId: \"env_stg\", environmentId: \"env_prod\", serviceId: \"svc_api\", name: \"K\", value: \"v\" }"),
+            "malformed_request",
+        ),
+        graphql(
+            "a nested input object naming a field twice",
+            upsert("{ environmentId: \"env_stg\", meta: { tags: [{ environmentId: \"env_stg\", environmentId: \"env_prod\" }] } }"),
+            "malformed_request",
+        ),
+        Case {
+            body: Some(r#"{"query": "mutation($i: VariableUpsertInput!) { variableUpsert(input: $i) }", "variables": {"i": {"environmentId": "env_stg", "environmentId": "env_prod"}}}"#.into()),
+            ..graphql("variables naming a field twice", json!({}), "malformed_request")
+        },
+        graphql(
+            "an argument named twice",
+            json!({ "query": "mutation { volumeDelete(volumeId: \"vol_scratch\", volumeId: \"vol_prod_only\") }" }),
+            "malformed_request",
+        ),
+        graphql(
+            "a variable defined twice",
+            json!({ "query": "mutation($v: String!, $v: String!) { volumeDelete(volumeId: $v) }", "variables": { "v": "vol_scratch" } }),
+            "malformed_request",
+        ),
+        graphql(
+            "two fields under one response key",
+            json!({ "query": "{ v: project(id: \"proj_1\") { id } v: environment(id: \"env_prod\") { id } }" }),
+            "malformed_request",
+        ),
+        graphql(
+            "two operations and no operationName",
+            json!({ "query": "query A { me { name } } mutation B { volumeDelete(volumeId: \"vol_db\") }" }),
+            "malformed_request",
+        ),
+        graphql(
+            "a directive the broker does not evaluate",
+            json!({ "query": "{ project(id: \"proj_1\") @defer { name } }" }),
+            "malformed_request",
+        ),
+        graphql(
+            "a skipped field still parsed and its kept neighbour classified",
+            json!({ "query": "mutation { a: volumeDelete(volumeId: \"vol_prod_only\") @skip(if: true) b: volumeDelete(volumeId: \"vol_db\") }" }),
+            "shared_resource",
+        ),
+        Case {
+            headers: vec![("content-type", "application/json; charset=utf-8; charset=utf-16".into())],
+            ..graphql("a content type naming its charset twice", json!({ "query": "{ me { name } }" }), "malformed_request")
+        },
+        Case {
+            headers: vec![("content-type", "application/json; charset=utf-16".into())],
+            ..graphql("a body in another charset", json!({ "query": "{ me { name } }" }), "unsupported_media_type")
+        },
+        Case {
+            headers: vec![
+                ("content-type", "application/json".into()),
+                ("connection", "keep-alive, Content-Type".into()),
+            ],
+            ..graphql("a Connection header naming the content type", json!({ "query": "{ me { name } }" }), "malformed_request")
+        },
+        Case {
+            headers: vec![("connection", "authorization".into())],
+            ..rest("a Connection header naming the credential header", "github", "GET", "/repos/acme/api/pulls", "malformed_request")
+        },
+        graphql(
+            "a batch of two reads",
+            json!([{ "query": "{ me { name } }" }, { "query": "{ me { id } }", "operationName": null }]),
+            "allow",
+        ),
+        Case {
+            body: Some(r#"[{"query": "{ me { name } }"}, {"query": "{ me { id } }", "query": "mutation { volumeDelete(volumeId: \"vol_db\") }"}]"#.into()),
+            ..graphql("a batch hiding a duplicate key", json!({}), "malformed_request")
+        },
+    ]
+}
+
+/// Class 3: paths and methods with one meaning or none.
+fn paths_and_methods() -> Vec<Case> {
+    vec![
+        rest(
+            "an encoded slash in a segment",
+            "github",
+            "GET",
+            "/repos/acme/api%2F..%2Finfra/contents/x",
+            "malformed_request",
+        ),
+        rest(
+            "an encoded dot-dot-slash",
+            "github",
+            "GET",
+            "/repos/acme/api/contents/..%2F..%2Finfra",
+            "malformed_request",
+        ),
+        rest(
+            "an overlong UTF-8 dot",
+            "github",
+            "GET",
+            "/repos/acme/%c0%ae%c0%ae/infra/contents/x",
+            "malformed_request",
+        ),
+        rest(
+            "an encoded NUL",
+            "github",
+            "GET",
+            "/repos/acme/api%00/contents/x",
+            "malformed_request",
+        ),
+        rest(
+            "a double-encoded dot segment",
+            "github",
+            "GET",
+            "/repos/acme/%252e%252e/infra",
+            "malformed_request",
+        ),
+        rest(
+            "a matrix parameter",
+            "github",
+            "DELETE",
+            "/repos/acme/api;jsessionid=1",
+            "malformed_request",
+        ),
+        rest(
+            "an encoded semicolon",
+            "github",
+            "GET",
+            "/repos/acme/infra%3Bx/contents/x",
+            "malformed_request",
+        ),
+        rest(
+            "an empty segment",
+            "github",
+            "GET",
+            "/repos//acme/api",
+            "malformed_request",
+        ),
+        rest(
+            "a trailing slash",
+            "github",
+            "GET",
+            "/repos/acme/api/contents/README.md/",
+            "allow",
+        ),
+        rest(
+            "a method in lower case",
+            "github",
+            "delete",
+            "/repos/acme/api",
+            "malformed_request",
+        ),
+        rest(
+            "a method in mixed case",
+            "github",
+            "Get",
+            "/repos/acme/api/pulls",
+            "malformed_request",
+        ),
+        rest("TRACE", "github", "TRACE", "/repos/acme/api", "method_refused"),
+        rest("OPTIONS", "github", "OPTIONS", "/repos/acme/api", "unknown_operation"),
+        rest("HEAD reads as GET", "github", "HEAD", "/repos/acme/api", "allow"),
+        rest(
+            "a GraphQL request by PUT",
+            "railway",
+            "PUT",
+            "/graphql/v2",
+            "malformed_request",
+        ),
+    ]
+}
+
+/// Class 4: reads must name what they read, and writes that run code later
+/// need their own scope.
+fn bound_reads() -> Vec<Case> {
+    let tree = |path: &str| {
+        json!({ "base_tree": "abc", "tree": [{ "path": path, "mode": "100644", "type": "blob", "content": "x" }] })
+            .to_string()
+    };
+    vec![
+        rest(
+            "a repository by number",
+            "github",
+            "GET",
+            "/repositories/4242",
+            "unknown_operation",
+        ),
+        rest(
+            "a repository's file by number",
+            "github",
+            "GET",
+            "/repositories/4242/contents/prod.tf",
+            "unknown_operation",
+        ),
+        rest(
+            "a search naming production",
+            "github",
+            "GET",
+            "/search/code?q=repo:acme/infra+password",
+            "unknown_operation",
+        ),
+        rest(
+            "every repository of the token",
+            "github",
+            "GET",
+            "/user/repos",
+            "unknown_operation",
+        ),
+        rest(
+            "an unmapped organization",
+            "github",
+            "GET",
+            "/orgs/acme/repos",
+            "unknown_resource",
+        ),
+        rest("the token's own identity", "github", "GET", "/user", "allow"),
+        rest("rate limits", "github", "GET", "/rate_limit", "allow"),
+        rest(
+            "an issue of a staging repository",
+            "github",
+            "GET",
+            "/repos/acme/api/issues/1",
+            "allow",
+        ),
+        rest(
+            "an issue of a production repository",
+            "github",
+            "GET",
+            "/repos/acme/infra/issues/1",
+            "credential_mismatch",
+        ),
+        rest(
+            "a route GitHub does not have",
+            "github",
+            "GET",
+            "/repos/acme/api/something-new",
+            "unknown_operation",
+        ),
+        graphql(
+            "every project of the account",
+            json!({ "query": "{ projects { edges { node { id name } } } }" }),
+            "unknown_operation",
+        ),
+        graphql("who the token is", json!({ "query": "{ me { name email } }" }), "allow"),
+        graphql(
+            "projects under who the token is",
+            json!({ "query": "{ me { projects { edges { node { environments { edges { node { id } } } } } } } }" }),
+            "unknown_operation",
+        ),
+        graphql(
+            "projects by a list of ids",
+            json!({ "query": "{ projectsByIds(ids: [\"proj_1\"]) { id } }" }),
+            "unknown_operation",
+        ),
+        graphql(
+            "a query field Railway may add",
+            json!({ "query": "{ somethingNew(id: \"x\") { id } }" }),
+            "unknown_operation",
+        ),
+        Case {
+            headers: vec![("content-type", "application/json".into())],
+            body: Some(json!({ "message": "ci", "content": "b24=" }).to_string()),
+            ..rest(
+                "a workflow through the contents API",
+                "github",
+                "PUT",
+                "/repos/acme/api/contents/.github/workflows/deploy.yml",
+                "scope_not_granted",
+            )
+        },
+        Case {
+            headers: vec![("content-type", "application/json".into())],
+            body: Some(tree(".github/workflows/deploy.yml")),
+            ..rest(
+                "a workflow through a git tree",
+                "github",
+                "POST",
+                "/repos/acme/api/git/trees",
+                "scope_not_granted",
+            )
+        },
+        Case {
+            headers: vec![("content-type", "application/json".into())],
+            body: Some(tree("src/lib.rs")),
+            ..rest(
+                "a git tree of ordinary files",
+                "github",
+                "POST",
+                "/repos/acme/api/git/trees",
+                "allow",
+            )
+        },
+    ]
+}
+
+/// Class 5: a method override in every spelling and place.
+fn overrides() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for header in ["X_HTTP_Method_Override", "x-http-method", "X-Original-Method"] {
+        cases.push(Case {
+            headers: vec![(header, "DELETE".into())],
+            ..rest(
+                "a method-override header, spelled otherwise",
+                "github",
+                "GET",
+                "/repos/acme/api/pulls",
+                "method_override_refused",
+            )
+        });
+    }
+    for query in ["%5Fmethod=DELETE", "_METHOD=DELETE", "x-http-method-override=DELETE"] {
+        cases.push(rest(
+            "a method-override parameter, spelled otherwise",
+            "github",
+            "POST",
+            &format!("/repos/acme/api/pulls?{query}"),
+            "method_override_refused",
+        ));
+    }
+    for (content_type, body) in [
+        ("application/x-www-form-urlencoded", "text=hi&_method=DELETE".to_owned()),
+        (
+            "multipart/form-data; boundary=XyZ",
+            "--XyZ\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XyZ--\r\n".to_owned(),
+        ),
+        ("application/json", r#"{"text": "hi", "_method": "DELETE"}"#.to_owned()),
+    ] {
+        cases.push(Case {
+            headers: vec![("content-type", content_type.into())],
+            body: Some(body),
+            ..rest(
+                "a method override in the body",
+                "api",
+                "POST",
+                "/v1/items/7/notes",
+                "method_override_refused",
+            )
+        });
+    }
+    cases.push(Case {
+        headers: vec![("content-type", "application/json".into())],
+        body: Some(r#"{"text": "hi"}"#.into()),
+        ..rest("a note on an item", "api", "POST", "/v1/items/7/notes", "allow")
+    });
+    cases
+}
+
+/// Class 6: the agent's credential anywhere a provider would receive it.
+fn misplaced() -> Vec<Case> {
+    vec![
+        Case {
+            headers: vec![("x-api-key", CREDENTIAL.into())],
+            ..rest(
+                "the credential in another header",
+                "github",
+                "GET",
+                "/repos/acme/api/pulls",
+                "credential_misplaced",
+            )
+        },
+        Case {
+            headers: vec![("cookie", format!("session=1; token={CREDENTIAL}"))],
+            ..rest(
+                "the credential in a cookie",
+                "github",
+                "GET",
+                "/repos/acme/api/pulls",
+                "credential_misplaced",
+            )
+        },
+        rest(
+            "the credential in the query string",
+            "github",
+            "GET",
+            &format!("/repos/acme/api/pulls?access_token={CREDENTIAL}"),
+            "credential_misplaced",
+        ),
+        graphql(
+            "the credential in a GraphQL variable",
+            json!({ "query": "mutation($v: String!) { variableUpsert(input: { projectId: \"proj_1\", environmentId: \"env_stg\", serviceId: \"svc_api\", name: \"TOKEN\", value: $v }) }", "variables": { "v": CREDENTIAL } }),
+            "credential_misplaced",
+        ),
+        Case {
+            headers: vec![("x-doc", "send vk1.eyJ... as a bearer token".into())],
+            ..rest(
+                "a header that only mentions the format",
+                "github",
+                "GET",
+                "/repos/acme/api/issues",
+                "allow",
+            )
+        },
+    ]
 }

@@ -41,6 +41,7 @@ operations = [
   { method = "GET", path = "/v1/items/{id}", scope = "read", resources = [{ kind = "item", id = "{id}" }] },
   { method = "DELETE", path = "/v1/items/{id}", scope = "delete", resources = [{ kind = "item", id = "{id}" }] },
   { method = "POST", path = "/v1/items/{id}/notes", scope = "write", resources = [{ kind = "item", id = "{id}" }] },
+  { method = "GET", path = "/v1/reflect/{id}", scope = "read", resources = [{ kind = "item", id = "{id}" }] },
 ]
 
 # One Railway project holds both environments; its services and the volume
@@ -218,6 +219,7 @@ impl Fixture {
     /// Sends a corpus case through the proxy, byte for byte, with this
     /// fixture's credential: (status, answer).
     pub async fn send_case(&self, case: &super::corpus::Case) -> (u16, Value) {
+        let case = case.with_credential(&self.credential);
         let bearer = format!("Bearer {}", self.credential);
         let mut headers: Vec<(&str, &str)> = vec![("Authorization", bearer.as_str())];
         headers.extend(case.headers.iter().map(|(n, v)| (*n, v.as_str())));

@@ -92,8 +92,9 @@ impl StandIn {
             .route("/repos/{owner}/{repo}/contents/{*path}", get(github_content))
             .route("/repos/{owner}/{repo}/git/refs", axum::routing::post(github_create_ref))
             .route("/repos/{owner}/{repo}/pulls", axum::routing::post(github_create_pull))
-            .route("/download/{bytes}", get(download))
-            .route("/slow", get(slow));
+            // Archives whose size is the ref asked for, and one held back.
+            .route("/repos/{owner}/{repo}/tarball/{bytes}", get(download))
+            .route("/repos/{owner}/{repo}/zipball/{ref}", get(slow));
         let accepted = tokens
             .iter()
             .flat_map(|t| [format!("Bearer {t}"), format!("token {t}")])
@@ -105,10 +106,11 @@ impl StandIn {
         StandIn::serve(app, accepted, reach).await
     }
 
-    /// Any REST API: answers every request with what it received.
+    /// Any REST API: answers every request with what it received;
+    /// `/base/v1/reflect/…` reflects its headers, as debug endpoints do.
     pub async fn http(tokens: &[&str]) -> StandIn {
         StandIn::serve(
-            Router::new(),
+            Router::new().route("/base/v1/reflect/{id}", get(reflect)),
             tokens.iter().map(|t| format!("Bearer {t}")).collect(),
             Vec::new(),
         )
@@ -254,8 +256,60 @@ async fn github_create_pull(Path((_owner, _repo)): Path<(String, String)>, body:
         .into_response()
 }
 
+/// What a careless debug endpoint answers: the request's `Authorization`
+/// in a response header, and a body of `REFLECT_BYTES` that carries it raw,
+/// inside `Basic` base64 and percent-encoded, sent in chunks of a prime size
+/// so that copies straddle chunk boundaries. With `?gzip=1` the body is
+/// gzip-encoded whatever the request accepts.
+async fn reflect(headers: HeaderMap, request: Request) -> Response {
+    use base64::Engine;
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let token = auth.strip_prefix("Bearer ").unwrap_or(&auth).to_owned();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+    let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    let mut body = Vec::with_capacity(REFLECT_BYTES + 4096);
+    let mut i = 0usize;
+    while body.len() < REFLECT_BYTES {
+        body.extend_from_slice(&vec![b'.'; 997 + i % 13]);
+        let copy = match i % 3 {
+            0 => format!("authorization: {auth}\n"),
+            1 => format!("basic: Basic {basic}\n"),
+            _ => format!("query: ?token={encoded}\n"),
+        };
+        body.extend_from_slice(copy.as_bytes());
+        i += 1;
+    }
+    let gzip = request.uri().query().is_some_and(|q| q.contains("gzip=1"));
+    let mut response_headers = vec![
+        ("x-debug-authorization", auth.clone()),
+        ("x-debug-basic", format!("Basic {basic}")),
+    ];
+    if gzip {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(&body).unwrap();
+        body = encoder.finish().unwrap();
+        response_headers.push(("content-encoding", "gzip".to_owned()));
+    }
+    let length = body.len();
+    let chunks: Vec<Result<Bytes, std::io::Error>> = body.chunks(4093).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let mut response = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
+    for (name, value) in response_headers {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    response.headers_mut().insert("content-length", length.into());
+    response
+}
+
+/// The size of a reflected body before encoding.
+pub const REFLECT_BYTES: usize = 2 << 20;
+
 /// `bytes` bytes, produced 64 KiB at a time and never held whole.
-async fn download(Path(bytes): Path<u64>) -> Response {
+async fn download(Path((_owner, _repo, bytes)): Path<(String, String, u64)>) -> Response {
     const CHUNK: u64 = 64 * 1024;
     let stream = futures_util::stream::unfold(0u64, move |sent| async move {
         if sent >= bytes {

@@ -1,0 +1,135 @@
+//! The agent's credential where the broker does not read it. The broker
+//! strips the credential headers before forwarding; a credential anywhere
+//! else (another header, a cookie, the query string, an inspected body)
+//! would reach the provider, so such a request is refused and sent nowhere.
+//!
+//! Covered: every header value but the credential headers (also inside a
+//! `Basic` value), every query parameter (raw and percent-decoded), and the
+//! body when the broker reads it (GraphQL requests, form, multipart and
+//! JSON bodies it checks for method overrides, git trees), raw and, for a
+//! form body, decoded. Not covered: a body the broker streams without
+//! reading, and a credential encoded beyond these (JSON `\u` escapes,
+//! base64 outside a `Basic` value, compression).
+
+use base64::Engine;
+use http::HeaderMap;
+
+use super::CREDENTIAL_HEADERS;
+use crate::credentials::credentials_in;
+
+/// Where a misplaced credential was found: words for the agent and the
+/// audit trail, never the credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Misplaced {
+    pub place: String,
+    /// The credential found, to tell who sent the request.
+    pub credential: String,
+}
+
+/// The first credential in a place the broker does not read it from.
+pub fn find(headers: &HeaderMap, query: Option<&str>, body: Option<&[u8]>) -> Option<Misplaced> {
+    let found = |place: String, text: &[u8]| {
+        credentials_in(text).next().map(|c| Misplaced {
+            place: place.clone(),
+            credential: c.to_owned(),
+        })
+    };
+    for (name, value) in headers {
+        if CREDENTIAL_HEADERS.contains(name) || name == http::header::PROXY_AUTHORIZATION {
+            continue;
+        }
+        let place = format!("the header `{name}`");
+        if let Some(m) =
+            found(place.clone(), value.as_bytes()).or_else(|| basic(value.as_bytes()).and_then(|d| found(place, &d)))
+        {
+            return Some(m);
+        }
+    }
+    if let Some(query) = query {
+        if let Some(m) = found("the query string".into(), query.as_bytes()) {
+            return Some(m);
+        }
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if let Some(m) = found(format!("the query parameter `{name}`"), value.as_bytes()) {
+                return Some(m);
+            }
+        }
+    }
+    let body = body?;
+    found("the body".into(), body).or_else(|| {
+        url::form_urlencoded::parse(body)
+            .find_map(|(name, value)| found(format!("the body field `{name}`"), value.as_bytes()))
+    })
+}
+
+/// The decoded credentials of a `Basic` header value.
+fn basic(value: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (scheme, encoded) = text.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn credential() -> String {
+        format!("vk1.eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJjbGF1ZGUifQ.{}", "s".repeat(86))
+    }
+
+    #[test]
+    fn a_credential_outside_the_credential_headers_is_found() {
+        let c = credential();
+        let encoded_basic = base64::engine::general_purpose::STANDARD.encode(format!("x:{c}"));
+        for (name, value) in [
+            ("x-api-key", c.clone()),
+            ("cookie", format!("session=abc; vk={c}")),
+            ("x-forwarded-authorization", format!("Bearer {c}")),
+            ("x-upstream-auth", format!("Basic {encoded_basic}")),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(&value).unwrap(),
+            );
+            let m = find(&h, None, None).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(m.place, format!("the header `{name}`"));
+            assert_eq!(m.credential, c);
+        }
+        let q = format!("access_token={c}");
+        assert_eq!(
+            find(&HeaderMap::new(), Some(&q), None).unwrap().place,
+            "the query string"
+        );
+        let q = format!("t=vk1%2E{}", &c[4..]);
+        assert_eq!(
+            find(&HeaderMap::new(), Some(&q), None).unwrap().place,
+            "the query parameter `t`"
+        );
+        let body = format!("{{\"query\": \"mutation {{ variableUpsert(input: {{ value: \\\"{c}\\\" }}) }}\"}}");
+        assert_eq!(
+            find(&HeaderMap::new(), None, Some(body.as_bytes())).unwrap().place,
+            "the body"
+        );
+    }
+
+    #[test]
+    fn the_credential_headers_and_mere_mentions_are_not_misplaced() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {}", credential())).unwrap(),
+        );
+        h.insert("project-access-token", HeaderValue::from_str(&credential()).unwrap());
+        h.insert("x-doc", HeaderValue::from_static("send vk1.eyJ... as a bearer token"));
+        assert_eq!(
+            find(&h, Some("q=vk1.eyJ"), Some(b"credentials look like vk1.eyJ...")),
+            None
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! The real token never reaches the agent, not even echoed back: an upstream
+//! that reflects request headers (a debug endpoint, an error page, an
+//! httpbin-style API) would hand it over. Every response header and the
+//! streamed body are scanned for each real token the broker holds, as it is,
+//! percent-encoded, and inside base64 at any alignment (`user:token` in a
+//! `Basic` value); a hit is overwritten with a marker of the same length, so
+//! `Content-Length` stays true. The body is scanned chunk by chunk; only a
+//! chunk's tail that could begin a token is held back for the next one, so a
+//! token split across chunks is found and every other byte is passed on at
+//! once (a stream's first bytes are not delayed).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use aho_corasick::AhoCorasick;
+use axum::body::Bytes;
+use base64::Engine;
+use futures_util::Stream;
+use http::{HeaderMap, HeaderValue};
+
+/// Written over a hit, repeated and cut to the hit's length.
+const MARKER: &[u8] = b"REDACTED";
+
+/// The shortest pattern worth matching: shorter base64 fragments of a token
+/// would match unrelated text.
+const MIN_PATTERN: usize = 12;
+
+/// Finds the broker's real tokens in bytes.
+pub struct Redactor {
+    automaton: AhoCorasick,
+    patterns: Vec<Vec<u8>>,
+    /// Which bytes begin some pattern.
+    starts: [bool; 256],
+    /// Which token each pattern comes from, by index into `fingerprints`.
+    owner: Vec<usize>,
+    /// The keyed fingerprint of each token, for the record of a hit.
+    fingerprints: Vec<String>,
+    longest: usize,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("tokens", &self.fingerprints.len())
+            .finish()
+    }
+}
+
+/// The hits of one response, by token fingerprint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hits(pub Vec<String>);
+
+impl Redactor {
+    /// `tokens` pairs each real token with its keyed fingerprint.
+    pub fn new<'a>(tokens: impl IntoIterator<Item = (&'a str, String)>) -> Redactor {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut owner = Vec::new();
+        let mut fingerprints = Vec::new();
+        for (i, (token, fingerprint)) in tokens.into_iter().enumerate() {
+            fingerprints.push(fingerprint);
+            for pattern in spellings(token.as_bytes()) {
+                if pattern.len() >= MIN_PATTERN.min(token.len()) && !patterns.contains(&pattern) {
+                    patterns.push(pattern);
+                    owner.push(i);
+                }
+            }
+        }
+        let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        let mut starts = [false; 256];
+        for p in &patterns {
+            starts[usize::from(p[0])] = true;
+        }
+        Redactor {
+            automaton: AhoCorasick::new(&patterns).expect("token patterns build an automaton"),
+            patterns,
+            starts,
+            owner,
+            fingerprints,
+            longest,
+        }
+    }
+
+    /// Overwrites every token in `bytes`; the fingerprints of those found.
+    pub fn redact(&self, bytes: &mut [u8]) -> Vec<&str> {
+        let mut found = Vec::new();
+        let spans: Vec<(usize, usize, usize)> = self
+            .automaton
+            .find_overlapping_iter(&*bytes)
+            .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
+            .collect();
+        for (start, end, pattern) in spans {
+            for (i, b) in bytes[start..end].iter_mut().enumerate() {
+                *b = MARKER[i % MARKER.len()];
+            }
+            let fingerprint = self.fingerprints[self.owner[pattern]].as_str();
+            if !found.contains(&fingerprint) {
+                found.push(fingerprint);
+            }
+        }
+        found
+    }
+
+    /// How much of the end of `bytes` could be the beginning of a token,
+    /// and must wait for the next chunk.
+    fn unfinished(&self, bytes: &[u8]) -> usize {
+        let from = bytes.len() - self.longest.saturating_sub(1).min(bytes.len());
+        (from..bytes.len())
+            .find(|&start| {
+                let tail = &bytes[start..];
+                self.starts[usize::from(tail[0])]
+                    && self
+                        .patterns
+                        .iter()
+                        .any(|p| p.len() > tail.len() && p.starts_with(tail))
+            })
+            .map_or(0, |start| bytes.len() - start)
+    }
+
+    /// Overwrites every token in the header values.
+    pub fn headers(&self, headers: &mut HeaderMap, hits: &mut Hits) {
+        for value in headers.values_mut() {
+            let mut bytes = value.as_bytes().to_vec();
+            let found = self.redact(&mut bytes);
+            if found.is_empty() {
+                continue;
+            }
+            hits.add(&found);
+            *value = HeaderValue::from_bytes(&bytes).expect("the marker is a valid header value");
+        }
+    }
+
+    /// The body, scanned as it streams; `on_hit` runs once, at the first hit,
+    /// with the fingerprints found so far.
+    pub fn stream<S>(self: Arc<Self>, inner: S, on_hit: Box<dyn FnOnce(Hits) + Send>) -> Redacted<S> {
+        Redacted {
+            inner,
+            redactor: self,
+            carry: Vec::new(),
+            done: false,
+            on_hit: Some(on_hit),
+        }
+    }
+}
+
+impl Hits {
+    fn add(&mut self, found: &[&str]) {
+        for f in found {
+            if !self.0.iter().any(|h| h == f) {
+                self.0.push((*f).to_owned());
+            }
+        }
+    }
+}
+
+/// The spellings of a token a response could carry it in.
+fn spellings(token: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![token.to_vec()];
+    let encoded: String = percent_encoding::percent_encode(token, percent_encoding::NON_ALPHANUMERIC).collect();
+    out.push(encoded.into_bytes());
+    for engine in [
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        for shift in 0..3 {
+            out.push(base64_core(engine, token, shift));
+        }
+    }
+    out
+}
+
+/// The base64 characters that depend on the token alone when it starts
+/// `shift` bytes into what is encoded, whatever comes before or after it.
+fn base64_core(engine: &base64::engine::GeneralPurpose, token: &[u8], shift: usize) -> Vec<u8> {
+    let mut input = vec![0u8; shift];
+    input.extend_from_slice(token);
+    let encoded = engine.encode(&input).into_bytes();
+    let first = (8 * shift).div_ceil(6);
+    let last = (8 * (shift + token.len())) / 6;
+    encoded.get(first..last).map(<[u8]>::to_vec).unwrap_or_default()
+}
+
+/// A response body with every real token overwritten.
+pub struct Redacted<S> {
+    inner: S,
+    redactor: Arc<Redactor>,
+    /// The tail of what was scanned, held back in case a token continues in
+    /// the next chunk.
+    carry: Vec<u8>,
+    done: bool,
+    on_hit: Option<Box<dyn FnOnce(Hits) + Send>>,
+}
+
+impl<S> Redacted<S> {
+    fn report(&mut self, found: &[&str]) {
+        if found.is_empty() {
+            return;
+        }
+        if let Some(on_hit) = self.on_hit.take() {
+            let mut hits = Hits::default();
+            hits.add(found);
+            on_hit(hits);
+        }
+    }
+}
+
+impl<S, E> Stream for Redacted<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    type Item = Result<Bytes, E>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let mut buffer = std::mem::take(&mut this.carry);
+                    buffer.extend_from_slice(&chunk);
+                    let redactor = this.redactor.clone();
+                    let found = redactor.redact(&mut buffer);
+                    this.report(&found);
+                    // A token that starts in what is sent now and ends past
+                    // the buffer would leave an unfinished tail: keep it.
+                    let keep = redactor.unfinished(&buffer);
+                    this.carry = buffer.split_off(buffer.len() - keep);
+                    if !buffer.is_empty() {
+                        return Poll::Ready(Some(Ok(Bytes::from(buffer))));
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let rest = std::mem::take(&mut this.carry);
+                    if !rest.is_empty() {
+                        return Poll::Ready(Some(Ok(Bytes::from(rest))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    const TOKEN: &str = "ghs_realTokenValue0123456789abcdef";
+
+    fn redactor() -> Arc<Redactor> {
+        Arc::new(Redactor::new([(TOKEN, "hmac-sha256:f1".to_owned())]))
+    }
+
+    #[test]
+    fn every_spelling_of_the_token_is_overwritten_at_its_length() {
+        let r = redactor();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        for text in [
+            format!("Authorization: Bearer {TOKEN}"),
+            format!("Basic {}", b64(&format!("x-access-token:{TOKEN}"))),
+            format!("Basic {}", b64(&format!("{TOKEN}:x-oauth-basic"))),
+            format!("Basic {}", b64(&format!("ab:{TOKEN}"))),
+            format!(
+                "u={}",
+                percent_encoding::utf8_percent_encode(TOKEN, percent_encoding::NON_ALPHANUMERIC)
+            ),
+        ] {
+            let mut bytes = text.clone().into_bytes();
+            let found = r.redact(&mut bytes);
+            assert_eq!(found, ["hmac-sha256:f1"], "{text}");
+            assert_eq!(bytes.len(), text.len());
+            let out = String::from_utf8(bytes).unwrap();
+            assert!(!out.contains(TOKEN) && out.contains("REDACTED"), "{out}");
+        }
+        let mut clean = b"nothing to see".to_vec();
+        assert!(r.redact(&mut clean).is_empty());
+    }
+
+    #[test]
+    fn only_a_tail_that_could_begin_a_token_is_held_back() {
+        let r = redactor();
+        assert_eq!(r.unfinished(b"first;"), 0);
+        assert_eq!(r.unfinished(b"first; ghs_real"), "ghs_real".len());
+        assert_eq!(r.unfinished(format!("x {TOKEN}").as_bytes()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_token_split_across_chunks_is_found_and_nothing_is_lost() {
+        let body = format!("{}{TOKEN}{}", "a".repeat(1000), "b".repeat(1000));
+        for split in [1, 7, 1001, 1010, TOKEN.len() + 999] {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = body
+                .as_bytes()
+                .chunks(split)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let hit = Arc::new(std::sync::Mutex::new(None));
+            let seen = hit.clone();
+            let out: Vec<u8> = redactor()
+                .stream(
+                    futures_util::stream::iter(chunks),
+                    Box::new(move |h| *seen.lock().unwrap() = Some(h)),
+                )
+                .map(|c| c.unwrap())
+                .collect::<Vec<_>>()
+                .await
+                .concat();
+            assert_eq!(out.len(), body.len(), "split {split}");
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains(TOKEN), "split {split}");
+            assert!(text.starts_with(&"a".repeat(1000)) && text.ends_with(&"b".repeat(1000)));
+            assert_eq!(hit.lock().unwrap().take().unwrap().0, ["hmac-sha256:f1"]);
+        }
+    }
+}
