@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminError};
@@ -266,18 +265,9 @@ impl Server {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
             }),
         );
-        // Proxied answers go out as the upstream sends them: headers, then
-        // body chunks. With Nagle's algorithm a chunk would wait for the
-        // agent's ACK of the headers, which the agent may delay by up to
-        // 40 ms.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY on an agent's connection");
-            }
-        });
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+        let server = &self.broker.config().server;
+        let caps = crate::listener::caps(server, crate::listener::raise_descriptor_limit());
+        let served = crate::listener::serve(self.listener, app, server, caps, shutdown)
             .await
             .map_err(ServeError::Serve);
         for task in tasks {

@@ -559,3 +559,124 @@ async fn a_rotation_made_by_the_cli_reaches_the_running_broker() {
     assert_eq!(t.whoami(before["credential"].as_str().unwrap()).await.0, 200);
     t.stop().await;
 }
+
+/// Hostile clients against the real binary: idle sockets and slowloris
+/// heads are closed after `header_read_timeout`, a dribbled body after
+/// `body_read_timeout`, connections beyond the per-client cap are answered
+/// 503 and closed, and all the while a legitimate request is served.
+#[tokio::test]
+async fn slow_and_idle_sockets_are_closed_and_a_real_request_is_still_served() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[server]\nheader_read_timeout = \"1s\"\nidle_timeout = \"3s\"\nbody_read_timeout = \"2s\"\nmax_connections_per_local_client = 300\n",
+            common::CONFIG
+        ),
+    )
+    .unwrap();
+    let served = common::serve(dir.path(), &config, &[]);
+    let addr = served.url.strip_prefix("http://").unwrap().to_owned();
+    let connect = || {
+        let s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    let healthz = |addr: &str| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    /// Seconds until the server closes the socket (read gives EOF or an error).
+    fn closed_after(mut s: TcpStream, since: Instant) -> f64 {
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return since.elapsed().as_secs_f64(),
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    let start = Instant::now();
+    // 200 idle sockets and 20 that send a head one byte at a time.
+    let idle: Vec<TcpStream> = (0..200).map(|_| connect()).collect();
+    let slow: Vec<TcpStream> = (0..20).map(|_| connect()).collect();
+    let dribble = {
+        let mut slow: Vec<TcpStream> = slow.iter().map(|s| s.try_clone().unwrap()).collect();
+        std::thread::spawn(move || {
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaa" {
+                for s in &mut slow {
+                    let _ = s.write_all(&[*byte]);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    // A body dribbled after its head.
+    let mut body = connect();
+    body.write_all(
+        b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{",
+    )
+    .unwrap();
+    let body_writer = {
+        let mut body = body.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                if body.write_all(b" ").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    // A legitimate request is served meanwhile.
+    assert!(
+        healthz(&addr).starts_with("HTTP/1.1 200"),
+        "not served beside the hostile sockets"
+    );
+
+    let idle_closed: Vec<f64> = idle.into_iter().map(|s| closed_after(s, start)).collect();
+    let slow_closed: Vec<f64> = slow.into_iter().map(|s| closed_after(s, start)).collect();
+    let body_closed = closed_after(body, start);
+    for t in idle_closed.iter().chain(&slow_closed) {
+        assert!(*t < 4.0, "a socket without a whole head stayed open {t:.1}s");
+    }
+    assert!(
+        slow_closed.iter().all(|t| *t >= 0.9),
+        "closed before the timeout: {slow_closed:?}"
+    );
+    assert!(
+        (1.5..6.0).contains(&body_closed),
+        "the dribbled body stayed {body_closed:.1}s"
+    );
+    dribble.join().unwrap();
+    body_writer.join().unwrap();
+
+    // Beyond the per-client cap a connection is answered 503 and closed.
+    let held: Vec<TcpStream> = (0..300).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = connect();
+    let mut answer = String::new();
+    extra.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"type\":\"too_many_connections\""), "{answer}");
+    // Once the held sockets time out, requests are served again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !healthz(&addr).starts_with("HTTP/1.1 200") {
+        assert!(Instant::now() < deadline, "never served again after the cap");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    served.stop();
+}

@@ -162,3 +162,133 @@ operations = [
     assert!(errors[3].1.contains("`{name}`"), "{}", errors[3].1);
     assert!(config::load(&path).is_err());
 }
+
+/// Rules an agent's scope satisfies name exact operations and what they
+/// touch: `config check` says which rule and why, and warns that reading
+/// unknown ids reaches other environments.
+#[test]
+fn lenient_rules_are_errors_and_reading_unknown_ids_is_a_warning() {
+    let text = r#"[environments.staging]
+
+[providers.api]
+kind = "http"
+upstream = "https://api.example.com"
+unknown_resources = "allow_reads"
+operations = [
+  { method = "GET", path = "/**", scope = "read", resource_free = true },
+  { method = "*", path = "/items/{id}", scope = "write", resources = [{ kind = "item", id = "{id}" }] },
+  { method = "GET", path = "/items", scope = "read" },
+  { method = "DELETE", path = "/items/**", scope = "delete" },
+  { method = "GET", path = "/status", scope = "read", resource_free = true },
+]
+
+[providers.railway]
+kind = "railway"
+operations = [{ field = "serviceInstanceDeploy*", scope = "deployment:deploy" }]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    std::fs::write(&path, text).unwrap();
+    let diagnostics = config::check_file(&path).unwrap();
+    let of = |severity: Severity| -> Vec<(usize, &str)> {
+        diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .map(|d| (d.line, d.message.as_str()))
+            .collect()
+    };
+    let errors = of(Severity::Error);
+    assert_eq!(errors.len(), 4, "{diagnostics:#?}");
+    assert_eq!(errors[0].0, 8);
+    assert!(
+        errors[0].1.contains("rule `GET /**`") && errors[0].1.contains("wildcard `**`"),
+        "{}",
+        errors[0].1
+    );
+    assert_eq!(errors[1].0, 9);
+    assert!(errors[1].1.contains("any method"), "{}", errors[1].1);
+    assert_eq!(errors[2].0, 10);
+    assert!(errors[2].1.contains("names no resource"), "{}", errors[2].1);
+    assert_eq!(errors[3].0, 17);
+    assert!(errors[3].1.contains("name prefix"), "{}", errors[3].1);
+    let warnings = of(Severity::Warning);
+    assert!(
+        warnings
+            .iter()
+            .any(|(line, m)| (3..=6).contains(line) && m.contains("read other environments")),
+        "{diagnostics:#?}"
+    );
+}
+
+/// GitHub's published REST API description, pinned in tests/js (installed by
+/// scripts/test); `VALETKEY_GITHUB_OPENAPI` points at another one, to see
+/// what a newer description adds.
+fn github_description() -> serde_json::Value {
+    let path = std::env::var("VALETKEY_GITHUB_OPENAPI")
+        .unwrap_or_else(|_| "tests/js/node_modules/@octokit/openapi/generated/api.github.com.json".to_owned());
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}; run the suite with scripts/test, which installs it"));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A route without its parameter names, as the description and the pack
+/// spell the same route differently (`{path}` and `{*path}`, or one
+/// parameter for `{base}...{head}`).
+fn shape(path: &str) -> String {
+    path.split('/')
+        .map(|s| {
+            if s.contains('{') {
+                "{}".to_owned()
+            } else {
+                s.to_ascii_lowercase()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Every GET route GitHub publishes is listed explicitly in the GitHub
+/// pack: bound to the resources its path names, resource-free, or refused
+/// with a reason. A wildcard does not count, so a newer description shows
+/// exactly which routes are new (scripts/github-routes.py lists them).
+#[test]
+fn every_github_get_route_is_listed_explicitly_in_the_pack() {
+    let description = github_description();
+    let pack = ProviderKind::Github.pack();
+    let mut listed = std::collections::BTreeMap::new();
+    for rule in &pack.operations {
+        if rule.method.as_deref() != Some("GET") {
+            continue;
+        }
+        for path in rule.path.iter().chain(&rule.paths) {
+            assert!(
+                !path.contains('*') || path.contains("{*"),
+                "a wildcard GET rule: {path}"
+            );
+            let how = match (&rule.refuse, rule.resource_free, rule.resources.is_empty()) {
+                (Some(_), _, _) => "refused",
+                (None, true, true) => "resource_free",
+                (None, false, false) => "bound",
+                _ => panic!("GET {path} is neither bound, resource-free nor refused"),
+            };
+            listed.insert(shape(path), how);
+        }
+    }
+    let mut missing = Vec::new();
+    let mut counts = std::collections::BTreeMap::new();
+    for (path, item) in description["paths"].as_object().unwrap() {
+        if item.get("get").is_none() {
+            continue;
+        }
+        match listed.get(&shape(path)) {
+            Some(how) => *counts.entry(*how).or_insert(0) += 1,
+            None => missing.push(path.clone()),
+        }
+    }
+    assert!(missing.is_empty(), "GET routes the pack does not list: {missing:#?}");
+    // The pinned description's routes fall in all three families.
+    assert!(
+        counts["bound"] > 400 && counts["resource_free"] > 10 && counts["refused"] > 50,
+        "{counts:?}"
+    );
+}

@@ -135,6 +135,49 @@ impl Checker<'_> {
                 Some("leave it out (64 KiB) or write at least 1024".into()),
             ));
         }
+        if [
+            server.header_read_timeout,
+            server.idle_timeout,
+            server.body_read_timeout,
+        ]
+        .iter()
+        .any(Duration::is_zero)
+        {
+            self.problems.push(Problem::error(
+                None,
+                "[server] header_read_timeout, idle_timeout and body_read_timeout must be above 0: a client could hold a connection forever",
+                Some("leave them out (10s, 180s and 120s) or write e.g. `header_read_timeout = \"5s\"`".into()),
+            ));
+        }
+        if server.max_connections == 0
+            || server.max_connections_per_client == 0
+            || server.max_connections_per_local_client == 0
+        {
+            self.problems.push(Problem::error(
+                None,
+                "[server] max_connections, max_connections_per_client and max_connections_per_local_client must be above 0",
+                Some("leave them out (8192, 256 and 4096)".into()),
+            ));
+        }
+        if !(server.unauthenticated_rate > 0.0 && server.unauthenticated_rate.is_finite())
+            || server.unauthenticated_burst == 0
+        {
+            self.problems.push(Problem::error(
+                None,
+                "[server] unauthenticated_rate and unauthenticated_burst must be above 0",
+                Some("leave them out (2 a second, 20 at once)".into()),
+            ));
+        }
+        if server.idle_timeout <= self.config.proxy.timeout {
+            self.problems.push(Problem::warning(
+                None,
+                format!(
+                    "[server] idle_timeout ({:?}) is not above [proxy] timeout ({:?}): an upstream that thinks longer than the first closes the agent's connection before it answers",
+                    server.idle_timeout, self.config.proxy.timeout
+                ),
+                None,
+            ));
+        }
         let proxy = &self.config.proxy;
         if proxy.connect_timeout.is_zero() || proxy.timeout.is_zero() {
             self.problems.push(Problem::error(
@@ -352,6 +395,15 @@ impl Checker<'_> {
             }
         }
 
+        if p.unknown_resources == crate::config::UnknownResources::AllowReads {
+            self.warn(
+                span.clone(),
+                format!(
+                    "provider `{name}` lets credentials read ids the resource map does not list: a credential of one environment can then read other environments' resources"
+                ),
+                Some("list the ids each environment owns under [[resources]] and remove `unknown_resources`".into()),
+            );
+        }
         if let Err(errors) = p.classifier() {
             for e in errors {
                 let rule = &p.operations[e.index];

@@ -70,6 +70,25 @@ pub struct ServerConfig {
     /// are answered 429 and recorded nowhere.
     pub unauthenticated_rate: f64,
     pub unauthenticated_burst: u32,
+    /// A request's head must arrive whole within this, counted from when
+    /// the connection starts waiting for it (an idle keep-alive connection
+    /// is closed after it too).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection on which nothing is read or written for this long is
+    /// closed; keep it above `[proxy] timeout`.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A request body must arrive whole within this.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Connections served at once; beyond, new ones are answered 503.
+    pub max_connections: usize,
+    /// Connections served at once from one address (a trusted proxy is
+    /// held to `max_connections` only).
+    pub max_connections_per_client: usize,
+    /// The same from this host, where every local agent connects from.
+    pub max_connections_per_local_client: usize,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +101,12 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             unauthenticated_rate: 2.0,
             unauthenticated_burst: 20,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(180),
+            body_read_timeout: Duration::from_secs(120),
+            max_connections: 8192,
+            max_connections_per_client: 256,
+            max_connections_per_local_client: 4096,
         }
     }
 }

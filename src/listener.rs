@@ -1,0 +1,429 @@
+//! The broker's listening socket, as hostile clients meet it. Every wait has
+//! a bound and every queue a cap:
+//!
+//! - a request's head must arrive whole within `header_read_timeout`,
+//!   counted from when the connection starts waiting for it, so an idle
+//!   keep-alive connection is closed after it too;
+//! - a connection on which nothing is read or written for `idle_timeout` is
+//!   closed (a client that stops reading, a body that stalls);
+//! - a request body must arrive whole within `body_read_timeout`;
+//! - beyond `max_connections` in all, or `max_connections_per_client` from
+//!   one address (`max_connections_per_local_client` from this host, where
+//!   every local agent connects from), a new connection is answered 503 and
+//!   closed, never queued. Trusted proxies count toward the first cap only.
+//!
+//! The decision to admit a connection is `admit`, a function of plain
+//! numbers; the rest is the accept loop that applies it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
+use tower::ServiceExt;
+
+use crate::config::ServerConfig;
+
+/// How long requests in flight may take to finish once the broker stops.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// The caps a connection is admitted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub total: usize,
+    pub per_client: usize,
+    pub per_local_client: usize,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    Broker { limit: usize },
+    Client { limit: usize },
+}
+
+/// Whether one more connection may be served, given how many are open in
+/// all and from its client. A trusted proxy carries many clients and is held
+/// to the broker's cap only.
+pub fn admit(caps: &Caps, open: usize, from_client: usize, client: IpAddr, trusted: bool) -> Result<(), Full> {
+    if open >= caps.total {
+        return Err(Full::Broker { limit: caps.total });
+    }
+    let limit = if client.is_loopback() {
+        caps.per_local_client
+    } else {
+        caps.per_client
+    };
+    if !trusted && from_client >= limit {
+        return Err(Full::Client { limit });
+    }
+    Ok(())
+}
+
+/// Open connections, in all and by client address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_client: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place among the open ones, given back when it drops.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    client: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("open connections lock");
+        open.total -= 1;
+        if let Some(n) = open.by_client.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+fn take_slot(open: &Arc<Mutex<Open>>, caps: &Caps, client: IpAddr, trusted: bool) -> Result<Slot, Full> {
+    let mut counts = open.lock().expect("open connections lock");
+    let from_client = counts.by_client.get(&client).copied().unwrap_or(0);
+    admit(caps, counts.total, from_client, client, trusted)?;
+    counts.total += 1;
+    *counts.by_client.entry(client).or_insert(0) += 1;
+    Ok(Slot {
+        open: open.clone(),
+        client,
+    })
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets the
+/// requests in flight finish (for up to `DRAIN`).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    server: &ServerConfig,
+    caps: Caps,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    // HTTP/1.1 only: agents' clients speak it, and a server that first
+    // sniffs for HTTP/2 would wait on a silent socket with no timer running.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout);
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        server.body_read_timeout,
+        body_deadline,
+    ));
+    let open = Arc::new(Mutex::new(Open::default()));
+    let graceful = GracefulShutdown::new();
+    let trusted = server.trusted_proxies.clone();
+    let idle = server.idle_timeout;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Streamed answers go out as the upstream sends them; with Nagle's
+        // algorithm a chunk would wait for the agent's delayed ACK.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on an agent's connection");
+        }
+        let client = peer.ip();
+        let is_trusted = trusted.iter().any(|net| net.contains(&client));
+        let slot = match take_slot(&open, &caps, client, is_trusted) {
+            Ok(slot) => slot,
+            Err(full) => {
+                tokio::spawn(turn_away(stream, full));
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request.map(Body::new)
+            },
+        ));
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(Idle::new(stream, idle)), service));
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still in flight after {DRAIN:?}; stopping anyway");
+    }
+    Ok(())
+}
+
+/// Answers a connection beyond a cap with 503 and closes it, without
+/// reading what it sent.
+async fn turn_away(mut stream: TcpStream, full: Full) {
+    let detail = match full {
+        Full::Broker { limit } => format!("the broker serves at most {limit} connections at once"),
+        Full::Client { limit } => format!("the broker serves at most {limit} connections at once from one address"),
+    };
+    let body = serde_json::json!({
+        "type": "too_many_connections",
+        "title": "Too many connections",
+        "status": 503,
+        "detail": detail,
+        "agent_guidance": "Close connections you are not using and try again in a few seconds. This is not a permission problem.",
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// A request body must arrive whole by a deadline; a body that is still
+/// coming then ends in an error, and the connection with it.
+async fn body_deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = Body::new(Deadline {
+        inner: body,
+        sleep: Box::pin(tokio::time::sleep(limit)),
+        limit,
+    });
+    next.run(Request::from_parts(parts, body)).await
+}
+
+struct Deadline {
+    inner: Body,
+    sleep: Pin<Box<Sleep>>,
+    limit: Duration,
+}
+
+impl http_body::Body for Deadline {
+    type Data = axum::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            let limit = self.limit;
+            return Poll::Ready(Some(Err(
+                format!("the request body did not arrive within {limit:?}").into()
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A socket that fails once nothing has been read or written on it for
+/// `limit`, so that a stalled connection is closed.
+struct Idle {
+    stream: TcpStream,
+    sleep: Pin<Box<Sleep>>,
+    limit: Duration,
+}
+
+impl Idle {
+    fn new(stream: TcpStream, limit: Duration) -> Idle {
+        Idle {
+            stream,
+            sleep: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
+    }
+
+    fn active(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.limit;
+        self.sleep.as_mut().reset(deadline);
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "nothing was read or written for too long")
+}
+
+impl AsyncRead for Idle {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.active();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for Idle {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.stream).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.active();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.active();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The descriptors the process may open: raised to the hard limit, and the
+/// number left for connections once the broker's own files are counted.
+pub fn raise_descriptor_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
+
+/// The caps of a configuration, the total held below what the descriptor
+/// limit allows (a connection is a descriptor, an upstream one another).
+pub fn caps(server: &ServerConfig, descriptors: Option<u64>) -> Caps {
+    /// Descriptors kept for the store, logs, upstream connections.
+    const RESERVED: u64 = 256;
+    let total = match descriptors {
+        Some(n) => server.max_connections.min(
+            usize::try_from(n.saturating_sub(RESERVED) / 2)
+                .unwrap_or(usize::MAX)
+                .max(1),
+        ),
+        None => server.max_connections,
+    };
+    if total < server.max_connections {
+        tracing::warn!(
+            configured = server.max_connections,
+            effective = total,
+            "[server] max_connections is above what the descriptor limit allows; raise LimitNOFILE (ulimit -n)"
+        );
+    }
+    Caps {
+        total,
+        per_client: server.max_connections_per_client,
+        per_local_client: server.max_connections_per_local_client,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPS: Caps = Caps {
+        total: 10,
+        per_client: 2,
+        per_local_client: 5,
+    };
+
+    #[test]
+    fn connections_are_admitted_under_every_cap() {
+        let remote: IpAddr = "203.0.113.9".parse().unwrap();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(admit(&CAPS, 0, 0, remote, false), Ok(()));
+        assert_eq!(admit(&CAPS, 3, 2, remote, false), Err(Full::Client { limit: 2 }));
+        assert_eq!(admit(&CAPS, 3, 4, local, false), Ok(()));
+        assert_eq!(admit(&CAPS, 3, 5, local, false), Err(Full::Client { limit: 5 }));
+        // A trusted proxy carries many clients: only the broker's cap holds.
+        assert_eq!(admit(&CAPS, 9, 9, remote, true), Ok(()));
+        assert_eq!(admit(&CAPS, 10, 0, remote, true), Err(Full::Broker { limit: 10 }));
+    }
+
+    #[test]
+    fn slots_are_given_back() {
+        let open = Arc::new(Mutex::new(Open::default()));
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let a = take_slot(&open, &CAPS, client, false).unwrap();
+        let _b = take_slot(&open, &CAPS, client, false).unwrap();
+        assert!(take_slot(&open, &CAPS, client, false).is_err());
+        drop(a);
+        assert!(take_slot(&open, &CAPS, client, false).is_ok());
+    }
+}
