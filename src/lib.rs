@@ -25,3 +25,6 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod time;
+
+#[cfg(test)]
+mod fuzzing;

@@ -198,6 +198,34 @@ mod tests {
         assert_eq!(media_type(&HeaderMap::new()).unwrap(), None);
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        /// Any Content-Type and any body: read or refused, never a panic.
+        #[test]
+        fn fuzz_body_readers_never_panic(
+            content_type in prop::sample::select(vec![
+                "application/json", "application/x-www-form-urlencoded", "multipart/form-data; boundary=B",
+                "multipart/form-data", "text/plain", "application/json; charset=utf-8; x=1",
+            ]),
+            extra in "[ -~]{0,30}",
+            body in prop::collection::vec(any::<u8>(), 0..512),
+            framed in "(--B\r\n(Content-Disposition: form-data; name=\"?[_a-z]{0,8}\"?)?\r\n\r\n[ -~]{0,10}\r\n){0,3}(--B--)?",
+        ) {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&format!("{content_type}{extra}")) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            if let Ok(Some(media)) = media_type(&h) {
+                let _ = field_names(&media, &body);
+                let _ = field_names(&media, framed.as_bytes());
+            }
+            let _ = unencoded(&h);
+        }
+    }
+
     #[test]
     fn form_multipart_and_json_bodies_name_their_fields() {
         let form = media_type(&typed("application/x-www-form-urlencoded"))

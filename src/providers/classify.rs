@@ -999,6 +999,15 @@ mod tests {
             // A fragment on another root type, at the root.
             "mutation { ... on Query { me { name } } }",
             "{ ...F } fragment F on Mutation { volumeDelete(volumeId: \"v\") }",
+            // What the parser recovers from but a server does not: an
+            // argument or an input field without a value.
+            "{ project(id) { id } }",
+            "{ project(firs, id: \"p\") { id } }",
+            "mutation { variableUpsert(input: { environmentId }) }",
+            // Same key, same value, written differently: servers compare as written.
+            "query($p: String = \"p\") { project(id: $p) { id } project(id: \"p\") { id } }",
+            // A non-null variable without a value, and a value of the wrong scalar.
+            "query($p: String!) { project(id: $p) { id } }",
         ] {
             assert_eq!(
                 gql(json!({ "query": query })).unwrap_err().kind(),
@@ -1006,6 +1015,39 @@ mod tests {
                 "{query}"
             );
         }
+    }
+
+    #[test]
+    fn variables_must_fit_the_scalar_types_the_document_declares() {
+        for (query, variables) in [
+            ("query($p: String!) { project(id: $p) { id } }", json!({ "p": null })),
+            ("query($p: String) { project(id: $p) { id } }", json!({ "p": 5 })),
+            (
+                "query($p: [String!]) { project(id: $p) { id } }",
+                json!({ "p": ["a", null] }),
+            ),
+            (
+                "query($n: Int) { deployments(first: $n, input: { serviceId: \"s\" }) { id } }",
+                json!({ "n": 3_000_000_000u64 }),
+            ),
+            (
+                "query($b: Boolean!) { me @skip(if: $b) { name } }",
+                json!({ "b": "true" }),
+            ),
+        ] {
+            let got = gql(json!({ "query": query, "variables": variables }));
+            assert_eq!(
+                got.map(|_| ()).unwrap_err().kind(),
+                "malformed_request",
+                "{query} {variables}"
+            );
+        }
+        let ok = gql(
+            json!({ "query": "query($p: ID!, $x: MyInput) { project(id: $p) { id } variables(projectId: \"p\", environmentId: \"e\", serviceId: \"s\") @include(if: true) x: project(id: \"q\") { id } }", "variables": { "p": "p1" } }),
+        );
+        assert!(ok.is_err(), "an unused variable is still refused");
+        let ok = gql(json!({ "query": "query($p: ID!) { project(id: $p) { id } }", "variables": { "p": 7 } })).unwrap();
+        assert_eq!(ids(&ok[0]), [("project", "7")]);
     }
 
     #[test]
@@ -1043,6 +1085,111 @@ mod tests {
             post(&railway(), "application/json", &body).unwrap_err().kind(),
             "malformed_request"
         );
+    }
+
+    use proptest::prelude::*;
+
+    /// Documents from GraphQL's own tokens, in any order: the reader's
+    /// input as a fuzzer would make it.
+    fn token_soup() -> impl Strategy<Value = String> {
+        let token = prop::sample::select(vec![
+            "{",
+            "}",
+            "(",
+            ")",
+            "[",
+            "]",
+            ":",
+            "$v",
+            "$w",
+            "@skip(if: true)",
+            "@include(if: $b)",
+            "...",
+            "... on Query",
+            "... on Mutation",
+            "fragment F on Query",
+            "fragment G on Mutation",
+            "...F",
+            "...G",
+            "query",
+            "mutation",
+            "subscription",
+            "Q",
+            "volumeDelete",
+            "volumeId",
+            "project",
+            "id",
+            "me",
+            "name",
+            "a:",
+            "\"vol_1\"",
+            "\"\"\"x\"\"\"",
+            "1",
+            "-2.5e3",
+            "true",
+            "null",
+            "ENUM",
+            ",",
+            "#c\n",
+            "=",
+            "String!",
+            "[String]",
+            "\\u0041",
+            "\"\\u00",
+            "\u{0}",
+            "𝔊",
+        ]);
+        prop::collection::vec(token, 0..40).prop_map(|t| t.join(" "))
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        /// Any document, variables and operationName: classified or refused,
+        /// never a panic, and an allowed document names only fields the
+        /// pack knows or unknown operations (which policy refuses).
+        #[test]
+        fn fuzz_graphql_reader_never_panics(
+            query in token_soup(),
+            variables in prop::sample::select(vec!["null", "{}", "{\"v\": \"vol_1\"}", "{\"v\": [1, {\"a\": null}]}", "{\"b\": true}", "[]", "\"x\""]),
+            operation in prop::sample::select(vec!["null", "\"Q\"", "\"X\"", "1"]),
+            raw in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let c = railway();
+            let body = format!("{{\"query\": {}, \"variables\": {variables}, \"operationName\": {operation}}}", serde_json::to_string(&query).unwrap());
+            let _ = post(&c, "application/json", &body);
+            let _ = post(&c, "application/graphql", &query);
+            let _ = c.classify(&RequestView {
+                method: &Method::POST,
+                path: "/graphql/v2",
+                query: None,
+                headers: &headers("application/json"),
+                body: Some(&raw),
+            });
+            let encoded: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("query", &query).finish();
+            let _ = c.classify(&RequestView {
+                method: &Method::GET,
+                path: "/graphql/v2",
+                query: Some(&encoded),
+                headers: &HeaderMap::new(),
+                body: None,
+            });
+        }
+
+        /// Any REST request: classified or refused, never a panic.
+        #[test]
+        fn fuzz_rest_classifier_never_panics(
+            method in prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "get", "PURGE"]),
+            path in "(/[a-z0-9%.;{}*~-]{0,12}){0,8}/?",
+            query in "[a-z_=&%0-9.-]{0,30}",
+            body in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let gh = classifier(ProviderKind::Github, &[]);
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            let h = headers("application/json");
+            let _ = gh.classify(&RequestView { method: &m, path: &path, query: Some(&query), headers: &h, body: Some(&body) });
+            let _ = gh.needs_body(&m, &path, &h);
+        }
     }
 
     #[test]

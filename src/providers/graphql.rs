@@ -301,6 +301,7 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         )));
     }
     let document = tree.document();
+    complete(&document)?;
     let aliases = document
         .syntax()
         .descendants()
@@ -386,8 +387,9 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
             None => true,
         };
         let Some(set) = op.selection_set() else { continue };
-        let roots = walk.flatten(&set, &scope, Some(kind), &mut Vec::new())?;
-        walk.no_conflicts(&roots, &scope)?;
+        // What a server validates, before any directive is evaluated.
+        walk.check(&set, &scope, Some(kind), 1)?;
+        let roots = walk.flatten(&set, &scope, Some(kind), &mut Vec::new(), false)?;
         let mut seen: Vec<Selected> = Vec::new();
         for field in roots {
             let name = name_text(field.name());
@@ -421,6 +423,54 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         return Err(malformed(format!("fragment `{unused}` is defined but never spread")));
     }
     Ok(fields)
+}
+
+/// The parser recovers from some omissions without an error (`f(a)`, an
+/// argument with no value; `{ b }`, an input field with no value), which a
+/// server refuses to parse. Every node the broker reads must be whole.
+fn complete(document: &cst::Document) -> Result<(), ClassifyError> {
+    for node in document.syntax().descendants() {
+        let kind = node.kind();
+        let missing = match kind {
+            SyntaxKind::ARGUMENT => cst::Argument::cast(node)
+                .filter(|a| a.name().is_some() && a.value().is_some())
+                .is_none(),
+            SyntaxKind::OBJECT_FIELD => cst::ObjectField::cast(node)
+                .filter(|f| f.name().is_some() && f.value().is_some())
+                .is_none(),
+            SyntaxKind::DIRECTIVE => cst::Directive::cast(node).filter(|d| d.name().is_some()).is_none(),
+            SyntaxKind::FIELD => cst::Field::cast(node).filter(|f| f.name().is_some()).is_none(),
+            SyntaxKind::ALIAS => cst::Alias::cast(node).filter(|a| a.name().is_some()).is_none(),
+            SyntaxKind::FRAGMENT_SPREAD => cst::FragmentSpread::cast(node)
+                .filter(|s| s.fragment_name().and_then(|n| n.name()).is_some())
+                .is_none(),
+            SyntaxKind::FRAGMENT_DEFINITION => cst::FragmentDefinition::cast(node)
+                .filter(|f| {
+                    f.fragment_name().and_then(|n| n.name()).is_some()
+                        && f.type_condition().and_then(|t| t.named_type()).is_some()
+                        && f.selection_set().is_some()
+                })
+                .is_none(),
+            SyntaxKind::TYPE_CONDITION => cst::TypeCondition::cast(node)
+                .filter(|t| t.named_type().and_then(|n| n.name()).is_some())
+                .is_none(),
+            SyntaxKind::OPERATION_DEFINITION => cst::OperationDefinition::cast(node)
+                .filter(|o| o.selection_set().is_some())
+                .is_none(),
+            SyntaxKind::VARIABLE_DEFINITION => cst::VariableDefinition::cast(node)
+                .filter(|d| d.variable().and_then(|v| v.name()).is_some() && d.ty().is_some())
+                .is_none(),
+            SyntaxKind::DEFAULT_VALUE => cst::DefaultValue::cast(node).filter(|d| d.value().is_some()).is_none(),
+            _ => false,
+        };
+        if missing {
+            return Err(malformed(format!(
+                "the GraphQL document does not parse: {} is incomplete",
+                format!("{kind:?}").to_lowercase().replace('_', " ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A root field as selected: response key, field name, arguments.
@@ -489,7 +539,22 @@ impl<'a> Scope<'a> {
             if !defined.insert(name.clone()) {
                 return Err(malformed(format!("variable `${name}` is defined twice")));
             }
-            if let Some(default) = def.default_value().and_then(|d| d.value()) {
+            let default = def.default_value().and_then(|d| d.value());
+            if let Some(ty) = def.ty() {
+                match variables.get(&name) {
+                    Some(value) => coerces(&ty, value).map_err(|why| {
+                        malformed(format!("variable `${name}` is declared `{}` but {why}", type_text(&ty)))
+                    })?,
+                    None if default.is_none() && matches!(ty, cst::Type::NonNullType(_)) => {
+                        return Err(malformed(format!(
+                            "variable `${name}` is declared `{}` and has no value",
+                            type_text(&ty)
+                        )));
+                    }
+                    None => {}
+                }
+            }
+            if let Some(default) = default {
                 defaults.insert(name, default);
             }
         }
@@ -516,6 +581,23 @@ impl<'a> Scope<'a> {
             // default cannot refer to another (or to itself).
             (None, Some(default)) => Ok(Some(constant(default)?)),
             (None, None) => Ok(None),
+        }
+    }
+
+    /// Records the variables a value names, refusing one the operation does
+    /// not define: what a server checks before running anything.
+    fn mention(&self, value: &cst::Value) -> Result<(), ClassifyError> {
+        match value {
+            cst::Value::Variable(v) => {
+                let name = v.name().map(|n| n.text().to_string()).unwrap_or_default();
+                self.variable(&name).map(|_| ())
+            }
+            cst::Value::ListValue(list) => list.values().try_for_each(|v| self.mention(&v)),
+            cst::Value::ObjectValue(object) => object
+                .object_fields()
+                .filter_map(|f| f.value())
+                .try_for_each(|v| self.mention(&v)),
+            _ => Ok(()),
         }
     }
 
@@ -563,6 +645,53 @@ impl<'a> Scope<'a> {
             other => scalar(other),
         }))
     }
+}
+
+/// Whether a variable's value fits the type the document declares for it,
+/// as far as the built-in scalars say (a server refuses a value that does
+/// not; an input type of the provider's is the provider's to check).
+fn coerces(ty: &cst::Type, value: &Value) -> Result<(), String> {
+    match ty {
+        cst::Type::NonNullType(inner) => {
+            if value.is_null() {
+                return Err("its value is null".into());
+            }
+            match (inner.named_type(), inner.list_type()) {
+                (Some(named), _) => coerces(&cst::Type::NamedType(named), value),
+                (_, Some(list)) => coerces(&cst::Type::ListType(list), value),
+                _ => Ok(()),
+            }
+        }
+        cst::Type::ListType(list) => {
+            let Some(inner) = list.ty() else { return Ok(()) };
+            match value {
+                Value::Null => Ok(()),
+                Value::Array(items) => items.iter().try_for_each(|item| coerces(&inner, item)),
+                one => coerces(&inner, one),
+            }
+        }
+        cst::Type::NamedType(named) => {
+            let fits = match (name_text(named.name()).as_str(), value) {
+                (_, Value::Null) => true,
+                ("String", v) => v.is_string(),
+                ("Boolean", v) => v.is_boolean(),
+                ("Int", Value::Number(n)) => n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()),
+                ("Int", _) => false,
+                ("Float", v) => v.is_number(),
+                ("ID", v) => v.is_string() || v.as_i64().is_some(),
+                _ => true,
+            };
+            if fits {
+                Ok(())
+            } else {
+                Err(format!("its value is {}", json_type(value)))
+            }
+        }
+    }
+}
+
+fn type_text(ty: &cst::Type) -> String {
+    ty.syntax().text().to_string().split_whitespace().collect()
 }
 
 /// A default value: a constant, in which a variable is an error.
@@ -614,6 +743,51 @@ fn arguments(field: &cst::Field, scope: &Scope<'_>) -> Result<Vec<(String, Value
         }
     }
     Ok(out)
+}
+
+/// A field's arguments as written, by name, for comparing two fields under
+/// one response key: servers compare them as written (`$v` and `"x"` differ
+/// even when `$v` is `"x"`), so the broker does too.
+fn written_arguments(field: &cst::Field) -> BTreeMap<String, String> {
+    field
+        .arguments()
+        .iter()
+        .flat_map(|a| a.arguments())
+        .map(|a| (name_text(a.name()), a.value().map(|v| written(&v)).unwrap_or_default()))
+        .collect()
+}
+
+/// A value as written, with formatting and escapes normalised the way a
+/// GraphQL printer normalises them.
+fn written(value: &cst::Value) -> String {
+    match value {
+        cst::Value::Variable(v) => format!("${}", v.name().map(|n| n.text().to_string()).unwrap_or_default()),
+        cst::Value::StringValue(s) => {
+            let block = s.syntax().text().to_string().starts_with("\"\"\"");
+            let text = serde_json::to_string(&String::from(s)).unwrap_or_default();
+            if block { format!("block{text}") } else { text }
+        }
+        cst::Value::IntValue(n) => n.syntax().text().to_string(),
+        cst::Value::FloatValue(n) => n.syntax().text().to_string(),
+        cst::Value::BooleanValue(b) => b.true_token().is_some().to_string(),
+        cst::Value::NullValue(_) => "null".to_owned(),
+        cst::Value::EnumValue(e) => e.text().to_string(),
+        cst::Value::ListValue(list) => {
+            format!("[{}]", list.values().map(|v| written(&v)).collect::<Vec<_>>().join(","))
+        }
+        cst::Value::ObjectValue(object) => format!(
+            "{{{}}}",
+            object
+                .object_fields()
+                .map(|f| format!(
+                    "{}:{}",
+                    name_text(f.name()),
+                    f.value().map(|v| written(&v)).unwrap_or_default()
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
 }
 
 /// Whether `@skip` and `@include` let a selection run; any other directive
@@ -676,21 +850,23 @@ impl Walk<'_> {
 
     /// The fields one selection set selects, through fragment spreads and
     /// inline fragments, in order, leaving out what `@skip` and `@include`
-    /// leave out. At the root (`root` is the operation's kind), a type
-    /// condition must name the operation's own root type.
+    /// leave out unless `every` is set (what a server validates). At the
+    /// root (`root` is the operation's kind), a type condition must name the
+    /// operation's own root type.
     fn flatten(
         &mut self,
         set: &cst::SelectionSet,
         scope: &Scope<'_>,
         root: Option<OperationType>,
         spreading: &mut Vec<String>,
+        every: bool,
     ) -> Result<Vec<cst::Field>, ClassifyError> {
         let mut out = Vec::new();
         for selection in set.selections() {
             self.count()?;
             match selection {
                 cst::Selection::Field(f) => {
-                    if included(f.directives(), scope)? {
+                    if included(f.directives(), scope)? || every {
                         out.push(f);
                     }
                 }
@@ -700,10 +876,10 @@ impl Walk<'_> {
                         .and_then(|t| t.named_type())
                         .map(|t| name_text(t.name()));
                     root_type(root, condition.as_deref())?;
-                    if included(inline.directives(), scope)?
+                    if (included(inline.directives(), scope)? || every)
                         && let Some(inner) = inline.selection_set()
                     {
-                        out.extend(self.flatten(&inner, scope, root, spreading)?);
+                        out.extend(self.flatten(&inner, scope, root, spreading, every)?);
                     }
                 }
                 cst::Selection::FragmentSpread(spread) => {
@@ -721,17 +897,49 @@ impl Walk<'_> {
                         .and_then(|t| t.named_type())
                         .map(|t| name_text(t.name()));
                     root_type(root, condition.as_deref())?;
-                    if included(spread.directives(), scope)?
+                    if (included(spread.directives(), scope)? || every)
                         && let Some(inner) = fragment.selection_set()
                     {
                         spreading.push(name);
-                        out.extend(self.flatten(&inner, scope, root, spreading)?);
+                        out.extend(self.flatten(&inner, scope, root, spreading, every)?);
                         spreading.pop();
                     }
                 }
             }
         }
         Ok(out)
+    }
+
+    /// What a server validates of a selection set and everything under it,
+    /// whatever `@skip` and `@include` say: fragments, root types, the depth
+    /// limit, fields under one response key, and which variables are used.
+    fn check(
+        &mut self,
+        set: &cst::SelectionSet,
+        scope: &Scope<'_>,
+        root: Option<OperationType>,
+        depth: usize,
+    ) -> Result<(), ClassifyError> {
+        if depth > self.limits.max_depth {
+            return Err(ClassifyError::TooComplex {
+                what: "levels of field nesting",
+                limit: self.limits.max_depth,
+                found: depth,
+            });
+        }
+        let fields = self.flatten(set, scope, root, &mut Vec::new(), true)?;
+        self.no_conflicts(&fields, scope)?;
+        for field in &fields {
+            for argument in field.arguments().iter().flat_map(|a| a.arguments()) {
+                if let Some(value) = argument.value() {
+                    scope.mention(&value)?;
+                }
+            }
+            if let Some(inner) = field.selection_set() {
+                self.check(&inner, scope, None, depth + 1)?;
+            }
+        }
+        Ok(())
     }
 
     /// Fields that answer under one response key must be the same field
@@ -746,16 +954,16 @@ impl Walk<'_> {
         for (key, group) in groups {
             let first = group[0];
             let name = name_text(first.name());
-            let args = arguments(first, scope)?;
+            let args = written_arguments(first);
             let mut children = Vec::new();
             for field in &group {
-                if name_text(field.name()) != name || arguments(field, scope)? != args {
+                if name_text(field.name()) != name || written_arguments(field) != args {
                     return Err(malformed(format!(
                         "two different fields answer as `{key}`; give each its own alias"
                     )));
                 }
                 if let Some(set) = field.selection_set() {
-                    children.extend(self.flatten(&set, scope, None, &mut Vec::new())?);
+                    children.extend(self.flatten(&set, scope, None, &mut Vec::new(), true)?);
                 }
             }
             if group.len() > 1 {
@@ -765,8 +973,8 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// Walks the fields under `field` (at `depth`), collecting the ids their
-    /// arguments name and enforcing the depth limit.
+    /// Walks the fields under `field` that would run, collecting the ids
+    /// their arguments name (`check` has bounded the depth).
     fn children(
         &mut self,
         field: &cst::Field,
@@ -777,15 +985,7 @@ impl Walk<'_> {
         let Some(set) = field.selection_set() else {
             return Ok(());
         };
-        if depth > self.limits.max_depth {
-            return Err(ClassifyError::TooComplex {
-                what: "levels of field nesting",
-                limit: self.limits.max_depth,
-                found: depth,
-            });
-        }
-        let fields = self.flatten(&set, scope, None, &mut Vec::new())?;
-        self.no_conflicts(&fields, scope)?;
+        let fields = self.flatten(&set, scope, None, &mut Vec::new(), false)?;
         for child in fields {
             let name = name_text(child.name());
             let id_kind = self.ids.kinds.get(&name).map(String::as_str);

@@ -95,6 +95,26 @@ mod tests {
         assert_eq!(strict(br#"{"a": {"b": 1}, "b": 2}"#).unwrap()["b"], 2);
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        /// Arbitrary bytes, and JSON-shaped text: parsed or refused, and
+        /// what parses is what serde_json reads, when it has no duplicate key.
+        #[test]
+        fn fuzz_strict_json_agrees_with_serde_json_or_refuses(
+            bytes in prop::collection::vec(any::<u8>(), 0..256),
+            text in "[\\[\\]{}:,\" a-c0-9.e-]{0,64}",
+        ) {
+            let _ = strict(&bytes);
+            if let Ok(ours) = strict(text.as_bytes()) {
+                let theirs: Value = serde_json::from_slice(text.as_bytes()).unwrap();
+                prop_assert_eq!(ours, theirs);
+            }
+        }
+    }
+
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         for open in ["[", "{\"a\":"] {

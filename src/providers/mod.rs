@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use classify::{Classified, Classifier, ClassifyError, RequestView, RuleError};
 pub use graphql::{GraphqlLimits, IdSpec, OperationType, RootField, root_fields};
-pub use pack::{OperationRule, ResourceTemplate, RulePack, ScopeRule};
+pub use pack::{GraphqlPack, OperationRule, ResourceTemplate, RulePack, ScopeRule};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -464,6 +464,52 @@ mod tests {
         );
     }
 
+    use proptest::prelude::*;
+
+    /// Paths built from the pieces that make paths ambiguous: separators,
+    /// dots, percent signs, hex digits, semicolons, backslashes, controls and
+    /// non-ASCII.
+    fn hostile_path() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "/", "/", "/", ".", "..", "%", "%2", "%2e", "%2E", "%2f", "%2F", "%5c", "%00", "%25", "%c0%ae", "%ff", ";",
+            "\\", "a", "b", "Z", "9", "-", "_", "~", "é", "%e9", "%c3%a9", " ", "%20", "+", "\u{7f}",
+        ]);
+        prop::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        /// Whatever comes in, normalising never panics; what it accepts is
+        /// canonical (every segment plain, encoding it again gives it back)
+        /// and means the same segments to the WHATWG URL parser.
+        #[test]
+        fn fuzz_normalize_accepts_only_what_reads_one_way(raw in hostile_path()) {
+            let Ok(segments) = normalize(&raw) else { return Ok(()) };
+            for s in &segments {
+                prop_assert!(!s.is_empty() && s != "." && s != "..", "{raw:?} → {segments:?}");
+                prop_assert!(!s.contains(['/', '\\', '%', ';']) && !s.chars().any(char::is_control), "{raw:?} → {s:?}");
+            }
+            prop_assert_eq!(&normalize(&encode(&segments)).unwrap(), &segments);
+            let url = url::Url::parse(&format!("http://h{raw}")).unwrap();
+            let theirs: Vec<String> = url
+                .path()
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+                .collect();
+            prop_assert_eq!(theirs, segments, "{}", raw);
+        }
+
+        #[test]
+        fn fuzz_patterns_never_panic(text in "[/{}*a-z0-9._%;-]{0,40}", raw in hostile_path()) {
+            if let (Ok(pattern), Ok(segments)) = (PathPattern::parse(&text), normalize(&raw)) {
+                let _ = pattern.matches(&segments);
+                let _ = pattern.specificity();
+            }
+        }
+    }
+
     #[test]
     fn a_more_specific_pattern_ranks_higher() {
         let rank = |p: &str| PathPattern::parse(p).unwrap().specificity();

@@ -118,6 +118,42 @@ mod tests {
         );
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        /// A credential anywhere in a header value, the query string or the
+        /// body, whatever surrounds it, is found; nothing panics.
+        #[test]
+        fn fuzz_a_credential_is_found_wherever_it_is_put(
+            before in "[ -~]{0,40}",
+            after in "[ -~]{0,40}",
+            place in 0..3usize,
+            noise in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let c = credential();
+            let text = format!("{before}{c}{after}");
+            let mut h = HeaderMap::new();
+            let (query, body) = match place {
+                0 => {
+                    if let Ok(v) = HeaderValue::from_str(&text) {
+                        h.insert("x-carrier", v);
+                    } else {
+                        return Ok(());
+                    }
+                    (None, None)
+                }
+                1 => (Some(text.as_str()), None),
+                _ => (None, Some(text.as_bytes())),
+            };
+            // A base64url run right before or after the credential makes it
+            // another (longer) token: found all the same.
+            prop_assert!(find(&h, query, body).is_some(), "{text:?}");
+            let _ = find(&HeaderMap::new(), None, Some(&noise));
+        }
+    }
+
     #[test]
     fn the_credential_headers_and_mere_mentions_are_not_misplaced() {
         let mut h = HeaderMap::new();

@@ -282,6 +282,56 @@ mod tests {
         assert!(r.redact(&mut clean).is_empty());
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        /// Any body with the token in any spelling at any place, cut into
+        /// any chunks: the same length comes out, and no spelling of the
+        /// token.
+        #[test]
+        fn fuzz_no_chunking_lets_the_token_through(
+            filler in prop::collection::vec(any::<u8>(), 0..400),
+            at in any::<prop::sample::Index>(),
+            spelling in 0..3usize,
+            cuts in prop::collection::vec(1..64usize, 1..40),
+        ) {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(format!("u:{TOKEN}"));
+            let secret = match spelling {
+                0 => TOKEN.to_owned(),
+                1 => b64.clone(),
+                _ => percent_encoding::utf8_percent_encode(TOKEN, percent_encoding::NON_ALPHANUMERIC).to_string(),
+            };
+            let i = at.index(filler.len() + 1);
+            let mut body = filler[..i].to_vec();
+            body.extend_from_slice(secret.as_bytes());
+            body.extend_from_slice(&filler[i..]);
+            let mut chunks = Vec::new();
+            let mut rest = body.as_slice();
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (head, tail) = rest.split_at((*cut).min(rest.len()));
+                chunks.push(Ok::<_, std::io::Error>(Bytes::copy_from_slice(head)));
+                rest = tail;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let out: Vec<u8> = runtime.block_on(
+                redactor()
+                    .stream(futures_util::stream::iter(chunks), Box::new(|_| {}))
+                    .map(|c| c.unwrap())
+                    .collect::<Vec<_>>(),
+            )
+            .concat();
+            prop_assert_eq!(out.len(), body.len());
+            let text = String::from_utf8_lossy(&out);
+            prop_assert!(!text.contains(TOKEN));
+            prop_assert!(!text.contains(&b64[4..b64.len() - 4]));
+        }
+    }
+
     #[test]
     fn only_a_tail_that_could_begin_a_token_is_held_back() {
         let r = redactor();

@@ -1,0 +1,644 @@
+//! The GraphQL classifier against the reference implementation.
+//!
+//! A generator writes GraphQL-over-HTTP requests (aliases, fragments and
+//! spreads in any order, inline fragments, `@skip`/`@include`, variables
+//! and defaults, escapes and block strings, batches, operationName choices,
+//! duplicates and other faults, and some requests mangled byte by byte).
+//! Each goes through the broker's classifier and policy, and through
+//! graphql-js (tests/js/graphql-reference.mjs), which reports the root
+//! fields and coerced arguments it would execute for the chosen operation.
+//! Every disagreement must be a refusal by the broker; no request may be
+//! allowed that the reference refuses or reads otherwise. So that a broker
+//! refusing everything cannot pass, at least half the requests must be
+//! allowed and agree with graphql-js field for field and argument for
+//! argument.
+//!
+//! `VALETKEY_DIFF_CASES` sets how many requests (default 4000) and
+//! `VALETKEY_DIFF_SEED` the seed; CI runs the default, longer runs are by
+//! hand.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use http::{HeaderMap, HeaderValue, Method};
+use serde_json::{Map, Value, json};
+use valetkey::policy::{self, Access, ProviderResources, Rules, Tier};
+use valetkey::providers::{Classifier, GraphqlLimits, IdSpec, ProviderKind, RequestView, root_fields};
+
+/// A small deterministic generator (xorshift64*): the same seed gives the
+/// same requests, so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// The faults a request may carry, each one thing a server could read
+/// differently or refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    DuplicateInputField,
+    DuplicateArgument,
+    DuplicateVariable,
+    DuplicateOperation,
+    DuplicateFragment,
+    ConflictingAlias,
+    UnusedVariable,
+    UnusedFragment,
+    UndefinedVariable,
+    NoOperationName,
+    WrongOperationName,
+    UnknownDirective,
+    FragmentCycle,
+    WrongRootType,
+    MissingSkipCondition,
+}
+
+const FAULTS: [Fault; 15] = [
+    Fault::DuplicateInputField,
+    Fault::DuplicateArgument,
+    Fault::DuplicateVariable,
+    Fault::DuplicateOperation,
+    Fault::DuplicateFragment,
+    Fault::ConflictingAlias,
+    Fault::UnusedVariable,
+    Fault::UnusedFragment,
+    Fault::UndefinedVariable,
+    Fault::NoOperationName,
+    Fault::WrongOperationName,
+    Fault::UnknownDirective,
+    Fault::FragmentCycle,
+    Fault::WrongRootType,
+    Fault::MissingSkipCondition,
+];
+
+/// One operation being written: its variables and fragments grow as
+/// fields use them.
+struct Writer<'a> {
+    rng: &'a mut Rng,
+    vars: Vec<(String, String, Option<String>)>,
+    values: Map<String, Value>,
+    fragments: Vec<String>,
+    count: usize,
+}
+
+/// String literals as GraphQL writes them, and what they mean.
+const STRINGS: [(&str, &str); 7] = [
+    ("\"plain\"", "plain"),
+    ("\"a\\nb\"", "a\nb"),
+    ("\"q\\\"x\"", "q\"x"),
+    ("\"\\u00e9t\\u00e9\"", "été"),
+    ("\"tab\\tand\\\\slash\\/\"", "tab\tand\\slash/"),
+    ("\"\"\"\n    block\n      indented\n  \"\"\"", "block\n  indented"),
+    ("\"\"\"with \\\"\"\" inside\"\"\"", "with \"\"\" inside"),
+];
+
+impl Writer<'_> {
+    fn fresh(&mut self, stem: &str) -> String {
+        self.count += 1;
+        format!("{stem}{}", self.count)
+    }
+
+    /// A value for an argument of type String: a literal, or a variable
+    /// with a value, a default, or (rarely) neither.
+    fn string(&mut self, id: &str) -> String {
+        if self.rng.chance(30) {
+            let name = self.fresh("v");
+            let ty = if self.rng.chance(50) { "String" } else { "String!" };
+            match self.rng.below(10) {
+                0 => self.vars.push((name.clone(), "String".into(), None)),
+                1 => self.vars.push((name.clone(), ty.into(), Some(format!("\"{id}\"")))),
+                _ => {
+                    self.vars.push((name.clone(), ty.into(), None));
+                    self.values.insert(name.clone(), json!(id));
+                }
+            }
+            return format!("${name}");
+        }
+        format!("\"{id}\"")
+    }
+
+    /// An input object with ids, other fields and escapes, literal or as a
+    /// JSON variable.
+    fn input(&mut self, ids: &[(&str, &str)]) -> String {
+        if self.rng.chance(25) {
+            let name = self.fresh("i");
+            let mut object = Map::new();
+            for (k, v) in ids {
+                object.insert((*k).to_owned(), json!(v));
+            }
+            object.insert("name".into(), json!("KEY"));
+            object.insert("value".into(), json!(self.rng.pick(&STRINGS).1));
+            self.vars.push((name.clone(), "JSON".into(), None));
+            self.values.insert(name.clone(), Value::Object(object));
+            return format!("${name}");
+        }
+        let mut fields: Vec<String> = ids.iter().map(|(k, v)| format!("{k}: {}", self.string(v))).collect();
+        fields.push("name: \"KEY\"".into());
+        fields.push(format!("value: {}", self.rng.pick(&STRINGS).0));
+        if self.rng.chance(20) {
+            fields.push("meta: { tags: [\"a\", 2, 2.5, true, null, ENUM_VALUE] }".into());
+        }
+        format!("{{ {} }}", fields.join(", "))
+    }
+
+    /// `@skip`/`@include`, sometimes, with a literal or a Boolean variable.
+    fn directive(&mut self) -> String {
+        if !self.rng.chance(15) {
+            return String::new();
+        }
+        let which = if self.rng.chance(50) { "skip" } else { "include" };
+        let condition = if self.rng.chance(50) {
+            self.rng.pick(&["true", "false"]).to_string()
+        } else {
+            let name = self.fresh("b");
+            self.vars.push((name.clone(), "Boolean!".into(), None));
+            self.values.insert(name.clone(), json!(self.rng.chance(50)));
+            format!("${name}")
+        };
+        format!(" @{which}(if: {condition})")
+    }
+
+    fn alias(&mut self) -> String {
+        if self.rng.chance(30) {
+            format!("{}: ", self.fresh("a"))
+        } else {
+            String::new()
+        }
+    }
+
+    /// One root field of a query or a mutation, mostly aimed at staging.
+    fn root(&mut self, mutation: bool) -> String {
+        let production = self.rng.chance(3);
+        let env = if production { "env_prod" } else { "env_stg" };
+        let field = if mutation {
+            match self.rng.below(20) {
+                0..=7 => {
+                    let input = self.input(&[
+                        ("projectId", "proj_1"),
+                        ("environmentId", env),
+                        ("serviceId", "svc_api"),
+                    ]);
+                    format!("variableUpsert(input: {input})")
+                }
+                8..=13 => format!(
+                    "serviceInstanceRedeploy(serviceId: {}, environmentId: {})",
+                    self.string("svc_api"),
+                    self.string(env)
+                ),
+                14..=18 => format!("deploymentRestart(id: {})", self.string("dep_stg")),
+                _ => format!("volumeDelete(volumeId: {})", self.string("vol_stg")),
+            }
+        } else {
+            let node = "{ id name }";
+            match self.rng.below(12) {
+                0..=2 => format!("project(id: {}) {node}", self.string("proj_1")),
+                3 => format!(
+                    "project(id: {}) {{ id child(id: {}) {{ id }} }}",
+                    self.string("proj_1"),
+                    self.string("c1")
+                ),
+                4..=5 => format!("environment(id: {}) {node}", self.string(env)),
+                6 => format!("service(id: {}) {node}", self.string("svc_api")),
+                7..=8 => format!(
+                    "variables(projectId: {}, environmentId: {}, serviceId: {})",
+                    self.string("proj_1"),
+                    self.string(env),
+                    self.string("svc_api")
+                ),
+                9 => {
+                    let input = self.input(&[("projectId", "proj_1"), ("environmentId", env)]);
+                    format!("deployments(input: {input}, first: 5) {{ id }}")
+                }
+                _ => "me { name email }".to_owned(),
+            }
+        };
+        let alias = self.alias();
+        let directive = self.directive();
+        match self.rng.below(10) {
+            // In a fragment of its own, spread here.
+            0 | 1 => {
+                let name = self.fresh("F");
+                let on = if mutation { "Mutation" } else { "Query" };
+                self.fragments
+                    .push(format!("fragment {name} on {on} {{ {alias}{field}{directive} }}"));
+                format!("...{name}")
+            }
+            // In an inline fragment, with or without a type condition.
+            2 => {
+                let on = match (mutation, self.rng.chance(50)) {
+                    (_, false) => "",
+                    (true, true) => " on Mutation",
+                    (false, true) => " on Query",
+                };
+                format!("...{on}{} {{ {alias}{field} }}", self.directive())
+            }
+            _ => format!("{alias}{field}{directive}"),
+        }
+    }
+}
+
+/// One operation's text, its variables' values, and its name.
+fn operation(rng: &mut Rng, name: Option<String>, mutation: bool) -> (String, Map<String, Value>, Vec<String>) {
+    let mut w = Writer {
+        rng,
+        vars: Vec::new(),
+        values: Map::new(),
+        fragments: Vec::new(),
+        count: 0,
+    };
+    let prefix = name.clone().unwrap_or_default();
+    w.count = prefix.len() * 100;
+    let n = 1 + w.rng.below(3);
+    let roots: Vec<String> = (0..n).map(|_| w.root(mutation)).collect();
+    let vars = if w.vars.is_empty() {
+        String::new()
+    } else {
+        let defs: Vec<String> = w
+            .vars
+            .iter()
+            .map(|(n, t, d)| match d {
+                Some(d) => format!("${n}: {t} = {d}"),
+                None => format!("${n}: {t}"),
+            })
+            .collect();
+        format!("({})", defs.join(", "))
+    };
+    let keyword = if mutation { "mutation" } else { "query" };
+    let head = match (&name, vars.is_empty(), mutation) {
+        (None, true, false) if w.rng.chance(50) => String::new(),
+        (None, _, _) => format!("{keyword}{vars} "),
+        (Some(n), _, _) => format!("{keyword} {n}{vars} "),
+    };
+    let separator = *w.rng.pick(&[" ", "\n", " , ", " # a comment\n"]);
+    let text = format!("{head}{{ {} }}", roots.join(separator));
+    (text, w.values, w.fragments)
+}
+
+/// One GraphQL request: a document, its variables, maybe an operationName.
+fn request(rng: &mut Rng, fault: Fault) -> Value {
+    let mutation = rng.chance(30);
+    let several = rng.chance(12) || matches!(fault, Fault::NoOperationName | Fault::WrongOperationName);
+    let mut parts = Vec::new();
+    let mut variables = Map::new();
+    let mut fragments = Vec::new();
+    let mut names = Vec::new();
+    let count = if several { 2 } else { 1 };
+    for i in 0..count {
+        let name = (several || rng.chance(40)).then(|| format!("Op{}", i + rng.below(3) * 10));
+        let kind = if i == 0 { mutation } else { rng.chance(30) };
+        let (text, values, frags) = operation(rng, name.clone(), kind);
+        parts.push(text);
+        variables.extend(values);
+        fragments.extend(frags);
+        names.extend(name);
+    }
+    let mut operation_name = match (names.len(), rng.chance(30)) {
+        (0, _) => None,
+        (1, false) => None,
+        (_, _) => Some(rng.pick(&names).clone()),
+    };
+    let mut document = parts.join("\n");
+    let mut fragment_text = fragments.join("\n");
+    match fault {
+        Fault::None => {}
+        Fault::DuplicateInputField => {
+            document = format!(
+                "mutation D {{ variableUpsert(input: {{ environmentId: \"env_stg\", meta: {{ environmentId: \"env_stg\", environmentId: \"env_prod\" }} }}) }}\n{document}"
+            );
+            operation_name = Some("D".into());
+        }
+        Fault::DuplicateArgument => {
+            document = format!("query D {{ project(id: \"proj_1\", id: \"proj_2\") {{ id }} }}\n{document}");
+            operation_name = Some("D".into());
+        }
+        Fault::DuplicateVariable => {
+            document = format!("query D($x: String, $x: String) {{ project(id: $x) {{ id }} }}\n{document}");
+            variables.insert("x".into(), json!("proj_1"));
+            operation_name = Some("D".into());
+        }
+        Fault::DuplicateOperation => {
+            document = format!("query D {{ me {{ name }} }}\nquery D {{ me {{ id }} }}\n{document}");
+            operation_name = Some("D".into());
+        }
+        Fault::DuplicateFragment => {
+            fragment_text.push_str("\nfragment Twice on Query { me { id } }\nfragment Twice on Query { me { name } }");
+            document = format!("query D {{ ...Twice }}\n{document}");
+            operation_name = Some("D".into());
+        }
+        Fault::ConflictingAlias => {
+            document = format!(
+                "query D {{ x: project(id: \"proj_1\") {{ id }} x: environment(id: \"env_prod\") {{ id }} }}\n{document}"
+            );
+            operation_name = Some("D".into());
+        }
+        Fault::UnusedVariable => {
+            document = format!("query D($unused: String) {{ me {{ name }} }}\n{document}");
+            operation_name = Some("D".into());
+        }
+        Fault::UnusedFragment => fragment_text.push_str("\nfragment Unused on Query { me { id } }"),
+        Fault::UndefinedVariable => {
+            document = format!("query D {{ project(id: $nowhere) {{ id }} }}\n{document}");
+            operation_name = Some("D".into());
+        }
+        Fault::NoOperationName => operation_name = None,
+        Fault::WrongOperationName => operation_name = Some("Elsewhere".into()),
+        Fault::UnknownDirective => {
+            document = format!("query D {{ me @defer {{ name }} }}\n{document}");
+            operation_name = Some("D".into());
+        }
+        Fault::FragmentCycle => {
+            fragment_text.push_str("\nfragment C1 on Query { ...C2 }\nfragment C2 on Query { ...C1 }");
+            document = format!("query D {{ ...C1 }}\n{document}");
+            operation_name = Some("D".into());
+        }
+        Fault::WrongRootType => {
+            document = format!("query D {{ ... on Mutation {{ volumeDelete(volumeId: \"vol_stg\") }} }}\n{document}");
+            operation_name = Some("D".into());
+        }
+        Fault::MissingSkipCondition => {
+            document = format!("query D($b: Boolean!) {{ me @skip(if: $b) {{ name }} }}\n{document}");
+            operation_name = Some("D".into());
+        }
+    }
+    // Fragments before or after the operations.
+    let query = if rng.chance(50) {
+        format!("{document}\n{fragment_text}")
+    } else {
+        format!("{fragment_text}\n{document}")
+    };
+    let mut body = Map::new();
+    body.insert("query".into(), json!(query));
+    if !variables.is_empty() || rng.chance(10) {
+        body.insert("variables".into(), Value::Object(variables));
+    }
+    if let Some(name) = operation_name {
+        body.insert("operationName".into(), json!(name));
+    }
+    Value::Object(body)
+}
+
+/// A request body: one request or a batch, and sometimes a few bytes of it
+/// mangled (most such bodies do not parse; the point is that none passes
+/// the broker and means something else to the reference).
+fn body(rng: &mut Rng) -> String {
+    let fault = if rng.chance(12) {
+        *rng.pick(&FAULTS)
+    } else {
+        Fault::None
+    };
+    let text = if rng.chance(8) {
+        json!([request(rng, Fault::None), request(rng, fault)]).to_string()
+    } else {
+        request(rng, fault).to_string()
+    };
+    if !rng.chance(5) {
+        return text;
+    }
+    let mut bytes = text.into_bytes();
+    for _ in 0..1 + rng.below(3) {
+        let at = rng.below(bytes.len());
+        match rng.below(3) {
+            0 => {
+                bytes.remove(at);
+            }
+            1 => bytes.insert(at, *rng.pick(b"{}()[]:$@.!\"\\ ,#=a1")),
+            _ => bytes[at] = *rng.pick(b"{}()[]:$@.!\"\\ ,#=a1"),
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// What the broker makes of a body: refused (and the problem type), or
+/// allowed with the selected operations' root fields and arguments.
+enum Broker {
+    Refused(String),
+    Allowed(Vec<String>),
+}
+
+struct Engine {
+    classifier: Classifier,
+    rules: Rules,
+    scopes: Vec<String>,
+    id_arguments: BTreeMap<String, String>,
+    kinds: BTreeSet<String>,
+}
+
+impl Engine {
+    fn new() -> Engine {
+        let kind = ProviderKind::Railway;
+        let tiers: BTreeMap<String, Tier> = kind.pack().scopes.iter().map(|(n, s)| (n.clone(), s.tier)).collect();
+        let classifier = Classifier::new(kind, &[], &tiers, GraphqlLimits::default()).unwrap();
+        let owners: BTreeMap<String, Vec<String>> = [
+            ("proj_1", &["staging", "production"][..]),
+            ("svc_api", &["staging", "production"]),
+            ("env_stg", &["staging"]),
+            ("env_prod", &["production"]),
+            ("dep_stg", &["staging"]),
+            ("vol_stg", &["staging"]),
+        ]
+        .into_iter()
+        .map(|(id, envs)| (id.to_owned(), envs.iter().map(|e| (*e).to_owned()).collect()))
+        .collect();
+        let mut rules = Rules::default();
+        rules.resources.insert(
+            "railway".into(),
+            ProviderResources {
+                owners,
+                unknown_reads: false,
+                case_insensitive: false,
+            },
+        );
+        let graphql = kind.pack().graphql.as_ref().unwrap();
+        Engine {
+            classifier,
+            rules,
+            scopes: ["read", "variable:write", "deployment:deploy"]
+                .map(String::from)
+                .to_vec(),
+            id_arguments: graphql.id_arguments.clone(),
+            kinds: graphql.id_arguments.values().cloned().collect(),
+        }
+    }
+
+    fn judge(&self, body: &str) -> Broker {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let view = RequestView {
+            method: &Method::POST,
+            path: "/graphql/v2",
+            query: None,
+            headers: &headers,
+            body: Some(body.as_bytes()),
+        };
+        let classified = match self.classifier.classify(&view) {
+            Ok(c) => c,
+            Err(e) => return Broker::Refused(e.kind().to_owned()),
+        };
+        let access = Access {
+            env: "staging",
+            provider: "railway",
+            scopes: Some(&self.scopes),
+        };
+        if let Some(refusal) = policy::decide(&self.rules, &access, &classified.operations).refusal {
+            return Broker::Refused(refusal.kind().to_owned());
+        }
+        let ids = IdSpec {
+            arguments: &self.id_arguments,
+            kinds: &self.kinds,
+        };
+        let fields = root_fields(
+            &Method::POST,
+            None,
+            &headers,
+            Some(body.as_bytes()),
+            &GraphqlLimits::default(),
+            &ids,
+        )
+        .expect("classified once, read again");
+        let mut selected: Vec<String> = fields
+            .into_iter()
+            .filter(|f| f.selected)
+            .map(|f| json!([f.name, Value::Object(f.arguments.into_iter().collect())]).to_string())
+            .collect();
+        selected.sort();
+        Broker::Allowed(selected)
+    }
+}
+
+/// What graphql-js makes of a body.
+enum Reference {
+    Runs(Vec<String>),
+    Refuses(String),
+    /// Refused only for what the provider's own schema says (a field,
+    /// argument or type it does not have): the provider runs nothing.
+    SchemaRefuses(String),
+}
+
+/// graphql-js's answers to the bodies, in order.
+fn reference(bodies: &[String]) -> Vec<Reference> {
+    let script = "tests/js/graphql-reference.mjs";
+    assert!(
+        std::path::Path::new("tests/js/node_modules/graphql").exists(),
+        "graphql-js is not installed: run the suite with scripts/test"
+    );
+    let mut child = Command::new("node")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs the reference");
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = bodies.to_vec();
+    let writer = std::thread::spawn(move || {
+        for line in lines {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    });
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let answers: Vec<Reference> = out
+        .lines()
+        .map(|line| {
+            let answer: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            let error = || answer["error"].as_str().unwrap_or_default().to_owned();
+            if answer["ok"] == true {
+                let mut fields: Vec<String> = answer["fields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect();
+                fields.sort();
+                Reference::Runs(fields)
+            } else if answer["schema"] == true {
+                Reference::SchemaRefuses(error())
+            } else {
+                Reference::Refuses(error())
+            }
+        })
+        .collect();
+    writer.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    answers
+}
+
+#[test]
+fn the_graphql_classifier_agrees_with_graphql_js_or_refuses() {
+    let cases: usize = std::env::var("VALETKEY_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    let seed: u64 = std::env::var("VALETKEY_DIFF_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_cafe);
+    // splitmix64 of the seed: every seed a different, non-zero state.
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    let mut rng = Rng((z ^ (z >> 31)) | 1);
+    // JSON escapes the newlines inside strings and the mangling adds none:
+    // each body is one line to the reference.
+    let bodies: Vec<String> = (0..cases).map(|_| body(&mut rng)).collect();
+    assert!(bodies.iter().all(|b| !b.contains('\n')));
+    let engine = Engine::new();
+    let answers = reference(&bodies);
+    assert_eq!(answers.len(), bodies.len());
+
+    let mut agree = 0;
+    let mut stricter: BTreeMap<String, usize> = BTreeMap::new();
+    let mut both_refuse = 0;
+    let mut schema_refuses = 0;
+    let mut violations = Vec::new();
+    for (body, reference) in bodies.iter().zip(&answers) {
+        match (engine.judge(body), reference) {
+            (Broker::Allowed(ours), Reference::Runs(theirs)) if ours == *theirs => agree += 1,
+            (Broker::Allowed(ours), Reference::Runs(theirs)) => {
+                violations.push(format!("{body}\n  broker: {ours:?}\n  graphql-js: {theirs:?}"))
+            }
+            (Broker::Allowed(ours), Reference::Refuses(why)) => violations.push(format!(
+                "{body}\n  broker allowed {ours:?}\n  graphql-js refused: {why}"
+            )),
+            // The provider refuses it whole for its own schema's sake.
+            (Broker::Allowed(_), Reference::SchemaRefuses(_)) => schema_refuses += 1,
+            (Broker::Refused(kind), Reference::Runs(_)) => *stricter.entry(kind).or_insert(0) += 1,
+            (Broker::Refused(_), _) => both_refuse += 1,
+        }
+    }
+    eprintln!(
+        "differential, {cases} requests (seed {seed}): {agree} allowed and agreeing; {both_refuse} refused by both; {} refused by the broker alone {stricter:?}; {schema_refuses} allowed by the broker and refused by the provider's schema (a misspelled field, argument or type: nothing runs); {} allowed against the reference",
+        stricter.values().sum::<usize>(),
+        violations.len()
+    );
+    assert!(
+        violations.is_empty(),
+        "{} requests the broker allowed and graphql-js refused or read otherwise; the first:\n{}",
+        violations.len(),
+        violations.iter().take(3).cloned().collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        agree * 2 >= cases,
+        "only {agree} of {cases} requests were allowed and agreed"
+    );
+}
