@@ -395,7 +395,7 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
             let name = name_text(field.name());
             let arguments = arguments(&field, &scope)?;
             let mut nested = Vec::new();
-            walk.children(&field, 2, &scope, &mut nested)?;
+            walk.children(&field, &scope, &mut nested)?;
             // One response key, one execution: a field selected twice the
             // same way runs once.
             let key = response_key(&field);
@@ -978,7 +978,6 @@ impl Walk<'_> {
     fn children(
         &mut self,
         field: &cst::Field,
-        depth: usize,
         scope: &Scope<'_>,
         out: &mut Vec<ResourceRef>,
     ) -> Result<(), ClassifyError> {
@@ -990,7 +989,7 @@ impl Walk<'_> {
             let name = name_text(child.name());
             let id_kind = self.ids.kinds.get(&name).map(String::as_str);
             collect_ids(&arguments(&child, scope)?, id_kind, self.ids.arguments, out);
-            self.children(&child, depth + 1, scope, out)?;
+            self.children(&child, scope, out)?;
         }
         Ok(())
     }
