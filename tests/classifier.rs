@@ -609,7 +609,7 @@ fn the_graphql_classifier_agrees_with_graphql_js_or_refuses() {
     let mut agree = 0;
     let mut stricter: BTreeMap<String, usize> = BTreeMap::new();
     let mut both_refuse = 0;
-    let mut schema_refuses = 0;
+    let mut schema_refuses: Vec<&str> = Vec::new();
     let mut violations = Vec::new();
     for (body, reference) in bodies.iter().zip(&answers) {
         match (engine.judge(body), reference) {
@@ -621,14 +621,16 @@ fn the_graphql_classifier_agrees_with_graphql_js_or_refuses() {
                 "{body}\n  broker allowed {ours:?}\n  graphql-js refused: {why}"
             )),
             // The provider refuses it whole for its own schema's sake.
-            (Broker::Allowed(_), Reference::SchemaRefuses(_)) => schema_refuses += 1,
+            (Broker::Allowed(_), Reference::SchemaRefuses(why)) => schema_refuses.push(why),
             (Broker::Refused(kind), Reference::Runs(_)) => *stricter.entry(kind).or_insert(0) += 1,
             (Broker::Refused(_), _) => both_refuse += 1,
         }
     }
     eprintln!(
-        "differential, {cases} requests (seed {seed}): {agree} allowed and agreeing; {both_refuse} refused by both; {} refused by the broker alone {stricter:?}; {schema_refuses} allowed by the broker and refused by the provider's schema (a misspelled field, argument or type: nothing runs); {} allowed against the reference",
+        "differential, {cases} requests (seed {seed}): {agree} allowed and agreeing; {both_refuse} refused by both; {} refused by the broker alone {stricter:?}; {} allowed by the broker and refused by the provider's schema (nothing runs; the first: {:?}); {} allowed against the reference",
         stricter.values().sum::<usize>(),
+        schema_refuses.len(),
+        schema_refuses.first(),
         violations.len()
     );
     assert!(
