@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the hot path's pure steps and its one write:
 //! credential verification (cold, and cached as the broker does it),
 //! GraphQL classification of a small and a large document, REST
-//! classification, `policy::decide`, and one durable audit append.
+//! classification against GitHub's whole pack, the engine `judge` (the
+//! misplaced-credential scan, classification and `decide`), `policy::decide`,
+//! the scan of an answer for real tokens, and one durable audit append.
 //!
 //!   cargo bench --bench micro
 //!
@@ -103,6 +105,45 @@ fn benches(c: &mut Criterion) {
     c.bench_function("classify/rest DELETE ref", |b| {
         b.iter(|| rest(&Method::DELETE, black_box("/repos/acme/api/git/refs/heads/feature")))
     });
+    c.bench_function("classify/rest GET a resource-free route", |b| {
+        b.iter(|| rest(&Method::GET, black_box("/rate_limit")))
+    });
+
+    let claims = broker.authenticate(&credential, SystemTime::now()).unwrap();
+    let mut request_headers = headers.clone();
+    request_headers.insert("authorization", format!("Bearer {credential}").parse().unwrap());
+    request_headers.insert("accept", "application/vnd.github+json".parse().unwrap());
+    request_headers.insert("user-agent", "gh/2.63.0".parse().unwrap());
+    request_headers.insert("x-github-api-version", "2022-11-28".parse().unwrap());
+    c.bench_function("proxy/judge GET contents (scan, classify, decide)", |b| {
+        b.iter(|| {
+            let view = RequestView {
+                method: &Method::GET,
+                path: black_box("/repos/acme/api/contents/src/main.rs"),
+                query: Some("ref=main"),
+                headers: &request_headers,
+                body: None,
+            };
+            valetkey::proxy::judge(&broker, github, "github", &claims, &view)
+        })
+    });
+
+    // An answer as an API sends it: JSON, 1 MiB in 64 KiB chunks.
+    let record = br#"{"id":1296269,"node_id":"MDEwOlJlcG9zaXRvcnkxMjk2MjY5","name":"Hello-World","full_name":"octocat/Hello-World","private":false,"html_url":"https://github.com/octocat/Hello-World","description":"This your first repo!","fork":false,"url":"https://api.github.com/repos/octocat/Hello-World"},"#;
+    let body: Vec<u8> = record.iter().copied().cycle().take(1 << 20).collect();
+    let chunks: Vec<axum::body::Bytes> = body.chunks(64 * 1024).map(axum::body::Bytes::copy_from_slice).collect();
+    let redactor = broker.redactor();
+    let mut group = c.benchmark_group("redact");
+    group.throughput(criterion::Throughput::Bytes(body.len() as u64));
+    group.bench_function("scan a 1 MiB JSON answer in 64 KiB chunks", |b| {
+        b.iter(|| {
+            use futures_util::StreamExt;
+            let stream = futures_util::stream::iter(chunks.iter().cloned().map(Ok::<_, std::io::Error>));
+            let scanned = redactor.clone().stream(stream, Box::new(|_| {}));
+            rt.block_on(scanned.fold(0usize, |n, c| async move { n + c.unwrap().len() }))
+        })
+    });
+    group.finish();
 
     let mutation = json!({ "query": "mutation { variableUpsert(input: { projectId: \"proj_1\", environmentId: \"env_stg\", serviceId: \"svc_api\", name: \"LOG_LEVEL\", value: \"debug\" }) }" }).to_string();
     let operations = graphql(mutation.as_bytes()).operations;

@@ -127,6 +127,25 @@ async fn the_corpus_is_decided_as_expected_and_refusals_reach_nobody() {
             assert!((200..300).contains(&status), "{}: {status} {answer}", case.name);
             let sent = (after.0 - before.0) + (after.1 - before.1) + (after.2 - before.2);
             assert_eq!(sent, 1, "{}: the upstream did not receive it exactly once", case.name);
+            // With the real token, and without the agent's credential anywhere.
+            let (upstream, token) = match case.provider {
+                "railway" => (&f.railway, RAILWAY_STAGING),
+                "github" => (&f.github, GITHUB_STAGING),
+                _ => (&f.api, API_STAGING),
+            };
+            let received = upstream.received().pop().unwrap();
+            assert_eq!(
+                received.header("authorization"),
+                Some(format!("Bearer {token}").as_str()),
+                "{}",
+                case.name
+            );
+            let jwt = f.credential.strip_prefix("vk1.").unwrap();
+            assert!(
+                !received.everything().contains(jwt),
+                "{}: the credential went upstream",
+                case.name
+            );
         } else {
             assert_eq!(answer["type"], case.expect, "{}: {answer}", case.name);
             assert!((400..500).contains(&status), "{}: {status}", case.name);

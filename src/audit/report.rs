@@ -113,6 +113,8 @@ pub fn build(rules: &Rules, events: &[Record], facts: &Facts<'_>, since_ms: i64,
     let mut destructive: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut mismatches: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut raw_tokens: BTreeSet<String> = BTreeSet::new();
+    // Answers in which an upstream echoed a real token, by provider.
+    let mut echoed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut shared: BTreeMap<String, u64> = BTreeMap::new();
     let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
     let mut reach: BTreeSet<String> = BTreeSet::new();
@@ -179,6 +181,19 @@ pub fn build(rules: &Rules, events: &[Record], facts: &Facts<'_>, since_ms: i64,
                 _ => {}
             },
             "upstream_credential_mismatch" => *mismatches.entry("upstream_credential_mismatch").or_default() += 1,
+            "token_echoed" => {
+                let fingerprints = echoed
+                    .entry(d["provider"].as_str().unwrap_or("?").to_owned())
+                    .or_default();
+                for f in d["fingerprints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    fingerprints.insert(f.to_owned());
+                }
+            }
             "token_reach_finding" => {
                 reach.insert(format!(
                     "{} token for `{}` reaches {}",
@@ -300,6 +315,18 @@ pub fn build(rules: &Rules, events: &[Record], facts: &Facts<'_>, since_ms: i64,
                 raw_tokens.iter().cloned().collect::<Vec<_>>().join(", ")
             ),
             recommendation: "rotate these tokens at the provider, and find how agents got them".into(),
+        });
+    }
+    for (provider, fingerprints) in &echoed {
+        findings.push(Finding {
+            kind: "token_echoed",
+            severity: Severity::High,
+            title: format!("provider `{provider}` echoed a real token in its answers"),
+            evidence: format!(
+                "fingerprints: {}",
+                fingerprints.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            recommendation: "the broker overwrote the token before agents saw it; find the endpoint that reflects credentials (a debug route, an error page) and consider rotating the token".into(),
         });
     }
     for (id, n) in &shared {
@@ -627,6 +654,11 @@ mod tests {
             EventKind::CredentialRefused,
             json!({ "refusal": "raw_provider_token", "fingerprint": "hmac-sha256:abc" }),
         ));
+        times.push(at(
+            9,
+            EventKind::TokenEchoed,
+            json!({ "provider": "api", "fingerprints": ["hmac-sha256:def"] }),
+        ));
         // Before the window: must not count.
         times.push(at(45, EventKind::ProxyAllowed, json!({ "provider": "railway", "operations": [op("mutation deploymentRedeploy", "deployment:deploy", "vol_stg", json!(["staging"]), None)] })));
         let mut prev = GENESIS.to_owned();
@@ -677,6 +709,11 @@ mod tests {
                     "destructive_attempts",
                     Severity::High,
                     "agent `coder` attempted destructive or catastrophic operations"
+                ),
+                (
+                    "token_echoed",
+                    Severity::High,
+                    "provider `api` echoed a real token in its answers"
                 ),
                 ("mismatches", Severity::Medium, "1 refusal credential_mismatch"),
                 ("mismatches", Severity::Medium, "1 refusal unknown_resource"),

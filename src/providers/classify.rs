@@ -1155,10 +1155,11 @@ mod tests {
             operation in prop::sample::select(vec!["null", "\"Q\"", "\"X\"", "1"]),
             raw in prop::collection::vec(any::<u8>(), 0..300),
         ) {
-            let c = railway();
+            static RAILWAY: std::sync::LazyLock<Classifier> = std::sync::LazyLock::new(railway);
+            let c = &*RAILWAY;
             let body = format!("{{\"query\": {}, \"variables\": {variables}, \"operationName\": {operation}}}", serde_json::to_string(&query).unwrap());
-            let _ = post(&c, "application/json", &body);
-            let _ = post(&c, "application/graphql", &query);
+            let _ = post(c, "application/json", &body);
+            let _ = post(c, "application/graphql", &query);
             let _ = c.classify(&RequestView {
                 method: &Method::POST,
                 path: "/graphql/v2",
@@ -1184,7 +1185,8 @@ mod tests {
             query in "[a-z_=&%0-9.-]{0,30}",
             body in prop::collection::vec(any::<u8>(), 0..200),
         ) {
-            let gh = classifier(ProviderKind::Github, &[]);
+            static GITHUB: std::sync::LazyLock<Classifier> = std::sync::LazyLock::new(|| classifier(ProviderKind::Github, &[]));
+            let gh = &*GITHUB;
             let m = Method::from_bytes(method.as_bytes()).unwrap();
             let h = headers("application/json");
             let _ = gh.classify(&RequestView { method: &m, path: &path, query: Some(&query), headers: &h, body: Some(&body) });

@@ -62,6 +62,12 @@ fn segment(raw: &str, piece: &str) -> Result<String, String> {
             "the path segment `{piece}` carries a matrix parameter (`;`), which some servers strip and others keep"
         ));
     }
+    if let Some(c) = piece.chars().find(|c| !is_path_char(*c)) {
+        return Err(format!(
+            "the path segment `{piece}` has `{}`, which a URI path carries only percent-encoded",
+            c.escape_default()
+        ));
+    }
     let bytes = piece.as_bytes();
     for (i, _) in piece.match_indices('%') {
         let hex = bytes.get(i + 1..i + 3).unwrap_or_default();
@@ -92,6 +98,12 @@ fn segment(raw: &str, piece: &str) -> Result<String, String> {
         ));
     }
     Ok(decoded.into_owned())
+}
+
+/// The characters RFC 3986 allows in a path segment as they are (`%` begins
+/// an escape; `;` is refused before this is asked).
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&'()*+,=:@%".contains(c)
 }
 
 /// Writes decoded segments back as a path, each segment escaped on its own.
@@ -397,6 +409,12 @@ mod tests {
             "/repos/acme/api;x=1",
             "/repos/acme;/api",
             "/repos/acme/api%3Bx=1",
+            // Characters a URI path carries only percent-encoded.
+            "/repos/acme/api ",
+            "/repos/ac me/api",
+            "/repos/acme/{repo}",
+            "/repos/acme/api\"",
+            "/repos/acmé/api",
             // Not a path.
             "repos/acme/api",
         ] {

@@ -297,6 +297,7 @@ mod tests {
             spelling in 0..3usize,
             cuts in prop::collection::vec(1..64usize, 1..40),
         ) {
+            static REDACTOR: std::sync::LazyLock<Arc<Redactor>> = std::sync::LazyLock::new(redactor);
             let b64 = base64::engine::general_purpose::STANDARD.encode(format!("u:{TOKEN}"));
             let secret = match spelling {
                 0 => TOKEN.to_owned(),
@@ -317,9 +318,11 @@ mod tests {
                 chunks.push(Ok::<_, std::io::Error>(Bytes::copy_from_slice(head)));
                 rest = tail;
             }
-            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let out: Vec<u8> = runtime.block_on(
-                redactor()
+            static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> =
+                std::sync::LazyLock::new(|| tokio::runtime::Builder::new_current_thread().build().unwrap());
+            let out: Vec<u8> = RUNTIME.block_on(
+                REDACTOR
+                    .clone()
                     .stream(futures_util::stream::iter(chunks), Box::new(|_| {}))
                     .map(|c| c.unwrap())
                     .collect::<Vec<_>>(),
