@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use http::{HeaderMap, Method, header};
 
-use super::graphql::{self, GraphqlLimits, IdSpec, RootField};
+use super::graphql::{self, GraphqlLimits, IdSpec, OperationType, RootField};
 use super::pack::{CompiledRule, Matcher, OperationRule, RuleGrant};
-use super::rest::{self, PathPattern};
+use super::rest::{self, PathPattern, PatternTrie};
 use super::{ProviderKind, github};
 use crate::policy::{Operation, ResourceRef, Tier};
 
@@ -252,11 +252,10 @@ impl Classifier {
     }
 
     /// The most specific matching rule of ops and of the pack; the stricter
-    /// if both. `key` is the request's first path segment (lowercase) or
-    /// root field.
-    fn pick<T>(&self, key: &str, matches: impl Fn(&CompiledRule) -> Option<T>) -> Option<(&CompiledRule, T)> {
-        let ops = self.ops_rules.find(key, &matches);
-        let pack = self.pack_rules.find(key, &matches);
+    /// if both.
+    fn pick<'a, T>(&'a self, find: impl Fn(&'a RuleList) -> Option<(&'a CompiledRule, T)>) -> Option<(&'a CompiledRule, T)> {
+        let ops = find(&self.ops_rules);
+        let pack = find(&self.pack_rules);
         match (ops, pack) {
             (Some(ops), Some(pack)) if pack.0.grant.strictness() > ops.0.grant.strictness() => Some(pack),
             (Some(ops), _) => Some(ops),
@@ -271,22 +270,7 @@ impl Classifier {
         path: &str,
     ) -> Result<Operation, ClassifyError> {
         let method = request.method.as_str();
-        let key = segments.first().map(|s| s.to_ascii_lowercase()).unwrap_or_default();
-        let picked = self.pick(&key, |rule| match &rule.matcher {
-            Matcher::Rest { method: m, pattern } => {
-                let method_matches = match m.as_deref() {
-                    None => true,
-                    Some("GET") => method == "GET" || method == "HEAD",
-                    Some(m) => m == method,
-                };
-                if method_matches {
-                    pattern.matches(segments)
-                } else {
-                    None
-                }
-            }
-            Matcher::Field { .. } => None,
-        });
+        let picked = self.pick(|rules| rules.find_path(method, segments));
         let Some((rule, captures)) = picked else {
             return Ok(unknown(format!("{method} {path}")));
         };
@@ -334,21 +318,7 @@ impl Classifier {
 
     fn graphql_operation(&self, spec: &GraphqlSpec, field: RootField) -> Operation {
         let name = format!("{} {}", field.operation, field.name);
-        let picked = self.pick(&field.name, |rule| match &rule.matcher {
-            Matcher::Field {
-                operation,
-                name,
-                prefix,
-            } if *operation == field.operation => {
-                let hit = if *prefix {
-                    field.name.starts_with(name.as_str())
-                } else {
-                    field.name == *name
-                };
-                hit.then_some(())
-            }
-            _ => None,
-        });
+        let picked = self.pick(|rules| rules.find_field(field.operation, &field.name).map(|rule| (rule, ())));
         let Some((rule, ())) = picked else {
             return unknown(name);
         };
@@ -384,50 +354,93 @@ impl Classifier {
     }
 }
 
-/// One list of compiled rules (ops' or the pack's), most specific first, so
-/// the first match is the most specific one; indexed by the fixed first path
-/// segment or field name a request must have to match.
+/// One list of compiled rules (ops' or the pack's), most specific first,
+/// indexed so that the first rule found is the most specific that matches: a
+/// trie of path patterns per method, and field names.
 #[derive(Debug, Clone)]
 struct RuleList {
     rules: Vec<CompiledRule>,
-    /// Key → the rules a request with that key may match, in order: those
-    /// with that key and those with none.
-    by_key: HashMap<String, Vec<usize>>,
-    /// The rules without a fixed key (a parameter first, a field prefix).
-    unkeyed: Vec<usize>,
+    /// Method → the REST rules of that method and of any method; `None` →
+    /// those of any method alone, for methods no rule names.
+    paths: HashMap<Option<String>, PatternTrie>,
+    /// Field name → the GraphQL rules naming it and every prefix rule, in order.
+    fields: HashMap<String, Vec<usize>>,
+    /// The GraphQL prefix rules, for field names no rule names exactly.
+    prefixes: Vec<usize>,
 }
 
 impl RuleList {
     fn new(mut rules: Vec<CompiledRule>) -> RuleList {
         // Stable: equally specific rules keep their order.
         rules.sort_by_cached_key(|r| std::cmp::Reverse(r.specificity()));
-        let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut unkeyed = Vec::new();
-        for (i, rule) in rules.iter().enumerate() {
-            let key = match &rule.matcher {
-                Matcher::Field {
-                    name, prefix: false, ..
-                } => Some(name.clone()),
+        let mut paths: HashMap<Option<String>, PatternTrie> = HashMap::new();
+        let methods: BTreeSet<Option<String>> = rules
+            .iter()
+            .filter_map(|r| match &r.matcher {
+                Matcher::Rest { method, .. } => Some(method.clone()),
                 Matcher::Field { .. } => None,
-                Matcher::Rest { pattern, .. } => pattern.first_literal(),
-            };
-            match key {
-                Some(key) => by_key.entry(key).or_default().push(i),
-                None => unkeyed.push(i),
+            })
+            .chain([None])
+            .collect();
+        let mut fields: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut prefixes = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            match &rule.matcher {
+                Matcher::Rest { method, pattern } => {
+                    for m in &methods {
+                        if method.is_none() || method == m {
+                            paths.entry(m.clone()).or_default().insert(pattern, i);
+                        }
+                    }
+                }
+                Matcher::Field { name, prefix: false, .. } => fields.entry(name.clone()).or_default().push(i),
+                Matcher::Field { .. } => prefixes.push(i),
             }
         }
-        for list in by_key.values_mut() {
-            list.extend(&unkeyed);
+        for list in fields.values_mut() {
+            list.extend(&prefixes);
             list.sort_unstable();
         }
-        RuleList { rules, by_key, unkeyed }
+        RuleList {
+            rules,
+            paths,
+            fields,
+            prefixes,
+        }
     }
 
-    fn find<T>(&self, key: &str, matches: impl Fn(&CompiledRule) -> Option<T>) -> Option<(&CompiledRule, T)> {
-        let candidates = self.by_key.get(key).unwrap_or(&self.unkeyed);
-        candidates.iter().find_map(|&i| {
+    /// The most specific rule of `method` whose pattern `segments` match.
+    fn find_path(&self, method: &str, segments: &[String]) -> Option<(&CompiledRule, BTreeMap<String, String>)> {
+        // A GET rule covers HEAD.
+        let method = if method == "HEAD" { "GET" } else { method };
+        let trie = self
+            .paths
+            .get(&Some(method.to_owned()))
+            .or_else(|| self.paths.get(&None))?;
+        let mut found = None;
+        trie.visit(segments, &mut |i| {
             let rule = &self.rules[i];
-            matches(rule).map(|m| (rule, m))
+            if let Matcher::Rest { pattern, .. } = &rule.matcher
+                && let Some(captures) = pattern.matches(segments)
+            {
+                found = Some((rule, captures));
+                return true;
+            }
+            false
+        });
+        found
+    }
+
+    /// The first rule naming a root field of this kind.
+    fn find_field(&self, operation: OperationType, field: &str) -> Option<&CompiledRule> {
+        let candidates = self.fields.get(field).unwrap_or(&self.prefixes);
+        candidates.iter().map(|&i| &self.rules[i]).find(|rule| match &rule.matcher {
+            Matcher::Field {
+                operation: o,
+                name,
+                prefix,
+            } => *o == operation && if *prefix { field.starts_with(name.as_str()) } else { field == name },
+            Matcher::Rest { .. } => false,
         })
     }
 }

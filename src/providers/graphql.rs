@@ -301,12 +301,7 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         )));
     }
     let document = tree.document();
-    complete(&document)?;
-    let aliases = document
-        .syntax()
-        .descendants()
-        .filter(|n| n.kind() == SyntaxKind::ALIAS)
-        .count();
+    let aliases = complete(&document)?;
     if aliases > limits.max_aliases {
         return Err(ClassifyError::TooComplex {
             what: "aliases",
@@ -372,6 +367,8 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         ids,
         visits: 0,
         spread: BTreeSet::new(),
+        checked: Default::default(),
+        nested: HashMap::new(),
     };
     let mut fields = Vec::new();
     for (op, name) in operations.iter().zip(&names) {
@@ -388,6 +385,8 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         };
         let Some(set) = op.selection_set() else { continue };
         // What a server validates, before any directive is evaluated.
+        walk.checked.clear();
+        walk.nested.clear();
         walk.check(&set, &scope, Some(kind), 1)?;
         let roots = walk.flatten(&set, &scope, Some(kind), &mut Vec::new(), false)?;
         let mut seen: Vec<Selected> = Vec::new();
@@ -428,9 +427,14 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
 /// The parser recovers from some omissions without an error (`f(a)`, an
 /// argument with no value; `{ b }`, an input field with no value), which a
 /// server refuses to parse. Every node the broker reads must be whole.
-fn complete(document: &cst::Document) -> Result<(), ClassifyError> {
+/// Returns how many aliases the document has (counted in the same pass).
+fn complete(document: &cst::Document) -> Result<usize, ClassifyError> {
+    let mut aliases = 0;
     for node in document.syntax().descendants() {
         let kind = node.kind();
+        if kind == SyntaxKind::ALIAS {
+            aliases += 1;
+        }
         let missing = match kind {
             SyntaxKind::ARGUMENT => cst::Argument::cast(node)
                 .filter(|a| a.name().is_some() && a.value().is_some())
@@ -470,7 +474,7 @@ fn complete(document: &cst::Document) -> Result<(), ClassifyError> {
             )));
         }
     }
-    Ok(())
+    Ok(aliases)
 }
 
 /// A root field as selected: response key, field name, arguments.
@@ -833,6 +837,12 @@ struct Walk<'a> {
     visits: usize,
     /// The fragments some operation spreads.
     spread: BTreeSet<String>,
+    /// Selection sets `check` has validated in the current operation, and at
+    /// what depth: a fragment spread many times is validated once.
+    checked: std::collections::HashSet<(apollo_parser::TextRange, usize)>,
+    /// The ids under each selection set in the current operation: a fragment
+    /// spread many times is walked once.
+    nested: HashMap<apollo_parser::TextRange, Vec<ResourceRef>>,
 }
 
 impl Walk<'_> {
@@ -927,6 +937,9 @@ impl Walk<'_> {
                 found: depth,
             });
         }
+        if !self.checked.insert((set.syntax().text_range(), depth)) {
+            return Ok(());
+        }
         let fields = self.flatten(set, scope, root, &mut Vec::new(), true)?;
         self.no_conflicts(&fields, scope)?;
         for field in &fields {
@@ -952,6 +965,10 @@ impl Walk<'_> {
             groups.entry(response_key(field)).or_default().push(field);
         }
         for (key, group) in groups {
+            // A key used once has nothing to agree with.
+            if group.len() == 1 {
+                continue;
+            }
             let first = group[0];
             let name = name_text(first.name());
             let args = written_arguments(first);
@@ -966,9 +983,7 @@ impl Walk<'_> {
                     children.extend(self.flatten(&set, scope, None, &mut Vec::new(), true)?);
                 }
             }
-            if group.len() > 1 {
-                self.no_conflicts(&children, scope)?;
-            }
+            self.no_conflicts(&children, scope)?;
         }
         Ok(())
     }
@@ -984,12 +999,25 @@ impl Walk<'_> {
         let Some(set) = field.selection_set() else {
             return Ok(());
         };
-        let fields = self.flatten(&set, scope, None, &mut Vec::new(), false)?;
-        for child in fields {
-            let name = name_text(child.name());
-            let id_kind = self.ids.kinds.get(&name).map(String::as_str);
-            collect_ids(&arguments(&child, scope)?, id_kind, self.ids.arguments, out);
-            self.children(&child, scope, out)?;
+        let range = set.syntax().text_range();
+        let ids = match self.nested.get(&range) {
+            Some(ids) => ids.clone(),
+            None => {
+                let mut ids = Vec::new();
+                for child in self.flatten(&set, scope, None, &mut Vec::new(), false)? {
+                    let name = name_text(child.name());
+                    let id_kind = self.ids.kinds.get(&name).map(String::as_str);
+                    collect_ids(&arguments(&child, scope)?, id_kind, self.ids.arguments, &mut ids);
+                    self.children(&child, scope, &mut ids)?;
+                }
+                self.nested.insert(range, ids.clone());
+                ids
+            }
+        };
+        for id in ids {
+            if !out.contains(&id) {
+                out.push(id);
+            }
         }
         Ok(())
     }

@@ -243,52 +243,145 @@ impl PathPattern {
         ranks
     }
 
-    /// The first segment when it is fixed (lowercase), for indexing.
-    pub fn first_literal(&self) -> Option<String> {
-        match self.segs.first() {
-            Some(Seg::Literal(l)) => Some(l.to_ascii_lowercase()),
-            _ => None,
-        }
-    }
-
     /// The captured parameters when `segments` match.
     pub fn matches(&self, segments: &[String]) -> Option<BTreeMap<String, String>> {
-        let span_at = self.segs.iter().position(|s| matches!(s, Seg::Span(_)));
-        let Some(k) = span_at else {
-            return self.match_run(&self.segs, segments, BTreeMap::new());
-        };
-        let suffix = &self.segs[k + 1..];
-        if segments.len() < k + 1 + suffix.len() {
-            return None;
+        // Most patterns tried do not match: decide that before allocating.
+        let (prefix, span, suffix) = self.split(segments)?;
+        let mut captures = BTreeMap::new();
+        let pairs = self.segs.iter().take(prefix.len()).zip(prefix).chain(
+            self.segs[self.segs.len() - suffix.len()..].iter().zip(suffix),
+        );
+        for (seg, value) in pairs {
+            if let Seg::Param(name) = seg {
+                captures.insert(name.clone(), value.clone());
+            }
         }
-        let end = segments.len() - suffix.len();
-        let mut captures = self.match_run(&self.segs[..k], &segments[..k], BTreeMap::new())?;
-        if let Seg::Span(name) = &self.segs[k] {
-            captures.insert(name.clone(), segments[k..end].join("/"));
+        if let Some((name, spanned)) = span {
+            captures.insert(name.to_owned(), spanned.join("/"));
         }
-        self.match_run(suffix, &segments[end..], captures)
+        Some(captures)
     }
 
-    fn match_run(
+    /// Where `segments` fit the pattern, if they do: the segments before a
+    /// `{*name}` (or all of them), the spanned ones with the name, and the
+    /// segments after it. A `**` fits the rest.
+    #[allow(clippy::type_complexity)]
+    fn split<'s>(
         &self,
-        segs: &[Seg],
-        segments: &[String],
-        mut captures: BTreeMap<String, String>,
-    ) -> Option<BTreeMap<String, String>> {
-        let mut i = 0;
-        for seg in segs {
-            match seg {
-                Seg::Rest => return Some(captures),
-                _ if i >= segments.len() => return None,
-                Seg::Literal(lit) if !lit.eq_ignore_ascii_case(&segments[i]) => return None,
-                Seg::Literal(_) | Seg::Any | Seg::Span(_) => {}
-                Seg::Param(name) => {
-                    captures.insert(name.clone(), segments[i].clone());
+        segments: &'s [String],
+    ) -> Option<(&'s [String], Option<(&str, &'s [String])>, &'s [String])> {
+        let fits = |seg: &Seg, value: &String| match seg {
+            Seg::Literal(lit) => lit.eq_ignore_ascii_case(value),
+            _ => true,
+        };
+        match self.segs.iter().position(|s| matches!(s, Seg::Span(_))) {
+            Some(k) => {
+                let after = self.segs.len() - k - 1;
+                if segments.len() < k + 1 + after {
+                    return None;
                 }
+                let end = segments.len() - after;
+                let (prefix, suffix) = (&segments[..k], &segments[end..]);
+                let ok = self.segs[..k].iter().zip(prefix).all(|(s, v)| fits(s, v))
+                    && self.segs[k + 1..].iter().zip(suffix).all(|(s, v)| fits(s, v));
+                let Seg::Span(name) = &self.segs[k] else { return None };
+                if !ok {
+                    return None;
+                }
+                Some((prefix, Some((name.as_str(), &segments[k..end])), suffix))
             }
-            i += 1;
+            None => {
+                let rest = self.segs.last() == Some(&Seg::Rest);
+                let fixed = self.segs.len() - usize::from(rest);
+                let length_ok = if rest { segments.len() >= fixed } else { segments.len() == fixed };
+                if !length_ok || !self.segs[..fixed].iter().zip(segments).all(|(s, v)| fits(s, v)) {
+                    return None;
+                }
+                Some((&segments[..fixed], None, &segments[segments.len()..]))
+            }
         }
-        (i == segments.len()).then_some(captures)
+    }
+}
+
+/// Patterns indexed segment by segment, to find the most specific one a path
+/// matches without trying the others. A node's children are visited in the
+/// order of `PathPattern::specificity` (a fixed segment, a parameter, a
+/// spanning parameter, `*`, the end of the pattern, `**`), so the first
+/// pattern visited that matches is the most specific; ids inserted in that
+/// order keep equally specific patterns in order too.
+#[derive(Debug, Clone, Default)]
+pub struct PatternTrie {
+    root: TrieNode,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TrieNode {
+    /// Fixed segments, lowercase.
+    literals: std::collections::HashMap<String, TrieNode>,
+    param: Option<Box<TrieNode>>,
+    any: Option<Box<TrieNode>>,
+    /// Patterns with a `{*name}` here: what follows is checked by `matches`.
+    spans: Vec<usize>,
+    /// Patterns that end here.
+    ends: Vec<usize>,
+    /// Patterns with a `**` here.
+    rests: Vec<usize>,
+}
+
+impl PatternTrie {
+    /// Adds a pattern under `id`; add them most specific first.
+    pub fn insert(&mut self, pattern: &PathPattern, id: usize) {
+        let mut node = &mut self.root;
+        for seg in &pattern.segs {
+            node = match seg {
+                Seg::Literal(lit) => node.literals.entry(lit.to_ascii_lowercase()).or_default(),
+                Seg::Param(_) => node.param.get_or_insert_with(Default::default),
+                Seg::Any => node.any.get_or_insert_with(Default::default),
+                Seg::Span(_) => return node.spans.push(id),
+                Seg::Rest => return node.rests.push(id),
+            };
+        }
+        node.ends.push(id);
+    }
+
+    /// Offers `found` the ids of the patterns that may match `segments`,
+    /// most specific first, until it accepts one (a spanning pattern is
+    /// only a candidate: `found` checks it with `matches`).
+    pub fn visit(&self, segments: &[String], found: &mut impl FnMut(usize) -> bool) -> bool {
+        self.root.visit(segments, found)
+    }
+}
+
+impl TrieNode {
+    fn visit(&self, rest: &[String], found: &mut impl FnMut(usize) -> bool) -> bool {
+        if let Some((first, after)) = rest.split_first() {
+            let literal = if first.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.literals.get(&first.to_ascii_lowercase())
+            } else {
+                self.literals.get(first.as_str())
+            };
+            if let Some(child) = literal
+                && child.visit(after, found)
+            {
+                return true;
+            }
+            if let Some(child) = &self.param
+                && child.visit(after, found)
+            {
+                return true;
+            }
+            if self.spans.iter().any(|&id| found(id)) {
+                return true;
+            }
+            if let Some(child) = &self.any
+                && child.visit(after, found)
+            {
+                return true;
+            }
+        } else if self.ends.iter().any(|&id| found(id)) {
+            return true;
+        }
+        self.rests.iter().any(|&id| found(id))
     }
 }
 
@@ -525,6 +618,55 @@ mod tests {
                 let _ = pattern.matches(&segments);
                 let _ = pattern.specificity();
             }
+        }
+    }
+
+    #[test]
+    fn the_trie_offers_patterns_most_specific_first() {
+        let patterns: Vec<PathPattern> = [
+            "/user/emails",
+            "/user/{id}",
+            "/repos/{o}/{r}/contents/.github/{*p}",
+            "/repos/{o}/{r}/contents/{*p}",
+            "/repos/{o}/{r}/contents",
+            "/repos/{o}/{r}/**",
+            "/*/x",
+            "/**",
+        ]
+        .iter()
+        .map(|p| PathPattern::parse(p).unwrap())
+        .collect();
+        let mut order: Vec<usize> = (0..patterns.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(patterns[i].specificity()));
+        let mut trie = PatternTrie::default();
+        for &i in &order {
+            trie.insert(&patterns[i], i);
+        }
+        let first = |path: &str| {
+            let segments = segs(path);
+            let mut hit = None;
+            trie.visit(&segments, &mut |id| {
+                let ok = patterns[id].matches(&segments).is_some();
+                if ok {
+                    hit = Some(patterns[id].as_str().to_owned());
+                }
+                ok
+            });
+            hit
+        };
+        assert_eq!(first("/user/emails").as_deref(), Some("/user/emails"));
+        assert_eq!(first("/user/7").as_deref(), Some("/user/{id}"));
+        assert_eq!(first("/repos/a/b/contents/.github/w/ci.yml").as_deref(), Some("/repos/{o}/{r}/contents/.github/{*p}"));
+        assert_eq!(first("/repos/a/b/contents/src/x.rs").as_deref(), Some("/repos/{o}/{r}/contents/{*p}"));
+        assert_eq!(first("/repos/a/b/contents").as_deref(), Some("/repos/{o}/{r}/contents"));
+        assert_eq!(first("/repos/a/b/pulls").as_deref(), Some("/repos/{o}/{r}/**"));
+        assert_eq!(first("/q/x").as_deref(), Some("/*/x"));
+        assert_eq!(first("/").as_deref(), Some("/**"));
+        // Whatever a path, the trie's choice is the first of the sorted list.
+        for path in ["/user/emails", "/user/7", "/repos/a/b/contents/x", "/repos/a/b", "/q/x", "/q/y/z"] {
+            let segments = segs(path);
+            let linear = order.iter().find(|&&i| patterns[i].matches(&segments).is_some()).map(|&i| patterns[i].as_str().to_owned());
+            assert_eq!(first(path), linear, "{path}");
         }
     }
 

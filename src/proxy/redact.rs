@@ -72,7 +72,13 @@ impl Redactor {
             starts[usize::from(p[0])] = true;
         }
         Redactor {
-            automaton: AhoCorasick::new(&patterns).expect("token patterns build an automaton"),
+            // Leftmost-longest, not overlapping: two spellings of a token never
+            // share bytes at one place, and this search keeps the fast
+            // prefilters.
+            automaton: AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(&patterns)
+                .expect("token patterns build an automaton"),
             patterns,
             starts,
             owner,
@@ -86,7 +92,7 @@ impl Redactor {
         let mut found = Vec::new();
         let spans: Vec<(usize, usize, usize)> = self
             .automaton
-            .find_overlapping_iter(&*bytes)
+            .find_iter(&*bytes)
             .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
             .collect();
         for (start, end, pattern) in spans {
