@@ -217,6 +217,9 @@ async fn body_deadline(
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if http_body::Body::is_end_stream(request.body()) {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let body = Body::new(Deadline {
         inner: body,
@@ -267,6 +270,9 @@ struct Idle {
     stream: TcpStream,
     sleep: Pin<Box<Sleep>>,
     limit: Duration,
+    /// When bytes last moved. The timer is moved on only when it fires, not
+    /// at every read and write.
+    last: tokio::time::Instant,
 }
 
 impl Idle {
@@ -275,16 +281,25 @@ impl Idle {
             stream,
             sleep: Box::pin(tokio::time::sleep(limit)),
             limit,
+            last: tokio::time::Instant::now(),
         }
     }
 
     fn active(&mut self) {
-        let deadline = tokio::time::Instant::now() + self.limit;
-        self.sleep.as_mut().reset(deadline);
+        self.last = tokio::time::Instant::now();
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.sleep.as_mut().poll(cx).is_ready()
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let deadline = self.last + self.limit;
+            if deadline <= tokio::time::Instant::now() {
+                return true;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
     }
 }
 
@@ -309,19 +324,40 @@ impl AsyncRead for Idle {
     }
 }
 
-impl AsyncWrite for Idle {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write(cx, data) {
+impl Idle {
+    /// What a write came to: activity when bytes went out, an error once
+    /// the socket has been idle too long.
+    fn wrote(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match polled {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     self.active();
                 }
                 Poll::Ready(Ok(n))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
+            other => other,
         }
+    }
+}
+
+impl AsyncWrite for Idle {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, data);
+        self.wrote(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.wrote(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -330,28 +366,6 @@ impl AsyncWrite for Idle {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.active();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
     }
 }
 

@@ -253,7 +253,10 @@ impl Classifier {
 
     /// The most specific matching rule of ops and of the pack; the stricter
     /// if both.
-    fn pick<'a, T>(&'a self, find: impl Fn(&'a RuleList) -> Option<(&'a CompiledRule, T)>) -> Option<(&'a CompiledRule, T)> {
+    fn pick<'a, T>(
+        &'a self,
+        find: impl Fn(&'a RuleList) -> Option<(&'a CompiledRule, T)>,
+    ) -> Option<(&'a CompiledRule, T)> {
         let ops = find(&self.ops_rules);
         let pack = find(&self.pack_rules);
         match (ops, pack) {
@@ -393,7 +396,9 @@ impl RuleList {
                         }
                     }
                 }
-                Matcher::Field { name, prefix: false, .. } => fields.entry(name.clone()).or_default().push(i),
+                Matcher::Field {
+                    name, prefix: false, ..
+                } => fields.entry(name.clone()).or_default().push(i),
                 Matcher::Field { .. } => prefixes.push(i),
             }
         }
@@ -434,14 +439,24 @@ impl RuleList {
     /// The first rule naming a root field of this kind.
     fn find_field(&self, operation: OperationType, field: &str) -> Option<&CompiledRule> {
         let candidates = self.fields.get(field).unwrap_or(&self.prefixes);
-        candidates.iter().map(|&i| &self.rules[i]).find(|rule| match &rule.matcher {
-            Matcher::Field {
-                operation: o,
-                name,
-                prefix,
-            } => *o == operation && if *prefix { field.starts_with(name.as_str()) } else { field == name },
-            Matcher::Rest { .. } => false,
-        })
+        candidates
+            .iter()
+            .map(|&i| &self.rules[i])
+            .find(|rule| match &rule.matcher {
+                Matcher::Field {
+                    operation: o,
+                    name,
+                    prefix,
+                } => {
+                    *o == operation
+                        && if *prefix {
+                            field.starts_with(name.as_str())
+                        } else {
+                            field == name
+                        }
+                }
+                Matcher::Rest { .. } => false,
+            })
     }
 }
 

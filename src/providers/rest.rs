@@ -248,9 +248,12 @@ impl PathPattern {
         // Most patterns tried do not match: decide that before allocating.
         let (prefix, span, suffix) = self.split(segments)?;
         let mut captures = BTreeMap::new();
-        let pairs = self.segs.iter().take(prefix.len()).zip(prefix).chain(
-            self.segs[self.segs.len() - suffix.len()..].iter().zip(suffix),
-        );
+        let pairs = self
+            .segs
+            .iter()
+            .take(prefix.len())
+            .zip(prefix)
+            .chain(self.segs[self.segs.len() - suffix.len()..].iter().zip(suffix));
         for (seg, value) in pairs {
             if let Seg::Param(name) = seg {
                 captures.insert(name.clone(), value.clone());
@@ -266,10 +269,7 @@ impl PathPattern {
     /// `{*name}` (or all of them), the spanned ones with the name, and the
     /// segments after it. A `**` fits the rest.
     #[allow(clippy::type_complexity)]
-    fn split<'s>(
-        &self,
-        segments: &'s [String],
-    ) -> Option<(&'s [String], Option<(&str, &'s [String])>, &'s [String])> {
+    fn split<'s>(&self, segments: &'s [String]) -> Option<(&'s [String], Option<(&str, &'s [String])>, &'s [String])> {
         let fits = |seg: &Seg, value: &String| match seg {
             Seg::Literal(lit) => lit.eq_ignore_ascii_case(value),
             _ => true,
@@ -293,7 +293,11 @@ impl PathPattern {
             None => {
                 let rest = self.segs.last() == Some(&Seg::Rest);
                 let fixed = self.segs.len() - usize::from(rest);
-                let length_ok = if rest { segments.len() >= fixed } else { segments.len() == fixed };
+                let length_ok = if rest {
+                    segments.len() >= fixed
+                } else {
+                    segments.len() == fixed
+                };
                 if !length_ok || !self.segs[..fixed].iter().zip(segments).all(|(s, v)| fits(s, v)) {
                     return None;
                 }
@@ -656,16 +660,32 @@ mod tests {
         };
         assert_eq!(first("/user/emails").as_deref(), Some("/user/emails"));
         assert_eq!(first("/user/7").as_deref(), Some("/user/{id}"));
-        assert_eq!(first("/repos/a/b/contents/.github/w/ci.yml").as_deref(), Some("/repos/{o}/{r}/contents/.github/{*p}"));
-        assert_eq!(first("/repos/a/b/contents/src/x.rs").as_deref(), Some("/repos/{o}/{r}/contents/{*p}"));
+        assert_eq!(
+            first("/repos/a/b/contents/.github/w/ci.yml").as_deref(),
+            Some("/repos/{o}/{r}/contents/.github/{*p}")
+        );
+        assert_eq!(
+            first("/repos/a/b/contents/src/x.rs").as_deref(),
+            Some("/repos/{o}/{r}/contents/{*p}")
+        );
         assert_eq!(first("/repos/a/b/contents").as_deref(), Some("/repos/{o}/{r}/contents"));
         assert_eq!(first("/repos/a/b/pulls").as_deref(), Some("/repos/{o}/{r}/**"));
         assert_eq!(first("/q/x").as_deref(), Some("/*/x"));
         assert_eq!(first("/").as_deref(), Some("/**"));
         // Whatever a path, the trie's choice is the first of the sorted list.
-        for path in ["/user/emails", "/user/7", "/repos/a/b/contents/x", "/repos/a/b", "/q/x", "/q/y/z"] {
+        for path in [
+            "/user/emails",
+            "/user/7",
+            "/repos/a/b/contents/x",
+            "/repos/a/b",
+            "/q/x",
+            "/q/y/z",
+        ] {
             let segments = segs(path);
-            let linear = order.iter().find(|&&i| patterns[i].matches(&segments).is_some()).map(|&i| patterns[i].as_str().to_owned());
+            let linear = order
+                .iter()
+                .find(|&&i| patterns[i].matches(&segments).is_some())
+                .map(|&i| patterns[i].as_str().to_owned());
             assert_eq!(first(path), linear, "{path}");
         }
     }

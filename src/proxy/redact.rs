@@ -126,6 +126,9 @@ impl Redactor {
     /// Overwrites every token in the header values.
     pub fn headers(&self, headers: &mut HeaderMap, hits: &mut Hits) {
         for value in headers.values_mut() {
+            if !self.automaton.is_match(value.as_bytes()) {
+                continue;
+            }
             let mut bytes = value.as_bytes().to_vec();
             let found = self.redact(&mut bytes);
             if found.is_empty() {
@@ -226,9 +229,20 @@ where
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(chunk))) => {
+                    let redactor = this.redactor.clone();
+                    // The usual case, a clean chunk and nothing held back,
+                    // passes on without a copy.
+                    if this.carry.is_empty() && !redactor.automaton.is_match(&chunk[..]) {
+                        let keep = redactor.unfinished(&chunk);
+                        this.carry = chunk[chunk.len() - keep..].to_vec();
+                        let clean = chunk.slice(..chunk.len() - keep);
+                        if !clean.is_empty() {
+                            return Poll::Ready(Some(Ok(clean)));
+                        }
+                        continue;
+                    }
                     let mut buffer = std::mem::take(&mut this.carry);
                     buffer.extend_from_slice(&chunk);
-                    let redactor = this.redactor.clone();
                     let found = redactor.redact(&mut buffer);
                     this.report(&found);
                     // A token that starts in what is sent now and ends past

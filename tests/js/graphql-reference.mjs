@@ -14,32 +14,22 @@
 // selections are leaves, which values a type takes) are reported apart: the
 // broker does not hold Railway's schema, and a request that breaks one of
 // them is refused by the provider whole, so it runs nothing.
-import {
-  FieldsOnCorrectTypeRule,
-  KnownArgumentNamesRule,
-  KnownTypeNamesRule,
-  ProvidedRequiredArgumentsRule,
-  ScalarLeafsRule,
-  ValuesOfCorrectTypeRule,
-  VariablesInAllowedPositionRule,
-  buildSchema,
-  execute,
-  parse,
-  specifiedRules,
-  validate,
-} from 'graphql';
-
-const schemaShapeRules = new Set([
-  FieldsOnCorrectTypeRule,
-  KnownArgumentNamesRule,
-  KnownTypeNamesRule,
-  ProvidedRequiredArgumentsRule,
-  ScalarLeafsRule,
-  ValuesOfCorrectTypeRule,
-  VariablesInAllowedPositionRule,
-]);
-const structureRules = specifiedRules.filter((rule) => !schemaShapeRules.has(rule));
+import * as graphql from 'graphql';
 import readline from 'node:readline';
+
+const { buildSchema, execute, parse, specifiedRules, validate } = graphql;
+const schemaShapeRules = new Set(
+  [
+    'FieldsOnCorrectTypeRule',
+    'KnownArgumentNamesRule',
+    'KnownTypeNamesRule',
+    'ProvidedRequiredArgumentsRule',
+    'ScalarLeafsRule',
+    'ValuesOfCorrectTypeRule',
+    'VariablesInAllowedPositionRule',
+  ].map((name) => graphql[name]),
+);
+const structureRules = specifiedRules.filter((rule) => !schemaShapeRules.has(rule));
 
 const schema = buildSchema(`
   scalar JSON
