@@ -575,7 +575,7 @@ async fn slow_and_idle_sockets_are_closed_and_a_real_request_is_still_served() {
     std::fs::write(
         &config,
         format!(
-            "{}\n[server]\nheader_read_timeout = \"1s\"\nidle_timeout = \"3s\"\nbody_read_timeout = \"2s\"\nmax_connections_per_local_client = 300\n",
+            "{}\n[server]\nheader_read_timeout = \"1s\"\nidle_timeout = \"3s\"\nbody_read_timeout = \"2s\"\n",
             common::CONFIG
         ),
     )
@@ -650,7 +650,7 @@ async fn slow_and_idle_sockets_are_closed_and_a_real_request_is_still_served() {
     let slow_closed: Vec<f64> = slow.into_iter().map(|s| closed_after(s, start)).collect();
     let body_closed = closed_after(body, start);
     for t in idle_closed.iter().chain(&slow_closed) {
-        assert!(*t < 4.0, "a socket without a whole head stayed open {t:.1}s");
+        assert!(*t < 6.0, "a socket without a whole head stayed open {t:.1}s");
     }
     assert!(
         slow_closed.iter().all(|t| *t >= 0.9),
@@ -663,15 +663,35 @@ async fn slow_and_idle_sockets_are_closed_and_a_real_request_is_still_served() {
     dribble.join().unwrap();
     body_writer.join().unwrap();
 
-    // Beyond the per-client cap a connection is answered 503 and closed.
-    let held: Vec<TcpStream> = (0..300).map(|_| connect()).collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let mut extra = connect();
-    let mut answer = String::new();
-    extra.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.contains("\"type\":\"too_many_connections\""), "{answer}");
-    // Once the held sockets time out, requests are served again.
+    served.stop();
+
+    // Beyond the per-client cap a connection is answered 503 and closed: a
+    // broker whose heads may take long, so that no held socket times out.
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[server]\nheader_read_timeout = \"60s\"\nmax_connections_per_local_client = 50\n",
+            common::CONFIG
+        ),
+    )
+    .unwrap();
+    let served = common::serve(dir.path(), &config, &[]);
+    let addr = served.url.strip_prefix("http://").unwrap().to_owned();
+    let held: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let refused = (0..5)
+        .map(|_| {
+            let mut extra = TcpStream::connect(&addr).unwrap();
+            extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut answer = String::new();
+            let _ = extra.read_to_string(&mut answer);
+            answer
+        })
+        .collect::<Vec<_>>();
+    for answer in &refused {
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("\"type\":\"too_many_connections\""), "{answer}");
+    }
+    // Once they close, requests are served again.
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !healthz(&addr).starts_with("HTTP/1.1 200") {

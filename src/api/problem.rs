@@ -319,6 +319,7 @@ const MISMATCH: &str = "Stop. This credential is for another environment or prov
 const SHARED: &str = "Stop. This resource also belongs to another environment, so changing it could damage that environment too (a production database can be deleted this way from staging). Do not retry, do not look for other credentials or tokens, and do not delete, recreate or reconfigure anything to work around it: ask a human, quoting the event id.";
 const UNKNOWN_RESOURCE: &str = "The broker does not know which environment this resource belongs to, so it will not let you change it. Do not guess, and do not try other ids or credentials: ask a human to add it to the resource map, quoting the event id.";
 const UNKNOWN_OPERATION: &str = "The broker does not know this operation, so it refuses it. Do not try to reach the same effect another way: if the task truly needs it, stop and ask a human to add a rule, quoting the event id.";
+const UNBOUND: &str = "This request reaches resources the broker cannot tie to one environment (addressed by number, a search, or a listing of everything the token reaches), so it is refused. Read what you need through the resource's own route or id argument (GitHub: /repos/OWNER/REPO/…; Railway: project(id: …), variables(projectId: …, environmentId: …)). Do not look for another way around it; if the task truly needs this, ask a human, quoting the event id.";
 const APPROVAL: &str = "This operation is destructive, and no agent credential can perform it. Do not retry, and do not look for another way, credential or token. Stop and ask a human to do it or approve it, quoting the event id.";
 
 impl From<crate::proxy::ProxyError> for Problem {
@@ -372,10 +373,9 @@ impl From<crate::proxy::ProxyError> for Problem {
                     Refusal::UnknownResource { .. } | Refusal::UnboundOperation { .. } => {
                         ("Unknown resource", UNKNOWN_RESOURCE)
                     }
-                    Refusal::NoOperation
-                    | Refusal::UnknownOperation { .. }
-                    | Refusal::RefusedOperation { .. }
-                    | Refusal::UnboundRead { .. } => ("Unknown operation", UNKNOWN_OPERATION),
+                    Refusal::NoOperation | Refusal::UnknownOperation { .. } => ("Unknown operation", UNKNOWN_OPERATION),
+                    Refusal::RefusedOperation { .. } => ("Operation refused by the rule pack", UNBOUND),
+                    Refusal::UnboundRead { .. } => ("Read names no resource", UNBOUND),
                     Refusal::ApprovalRequired { .. } => ("Approval required", APPROVAL),
                     Refusal::ScopeNotGranted { .. } => ("Scope not granted", NOT_ALLOWED),
                 };

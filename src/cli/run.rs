@@ -293,7 +293,7 @@ fn print_check(answer: &Value) {
         println!(
             "\n  {}  scope {}  ({})",
             s(&op["name"]),
-            op["scope"].as_str().unwrap_or("none: no rule names it"),
+            op["scope"].as_str().unwrap_or("none"),
             s(&op["tier"])
         );
         for r in op["resources"].as_array().into_iter().flatten() {
