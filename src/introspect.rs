@@ -43,12 +43,18 @@ pub enum Outcome {
     Unknown,
 }
 
-/// Ids the provider says the token reaches → the verdict on them.
-pub fn reach(env: &str, ids: &[String], map: &ProviderResources, what: &str) -> (Outcome, Vec<String>, String) {
+/// Ids of `kind` the provider says the token reaches → the verdict on them.
+pub fn reach(
+    env: &str,
+    ids: &[String],
+    map: &ProviderResources,
+    kind: &str,
+    what: &str,
+) -> (Outcome, Vec<String>, String) {
     let mut envs = BTreeSet::new();
     let mut unmapped = Vec::new();
     for id in ids {
-        match map.owners(id) {
+        match map.owners(kind, id) {
             Some(owners) => envs.extend(owners.iter().cloned()),
             None => unmapped.push(id.clone()),
         }
@@ -135,6 +141,10 @@ enum AskError {
     NotJson,
 }
 
+/// What a Railway token reaches is environments; a GitHub token, repositories.
+const RAILWAY_REACH: &str = "environments";
+const GITHUB_REACH: &str = "repositories";
+
 /// Asks the provider what `token` reaches and judges the answer.
 pub async fn introspect(
     client: &reqwest::Client,
@@ -146,7 +156,14 @@ pub async fn introspect(
     now: SystemTime,
 ) -> TokenReach {
     let (outcome, reaches, detail) = match ask(client, config, token).await {
-        Ok(Some((ids, what))) => reach(env, &ids, map, what),
+        Ok(Some((ids, what))) => {
+            let kind = if what == RAILWAY_REACH {
+                "environment"
+            } else {
+                "repository"
+            };
+            reach(env, &ids, map, kind, what)
+        }
         Ok(None) => (
             Outcome::Unknown,
             Vec::new(),
@@ -195,7 +212,7 @@ async fn ask(
                     .await?,
                 )
             };
-            Ok(Some((railway_environments(&scoped, projects.as_ref()), "environments")))
+            Ok(Some((railway_environments(&scoped, projects.as_ref()), RAILWAY_REACH)))
         }
         ProviderKind::Github => {
             let installation = get(
@@ -212,7 +229,7 @@ async fn ask(
                 }
                 Err(e) => return Err(e),
             };
-            Ok(Some((github_repositories(&answer), "repositories")))
+            Ok(Some((github_repositories(&answer), GITHUB_REACH)))
         }
         ProviderKind::Http | ProviderKind::Postgres => Ok(None),
     }
@@ -269,12 +286,13 @@ mod tests {
     use super::*;
 
     fn map() -> ProviderResources {
+        let entry = |kind: &str, id: &str, env: &str| ((kind.to_owned(), id.to_owned()), vec![env.to_owned()]);
         ProviderResources {
             owners: [
-                ("env_stg".to_owned(), vec!["staging".to_owned()]),
-                ("env_prod".to_owned(), vec!["production".to_owned()]),
-                ("acme/api".to_owned(), vec!["staging".to_owned()]),
-                ("acme/infra".to_owned(), vec!["production".to_owned()]),
+                entry("environment", "env_stg", "staging"),
+                entry("environment", "env_prod", "production"),
+                entry("repository", "acme/api", "staging"),
+                entry("repository", "acme/infra", "production"),
             ]
             .into(),
             unknown_reads: false,
@@ -284,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_staging_token_that_reaches_production_is_a_finding() {
-        let (outcome, reaches, detail) = reach("staging", &["env_prod".into()], &map(), "environments");
+        let (outcome, reaches, detail) = reach("staging", &["env_prod".into()], &map(), "environment", "environments");
         assert_eq!(outcome, Outcome::Finding);
         assert_eq!(reaches, ["production"]);
         assert!(detail.contains("environments of production"), "{detail}");
@@ -293,6 +311,7 @@ mod tests {
             "staging",
             &["env_stg".into(), "env_prod".into()],
             &map(),
+            "environment",
             "environments",
         );
         assert_eq!(outcome, Outcome::Finding);
@@ -300,18 +319,19 @@ mod tests {
 
     #[test]
     fn a_confined_token_is_not_a_finding_and_unmapped_ids_are_named() {
-        let (outcome, reaches, detail) = reach("staging", &["env_stg".into()], &map(), "environments");
+        let (outcome, reaches, detail) = reach("staging", &["env_stg".into()], &map(), "environment", "environments");
         assert_eq!((outcome, reaches), (Outcome::Confined, vec!["staging".to_owned()]));
         assert!(detail.contains("1 environments of `staging` only"), "{detail}");
         let (outcome, _, detail) = reach(
             "staging",
             &["Acme/API".into(), "acme/new".into()],
             &map(),
+            "repository",
             "repositories",
         );
         assert_eq!(outcome, Outcome::Confined);
         assert!(detail.contains("acme/new"), "{detail}");
-        let (outcome, _, _) = reach("staging", &[], &map(), "repositories");
+        let (outcome, _, _) = reach("staging", &[], &map(), "repository", "repositories");
         assert_eq!(outcome, Outcome::Unknown);
     }
 

@@ -8,12 +8,16 @@
 //!   closed (a client that stops reading, a body that stalls);
 //! - a request body must arrive whole within `body_read_timeout`;
 //! - beyond `max_connections` in all, or `max_connections_per_client` from
-//!   one address (`max_connections_per_local_client` from this host, where
-//!   every local agent connects from), a new connection is answered 503 and
-//!   closed, never queued. Trusted proxies count toward the first cap only.
+//!   one client (`max_connections_per_local_client` from this host, where
+//!   every local agent connects from; a client is `peer::client_key` of its
+//!   address), the open connection idle the longest is closed to make room
+//!   (a silent socket has been idle since it connected): idle sockets cannot
+//!   keep an agent out. Only when every connection is busy is the new one answered 503
+//!   and closed, never queued. Trusted proxies count toward the first cap
+//!   only.
 //!
-//! The decision to admit a connection is `admit`, a function of plain
-//! numbers; the rest is the accept loop that applies it.
+//! The decisions are `admit` and `victim`, functions of plain data; the rest
+//! is the accept loop that applies them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,7 +33,6 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -74,41 +77,134 @@ pub fn admit(caps: &Caps, open: usize, from_client: usize, client: IpAddr, trust
     Ok(())
 }
 
-/// Open connections, in all and by client address.
-#[derive(Default)]
+/// What eviction knows of an open connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnView {
+    pub id: u64,
+    pub client: IpAddr,
+    /// Requests being answered now.
+    pub busy: usize,
+    /// When it last started or finished a request (or connected), in ms.
+    pub last_ms: u64,
+}
+
+/// Which open connection to close to make room for a new one under `full`:
+/// an idle one (no request being answered), the one idle the longest (a
+/// socket that never sent a request has been idle since it connected, so
+/// silent ones go first, and a connection that has just arrived last);
+/// among the new connection's client's own when the client's cap is full.
+pub fn victim(open: &[ConnView], full: Full, client: IpAddr) -> Option<u64> {
+    open.iter()
+        .filter(|c| c.busy == 0)
+        .filter(|c| matches!(full, Full::Broker { .. }) || c.client == client)
+        .min_by_key(|c| c.last_ms)
+        .map(|c| c.id)
+}
+
+/// One open connection, as the registry keeps it.
+struct Conn {
+    client: IpAddr,
+    state: Arc<ConnState>,
+}
+
+/// What a connection's task and its service share with the registry.
+struct ConnState {
+    busy: std::sync::atomic::AtomicUsize,
+    last_ms: std::sync::atomic::AtomicU64,
+    /// Asks the connection to finish what it is doing and close.
+    close: tokio::sync::Notify,
+}
+
+/// Open connections, in all and by client.
 struct Open {
-    total: usize,
+    started: tokio::time::Instant,
+    next: u64,
+    conns: HashMap<u64, Conn>,
     by_client: HashMap<IpAddr, usize>,
 }
 
-/// A connection's place among the open ones, given back when it drops.
-struct Slot {
-    open: Arc<Mutex<Open>>,
-    client: IpAddr,
-}
+impl Open {
+    fn new() -> Open {
+        Open {
+            started: tokio::time::Instant::now(),
+            next: 0,
+            conns: HashMap::new(),
+            by_client: HashMap::new(),
+        }
+    }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().expect("open connections lock");
-        open.total -= 1;
-        if let Some(n) = open.by_client.get_mut(&self.client) {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(conn) = self.conns.remove(&id)
+            && let Some(n) = self.by_client.get_mut(&conn.client)
+        {
             *n -= 1;
             if *n == 0 {
-                open.by_client.remove(&self.client);
+                self.by_client.remove(&conn.client);
             }
         }
     }
 }
 
+/// A connection's place among the open ones, given back when it drops.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    id: u64,
+    state: Arc<ConnState>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.lock().expect("open connections lock").remove(self.id);
+    }
+}
+
+/// Admits a connection from `client` (its `peer::client_key`), closing the
+/// longest-idle one to make room when a cap is full.
 fn take_slot(open: &Arc<Mutex<Open>>, caps: &Caps, client: IpAddr, trusted: bool) -> Result<Slot, Full> {
+    use std::sync::atomic::Ordering;
     let mut counts = open.lock().expect("open connections lock");
     let from_client = counts.by_client.get(&client).copied().unwrap_or(0);
-    admit(caps, counts.total, from_client, client, trusted)?;
-    counts.total += 1;
+    if let Err(full) = admit(caps, counts.conns.len(), from_client, client, trusted) {
+        let views: Vec<ConnView> = counts
+            .conns
+            .iter()
+            .map(|(id, c)| ConnView {
+                id: *id,
+                client: c.client,
+                busy: c.state.busy.load(Ordering::Acquire),
+                last_ms: c.state.last_ms.load(Ordering::Acquire),
+            })
+            .collect();
+        let id = victim(&views, full, client).ok_or(full)?;
+        if let Some(conn) = counts.conns.get(&id) {
+            conn.state.close.notify_one();
+        }
+        // Its place is the new connection's from now on.
+        counts.remove(id);
+    }
+    let id = counts.next;
+    counts.next += 1;
+    let state = Arc::new(ConnState {
+        busy: 0.into(),
+        last_ms: counts.now_ms().into(),
+        close: tokio::sync::Notify::new(),
+    });
+    counts.conns.insert(
+        id,
+        Conn {
+            client,
+            state: state.clone(),
+        },
+    );
     *counts.by_client.entry(client).or_insert(0) += 1;
     Ok(Slot {
         open: open.clone(),
-        client,
+        id,
+        state,
     })
 }
 
@@ -131,8 +227,8 @@ pub async fn serve(
         server.body_read_timeout,
         body_deadline,
     ));
-    let open = Arc::new(Mutex::new(Open::default()));
-    let graceful = GracefulShutdown::new();
+    let open = Arc::new(Mutex::new(Open::new()));
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     let trusted = server.trusted_proxies.clone();
     let idle = server.idle_timeout;
     tokio::pin!(shutdown);
@@ -154,31 +250,78 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY on an agent's connection");
         }
-        let client = peer.ip();
-        let is_trusted = trusted.iter().any(|net| net.contains(&client));
-        let slot = match take_slot(&open, &caps, client, is_trusted) {
+        let is_trusted = trusted.iter().any(|net| net.contains(&peer.ip()));
+        let slot = match take_slot(&open, &caps, crate::peer::client_key(peer.ip()), is_trusted) {
             Ok(slot) => slot,
             Err(full) => {
                 tokio::spawn(turn_away(stream, full));
                 continue;
             }
         };
-        let service = TowerToHyperService::new(app.clone().map_request(
-            move |mut request: Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request.map(Body::new)
-            },
-        ));
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(Idle::new(stream, idle)), service));
+        let (on_request, on_response) = (slot.state.clone(), slot.state.clone());
+        let (clock_in, clock_out) = (open.clone(), open.clone());
+        let service = TowerToHyperService::new(
+            app.clone()
+                .map_request(move |mut request: Request<hyper::body::Incoming>| {
+                    use std::sync::atomic::Ordering;
+                    on_request.busy.fetch_add(1, Ordering::AcqRel);
+                    on_request.last_ms.store(
+                        clock_in.lock().expect("open connections lock").now_ms(),
+                        Ordering::Release,
+                    );
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request.map(Body::new)
+                })
+                .map_response(move |response| {
+                    use std::sync::atomic::Ordering;
+                    on_response.busy.fetch_sub(1, Ordering::AcqRel);
+                    on_response.last_ms.store(
+                        clock_out.lock().expect("open connections lock").now_ms(),
+                        Ordering::Release,
+                    );
+                    response
+                }),
+        );
+        let connection = builder.serve_connection(TokioIo::new(Idle::new(stream, idle)), service);
+        let mut stop = stop.clone();
         tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = connection.await {
+            let slot = slot;
+            let stopped = async move {
+                loop {
+                    if *stop.borrow_and_update() {
+                        return;
+                    }
+                    if stop.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                // Evicted, or the broker stops: finish what is in flight.
+                () = slot.state.close.notified() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                () = stopped => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    let _ = stopping.send(true);
+    let drained = async {
+        while !open.lock().expect("open connections lock").conns.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
         tracing::warn!("requests still in flight after {DRAIN:?}; stopping anyway");
     }
     Ok(())
@@ -431,13 +574,54 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_given_back() {
-        let open = Arc::new(Mutex::new(Open::default()));
+    fn room_is_made_by_closing_the_longest_idle_connection() {
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "203.0.113.9".parse().unwrap();
+        let conn = |id, client, busy, last_ms| ConnView {
+            id,
+            client,
+            busy,
+            last_ms,
+        };
+        let open = [conn(1, a, 0, 10), conn(2, a, 0, 50), conn(3, a, 1, 0), conn(4, b, 0, 5)];
+        // Idle before busy, the longest idle first; a new arrival last.
+        assert_eq!(victim(&open, Full::Client { limit: 3 }, a), Some(1));
+        assert_eq!(victim(&open, Full::Broker { limit: 4 }, a), Some(4));
+        assert_eq!(victim(&open[1..3], Full::Client { limit: 2 }, a), Some(2));
+        // A client's cap closes only that client's connections.
+        assert_eq!(victim(&open[..1], Full::Client { limit: 1 }, b), None);
+        // All busy: nothing to close.
+        assert_eq!(victim(&[conn(3, a, 1, 0)], Full::Client { limit: 1 }, a), None);
+    }
+
+    #[tokio::test]
+    async fn slots_are_given_back_and_an_idle_one_is_taken_over() {
+        use std::sync::atomic::Ordering;
+        let open = Arc::new(Mutex::new(Open::new()));
         let client: IpAddr = "203.0.113.9".parse().unwrap();
-        let a = take_slot(&open, &CAPS, client, false).unwrap();
-        let _b = take_slot(&open, &CAPS, client, false).unwrap();
-        assert!(take_slot(&open, &CAPS, client, false).is_err());
-        drop(a);
-        assert!(take_slot(&open, &CAPS, client, false).is_ok());
+        let first = take_slot(&open, &CAPS, client, false).unwrap();
+        let second = take_slot(&open, &CAPS, client, false).unwrap();
+        second.state.busy.fetch_add(1, Ordering::AcqRel);
+        // The cap is full: the idle one is asked to close and its place
+        // taken (the busy one, though older, is left).
+        let third = take_slot(&open, &CAPS, client, false).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), first.state.close.notified())
+            .await
+            .unwrap();
+        assert_eq!(open.lock().unwrap().conns.len(), 2);
+        drop(first);
+        assert_eq!(
+            open.lock().unwrap().conns.len(),
+            2,
+            "an evicted slot is not given back twice"
+        );
+        // Every connection busy: the next one is turned away.
+        third.state.busy.fetch_add(1, Ordering::AcqRel);
+        assert!(matches!(
+            take_slot(&open, &CAPS, client, false),
+            Err(Full::Client { limit: 2 })
+        ));
+        drop((second, third));
+        assert!(open.lock().unwrap().conns.is_empty());
     }
 }

@@ -35,6 +35,24 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
     peer
 }
 
+/// The address a client is counted under, for caps and rate limits: every
+/// loopback address is this host (a local process can bind any of
+/// 127.0.0.0/8), and an IPv6 client is its /64 (the block one host gets).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(v6) if v6.is_loopback() => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => client_key(IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+            }
+        },
+        v4 => v4,
+    }
+}
+
 /// The client address of a request, for handlers.
 #[derive(Debug, Clone, Copy)]
 pub struct Client(pub IpAddr);
@@ -65,6 +83,18 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn a_host_is_counted_once_however_it_connects() {
+        let key = |s: &str| client_key(s.parse().unwrap()).to_string();
+        for local in ["127.0.0.1", "127.0.0.2", "127.9.9.9", "::1", "::ffff:127.0.0.3"] {
+            assert_eq!(key(local), "127.0.0.1", "{local}");
+        }
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::7"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("::ffff:203.0.113.9"), "203.0.113.9");
+    }
 
     #[test]
     fn forwarded_addresses_count_only_from_a_trusted_peer() {

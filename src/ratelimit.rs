@@ -66,12 +66,13 @@ impl PeerLimiter {
         }
     }
 
-    /// Whether one more refusal from `client` may be recorded.
+    /// Whether one more refusal from `client` may be recorded. Addresses of
+    /// one host share a bucket (`peer::client_key`).
     pub fn allow(&self, client: IpAddr, now: SystemTime) -> bool {
         let now_ms = unix_ms(now);
-        let bucket = self
-            .buckets
-            .get_with(client, || Arc::new(Mutex::new(Bucket::full(self.burst, now_ms))));
+        let bucket = self.buckets.get_with(crate::peer::client_key(client), || {
+            Arc::new(Mutex::new(Bucket::full(self.burst, now_ms)))
+        });
         let mut bucket = bucket.lock().expect("bucket lock");
         bucket.take(now_ms, self.rate, self.burst)
     }
@@ -101,5 +102,9 @@ mod tests {
         assert!(limiter.allow(a, now) && limiter.allow(a, now));
         assert!(!limiter.allow(a, now));
         assert!(limiter.allow(b, now));
+        // Loopback addresses are one host.
+        let (l1, l2): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        assert!(limiter.allow(l1, now) && limiter.allow(l2, now));
+        assert!(!limiter.allow(l1, now) && !limiter.allow(l2, now));
     }
 }

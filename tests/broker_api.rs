@@ -665,34 +665,77 @@ async fn slow_and_idle_sockets_are_closed_and_a_real_request_is_still_served() {
 
     served.stop();
 
-    // Beyond the per-client cap a connection is answered 503 and closed: a
-    // broker whose heads may take long, so that no held socket times out.
+    // At the per-client cap (every loopback address is one client) the
+    // longest-idle connection makes room: idle sockets cannot keep an agent
+    // out. A broker whose heads and bodies may take long, so that nothing
+    // held times out on its own.
     std::fs::write(
         &config,
         format!(
-            "{}\n[server]\nheader_read_timeout = \"60s\"\nmax_connections_per_local_client = 50\n",
+            "{}\n[server]\nheader_read_timeout = \"60s\"\nbody_read_timeout = \"60s\"\nmax_connections_per_local_client = 50\n",
             common::CONFIG
         ),
     )
     .unwrap();
     let served = common::serve(dir.path(), &config, &[]);
     let addr = served.url.strip_prefix("http://").unwrap().to_owned();
-    let held: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(&addr).unwrap()).collect();
-    let refused = (0..5)
-        .map(|_| {
-            let mut extra = TcpStream::connect(&addr).unwrap();
-            extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut answer = String::new();
-            let _ = extra.read_to_string(&mut answer);
-            answer
-        })
-        .collect::<Vec<_>>();
-    for answer in &refused {
-        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-        assert!(answer.contains("\"type\":\"too_many_connections\""), "{answer}");
+    // A socket from one of this host's loopback addresses.
+    let loopback = |host: &str| {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let from: std::net::SocketAddr = format!("{host}:0").parse().unwrap();
+        socket.bind(&from.into()).unwrap();
+        let to: std::net::SocketAddr = addr.parse().unwrap();
+        socket.connect(&to.into()).unwrap();
+        let s: TcpStream = socket.into();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    let idle: Vec<TcpStream> = (0..50)
+        .map(|i| loopback(if i % 2 == 0 { "127.0.0.2" } else { "127.0.0.3" }))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..5 {
+        assert!(
+            healthz(&addr).starts_with("HTTP/1.1 200"),
+            "an agent was kept out by idle sockets"
+        );
     }
+    let closed = idle
+        .iter()
+        .filter(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            matches!((&**s).read(&mut [0u8; 64]), Ok(0))
+        })
+        .count();
+    // The first request took an idle socket's place; each later one the
+    // place the one before gave back.
+    assert_eq!(closed, 1, "{closed} idle sockets were closed to make room");
+    drop(idle);
+
+    // Busy connections (a request being read: its head in, its body still
+    // coming) are not closed: past the cap with all of them busy, a
+    // connection is answered 503 and closed.
+    let key = common::add_agent_with_cli(&config, &dir.path().join("data"), "claude");
+    let minted = served.mint(&key, serde_json::json!({ "env": "staging" })).await;
+    let credential = minted["credential"].as_str().unwrap().to_owned();
+    let busy: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = loopback("127.0.0.1");
+            let head = format!(
+                "POST /p/railway/graphql/v2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {credential}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = loopback("127.0.0.4");
+    let mut answer = String::new();
+    let _ = extra.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"type\":\"too_many_connections\""), "{answer}");
     // Once they close, requests are served again.
-    drop(held);
+    drop(busy);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !healthz(&addr).starts_with("HTTP/1.1 200") {
         assert!(Instant::now() < deadline, "never served again after the cap");

@@ -214,10 +214,13 @@ impl Writer<'_> {
             let node = "{ id name }";
             match self.rng.below(12) {
                 0..=2 => format!("project(id: {}) {node}", self.string("proj_1")),
+                // Objects under a shared project: read through an
+                // environment of the credential's, as the broker asks.
                 3 => format!(
-                    "project(id: {}) {{ id child(id: {}) {{ id }} }}",
+                    "project(id: {}) {{ id child(id: {}, environmentId: {}) {{ id }} }}",
                     self.string("proj_1"),
-                    self.string("c1")
+                    self.string("c1"),
+                    self.string(env)
                 ),
                 4..=5 => format!("environment(id: {}) {node}", self.string(env)),
                 6 => format!("service(id: {}) {node}", self.string("svc_api")),
@@ -450,16 +453,21 @@ impl Engine {
         let kind = ProviderKind::Railway;
         let tiers: BTreeMap<String, Tier> = kind.pack().scopes.iter().map(|(n, s)| (n.clone(), s.tier)).collect();
         let classifier = Classifier::new(kind, &[], &tiers, GraphqlLimits::default()).unwrap();
-        let owners: BTreeMap<String, Vec<String>> = [
-            ("proj_1", &["staging", "production"][..]),
-            ("svc_api", &["staging", "production"]),
-            ("env_stg", &["staging"]),
-            ("env_prod", &["production"]),
-            ("dep_stg", &["staging"]),
-            ("vol_stg", &["staging"]),
+        let owners: BTreeMap<(String, String), Vec<String>> = [
+            ("project", "proj_1", &["staging", "production"][..]),
+            ("service", "svc_api", &["staging", "production"]),
+            ("environment", "env_stg", &["staging"]),
+            ("environment", "env_prod", &["production"]),
+            ("deployment", "dep_stg", &["staging"]),
+            ("volume", "vol_stg", &["staging"]),
         ]
         .into_iter()
-        .map(|(id, envs)| (id.to_owned(), envs.iter().map(|e| (*e).to_owned()).collect()))
+        .map(|(kind, id, envs)| {
+            (
+                (kind.to_owned(), id.to_owned()),
+                envs.iter().map(|e| (*e).to_owned()).collect(),
+            )
+        })
         .collect();
         let mut rules = Rules::default();
         rules.resources.insert(

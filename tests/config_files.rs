@@ -292,3 +292,46 @@ fn every_github_get_route_is_listed_explicitly_in_the_pack() {
         "{counts:?}"
     );
 }
+
+/// An id binds only as the kind of resource it is listed as, so a kind no
+/// rule binds is a resource that never matches: `config check` says so.
+#[test]
+fn a_resource_of_a_kind_no_rule_binds_is_a_warning() {
+    let text = r#"[environments.staging]
+
+[providers.github]
+kind = "github"
+
+[[resources]]
+provider = "github"
+kind = "repo"
+id = "acme/api"
+environments = ["staging"]
+
+[[resources]]
+provider = "github"
+kind = "repository"
+id = "acme/web"
+environments = ["staging"]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kinds.toml");
+    std::fs::write(&path, text).unwrap();
+    let diagnostics = config::check_file(&path).unwrap();
+    let never: Vec<&str> = diagnostics
+        .iter()
+        .filter(|d| d.message.contains("never match"))
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(never.len(), 1, "{diagnostics:#?}");
+    assert!(
+        never[0].contains("acme/api") && never[0].contains("`repo`"),
+        "{}",
+        never[0]
+    );
+    let help = diagnostics.iter().find(|d| d.message.contains("never match")).unwrap();
+    assert!(
+        help.help.as_deref().unwrap_or_default().contains("repository"),
+        "{help:?}"
+    );
+}

@@ -55,8 +55,8 @@ async fn the_incident_is_refused_recorded_and_reaches_nobody() {
 async fn benign_railway_work_arrives_exactly_with_the_real_token() {
     let f = Fixture::start().await;
     let read = json!({
-        "query": "query P($id: String!) { project(id: $id) { name services { edges { node { id name } } } } }",
-        "variables": { "id": "proj_1" }
+        "query": "query P($id: String!, $env: String!) { project(id: $id) { name } environment(id: $env) { serviceInstances { edges { node { serviceId serviceName } } } } }",
+        "variables": { "id": "proj_1", "env": "env_stg" }
     });
     let raw = serde_json::to_vec(&read).unwrap();
     let resp = f

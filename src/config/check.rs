@@ -556,9 +556,33 @@ impl Checker<'_> {
 
     fn resources(&mut self) {
         let mut seen: BTreeSet<(&str, &str)> = BTreeSet::new();
+        // The kinds each proxied provider's rules bind ids as.
+        let kinds: BTreeMap<&str, BTreeSet<String>> = self
+            .config
+            .providers
+            .iter()
+            .filter(|(_, p)| p.get_ref().kind != ProviderKind::Postgres)
+            .filter_map(|(name, p)| Some((name.as_str(), p.get_ref().classifier().ok()?.resource_kinds())))
+            .collect();
         for resource in &self.config.resources {
             let r = resource.get_ref();
             let provider = r.provider.get_ref();
+            if let Some(known) = kinds.get(provider.as_str())
+                && !known.contains(&r.kind)
+            {
+                self.warn(
+                    resource.span(),
+                    format!(
+                        "resource `{}` is listed as kind `{}`, which no rule of provider `{provider}` binds ids as: it will never match",
+                        r.id.get_ref(),
+                        r.kind
+                    ),
+                    Some(format!(
+                        "use one of: {}",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )),
+                );
+            }
             if !self.provider_known(provider) {
                 self.error(
                     r.provider.span(),

@@ -588,11 +588,15 @@ impl Config {
                 continue;
             };
             let id = if provider.case_insensitive {
-                r.id.get_ref().to_lowercase()
+                r.id.get_ref().to_ascii_lowercase()
             } else {
                 r.id.get_ref().clone()
             };
-            provider.owners.entry(id).or_default().extend(strings(&r.environments));
+            provider
+                .owners
+                .entry((r.kind.clone(), id))
+                .or_default()
+                .extend(strings(&r.environments));
         }
         map
     }

@@ -10,40 +10,43 @@ use base64::Engine;
 
 /// What a leaked token looks like, when it has a known format.
 pub fn known_format(token: &str) -> Option<&'static str> {
-    const PREFIXES: [(&str, &str); 16] = [
-        ("github_pat_", "a GitHub fine-grained personal access token"),
-        ("ghp_", "a GitHub personal access token"),
-        ("gho_", "a GitHub OAuth token"),
-        ("ghs_", "a GitHub App installation token"),
-        ("ghu_", "a GitHub App user token"),
-        ("ghr_", "a GitHub refresh token"),
-        ("glpat-", "a GitLab personal access token"),
-        ("xoxb-", "a Slack bot token"),
-        ("xoxp-", "a Slack user token"),
-        ("sk_live_", "a Stripe secret key"),
-        ("rk_live_", "a Stripe restricted key"),
-        ("sk-ant-", "an Anthropic API key"),
-        ("sk-proj-", "an OpenAI project key"),
-        ("npm_", "an npm access token"),
+    // (prefix, shortest body after it, what it is): bodies of letters,
+    // digits, `_` and `-`, as long as the issuer makes them.
+    const PREFIXES: [(&str, usize, &str); 16] = [
+        ("github_pat_", 60, "a GitHub fine-grained personal access token"),
+        ("ghp_", 30, "a GitHub personal access token"),
+        ("gho_", 30, "a GitHub OAuth token"),
+        ("ghs_", 30, "a GitHub App installation token"),
+        ("ghu_", 30, "a GitHub App user token"),
+        ("ghr_", 30, "a GitHub refresh token"),
+        ("glpat-", 20, "a GitLab personal access token"),
+        ("xoxb-", 20, "a Slack bot token"),
+        ("xoxp-", 20, "a Slack user token"),
+        ("sk_live_", 24, "a Stripe secret key"),
+        ("rk_live_", 24, "a Stripe restricted key"),
+        ("sk-ant-", 32, "an Anthropic API key"),
+        ("sk-proj-", 32, "an OpenAI project key"),
+        ("npm_", 36, "an npm access token"),
         (
             "vkl_",
+            20,
             "a valetkey launcher key (it belongs to whoever launches the agent)",
         ),
-        ("vka_", "a valetkey admin key"),
+        ("vka_", 20, "a valetkey admin key"),
     ];
-    let body_ok = |rest: &str| {
-        rest.len() >= 8
+    let body_ok = |rest: &str, shortest: usize| {
+        (shortest..=255).contains(&rest.len())
             && rest
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     };
-    if let Some((_, name)) = PREFIXES
+    if let Some((_, _, name)) = PREFIXES
         .iter()
-        .find(|(p, _)| token.strip_prefix(p).is_some_and(body_ok))
+        .find(|(p, shortest, _)| token.strip_prefix(p).is_some_and(|rest| body_ok(rest, *shortest)))
     {
         return Some(name);
     }
-    if uuid::Uuid::try_parse(token).is_ok() {
+    if is_hyphenated_uuid(token) {
         return Some("a UUID, the form of Railway account, workspace and project tokens");
     }
     if token.len() == 20
@@ -67,20 +70,38 @@ pub fn known_format(token: &str) -> Option<&'static str> {
     None
 }
 
+/// A UUID as Railway writes its tokens: 36 characters, hyphens at 8, 13, 18
+/// and 23, hex digits elsewhere (not the braced, URN or bare-hex forms a
+/// parser also takes).
+fn is_hyphenated_uuid(token: &str) -> bool {
+    token.len() == 36
+        && token.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 /// Three base64url parts whose first two decode to JSON objects, the first
-/// naming an `alg`.
+/// naming an `alg` other than `none`, and a signature.
 fn is_jwt(token: &str) -> bool {
     let mut parts = token.split('.');
-    let (Some(head), Some(body), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(head), Some(body), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return false;
     };
+    if sig.len() < 16 {
+        return false;
+    }
     let decode = |part: &str| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(part)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
     };
-    matches!((decode(head), decode(body)), (Some(h), Some(serde_json::Value::Object(_))) if h.get("alg").is_some())
+    matches!(
+        (decode(head), decode(body)),
+        (Some(h), Some(serde_json::Value::Object(_)))
+            if h.get("alg").and_then(serde_json::Value::as_str).is_some_and(|alg| !alg.eq_ignore_ascii_case("none"))
+    )
 }
 
 /// Whether a value carries a provider token's well-known prefix (GitHub's),
@@ -100,11 +121,11 @@ mod tests {
     fn provider_tokens_are_named_by_their_shape() {
         let named = |t: &str| known_format(t).unwrap_or_else(|| panic!("{t}"));
         assert!(named("ghp_abcdefghijklmnopqrstuvwxyz0123456789").contains("GitHub personal"));
-        assert!(named("github_pat_11ABCDEFG0abcdefghijkl").contains("fine-grained"));
-        assert!(named("ghs_xyz12345678").contains("installation"));
+        assert!(named(&format!("github_pat_11ABCDEFG0{}", "a".repeat(72))).contains("fine-grained"));
+        assert!(named("ghs_xyz12345678abcdefghijklmnopqrstu").contains("installation"));
         assert!(named("0b7c6f4e-2a8d-4c1e-9f3a-5d6e7f8a9b0c").contains("Railway"));
-        assert!(named("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig").contains("JWT"));
-        assert!(named("vkl_0123_abcdefghijk").contains("launcher key"));
+        assert!(named("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLWJ5dGVzLWhlcmU").contains("JWT"));
+        assert!(named("vkl_0123_abcdefghijklmnop").contains("launcher key"));
         assert!(named("AKIAIOSFODNN7EXAMPLE").contains("AWS"));
         assert!(named("postgres://app:s3cret@db.internal:5432/app").contains("database URL"));
         assert!(named("xoxb-1234567890-abcdefghij").contains("Slack"));
@@ -123,6 +144,14 @@ mod tests {
             "postgres://db.internal/app",
             "AKIA-not-a-key",
             "random-junk-value-42",
+            // A UUID parser takes these; Railway does not write them.
+            "d41d8cd98f00b204e9800998ecf8427e",
+            "{0b7c6f4e-2a8d-4c1e-9f3a-5d6e7f8a9b0c}",
+            "urn:uuid:0b7c6f4e-2a8d-4c1e-9f3a-5d6e7f8a9b0c",
+            // Too short for the issuer, or no signature.
+            "ghp_0123456789abcdefg",
+            "eyJhbGciOiJub25lIn0.e30.",
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLWJ5dGVzLWhlcmU",
         ] {
             assert_eq!(known_format(junk), None, "{junk}");
         }

@@ -17,7 +17,11 @@ pub fn credentials_in(text: &[u8]) -> impl Iterator<Item = &str> {
     memchr::memmem::find_iter(text, prefix).filter_map(move |start| {
         let rest = &text[start + prefix.len()..];
         let header = token_run(rest);
-        if header < MIN_HEADER || !rest.starts_with(b"eyJ") || rest.get(header) != Some(&b'.') {
+        // `eyJ` in any case: a header name carries a credential lowercased.
+        if header < MIN_HEADER
+            || !rest[..3.min(rest.len())].eq_ignore_ascii_case(b"eyJ")
+            || rest.get(header) != Some(&b'.')
+        {
             return None;
         }
         let rest2 = &rest[header + 1..];

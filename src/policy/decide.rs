@@ -38,6 +38,10 @@ pub struct Operation {
     /// Why the rule pack refuses the operation outright, when it names it
     /// only to refuse it (an alternative address of a resource).
     pub refused_by_pack: Option<String>,
+    /// The operation reads objects under what it names (a GraphQL field
+    /// with nested selections), which may belong to other environments than
+    /// the resource it is bound to.
+    pub nested_objects: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -52,11 +56,13 @@ impl fmt::Display for ResourceRef {
     }
 }
 
-/// Which environments own the ids a provider knows.
+/// Which environments own the ids a provider knows, by kind: an id binds
+/// only as the kind of resource the map lists it as.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderResources {
-    /// Id → owning environments. Ids are lowercased when `case_insensitive`.
-    pub owners: BTreeMap<String, Vec<String>>,
+    /// (kind, id) → owning environments. Ids are lowercased when
+    /// `case_insensitive`.
+    pub owners: BTreeMap<(String, String), Vec<String>>,
     /// Reads of ids not in the map are allowed (ops' choice per provider).
     pub unknown_reads: bool,
     /// The provider treats ids without regard to case (GitHub `owner/repo`).
@@ -64,13 +70,13 @@ pub struct ProviderResources {
 }
 
 impl ProviderResources {
-    pub fn owners(&self, id: &str) -> Option<&[String]> {
-        let found = if self.case_insensitive {
-            self.owners.get(&id.to_lowercase())
+    pub fn owners(&self, kind: &str, id: &str) -> Option<&[String]> {
+        let id = if self.case_insensitive {
+            id.to_ascii_lowercase()
         } else {
-            self.owners.get(id)
+            id.to_owned()
         };
-        found.map(Vec::as_slice)
+        self.owners.get(&(kind.to_owned(), id)).map(Vec::as_slice)
     }
 }
 
@@ -137,6 +143,14 @@ pub enum Refusal {
         resource: ResourceRef,
         owners: Vec<String>,
     },
+    #[error(
+        "{operation} reads objects under {resource}, which is shared by {}: they may belong to another environment. Name your environment (an environment id of yours), or select only the resource's own fields", owners.join(" and ")
+    )]
+    SharedRead {
+        operation: String,
+        resource: ResourceRef,
+        owners: Vec<String>,
+    },
     #[error("{operation} touches {resource}, which is not in the broker's resource map, so its environment is unknown")]
     UnknownResource { operation: String, resource: ResourceRef },
     #[error("{operation} ({tier}) names no resource id, so the broker cannot tell which environment it would change")]
@@ -175,7 +189,7 @@ impl Refusal {
     pub fn kind(&self) -> &'static str {
         match self {
             Refusal::ProviderNotGranted { .. } | Refusal::CredentialMismatch { .. } => "credential_mismatch",
-            Refusal::SharedResource { .. } => "shared_resource",
+            Refusal::SharedResource { .. } | Refusal::SharedRead { .. } => "shared_resource",
             Refusal::UnknownResource { .. } | Refusal::UnboundOperation { .. } => "unknown_resource",
             Refusal::NoOperation
             | Refusal::UnknownOperation { .. }
@@ -192,7 +206,7 @@ impl Refusal {
         match self {
             Refusal::ProviderNotGranted { .. } => 0,
             Refusal::CredentialMismatch { .. } => 1,
-            Refusal::SharedResource { .. } => 2,
+            Refusal::SharedResource { .. } | Refusal::SharedRead { .. } => 2,
             Refusal::UnknownResource { .. } | Refusal::UnboundOperation { .. } => 3,
             Refusal::NoOperation
             | Refusal::UnknownOperation { .. }
@@ -219,7 +233,7 @@ pub fn decide(rules: &Rules, access: &Access<'_>, operations: &[Operation]) -> D
             .map(|r| BoundResource {
                 kind: r.kind.clone(),
                 id: r.id.clone(),
-                owners: resources.owners(&r.id).map(<[String]>::to_vec),
+                owners: resources.owners(&r.kind, &r.id).map(<[String]>::to_vec),
             })
             .collect();
         let this = judge(access, resources, op, &resources_bound);
@@ -300,6 +314,25 @@ fn judge(access: &Access<'_>, map: &ProviderResources, op: &Operation, bound: &[
             Some(_) => {}
         }
     }
+    // A read of what lies under a shared resource reaches the other
+    // environments' share of it, unless it names an environment of ours.
+    let ours_named = bound
+        .iter()
+        .any(|r| r.kind == ENVIRONMENT_KIND && r.owners.as_deref() == Some(&[access.env.to_owned()][..]));
+    if !changes
+        && op.nested_objects
+        && !ours_named
+        && let Some(r) = bound.iter().find(|r| r.owners.as_ref().is_some_and(|o| o.len() > 1))
+    {
+        return Some(Refusal::SharedRead {
+            operation: op.name.clone(),
+            resource: ResourceRef {
+                kind: r.kind.clone(),
+                id: r.id.clone(),
+            },
+            owners: r.owners.clone().unwrap_or_default(),
+        });
+    }
     if changes && bound.is_empty() {
         return Some(Refusal::UnboundOperation {
             operation: op.name.clone(),
@@ -335,17 +368,23 @@ mod tests {
     use super::*;
 
     fn rules() -> Rules {
-        let owners: BTreeMap<String, Vec<String>> = [
-            ("vol_stg", vec!["staging"]),
-            ("vol_prod", vec!["production"]),
-            ("vol_shared", vec!["staging", "production"]),
-            ("svc_shared", vec!["staging", "production"]),
-            ("env_stg", vec!["staging"]),
-            ("env_prod", vec!["production"]),
-            ("acme/api", vec!["staging"]),
+        let owners: BTreeMap<(String, String), Vec<String>> = [
+            ("volume", "vol_stg", vec!["staging"]),
+            ("volume", "vol_prod", vec!["production"]),
+            ("volume", "vol_shared", vec!["staging", "production"]),
+            ("service", "svc_shared", vec!["staging", "production"]),
+            ("environment", "env_stg", vec!["staging"]),
+            ("environment", "env_prod", vec!["production"]),
+            ("deployment", "dep_stg", vec!["staging"]),
+            ("repository", "acme/api", vec!["staging"]),
         ]
         .into_iter()
-        .map(|(id, envs)| (id.to_owned(), envs.into_iter().map(str::to_owned).collect()))
+        .map(|(kind, id, envs)| {
+            (
+                (kind.to_owned(), id.to_owned()),
+                envs.into_iter().map(str::to_owned).collect(),
+            )
+        })
         .collect();
         let mut rules = Rules::default();
         rules.resources.insert(
@@ -382,6 +421,7 @@ mod tests {
             within_environment: false,
             resource_free: false,
             refused_by_pack: None,
+            nested_objects: false,
         }
     }
 
@@ -547,6 +587,17 @@ mod tests {
     }
 
     #[test]
+    fn an_id_binds_only_as_the_kind_the_map_lists_it_as() {
+        let held = every_grantable();
+        // A staging environment's id passed where a workspace id goes binds nothing.
+        let read = op("query projects", "read", Tier::Read, &[("workspace", "env_stg")]);
+        assert_eq!(
+            kind(&decide(&rules(), &staging(&held), &[read])),
+            Some("unknown_resource")
+        );
+    }
+
+    #[test]
     fn a_change_that_names_no_resource_is_refused() {
         let held = every_grantable();
         let d = decide(
@@ -573,6 +624,24 @@ mod tests {
     }
 
     #[test]
+    fn objects_under_a_shared_resource_are_read_only_through_an_environment_of_ours() {
+        let held = every_grantable();
+        let nested = |ids: &[(&str, &str)]| Operation {
+            nested_objects: true,
+            ..op("query environments", "read", Tier::Read, ids)
+        };
+        let d = decide(&rules(), &staging(&held), &[nested(&[("volume", "vol_shared")])]);
+        assert_eq!(kind(&d), Some("shared_resource"));
+        assert!(matches!(d.refusal, Some(Refusal::SharedRead { .. })));
+        let pinned = nested(&[("volume", "vol_shared"), ("environment", "env_stg")]);
+        assert!(decide(&rules(), &staging(&held), &[pinned]).allowed());
+        let own_fields = op("query volume", "read", Tier::Read, &[("volume", "vol_shared")]);
+        assert!(decide(&rules(), &staging(&held), &[own_fields]).allowed());
+        let ours_alone = nested(&[("volume", "vol_stg")]);
+        assert!(decide(&rules(), &staging(&held), &[ours_alone]).allowed());
+    }
+
+    #[test]
     fn an_operation_the_pack_refuses_is_refused_with_its_reason() {
         let held = every_grantable();
         let by_number = Operation {
@@ -593,7 +662,7 @@ mod tests {
             "mutation deploymentRedeploy",
             "deployment:deploy",
             Tier::Deploy,
-            &[("deployment", "env_stg")],
+            &[("deployment", "dep_stg")],
         );
         let d = decide(&rules(), &staging(&held), &[deploy]);
         assert_eq!(kind(&d), Some("scope_not_granted"));

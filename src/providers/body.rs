@@ -22,6 +22,12 @@ impl MediaType {
     pub fn is(&self, essence: &str) -> bool {
         self.essence == essence
     }
+
+    /// JSON by any of its names (`application/json`, `text/json`,
+    /// `application/…+json`): frameworks parse them all as JSON.
+    pub fn is_json(&self) -> bool {
+        self.essence.ends_with("/json") || self.essence.ends_with("+json")
+    }
 }
 
 /// The request's media type; `None` without a `Content-Type`.
@@ -98,7 +104,7 @@ pub fn field_names(media: &MediaType, body: &[u8]) -> Result<Vec<String>, Classi
                 .ok_or_else(|| malformed("the multipart body's `Content-Type` names no boundary"))?;
             multipart_names(body, boundary)
         }
-        "application/json" => match super::json::strict(body) {
+        _ if media.is_json() => match super::json::strict(body) {
             Ok(serde_json::Value::Object(object)) => Ok(object.keys().cloned().collect()),
             Ok(_) => Ok(Vec::new()),
             Err(e) => Err(malformed(format!("the body is not JSON: {e}"))),
@@ -138,8 +144,11 @@ fn multipart_names(body: &[u8], boundary: &str) -> Result<Vec<String>, ClassifyE
     Ok(names)
 }
 
-/// The `name` parameter of a `Content-Disposition` value, quoted or not.
-fn disposition_name(value: &str) -> Option<String> {
+/// The names a `Content-Disposition` value gives its part: `name`, quoted
+/// (backslash escapes undone) or not, and `name*` (RFC 5987, percent-encoded
+/// after its charset).
+fn disposition_name(value: &str) -> Vec<String> {
+    let mut names = Vec::new();
     let mut rest = value;
     while let Some(i) = rest.find(';') {
         rest = rest[i + 1..].trim_start();
@@ -148,17 +157,41 @@ fn disposition_name(value: &str) -> Option<String> {
         };
         let (value, tail) = match after.strip_prefix('"') {
             Some(quoted) => {
-                let end = quoted.find('"')?;
-                (&quoted[..end], &quoted[end + 1..])
+                let mut value = String::new();
+                let mut chars = quoted.char_indices();
+                let mut end = quoted.len();
+                while let Some((at, c)) = chars.next() {
+                    match c {
+                        '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                        '"' => {
+                            end = at + 1;
+                            break;
+                        }
+                        c => value.push(c),
+                    }
+                }
+                (value, &quoted[end..])
             }
-            None => after.split_at(after.find(';').unwrap_or(after.len())),
+            None => {
+                let (v, t) = after.split_at(after.find(';').unwrap_or(after.len()));
+                (v.trim().to_owned(), t)
+            }
         };
-        if key.trim().eq_ignore_ascii_case("name") {
-            return Some(value.trim().to_owned());
+        match key.trim().to_ascii_lowercase().as_str() {
+            "name" => names.push(value),
+            "name*" => {
+                let encoded = value.rsplit_once('\'').map_or(value.as_str(), |(_, v)| v);
+                names.push(
+                    percent_encoding::percent_decode_str(encoded)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                );
+            }
+            _ => {}
         }
         rest = tail;
     }
-    None
+    names
 }
 
 fn malformed(message: impl Into<String>) -> ClassifyError {

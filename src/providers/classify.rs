@@ -210,7 +210,7 @@ impl Classifier {
             Ok(Some(media)) => {
                 media.is("application/x-www-form-urlencoded")
                     || media.is("multipart/form-data")
-                    || (media.is("application/json") && self.kind == ProviderKind::Http)
+                    || (media.is_json() && self.kind == ProviderKind::Http)
             }
             Ok(None) => false,
             // Read it, so that classification names what is wrong.
@@ -338,6 +338,7 @@ impl Classifier {
             }
         }
         let mut op = operation(rule, name, resources);
+        op.nested_objects = field.selects_objects;
         // A field that touches no environment's resources may still lead to
         // objects that do (`me { projects { … } }`): only its own leaves are
         // free to read.
@@ -346,6 +347,24 @@ impl Classifier {
             op.name = format!("{} with nested selections", op.name);
         }
         op
+    }
+
+    /// The kinds of resource the rules bind ids as: what `[[resources]]`
+    /// entries of this provider must be listed as to bind.
+    pub fn resource_kinds(&self) -> BTreeSet<String> {
+        let rules = self.ops_rules.rules.iter().chain(&self.pack_rules.rules);
+        let mut kinds: BTreeSet<String> = rules
+            .flat_map(|r| {
+                r.id_kind
+                    .iter()
+                    .cloned()
+                    .chain(r.resources.iter().map(|(kind, _)| kind.clone()))
+            })
+            .collect();
+        if let Some(spec) = &self.graphql {
+            kinds.extend(spec.kinds.iter().cloned());
+        }
+        kinds
     }
 
     /// Where a GraphQL provider's endpoint is, under the upstream.
@@ -474,6 +493,7 @@ fn operation(rule: &CompiledRule, name: String, resources: Vec<ResourceRef>) -> 
         within_environment: rule.within_environment,
         resource_free: rule.resource_free && refused_by_pack.is_none(),
         refused_by_pack,
+        nested_objects: false,
     }
 }
 
@@ -487,6 +507,7 @@ fn unknown(name: String) -> Operation {
         within_environment: false,
         resource_free: false,
         refused_by_pack: None,
+        nested_objects: false,
     }
 }
 
@@ -518,7 +539,12 @@ fn check_headers(headers: &HeaderMap) -> Result<(), ClassifyError> {
             place: format!("the header `{name}`"),
         });
     }
-    for value in headers.get_all(header::CONNECTION) {
+    // `Proxy-Connection` is the same header to the servers that still read it.
+    for value in headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .chain(headers.get_all("proxy-connection"))
+    {
         let text = value
             .to_str()
             .map_err(|_| ClassifyError::Malformed("the `Connection` header is not text".into()))?;
@@ -534,18 +560,25 @@ fn check_headers(headers: &HeaderMap) -> Result<(), ClassifyError> {
 }
 
 /// A header that could ask a server to run another method: any name with
-/// `method` in it, `-` and `_` alike (`X-HTTP-Method-Override`,
-/// `X_Method_Override`, `X-Original-Method`), but CORS's request header.
+/// `method` or `verb` in it, `-` and `_` alike (`X-HTTP-Method-Override`,
+/// `X_Method_Override`, `X-Original-Method`, `X-HTTP-Verb`), but CORS's
+/// request header.
 fn is_override_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase().replace('_', "-");
-    name.contains("method") && name != "access-control-request-method"
+    (name.contains("method") || name.contains("verb")) && name != "access-control-request-method"
 }
 
 /// A query or body field that frameworks read as the method to run:
 /// `_method` (Rails, Laravel, Symfony) and every `…method-override`
-/// spelling, `-` and `_` alike.
+/// spelling, compared as PHP reads names (`-`, `.`, space and `[` become
+/// `_`; a backslash escape goes).
 fn is_override_parameter(name: &str) -> bool {
-    let name = name.to_ascii_lowercase().replace('-', "_");
+    let name: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| *c != '\\')
+        .map(|c| if matches!(c, '-' | '.' | ' ' | '[') { '_' } else { c })
+        .collect();
     (name.starts_with('_') && name.trim_start_matches('_') == "method")
         || name.contains("method_override")
         || name.ends_with("http_method")
@@ -993,6 +1026,20 @@ mod tests {
                 "{ p: project(id: \"p\") { e: environment(id: \"a\") { id } } p: project(id: \"p\") { e: environment(id: \"b\") { id } } }",
                 json!(null),
             ),
+            // Under a skipped field too: servers validate before they skip.
+            (
+                "mutation { volumeDelete(volumeId: \"a\") @skip(if: true) { x(input: { a: 1, a: 2 }) } }",
+                json!(null),
+            ),
+            (
+                "{ me @include(if: false) { project(id: \"a\", id: \"b\") { id } } }",
+                json!(null),
+            ),
+            // In a variable's default, used or not by the request.
+            (
+                "query($i: In = { a: 1, a: 2 }) { me { x(input: $i) } }",
+                json!({"i": {"a": 1}}),
+            ),
         ] {
             let got = gql(json!({ "query": query, "variables": variables }));
             assert_eq!(
@@ -1001,6 +1048,12 @@ mod tests {
                 "{query}"
             );
         }
+        // A variable past 2^53 is refused as the literal is; 2^53 itself is read exactly.
+        let big =
+            json!({ "query": "query($p: ID!) { project(id: $p) { id } }", "variables": { "p": 9007199254740993u64 } });
+        assert_eq!(gql(big).unwrap_err().kind(), "malformed_request");
+        let ops = gql(json!({ "query": "{ project(id: 9007199254740992) { id } }" })).unwrap();
+        assert_eq!(ids(&ops[0]), [("project", "9007199254740992")]);
         // The same field selected twice the same way runs once.
         let ops = gql(json!({ "query": "mutation { volumeDelete(volumeId: \"x\") volumeDelete(volumeId: \"x\") }" }))
             .unwrap();
@@ -1032,6 +1085,11 @@ mod tests {
             "{ project(id) { id } }",
             "{ project(firs, id: \"p\") { id } }",
             "mutation { variableUpsert(input: { environmentId }) }",
+            // An integer past 2^53, which a JavaScript server rounds to
+            // another id, written or skipped.
+            "{ project(id: 9007199254740993) { id } }",
+            "{ project(id: -123456789012345678901234567890) { id } }",
+            "{ me @skip(if: true) { project(id: 18446744073709551617) { id } } }",
             // Same key, same value, written differently: servers compare as written.
             "query($p: String = \"p\") { project(id: $p) { id } project(id: \"p\") { id } }",
             // A non-null variable without a value, and a value of the wrong scalar.
@@ -1263,6 +1321,37 @@ mod tests {
             (
                 rule("method = \"GET\"\npath = \"/v1/items\"\nscope = \"read\"\nrefuse = \"x\""),
                 "not both",
+            ),
+            // Spanning parameters and parameters first are wildcards too.
+            (
+                rule("method = \"GET\"\npath = \"/{*rest}\"\nscope = \"read\"\nresource_free = true"),
+                "begins with a parameter",
+            ),
+            (
+                rule("method = \"GET\"\npath = \"/{a}\"\nscope = \"read\"\nresource_free = true"),
+                "begins with a parameter",
+            ),
+            (
+                rule(
+                    "method = \"GET\"\npath = \"/{o}/{r}\"\nscope = \"read\"\nresources = [{ kind = \"r\", id = \"{o}/{r}\" }]",
+                ),
+                "begins with a parameter",
+            ),
+            (
+                rule("method = \"GET\"\npath = \"/v1/{*rest}\"\nscope = \"read\"\nresource_free = true"),
+                "spans segments",
+            ),
+            (
+                rule(
+                    "method = \"POST\"\npath = \"/v1/{*rest}\"\nscope = \"write\"\nresources = [{ kind = \"x\", id = \"{rest}\" }]",
+                ),
+                "spans segments",
+            ),
+            (
+                rule(
+                    "method = \"GET\"\npath = \"/v1/items/{*rest}\"\nscope = \"read\"\nresources = [{ kind = \"x\", id = \"f-{rest}\" }]",
+                ),
+                "spans segments",
             ),
         ];
         for (r, says) in &bad {
@@ -1539,6 +1628,7 @@ mod tests {
             "X-Http_Method",
             "X-Original-Method",
             "X-Forwarded-Method",
+            "X-HTTP-Verb",
         ] {
             let mut h = HeaderMap::new();
             h.insert(
@@ -1554,6 +1644,11 @@ mod tests {
             "_METHOD=delete",
             "x-http-method-override=DELETE",
             "__method=DELETE",
+            // What PHP reads as `_method`: `.`, space and `[` become `_`.
+            ".method=DELETE",
+            "%20method=DELETE",
+            "%5Bmethod=DELETE",
+            "x.http.method=DELETE",
         ] {
             let got = request(
                 &gh,
@@ -1585,6 +1680,16 @@ mod tests {
             ("application/x-www-form-urlencoded", "name=x&_method=DELETE"),
             ("multipart/form-data; boundary=B", multipart),
             ("application/json", "{\"_method\": \"DELETE\"}"),
+            ("text/json", "{\"_method\": \"DELETE\"}"),
+            ("application/vnd.api+json", "{\"x.http.method\": \"DELETE\"}"),
+            (
+                "multipart/form-data; boundary=B",
+                "--B\r\nContent-Disposition: form-data; name*=UTF-8''_method\r\n\r\nDELETE\r\n--B--\r\n",
+            ),
+            (
+                "multipart/form-data; boundary=B",
+                "--B\r\nContent-Disposition: form-data; name=\"_met\\hod\"\r\n\r\nDELETE\r\n--B--\r\n",
+            ),
         ] {
             assert!(
                 api.needs_body(&Method::POST, "/v1/items/7", &headers(content_type)),
@@ -1628,6 +1733,15 @@ mod tests {
             h.insert(header::CONNECTION, HeaderValue::from_str(named).unwrap());
             let got = rest(&gh, Method::GET, "/repos/acme/api", h);
             assert_eq!(got.unwrap_err().kind(), "malformed_request", "{named}");
+            // `Proxy-Connection` is read as `Connection` by the servers that still read it.
+            let mut h = HeaderMap::new();
+            h.insert("proxy-connection", HeaderValue::from_str(named).unwrap());
+            let got = rest(&gh, Method::GET, "/repos/acme/api", h);
+            assert_eq!(
+                got.unwrap_err().kind(),
+                "malformed_request",
+                "proxy-connection: {named}"
+            );
         }
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-trace"));

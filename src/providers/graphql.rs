@@ -389,29 +389,44 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         walk.nested.clear();
         walk.check(&set, &scope, Some(kind), 1)?;
         let roots = walk.flatten(&set, &scope, Some(kind), &mut Vec::new(), false)?;
-        let mut seen: Vec<Selected> = Vec::new();
+        // One response key, one execution: a field selected twice the same
+        // way runs once, with both sub-selections merged, so what either
+        // copy reads under it counts.
+        let mut seen: Vec<(Selected, Option<usize>)> = Vec::new();
         for field in roots {
             let name = name_text(field.name());
             let arguments = arguments(&field, &scope)?;
             let mut nested = Vec::new();
             walk.children(&field, &scope, &mut nested)?;
-            // One response key, one execution: a field selected twice the
-            // same way runs once.
+            let selects_objects = field
+                .selection_set()
+                .is_some_and(|s| s.selections().any(|sel| !is_leaf(&sel)));
             let key = response_key(&field);
-            if seen.iter().any(|(k, n, a)| *k == key && *n == name && *a == arguments) {
+            if let Some((_, at)) = seen
+                .iter()
+                .find(|((k, n, a), _)| *k == key && *n == name && *a == arguments)
+            {
+                if let Some(merged) = at.map(|i| &mut fields[i]) {
+                    let merged: &mut RootField = merged;
+                    merged.selects_objects |= selects_objects;
+                    for id in nested {
+                        if !merged.nested.contains(&id) {
+                            merged.nested.push(id);
+                        }
+                    }
+                }
                 continue;
             }
-            seen.push((key, name.clone(), arguments.clone()));
             if name == "__typename" {
+                seen.push(((key, name, arguments), None));
                 continue;
             }
+            seen.push(((key, name.clone(), arguments.clone()), Some(fields.len())));
             fields.push(RootField {
                 operation: kind,
                 name,
                 arguments,
-                selects_objects: field
-                    .selection_set()
-                    .is_some_and(|s| s.selections().any(|sel| !is_leaf(&sel))),
+                selects_objects,
                 nested,
                 selected,
             });
@@ -559,6 +574,9 @@ impl<'a> Scope<'a> {
                 }
             }
             if let Some(default) = default {
+                well_formed(&default, &mut |_| {
+                    Err(malformed("a variable's default value must be a constant"))
+                })?;
                 defaults.insert(name, default);
             }
         }
@@ -591,18 +609,7 @@ impl<'a> Scope<'a> {
     /// Records the variables a value names, refusing one the operation does
     /// not define: what a server checks before running anything.
     fn mention(&self, value: &cst::Value) -> Result<(), ClassifyError> {
-        match value {
-            cst::Value::Variable(v) => {
-                let name = v.name().map(|n| n.text().to_string()).unwrap_or_default();
-                self.variable(&name).map(|_| ())
-            }
-            cst::Value::ListValue(list) => list.values().try_for_each(|v| self.mention(&v)),
-            cst::Value::ObjectValue(object) => object
-                .object_fields()
-                .filter_map(|f| f.value())
-                .try_for_each(|v| self.mention(&v)),
-            _ => Ok(()),
-        }
+        well_formed(value, &mut |name| self.variable(name).map(|_| ()))
     }
 
     /// Every defined variable must be used: servers refuse a document
@@ -629,25 +636,60 @@ impl<'a> Scope<'a> {
                     .map(|v| Ok(self.resolve(&v)?.unwrap_or(Value::Null)))
                     .collect::<Result<_, ClassifyError>>()?,
             ),
+            // A field named twice was refused by `well_formed` before.
             cst::Value::ObjectValue(object) => {
                 let mut out = Map::new();
-                let mut names = BTreeSet::new();
                 for field in object.object_fields() {
-                    let name = name_text(field.name());
-                    if !names.insert(name.clone()) {
-                        return Err(malformed(format!(
-                            "the input object names field `{name}` twice; servers disagree on which one counts"
-                        )));
-                    }
                     let Some(value) = field.value() else { continue };
                     if let Some(v) = self.resolve(&value)? {
-                        out.insert(name, v);
+                        out.insert(name_text(field.name()), v);
                     }
                 }
                 Value::Object(out)
             }
             other => scalar(other),
         }))
+    }
+}
+
+/// What a server refuses of a value as written, wherever it stands (under
+/// `@skip` too): an input object naming a field twice, and an integer past
+/// 2^53, which servers read differently (a JavaScript one rounds it, so the
+/// id the broker binds would not be the one executed). `variable` is told
+/// each variable the value names.
+fn well_formed(
+    value: &cst::Value,
+    variable: &mut dyn FnMut(&str) -> Result<(), ClassifyError>,
+) -> Result<(), ClassifyError> {
+    match value {
+        cst::Value::Variable(v) => variable(&name_text(v.name())),
+        cst::Value::IntValue(n) => exact_integer(&n.syntax().text().to_string()),
+        cst::Value::ListValue(list) => list.values().try_for_each(|v| well_formed(&v, variable)),
+        cst::Value::ObjectValue(object) => {
+            let mut names = BTreeSet::new();
+            for field in object.object_fields() {
+                let name = name_text(field.name());
+                if !names.insert(name.clone()) {
+                    return Err(malformed(format!(
+                        "the input object names field `{name}` twice; servers disagree on which one counts"
+                    )));
+                }
+                if let Some(v) = field.value() {
+                    well_formed(&v, variable)?;
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn exact_integer(text: &str) -> Result<(), ClassifyError> {
+    match text.parse::<i64>() {
+        Ok(n) if n.unsigned_abs() <= crate::providers::json::EXACT_INTEGER => Ok(()),
+        _ => Err(malformed(format!(
+            "the integer {text} is past 2^53, where servers round it differently; send it as a string"
+        ))),
     }
 }
 
@@ -728,19 +770,12 @@ fn number(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
-/// A field's arguments with variables substituted; an argument named twice
-/// is refused, one whose variable has no value is left out.
+/// A field's arguments with variables substituted (`check` refused one
+/// named twice before); one whose variable has no value is left out.
 fn arguments(field: &cst::Field, scope: &Scope<'_>) -> Result<Vec<(String, Value)>, ClassifyError> {
     let mut out: Vec<(String, Value)> = Vec::new();
-    let mut names = BTreeSet::new();
     for argument in field.arguments().iter().flat_map(|a| a.arguments()) {
         let name = name_text(argument.name());
-        if !names.insert(name.clone()) {
-            return Err(malformed(format!(
-                "field `{}` names argument `{name}` twice; servers disagree on which one counts",
-                name_text(field.name())
-            )));
-        }
         let Some(value) = argument.value() else { continue };
         if let Some(v) = scope.resolve(&value)? {
             out.push((name, v));
@@ -943,7 +978,15 @@ impl Walk<'_> {
         let fields = self.flatten(set, scope, root, &mut Vec::new(), true)?;
         self.no_conflicts(&fields, scope)?;
         for field in &fields {
+            let mut names = BTreeSet::new();
             for argument in field.arguments().iter().flat_map(|a| a.arguments()) {
+                let name = name_text(argument.name());
+                if !names.insert(name.clone()) {
+                    return Err(malformed(format!(
+                        "field `{}` names argument `{name}` twice; servers disagree on which one counts",
+                        name_text(field.name())
+                    )));
+                }
                 if let Some(value) = argument.value() {
                     scope.mention(&value)?;
                 }

@@ -9,13 +9,22 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-/// JSON with every object's keys distinct: servers disagree on which of two
-/// equal keys wins, so a request that has them is refused.
+/// The largest integer every server reads exactly: JavaScript's numbers are
+/// doubles, so past 2^53 one server's id is another's neighbour.
+pub const EXACT_INTEGER: u64 = 1 << 53;
+
+/// JSON with every object's keys distinct (servers disagree on which of two
+/// equal keys wins) and every number within ±2^53 (servers disagree on what
+/// a larger one is): a request that breaks either is refused.
 pub fn strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = StrictValue::deserialize(&mut de)?.0;
     de.end()?;
     Ok(value)
+}
+
+fn past_exact<E: de::Error>() -> E {
+    E::custom("a number is past 2^53, where servers read it differently; send it as a string")
 }
 
 struct StrictValue(Value);
@@ -39,16 +48,27 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::Bool(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        match v.unsigned_abs() <= EXACT_INTEGER {
+            true => Ok(Value::from(v)),
+            false => Err(past_exact()),
+        }
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        match v <= EXACT_INTEGER {
+            true => Ok(Value::from(v)),
+            false => Err(past_exact()),
+        }
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // serde_json reads an integer past u64 as a double, so a double
+        // this large may be an integer no server reads the same.
+        match v.abs() <= EXACT_INTEGER as f64 {
+            true => Ok(Value::from(v)),
+            false => Err(past_exact()),
+        }
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
@@ -112,6 +132,20 @@ mod tests {
                 let theirs: Value = serde_json::from_slice(text.as_bytes()).unwrap();
                 prop_assert_eq!(ours, theirs);
             }
+        }
+    }
+
+    #[test]
+    fn numbers_past_two_to_the_53_are_refused() {
+        assert!(strict(b"[9007199254740992, -9007199254740992, 1.5, 1e15]").is_ok());
+        for past in [
+            "9007199254740993",
+            "-9007199254740993",
+            "18446744073709551616",
+            "1e16",
+            "123456789012345678901234567890",
+        ] {
+            assert!(strict(past.as_bytes()).is_err(), "{past}");
         }
     }
 

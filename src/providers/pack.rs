@@ -272,6 +272,27 @@ impl CompiledRule {
                 "rule `{name}` grants `{scope}` ({tier}) to whatever {wildcard} matches: an operation the provider adds later would be granted too. Name each operation exactly (a file path inside a route is `{{*path}}`), or use this wildcard only with a destructive or catastrophic scope"
             ));
         }
+        if let Matcher::Rest { pattern, .. } = &self.matcher
+            && tier.agent_may_hold()
+        {
+            if !pattern.starts_fixed() {
+                return Err(format!(
+                    "rule `{name}` grants `{scope}` ({tier}) and its path begins with a parameter, so it matches routes nobody named; begin it with a fixed segment"
+                ));
+            }
+            if let Some((span, before)) = pattern.span() {
+                let binds_before = !self.resources.is_empty()
+                    && self
+                        .resources
+                        .iter()
+                        .all(|(_, id)| id.params().all(|p| before.contains(&p)));
+                if self.resource_free || !binds_before {
+                    return Err(format!(
+                        "rule `{name}` grants `{scope}` ({tier}) with `{{*{span}}}`, which spans segments: outside a route bound to a resource by the parameters before it, it matches operations nobody named. Use it only after them, as in `/repos/{{owner}}/{{repo}}/contents/{{*path}}` with the repository as the resource"
+                    ));
+                }
+            }
+        }
         if self.resource_free {
             if *tier != Tier::Read {
                 return Err(format!(

@@ -7,7 +7,8 @@
 //! that decodes to a separator (`%2F`, `%5C`), a dot segment (`..`, `%2e%2e`,
 //! `..%2F`), a control character (`%00`), a `%` (a second decoding
 //! upstream), a matrix parameter (`;x=1`), invalid UTF-8 (overlong forms
-//! included) or an empty segment (`//`). A trailing slash is the one
+//! included), a character that folds to ASCII under NFKC (`．．`, `ａｃｍｅ`)
+//! or an empty segment (`//`). A trailing slash is the one
 //! spelling that is normalised: it is dropped, and the path forwarded has none.
 //!
 //! Also the path patterns of REST rules (`/repos/{owner}/{repo}/contents/{*path}`)
@@ -16,6 +17,7 @@
 use std::collections::BTreeMap;
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use unicode_normalization::UnicodeNormalization;
 
 /// Bytes escaped when a segment is written back: everything that could end
 /// or reshape a segment, so what was one segment here is one segment upstream.
@@ -91,6 +93,19 @@ fn segment(raw: &str, piece: &str) -> Result<String, String> {
             _ => "a control character",
         };
         return Err(format!("the path segment `{piece}` decodes to {what}"));
+    }
+    // A server that folds compatibility characters (NFKC) reads `．．` as
+    // `..` and `ａｃｍｅ` as `acme`: a character that folds to ASCII is
+    // refused rather than guessed.
+    if let Some(c) = decoded
+        .chars()
+        .find(|c| !c.is_ascii() && c.nfkc().any(|folded| folded.is_ascii()))
+    {
+        return Err(format!(
+            "the path segment `{piece}` has `{}`, which some servers read as `{}`; write it in ASCII",
+            c.escape_unicode(),
+            c.nfkc().collect::<String>()
+        ));
     }
     if decoded == "." || decoded == ".." {
         return Err(format!(
@@ -212,6 +227,26 @@ impl PathPattern {
         } else {
             None
         }
+    }
+
+    /// Whether the pattern begins with a fixed segment, or is the root (a
+    /// route nobody could take for another).
+    pub fn starts_fixed(&self) -> bool {
+        matches!(self.segs.first(), None | Some(Seg::Literal(_)))
+    }
+
+    /// The spanning parameter, with the parameters before it.
+    pub fn span(&self) -> Option<(&str, Vec<&str>)> {
+        let k = self.segs.iter().position(|s| matches!(s, Seg::Span(_)))?;
+        let Seg::Span(name) = &self.segs[k] else { return None };
+        let before = self.segs[..k]
+            .iter()
+            .filter_map(|s| match s {
+                Seg::Param(p) => Some(p.as_str()),
+                _ => None,
+            })
+            .collect();
+        Some((name.as_str(), before))
     }
 
     pub fn params(&self) -> impl Iterator<Item = &str> {
@@ -433,6 +468,14 @@ impl IdTemplate {
         Ok(IdTemplate { parts })
     }
 
+    /// The path parameters the id is made of.
+    pub fn params(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Param(name) => Some(name.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
     pub fn render(&self, captures: &BTreeMap<String, String>) -> String {
         self.parts
             .iter()
@@ -464,6 +507,12 @@ mod tests {
             assert_eq!(segs(spelling), canonical, "{spelling}");
         }
         assert_eq!(encode(&canonical), "/repos/acme/api");
+        // Non-ASCII that no server folds to ASCII is a name like any other,
+        // composed or decomposed.
+        assert_eq!(
+            segs("/a/caf%C3%A9/cafe%CC%81/%E6%97%A5"),
+            ["a", "café", "cafe\u{301}", "日"]
+        );
         assert_eq!(segs("/"), Vec::<String>::new());
         assert_eq!(segs(""), Vec::<String>::new());
     }
@@ -506,6 +555,13 @@ mod tests {
             "/repos/acme/api;x=1",
             "/repos/acme;/api",
             "/repos/acme/api%3Bx=1",
+            // Characters that fold to ASCII under NFKC: fullwidth dots,
+            // solidus and letters, a ligature, the Kelvin sign.
+            "/repos/acme/x/%EF%BC%8E%EF%BC%8E/api",
+            "/repos/acme/api%EF%BC%8F..",
+            "/repos/%EF%BD%81cme/api",
+            "/repos/acme/%EF%AC%81le",
+            "/repos/acme/%E2%84%AAit",
             // Characters a URI path carries only percent-encoded.
             "/repos/acme/api ",
             "/repos/ac me/api",

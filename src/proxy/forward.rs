@@ -1,9 +1,10 @@
 //! Forwarding an admitted request: the agent's credential and hop-by-hop
 //! headers out, the real token in, the body streamed up and the response
 //! streamed back with every real token overwritten (`redact`). The upstream
-//! is asked for an unencoded answer; one it encodes anyway is decoded
-//! (gzip, deflate, brotli) or, if the broker cannot read it, not passed on.
-//! Nothing here decides anything.
+//! is asked for an unencoded answer; one it encodes anyway (any
+//! `Content-Encoding` but identity, any `Transfer-Encoding` but chunked,
+//! however the headers are spelled or repeated) would hide the token from
+//! the scan, so it is not passed on. Nothing here decides anything.
 
 use std::sync::Arc;
 
@@ -16,8 +17,9 @@ use crate::config::AuthConfig;
 use crate::secrets::{ExposeSecret, SecretString};
 
 /// Headers that concern one connection, never the next hop (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
@@ -80,17 +82,13 @@ pub async fn send(client: &reqwest::Client, out: Outbound<'_>) -> Result<Respons
             status: status.as_u16(),
         });
     }
+    // Before hop-by-hop headers go: a `Connection` header could name the
+    // encoding and have it removed.
+    if let Some(encoding) = encoded(upstream.headers()) {
+        return Err(ForwardError::Encoded { encoding });
+    }
     let mut response_headers = upstream.headers().clone();
     strip_hop_by_hop(&mut response_headers);
-    // What the client could decode it has decoded, and said so by removing
-    // the header; any encoding left would hide a token from the scan.
-    if let Some(encoding) = response_headers.get(header::CONTENT_ENCODING)
-        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
-    {
-        return Err(ForwardError::Encoded {
-            encoding: String::from_utf8_lossy(encoding.as_bytes()).into_owned(),
-        });
-    }
     let mut hits = Hits::default();
     out.redactor.headers(&mut response_headers, &mut hits);
     let on_echo = out.on_echo;
@@ -170,10 +168,32 @@ pub fn upstream_headers(
     Ok(headers)
 }
 
+/// The encoding of an answer the scan could not read through, if any:
+/// every `Content-Encoding` value but `identity`, every `Transfer-Encoding`
+/// but `chunked` (which the client removes).
+fn encoded(headers: &HeaderMap) -> Option<String> {
+    let codings = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|c| String::from_utf8_lossy(c).trim().to_ascii_lowercase())
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>()
+    };
+    let content = codings(header::CONTENT_ENCODING);
+    let transfer = codings(header::TRANSFER_ENCODING);
+    content
+        .into_iter()
+        .find(|c| c != "identity")
+        .or_else(|| transfer.into_iter().find(|c| c != "chunked"))
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
+        .chain(headers.get_all("proxy-connection"))
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
@@ -197,6 +217,36 @@ mod tests {
         assert!(!rejects_token(http::StatusCode::FORBIDDEN, &limited));
         assert!(!rejects_token(http::StatusCode::NOT_FOUND, &none));
         assert!(!rejects_token(http::StatusCode::OK, &none));
+    }
+
+    #[test]
+    fn an_encoded_answer_is_named_however_its_headers_are_spelled() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            encoded(&h)
+        };
+        assert_eq!(with(&[]), None);
+        assert_eq!(
+            with(&[("content-encoding", "identity"), ("transfer-encoding", "chunked")]),
+            None
+        );
+        assert_eq!(with(&[("content-encoding", "gzip")]).as_deref(), Some("gzip"));
+        assert_eq!(
+            with(&[("content-encoding", "identity"), ("content-encoding", "gzip")]).as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(
+            with(&[("content-encoding", "Identity, X-Gzip")]).as_deref(),
+            Some("x-gzip")
+        );
+        assert_eq!(with(&[("transfer-encoding", "gzip, chunked")]).as_deref(), Some("gzip"));
+        assert_eq!(
+            with(&[("connection", "content-encoding"), ("content-encoding", "br")]).as_deref(),
+            Some("br")
+        );
     }
 
     #[test]

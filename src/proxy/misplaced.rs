@@ -3,13 +3,13 @@
 //! else (another header, a cookie, the query string, an inspected body)
 //! would reach the provider, so such a request is refused and sent nowhere.
 //!
-//! Covered: every header value but the credential headers (also inside a
-//! `Basic` value), every query parameter (raw and percent-decoded), and the
-//! body when the broker reads it (GraphQL requests, form, multipart and
-//! JSON bodies it checks for method overrides, git trees), raw and, for a
-//! form body, decoded. Not covered: a body the broker streams without
-//! reading, and a credential encoded beyond these (JSON `\u` escapes,
-//! base64 outside a `Basic` value, compression).
+//! Covered: every header name and value but the credential headers' values
+//! (also inside a `Basic` value), the path, the query string and the body
+//! when the broker reads it (GraphQL requests, form, multipart and JSON
+//! bodies it checks for method overrides, git trees), each as it is and
+//! percent-decoded (any case, any mix). Not covered: a body the broker
+//! streams without reading, and a credential encoded beyond these (JSON `\u`
+//! escapes, base64 outside a `Basic` value, compression).
 
 use base64::Engine;
 use http::HeaderMap;
@@ -27,38 +27,37 @@ pub struct Misplaced {
 }
 
 /// The first credential in a place the broker does not read it from.
-pub fn find(headers: &HeaderMap, query: Option<&str>, body: Option<&[u8]>) -> Option<Misplaced> {
-    let found = |place: String, text: &[u8]| {
-        credentials_in(text).next().map(|c| Misplaced {
-            place: place.clone(),
-            credential: c.to_owned(),
-        })
-    };
+pub fn find(headers: &HeaderMap, path: &str, query: Option<&str>, body: Option<&[u8]>) -> Option<Misplaced> {
     for (name, value) in headers {
+        let place = format!("the header `{name}`");
+        if let Some(m) = scan(&place, name.as_str().as_bytes()) {
+            return Some(m);
+        }
         if CREDENTIAL_HEADERS.contains(name) || name == http::header::PROXY_AUTHORIZATION {
             continue;
         }
-        let place = format!("the header `{name}`");
         if let Some(m) =
-            found(place.clone(), value.as_bytes()).or_else(|| basic(value.as_bytes()).and_then(|d| found(place, &d)))
+            scan(&place, value.as_bytes()).or_else(|| basic(value.as_bytes()).and_then(|d| scan(&place, &d)))
         {
             return Some(m);
         }
     }
-    if let Some(query) = query {
-        if let Some(m) = found("the query string".into(), query.as_bytes()) {
-            return Some(m);
-        }
-        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-            if let Some(m) = found(format!("the query parameter `{name}`"), value.as_bytes()) {
-                return Some(m);
-            }
-        }
-    }
-    let body = body?;
-    found("the body".into(), body).or_else(|| {
-        url::form_urlencoded::parse(body)
-            .find_map(|(name, value)| found(format!("the body field `{name}`"), value.as_bytes()))
+    scan("the path", path.as_bytes())
+        .or_else(|| query.and_then(|q| scan("the query string", q.as_bytes())))
+        .or_else(|| body.and_then(|b| scan("the body", b)))
+}
+
+/// A credential in `text`, as it is or percent-decoded.
+fn scan(place: &str, text: &[u8]) -> Option<Misplaced> {
+    let found = |text: &[u8]| {
+        credentials_in(text).next().map(|c| Misplaced {
+            place: place.to_owned(),
+            credential: c.to_owned(),
+        })
+    };
+    found(text).or_else(|| {
+        memchr::memchr(b'%', text)?;
+        found(&percent_encoding::percent_decode(text).collect::<Vec<u8>>())
     })
 }
 
@@ -97,25 +96,51 @@ mod tests {
                 http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
                 HeaderValue::from_str(&value).unwrap(),
             );
-            let m = find(&h, None, None).unwrap_or_else(|| panic!("{name}"));
+            let m = find(&h, "/", None, None).unwrap_or_else(|| panic!("{name}"));
             assert_eq!(m.place, format!("the header `{name}`"));
             assert_eq!(m.credential, c);
         }
-        let q = format!("access_token={c}");
+        let none = HeaderMap::new();
+        let encoded: String = c.bytes().map(|b| format!("%{b:02x}")).collect();
+        for q in [
+            format!("access_token={c}"),
+            format!("t=vk1%2E{}", &c[4..]),
+            format!("vk1%2e{}=1", &c[4..]),
+            format!("x={encoded}"),
+        ] {
+            assert_eq!(
+                find(&none, "/a", Some(&q), None).unwrap().place,
+                "the query string",
+                "{q}"
+            );
+        }
         assert_eq!(
-            find(&HeaderMap::new(), Some(&q), None).unwrap().place,
-            "the query string"
+            find(&none, &format!("/repos/a/b/contents/{c}"), None, None)
+                .unwrap()
+                .place,
+            "the path"
         );
-        let q = format!("t=vk1%2E{}", &c[4..]);
         assert_eq!(
-            find(&HeaderMap::new(), Some(&q), None).unwrap().place,
-            "the query parameter `t`"
+            find(&none, &format!("/a/{encoded}"), None, None).unwrap().place,
+            "the path"
         );
         let body = format!("{{\"query\": \"mutation {{ variableUpsert(input: {{ value: \\\"{c}\\\" }}) }}\"}}");
-        assert_eq!(
-            find(&HeaderMap::new(), None, Some(body.as_bytes())).unwrap().place,
-            "the body"
+        assert_eq!(find(&none, "/", None, Some(body.as_bytes())).unwrap().place, "the body");
+        let form = format!("vk1%2E{}=1", &c[4..]);
+        assert_eq!(find(&none, "/", None, Some(form.as_bytes())).unwrap().place, "the body");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cookie",
+            HeaderValue::from_str(&format!("vk=vk1%2E{}", &c[4..])).unwrap(),
         );
+        assert_eq!(find(&h, "/", None, None).unwrap().place, "the header `cookie`");
+        // As a header name, lowercased.
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::HeaderName::from_bytes(c.as_bytes()).unwrap(),
+            HeaderValue::from_static("1"),
+        );
+        assert!(find(&h, "/", None, None).is_some());
     }
 
     use proptest::prelude::*;
@@ -149,8 +174,8 @@ mod tests {
             };
             // A base64url run right before or after the credential makes it
             // another (longer) token: found all the same.
-            prop_assert!(find(&h, query, body).is_some(), "{text:?}");
-            let _ = find(&HeaderMap::new(), None, Some(&noise));
+            prop_assert!(find(&h, "/", query, body).is_some(), "{text:?}");
+            let _ = find(&HeaderMap::new(), "/", None, Some(&noise));
         }
     }
 
@@ -164,7 +189,12 @@ mod tests {
         h.insert("project-access-token", HeaderValue::from_str(&credential()).unwrap());
         h.insert("x-doc", HeaderValue::from_static("send vk1.eyJ... as a bearer token"));
         assert_eq!(
-            find(&h, Some("q=vk1.eyJ"), Some(b"credentials look like vk1.eyJ...")),
+            find(
+                &h,
+                "/vk1.eyJ",
+                Some("q=vk1.eyJ"),
+                Some(b"credentials look like vk1.eyJ...")
+            ),
             None
         );
     }

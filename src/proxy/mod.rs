@@ -105,7 +105,7 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
     };
     // A credential only where it does not belong still says who sent the
     // request, so that its refusal is recorded under the agent's name.
-    let misplaced = misplaced::find(&parts.headers, parts.uri.query(), None);
+    let misplaced = misplaced::find(&parts.headers, &rest, parts.uri.query(), None);
     let presented = match (presented_credential(&parts.headers)?, &misplaced) {
         (Some(presented), _) => presented,
         (None, Some(m)) => std::borrow::Cow::Borrowed(m.credential.as_str()),
@@ -278,7 +278,7 @@ pub fn judge(
     claims: &Claims,
     view: &RequestView<'_>,
 ) -> Judgement {
-    if let Some(found) = misplaced::find(view.headers, view.query, view.body) {
+    if let Some(found) = misplaced::find(view.headers, view.path, view.query, view.body) {
         return Judgement {
             path: view.path.to_owned(),
             operations: Vec::new(),

@@ -1,10 +1,11 @@
 //! The real token never reaches the agent, not even echoed back: an upstream
 //! that reflects request headers (a debug endpoint, an error page, an
 //! httpbin-style API) would hand it over. Every response header and the
-//! streamed body are scanned for each real token the broker holds, as it is,
-//! percent-encoded, and inside base64 at any alignment (`user:token` in a
-//! `Basic` value); a hit is overwritten with a marker of the same length, so
-//! `Content-Length` stays true. The body is scanned chunk by chunk; only a
+//! streamed body are scanned for each real token the broker holds: as it is,
+//! percent-encoded (any byte, in either case), with JSON's `\/`, and inside
+//! base64 at any alignment (`user:token` in a `Basic` value); a hit is
+//! overwritten with a marker of the same length, so `Content-Length` stays
+//! true. Hex, UTF-16 and HTML entities are not looked for. The body is scanned chunk by chunk; only a
 //! chunk's tail that could begin a token is held back for the next one, so a
 //! token split across chunks is found and every other byte is passed on at
 //! once (a stream's first bytes are not delayed).
@@ -28,14 +29,20 @@ const MIN_PATTERN: usize = 12;
 
 /// Finds the broker's real tokens in bytes.
 pub struct Redactor {
+    /// Fixed spellings: the token, JSON-escaped, its base64 cores.
     automaton: AhoCorasick,
     patterns: Vec<Vec<u8>>,
-    /// Which bytes begin some pattern.
+    /// Which bytes begin some fixed spelling.
     starts: [bool; 256],
-    /// Which token each pattern comes from, by index into `fingerprints`.
+    /// Which token each fixed spelling comes from.
     owner: Vec<usize>,
+    /// Every percent-encoded spelling, one group per token; searched only
+    /// where a `%` is. `None` without tokens.
+    percent: Option<regex::bytes::Regex>,
+    tokens: Vec<Vec<u8>>,
     /// The keyed fingerprint of each token, for the record of a hit.
     fingerprints: Vec<String>,
+    /// The longest any spelling can be.
     longest: usize,
 }
 
@@ -57,8 +64,10 @@ impl Redactor {
         let mut patterns: Vec<Vec<u8>> = Vec::new();
         let mut owner = Vec::new();
         let mut fingerprints = Vec::new();
+        let mut raw = Vec::new();
         for (i, (token, fingerprint)) in tokens.into_iter().enumerate() {
             fingerprints.push(fingerprint);
+            raw.push(token.as_bytes().to_vec());
             for pattern in spellings(token.as_bytes()) {
                 if pattern.len() >= MIN_PATTERN.min(token.len()) && !patterns.contains(&pattern) {
                     patterns.push(pattern);
@@ -66,11 +75,21 @@ impl Redactor {
                 }
             }
         }
-        let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        let longest = patterns
+            .iter()
+            .map(Vec::len)
+            .chain(raw.iter().map(|t| 3 * t.len()))
+            .max()
+            .unwrap_or(0);
         let mut starts = [false; 256];
         for p in &patterns {
             starts[usize::from(p[0])] = true;
         }
+        let percent = raw
+            .iter()
+            .map(|t| format!("({})", percent_pattern(t)))
+            .collect::<Vec<_>>()
+            .join("|");
         Redactor {
             // Leftmost-longest, not overlapping: two spellings of a token never
             // share bytes at one place, and this search keeps the fast
@@ -82,24 +101,50 @@ impl Redactor {
             patterns,
             starts,
             owner,
+            percent: (!raw.is_empty())
+                .then(|| regex::bytes::Regex::new(&percent).expect("a percent pattern of literal bytes compiles")),
+            tokens: raw,
             fingerprints,
             longest,
         }
     }
 
+    /// Every spelling of a token in `bytes`: (start, end, which token).
+    fn hits(&self, bytes: &[u8]) -> Vec<(usize, usize, usize)> {
+        let mut hits: Vec<(usize, usize, usize)> = self
+            .automaton
+            .find_iter(bytes)
+            .map(|m| (m.start(), m.end(), self.owner[m.pattern().as_usize()]))
+            .collect();
+        if let Some(percent) = &self.percent
+            && memchr::memchr(b'%', bytes).is_some()
+        {
+            for caps in percent.captures_iter(bytes) {
+                let whole = caps.get(0).expect("a match has a whole");
+                let token = (1..caps.len()).find(|i| caps.get(*i).is_some()).map_or(0, |i| i - 1);
+                hits.push((whole.start(), whole.end(), token));
+            }
+        }
+        hits
+    }
+
+    /// Whether `bytes` hold any spelling of a token.
+    fn any(&self, bytes: &[u8]) -> bool {
+        self.automaton.is_match(bytes)
+            || self
+                .percent
+                .as_ref()
+                .is_some_and(|p| memchr::memchr(b'%', bytes).is_some() && p.is_match(bytes))
+    }
+
     /// Overwrites every token in `bytes`; the fingerprints of those found.
     pub fn redact(&self, bytes: &mut [u8]) -> Vec<&str> {
         let mut found = Vec::new();
-        let spans: Vec<(usize, usize, usize)> = self
-            .automaton
-            .find_iter(&*bytes)
-            .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
-            .collect();
-        for (start, end, pattern) in spans {
+        for (start, end, token) in self.hits(bytes) {
             for (i, b) in bytes[start..end].iter_mut().enumerate() {
                 *b = MARKER[i % MARKER.len()];
             }
-            let fingerprint = self.fingerprints[self.owner[pattern]].as_str();
+            let fingerprint = self.fingerprints[token].as_str();
             if !found.contains(&fingerprint) {
                 found.push(fingerprint);
             }
@@ -114,11 +159,12 @@ impl Redactor {
         (from..bytes.len())
             .find(|&start| {
                 let tail = &bytes[start..];
-                self.starts[usize::from(tail[0])]
+                (self.starts[usize::from(tail[0])]
                     && self
                         .patterns
                         .iter()
-                        .any(|p| p.len() > tail.len() && p.starts_with(tail))
+                        .any(|p| p.len() > tail.len() && p.starts_with(tail)))
+                    || self.tokens.iter().any(|t| begins_percent_spelling(tail, t))
             })
             .map_or(0, |start| bytes.len() - start)
     }
@@ -126,7 +172,7 @@ impl Redactor {
     /// Overwrites every token in the header values.
     pub fn headers(&self, headers: &mut HeaderMap, hits: &mut Hits) {
         for value in headers.values_mut() {
-            if !self.automaton.is_match(value.as_bytes()) {
+            if !self.any(value.as_bytes()) {
                 continue;
             }
             let mut bytes = value.as_bytes().to_vec();
@@ -162,11 +208,13 @@ impl Hits {
     }
 }
 
-/// The spellings of a token a response could carry it in.
+/// The fixed spellings of a token a response could carry it in: as it is,
+/// with JSON's escaped slash, and its base64 cores.
 fn spellings(token: &[u8]) -> Vec<Vec<u8>> {
     let mut out = vec![token.to_vec()];
-    let encoded: String = percent_encoding::percent_encode(token, percent_encoding::NON_ALPHANUMERIC).collect();
-    out.push(encoded.into_bytes());
+    if token.contains(&b'/') {
+        out.push(String::from_utf8_lossy(token).replace('/', "\\/").into_bytes());
+    }
     for engine in [
         &base64::engine::general_purpose::STANDARD_NO_PAD,
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -176,6 +224,55 @@ fn spellings(token: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// A regular expression for every percent-encoding of a token: each byte
+/// as it is or as `%XX`, the hex in either case.
+fn percent_pattern(token: &[u8]) -> String {
+    token
+        .iter()
+        .map(|b| {
+            let hex = |nibble: u8| {
+                let c = char::from_digit(u32::from(nibble), 16).expect("a nibble");
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c, c.to_ascii_uppercase())
+                } else {
+                    c.to_string()
+                }
+            };
+            format!("(?:\\x{b:02x}|%{}{})", hex(b >> 4), hex(b & 0xf))
+        })
+        .collect()
+}
+
+/// Whether `tail` could be the beginning of a percent-encoded spelling of
+/// `token` (each byte as it is or as `%XX`), cut short by the chunk's end.
+fn begins_percent_spelling(tail: &[u8], token: &[u8]) -> bool {
+    let mut at = 0;
+    for &want in token {
+        match tail.get(at) {
+            None => return true,
+            Some(b'%') => {
+                let digits = &tail[at + 1..tail.len().min(at + 3)];
+                let hex = format!("{want:02x}");
+                if !digits
+                    .iter()
+                    .zip(hex.as_bytes())
+                    .all(|(d, h)| d.eq_ignore_ascii_case(h))
+                {
+                    return false;
+                }
+                if digits.len() < 2 {
+                    return true;
+                }
+                at += 3;
+            }
+            Some(&b) if b == want => at += 1,
+            Some(_) => return false,
+        }
+    }
+    // The whole token fits: it was found and overwritten already.
+    false
 }
 
 /// The base64 characters that depend on the token alone when it starts
@@ -232,7 +329,7 @@ where
                     let redactor = this.redactor.clone();
                     // The usual case, a clean chunk and nothing held back,
                     // passes on without a copy.
-                    if this.carry.is_empty() && !redactor.automaton.is_match(&chunk[..]) {
+                    if this.carry.is_empty() && !redactor.any(&chunk[..]) {
                         let keep = redactor.unfinished(&chunk);
                         this.carry = chunk[chunk.len() - keep..].to_vec();
                         let clean = chunk.slice(..chunk.len() - keep);
@@ -360,7 +457,35 @@ mod tests {
         let r = redactor();
         assert_eq!(r.unfinished(b"first;"), 0);
         assert_eq!(r.unfinished(b"first; ghs_real"), "ghs_real".len());
+        assert_eq!(r.unfinished(b"first; %67%68s_re"), "%67%68s_re".len());
+        assert_eq!(r.unfinished(b"first; %6"), "%6".len());
+        assert_eq!(r.unfinished(b"first; %7"), 0);
         assert_eq!(r.unfinished(format!("x {TOKEN}").as_bytes()), 0);
+    }
+
+    #[test]
+    fn a_broker_without_tokens_finds_nothing() {
+        let r = Redactor::new(std::iter::empty());
+        let mut text = "é %41 REDACTED".to_owned().into_bytes();
+        assert!(r.redact(&mut text).is_empty());
+        assert_eq!(r.unfinished(b"%4"), 0);
+    }
+
+    #[test]
+    fn a_token_with_reserved_characters_is_found_in_every_encoding() {
+        let token = "sk/Abc+def-GHI/jkl~mno.pqr";
+        let r = Redactor::new([(token, "hmac-sha256:f2".to_owned())]);
+        for text in [
+            token.to_owned(),
+            token.replace('/', "\\/"),
+            token.replace('/', "%2F").replace('+', "%2B"),
+            token.replace('/', "%2f"),
+            token.bytes().map(|b| format!("%{b:02x}")).collect(),
+        ] {
+            let mut bytes = format!("<{text}>").into_bytes();
+            assert_eq!(r.redact(&mut bytes), ["hmac-sha256:f2"], "{text}");
+            assert!(!String::from_utf8(bytes).unwrap().contains("Abc"), "{text}");
+        }
     }
 
     #[tokio::test]

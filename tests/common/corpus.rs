@@ -618,6 +618,13 @@ fn bound_reads() -> Vec<Case> {
             "credential_mismatch",
         ),
         rest(
+            "a fullwidth dot-dot, which an NFKC server reads as `..`",
+            "github",
+            "GET",
+            "/repos/acme/api/%EF%BC%8E%EF%BC%8E/infra",
+            "malformed_request",
+        ),
+        rest(
             "a route GitHub does not have",
             "github",
             "GET",
@@ -634,6 +641,26 @@ fn bound_reads() -> Vec<Case> {
             "projects under who the token is",
             json!({ "query": "{ me { projects { edges { node { environments { edges { node { id } } } } } } } }" }),
             "unknown_operation",
+        ),
+        graphql(
+            "the environments of a shared project",
+            json!({ "query": "{ environments(projectId: \"proj_1\") { edges { node { id name } } } }" }),
+            "shared_resource",
+        ),
+        graphql(
+            "a shared project's services, read through the project",
+            json!({ "query": "{ project(id: \"proj_1\") { services { edges { node { id } } } } }" }),
+            "shared_resource",
+        ),
+        graphql(
+            "a shared project's own fields",
+            json!({ "query": "{ project(id: \"proj_1\") { id name } }" }),
+            "allow",
+        ),
+        graphql(
+            "an id past 2^53, which a JavaScript server rounds",
+            json!({ "query": "{ project(id: 9007199254740993) { id } }" }),
+            "malformed_request",
         ),
         graphql(
             "projects by a list of ids",

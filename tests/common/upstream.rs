@@ -258,9 +258,12 @@ async fn github_create_pull(Path((_owner, _repo)): Path<(String, String)>, body:
 
 /// What a careless debug endpoint answers: the request's `Authorization`
 /// in a response header, and a body of `REFLECT_BYTES` that carries it raw,
-/// inside `Basic` base64 and percent-encoded, sent in chunks of a prime size
-/// so that copies straddle chunk boundaries. With `?gzip=1` the body is
-/// gzip-encoded whatever the request accepts.
+/// inside `Basic` base64 and percent-encoded (as a form would, every byte in
+/// lower case, and a few bytes only), sent in chunks of a prime size so that
+/// copies straddle chunk boundaries. `?mode=` encodes the body whatever the
+/// request accepts: `gzip`, `double` (gzip twice, the header twice),
+/// `identity-gzip` (two headers, the first harmless), `hidden` (the
+/// encoding named in `Connection`, as if hop-by-hop).
 async fn reflect(headers: HeaderMap, request: Request) -> Response {
     use base64::Engine;
     let auth = headers
@@ -270,36 +273,79 @@ async fn reflect(headers: HeaderMap, request: Request) -> Response {
         .to_owned();
     let token = auth.strip_prefix("Bearer ").unwrap_or(&auth).to_owned();
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
-    let encoded: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    let spellings = [
+        format!("authorization: {auth}"),
+        format!("basic: Basic {basic}"),
+        format!(
+            "query: ?token={}",
+            url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+        ),
+        format!(
+            "lower: {}",
+            token.bytes().map(|b| format!("%{b:02x}")).collect::<String>()
+        ),
+        format!(
+            "some: {}",
+            token
+                .bytes()
+                .enumerate()
+                .map(|(i, b)| if i % 4 == 1 {
+                    format!("%{b:02X}")
+                } else {
+                    char::from(b).to_string()
+                })
+                .collect::<String>()
+        ),
+    ];
     let mut body = Vec::with_capacity(REFLECT_BYTES + 4096);
     let mut i = 0usize;
     while body.len() < REFLECT_BYTES {
         body.extend_from_slice(&vec![b'.'; 997 + i % 13]);
-        let copy = match i % 3 {
-            0 => format!("authorization: {auth}\n"),
-            1 => format!("basic: Basic {basic}\n"),
-            _ => format!("query: ?token={encoded}\n"),
-        };
-        body.extend_from_slice(copy.as_bytes());
+        body.extend_from_slice(spellings[i % spellings.len()].as_bytes());
+        body.push(b'\n');
         i += 1;
     }
-    let gzip = request.uri().query().is_some_and(|q| q.contains("gzip=1"));
+    let gzip = |bytes: &[u8]| {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    };
+    let mode = url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "mode")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
     let mut response_headers = vec![
         ("x-debug-authorization", auth.clone()),
         ("x-debug-basic", format!("Basic {basic}")),
     ];
-    if gzip {
-        use std::io::Write;
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        encoder.write_all(&body).unwrap();
-        body = encoder.finish().unwrap();
-        response_headers.push(("content-encoding", "gzip".to_owned()));
+    match mode.as_str() {
+        "gzip" => {
+            body = gzip(&body);
+            response_headers.push(("content-encoding", "gzip".into()));
+        }
+        "double" => {
+            body = gzip(&gzip(&body));
+            response_headers.push(("content-encoding", "gzip".into()));
+            response_headers.push(("content-encoding", "gzip".into()));
+        }
+        "identity-gzip" => {
+            body = gzip(&body);
+            response_headers.push(("content-encoding", "identity".into()));
+            response_headers.push(("content-encoding", "gzip".into()));
+        }
+        "hidden" => {
+            body = gzip(&body);
+            response_headers.push(("connection", "content-encoding".into()));
+            response_headers.push(("content-encoding", "x-gzip".into()));
+        }
+        _ => {}
     }
     let length = body.len();
     let chunks: Vec<Result<Bytes, std::io::Error>> = body.chunks(4093).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     let mut response = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
     for (name, value) in response_headers {
-        response.headers_mut().insert(name, value.parse().unwrap());
+        response.headers_mut().append(name, value.parse().unwrap());
     }
     response.headers_mut().insert("content-length", length.into());
     response

@@ -48,7 +48,7 @@ const schema = buildSchema(`
     volumeDelete(volumeId: String): Boolean
   }
   type User { id: String name: String email: String }
-  type Node { id: String name: String child(id: String): Node }
+  type Node { id: String name: String child(id: String, environmentId: String): Node }
 `);
 
 function run(request) {
