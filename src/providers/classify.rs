@@ -1054,6 +1054,15 @@ mod tests {
         assert_eq!(gql(big).unwrap_err().kind(), "malformed_request");
         let ops = gql(json!({ "query": "{ project(id: 9007199254740992) { id } }" })).unwrap();
         assert_eq!(ids(&ops[0]), [("project", "9007199254740992")]);
+        // The same root field selected twice runs once, with both selections:
+        // what either copy reads under it counts.
+        let ops = gql(
+            json!({ "query": "{ project(id: \"p\") { id } project(id: \"p\") { service(serviceId: \"s\") { id } } }" }),
+        )
+        .unwrap();
+        assert_eq!(ops.len(), 1);
+        assert!(ops[0].nested_objects);
+        assert!(ids(&ops[0]).contains(&("service", "s")), "{:?}", ids(&ops[0]));
         // The same field selected twice the same way runs once.
         let ops = gql(json!({ "query": "mutation { volumeDelete(volumeId: \"x\") volumeDelete(volumeId: \"x\") }" }))
             .unwrap();
