@@ -214,12 +214,10 @@ impl Writer<'_> {
             let node = "{ id name }";
             match self.rng.below(12) {
                 0..=2 => format!("project(id: {}) {node}", self.string("proj_1")),
-                // Objects under a shared project: read through an
-                // environment of the credential's, as the broker asks.
+                // Objects under an environment: its own, typed by Railway's
+                // schema as the broker types them.
                 3 => format!(
-                    "project(id: {}) {{ id child(id: {}, environmentId: {}) {{ id }} }}",
-                    self.string("proj_1"),
-                    self.string("c1"),
+                    "environment(id: {}) {{ id serviceInstances {{ edges {{ node {{ id }} }} }} }}",
                     self.string(env)
                 ),
                 4..=5 => format!("environment(id: {}) {node}", self.string(env)),
@@ -232,7 +230,7 @@ impl Writer<'_> {
                 ),
                 9 => {
                     let input = self.input(&[("projectId", "proj_1"), ("environmentId", env)]);
-                    format!("deployments(input: {input}, first: 5) {{ id }}")
+                    format!("deployments(input: {input}, first: 5) {{ edges {{ node {{ id }} }} }}")
                 }
                 _ => "me { name email }".to_owned(),
             }
@@ -515,6 +513,9 @@ impl Engine {
         let ids = IdSpec {
             arguments: &self.id_arguments,
             kinds: &self.kinds,
+            // The generated documents are of the reference schema, not a
+            // provider's: only what the document itself says is compared.
+            schema: None,
         };
         let fields = root_fields(
             &Method::POST,

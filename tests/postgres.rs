@@ -663,6 +663,12 @@ async fn valid_until_binds_with_the_broker_stopped_and_a_restart_ends_the_role()
         !role_exists(&pool, &role).await
     })
     .await;
+    // The log line follows the DROP ROLE: wait for it rather than race it.
+    let log_path = dir.path().join("serve.log");
+    eventually("the restarted broker logs the role it ended", async || {
+        std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains("database role ended") && log.contains(&role))
+    })
+    .await;
     assert_eq!(served.stop(), Some(0));
 
     // The admin's and the agent's passwords are in no log line and no byte

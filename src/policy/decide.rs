@@ -27,6 +27,10 @@ pub struct Operation {
     /// The scope's tier; `catastrophic` when no rule names the operation.
     pub tier: Tier,
     pub resources: Vec<ResourceRef>,
+    /// How many of `resources`, from the first, the operation's own
+    /// arguments name; the rest are named by fields nested under it, which
+    /// read within what it reads and cannot narrow it to one environment.
+    pub named_by_arguments: usize,
     /// The operation acts only inside the environment named by its
     /// environment-kind resource (a Railway service instance, not the whole
     /// service), so resources shared with other environments are not at risk.
@@ -39,9 +43,24 @@ pub struct Operation {
     /// only to refuse it (an alternative address of a resource).
     pub refused_by_pack: Option<String>,
     /// The operation reads objects under what it names (a GraphQL field
-    /// with nested selections), which may belong to other environments than
-    /// the resource it is bound to.
+    /// with nested selections, or one that returns one environment's
+    /// objects), which may belong to other environments than the resource
+    /// it is bound to.
     pub nested_objects: bool,
+    /// Where a nested selection goes beyond what the operation names, when
+    /// it does.
+    pub beyond: Option<Beyond>,
+}
+
+/// How a nested selection goes beyond what its operation names, in words
+/// for the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Beyond {
+    /// It follows a reference to a resource that spans environments.
+    Across(String),
+    /// It selects a field the provider's schema, as the broker knows it,
+    /// does not have: what it reads cannot be told.
+    UnknownField(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -151,6 +170,10 @@ pub enum Refusal {
         resource: ResourceRef,
         owners: Vec<String>,
     },
+    #[error("{operation} reads beyond the resources it names: {why}")]
+    ReadAcross { operation: String, why: String },
+    #[error("{operation} is refused: {why}")]
+    UnknownField { operation: String, why: String },
     #[error("{operation} touches {resource}, which is not in the broker's resource map, so its environment is unknown")]
     UnknownResource { operation: String, resource: ResourceRef },
     #[error("{operation} ({tier}) names no resource id, so the broker cannot tell which environment it would change")]
@@ -189,11 +212,14 @@ impl Refusal {
     pub fn kind(&self) -> &'static str {
         match self {
             Refusal::ProviderNotGranted { .. } | Refusal::CredentialMismatch { .. } => "credential_mismatch",
-            Refusal::SharedResource { .. } | Refusal::SharedRead { .. } => "shared_resource",
+            Refusal::SharedResource { .. } | Refusal::SharedRead { .. } | Refusal::ReadAcross { .. } => {
+                "shared_resource"
+            }
             Refusal::UnknownResource { .. } | Refusal::UnboundOperation { .. } => "unknown_resource",
             Refusal::NoOperation
             | Refusal::UnknownOperation { .. }
             | Refusal::RefusedOperation { .. }
+            | Refusal::UnknownField { .. }
             | Refusal::UnboundRead { .. } => "unknown_operation",
             Refusal::ApprovalRequired { .. } => "approval_required",
             Refusal::ScopeNotGranted { .. } => "scope_not_granted",
@@ -206,11 +232,12 @@ impl Refusal {
         match self {
             Refusal::ProviderNotGranted { .. } => 0,
             Refusal::CredentialMismatch { .. } => 1,
-            Refusal::SharedResource { .. } | Refusal::SharedRead { .. } => 2,
+            Refusal::SharedResource { .. } | Refusal::SharedRead { .. } | Refusal::ReadAcross { .. } => 2,
             Refusal::UnknownResource { .. } | Refusal::UnboundOperation { .. } => 3,
             Refusal::NoOperation
             | Refusal::UnknownOperation { .. }
             | Refusal::RefusedOperation { .. }
+            | Refusal::UnknownField { .. }
             | Refusal::UnboundRead { .. } => 4,
             Refusal::ApprovalRequired { .. } => 5,
             Refusal::ScopeNotGranted { .. } => 6,
@@ -314,13 +341,14 @@ fn judge(access: &Access<'_>, map: &ProviderResources, op: &Operation, bound: &[
             Some(_) => {}
         }
     }
-    // A read of what lies under a shared resource reaches the other
-    // environments' share of it, unless it names an environment of ours.
-    let ours_named = bound
+    // Reading what lies under a shared resource (a query's, or a
+    // mutation's answer) reaches the other environments' share of it, unless
+    // the operation's own arguments name an environment of ours that
+    // narrows it (a nested field naming one narrows only itself).
+    let ours_named = bound[..op.named_by_arguments.min(bound.len())]
         .iter()
         .any(|r| r.kind == ENVIRONMENT_KIND && r.owners.as_deref() == Some(&[access.env.to_owned()][..]));
-    if !changes
-        && op.nested_objects
+    if op.nested_objects
         && !ours_named
         && let Some(r) = bound.iter().find(|r| r.owners.as_ref().is_some_and(|o| o.len() > 1))
     {
@@ -343,6 +371,21 @@ fn judge(access: &Access<'_>, map: &ProviderResources, op: &Operation, bound: &[
         return Some(Refusal::UnboundRead {
             operation: op.name.clone(),
         });
+    }
+    match &op.beyond {
+        Some(Beyond::Across(why)) => {
+            return Some(Refusal::ReadAcross {
+                operation: op.name.clone(),
+                why: why.clone(),
+            });
+        }
+        Some(Beyond::UnknownField(why)) => {
+            return Some(Refusal::UnknownField {
+                operation: op.name.clone(),
+                why: why.clone(),
+            });
+        }
+        None => {}
     }
     if !op.tier.agent_may_hold() {
         return Some(Refusal::ApprovalRequired {
@@ -411,6 +454,8 @@ mod tests {
             name: name.into(),
             scope: Some(scope.into()),
             tier,
+            named_by_arguments: ids.len(),
+            beyond: None,
             resources: ids
                 .iter()
                 .map(|(kind, id)| ResourceRef {
@@ -639,6 +684,78 @@ mod tests {
         assert!(decide(&rules(), &staging(&held), &[own_fields]).allowed());
         let ours_alone = nested(&[("volume", "vol_stg")]);
         assert!(decide(&rules(), &staging(&held), &[ours_alone]).allowed());
+    }
+
+    #[test]
+    fn an_environment_named_only_by_a_nested_field_does_not_pin_a_shared_read() {
+        let held = every_grantable();
+        // `project(id: shared) { services … x: deployments(environmentId: ours) }`
+        let nested_pin = Operation {
+            nested_objects: true,
+            named_by_arguments: 1,
+            ..op(
+                "query volume",
+                "read",
+                Tier::Read,
+                &[("volume", "vol_shared"), ("environment", "env_stg")],
+            )
+        };
+        let d = decide(&rules(), &staging(&held), &[nested_pin]);
+        assert!(matches!(d.refusal, Some(Refusal::SharedRead { .. })), "{:?}", d.refusal);
+        // A change confined to our environment that answers with the shared
+        // service itself, and reads what lies under it: its environment id
+        // does not narrow the service.
+        let answer = Operation {
+            within_environment: true,
+            nested_objects: true,
+            named_by_arguments: 0,
+            ..op(
+                "mutation serviceInstanceUpdate",
+                "service:write",
+                Tier::Write,
+                &[("service", "svc_shared"), ("environment", "env_stg")],
+            )
+        };
+        let d = decide(&rules(), &staging(&held), std::slice::from_ref(&answer));
+        assert!(matches!(d.refusal, Some(Refusal::SharedRead { .. })), "{:?}", d.refusal);
+        let narrowed = Operation {
+            named_by_arguments: 2,
+            ..answer
+        };
+        assert!(decide(&rules(), &staging(&held), &[narrowed]).allowed());
+    }
+
+    #[test]
+    fn a_read_beyond_what_it_names_is_refused_as_shared_even_on_our_own_resource() {
+        let held = every_grantable();
+        let across = Operation {
+            nested_objects: true,
+            beyond: Some(Beyond::Across(
+                "it selects `deployments` under `deployment.service`".into(),
+            )),
+            ..op("query deployment", "read", Tier::Read, &[("deployment", "dep_stg")])
+        };
+        let d = decide(&rules(), &staging(&held), &[across]);
+        assert_eq!(kind(&d), Some("shared_resource"));
+        let message = d.refusal.unwrap().to_string();
+        assert!(message.contains("deployment.service"), "{message}");
+        // Another environment's resource is still named first.
+        let theirs = Operation {
+            beyond: Some(Beyond::Across("…".into())),
+            ..op("query deployment", "read", Tier::Read, &[("volume", "vol_prod")])
+        };
+        let d = decide(&rules(), &staging(&held), &[theirs]);
+        assert_eq!(kind(&d), Some("credential_mismatch"));
+        // A field the schema lacks cannot be judged: unknown, even on a
+        // resource-free root.
+        let unknown = Operation {
+            resource_free: true,
+            beyond: Some(Beyond::UnknownField("it selects `secrets` under `me`".into())),
+            ..op("query me", "read", Tier::Read, &[])
+        };
+        let d = decide(&rules(), &staging(&held), &[unknown]);
+        assert_eq!(kind(&d), Some("unknown_operation"));
+        assert!(matches!(d.refusal, Some(Refusal::UnknownField { .. })));
     }
 
     #[test]

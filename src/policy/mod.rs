@@ -10,7 +10,7 @@ mod mint;
 mod tier;
 
 pub use decide::{
-    Access, BoundOperation, BoundResource, Decision, ENVIRONMENT_KIND, Operation, ProviderResources, Refusal,
+    Access, Beyond, BoundOperation, BoundResource, Decision, ENVIRONMENT_KIND, Operation, ProviderResources, Refusal,
     ResourceRef, decide,
 };
 

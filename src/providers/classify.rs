@@ -15,11 +15,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use http::{HeaderMap, Method, header};
 
-use super::graphql::{self, GraphqlLimits, IdSpec, OperationType, RootField};
+use super::graphql::{self, Escape, GraphqlLimits, IdSpec, OperationType, Returns, RootField};
 use super::pack::{CompiledRule, Matcher, OperationRule, RuleGrant};
 use super::rest::{self, PathPattern, PatternTrie};
+use super::schema::Schema;
 use super::{ProviderKind, github};
-use crate::policy::{Operation, ResourceRef, Tier};
+use crate::policy::{Beyond, Operation, ResourceRef, Tier};
 
 /// End-to-end headers the broker reads or replaces: a `Connection` header
 /// that names one would have it removed after classification, and the
@@ -128,6 +129,7 @@ struct GraphqlSpec {
     id_arguments: BTreeMap<String, String>,
     kinds: BTreeSet<String>,
     limits: GraphqlLimits,
+    schema: Option<&'static Schema>,
 }
 
 /// A rule of ops' configuration that does not compile, by its index.
@@ -178,6 +180,7 @@ impl Classifier {
             kinds: g.id_arguments.values().cloned().collect(),
             id_arguments: g.id_arguments.clone(),
             limits,
+            schema: kind.schema(),
         });
         let trees = (kind == ProviderKind::Github).then(|| {
             let pattern = PathPattern::parse("/repos/{owner}/{repo}/git/trees").expect("a fixed pattern");
@@ -307,6 +310,7 @@ impl Classifier {
         let ids = IdSpec {
             arguments: &spec.id_arguments,
             kinds: &spec.kinds,
+            schema: spec.schema,
         };
         let fields = graphql::root_fields(
             request.method,
@@ -332,13 +336,27 @@ impl Classifier {
             &spec.id_arguments,
             &mut resources,
         );
+        let named_by_arguments = resources.len();
         for nested in field.nested {
             if !resources.contains(&nested) {
                 resources.push(nested);
             }
         }
         let mut op = operation(rule, name, resources);
-        op.nested_objects = field.selects_objects;
+        // What lies under a resource is its in every environment it spans,
+        // whatever environment the arguments name besides (a mutation's
+        // `environmentId` does not filter the service it returns); one
+        // environment's objects listed under a shared resource (a volume's
+        // instances) need an environment of ours among the arguments.
+        op.named_by_arguments = match field.returns {
+            Returns::Resource => 0,
+            Returns::EnvironmentData | Returns::Unknown => named_by_arguments,
+        };
+        op.nested_objects = field.selects_objects || field.returns == Returns::EnvironmentData;
+        op.beyond = field.escape.map(|escape| match escape {
+            Escape::Unknown { .. } => Beyond::UnknownField(escape.to_string()),
+            Escape::Across { .. } => Beyond::Across(escape.to_string()),
+        });
         // A field that touches no environment's resources may still lead to
         // objects that do (`me { projects { … } }`): only its own leaves are
         // free to read.
@@ -489,11 +507,13 @@ fn operation(rule: &CompiledRule, name: String, resources: Vec<ResourceRef>) -> 
         name,
         scope,
         tier,
+        named_by_arguments: resources.len(),
         resources,
         within_environment: rule.within_environment,
         resource_free: rule.resource_free && refused_by_pack.is_none(),
         refused_by_pack,
         nested_objects: false,
+        beyond: None,
     }
 }
 
@@ -504,10 +524,12 @@ fn unknown(name: String) -> Operation {
         scope: None,
         tier: Tier::Catastrophic,
         resources: Vec::new(),
+        named_by_arguments: 0,
         within_environment: false,
         resource_free: false,
         refused_by_pack: None,
         nested_objects: false,
+        beyond: None,
     }
 }
 
@@ -643,6 +665,123 @@ mod tests {
 
     fn ids(op: &Operation) -> Vec<(&str, &str)> {
         op.resources.iter().map(|r| (r.kind.as_str(), r.id.as_str())).collect()
+    }
+
+    /// Why Railway's schema says a query reads beyond what it names, if it does.
+    fn beyond(query: &str) -> Option<Beyond> {
+        let ops = gql(json!({ "query": query })).unwrap();
+        assert_eq!(ops.len(), 1, "{query}");
+        ops[0].beyond.clone()
+    }
+
+    #[test]
+    fn nested_selections_stay_within_what_the_root_field_names() {
+        for within in [
+            "{ environment(id: \"e\") { id name config meta { branch } serviceInstances { edges { node { id serviceName \
+               latestDeployment { id status instances { status } } domains { serviceDomains { domain } } \
+               service { id name __typename } } } } variables { edges { node { name } } } \
+               volumeInstances { edges { node { mountPath volume { id name } } } } sourceEnvironment { id name } } }",
+            "{ deployment(id: \"d\") { id status environment { name } service { id } creator { email } } }",
+            "{ deployments(input: { projectId: \"p\", environmentId: \"e\" }) { edges { node { id meta } } pageInfo { hasNextPage } } }",
+            "{ deploymentLogs(deploymentId: \"d\") { message attributes { key value } tags { serviceId } } }",
+            "{ deployment(id: \"d\") { service @skip(if: true) { deployments { edges { node { id } } } } } }",
+            "{ environment(id: \"e\") { ... on Environment { deployments { edges { node { id } } } } } }",
+            "mutation { serviceDomainCreate(input: { environmentId: \"e\", serviceId: \"s\" }) { id domain } }",
+            "{ environment(id: \"e\") { ... on Environment { ... on Deployment { id } } } }",
+        ] {
+            assert_eq!(beyond(within), None, "{within}");
+        }
+    }
+
+    #[test]
+    fn what_a_root_field_returns_says_whose_its_objects_are() {
+        // One environment's objects under what the arguments name: an
+        // environment among them narrows which.
+        let ops = gql(json!({ "query": "{ adminVolumeInstancesForVolume(volumeId: \"v\") { mountPath } }" })).unwrap();
+        assert!(ops[0].nested_objects);
+        assert_eq!(ops[0].named_by_arguments, 1);
+        // The resource itself: its own fields are free to read, and an
+        // environment among the arguments does not narrow what lies under it.
+        let ops = gql(json!({ "query": "{ project(id: \"p\") { id name } }" })).unwrap();
+        assert!(!ops[0].nested_objects);
+        assert_eq!(ops[0].named_by_arguments, 0);
+        let ops = gql(json!({ "query": "{ variables(projectId: \"p\", environmentId: \"e\") }" })).unwrap();
+        assert_eq!(ops[0].named_by_arguments, 2);
+    }
+
+    #[test]
+    fn a_nested_reference_to_what_spans_environments_selects_only_its_id_and_name() {
+        for (query, place, field) in [
+            (
+                "{ deployment(id: \"d\") { service { deployments { edges { node { id } } } } } }",
+                "deployment.service",
+                "deployments",
+            ),
+            (
+                "{ environment(id: \"e\") { sourceEnvironment { config(decryptVariables: true) } } }",
+                "environment.sourceEnvironment",
+                "config",
+            ),
+            (
+                "{ deployment(id: \"d\") { environment { serviceInstances { edges { node { id } } } } } }",
+                "deployment.environment",
+                "serviceInstances",
+            ),
+            (
+                "{ deployment(id: \"d\") { s: service { p: project { id } } } }",
+                "deployment.service",
+                "project",
+            ),
+            (
+                "query { deployment(id: \"d\") { ...F } } fragment F on Deployment { service { project { name } } }",
+                "deployment.service",
+                "project",
+            ),
+            (
+                "{ environment(id: \"e\") { sourceEnvironment { ... on Environment { variables { edges { node { name } } } } } } }",
+                "environment.sourceEnvironment",
+                "variables",
+            ),
+            (
+                "{ project(id: \"p\") { environments { edges { node { deployments { edges { node { id } } } } } } } }",
+                "project.environments.edges.node",
+                "deployments",
+            ),
+            (
+                "mutation M { serviceInstanceRedeploy(environmentId: \"e\", serviceId: \"s\") }\n\
+                 query Q { volumeInstance(id: \"v\") { volume { volumeInstances { edges { node { id } } } } } }",
+                "volumeInstance.volume",
+                "volumeInstances",
+            ),
+        ] {
+            let ops = gql(json!({ "query": query, "operationName": "Q" })).or_else(|_| gql(json!({ "query": query })));
+            let why = ops
+                .unwrap()
+                .iter()
+                .find_map(|o| match &o.beyond {
+                    Some(Beyond::Across(why)) => Some(why.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{query} reads across nothing"));
+            assert!(why.contains(&format!("`{field}` under `{place}`")), "{query}: {why}");
+        }
+    }
+
+    #[test]
+    fn a_nested_field_railways_schema_lacks_is_refused_by_name() {
+        for (query, parent, field) in [
+            ("{ deployment(id: \"d\") { id secrets } }", "Deployment", "secrets"),
+            ("{ environment(id: \"e\") { ... on Nothing { id } } }", "Nothing", "id"),
+            ("{ deployment(id: \"d\") { status { code } } }", "Deployment", "status"),
+        ] {
+            let Some(Beyond::UnknownField(why)) = beyond(query) else {
+                panic!("{query}")
+            };
+            assert!(
+                why.contains(&format!("`{field}`")) && why.contains(parent),
+                "{query}: {why}"
+            );
+        }
     }
 
     #[test]
@@ -1216,6 +1355,16 @@ mod tests {
             "id",
             "me",
             "name",
+            "environment",
+            "sourceEnvironment",
+            "service",
+            "deployments",
+            "edges",
+            "node",
+            "__typename",
+            "... on Environment",
+            "fragment H on Deployment",
+            "...H",
             "a:",
             "\"vol_1\"",
             "\"\"\"x\"\"\"",

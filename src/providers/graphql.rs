@@ -25,7 +25,12 @@ use serde_json::{Map, Value};
 
 use super::ClassifyError;
 use super::json::strict as strict_json;
+use super::schema::Schema;
 use crate::policy::ResourceRef;
+
+mod confine;
+
+pub use confine::{Escape, Returns};
 
 /// Field visits (through fragments) after which a document is refused,
 /// whatever the configured limits: fragment fan-out grows exponentially.
@@ -75,12 +80,16 @@ impl fmt::Display for OperationType {
     }
 }
 
-/// What the analysis needs to know about ids.
+/// What the analysis needs to know of the provider: how ids are named, and
+/// its schema, when the broker has it.
 pub struct IdSpec<'a> {
     /// Argument (and input field) name → the kind of resource it names.
     pub arguments: &'a BTreeMap<String, String>,
     /// Fields named like a kind (`volume`, `project`) take an `id` of that kind.
     pub kinds: &'a BTreeSet<String>,
+    /// With it, nested selections are typed and held within what their root
+    /// field is bound to (`RootField::escape`).
+    pub schema: Option<&'a Schema>,
 }
 
 /// A root field an operation would execute.
@@ -95,6 +104,11 @@ pub struct RootField {
     /// Whether the field selects objects under it (fields with selections
     /// of their own), which may belong to any environment.
     pub selects_objects: bool,
+    /// What it returns, by the provider's schema.
+    pub returns: Returns,
+    /// Where its selection leaves what the field is bound to, judged by the
+    /// provider's schema (none without one).
+    pub escape: Option<Escape>,
     /// Whether this is the operation the server runs (`operationName`'s, or
     /// the document's only one). The others are classified too.
     pub selected: bool,
@@ -369,6 +383,7 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         spread: BTreeSet::new(),
         checked: Default::default(),
         nested: HashMap::new(),
+        confined: HashMap::new(),
     };
     let mut fields = Vec::new();
     for (op, name) in operations.iter().zip(&names) {
@@ -387,6 +402,7 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         // What a server validates, before any directive is evaluated.
         walk.checked.clear();
         walk.nested.clear();
+        walk.confined.clear();
         walk.check(&set, &scope, Some(kind), 1)?;
         let roots = walk.flatten(&set, &scope, Some(kind), &mut Vec::new(), false)?;
         // One response key, one execution: a field selected twice the same
@@ -401,6 +417,10 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
             let selects_objects = field
                 .selection_set()
                 .is_some_and(|s| s.selections().any(|sel| !is_leaf(&sel)));
+            let (returns, escape) = match ids.schema {
+                Some(schema) => walk.confine_root(schema, schema.root(kind), &field, &scope)?,
+                None => (Returns::Unknown, None),
+            };
             let key = response_key(&field);
             if let Some((_, at)) = seen
                 .iter()
@@ -409,6 +429,9 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
                 if let Some(merged) = at.map(|i| &mut fields[i]) {
                     let merged: &mut RootField = merged;
                     merged.selects_objects |= selects_objects;
+                    if merged.escape.is_none() {
+                        merged.escape = escape;
+                    }
                     for id in nested {
                         if !merged.nested.contains(&id) {
                             merged.nested.push(id);
@@ -427,6 +450,8 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
                 name,
                 arguments,
                 selects_objects,
+                returns,
+                escape,
                 nested,
                 selected,
             });
@@ -878,6 +903,8 @@ struct Walk<'a> {
     /// The ids under each selection set in the current operation: a fragment
     /// spread many times is walked once.
     nested: HashMap<apollo_parser::TextRange, Vec<ResourceRef>>,
+    /// What `confine` found under each selection set, at each position.
+    confined: HashMap<(apollo_parser::TextRange, confine::Position), Option<Escape>>,
 }
 
 impl Walk<'_> {
@@ -906,13 +933,28 @@ impl Walk<'_> {
         spreading: &mut Vec<String>,
         every: bool,
     ) -> Result<Vec<cst::Field>, ClassifyError> {
+        let fields = self.flatten_on(set, scope, root, spreading, every, None)?;
+        Ok(fields.into_iter().map(|(field, _)| field).collect())
+    }
+
+    /// `flatten`, with the type condition each field is selected under (the
+    /// innermost fragment's), if any.
+    fn flatten_on(
+        &mut self,
+        set: &cst::SelectionSet,
+        scope: &Scope<'_>,
+        root: Option<OperationType>,
+        spreading: &mut Vec<String>,
+        every: bool,
+        on: Option<&str>,
+    ) -> Result<Vec<(cst::Field, Option<String>)>, ClassifyError> {
         let mut out = Vec::new();
         for selection in set.selections() {
             self.count()?;
             match selection {
                 cst::Selection::Field(f) => {
                     if included(f.directives(), scope)? || every {
-                        out.push(f);
+                        out.push((f, on.map(str::to_owned)));
                     }
                 }
                 cst::Selection::InlineFragment(inline) => {
@@ -924,7 +966,8 @@ impl Walk<'_> {
                     if (included(inline.directives(), scope)? || every)
                         && let Some(inner) = inline.selection_set()
                     {
-                        out.extend(self.flatten(&inner, scope, root, spreading, every)?);
+                        let on = condition.as_deref().or(on);
+                        out.extend(self.flatten_on(&inner, scope, root, spreading, every, on)?);
                     }
                 }
                 cst::Selection::FragmentSpread(spread) => {
@@ -946,7 +989,8 @@ impl Walk<'_> {
                         && let Some(inner) = fragment.selection_set()
                     {
                         spreading.push(name);
-                        out.extend(self.flatten(&inner, scope, root, spreading, every)?);
+                        let on = condition.as_deref().or(on);
+                        out.extend(self.flatten_on(&inner, scope, root, spreading, every, on)?);
                         spreading.pop();
                     }
                 }

@@ -16,6 +16,7 @@ mod json;
 mod pack;
 pub mod postgres;
 mod rest;
+mod schema;
 
 use std::sync::LazyLock;
 
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use classify::{Classified, Classifier, ClassifyError, RequestView, RuleError};
 pub use graphql::{GraphqlLimits, IdSpec, OperationType, RootField, root_fields};
 pub use pack::{GraphqlPack, OperationRule, ResourceTemplate, RulePack, ScopeRule};
+pub use schema::{FieldType, NestedPack, Schema};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +77,12 @@ impl ProviderKind {
         &PACKS[self as usize]
     }
 
+    /// The built-in GraphQL schema of this kind, read as its pack's
+    /// `[graphql.nested]` says.
+    pub fn schema(self) -> Option<&'static Schema> {
+        SCHEMAS[self as usize].as_ref()
+    }
+
     fn source(self) -> &'static str {
         match self {
             ProviderKind::Railway => include_str!("../../config/providers/railway.toml"),
@@ -90,6 +98,21 @@ impl std::fmt::Display for ProviderKind {
         f.write_str(self.as_str())
     }
 }
+
+static SCHEMAS: LazyLock<Vec<Option<Schema>>> = LazyLock::new(|| {
+    ProviderKind::ALL
+        .iter()
+        .map(|kind| {
+            let json = match kind {
+                ProviderKind::Railway => include_str!("../../config/providers/railway.schema.json"),
+                _ => return None,
+            };
+            let nested = kind.pack().graphql.as_ref().and_then(|g| g.nested.as_ref());
+            let nested = nested.unwrap_or_else(|| panic!("rule pack `{kind}` has a schema and no [graphql.nested]"));
+            Some(Schema::parse(json, nested).unwrap_or_else(|e| panic!("built-in schema of `{kind}`: {e}")))
+        })
+        .collect()
+});
 
 static PACKS: LazyLock<Vec<RulePack>> = LazyLock::new(|| {
     ProviderKind::ALL
@@ -128,6 +151,30 @@ mod tests {
             assert!(!pack.operations.is_empty(), "{kind} names no operation");
             // Panics, naming the rule, when a built-in rule is wrong.
             Classifier::new(kind, &[], &tiers, GraphqlLimits::default()).unwrap();
+        }
+    }
+
+    #[test]
+    fn every_railway_root_field_the_pack_names_is_in_railways_schema() {
+        let schema = ProviderKind::Railway.schema().expect("Railway's pack reads its schema");
+        assert!(schema.source().starts_with("railwayapp/cli@"), "{}", schema.source());
+        for rule in &ProviderKind::Railway.pack().operations {
+            let operation = rule.operation.unwrap_or(OperationType::Mutation);
+            let root = schema.root(operation);
+            for field in rule.field.iter().chain(&rule.fields) {
+                let known = match field.strip_suffix('*') {
+                    Some(prefix) => schema.fields(root).any(|f| f.starts_with(prefix)),
+                    None => schema.field(root, field) != FieldType::Unknown,
+                };
+                assert!(
+                    known,
+                    "the pack names {operation} `{field}`, which {} lacks",
+                    schema.source()
+                );
+            }
+        }
+        for kind in [ProviderKind::Github, ProviderKind::Http, ProviderKind::Postgres] {
+            assert!(kind.schema().is_none(), "{kind}");
         }
     }
 

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use super::ProviderKind;
 use super::graphql::OperationType;
 use super::rest::{IdTemplate, PathPattern};
+use super::schema::NestedPack;
 use crate::policy::Tier;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +49,10 @@ pub struct GraphqlPack {
     /// Argument and input-field names that carry resource ids → the kind of
     /// resource. A field named like a kind takes an `id` of that kind.
     pub id_arguments: BTreeMap<String, String>,
+    /// How the fields nested under a root field are judged, against the
+    /// kind's schema (`schema.rs`).
+    #[serde(default)]
+    pub nested: Option<NestedPack>,
 }
 
 /// One operation rule, from a pack or from ops' configuration.

@@ -658,6 +658,61 @@ fn bound_reads() -> Vec<Case> {
             "allow",
         ),
         graphql(
+            "our environment's service instances, their deployments and whose service each is",
+            json!({ "query": "{ environment(id: \"env_stg\") { name serviceInstances { edges { node { serviceName latestDeployment { id status } service { id name } } } } variables { edges { node { name } } } } }" }),
+            "allow",
+        ),
+        graphql(
+            "the decrypted variables of the environment ours was forked from",
+            json!({ "query": "{ environment(id: \"env_stg\") { sourceEnvironment { config(decryptVariables: true) } } }" }),
+            "shared_resource",
+        ),
+        graphql(
+            "every environment's deployments of a service, reached from our environment",
+            json!({ "query": "{ environment(id: \"env_stg\") { serviceInstances { edges { node { service { deployments { edges { node { id url } } } } } } } } }" }),
+            "shared_resource",
+        ),
+        graphql(
+            "a volume's instances everywhere, through a fragment and aliases",
+            json!({ "query": "query Q { e: environment(id: \"env_stg\") { ...V } } fragment V on Environment { volumeInstances { edges { node { v: volume { all: volumeInstances { edges { node { environmentId mountPath } } } } } } } }" }),
+            "shared_resource",
+        ),
+        graphql(
+            "another environment's services, through an inline fragment on the reference",
+            json!({ "query": "{ environment(id: \"env_stg\") { sourceEnvironment { ... on Environment { serviceInstances { edges { node { id } } } } } } }" }),
+            "shared_resource",
+        ),
+        graphql(
+            "a field Railway's schema does not have, under our environment",
+            json!({ "query": "{ environment(id: \"env_stg\") { secrets { name value } } }" }),
+            "unknown_operation",
+        ),
+        graphql(
+            "a shared project's deployments beside a nested field naming our environment",
+            json!({ "query": "{ project(id: \"proj_1\") { deployments { edges { node { id } } } e: environment(id: \"env_stg\") { id } } }" }),
+            "shared_resource",
+        ),
+        graphql(
+            "every environment's instances of a shared volume, leaves only",
+            json!({ "query": "{ adminVolumeInstancesForVolume(volumeId: \"vol_db\") { environmentId mountPath currentSizeMB } }" }),
+            "shared_resource",
+        ),
+        graphql(
+            "a shared project's usage, by environment",
+            json!({ "query": "{ usage(projectId: \"proj_1\", measurements: [CPU_USAGE], groupBy: [ENVIRONMENT_ID]) { measurement value } }" }),
+            "shared_resource",
+        ),
+        graphql(
+            "an admin invite code to the whole project",
+            json!({ "query": "{ projectInviteCode(projectId: \"proj_1\", role: ADMIN) { code } }" }),
+            "unknown_operation",
+        ),
+        graphql(
+            "a bucket's S3 credentials",
+            json!({ "query": "{ bucketS3Credentials(projectId: \"proj_1\", environmentId: \"env_stg\", bucketId: \"b\") { accessKeyId secretAccessKey } }" }),
+            "unknown_operation",
+        ),
+        graphql(
             "an id past 2^53, which a JavaScript server rounds",
             json!({ "query": "{ project(id: 9007199254740993) { id } }" }),
             "malformed_request",

@@ -12,8 +12,10 @@
 // read, not how values are typed. The rules of the specification that need
 // the provider's own schema (which fields, arguments and types exist, which
 // selections are leaves, which values a type takes) are reported apart: the
-// broker does not hold Railway's schema, and a request that breaks one of
-// them is refused by the provider whole, so it runs nothing.
+// broker reads Railway's schema only to type nested fields, and a request
+// that breaks one of them is refused by the provider whole, so it runs
+// nothing. The nested fields generated are Railway's own, so that the broker
+// allows them.
 import * as graphql from 'graphql';
 import readline from 'node:readline';
 
@@ -39,7 +41,7 @@ const schema = buildSchema(`
     environment(id: String, projectId: String): Node
     service(id: String): Node
     variables(projectId: String, environmentId: String, serviceId: String): JSON
-    deployments(input: JSON, first: Int): Node
+    deployments(input: JSON, first: Int): Connection
   }
   type Mutation {
     variableUpsert(input: JSON): Boolean
@@ -48,7 +50,9 @@ const schema = buildSchema(`
     volumeDelete(volumeId: String): Boolean
   }
   type User { id: String name: String email: String }
-  type Node { id: String name: String child(id: String, environmentId: String): Node }
+  type Node { id: String name: String serviceInstances: Connection }
+  type Connection { edges: [Edge] }
+  type Edge { node: Node }
 `);
 
 function run(request) {

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Regenerates config/providers/railway.schema.json, the part of Railway's
+public GraphQL schema the broker reads: what each field of each object and
+interface type returns, and the members of each union.
+
+The broker types every field nested under a root field with it, so that it
+knows when a read follows a reference out of the environment it is bound to
+(`deployment { service { … } }`), and refuses a field the schema does not
+have. The source is the introspection result the Railway CLI ships
+(src/gql/schema.json), at a pinned commit:
+
+    curl -sSfo /tmp/railway-schema.json \\
+      https://raw.githubusercontent.com/railwayapp/cli/$COMMIT/src/gql/schema.json
+    python3 scripts/railway-schema.py /tmp/railway-schema.json $COMMIT
+
+A newer schema's types are outside the pack's `confined` list until someone
+reviews them, so they are read only by id and name (the stricter way).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "config/providers/railway.schema.json"
+COMPOSITE = ("OBJECT", "INTERFACE", "UNION")
+
+
+def named(type_ref):
+    while type_ref.get("ofType"):
+        type_ref = type_ref["ofType"]
+    return type_ref["name"]
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit("usage: railway-schema.py SCHEMA_JSON COMMIT")
+    source, commit = sys.argv[1], sys.argv[2]
+    data = json.loads(Path(source).read_text())
+    schema = data.get("data", data)["__schema"]
+    types, unions = {}, {}
+    for t in schema["types"]:
+        if t["name"].startswith("__"):
+            continue
+        if t["kind"] in ("OBJECT", "INTERFACE"):
+            types[t["name"]] = {f["name"]: named(f["type"]) for f in t["fields"]}
+        elif t["kind"] == "UNION":
+            unions[t["name"]] = sorted(p["name"] for p in t["possibleTypes"])
+    out = {
+        "source": f"railwayapp/cli@{commit}:src/gql/schema.json",
+        "query": schema["queryType"]["name"],
+        "mutation": schema["mutationType"]["name"],
+        "types": types,
+        "unions": unions,
+    }
+    # One type a line, so that a newer schema's diff reads type by type.
+    compact = lambda v: json.dumps(v, sort_keys=True, separators=(",", ":"))
+    lines = [f"  {compact(k)}:{compact(v)}" for k, v in sorted(types.items())]
+    head = {k: v for k, v in out.items() if k != "types"}
+    OUT.write_text(compact(head)[:-1] + ',"types":{\n' + ",\n".join(lines) + "\n}}\n")
+    print(f"{OUT.relative_to(ROOT)}: {len(types)} object and interface types, {len(unions)} unions")
+
+
+if __name__ == "__main__":
+    main()
