@@ -321,6 +321,7 @@ const UNKNOWN_RESOURCE: &str = "The broker does not know which environment this 
 const UNKNOWN_OPERATION: &str = "The broker does not know this operation, so it refuses it. Do not try to reach the same effect another way: if the task truly needs it, stop and ask a human to add a rule, quoting the event id.";
 const UNBOUND: &str = "This request reaches resources the broker cannot tie to one environment (addressed by number, a search, or a listing of everything the token reaches), so it is refused. Read what you need through the resource's own route or id argument (GitHub: /repos/OWNER/REPO/…; Railway: project(id: …), variables(projectId: …, environmentId: …)). Do not look for another way around it; if the task truly needs this, ask a human, quoting the event id.";
 const SHARED_READ: &str = "What lies under this resource is shared with another environment, so reading it could read that environment's data. Read through your own environment instead: pass your environment id (`whoami` and the resource map name it), or select only the resource's own fields. Do not look for another way around it; if the task truly needs more, ask a human, quoting the event id.";
+const UNKNOWN_FIELD: &str = "The broker types every field a GraphQL request selects with its copy of the provider's schema, and this one is not in it, so it cannot tell what the request would read. Check the field's spelling and the type it is selected on against the provider's schema; if the provider added the field recently, ask a human to update the broker's copy of the schema, quoting the event id. Do not look for another way to read it.";
 const READ_ACROSS: &str = "This read follows a reference (a service, a project, another environment) from what it names to a resource other environments share, and selects more than its id and name there, which could read their data. Select only the reference's id and name, then read what you need through a root field that names your environment (`serviceInstance(serviceId: …, environmentId: …)`, `deployments(input: {serviceId: …, environmentId: …})`). Do not look for another way around it; if the task truly needs more, ask a human, quoting the event id.";
 const APPROVAL: &str = "This operation is destructive, and no agent credential can perform it. Do not retry, and do not look for another way, credential or token. Stop and ask a human to do it or approve it, quoting the event id.";
 
@@ -378,7 +379,7 @@ impl From<crate::proxy::ProxyError> for Problem {
                         ("Unknown resource", UNKNOWN_RESOURCE)
                     }
                     Refusal::NoOperation | Refusal::UnknownOperation { .. } => ("Unknown operation", UNKNOWN_OPERATION),
-                    Refusal::UnknownField { .. } => ("Field unknown to the broker", UNKNOWN_OPERATION),
+                    Refusal::UnknownField { .. } => ("Field unknown to the broker", UNKNOWN_FIELD),
                     Refusal::RefusedOperation { .. } => ("Operation refused by the rule pack", UNBOUND),
                     Refusal::UnboundRead { .. } => ("Read names no resource", UNBOUND),
                     Refusal::ApprovalRequired { .. } => ("Approval required", APPROVAL),

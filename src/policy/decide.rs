@@ -702,15 +702,15 @@ mod tests {
         };
         let d = decide(&rules(), &staging(&held), &[nested_pin]);
         assert!(matches!(d.refusal, Some(Refusal::SharedRead { .. })), "{:?}", d.refusal);
-        // A change confined to our environment that answers with the shared
-        // service itself, and reads what lies under it: its environment id
-        // does not narrow the service.
+        // A change confined to our environment (an ops rule) that answers
+        // with the shared service itself, and reads what lies under it: its
+        // environment id does not narrow the service.
         let answer = Operation {
             within_environment: true,
             nested_objects: true,
             named_by_arguments: 0,
             ..op(
-                "mutation serviceInstanceUpdate",
+                "mutation serviceSomethingInEnvironment",
                 "service:write",
                 Tier::Write,
                 &[("service", "svc_shared"), ("environment", "env_stg")],

@@ -20,7 +20,7 @@ use super::pack::{CompiledRule, Matcher, OperationRule, RuleGrant};
 use super::rest::{self, PathPattern, PatternTrie};
 use super::schema::Schema;
 use super::{ProviderKind, github};
-use crate::policy::{Beyond, Operation, ResourceRef, Tier};
+use crate::policy::{Beyond, ENVIRONMENT_KIND, Operation, ResourceRef, Tier};
 
 /// End-to-end headers the broker reads or replaces: a `Connection` header
 /// that names one would have it removed after classification, and the
@@ -343,16 +343,27 @@ impl Classifier {
             }
         }
         let mut op = operation(rule, name, resources);
-        // What lies under a resource is its in every environment it spans,
-        // whatever environment the arguments name besides (a mutation's
-        // `environmentId` does not filter the service it returns); one
-        // environment's objects listed under a shared resource (a volume's
-        // instances) need an environment of ours among the arguments.
+        // Railway reads the environment a mutation acts in from the field's
+        // own `environmentId` or its `input`'s; an id deeper in a value
+        // (inside a JSON setting) confines nothing.
+        op.within_environment &= environment_at_top(&field.arguments, &spec.id_arguments);
+        let named_by_id = rule.id_kind.is_some();
+        // A resource's nested objects are its in every environment it spans,
+        // whatever else the arguments name (a mutation's `environmentId`
+        // does not filter the service it answers with), unless the resource
+        // is an environment. One environment's objects listed under what
+        // the arguments name (a volume's instances) need an environment of
+        // ours among them; one such object named by its own id is its
+        // environment's, and the nested walk keeps its reads there.
         op.named_by_arguments = match field.returns {
-            Returns::Resource => 0,
-            Returns::EnvironmentData | Returns::Unknown => named_by_arguments,
+            Returns::Resource if rule.id_kind.as_deref() != Some(ENVIRONMENT_KIND) => 0,
+            _ => named_by_arguments,
         };
-        op.nested_objects = field.selects_objects || field.returns == Returns::EnvironmentData;
+        op.nested_objects = match field.returns {
+            Returns::EnvironmentData => !named_by_id,
+            Returns::NoEnvironment => false,
+            Returns::Resource | Returns::Unknown => field.selects_objects,
+        };
         op.beyond = field.escape.map(|escape| match escape {
             Escape::Unknown { .. } => Beyond::UnknownField(escape.to_string()),
             Escape::Across { .. } => Beyond::Across(escape.to_string()),
@@ -533,6 +544,20 @@ fn unknown(name: String) -> Operation {
     }
 }
 
+/// Whether an environment id is an argument of the field or a field of one
+/// of its input objects.
+fn environment_at_top(arguments: &[(String, serde_json::Value)], id_arguments: &BTreeMap<String, String>) -> bool {
+    let environment = |name: &str, value: &serde_json::Value| {
+        value.is_string() && id_arguments.get(name).is_some_and(|kind| kind == ENVIRONMENT_KIND)
+    };
+    arguments.iter().any(|(name, value)| {
+        environment(name, value)
+            || value
+                .as_object()
+                .is_some_and(|o| o.iter().any(|(n, v)| environment(n, v)))
+    })
+}
+
 /// Methods are case-sensitive, and servers disagree on lowercase ones (some
 /// read `delete` as DELETE, some as an unknown method); TRACE echoes the
 /// request, real token included; CONNECT is a tunnel nothing can classify.
@@ -707,6 +732,25 @@ mod tests {
         assert_eq!(ops[0].named_by_arguments, 0);
         let ops = gql(json!({ "query": "{ variables(projectId: \"p\", environmentId: \"e\") }" })).unwrap();
         assert_eq!(ops[0].named_by_arguments, 2);
+    }
+
+    #[test]
+    fn a_mutation_is_confined_to_an_environment_only_by_its_own_environment_id() {
+        let within = |query: &str| gql(json!({ "query": query })).unwrap()[0].within_environment;
+        assert!(within(
+            "mutation { serviceInstanceRedeploy(serviceId: \"s\", environmentId: \"e\") }"
+        ));
+        assert!(within(
+            "mutation { variableUpsert(input: { serviceId: \"s\", environmentId: \"e\", name: \"A\", value: \"b\" }) }"
+        ));
+        // Deeper than the input's own fields, an environment id is a value.
+        assert!(!within(
+            "mutation { variableUpsert(input: { serviceId: \"s\", name: \"A\", value: \"b\", x: { environmentId: \"e\" } }) }"
+        ));
+        // Railway updates every environment that is not a fork.
+        assert!(!within(
+            "mutation { serviceInstanceUpdate(serviceId: \"s\", environmentId: \"e\", input: {}) }"
+        ));
     }
 
     #[test]

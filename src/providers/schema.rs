@@ -44,12 +44,18 @@ pub struct NestedPack {
     /// Leaf fields that only identify an object, which may be selected on
     /// any object.
     pub identity: Vec<String>,
+    /// Object types that hold no environment's data (the provider's own
+    /// regions): confined too, and a root field returning them needs no
+    /// environment of the credential's.
+    #[serde(default)]
+    pub no_environment: Vec<String>,
 }
 
 #[derive(Debug)]
 pub struct Schema {
     file: SchemaFile,
     confined: BTreeSet<String>,
+    no_environment: BTreeSet<String>,
     identity: BTreeSet<String>,
 }
 
@@ -72,10 +78,12 @@ impl Schema {
             serde_json::from_str(json).map_err(|e| format!("the schema file does not parse: {e}"))?;
         let schema = Schema {
             confined: nested.confined.iter().cloned().collect(),
+            no_environment: nested.no_environment.iter().cloned().collect(),
             identity: nested.identity.iter().cloned().collect(),
             file,
         };
-        if let Some(t) = schema.confined.iter().find(|t| !schema.is_composite(t)) {
+        let listed = schema.confined.iter().chain(&schema.no_environment);
+        if let Some(t) = listed.into_iter().find(|t| !schema.is_composite(t)) {
             return Err(format!(
                 "confined type `{t}` is not an object type of {}",
                 schema.file.source
@@ -119,7 +127,7 @@ impl Schema {
     /// `…Edge { node cursor }`, `PageInfo`), whose nodes are judged by their
     /// own type.
     pub fn confined(&self, name: &str) -> bool {
-        if self.confined.contains(name) {
+        if self.confined.contains(name) || self.no_environment.contains(name) {
             return true;
         }
         let Some(fields) = self.file.types.get(name) else {
@@ -127,6 +135,12 @@ impl Schema {
         };
         let only = |allowed: &[&str]| fields.keys().all(|f| allowed.contains(&f.as_str()));
         name == "PageInfo" || only(&["edges", "pageInfo"]) || only(&["node", "cursor"])
+    }
+
+    /// Whether objects of this type hold one environment's data: confined,
+    /// and not a type of no environment.
+    pub fn environment_data(&self, name: &str) -> bool {
+        self.confined(name) && !self.no_environment.contains(name)
     }
 
     /// The fields of an object or interface type.
@@ -160,13 +174,15 @@ mod tests {
                 "EnvDeploymentsEdge": {"node": "Deployment", "cursor": "String"},
                 "PageInfo": {"hasNextPage": "Boolean"},
                 "Deployment": {"id": "ID", "status": "String"},
-                "Odd": {"edges": "String", "secret": "String"}
+                "Odd": {"edges": "String", "secret": "String"},
+                "Region": {"name": "String"}
             },
             "unions": {"Either": ["Environment", "Deployment"]}
         }"#;
         let nested = NestedPack {
             confined: vec!["Deployment".into()],
             identity: vec!["id".into(), "name".into()],
+            no_environment: vec!["Region".into()],
         };
         Schema::parse(json, &nested).unwrap()
     }
@@ -202,13 +218,14 @@ mod tests {
             assert!(!s.confined(t), "{t}");
         }
         assert!(s.identity("id") && s.identity("__typename") && !s.identity("config"));
+        assert!(s.confined("Region") && !s.environment_data("Region") && s.environment_data("Deployment"));
     }
 
     #[test]
     fn a_confined_type_the_schema_lacks_is_refused() {
         let nested = NestedPack {
             confined: vec!["Deploymnet".into()],
-            identity: vec![],
+            ..NestedPack::default()
         };
         let json = r#"{"source": "s", "query": "Q", "mutation": "M", "types": {}, "unions": {}}"#;
         let err = Schema::parse(json, &nested).unwrap_err();

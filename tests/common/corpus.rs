@@ -703,6 +703,26 @@ fn bound_reads() -> Vec<Case> {
             "shared_resource",
         ),
         graphql(
+            "our environment's instances, as the Railway CLI reads them (with the shared project)",
+            json!({ "query": "query EnvironmentInstances($id: String!) { environment(id: $id, projectId: \"proj_1\") { serviceInstances { edges { node { id serviceName } } } volumeInstances { edges { node { id mountPath } } } } }", "variables": { "id": "env_stg" } }),
+            "allow",
+        ),
+        graphql(
+            "Railway's regions, for a shared project",
+            json!({ "query": "{ regions(projectId: \"proj_1\") { name country deploymentConstraints { deprecationInfo { isDeprecated } } } }" }),
+            "allow",
+        ),
+        graphql(
+            "a shared service's settings, which Railway changes in every environment that is not a fork",
+            json!({ "query": "mutation { serviceInstanceUpdate(serviceId: \"svc_api\", environmentId: \"env_stg\", input: { startCommand: \"x\" }) }" }),
+            "shared_resource",
+        ),
+        graphql(
+            "a variable of a shared service, our environment named only deep inside a value",
+            json!({ "query": "mutation { variableUpsert(input: { projectId: \"proj_1\", serviceId: \"svc_api\", name: \"A\", value: \"b\", extra: { environmentId: \"env_stg\" } }) }" }),
+            "shared_resource",
+        ),
+        graphql(
             "an admin invite code to the whole project",
             json!({ "query": "{ projectInviteCode(projectId: \"proj_1\", role: ADMIN) { code } }" }),
             "unknown_operation",

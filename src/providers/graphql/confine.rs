@@ -55,6 +55,8 @@ pub enum Returns {
     /// connection of them: under a resource that spans environments, an
     /// environment of the credential's among the arguments must say which.
     EnvironmentData,
+    /// Objects of no environment (the provider's own regions).
+    NoEnvironment,
 }
 
 impl Escape {
@@ -104,15 +106,20 @@ pub(super) struct Position {
 }
 
 impl Position {
-    /// A type condition narrows the type of the same objects: whose they
-    /// are does not change.
-    fn narrow(&self, condition: Option<String>) -> Position {
+    /// A type condition narrows the type of the same objects. It never
+    /// leads back in, and a type that is not confined leads out: the
+    /// stricter reading, should a confined interface ever have an
+    /// implementation that is not.
+    fn narrow(&self, schema: &Schema, condition: Option<String>) -> Position {
         match condition {
-            Some(ty) => Position {
+            Some(ty) if ty != self.ty => Position {
+                reference: self
+                    .reference
+                    .clone()
+                    .or_else(|| (!schema.confined(&ty)).then(|| ty.clone())),
                 ty,
-                reference: self.reference.clone(),
             },
-            None => self.clone(),
+            _ => self.clone(),
         }
     }
 }
@@ -133,8 +140,10 @@ impl Walk<'_> {
         let (returns, escape) = match (schema.field(root, &name), field.selection_set()) {
             (_, None) => (Returns::Unknown, None),
             (FieldType::Composite(ty), Some(set)) => {
-                let returns = if schema.confined(ty) {
+                let returns = if schema.environment_data(ty) {
                     Returns::EnvironmentData
+                } else if schema.confined(ty) {
+                    Returns::NoEnvironment
                 } else {
                     Returns::Resource
                 };
@@ -174,7 +183,7 @@ impl Walk<'_> {
         }
         let mut found = None;
         for (field, on) in self.flatten_on(set, scope, None, &mut Vec::new(), false, None)? {
-            let here = at.narrow(on);
+            let here = at.narrow(schema, on);
             let name = name_text(field.name());
             let unknown = |why| Escape::Unknown {
                 path: Vec::new(),
