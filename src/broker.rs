@@ -844,6 +844,24 @@ impl Broker {
         }
     }
 
+    /// Ends the agents' database sessions that outlast their limits, and
+    /// says so in the log: a role can turn its own timeouts off. The grace
+    /// lets the server's own timeout act first where the role left it on.
+    pub async fn end_overdue_sessions(&self) {
+        const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+        for ((provider, env), ended) in self.databases.end_overdue_sessions(GRACE).await {
+            match ended {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(%provider, %env, sessions = n, "ended agents' database sessions that outlasted their limits")
+                }
+                Err(e) => {
+                    tracing::warn!(%provider, %env, error = %e, "cannot look for agents' database sessions past their limits")
+                }
+            }
+        }
+    }
+
     /// Ends every database role whose lease ended (expired, or revoked here
     /// or by another process) and records each. A role that cannot be ended
     /// now is tried again later, waiting longer each time. Returns how many

@@ -22,7 +22,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::config::DatabaseConfig;
 use crate::providers::postgres::{
-    self, Login, OWNER_COMMENT, ROLE_PREFIX, RolePlan, TERMINATE_SESSIONS, create_roles, disable_role, remove_role,
+    self, Login, OVERDUE_SESSIONS, OWNER_COMMENT, ROLE_PREFIX, RolePlan, SessionLimits, TERMINATE_SESSIONS,
+    create_roles, disable_role, remove_role,
 };
 use crate::secrets::{ExposeSecret, SecretString, Zeroizing};
 
@@ -159,8 +160,10 @@ impl Databases {
             table_owner: target.settings.table_owner.clone(),
             read: has("read"),
             write: has("write"),
+            update: has("update"),
             delete: has("delete"),
             connection_limit: target.settings.connection_limit,
+            limits: limits(&target.settings),
         };
         let login = postgres::login(&target.agent_base, &target.database, &role, &password);
         Ok((plan, login))
@@ -215,6 +218,40 @@ impl Databases {
             .await
             .map_err(server(provider, env))?;
         Ok(Ended::Dropped { sessions })
+    }
+}
+
+impl Databases {
+    /// Ends, on every server, the sessions of the broker's roles that
+    /// outlast their limits (an agent can turn its own timeouts off, and a
+    /// lock it holds blocks the application). Returns, per (provider,
+    /// environment), how many were ended or why the server could not say.
+    pub async fn end_overdue_sessions(&self, grace: Duration) -> Vec<((String, String), Result<i64, DatabaseError>)> {
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        for ((provider, env), target) in &self.targets {
+            let [statement, lock, idle_in_transaction, idle] = limits(&target.settings).overdue_binds(grace_ms);
+            let ended = sqlx::query_scalar(OVERDUE_SESSIONS)
+                .bind(statement)
+                .bind(lock)
+                .bind(idle_in_transaction)
+                .bind(idle)
+                .fetch_one(&target.pool)
+                .await
+                .map_err(server(provider, env));
+            out.push(((provider.clone(), env.clone()), ended));
+        }
+        out
+    }
+}
+
+fn limits(settings: &DatabaseConfig) -> SessionLimits {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    SessionLimits {
+        statement_ms: ms(settings.statement_timeout),
+        lock_ms: ms(settings.lock_timeout),
+        idle_in_transaction_ms: ms(settings.idle_in_transaction_timeout),
+        idle_session_ms: ms(settings.idle_session_timeout),
     }
 }
 

@@ -133,6 +133,30 @@ async fn run_refuses_to_launch_when_the_broker_refuses() {
     t.stop().await;
 }
 
+/// The launcher key and the credential go to the broker itself, never
+/// through a proxy somebody set in the environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_never_sends_keys_through_a_proxy_variable() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let proxy = common::upstream::StandIn::http(&[]).await;
+    let mut cmd = run_sh(&t, &key, "staging", "valetkey whoami >/dev/null && echo reached");
+    cmd.env("NO_PROXY", "").env("no_proxy", "");
+    for var in common::PROXY_VARIABLES {
+        cmd.env(var, &proxy.url);
+    }
+    // `valetkey` itself, for the child's `whoami`.
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap().display().to_string();
+    let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
+    cmd.env("PATH", path);
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "reached", "{stderr}");
+    assert_eq!(proxy.count(), 0, "the CLI went through the proxy");
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn env_prints_the_same_variables_and_whoami_explains_them() {
     let t = TestBroker::start().await;

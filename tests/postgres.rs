@@ -178,6 +178,79 @@ async fn end_session(b: &TestBroker, key: &str, answer: &Value) {
     assert_eq!(status, 200, "{body}");
 }
 
+/// An agent that turns its own timeouts off and holds a lock, or runs a
+/// statement for ever, has its session ended by the broker, and the
+/// application's statement that waited goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_past_their_limits_are_ended_whatever_the_role_set() {
+    let url = server_url();
+    let pool = admin(&url).await;
+    let schema = unique("vk_test_");
+    schema_with_rows(&pool, &schema).await;
+    let limits = "connection_limit = 3\nstatement_timeout = \"2s\"\nlock_timeout = \"1s\"\n\
+                  idle_in_transaction_timeout = \"2s\"\nidle_session_timeout = \"1h\"";
+    let config = config(&schema).replace("connection_limit = 3", limits);
+    let env = BTreeMap::from([("APPDB_ADMIN_URL".to_owned(), url.clone())]);
+    let b = TestBroker::start_with(&config, env).await;
+    let key = b.add_agent("claude").await;
+    let answer = mint(&b, &key, "claude").await;
+    let role = var(&answer, "PGUSER").to_owned();
+    let s = quote_ident(&schema);
+
+    // The limits are the role's own settings.
+    let settings: Vec<String> = sqlx::query_scalar("SELECT unnest(rolconfig) FROM pg_roles WHERE rolname = $1")
+        .bind(&role)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for expected in [
+        "statement_timeout=2000",
+        "lock_timeout=1000",
+        "idle_in_transaction_session_timeout=2000",
+        "idle_session_timeout=3600000",
+    ] {
+        assert!(settings.iter().any(|s| s == expected), "{expected} not in {settings:?}");
+    }
+
+    // The agent turns them off, and holds a row lock in an open transaction.
+    let mut holder = PgConnection::connect(var(&answer, "DATABASE_URL")).await.unwrap();
+    let off = "SET statement_timeout = 0; SET lock_timeout = 0; \
+               SET idle_in_transaction_session_timeout = 0; SET idle_session_timeout = 0";
+    holder.execute(off).await.unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {s}.items (name) VALUES ('held')"
+        )))
+        .await
+        .unwrap();
+    // Another of its sessions runs a statement for ever.
+    let mut sleeper = PgConnection::connect(var(&answer, "DATABASE_URL")).await.unwrap();
+    sleeper.execute(off).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let sleeping = tokio::spawn(async move { sleeper.execute("SELECT pg_sleep(120)").await });
+
+    // The application's migration waits for the agent's lock, then goes through.
+    let mut app = pool.begin().await.unwrap();
+    app.execute("SET LOCAL lock_timeout = '20s'").await.unwrap();
+    app.execute(sqlx::AssertSqlSafe(format!("LOCK TABLE {s}.items IN SHARE MODE")))
+        .await
+        .expect("the agent's lock outlived its limits");
+    app.commit().await.unwrap();
+    assert!(
+        holder.execute("SELECT 1").await.is_err(),
+        "the holder's session is still open"
+    );
+
+    let slept = tokio::time::timeout(Duration::from_secs(30), sleeping)
+        .await
+        .expect("the endless statement was not ended")
+        .unwrap();
+    assert!(slept.is_err(), "pg_sleep(120) finished: {slept:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    finish(b, &pool, &schema).await;
+}
+
 #[tokio::test]
 async fn an_agents_database_url_reads_and_writes_rows_and_can_destroy_nothing() {
     let url = server_url();
@@ -199,13 +272,13 @@ async fn an_agents_database_url_reads_and_writes_rows_and_can_destroy_nothing() 
     )))
     .await
     .unwrap();
-    conn.execute(sqlx::AssertSqlSafe(format!(
-        "UPDATE {s}.items SET name = 'renamed' WHERE name = 'first'"
-    )))
-    .await
-    .unwrap();
 
     for forbidden in [
+        // One UPDATE rewrites every row; it is a scope of its own.
+        format!("UPDATE {s}.items SET name = 'renamed' WHERE name = 'first'"),
+        format!("UPDATE {s}.items SET name = ''"),
+        // setval would exhaust the sequence the insert above drew from.
+        format!("SELECT setval('{s}.items_id_seq', 2147483647)"),
         format!("DELETE FROM {s}.items"),
         format!("TRUNCATE {s}.items"),
         format!("DROP TABLE {s}.items"),

@@ -487,14 +487,7 @@ async fn proxy_variables_in_the_brokers_environment_are_ignored() {
         ("NO_PROXY", ""),
         ("no_proxy", ""),
     ];
-    for var in [
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
+    for var in common::PROXY_VARIABLES {
         env.push((var, proxy.url.as_str()));
     }
     let served = common::serve(dir.path(), &config_path, &env);

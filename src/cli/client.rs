@@ -37,7 +37,10 @@ impl Client {
     pub fn new(base: &str) -> Result<Client, ClientError> {
         // reqwest is built without a TLS provider; ring is the one we use.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // The launcher key and credentials go to the broker named, never to
+        // a proxy from the environment.
         let http = reqwest::Client::builder()
+            .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()

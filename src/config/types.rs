@@ -371,6 +371,19 @@ pub struct DatabaseConfig {
     /// faster (the server hashes at `CREATE ROLE`), for client libraries
     /// that accept fewer than 4096 (libpq accepts any count from 1).
     pub scram_iterations: u32,
+    /// Longest statement of an agent's session.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// Longest wait for a lock.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// Longest an agent's session may sit idle inside a transaction
+    /// (holding its locks).
+    #[serde(with = "humantime_serde")]
+    pub idle_in_transaction_timeout: Duration,
+    /// Longest an agent's session may sit idle.
+    #[serde(with = "humantime_serde")]
+    pub idle_session_timeout: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -383,6 +396,10 @@ impl Default for DatabaseConfig {
             host: None,
             port: None,
             scram_iterations: crate::providers::postgres::SCRAM_ITERATIONS,
+            statement_timeout: Duration::from_secs(60),
+            lock_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(60),
+            idle_session_timeout: Duration::from_secs(600),
         }
     }
 }

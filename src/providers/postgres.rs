@@ -165,9 +165,66 @@ pub struct RolePlan {
     pub table_owner: Option<String>,
     pub read: bool,
     pub write: bool,
+    pub update: bool,
     pub delete: bool,
     pub connection_limit: u32,
+    pub limits: SessionLimits,
 }
+
+/// How long an agent's session may take over each thing, in milliseconds.
+/// They are set on the role (`ALTER ROLE … SET`), which the role can `SET`
+/// back to 0 in its own session; so the broker also ends the sessions that
+/// outlast them (`OVERDUE_SESSIONS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub statement_ms: u64,
+    pub lock_ms: u64,
+    pub idle_in_transaction_ms: u64,
+    pub idle_session_ms: u64,
+}
+
+impl SessionLimits {
+    /// The role settings, by PostgreSQL's names.
+    fn settings(&self) -> [(&'static str, u64); 4] {
+        [
+            ("statement_timeout", self.statement_ms),
+            ("lock_timeout", self.lock_ms),
+            ("idle_in_transaction_session_timeout", self.idle_in_transaction_ms),
+            ("idle_session_timeout", self.idle_session_ms),
+        ]
+    }
+
+    /// `OVERDUE_SESSIONS`' parameters: each limit with `grace` added, so
+    /// that the server's own timeout, which ends only the statement or the
+    /// transaction, acts first where the role left it on.
+    pub fn overdue_binds(&self, grace_ms: u64) -> [i64; 4] {
+        [
+            self.statement_ms,
+            self.lock_ms,
+            self.idle_in_transaction_ms,
+            self.idle_session_ms,
+        ]
+        .map(|ms| i64::try_from(ms.saturating_add(grace_ms)).unwrap_or(i64::MAX))
+    }
+}
+
+/// Ends the sessions of the broker's roles (named `vk_…` and commented as
+/// its own) that outlast their limits (`$1` statement, `$2` lock wait, `$3`
+/// idle in a transaction, `$4` idle, in milliseconds), whatever the role set
+/// its own timeouts to; returns how many it ended. A lock wait is counted
+/// from the statement's start, which can only make it end sooner.
+pub const OVERDUE_SESSIONS: &str = r"SELECT count(pg_terminate_backend(a.pid))::bigint
+FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
+WHERE a.usename LIKE 'vk\_%'
+  AND shobj_description(r.oid, 'pg_authid') LIKE 'valetkey lease %'
+  AND a.pid <> pg_backend_pid()
+  AND ((a.state = 'active' AND now() - a.query_start > $1 * interval '1 millisecond')
+    OR (a.state = 'active' AND a.wait_event_type = 'Lock' AND now() - a.query_start > $2 * interval '1 millisecond')
+    OR (a.state LIKE 'idle in transaction%' AND now() - a.state_change > $3 * interval '1 millisecond')
+    OR (a.state = 'idle' AND now() - a.state_change > $4 * interval '1 millisecond'))";
+
+/// Privileges on tables, and on sequences.
+type Privileges = (Vec<&'static str>, Vec<&'static str>);
 
 impl RolePlan {
     /// The statements that create this one role, for one transaction.
@@ -176,19 +233,26 @@ impl RolePlan {
     }
 
     /// What the role gets on tables and on sequences.
-    fn privileges(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+    fn privileges(&self) -> Privileges {
         let mut tables = Vec::new();
         let mut sequences = Vec::new();
         if self.read {
             tables.push("SELECT");
             sequences.push("SELECT");
         }
+        // A sequence's USAGE is what an insert's default needs (nextval);
+        // its UPDATE is setval, which can exhaust it.
         if self.write {
-            tables.extend(["INSERT", "UPDATE"]);
-            sequences.extend(["USAGE", "UPDATE"]);
+            tables.push("INSERT");
+            sequences.push("USAGE");
             if !self.read {
                 sequences.push("SELECT");
             }
+        }
+        // One UPDATE can rewrite every row (`WHERE true`): a scope of its
+        // own, which the pack makes destructive.
+        if self.update {
+            tables.push("UPDATE");
         }
         if self.delete {
             tables.push("DELETE");
@@ -197,14 +261,12 @@ impl RolePlan {
     }
 
     /// Roles whose grants are the same statement but for the grantee.
-    fn grant_key(&self) -> (&str, &[String], Option<&str>, bool, bool, bool) {
+    fn grant_key(&self) -> (&str, &[String], Option<&str>, Privileges) {
         (
             &self.database,
             &self.schemas,
             self.table_owner.as_deref(),
-            self.read,
-            self.write,
-            self.delete,
+            self.privileges(),
         )
     }
 }
@@ -225,6 +287,9 @@ pub fn create_roles(plans: &[RolePlan]) -> Vec<String> {
             plan.connection_limit
         ));
         sql.push(format!("COMMENT ON ROLE {role} IS {}", quote_literal(&plan.comment)));
+        for (setting, ms) in plan.limits.settings() {
+            sql.push(format!("ALTER ROLE {role} SET {setting} = {ms}"));
+        }
     }
     if plans.is_empty() {
         return sql;
@@ -348,8 +413,15 @@ mod tests {
             table_owner: Some("app_owner".into()),
             read: true,
             write: true,
+            update: false,
             delete: false,
             connection_limit: 5,
+            limits: SessionLimits {
+                statement_ms: 60_000,
+                lock_ms: 5_000,
+                idle_in_transaction_ms: 60_000,
+                idle_session_ms: 600_000,
+            },
         }
     }
 
@@ -358,13 +430,39 @@ mod tests {
         let sql = plan().create().join(";\n");
         assert!(sql.contains("NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS"));
         assert!(sql.contains("VALID UNTIL E'2026-11-24T23:00:00Z'"));
-        assert!(sql.contains(r#"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "public" TO "vk_claude_1""#));
+        assert!(sql.contains(r#"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA "public" TO "vk_claude_1""#));
         assert!(sql.contains(
-            r#"ALTER DEFAULT PRIVILEGES FOR ROLE "app_owner" IN SCHEMA "public" GRANT SELECT, INSERT, UPDATE ON TABLES"#
+            r#"ALTER DEFAULT PRIVILEGES FOR ROLE "app_owner" IN SCHEMA "public" GRANT SELECT, INSERT ON TABLES"#
         ));
-        for never in ["DELETE", "TRUNCATE", "CREATE ON", "WITH GRANT OPTION", "ALL PRIVILEGES"] {
+        assert!(sql.contains(r#"GRANT SELECT, USAGE ON ALL SEQUENCES IN SCHEMA "public" TO "vk_claude_1""#));
+        for never in [
+            "UPDATE",
+            "DELETE",
+            "TRUNCATE",
+            "CREATE ON",
+            "WITH GRANT OPTION",
+            "ALL PRIVILEGES",
+        ] {
             assert!(!sql.contains(never), "{never} in {sql}");
         }
+        for setting in [
+            "statement_timeout = 60000",
+            "lock_timeout = 5000",
+            "idle_in_transaction_session_timeout = 60000",
+            "idle_session_timeout = 600000",
+        ] {
+            assert!(
+                sql.contains(&format!(r#"ALTER ROLE "vk_claude_1" SET {setting}"#)),
+                "{setting} in {sql}"
+            );
+        }
+        assert_eq!(plan().limits.overdue_binds(1000), [61_000, 6_000, 61_000, 601_000]);
+        let updating = RolePlan { update: true, ..plan() }.create().join(";\n");
+        assert!(
+            updating.contains(r#"GRANT SELECT, INSERT, UPDATE ON ALL TABLES"#),
+            "{updating}"
+        );
+        assert!(!updating.contains("UPDATE ON ALL SEQUENCES") && !updating.contains("USAGE, UPDATE"));
         let read_only = RolePlan { write: false, ..plan() }.create().join(";\n");
         assert!(!read_only.contains("INSERT") && !read_only.contains("UPDATE"));
     }
@@ -421,7 +519,7 @@ mod tests {
             "every role is created before the lock"
         );
         assert!(sql.contains(
-            &r#"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "public" TO "vk_claude_1", "vk_w2""#.to_owned()
+            &r#"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA "public" TO "vk_claude_1", "vk_w2""#.to_owned()
         ));
         assert!(sql.contains(&r#"GRANT SELECT ON ALL TABLES IN SCHEMA "public" TO "vk_r""#.to_owned()));
         assert_eq!(sql.iter().filter(|s| s.contains("ON ALL TABLES")).count(), 2);

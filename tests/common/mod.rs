@@ -28,6 +28,16 @@ pub fn proxy_event() -> valetkey::audit::Event {
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_valetkey");
 
+/// The variables HTTP clients take a proxy from, in both cases.
+pub const PROXY_VARIABLES: [&str; 6] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
 pub mod corpus;
 pub mod fixture;
 pub mod upstream;
