@@ -849,7 +849,14 @@ impl Broker {
     /// lets the server's own timeout act first where the role left it on.
     pub async fn end_overdue_sessions(&self) {
         const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-        for ((provider, env), ended) in self.databases.end_overdue_sessions(GRACE).await {
+        let live = match self.store.live_database_roles().await {
+            Ok(roles) => roles.into_iter().map(|r| (r.provider, r.env)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read which database roles are live");
+                return;
+            }
+        };
+        for ((provider, env), ended) in self.databases.end_overdue_sessions(GRACE, &live).await {
             match ended {
                 Ok(0) => {}
                 Ok(n) => {

@@ -93,6 +93,9 @@ struct Target {
     agent_base: url::Url,
     database: String,
     settings: DatabaseConfig,
+    /// Whether the last look for sessions past their limits failed: an
+    /// outage is reported once, not every second.
+    watch_failing: std::sync::atomic::AtomicBool,
 }
 
 /// Every postgres provider's servers, by (provider, environment).
@@ -222,14 +225,21 @@ impl Databases {
 }
 
 impl Databases {
-    /// Ends, on every server, the sessions of the broker's roles that
-    /// outlast their limits (an agent can turn its own timeouts off, and a
-    /// lock it holds blocks the application). Returns, per (provider,
-    /// environment), how many were ended or why the server could not say.
-    pub async fn end_overdue_sessions(&self, grace: Duration) -> Vec<((String, String), Result<i64, DatabaseError>)> {
+    /// Ends, on the servers of `live` (the (provider, environment) pairs
+    /// with live roles), the sessions of the broker's roles that outlast
+    /// their limits (an agent can turn its own timeouts off, and a lock it
+    /// holds blocks the application). Returns how many were ended per
+    /// server, and why a server could not say, the first time only.
+    pub async fn end_overdue_sessions(
+        &self,
+        grace: Duration,
+        live: &std::collections::BTreeSet<(String, String)>,
+    ) -> Vec<((String, String), Result<i64, DatabaseError>)> {
+        use std::sync::atomic::Ordering;
         let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
         let mut out = Vec::new();
-        for ((provider, env), target) in &self.targets {
+        for (key, target) in self.targets.iter().filter(|(key, _)| live.contains(*key)) {
+            let (provider, env) = key;
             let [statement, lock, idle_in_transaction, idle] = limits(&target.settings).overdue_binds(grace_ms);
             let ended = sqlx::query_scalar(OVERDUE_SESSIONS)
                 .bind(statement)
@@ -239,7 +249,10 @@ impl Databases {
                 .fetch_one(&target.pool)
                 .await
                 .map_err(server(provider, env));
-            out.push(((provider.clone(), env.clone()), ended));
+            let failed_before = target.watch_failing.swap(ended.is_err(), Ordering::Relaxed);
+            if ended.is_ok() || !failed_before {
+                out.push((key.clone(), ended));
+            }
         }
         out
     }
@@ -380,6 +393,7 @@ fn target(admin_url: &str, settings: DatabaseConfig) -> Result<Target, &'static 
         agent_base,
         database,
         settings,
+        watch_failing: Default::default(),
     })
 }
 
@@ -402,6 +416,27 @@ mod tests {
         assert_eq!(t.database, "app");
         let login = postgres::login(&t.agent_base, &t.database, "vk_a_1", "pw");
         assert_eq!(login.url, "postgres://vk_a_1:pw@db.internal:6543/app?sslmode=require");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_cannot_be_watched_is_reported_once_per_outage_and_only_with_live_roles() {
+        // Nothing listens on port 1: the connection is refused at once.
+        let url = SecretString::from("postgres://admin:hunter2@127.0.0.1:1/app".to_owned());
+        let key = ("appdb".to_owned(), "staging".to_owned());
+        let (databases, problems) = Databases::open(BTreeMap::from([(key.clone(), (url, DatabaseConfig::default()))]));
+        assert!(problems.is_empty());
+        let grace = Duration::from_secs(1);
+        let none = std::collections::BTreeSet::new();
+        assert!(databases.end_overdue_sessions(grace, &none).await.is_empty());
+        let live = std::collections::BTreeSet::from([key.clone()]);
+        let first = databases.end_overdue_sessions(grace, &live).await;
+        assert_eq!(first.len(), 1);
+        let why = first[0].1.as_ref().unwrap_err().to_string();
+        assert!(!why.contains("hunter2"), "{why}");
+        assert!(
+            databases.end_overdue_sessions(grace, &live).await.is_empty(),
+            "reported twice"
+        );
     }
 
     #[tokio::test]
