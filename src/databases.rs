@@ -222,9 +222,7 @@ impl Databases {
             .map_err(server(provider, env))?;
         Ok(Ended::Dropped { sessions })
     }
-}
 
-impl Databases {
     /// Ends, on the servers of `live` (the (provider, environment) pairs
     /// with live roles), the sessions of the broker's roles that outlast
     /// their limits (an agent can turn its own timeouts off, and a lock it

@@ -533,6 +533,23 @@ impl Checker<'_> {
                     Some("write e.g. `connection_limit = 5`".into()),
                 );
             }
+            // PostgreSQL reads 0 as no limit, and the broker would end every
+            // session at once; under a millisecond it cannot express.
+            let limits = [
+                ("statement_timeout", d.statement_timeout),
+                ("lock_timeout", d.lock_timeout),
+                ("idle_in_transaction_timeout", d.idle_in_transaction_timeout),
+                ("idle_session_timeout", d.idle_session_timeout),
+            ];
+            for (what, limit) in limits {
+                if limit < std::time::Duration::from_millis(1) {
+                    self.error(
+                        db.span(),
+                        format!("{what} of provider `{name}` for `{env_name}` is under a millisecond"),
+                        Some(format!("write a duration such as `{what} = \"60s\"`")),
+                    );
+                }
+            }
         }
     }
 
@@ -868,6 +885,7 @@ agent_env = { DATABASE_URL = "{proxy_url}" }
 schemas = []
 connection_limit = 0
 scram_iterations = 0
+lock_timeout = "0s"
 [providers.db.databases.production]
 table_owner = ""
 [providers.gh]
@@ -887,6 +905,7 @@ grants = [{ provider = "db", environments = ["staging", "production"], scopes = 
             "the database of provider `db` for `staging` lists no schema",
             "connection_limit of provider `db` for `staging` is 0",
             "scram_iterations of provider `db` for `staging` is 0",
+            "lock_timeout of provider `db` for `staging` is under a millisecond",
             "provider `db` has a database for `production` but no token",
             "table_owner `` of provider `db` for `production` is not a PostgreSQL name",
             "agent `a` is granted provider `db` in `production`, but the provider has no token",
@@ -894,7 +913,7 @@ grants = [{ provider = "db", environments = ["staging", "production"], scopes = 
         ] {
             assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
         }
-        assert_eq!(messages.len(), 9, "{all}");
+        assert_eq!(messages.len(), 10, "{all}");
 
         // Left empty, a postgres provider's agent_env gives DATABASE_URL.
         let parsed = super::super::load::parse("[providers.db]\nkind = \"postgres\"\n");
