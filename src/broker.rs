@@ -303,6 +303,11 @@ impl Broker {
         self.store.as_ref()
     }
 
+    /// The postgres providers' servers.
+    pub fn databases(&self) -> &Databases {
+        &self.databases
+    }
+
     /// Whether any postgres provider is configured, so roles may need ending.
     pub fn has_databases(&self) -> bool {
         self.config
@@ -841,31 +846,6 @@ impl Broker {
         }
         if let Err(e) = self.reap_roles(now).await {
             tracing::warn!(error = %e, "cannot end the database roles of revoked leases now; the reaper will");
-        }
-    }
-
-    /// Ends the agents' database sessions that outlast their limits, and
-    /// says so in the log: a role can turn its own timeouts off. The grace
-    /// lets the server's own timeout act first where the role left it on.
-    pub async fn end_overdue_sessions(&self) {
-        const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-        let live = match self.store.live_database_roles().await {
-            Ok(roles) => roles.into_iter().map(|r| (r.provider, r.env)).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read which database roles are live");
-                return;
-            }
-        };
-        for ((provider, env), ended) in self.databases.end_overdue_sessions(GRACE, &live).await {
-            match ended {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::warn!(%provider, %env, sessions = n, "ended agents' database sessions that outlasted their limits")
-                }
-                Err(e) => {
-                    tracing::warn!(%provider, %env, error = %e, "cannot look for agents' database sessions past their limits")
-                }
-            }
         }
     }
 

@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod secrets;
 pub mod server;
+pub mod session_limits;
 pub mod store;
 pub mod time;
 

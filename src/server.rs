@@ -244,7 +244,7 @@ impl Server {
                     if let Err(e) = broker.reap_roles(SystemTime::now()).await {
                         tracing::error!(error = %e, "cannot read which database roles are due to end");
                     }
-                    broker.end_overdue_sessions().await;
+                    crate::session_limits::end_overdue(broker.store(), broker.databases()).await;
                 }
             }));
         }
