@@ -382,8 +382,7 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         visits: 0,
         spread: BTreeSet::new(),
         checked: Default::default(),
-        nested: HashMap::new(),
-        confined: HashMap::new(),
+        under: HashMap::new(),
     };
     let mut fields = Vec::new();
     for (op, name) in operations.iter().zip(&names) {
@@ -401,8 +400,7 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         let Some(set) = op.selection_set() else { continue };
         // What a server validates, before any directive is evaluated.
         walk.checked.clear();
-        walk.nested.clear();
-        walk.confined.clear();
+        walk.under.clear();
         walk.check(&set, &scope, Some(kind), 1)?;
         let roots = walk.flatten(&set, &scope, Some(kind), &mut Vec::new(), false)?;
         // One response key, one execution: a field selected twice the same
@@ -412,15 +410,10 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         for field in roots {
             let name = name_text(field.name());
             let arguments = arguments(&field, &scope)?;
-            let mut nested = Vec::new();
-            walk.children(&field, &scope, &mut nested)?;
+            let (nested, returns, escape) = walk.root_under(kind, &field, &scope)?;
             let selects_objects = field
                 .selection_set()
                 .is_some_and(|s| s.selections().any(|sel| !is_leaf(&sel)));
-            let (returns, escape) = match ids.schema {
-                Some(schema) => walk.confine_root(schema, schema.root(kind), &field, &scope)?,
-                None => (Returns::Unknown, None),
-            };
             let key = response_key(&field);
             if let Some((_, at)) = seen
                 .iter()
@@ -900,11 +893,9 @@ struct Walk<'a> {
     /// Selection sets `check` has validated in the current operation, and at
     /// what depth: a fragment spread many times is validated once.
     checked: std::collections::HashSet<(apollo_parser::TextRange, usize)>,
-    /// The ids under each selection set in the current operation: a fragment
-    /// spread many times is walked once.
-    nested: HashMap<apollo_parser::TextRange, Vec<ResourceRef>>,
-    /// What `confine` found under each selection set, at each position.
-    confined: HashMap<(apollo_parser::TextRange, confine::Position), Option<Escape>>,
+    /// What `under` found under each selection set, at each position, in
+    /// the current operation: a fragment spread many times is walked once.
+    under: HashMap<(apollo_parser::TextRange, Option<confine::Position>), confine::Under>,
 }
 
 impl Walk<'_> {
@@ -1071,40 +1062,6 @@ impl Walk<'_> {
                 }
             }
             self.no_conflicts(&children, scope)?;
-        }
-        Ok(())
-    }
-
-    /// Walks the fields under `field` that would run, collecting the ids
-    /// their arguments name (`check` has bounded the depth).
-    fn children(
-        &mut self,
-        field: &cst::Field,
-        scope: &Scope<'_>,
-        out: &mut Vec<ResourceRef>,
-    ) -> Result<(), ClassifyError> {
-        let Some(set) = field.selection_set() else {
-            return Ok(());
-        };
-        let range = set.syntax().text_range();
-        let ids = match self.nested.get(&range) {
-            Some(ids) => ids.clone(),
-            None => {
-                let mut ids = Vec::new();
-                for child in self.flatten(&set, scope, None, &mut Vec::new(), false)? {
-                    let name = name_text(child.name());
-                    let id_kind = self.ids.kinds.get(&name).map(String::as_str);
-                    collect_ids(&arguments(&child, scope)?, id_kind, self.ids.arguments, &mut ids);
-                    self.children(&child, scope, &mut ids)?;
-                }
-                self.nested.insert(range, ids.clone());
-                ids
-            }
-        };
-        for id in ids {
-            if !out.contains(&id) {
-                out.push(id);
-            }
         }
         Ok(())
     }

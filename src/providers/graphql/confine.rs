@@ -1,15 +1,17 @@
-//! Whether the fields nested under a root field stay within what the root
-//! field is bound to, judged by the provider's schema (`schema.rs`): every
-//! nested field is typed through fragments and type conditions, a field the
-//! schema lacks is named, and below a reference to another resource only
-//! identity fields may be selected. Only what `@skip` and `@include` let run
-//! is judged, since only that is read.
+//! What lies under a root field: the resource ids its nested fields name,
+//! and, with the provider's schema (`schema.rs`), whether the selection
+//! stays within what the root field is bound to. Every nested field is
+//! typed through fragments and type conditions, a field the schema lacks is
+//! named, and below a reference to another resource only identity fields
+//! may be selected. Only what `@skip` and `@include` let run is read, so
+//! only that is judged. One walk does both.
 
 use std::fmt;
 
 use apollo_parser::cst::{self, CstNode};
 
-use super::{ClassifyError, Scope, Walk, name_text};
+use super::{ClassifyError, OperationType, Scope, Walk, arguments, collect_ids, name_text};
+use crate::policy::ResourceRef;
 use crate::providers::schema::{FieldType, Schema};
 
 /// Where a root field's selection leaves what the field is bound to.
@@ -124,22 +126,32 @@ impl Position {
     }
 }
 
+/// What lies under a selection set: the ids its fields name at any depth,
+/// and the first place it leaves what its root field is bound to.
+pub(super) type Under = (Vec<ResourceRef>, Option<Escape>);
+
 impl Walk<'_> {
-    /// What a root field returns, and the first place its selection leaves
-    /// what the field is bound to. The root field's own objects are the
-    /// bound resources', whatever their type; `policy::decide` judges the
-    /// binding.
-    pub(super) fn confine_root(
+    /// The ids named under a root field, what it returns, and the first
+    /// place its selection leaves what the field is bound to. The root
+    /// field's own objects are the bound resources', whatever their type;
+    /// `policy::decide` judges the binding.
+    pub(super) fn root_under(
         &mut self,
-        schema: &Schema,
-        root: &str,
+        kind: OperationType,
         field: &cst::Field,
         scope: &Scope<'_>,
-    ) -> Result<(Returns, Option<Escape>), ClassifyError> {
+    ) -> Result<(Vec<ResourceRef>, Returns, Option<Escape>), ClassifyError> {
+        let Some(set) = field.selection_set() else {
+            return Ok((Vec::new(), Returns::Unknown, None));
+        };
+        let Some(schema) = self.ids.schema else {
+            let (ids, _) = self.under(&set, None, scope)?;
+            return Ok((ids, Returns::Unknown, None));
+        };
         let name = name_text(field.name());
-        let (returns, escape) = match (schema.field(root, &name), field.selection_set()) {
-            (_, None) => (Returns::Unknown, None),
-            (FieldType::Composite(ty), Some(set)) => {
+        let root = schema.root(kind);
+        let (ids, returns, escape) = match schema.field(root, &name) {
+            FieldType::Composite(ty) => {
                 let returns = if schema.environment_data(ty) {
                     Returns::EnvironmentData
                 } else if schema.confined(ty) {
@@ -151,9 +163,11 @@ impl Walk<'_> {
                     ty: ty.to_owned(),
                     reference: None,
                 };
-                (returns, self.confine(schema, &set, &bound, scope)?)
+                let (ids, escape) = self.under(&set, Some(&bound), scope)?;
+                (ids, returns, escape)
             }
-            (typed, Some(_)) => {
+            typed => {
+                let (ids, _) = self.under(&set, None, scope)?;
                 let escape = Escape::Unknown {
                     path: Vec::new(),
                     parent: root.to_owned(),
@@ -164,62 +178,89 @@ impl Walk<'_> {
                         Unknown::NoField
                     },
                 };
-                (Returns::Unknown, Some(escape))
+                (ids, Returns::Unknown, Some(escape))
             }
         };
-        Ok((returns, escape.map(|e| e.under(&name))))
+        Ok((ids, returns, escape.map(|e| e.under(&name))))
     }
 
-    fn confine(
+    /// What lies under a selection set whose objects are at `at` (none
+    /// without a schema, or past where the selection already left).
+    /// (`check` has bounded the depth.)
+    fn under(
         &mut self,
-        schema: &Schema,
         set: &cst::SelectionSet,
-        at: &Position,
+        at: Option<&Position>,
         scope: &Scope<'_>,
-    ) -> Result<Option<Escape>, ClassifyError> {
-        let key = (set.syntax().text_range(), at.clone());
-        if let Some(found) = self.confined.get(&key) {
+    ) -> Result<Under, ClassifyError> {
+        let key = (set.syntax().text_range(), at.cloned());
+        if let Some(found) = self.under.get(&key) {
             return Ok(found.clone());
         }
+        let mut ids = Vec::new();
         let mut found = None;
         for (field, on) in self.flatten_on(set, scope, None, &mut Vec::new(), false, None)? {
-            let here = at.narrow(schema, on);
             let name = name_text(field.name());
-            let unknown = |why| Escape::Unknown {
-                path: Vec::new(),
-                parent: here.ty.clone(),
-                field: name.clone(),
-                why,
+            let id_kind = self.ids.kinds.get(&name).map(String::as_str);
+            collect_ids(&arguments(&field, scope)?, id_kind, self.ids.arguments, &mut ids);
+            let (mut escape, next) = match (self.ids.schema, at) {
+                (Some(schema), Some(at)) => step(schema, &at.narrow(schema, on), &field, &name),
+                _ => (None, None),
             };
-            let escape = match (schema.field(&here.ty, &name), &here.reference) {
-                (FieldType::Unknown, _) if !schema.is_composite(&here.ty) => Some(unknown(Unknown::NoType)),
-                (FieldType::Unknown, _) => Some(unknown(Unknown::NoField)),
-                // Not the field the schema has; the server would refuse it.
-                (FieldType::Leaf, _) if field.selection_set().is_some() => Some(unknown(Unknown::Leaf)),
-                (FieldType::Leaf, None) => None,
-                (FieldType::Leaf, Some(_)) if schema.identity(&name) => None,
-                (_, Some(reference)) => Some(Escape::Across {
-                    path: Vec::new(),
-                    reference: reference.clone(),
-                    field: name.clone(),
-                }),
-                (FieldType::Composite(ty), None) => match field.selection_set() {
-                    Some(inner) => {
-                        let next = Position {
-                            ty: ty.to_owned(),
-                            reference: (!schema.confined(ty)).then(|| ty.to_owned()),
-                        };
-                        self.confine(schema, &inner, &next, scope)?.map(|e| e.under(&name))
+            if let Some(inner) = field.selection_set() {
+                let (inner_ids, inner_escape) = self.under(&inner, next.as_ref(), scope)?;
+                for id in inner_ids {
+                    if !ids.contains(&id) {
+                        ids.push(id);
                     }
-                    None => None,
-                },
-            };
-            if escape.is_some() {
+                }
+                if escape.is_none() {
+                    escape = inner_escape.map(|e| e.under(&name));
+                }
+            }
+            if found.is_none() {
                 found = escape;
-                break;
             }
         }
-        self.confined.insert(key, found.clone());
-        Ok(found)
+        self.under.insert(key, (ids.clone(), found.clone()));
+        Ok((ids, found))
+    }
+}
+
+/// One field selected at `here`: where it leaves what the root field is
+/// bound to, if it does, and the position of the objects under it, when
+/// they are still to be judged.
+fn step(schema: &Schema, here: &Position, field: &cst::Field, name: &str) -> (Option<Escape>, Option<Position>) {
+    let unknown = |why| {
+        let escape = Escape::Unknown {
+            path: Vec::new(),
+            parent: here.ty.clone(),
+            field: name.to_owned(),
+            why,
+        };
+        (Some(escape), None)
+    };
+    match (schema.field(&here.ty, name), &here.reference) {
+        (FieldType::Unknown, _) if !schema.is_composite(&here.ty) => unknown(Unknown::NoType),
+        (FieldType::Unknown, _) => unknown(Unknown::NoField),
+        // Not the field the schema has; the server would refuse it.
+        (FieldType::Leaf, _) if field.selection_set().is_some() => unknown(Unknown::Leaf),
+        (FieldType::Leaf, None) => (None, None),
+        (FieldType::Leaf, Some(_)) if schema.identity(name) => (None, None),
+        (_, Some(reference)) => {
+            let escape = Escape::Across {
+                path: Vec::new(),
+                reference: reference.clone(),
+                field: name.to_owned(),
+            };
+            (Some(escape), None)
+        }
+        (FieldType::Composite(ty), None) => {
+            let next = Position {
+                ty: ty.to_owned(),
+                reference: (!schema.confined(ty)).then(|| ty.to_owned()),
+            };
+            (None, Some(next))
+        }
     }
 }
