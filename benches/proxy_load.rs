@@ -483,11 +483,11 @@ fn main() {
         .replace("API_URL", &upstream_url)
         + "\n[introspection]\nenabled = false\n";
     std::fs::write(&config_path, config).unwrap();
-    let key = common::add_agent_with_cli(&config_path, &dir.path().join("data"), "claude");
     let tokens = ["RAILWAY_STAGING", "RAILWAY_PRODUCTION", "GITHUB_STAGING", "API_STAGING"];
     let mut env: Vec<(&str, &str)> = tokens.iter().map(|t| (*t, TOKEN)).collect();
     env.push(("RUST_LOG", "warn"));
     let served = common::serve(dir.path(), &config_path, &env);
+    let key = common::add_agent_with_cli(&served.url, &dir.path().join("data"), "claude");
     let broker_pid = served.child.id();
     let minted = runtime.block_on(served.mint(&key, json!({ "env": "staging" })));
     let credential = minted["credential"].as_str().expect("a credential").to_owned();

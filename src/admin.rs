@@ -1,14 +1,17 @@
-//! Ops' operations, shared by the CLI (which opens the store directly) and
-//! the admin API: agents, secrets, signing keys, revocation. Each one writes
-//! the store and an audit event, and returns plain data.
+//! Ops' operations behind the admin API: admins, agents, secrets, signing
+//! keys, revocation, the audit trail's verification and report. Each change
+//! writes the store and an audit event naming who made it, and returns plain
+//! data. The running broker is the only caller: it is the store's one writer.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::audit::{Event, EventKind};
 use crate::config::{Config, valid_name};
 use crate::credentials::{self, IssuedKey, KeyError, OpaqueKind};
 use crate::secrets::{ExposeSecret, MasterKey, SecretString, SecretsError, secret_record_id};
-use crate::store::{AdminKeyRecord, AgentRecord, Revocation, RevokeTarget, SecretRecord, Store, StoreError};
+use crate::store::{
+    AdminKeyRecord, AdminKeyRemoval, AgentRecord, Revocation, RevokeTarget, SecretRecord, Store, StoreError,
+};
 use crate::time::{unix_ms, unix_secs};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +24,16 @@ pub enum AdminError {
     AgentExists { name: String },
     #[error("there is no agent `{name}`")]
     UnknownAgent { name: String },
+    #[error("admin `{name}` already has a key; `valetkey admin remove {name}` first to issue a new one")]
+    AdminExists { name: String },
+    #[error("there is no admin `{name}`; `valetkey admin list` shows who there is")]
+    UnknownAdmin { name: String },
+    #[error("`{name}` holds the last live admin key; add another admin before removing it")]
+    LastAdmin { name: String },
+    #[error("`bootstrap` names the key the broker writes at first start; choose the admin's own name")]
+    ReservedAdminName,
+    #[error("an admin key lives between 1 minute and {} days; asked for {asked}", ADMIN_MAX_TTL.as_secs() / 86_400)]
+    AdminTtl { asked: String },
     #[error("the secret is empty: pass the token on standard input")]
     EmptySecret,
     #[error("the system's random number generator failed")]
@@ -38,21 +51,13 @@ pub enum AdminError {
 pub struct Actor(pub String);
 
 impl Actor {
-    pub fn admin_key(key_id: &str) -> Actor {
-        Actor(format!("admin:{key_id}"))
+    /// A named admin, authenticated by their own key.
+    pub fn admin(name: &str) -> Actor {
+        Actor(format!("admin:{name}"))
     }
 
     pub fn agent(name: &str) -> Actor {
         Actor(format!("agent:{name}"))
-    }
-
-    /// The person running a CLI command on the broker's host.
-    pub fn cli() -> Actor {
-        let user = std::env::var("USER")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| format!("uid{}", nix::unistd::getuid()));
-        Actor(format!("cli:{user}"))
     }
 
     pub fn broker() -> Actor {
@@ -274,6 +279,24 @@ async fn verify_records(
     }))
 }
 
+/// Verifies the audit chain of a store (a copy of a broker's database file)
+/// against keys the broker published: no master key is needed, and a key
+/// row added to the copy verifies nothing.
+pub async fn verify_audit_published(
+    store: &dyn Store,
+    keys: &credentials::PublishedKeys,
+) -> Result<crate::audit::Verification, AdminError> {
+    let records = store.audit_events().await?;
+    let checkpoints = store.checkpoints().await?;
+    Ok(crate::audit::verify(&records, &checkpoints, |c| {
+        keys.verifies(
+            &c.kid,
+            crate::audit::Checkpoint::message(c.seq, &c.head_hash, c.at_ms).as_bytes(),
+            &c.signature,
+        )
+    }))
+}
+
 /// A permission audit of the events in [since_ms, now_ms], with the chain
 /// verified under the master key.
 pub async fn audit_report(
@@ -310,25 +333,113 @@ pub async fn ensure_signing_key(store: &dyn Store, master: &MasterKey, now: Syst
     Ok(true)
 }
 
-/// Creates the first admin key if there is none, and returns it (to show once).
-pub async fn ensure_admin_key(store: &dyn Store, now: SystemTime) -> Result<Option<SecretString>, AdminError> {
-    if store.count_admin_keys().await? > 0 {
-        return Ok(None);
+/// The name of the key the broker writes when no admin key is alive.
+pub const BOOTSTRAP_ADMIN: &str = "bootstrap";
+/// How long the bootstrap key lives: long enough to name the first admins,
+/// short enough that a copy of it left behind soon opens nothing.
+pub const BOOTSTRAP_TTL: Duration = Duration::from_secs(24 * 3600);
+/// An admin key's lifetime unless one is asked for.
+pub const ADMIN_DEFAULT_TTL: Duration = Duration::from_secs(90 * 86_400);
+/// The longest an admin key may live.
+pub const ADMIN_MAX_TTL: Duration = Duration::from_secs(365 * 86_400);
+
+/// An admin key just issued: shown once, stored only as a hash.
+pub struct IssuedAdmin {
+    pub key: SecretString,
+    pub key_id: String,
+    pub expires_at: i64,
+}
+
+/// Issues a key to a named person, attributed to them in the audit trail.
+pub async fn add_admin(
+    store: &dyn Store,
+    name: &str,
+    ttl: Duration,
+    actor: &Actor,
+    now: SystemTime,
+) -> Result<IssuedAdmin, AdminError> {
+    if !valid_name(name) {
+        return Err(AdminError::InvalidName {
+            what: "admin",
+            name: name.to_owned(),
+        });
+    }
+    if name == BOOTSTRAP_ADMIN {
+        return Err(AdminError::ReservedAdminName);
+    }
+    if ttl < Duration::from_secs(60) || ttl > ADMIN_MAX_TTL {
+        return Err(AdminError::AdminTtl {
+            asked: humantime::format_duration(ttl).to_string(),
+        });
     }
     let key = issue(OpaqueKind::Admin)?;
-    store
-        .insert_admin_key(&AdminKeyRecord {
-            key_id: key.key_id.clone(),
-            key_hash: key.hash.clone(),
-            created_at: unix_secs(now),
-        })
-        .await?;
+    let record = AdminKeyRecord {
+        name: name.to_owned(),
+        key_id: key.key_id.clone(),
+        key_hash: key.hash.clone(),
+        created_at: unix_secs(now),
+        expires_at: unix_secs(now + ttl),
+    };
+    store.insert_admin_key(&record).await.map_err(|e| match e {
+        StoreError::Conflict { .. } => AdminError::AdminExists { name: name.to_owned() },
+        other => other.into(),
+    })?;
+    audit_event(
+        store,
+        actor,
+        EventKind::AdminAdded,
+        None,
+        serde_json::json!({ "admin": name, "key_id": key.key_id, "expires_at": record.expires_at }),
+        now,
+    )
+    .await?;
+    Ok(IssuedAdmin {
+        key: key.key,
+        key_id: key.key_id,
+        expires_at: record.expires_at,
+    })
+}
+
+/// Removes a person's admin key; never the last live one.
+pub async fn remove_admin(store: &dyn Store, name: &str, actor: &Actor, now: SystemTime) -> Result<(), AdminError> {
+    match store.delete_admin_key(name, unix_secs(now)).await? {
+        AdminKeyRemoval::Removed => {}
+        AdminKeyRemoval::NotFound => return Err(AdminError::UnknownAdmin { name: name.to_owned() }),
+        AdminKeyRemoval::LastLive => return Err(AdminError::LastAdmin { name: name.to_owned() }),
+    }
+    audit_event(
+        store,
+        actor,
+        EventKind::AdminRemoved,
+        None,
+        serde_json::json!({ "admin": name }),
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Issues a new bootstrap key when no admin key is alive (first start, or
+/// every key expired or removed), and returns it to be written to a file
+/// only the broker's user reads; never to a log.
+pub async fn ensure_admin_key(store: &dyn Store, now: SystemTime) -> Result<Option<SecretString>, AdminError> {
+    let key = issue(OpaqueKind::Admin)?;
+    let record = AdminKeyRecord {
+        name: BOOTSTRAP_ADMIN.to_owned(),
+        key_id: key.key_id.clone(),
+        key_hash: key.hash.clone(),
+        created_at: unix_secs(now),
+        expires_at: unix_secs(now + BOOTSTRAP_TTL),
+    };
+    if !store.replace_bootstrap_admin_key(&record, unix_secs(now)).await? {
+        return Ok(None);
+    }
     audit_event(
         store,
         &Actor::broker(),
         EventKind::AdminKeyCreated,
         None,
-        serde_json::json!({ "key_id": key.key_id }),
+        serde_json::json!({ "admin": BOOTSTRAP_ADMIN, "key_id": key.key_id, "expires_at": record.expires_at }),
         now,
     )
     .await?;

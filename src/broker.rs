@@ -31,6 +31,8 @@ use crate::time::{unix_ms, unix_secs};
 
 /// How many verified credentials are kept in memory.
 const VERIFIED_CACHE_CAPACITY: u64 = 100_000;
+/// How often readiness may write to the store to prove it takes writes.
+const WRITE_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -53,6 +55,8 @@ pub enum AuthError {
     LauncherKey,
     #[error("the admin key is not valid")]
     AdminKey,
+    #[error("the admin key of `{name}` expired at {}", crate::time::rfc3339(*expired_at))]
+    AdminKeyExpired { name: String, expired_at: i64 },
     /// Too many refusals from one client: this one was not even recorded.
     #[error("too many refused requests came from this address; this one was not processed")]
     RateLimited,
@@ -128,7 +132,10 @@ pub struct Minted {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
+    /// The store takes writes and a signing key is loaded.
     pub ready: bool,
+    /// Ready, but a provider's real token did not load: its requests are refused.
+    pub degraded: bool,
     pub store: Result<(), String>,
     pub active_kid: Option<String>,
     pub provider_tokens: Vec<TokenStatus>,
@@ -173,6 +180,9 @@ pub struct Broker {
     alerts: Alerter,
     /// What each real token was last found to reach.
     reach: RwLock<Vec<TokenReach>>,
+    /// The last store write probe and when it ran: readiness answers anyone,
+    /// so the store takes at most one probe write per `WRITE_PROBE_EVERY`.
+    write_probe: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
     /// The servers of postgres providers, whose tokens are admin URLs.
     databases: Databases,
     /// Keyed fingerprints of every real token, to recognise one that leaked
@@ -284,6 +294,7 @@ impl Broker {
             upstream,
             alerts,
             reach: RwLock::new(Vec::new()),
+            write_probe: tokio::sync::Mutex::new(None),
             databases,
             real_fingerprints,
             redactor,
@@ -559,11 +570,18 @@ impl Broker {
         Ok(agent)
     }
 
-    pub async fn authenticate_admin(&self, key: &str) -> Result<AdminKeyRecord, AuthError> {
+    /// The admin a key belongs to, while it lives.
+    pub async fn authenticate_admin(&self, key: &str, now: SystemTime) -> Result<AdminKeyRecord, AuthError> {
         let key_id = credentials::parse_opaque_key(OpaqueKind::Admin, key).ok_or(AuthError::AdminKey)?;
         let record = self.store.admin_key(key_id).await?.ok_or(AuthError::AdminKey)?;
         if !credentials::verify_opaque_key(&SecretString::from(key), &record.key_hash) {
             return Err(AuthError::AdminKey);
+        }
+        if unix_secs(now) >= record.expires_at {
+            return Err(AuthError::AdminKeyExpired {
+                name: record.name,
+                expired_at: record.expires_at,
+            });
         }
         Ok(record)
     }
@@ -1069,8 +1087,25 @@ impl Broker {
         }
     }
 
+    /// Whether the store took a write, probed at most once a second.
+    async fn probe_store(&self) -> Result<(), String> {
+        let mut last = self.write_probe.lock().await;
+        if let Some((at, outcome)) = last.as_ref()
+            && at.elapsed() < WRITE_PROBE_EVERY
+        {
+            return outcome.clone();
+        }
+        let outcome = self
+            .store
+            .probe_write(unix_secs(SystemTime::now()))
+            .await
+            .map_err(|e| e.to_string());
+        *last = Some((std::time::Instant::now(), outcome.clone()));
+        outcome
+    }
+
     pub async fn readiness(&self) -> Readiness {
-        let store = self.store.ping().await.map_err(|e| e.to_string());
+        let store = self.probe_store().await;
         let active_kid = self.ring().active().map(|k| k.kid.clone());
         let database_roles = self
             .store
@@ -1089,8 +1124,10 @@ impl Broker {
                 expires_at: crate::time::rfc3339(r.expires_at),
             })
             .collect();
+        let ready = store.is_ok() && active_kid.is_some();
         Readiness {
-            ready: store.is_ok() && active_kid.is_some(),
+            ready,
+            degraded: ready && self.token_status.iter().any(|t| t.problem.is_some()),
             store,
             active_kid,
             provider_tokens: self.token_status.clone(),
@@ -1100,15 +1137,31 @@ impl Broker {
         }
     }
 
-    /// A permission audit of the last `window`.
+    /// A permission audit of the events since `since_ms`.
     pub async fn audit_report(
         &self,
-        window: std::time::Duration,
+        since_ms: i64,
         now: SystemTime,
     ) -> Result<crate::audit::report::Report, AdminError> {
-        let now_ms = unix_ms(now);
-        let since_ms = now_ms - window.as_millis() as i64;
-        admin::audit_report(self.store.as_ref(), &self.master, &self.rules, since_ms, now_ms).await
+        admin::audit_report(self.store.as_ref(), &self.master, &self.rules, since_ms, unix_ms(now)).await
+    }
+
+    /// The audit chain and its checkpoints, verified with the keys opened
+    /// under the master key.
+    pub async fn verify_audit(&self) -> Result<crate::audit::Verification, AdminError> {
+        admin::verify_audit(self.store.as_ref(), &self.master).await
+    }
+
+    /// Stores a real token sealed under the master key; it is used from the
+    /// next start.
+    pub async fn set_secret(
+        &self,
+        name: &str,
+        value: &SecretString,
+        actor: &Actor,
+        now: SystemTime,
+    ) -> Result<(), AdminError> {
+        admin::set_secret(self.store.as_ref(), &self.master, name, value, actor, now).await
     }
 
     /// Signs a checkpoint of the audit chain's head with the active signing

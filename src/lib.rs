@@ -26,6 +26,7 @@ pub mod server;
 pub mod session_limits;
 pub mod store;
 pub mod time;
+pub mod trust;
 
 #[cfg(test)]
 mod fuzzing;

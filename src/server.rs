@@ -13,13 +13,13 @@ use tokio::net::TcpListener;
 use crate::admin::{self, AdminError};
 use crate::broker::{Broker, StartError};
 use crate::config::{self, Config, ConfigError, Diagnostic};
-use crate::secrets::{EnvLookup, MasterKey, MasterKeyOrigin, MasterKeySettings, SecretString, SecretsError, Zeroizing};
+use crate::secrets::{EnvLookup, MasterKey, MasterKeyOrigin, MasterKeySettings, SecretsError, Zeroizing};
 use crate::store::{SqliteStore, Store, StoreError};
 
 /// How often a broker follows the store for changes made elsewhere.
 const SYNC_INTERVAL: Duration = Duration::from_millis(500);
 /// How often database roles of ended leases are looked for: revocations by
-/// another process (`valetkey revoke`) and expiries end their roles within
+/// another broker on the same store and expiries end their roles within
 /// this. Revocations through this broker end them at once.
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -37,6 +37,13 @@ pub enum ServeError {
     Start(#[from] StartError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(
+        "refusing to start: other users could change what the broker trusts or read its secrets:\n{}",
+        .0.iter().map(|u| format!("  - {u}")).collect::<Vec<_>>().join("\n")
+    )]
+    Untrusted(Vec<crate::trust::Untrusted>),
+    #[error("cannot inspect {}: {source}", path.display())]
+    Inspect { path: PathBuf, source: std::io::Error },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("the server failed: {0}")]
@@ -92,6 +99,50 @@ impl Paths {
         Ok(Arc::new(SqliteStore::open(&self.store_url).await?))
     }
 
+    /// Every file the broker trusts, with what it is to it.
+    fn trusted(&self, config_file: &Path, config: &Config) -> Vec<(PathBuf, crate::trust::Kind)> {
+        use crate::trust::Kind;
+        let mut files = vec![
+            (config_file.to_owned(), Kind::Config),
+            (self.data_dir.clone(), Kind::SecretDir),
+            (self.master_key_file.clone(), Kind::SecretFile),
+            (self.data_dir.join(BOOTSTRAP_KEY_FILE), Kind::SecretFile),
+        ];
+        if let Some(db) = self.store_url.strip_prefix("sqlite://") {
+            files.push((PathBuf::from(db), Kind::SecretFile));
+        }
+        for provider in config.providers.values() {
+            for source in provider.get_ref().tokens.values() {
+                if let crate::config::TokenSource::File(path) = source.get_ref() {
+                    files.push((path.clone(), Kind::SecretFile));
+                }
+            }
+        }
+        files
+    }
+
+    /// Refuses files other users could change, or read when they hold secrets.
+    pub fn check_trust(&self, config_file: &Path, config: &Config) -> Result<(), ServeError> {
+        let me = nix::unistd::geteuid();
+        let me_name = nix::unistd::User::from_uid(me)
+            .ok()
+            .flatten()
+            .map_or_else(|| me.to_string(), |u| u.name);
+        let mut untrusted = Vec::new();
+        for (path, kind) in self.trusted(config_file, config) {
+            let facts = crate::trust::inspect(&path, kind).map_err(|source| ServeError::Inspect {
+                path: path.clone(),
+                source,
+            })?;
+            untrusted.extend(facts.iter().flat_map(|f| crate::trust::judge(f, me.as_raw(), &me_name)));
+        }
+        if untrusted.is_empty() {
+            Ok(())
+        } else {
+            Err(ServeError::Untrusted(untrusted))
+        }
+    }
+
     pub fn master_key(
         &self,
         env: Option<Zeroizing<String>>,
@@ -114,7 +165,7 @@ pub struct ServeOptions {
     pub config: PathBuf,
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
-    /// Create a missing master key and write the first admin key to a file.
+    /// Create a missing master key.
     pub dev: bool,
     /// The value of VALETKEY_MASTER_KEY.
     pub master_key: Option<Zeroizing<String>>,
@@ -122,20 +173,17 @@ pub struct ServeOptions {
     pub env: Box<EnvLookup>,
 }
 
-/// The first admin key, created at first start: shown once.
-pub enum FirstAdminKey {
-    /// To print once; it is stored only as a hash.
-    Show(SecretString),
-    /// Written (mode 0600) to this file, in dev mode.
-    Written(PathBuf),
-}
+/// The name of the bootstrap admin key's file in the data dir.
+pub const BOOTSTRAP_KEY_FILE: &str = "admin.key";
 
 pub struct Server {
     broker: Arc<Broker>,
     listener: TcpListener,
     pub paths: Paths,
     pub master_key_origin: MasterKeyOrigin,
-    pub first_admin_key: Option<FirstAdminKey>,
+    /// Where a new bootstrap admin key was written (mode 0600), when no
+    /// admin key was alive at start. It is never printed.
+    pub bootstrap_admin_key: Option<PathBuf>,
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -143,6 +191,8 @@ pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
     let loaded = config::load(&opts.config)?;
     let mut config = loaded.config;
     let paths = Paths::resolve(&config, opts.data_dir.as_deref());
+    paths.create_data_dir()?;
+    paths.check_trust(&opts.config, &config)?;
     let (master, master_key_origin) = paths.master_key(opts.master_key, opts.dev)?;
 
     let addr = opts.listen.unwrap_or(config.server.listen);
@@ -156,15 +206,14 @@ pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
 
     let store = paths.open_store().await?;
     let now = SystemTime::now();
-    let first_admin_key = match admin::ensure_admin_key(store.as_ref(), now).await? {
+    let bootstrap_admin_key = match admin::ensure_admin_key(store.as_ref(), now).await? {
         None => None,
-        Some(key) if opts.dev => {
-            let file = paths.data_dir.join("admin.key");
+        Some(key) => {
             use crate::secrets::ExposeSecret;
-            crate::secrets::write_private(&file, key.expose_secret().as_bytes())?;
-            Some(FirstAdminKey::Written(file))
+            let file = paths.data_dir.join(BOOTSTRAP_KEY_FILE);
+            crate::secrets::replace_private(&file, key.expose_secret().as_bytes())?;
+            Some(file)
         }
-        Some(key) => Some(FirstAdminKey::Show(key)),
     };
     let broker = Broker::start(Arc::new(config), store, master, opts.env.as_ref(), now).await?;
     Ok(Server {
@@ -172,7 +221,7 @@ pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
         listener,
         paths,
         master_key_origin,
-        first_admin_key,
+        bootstrap_admin_key,
         warnings: loaded.warnings,
     })
 }
@@ -296,7 +345,8 @@ enum ScheduleError {
 async fn scheduled_report(broker: &Broker, schedule: &crate::config::ReportSchedule) -> Result<(), ScheduleError> {
     use crate::audit::report;
     let now = SystemTime::now();
-    let report = broker.audit_report(schedule.window, now).await?;
+    let since_ms = crate::time::unix_ms(now) - schedule.window.as_millis() as i64;
+    let report = broker.audit_report(since_ms, now).await?;
     let stamp = crate::time::rfc3339(crate::time::unix_secs(now)).replace([':', '-'], "");
     let texts = [
         ("html", report::html(&report)),

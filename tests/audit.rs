@@ -29,6 +29,14 @@ async fn recorded_chain() -> (tempfile::TempDir, PathBuf) {
     let keep = tempfile::tempdir().unwrap();
     copy_dir(&t.data_dir(), &keep.path().join("data"));
     std::fs::copy(&config, keep.path().join("valetkey.toml")).unwrap();
+    // The keys as the broker publishes them, which an auditor saves.
+    let jwks = t
+        .http
+        .get(format!("{}/.well-known/jwks.json", t.url))
+        .send()
+        .await
+        .unwrap();
+    std::fs::write(keep.path().join("jwks.json"), jwks.text().await.unwrap()).unwrap();
     t.stop().await;
     let path = keep.path().to_owned();
     (keep, path)
@@ -42,8 +50,9 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// `valetkey audit verify` on a copy of the chain after `tamper` ran SQL on
-/// its database file: (exit code, output).
+/// `valetkey audit verify --db COPY --jwks KEYS` (offline, no broker, no
+/// master key) on a copy of the chain after `tamper` ran SQL on its
+/// database file: (exit code, output).
 async fn verify_after(base: &Path, tamper: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&base.join("data"), &dir.path().join("data"));
@@ -58,15 +67,15 @@ async fn verify_after(base: &Path, tamper: &[&str]) -> (Option<i32>, String) {
             .unwrap();
     }
     pool.close().await;
-    let config = base.join("valetkey.toml");
-    let data = dir.path().join("data");
+    let jwks = base.join("jwks.json");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
-            .args(["audit", "verify", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&data)
+            .args(["audit", "verify", "--db"])
+            .arg(&db)
+            .arg("--jwks")
+            .arg(&jwks)
             .env_remove("VALETKEY_MASTER_KEY")
+            .env_remove("VALETKEY_URL")
             .output()
             .unwrap()
     })
@@ -166,6 +175,48 @@ async fn a_chain_rewritten_hashes_and_all_is_caught_by_its_checkpoint() {
         text.contains("now has another hash (events up to it were rewritten)"),
         "{text}"
     );
+
+    // Someone who can write the file plants a key of their own in it and
+    // signs the rewritten head with it: the checkpoint is checked against
+    // the keys the broker published, so it still does not verify.
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let last = events.last().unwrap();
+    let message = valetkey::audit::Checkpoint::message(last.seq, &last.hash, last.at_ms);
+    let signer = jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref());
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &signer, jsonwebtoken::Algorithm::EdDSA).unwrap();
+    let public = hex::encode(ring::signature::KeyPair::public_key(&pair).as_ref());
+    statements.push("DELETE FROM audit_checkpoints".into());
+    statements.push(format!(
+        "INSERT INTO audit_checkpoints (seq, head_hash, at_ms, kid, signature) VALUES ({}, '{}', {}, 'planted', '{signature}')",
+        last.seq, last.hash, last.at_ms
+    ));
+    statements.push(format!(
+        "INSERT INTO signing_keys (kid, public_key, nonce, ciphertext, created_at, retired_at) VALUES ('planted', X'{public}', X'00', X'00', 0, 0)"
+    ));
+    let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+    let (code, text) = verify_after(&base, &refs).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("does not verify"), "{text}");
+
+    // Had the planted key been published, the same file would verify: what
+    // the verification trusts is the published set, nothing in the file.
+    let mut published: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("jwks.json")).unwrap()).unwrap();
+    let x = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ring::signature::KeyPair::public_key(&pair).as_ref(),
+    );
+    published["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": "planted", "x": x }));
+    let forged_base = tempfile::tempdir().unwrap();
+    copy_dir(&base.join("data"), &forged_base.path().join("data"));
+    std::fs::write(forged_base.path().join("jwks.json"), published.to_string()).unwrap();
+    let (code, text) = verify_after(forged_base.path(), &refs).await;
+    assert_eq!(code, Some(0), "{text}");
 }
 
 #[tokio::test]
@@ -241,7 +292,7 @@ async fn a_broker_killed_mid_burst_loses_no_event_its_clients_saw_succeed() {
     let env = [("GITHUB_STAGING", GITHUB_STAGING)];
     let served = common::serve(dir.path(), &config, &env);
     let data = dir.path().join("data");
-    let key = common::add_agent_with_cli(&config, &data, "claude");
+    let key = common::add_agent_with_cli(&served.url, &data, "claude");
     let http = common::http();
     let minted = served.mint(&key, json!({ "env": "staging" })).await;
     let credential = minted["credential"].as_str().unwrap().to_owned();
@@ -277,8 +328,17 @@ async fn a_broker_killed_mid_burst_loses_no_event_its_clients_saw_succeed() {
     let seen: Vec<String> = succeeded.lock().unwrap().clone();
 
     // Restarted on the same data dir: every success has its event, and the
-    // chain verifies.
+    // chain verifies against the keys the broker publishes.
     let again = common::serve(dir.path(), &config, &env);
+    let jwks = http
+        .get(format!("{}/.well-known/jwks.json", again.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(dir.path().join("jwks.json"), jwks).unwrap();
     again.stop();
     let store = valetkey::store::SqliteStore::open_in(&data).await.unwrap();
     let events = valetkey::store::Store::audit_events(&store).await.unwrap();
@@ -299,10 +359,10 @@ async fn a_broker_killed_mid_burst_loses_no_event_its_clients_saw_succeed() {
     );
     drop(store);
     let out = Command::new(BIN)
-        .args(["audit", "verify", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
+        .args(["audit", "verify", "--db"])
+        .arg(data.join("valetkey.db"))
+        .arg("--jwks")
+        .arg(dir.path().join("jwks.json"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -315,15 +375,10 @@ async fn a_broker_killed_mid_burst_loses_no_event_its_clients_saw_succeed() {
     assert!(text.starts_with("intact:"), "{text}");
 }
 
-/// `valetkey audit …` against a running broker's store.
+/// `valetkey audit …` against a running broker, with its bootstrap admin key.
 fn audit_cli(t: &TestBroker, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("audit")
-        .args(args)
-        .arg("--config")
-        .arg(t.dir.path().join("valetkey.toml"))
-        .arg("--data-dir")
-        .arg(t.data_dir());
+    let mut cmd = common::admin_cli(&t.url, &t.data_dir().join("admin.key"));
+    cmd.arg("audit").args(args);
     cmd
 }
 
@@ -387,6 +442,17 @@ async fn people_tail_and_search_the_trail_and_tools_page_through_it() {
         text.contains("mint_refused") && text.contains("claude@production"),
         "{text}"
     );
+
+    // The running broker verifies its own chain for an admin.
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = audit_cli(&t, &["verify"]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.starts_with("intact: "), "{text}");
 
     let mut follow = KillOnDrop(
         audit_cli(&t, &["tail", "-n", "2", "--follow", "--json"])
@@ -507,12 +573,8 @@ async fn the_permission_report_comes_in_three_formats_and_holds_no_secret() {
     let out_dir = tempfile::tempdir().unwrap();
     let html_path = out_dir.path().join("report.html");
     let run = |args: Vec<String>| {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["audit", "report", "--since", "1d", "--config"])
-            .arg(f.broker.dir.path().join("valetkey.toml"))
-            .arg("--data-dir")
-            .arg(f.broker.data_dir())
-            .args(args);
+        let mut cmd = common::admin_cli(&f.broker.url, &f.broker.data_dir().join("admin.key"));
+        cmd.args(["audit", "report", "--since", "1d"]).args(args);
         cmd
     };
     let mut outputs = Vec::new();

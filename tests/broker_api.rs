@@ -56,7 +56,7 @@ async fn mint_verify_revoke_refuse() {
     assert_eq!((status, refused["type"].as_str()), (401, Some("credential_revoked")));
     assert_eq!(refused["lease_id"], minted["lease_id"]);
 
-    // A revocation written to the store by another process (the CLI) is
+    // A revocation written to the store by another broker on it is
     // followed by the broker within its sync interval.
     let (_, second) = t.mint(&key, json!({ "env": "staging" })).await;
     let credential = second["credential"].as_str().unwrap();
@@ -66,7 +66,7 @@ async fn mint_verify_revoke_refuse() {
     admin::revoke(
         &other_process,
         &RevokeTarget::Lease(lease),
-        &Actor::cli(),
+        &Actor::admin("alice"),
         SystemTime::now(),
     )
     .await
@@ -437,14 +437,33 @@ async fn bad_input_gets_a_clear_problem_and_changes_nothing() {
     t.stop().await;
 }
 
+/// Readiness answers anyone a bare status, its detail only to an admin;
+/// a real token that did not load makes it `degraded` (and `status` exit
+/// non-zero); a store that takes no write makes it not ready.
 #[tokio::test]
 async fn health_and_readiness() {
     let env = [("GITHUB_STAGING_TOKEN".to_owned(), "ghp_from_env".to_owned())].into();
     let t = TestBroker::start_with(common::CONFIG, env).await;
+    let launcher = t.add_agent("claude").await;
     let (status, body) = t.send(t.http.get(format!("{}/healthz", t.url))).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
-    let (status, body) = t.send(t.http.get(format!("{}/readyz", t.url))).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("ready")), "{body}");
+    let readyz = format!("{}/readyz", t.url);
+
+    // Anyone: the status, nothing else. Railway's staging token is stored
+    // nowhere yet, so the broker serves, degraded.
+    let (status, body) = t.send(t.http.get(&readyz)).await;
+    assert_eq!((status, &body), (200, &json!({ "status": "degraded" })));
+    let (status, body) = t.send(t.http.get(&readyz).bearer_auth(&launcher)).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (401, Some("admin_key_invalid")),
+        "{body}"
+    );
+
+    // An admin: the detail.
+    let (status, body) = t.send(t.http.get(&readyz).bearer_auth(&t.admin_key)).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("degraded")), "{body}");
+    assert_eq!(body["store"], "ok");
     assert!(body["active_kid"].is_string());
     let tokens = body["provider_tokens"].as_array().unwrap();
     let github = tokens.iter().find(|t| t["provider"] == "github").unwrap();
@@ -460,6 +479,36 @@ async fn health_and_readiness() {
             .contains("valetkey secret set railway-staging")
     );
     assert!(!body.to_string().contains("ghp_from_env"));
+    let status_cli = || {
+        let mut cmd = common::admin_cli(&t.url, &t.data_dir().join("admin.key"));
+        cmd.arg("status");
+        cmd
+    };
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = status_cli();
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "degraded is not a clean bill: {text}");
+    assert!(text.contains("degraded") && text.contains("NOT LOADED"), "{text}");
+
+    // The store stops taking writes: not ready, within the probe's second.
+    let pool = t.db().await;
+    sqlx::query("CREATE TRIGGER probe_fails BEFORE UPDATE ON store_probe BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    common::eventually("readiness sees the store refuse writes", async || {
+        let resp = t.http.get(&readyz).send().await.unwrap();
+        resp.status() == 503 && resp.json::<serde_json::Value>().await.unwrap()["status"] == "not_ready"
+    })
+    .await;
+    let resp = t.http.get(&readyz).bearer_auth(&t.admin_key).send().await.unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body["store"].as_str().unwrap().contains("disk full"), "{body}");
     t.stop().await;
 }
 
@@ -538,7 +587,7 @@ async fn admin_api_manages_agents_and_revocations() {
 }
 
 #[tokio::test]
-async fn a_rotation_made_by_the_cli_reaches_the_running_broker() {
+async fn a_rotation_made_by_another_broker_reaches_this_one() {
     let t = TestBroker::start().await;
     let key = t.add_agent("claude").await;
     let (_, before) = t.mint(&key, json!({ "env": "staging" })).await;
@@ -546,7 +595,7 @@ async fn a_rotation_made_by_the_cli_reaches_the_running_broker() {
 
     let other_process = valetkey::store::SqliteStore::open_in(&t.data_dir()).await.unwrap();
     let master = t.master_key();
-    let new_kid = admin::rotate_signing_key(&other_process, &master, &Actor::cli(), SystemTime::now())
+    let new_kid = admin::rotate_signing_key(&other_process, &master, &Actor::admin("alice"), SystemTime::now())
         .await
         .unwrap();
 
@@ -622,10 +671,11 @@ async fn slow_and_idle_sockets_are_closed_and_a_real_request_is_still_served() {
             }
         })
     };
-    // A body dribbled after its head.
+    // A body dribbled after its head (with a bearer, so the body is read:
+    // without one the request is refused before it is).
     let mut body = connect();
     body.write_all(
-        b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{",
+        b"POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{",
     )
     .unwrap();
     let body_writer = {
@@ -708,14 +758,19 @@ async fn slow_and_idle_sockets_are_closed_and_a_real_request_is_still_served() {
         })
         .count();
     // The first request took an idle socket's place; each later one the
-    // place the one before gave back.
-    assert_eq!(closed, 1, "{closed} idle sockets were closed to make room");
+    // place the one before gave back, unless it came before the server had
+    // finished closing the one before (a slot is given back when its
+    // connection's task ends): at most one per request, never the lot.
+    assert!(
+        (1..=5).contains(&closed),
+        "{closed} idle sockets were closed to make room for 5 requests"
+    );
     drop(idle);
 
     // Busy connections (a request being read: its head in, its body still
     // coming) are not closed: past the cap with all of them busy, a
     // connection is answered 503 and closed.
-    let key = common::add_agent_with_cli(&config, &dir.path().join("data"), "claude");
+    let key = common::add_agent_with_cli(&served.url, &dir.path().join("data"), "claude");
     let minted = served.mint(&key, serde_json::json!({ "env": "staging" })).await;
     let credential = minted["credential"].as_str().unwrap().to_owned();
     let busy: Vec<TcpStream> = (0..50)

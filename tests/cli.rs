@@ -290,33 +290,57 @@ async fn real_tokens_never_leak() {
     std::fs::write(&config, text).unwrap();
     let data = dir.path().join("data");
 
-    // First start creates the master key; then the token is stored as ops do.
+    // First start creates the master key and the bootstrap admin key; with
+    // it ops name themselves, and store the token with their own key.
     let first = serve(dir.path(), &config, &[]);
-    assert_eq!(first.stop(), Some(0), "SIGTERM is a graceful stop");
-    let mut set = Command::new(BIN)
-        .args(["secret", "set", "railway-staging", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
+    let bootstrap = std::fs::read_to_string(data.join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let alice_file = dir.path().join("home/alice.key");
+    let out = common::admin_cli(&first.url, &data.join("admin.key"))
+        .args(["admin", "add", "alice", "--out"])
+        .arg(&alice_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut printed = vec![String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr)];
+    let alice = std::fs::read_to_string(&alice_file).unwrap().trim().to_owned();
+    let mut set = common::admin_cli(&first.url, &alice_file)
+        .args(["secret", "set", "railway-staging"])
         .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     writeln!(set.stdin.take().unwrap(), "{STORED}").unwrap();
     let out = set.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    printed.push(String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr));
+    assert_eq!(first.stop(), Some(0), "SIGTERM is a graceful stop");
 
     let served = serve(dir.path(), &config, &[("GITHUB_STAGING_TOKEN", FROM_ENV)]);
     let http = common::http();
-    let key = common::add_agent_with_cli(&config, &data, "claude");
+    let out = common::admin_cli(&served.url, &alice_file)
+        .args(["agent", "add", "claude"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let mut answers = Vec::new();
     let minted = served.mint(&key, serde_json::json!({ "env": "staging" })).await;
     answers.push(minted.to_string());
     let credential = minted["credential"].as_str().unwrap();
-    for path in ["/v1/whoami", "/readyz", "/healthz", "/.well-known/jwks.json"] {
+    for (path, auth) in [
+        ("/v1/whoami", credential),
+        ("/readyz", alice.as_str()),
+        ("/healthz", credential),
+        ("/.well-known/jwks.json", credential),
+        ("/v1/admins", alice.as_str()),
+    ] {
         let text = http
             .get(format!("{}{path}", served.url))
-            .bearer_auth(credential)
+            .bearer_auth(auth)
             .send()
             .await
             .unwrap()
@@ -371,25 +395,45 @@ async fn real_tokens_never_leak() {
     let audit = common::audit_lines(&store).await;
     assert!(audit.iter().any(|e| e.contains("secret_set")));
     assert_eq!(audit.iter().filter(|e| e.contains("proxy_allowed")).count(), 2);
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.contains("secret_set") && e.contains("\"actor\":\"admin:alice\"")),
+        "the secret is attributed to the admin who stored it"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.contains("admin_added") && e.contains("\"actor\":\"admin:bootstrap\""))
+    );
+    // Every file of the data dir but the bootstrap key's own, which is
+    // where ops read it from.
     let mut files = Vec::new();
     for entry in std::fs::read_dir(&data).unwrap() {
-        files.push(std::fs::read(entry.unwrap().path()).unwrap());
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "admin.key" {
+            files.push(std::fs::read(path).unwrap());
+        }
     }
-    for token in [STORED, FROM_ENV] {
-        assert!(!log.contains(token), "a real token is in the log");
-        assert!(!sink.contains(token), "a real token is in the audit sink");
+    for token in [STORED, FROM_ENV, bootstrap.as_str(), alice.as_str()] {
+        assert!(!log.contains(token), "a secret is in the log");
+        assert!(!sink.contains(token), "a secret is in the audit sink");
         assert!(
             !answers.iter().any(|a| a.contains(token)),
-            "a real token is in an API answer"
+            "a secret is in an API answer"
+        );
+        assert!(
+            !printed.iter().any(|p| p.contains(token)),
+            "a secret is in what an admin command printed"
         );
         assert!(
             !audit.iter().any(|e| e.contains(token)),
-            "a real token is in the audit trail"
+            "a secret is in the audit trail"
         );
         for bytes in &files {
             assert!(
                 !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
-                "a real token is in plaintext in the database"
+                "a secret is in plaintext in the database"
             );
         }
     }
@@ -454,4 +498,434 @@ async fn check_says_what_the_proxy_would_do_and_exits_by_it() {
     let out = output(check(&["--provider", "github", "--variables", "{}"])).await;
     assert_eq!(out.status.code(), Some(2), "clap refuses --variables without --graphql");
     assert_eq!(f.railway.count() + f.github.count(), 0, "a check reached an upstream");
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// An admin command's outcome: (success, stdout, stderr).
+fn admin(url: &str, key_file: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = common::admin_cli(url, key_file).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Admins are people: a key per name, written 0600 or shown once, listed,
+/// refused the moment it is removed or expires; every change is the named
+/// admin's in the audit trail; the last live key cannot be removed; and a
+/// broker that finds no live key at start writes a fresh bootstrap key to a
+/// 0600 file, never to its log.
+#[tokio::test(flavor = "multi_thread")]
+async fn admins_are_named_removable_and_expiring() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    std::fs::write(&config, common::CONFIG).unwrap();
+    let data = dir.path().join("data");
+    let served = serve(dir.path(), &config, &[]);
+    let bootstrap = data.join("admin.key");
+    assert_eq!(mode(&bootstrap), 0o600);
+    let first_bootstrap = std::fs::read_to_string(&bootstrap).unwrap();
+
+    // The bootstrap key names alice; her key goes to a new 0600 file.
+    let alice = dir.path().join("home/.config/valetkey/admin.key");
+    let alice_arg = alice.display().to_string();
+    let (ok, stdout, stderr) = admin(
+        &served.url,
+        &bootstrap,
+        &["admin", "add", "alice", "--ttl", "2h", "--out", &alice_arg],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.is_empty() && stderr.contains("expires at"), "{stdout}{stderr}");
+    assert_eq!((mode(&alice), mode(alice.parent().unwrap())), (0o600, 0o700));
+    let alice_key = std::fs::read_to_string(&alice).unwrap().trim().to_owned();
+    assert!(alice_key.starts_with("vka_"));
+
+    let (ok, _, stderr) = admin(&served.url, &alice, &["agent", "add", "claude"]);
+    assert!(ok, "{stderr}");
+    let (ok, listed, _) = admin(&served.url, &alice, &["admin", "list"]);
+    assert!(
+        ok && listed.contains("alice\t") && listed.contains("bootstrap\t"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&alice_key), "a key is listed");
+
+    // Refusals name the problem and change nothing.
+    for (args, expected) in [
+        (vec!["admin", "add", "alice"], "admin_exists"),
+        (vec!["admin", "add", "bootstrap"], "`bootstrap` names the key"),
+        (vec!["admin", "add", "Bob!"], "not a valid admin name"),
+        (
+            vec!["admin", "add", "bob", "--ttl", "400d"],
+            "between 1 minute and 365 days",
+        ),
+        (vec!["admin", "add", "bob", "--ttl", "soon"], "is not a duration"),
+        (vec!["admin", "remove", "carol"], "unknown_admin"),
+    ] {
+        let (ok, _, stderr) = admin(&served.url, &alice, &args);
+        assert!(!ok && stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let (_, listed_again, _) = admin(&served.url, &alice, &["admin", "list"]);
+    assert_eq!(listed_again, listed, "a refused command changed the admins");
+
+    // A key file others can read is refused, as ssh refuses one.
+    let loose = dir.path().join("loose.key");
+    std::fs::write(&loose, &alice_key).unwrap();
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let (ok, _, stderr) = admin(&served.url, &loose, &["admin", "list"]);
+    assert!(!ok && stderr.contains("chmod 600"), "{stderr}");
+
+    // Removed: refused at once. The last live key cannot be removed.
+    let (ok, _, stderr) = admin(&served.url, &alice, &["admin", "remove", "bootstrap"]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = admin(&served.url, &bootstrap, &["agent", "list"]);
+    assert!(!ok && stderr.contains("admin_key_invalid"), "{stderr}");
+    let (ok, _, stderr) = admin(&served.url, &alice, &["admin", "remove", "alice"]);
+    assert!(!ok && stderr.contains("last_admin"), "{stderr}");
+
+    // Every change is the named admin's.
+    let (ok, events, _) = admin(&served.url, &alice, &["audit", "search", "--json"]);
+    assert!(ok);
+    let actor_of = |kind: &str| -> Vec<String> {
+        events
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["kind"] == kind)
+            .map(|e| e["actor"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(actor_of("admin_key_created"), ["broker"]);
+    assert_eq!(actor_of("admin_added"), ["admin:bootstrap"]);
+    assert_eq!(actor_of("agent_added"), ["admin:alice"]);
+    assert_eq!(actor_of("admin_removed"), ["admin:alice"]);
+
+    // Alice's key expires; the broker, restarted with no live key, writes a
+    // new bootstrap key in place of the old file.
+    assert_eq!(served.stop(), Some(0));
+    let db = data.join("valetkey.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE admin_keys SET expires_at = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let served = serve(dir.path(), &config, &[]);
+    let (ok, _, stderr) = admin(&served.url, &alice, &["agent", "list"]);
+    assert!(!ok && stderr.contains("admin_key_expired"), "{stderr}");
+    let second_bootstrap = std::fs::read_to_string(&bootstrap).unwrap();
+    assert_ne!(second_bootstrap, first_bootstrap);
+    assert_eq!(mode(&bootstrap), 0o600);
+    let (ok, listed, stderr) = admin(&served.url, &bootstrap, &["admin", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(listed.contains("alice\t") && listed.contains("EXPIRED"), "{listed}");
+    assert_eq!(served.stop(), Some(0));
+
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains("bootstrap admin key was written to"),
+        "the log is not what was captured"
+    );
+    for key in [first_bootstrap.trim(), second_bootstrap.trim(), alice_key.as_str()] {
+        assert!(!log.contains(key), "an admin key is in the log");
+    }
+}
+
+/// Under `run` the agent holds no admin key even when its launcher's shell
+/// did, so the admin commands it tries fail, and the admin API refuses the
+/// credential and the launcher key alike: nothing is registered.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_under_run_cannot_act_as_an_admin() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let home = tempfile::tempdir().unwrap();
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap().display().to_string();
+    let script = r#"
+        env | grep -c '^VALETKEY_ADMIN' ; echo "---"
+        valetkey agent add oncall; echo "agent add exited $?"
+        curl -s -o /dev/null -w 'api with the credential: %{http_code}\n' \
+             -H "Authorization: Bearer $VALETKEY_CREDENTIAL" -H 'Content-Type: application/json' \
+             -d '{"name":"oncall"}' "$VALETKEY_URL/v1/agents"
+    "#;
+    let mut cmd = run_sh(&t, &key, "staging", script);
+    cmd.env("VALETKEY_ADMIN_KEY", &t.admin_key)
+        .env("VALETKEY_ADMIN_KEY_FILE", t.data_dir().join("admin.key"))
+        .env("HOME", home.path())
+        .env(
+            "PATH",
+            format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default()),
+        );
+    let out = output(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.starts_with("0\n---"), "the agent holds an admin key: {stdout}");
+    assert!(stdout.contains("agent add exited 1"), "{stdout}{stderr}");
+    assert!(stderr.contains("no admin key"), "{stderr}");
+    assert!(stdout.contains("api with the credential: 401"), "{stdout}");
+    let (status, problem) = t
+        .send(
+            t.http
+                .post(format!("{}/v1/agents", t.url))
+                .bearer_auth(&key)
+                .json(&serde_json::json!({ "name": "oncall" })),
+        )
+        .await;
+    assert_eq!((status, problem["type"].as_str()), (401, Some("admin_key_invalid")));
+    assert!(
+        problem["agent_guidance"].as_str().unwrap().contains("ask a human"),
+        "{problem}"
+    );
+    let agents = t.broker.store().list_agents().await.unwrap();
+    assert_eq!(agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["claude"]);
+}
+
+/// `serve` refuses to start while other users could change what it trusts
+/// (the configuration, the data dir, the master key, their directories) or
+/// read its secrets, naming each file with the command that fixes it; run,
+/// those commands make it start.
+#[test]
+fn serve_refuses_files_others_could_change_or_read() {
+    fn chmod(path: std::path::PathBuf, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    type Loosen = fn(&std::path::Path);
+    let cases: [(&str, Loosen, &str); 5] = [
+        (
+            "config",
+            |d| chmod(d.join("etc/valetkey.toml"), 0o664),
+            "etc/valetkey.toml can be written by other users",
+        ),
+        (
+            "config dir",
+            |d| chmod(d.join("etc"), 0o777),
+            "can be written by other users, who could replace it",
+        ),
+        (
+            "config owner",
+            |d| std::os::unix::fs::chown(d.join("etc/valetkey.toml"), Some(65534), None).unwrap(),
+            "is owned by uid 65534",
+        ),
+        (
+            "data dir",
+            |d| chmod(d.join("data"), 0o755),
+            "data holds secrets and can be read or entered by other users",
+        ),
+        (
+            "master key",
+            |d| chmod(d.join("data/master.key"), 0o644),
+            "master.key holds secrets",
+        ),
+    ];
+    for (what, loosen, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/valetkey.toml"), common::CONFIG).unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        chmod(dir.path().join("data"), 0o700);
+        let master = dir.path().join("data/master.key");
+        std::fs::write(&master, "l2c0SJkXzWkqTtVq0nZNzKx6mOa4Fm0R1bX1mOvc9bA=\n").unwrap();
+        chmod(master, 0o600);
+        loosen(dir.path());
+        let start = || {
+            Command::new(BIN)
+                .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+                .arg(dir.path().join("etc/valetkey.toml"))
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .env_remove("VALETKEY_MASTER_KEY")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut refused = start();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while refused.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                refused.kill().unwrap();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = refused.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.contains("refusing to start") && stderr.contains(expected),
+            "{what}: {stderr}"
+        );
+        assert!(
+            !dir.path().join("data/valetkey.db").exists(),
+            "{what}: the store was opened"
+        );
+
+        // The fixes it names, run as they are written, let it start.
+        for fix in stderr
+            .lines()
+            .filter_map(|l| l.split_once("; fix: ").map(|(_, fix)| fix))
+        {
+            assert!(
+                Command::new("sh").args(["-c", fix]).status().unwrap().success(),
+                "{fix}"
+            );
+        }
+        let mut child = start();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let serving = stderr
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("valetkey is serving"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(serving, "{what}: still refused after its fixes");
+    }
+}
+
+/// `serve --user NAME`, started as root, becomes that user before it reads
+/// anything: what it creates is that user's, and nothing of it runs as root.
+#[test]
+fn serve_started_as_root_becomes_its_own_user() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test starts the broker as root, as an init system would; run the suite as root");
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a `nobody` user");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    std::fs::write(&config, common::CONFIG).unwrap();
+    for path in [dir.path(), config.as_path()] {
+        std::os::unix::fs::chown(path, Some(nobody.uid.as_raw()), Some(nobody.gid.as_raw())).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--dev",
+            "--user",
+            "nobody",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("VALETKEY_MASTER_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("valetkey is serving") {
+        if stderr.read_line(&mut log).unwrap() == 0 {
+            break;
+        }
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(log.contains("valetkey is serving"), "{log}");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_owned();
+    let uids: Vec<&str> = uid_line.split_whitespace().skip(1).collect();
+    let expected = nobody.uid.to_string();
+    assert_eq!(uids, [expected.as_str(); 4], "real, effective, saved and file uid");
+    for file in ["data", "data/master.key", "data/admin.key", "data/valetkey.db"] {
+        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.path().join(file)).unwrap());
+        assert_eq!(owner, nobody.uid.as_raw(), "{file} is not the broker user's");
+    }
+    assert!(!log.contains("the broker runs as root"), "{log}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--user", "no-such-user-here", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("there is no such user"),
+        "{stderr}"
+    );
+}
+
+/// A data dir the previous release made (`tests/fixtures/upgrade`, by the
+/// binary of e27a72a: a dev master key, its first admin key, a stored
+/// token, agent `claude` and a mint) upgrades in place: the schema is
+/// migrated, the stored token still opens, the launcher key still mints, the
+/// chain still verifies; the old admin key, which that release could print to
+/// a log, is retired, and a fresh bootstrap key is written in its place.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_dir_of_the_previous_release_upgrades_in_place() {
+    use std::os::unix::fs::PermissionsExt;
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upgrade");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for entry in std::fs::read_dir(fixture.join("data")).unwrap() {
+        let entry = entry.unwrap();
+        let to = data.join(entry.file_name());
+        std::fs::copy(entry.path(), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let config = dir.path().join("valetkey.toml");
+    std::fs::copy(fixture.join("valetkey.toml"), &config).unwrap();
+    let old_admin = std::fs::read_to_string(data.join("admin.key")).unwrap();
+    let launcher = std::fs::read_to_string(fixture.join("launcher.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    let served = serve(dir.path(), &config, &[]);
+    let old_admin_file = dir.path().join("old-admin.key");
+    std::fs::write(&old_admin_file, &old_admin).unwrap();
+    std::fs::set_permissions(&old_admin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, _, stderr) = admin(&served.url, &old_admin_file, &["agent", "list"]);
+    assert!(
+        !ok && stderr.contains("admin_key_invalid"),
+        "the old key was replaced: {stderr}"
+    );
+
+    let bootstrap = data.join("admin.key");
+    assert_ne!(std::fs::read_to_string(&bootstrap).unwrap(), old_admin);
+    let (ok, listed, stderr) = admin(&served.url, &bootstrap, &["agent", "list"]);
+    assert!(ok && listed.starts_with("claude\t"), "{listed}{stderr}");
+
+    let minted = served.mint(&launcher, serde_json::json!({ "env": "staging" })).await;
+    assert!(
+        minted["credential"].as_str().is_some_and(|c| c.starts_with("vk1.")),
+        "{minted}"
+    );
+
+    let (ok, status, _) = admin(&served.url, &bootstrap, &["status", "--json"]);
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let railway = status["provider_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["provider"] == "railway" && t["env"] == "staging")
+        .unwrap();
+    assert!(
+        railway["problem"].is_null(),
+        "the stored token no longer opens: {railway}"
+    );
+    assert!(!ok, "the fixture stores no token for the other environments: degraded");
+
+    let (ok, verified, stderr) = admin(&served.url, &bootstrap, &["audit", "verify", "--json"]);
+    assert!(ok, "{verified}{stderr}");
+    let verified: Value = serde_json::from_str(&verified).unwrap();
+    assert!(verified["events"].as_u64().unwrap() >= 6, "{verified}");
+    assert!(verified["last_checkpoint"].is_number(), "{verified}");
+    assert_eq!(served.stop(), Some(0));
 }

@@ -85,6 +85,7 @@ async fn a_staging_token_that_reaches_production_is_a_finding_and_a_confined_one
         ready = t
             .http
             .get(format!("{}/readyz", t.url))
+            .bearer_auth(&t.admin_key)
             .send()
             .await
             .unwrap()
@@ -146,16 +147,11 @@ async fn a_staging_token_that_reaches_production_is_a_finding_and_a_confined_one
     assert_eq!(github.received()[0].target, "/installation/repositories?per_page=100");
 
     // `valetkey status` shows it, and exits 3 for a finding.
-    let url = t.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_valetkey"))
-            .args(["status"])
-            .env("VALETKEY_URL", url)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut status = common::admin_cli(&t.url, &t.data_dir().join("admin.key"));
+    status.arg("status");
+    let out = tokio::task::spawn_blocking(move || status.output().unwrap())
+        .await
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(text.contains("railway    staging      FINDING"), "{text}");

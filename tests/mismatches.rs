@@ -461,7 +461,12 @@ async fn a_flood_of_junk_costs_bounded_rows_and_alerts_and_locks_out_nobody() {
 
     let (_, ready) = f
         .broker
-        .send(f.broker.http.get(format!("{}/readyz", f.broker.url)))
+        .send(
+            f.broker
+                .http
+                .get(format!("{}/readyz", f.broker.url))
+                .bearer_auth(&f.broker.admin_key),
+        )
         .await;
     assert!(
         ready["refused_unauthenticated"].as_u64().unwrap() >= FLOOD as u64,

@@ -386,8 +386,8 @@ async fn revoking_ends_open_sessions_and_logins_however_it_comes() {
     let role = var(&answer, "PGUSER").to_owned();
     let mut open = PgConnection::connect(var(&answer, "DATABASE_URL")).await.unwrap();
     open.execute("SELECT 1").await.unwrap();
-    let status = tokio::process::Command::new(BIN)
-        .args(["status", "--url", &b.url])
+    let status = tokio::process::Command::from(common::admin_cli(&b.url, &b.data_dir().join("admin.key")))
+        .arg("status")
         .output()
         .await
         .unwrap();
@@ -408,8 +408,8 @@ async fn revoking_ends_open_sessions_and_logins_however_it_comes() {
     assert_eq!(dropped["why"], "revoked");
     assert_eq!(dropped["outcome"], "dropped");
     assert_eq!(dropped["sessions_ended"], 1);
-    let status = tokio::process::Command::new(BIN)
-        .args(["status", "--url", &b.url])
+    let status = tokio::process::Command::from(common::admin_cli(&b.url, &b.data_dir().join("admin.key")))
+        .arg("status")
         .output()
         .await
         .unwrap();
@@ -432,25 +432,17 @@ async fn revoking_ends_open_sessions_and_logins_however_it_comes() {
     assert!(!role_exists(&pool, &run_role).await);
     assert_eq!(dropped_event(&b, &run_role).await["outcome"], "dropped");
 
-    // `valetkey revoke` writes to the store only; the broker ends the role.
+    // `valetkey revoke`, as ops run it through the admin API.
     let answer = mint(&b, &key, "claude").await;
     let role = var(&answer, "PGUSER").to_owned();
     let mut open = PgConnection::connect(var(&answer, "DATABASE_URL")).await.unwrap();
-    let revoke = tokio::process::Command::new(BIN)
-        .args([
-            "revoke",
-            "--session",
-            answer["session_id"].as_str().unwrap(),
-            "--config",
-        ])
-        .arg(b.dir.path().join("valetkey.toml"))
-        .arg("--data-dir")
-        .arg(b.data_dir())
+    let revoke = tokio::process::Command::from(common::admin_cli(&b.url, &b.data_dir().join("admin.key")))
+        .args(["revoke", "--session", answer["session_id"].as_str().unwrap()])
         .output()
         .await
         .unwrap();
     assert!(revoke.status.success(), "{}", String::from_utf8_lossy(&revoke.stderr));
-    eventually("the reaper ends the role of a lease revoked by the CLI", async || {
+    eventually("the broker ends the role of a lease revoked by the CLI", async || {
         !role_exists(&pool, &role).await
     })
     .await;
@@ -699,9 +691,9 @@ async fn valid_until_binds_with_the_broker_stopped_and_a_restart_ends_the_role()
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("valetkey.toml");
     std::fs::write(&config_path, config("app")).unwrap();
-    let key = common::add_agent_with_cli(&config_path, &dir.path().join("data"), "claude");
     let env = [("APPDB_ADMIN_URL", admin_url.as_str())];
     let served = common::serve(dir.path(), &config_path, &env);
+    let key = common::add_agent_with_cli(&served.url, &dir.path().join("data"), "claude");
     let answer = served
         .mint(&key, json!({ "agent": "claude", "env": "staging", "ttl": "3s" }))
         .await;

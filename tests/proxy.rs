@@ -431,7 +431,7 @@ async fn common_key(f: &Fixture) -> String {
     valetkey::admin::remove_agent(
         f.broker.broker.store(),
         "claude",
-        &valetkey::admin::Actor::cli(),
+        &valetkey::admin::Actor::admin("alice"),
         std::time::SystemTime::now(),
     )
     .await
@@ -478,7 +478,6 @@ async fn proxy_variables_in_the_brokers_environment_are_ignored() {
         .replace("API_URL", &api.url)
         + "\n[introspection]\nenabled = false\n";
     std::fs::write(&config_path, config).unwrap();
-    let key = common::add_agent_with_cli(&config_path, &dir.path().join("data"), "claude");
     let mut env = vec![
         ("RAILWAY_STAGING", RAILWAY_STAGING),
         ("RAILWAY_PRODUCTION", RAILWAY_PRODUCTION),
@@ -491,6 +490,7 @@ async fn proxy_variables_in_the_brokers_environment_are_ignored() {
         env.push((var, proxy.url.as_str()));
     }
     let served = common::serve(dir.path(), &config_path, &env);
+    let key = common::add_agent_with_cli(&served.url, &dir.path().join("data"), "claude");
     let minted = served.mint(&key, json!({ "env": "staging" })).await;
     let credential = minted["credential"].as_str().expect("a credential");
     let resp = reqwest::Client::builder()

@@ -17,17 +17,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(AuthError::Missing)?;
-        let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing)?;
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(AuthError::Missing.into());
-        }
-        Ok(Bearer(token.trim().to_owned()))
+        Ok(Bearer(bearer(&parts.headers).ok_or(AuthError::Missing)?))
     }
+}
+
+/// The token of an `Authorization: Bearer` header, when there is one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim().to_owned())
 }
 
 /// A JSON body, refused with a precise problem when it is not one.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::Problem;
 use super::extract::{Bearer, JsonBody};
-use crate::admin::{self, Actor};
+use crate::admin::Actor;
 use crate::broker::Broker;
 use crate::peer::Client;
 use crate::policy::{MintRequest, Stripped};
@@ -29,15 +29,30 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-pub async fn readyz(State(broker): Shared) -> Response {
+/// Readiness: the bare status to anyone (for load balancers), the detail
+/// (token sources, database roles, store errors) only with an admin key.
+pub async fn readyz(State(broker): Shared, headers: axum::http::HeaderMap) -> Result<Response, Problem> {
+    let now = SystemTime::now();
+    let admin_key = super::extract::bearer(&headers);
+    if let Some(key) = &admin_key {
+        super::admin::authenticate(&broker, key, now).await?;
+    }
     let r = broker.readiness().await;
-    let status = if r.ready {
+    let code = if r.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let status = match (r.ready, r.degraded) {
+        (false, _) => "not_ready",
+        (true, true) => "degraded",
+        (true, false) => "ready",
+    };
+    if admin_key.is_none() {
+        return Ok((code, Json(json!({ "status": status }))).into_response());
+    }
     let body = json!({
-        "status": if r.ready { "ready" } else { "not_ready" },
+        "status": status,
         "store": match &r.store { Ok(()) => "ok".to_owned(), Err(e) => e.clone() },
         "active_kid": r.active_kid,
         "provider_tokens": r.provider_tokens,
@@ -46,7 +61,7 @@ pub async fn readyz(State(broker): Shared) -> Response {
         "refused_unauthenticated": broker.refused_unauthenticated(),
         "database_roles": r.database_roles,
     });
-    (status, Json(body)).into_response()
+    Ok((code, Json(body)).into_response())
 }
 
 pub async fn jwks(State(broker): Shared) -> Json<Value> {
@@ -183,7 +198,7 @@ pub async fn check(
     Ok(Json(serde_json::to_value(answer).map_err(|e| Problem::internal(&e))?))
 }
 
-fn revoked_view(revoked: &[Revocation]) -> Value {
+pub(super) fn revoked_view(revoked: &[Revocation]) -> Value {
     json!({ "revoked_leases": revoked.iter().map(|r| r.lease_id.as_str()).collect::<Vec<_>>() })
 }
 
@@ -195,7 +210,7 @@ pub async fn end_session(
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
     let actor = if key.starts_with("vka_") {
-        Actor::admin_key(&broker.authenticate_admin(&key).await?.key_id)
+        super::admin::authenticate(&broker, &key, now).await?
     } else {
         let agent = broker.authenticate_launcher(&key).await?;
         match broker.session_agent(&sid).await.map_err(|e| Problem::store(&e))? {
@@ -210,140 +225,4 @@ pub async fn end_session(
     };
     let revoked = broker.revoke(&RevokeTarget::Session(sid), &actor, now).await?;
     Ok(Json(revoked_view(&revoked)))
-}
-
-async fn admin(broker: &Broker, key: &str) -> Result<Actor, Problem> {
-    Ok(Actor::admin_key(&broker.authenticate_admin(key).await?.key_id))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    agent: Option<String>,
-    env: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    /// `30d`, or an RFC 3339 time.
-    since: Option<String>,
-    /// Events after this position, to page or follow.
-    after: Option<i64>,
-    limit: Option<i64>,
-}
-
-/// Most events one page of `/v1/audit/events` holds.
-const AUDIT_PAGE_MAX: i64 = 1000;
-
-/// The audit trail for tools, oldest first, paged by `after`.
-pub async fn audit_events(
-    State(broker): Shared,
-    Bearer(key): Bearer,
-    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, Problem> {
-    admin(&broker, &key).await?;
-    let axum::extract::Query(q) = query.map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
-    let now_ms = crate::time::unix_ms(SystemTime::now());
-    let since_ms = q
-        .since
-        .map(|s| crate::audit::parse_since(&s, now_ms))
-        .transpose()
-        .map_err(|e| Problem::bad_request("invalid_request", e))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=AUDIT_PAGE_MAX).contains(&limit) {
-        return Err(Problem::bad_request(
-            "invalid_request",
-            format!("limit must be between 1 and {AUDIT_PAGE_MAX}"),
-        ));
-    }
-    let filter = crate::audit::Filter {
-        agent: q.agent,
-        env: q.env,
-        kind: q.kind,
-        since_ms,
-        after_seq: q.after,
-        limit,
-        newest: false,
-    };
-    let records = broker
-        .store()
-        .search_audit(&filter)
-        .await
-        .map_err(|e| Problem::store(&e))?;
-    let next_after = records.last().map(|r| r.seq).or(q.after);
-    Ok(Json(json!({
-        "events": records.iter().map(crate::audit::Record::to_json).collect::<Vec<_>>(),
-        "next_after": next_after,
-    })))
-}
-
-pub async fn list_agents(State(broker): Shared, Bearer(key): Bearer) -> Result<Json<Value>, Problem> {
-    admin(&broker, &key).await?;
-    let agents = broker.store().list_agents().await.map_err(|e| Problem::store(&e))?;
-    let agents: Vec<Value> = agents
-        .iter()
-        .map(|a| {
-            json!({
-                "name": a.name,
-                "key_id": a.key_id,
-                "created_at": rfc3339(a.created_at),
-                "configured": broker.config().agents.contains_key(&a.name),
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "agents": agents })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddAgentBody {
-    name: String,
-}
-
-pub async fn add_agent(
-    State(broker): Shared,
-    Bearer(key): Bearer,
-    JsonBody(body): JsonBody<AddAgentBody>,
-) -> Result<Response, Problem> {
-    let actor = admin(&broker, &key).await?;
-    let launcher_key = admin::add_agent(broker.store(), broker.config(), &body.name, &actor, SystemTime::now()).await?;
-    let body = json!({ "name": body.name, "launcher_key": launcher_key.expose_secret() });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
-}
-
-pub async fn remove_agent(
-    State(broker): Shared,
-    Path(name): Path<String>,
-    Bearer(key): Bearer,
-) -> Result<Json<Value>, Problem> {
-    let actor = admin(&broker, &key).await?;
-    let revoked = broker.remove_agent(&name, &actor, SystemTime::now()).await?;
-    Ok(Json(revoked_view(&revoked)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum RevokeBody {
-    Lease(String),
-    Session(String),
-    Agent(String),
-}
-
-pub async fn revoke(
-    State(broker): Shared,
-    Bearer(key): Bearer,
-    JsonBody(body): JsonBody<RevokeBody>,
-) -> Result<Json<Value>, Problem> {
-    let actor = admin(&broker, &key).await?;
-    let target = match body {
-        RevokeBody::Lease(id) => RevokeTarget::Lease(id),
-        RevokeBody::Session(sid) => RevokeTarget::Session(sid),
-        RevokeBody::Agent(name) => RevokeTarget::Agent(name),
-    };
-    let revoked = broker.revoke(&target, &actor, SystemTime::now()).await?;
-    Ok(Json(revoked_view(&revoked)))
-}
-
-pub async fn rotate_key(State(broker): Shared, Bearer(key): Bearer) -> Result<Json<Value>, Problem> {
-    let actor = admin(&broker, &key).await?;
-    let kid = broker.rotate_signing_key(&actor, SystemTime::now()).await?;
-    Ok(Json(json!({ "active_kid": kid })))
 }

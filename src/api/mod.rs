@@ -2,6 +2,7 @@
 //! proxy. Only this module and `proxy` know HTTP; handlers are thin calls
 //! into `broker`.
 
+mod admin;
 mod extract;
 pub(crate) mod handlers;
 mod problem;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, delete, get, post, put};
 
 pub use problem::Problem;
 
@@ -24,11 +25,16 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/whoami", get(handlers::whoami))
         .route("/check", post(handlers::check))
         .route("/sessions/{sid}", delete(handlers::end_session))
-        .route("/agents", get(handlers::list_agents).post(handlers::add_agent))
-        .route("/agents/{name}", delete(handlers::remove_agent))
-        .route("/revocations", post(handlers::revoke))
-        .route("/keys/rotate", post(handlers::rotate_key))
-        .route("/audit/events", get(handlers::audit_events));
+        .route("/admins", get(admin::list_admins).post(admin::add_admin))
+        .route("/admins/{name}", delete(admin::remove_admin))
+        .route("/agents", get(admin::list_agents).post(admin::add_agent))
+        .route("/agents/{name}", delete(admin::remove_agent))
+        .route("/secrets/{name}", put(admin::put_secret))
+        .route("/revocations", post(admin::revoke))
+        .route("/keys/rotate", post(admin::rotate_key))
+        .route("/audit/events", get(admin::audit_events))
+        .route("/audit/verify", get(admin::verify_audit))
+        .route("/audit/report", get(admin::audit_report));
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))

@@ -214,8 +214,15 @@ impl From<AuthError> for Problem {
             AuthError::AdminKey => unauthorized(
                 "admin_key_invalid",
                 "Admin key not valid",
-                "this operation needs the admin key (`Authorization: Bearer vka_…`)".into(),
-            ),
+                "this operation needs a live admin key (`Authorization: Bearer vka_…`)".into(),
+            )
+            .guidance(ADMIN_ONLY),
+            AuthError::AdminKeyExpired { .. } => unauthorized(
+                "admin_key_expired",
+                "Admin key expired",
+                format!("{e}; another admin issues a new one with `valetkey admin remove NAME` and `valetkey admin add NAME`"),
+            )
+            .guidance(ADMIN_ONLY),
             AuthError::RateLimited => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
@@ -308,12 +315,23 @@ impl From<AdminError> for Problem {
             AdminError::UnknownAgent { .. } => {
                 Problem::new(StatusCode::NOT_FOUND, "unknown_agent", "No such agent", detail)
             }
+            AdminError::AdminExists { .. } => {
+                Problem::new(StatusCode::CONFLICT, "admin_exists", "Admin already has a key", detail)
+            }
+            AdminError::UnknownAdmin { .. } => {
+                Problem::new(StatusCode::NOT_FOUND, "unknown_admin", "No such admin", detail)
+            }
+            AdminError::LastAdmin { .. } => Problem::new(StatusCode::CONFLICT, "last_admin", "Last admin key", detail),
+            AdminError::ReservedAdminName | AdminError::AdminTtl { .. } => {
+                Problem::bad_request("invalid_request", detail)
+            }
             AdminError::Store(e) => Problem::store(&e),
             AdminError::Random | AdminError::Secrets(_) | AdminError::Key(_) => Problem::internal(&detail),
         }
     }
 }
 
+const ADMIN_ONLY: &str = "This is an operation for a human admin, and no agent credential or launcher key can perform it. Do not look for an admin key in files or the environment: ask a human to do it.";
 const UPSTREAM_MISMATCH: &str = "Stop and wait: the provider rejected the broker's own token. This is an operator problem, not yours, and a human has been told. Do not look for other credentials or tokens, do not change your request to get around it, and do not delete, recreate or reconfigure anything; if you report it, quote the event id.";
 const MISMATCH: &str = "Stop. This credential is for another environment or provider than the one you tried to reach. Do not look for other credentials or tokens, do not retry another way, and do not delete, recreate or reconfigure anything to get past it: tell a human what you were doing, quoting the event id.";
 const SHARED: &str = "Stop. This resource also belongs to another environment, so changing it could damage that environment too (a production database can be deleted this way from staging). Do not retry, do not look for other credentials or tokens, and do not delete, recreate or reconfigure anything to work around it: ask a human, quoting the event id.";

@@ -20,7 +20,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub kind: EventKind,
-    /// Who did it: `agent:NAME`, `admin:KEY_ID`, `cli:USER`, `broker`.
+    /// Who did it: `agent:NAME`, `admin:NAME`, `broker`.
     pub actor: String,
     pub agent: Option<String>,
     pub session_id: Option<String>,
@@ -37,7 +37,11 @@ pub enum EventKind {
     Revoke,
     AgentAdded,
     AgentRemoved,
+    /// The bootstrap admin key, written to a file at start.
     AdminKeyCreated,
+    /// A named admin's key was issued; the event's actor issued it.
+    AdminAdded,
+    AdminRemoved,
     SigningKeyCreated,
     SigningKeyRotated,
     SecretSet,
@@ -70,6 +74,8 @@ impl EventKind {
             EventKind::AgentAdded => "agent_added",
             EventKind::AgentRemoved => "agent_removed",
             EventKind::AdminKeyCreated => "admin_key_created",
+            EventKind::AdminAdded => "admin_added",
+            EventKind::AdminRemoved => "admin_removed",
             EventKind::SigningKeyCreated => "signing_key_created",
             EventKind::SigningKeyRotated => "signing_key_rotated",
             EventKind::SecretSet => "secret_set",
@@ -253,6 +259,24 @@ pub struct Verification {
     pub last_checkpoint: Option<i64>,
     /// The first problem, by position.
     pub broken: Option<Broken>,
+}
+
+impl Verification {
+    /// One line for people: intact with what was checked, or the first
+    /// broken link by position.
+    pub fn summary(&self) -> String {
+        match &self.broken {
+            None => format!(
+                "intact: {} events, {} checkpoints{}",
+                self.events,
+                self.checkpoints,
+                self.last_checkpoint
+                    .map(|s| format!("; the newest verified checkpoint signs event {s}"))
+                    .unwrap_or_else(|| "; no checkpoint yet, so a cut-off tail would not show".into())
+            ),
+            Some(broken) => format!("BROKEN at event {}: {broken}", broken.seq()),
+        }
+    }
 }
 
 /// Walks the chain from its start, then checks every checkpoint against it.

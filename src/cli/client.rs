@@ -1,4 +1,5 @@
-//! The broker's HTTP API, as the agent-side commands use it.
+//! The broker's HTTP API, as the CLI uses it: agents' commands with their
+//! credential or launcher key, ops' commands with an admin key.
 
 use std::time::Duration;
 
@@ -24,8 +25,17 @@ pub enum ClientError {
     NoLauncherKey,
     #[error("no credential: VALETKEY_CREDENTIAL is not set (are you running under `valetkey run`?)")]
     NoCredential,
-    #[error("cannot read the launcher key file {path}: {source}")]
+    #[error("cannot read the key file {path}: {source}")]
     KeyFile { path: String, source: std::io::Error },
+    #[error(
+        "no admin key: pass --admin-key-file (or set VALETKEY_ADMIN_KEY_FILE), or keep yours in {default}; \
+         the broker wrote a bootstrap key to admin.key in its data dir at first start"
+    )]
+    NoAdminKey { default: String },
+    #[error("{path} can be read by other users than its owner; `chmod 600 {path}` and try again")]
+    KeyFileOpen { path: String },
+    #[error("{path} holds no {what}")]
+    NotAKey { path: String, what: &'static str },
 }
 
 pub struct Client {
@@ -55,11 +65,16 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        let url = self.base.clone();
         let response = request.send().await.map_err(|source| ClientError::Unreachable {
-            url: url.clone(),
+            url: self.base.clone(),
             source,
         })?;
+        self.send_answered(response).await
+    }
+
+    /// The JSON of a success, or the broker's refusal as an error.
+    async fn send_answered(&self, response: reqwest::Response) -> Result<Value, ClientError> {
+        let url = self.base.clone();
         let status = response.status().as_u16();
         let body: Value = response.json().await.map_err(|_| ClientError::Unexpected {
             url: url.clone(),
@@ -100,25 +115,62 @@ impl Client {
         .await
     }
 
-    /// `/readyz`, which answers its JSON with 503 too when not ready.
-    pub async fn readiness(&self) -> Result<Value, ClientError> {
-        let url = format!("{}/readyz", self.base);
-        let response = self
+    /// An admin API call; JSON in and out.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        admin_key: &SecretString,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let mut request = self
             .http
-            .get(&url)
+            .request(method, format!("{}/v1{path}", self.base))
+            .bearer_auth(admin_key.expose_secret());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.send(request).await
+    }
+
+    /// A GET with an admin key, answered whatever its status.
+    async fn get(&self, url: &str, admin_key: &SecretString) -> Result<reqwest::Response, ClientError> {
+        self.http
+            .get(url)
+            .bearer_auth(admin_key.expose_secret())
             .send()
             .await
             .map_err(|source| ClientError::Unreachable {
                 url: self.base.clone(),
                 source,
-            })?;
+            })
+    }
+
+    /// An admin API call whose answer is text (a rendered report).
+    pub async fn admin_text(&self, path: &str, admin_key: &SecretString) -> Result<String, ClientError> {
+        let url = format!("{}/v1{path}", self.base);
+        let response = self.get(&url, admin_key).await?;
+        if response.status().is_success() {
+            return response
+                .text()
+                .await
+                .map_err(|_| ClientError::Unexpected { url, status: 200 });
+        }
+        self.send_answered(response).await.map(|_| String::new())
+    }
+
+    /// `/readyz`, which answers its JSON with 503 too when not ready; the
+    /// detail only to an admin key.
+    pub async fn readiness(&self, admin_key: &SecretString) -> Result<Value, ClientError> {
+        let url = format!("{}/readyz", self.base);
+        let response = self.get(&url, admin_key).await?;
         let status = response.status().as_u16();
         match status {
             200 | 503 => response
                 .json()
                 .await
                 .map_err(|_| ClientError::Unexpected { url, status }),
-            _ => Err(ClientError::Unexpected { url, status }),
+            _ => self.send_answered(response).await,
         }
     }
 

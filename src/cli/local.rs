@@ -1,21 +1,15 @@
-//! Commands that run on the broker's host: `serve`, and the admin commands
-//! that open the store directly.
+//! Commands that read the broker's files rather than ask it: `serve`,
+//! `config check`, and the offline verification of a copy of the trail.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::SystemTime;
 
 use super::{CliError, Local};
-use crate::admin::{self, Actor};
-use crate::audit;
+use crate::admin;
 use crate::config::{self, Severity};
-use crate::secrets::{ExposeSecret, MasterKeyOrigin, SecretString, Zeroizing};
-use crate::server::{self, FirstAdminKey, Paths, ServeOptions};
-use crate::store::{RevokeTarget, Store};
-use crate::time::rfc3339;
+use crate::secrets::{MasterKeyOrigin, Zeroizing};
+use crate::server::{self, ServeOptions};
 
 fn master_key_env() -> Option<Zeroizing<String>> {
     std::env::var("VALETKEY_MASTER_KEY").ok().map(Zeroizing::new)
@@ -30,8 +24,61 @@ fn init_logging() {
         .try_init();
 }
 
-pub async fn serve(local: Local, listen: Option<SocketAddr>, dev: bool) -> Result<ExitCode, CliError> {
+/// Becomes `name` (started as root), or checks that we already are it.
+/// Done before any file is read, so everything the broker creates is owned
+/// by its own user, and nothing it does afterwards runs as root.
+fn become_user(name: &str) -> Result<(), CliError> {
+    use nix::unistd::{Uid, User, geteuid, setgid, setgroups, setuid};
+    let fail = |what: &str, e: nix::Error| CliError::Usage(format!("cannot {what} for --user {name}: {e}"));
+    let user = User::from_name(name)
+        .map_err(|e| fail("look up the user", e))?
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "--user {name}: there is no such user; create it with `useradd --system {name}`"
+            ))
+        })?;
+    if geteuid() == user.uid {
+        return Ok(());
+    }
+    if !geteuid().is_root() {
+        return Err(CliError::Usage(format!(
+            "--user {name} needs the broker to be started as root (it runs as uid {})",
+            geteuid()
+        )));
+    }
+    setgroups(&[user.gid]).map_err(|e| fail("drop supplementary groups", e))?;
+    setgid(user.gid).map_err(|e| fail("change group", e))?;
+    setuid(user.uid).map_err(|e| fail("change user", e))?;
+    if setuid(Uid::from_raw(0)).is_ok() {
+        return Err(CliError::Usage(format!(
+            "--user {name}: root could be regained after dropping to it"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn serve(
+    local: Local,
+    listen: Option<SocketAddr>,
+    dev: bool,
+    user: Option<String>,
+) -> Result<ExitCode, CliError> {
     init_logging();
+    if let Some(name) = &user {
+        become_user(name)?;
+    }
+    // No core dump and no ptrace by other processes of the same user: the
+    // broker's memory holds the master key and every real token.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!("cannot make the broker non-dumpable: {e}");
+    }
+    if nix::unistd::geteuid().is_root() {
+        tracing::warn!(
+            "the broker runs as root; anything else running as root here (an agent, too) can read its data dir \
+             and memory. Run it as its own user: `valetkey serve --user valetkey` started as root, or the systemd \
+             unit in deploy/"
+        );
+    }
     // Listen for SIGTERM before the port opens: a stop that arrives while the
     // broker starts is then a graceful stop, not the default kill.
     let shutdown = server::shutdown_signal();
@@ -54,16 +101,15 @@ pub async fn serve(local: Local, listen: Option<SocketAddr>, dev: bool) -> Resul
             path.display()
         );
     }
-    match &server.first_admin_key {
-        Some(FirstAdminKey::Show(key)) => eprintln!(
-            "\n  The admin key (shown once, stored only as a hash):\n\n    {}\n\n  \
-             Keep it in a password manager: the admin API needs it.\n",
-            key.expose_secret()
-        ),
-        Some(FirstAdminKey::Written(path)) => {
-            tracing::warn!("DEV MODE: wrote the first admin key to {} (mode 0600)", path.display())
-        }
-        None => {}
+    if let Some(path) = &server.bootstrap_admin_key {
+        tracing::warn!(
+            "no admin key was alive, so a bootstrap admin key was written to {} (mode 0600, readable by this \
+             user only; it expires in {}). Name each admin with it: `valetkey admin add NAME --admin-key-file {} \
+             --out ~/.config/valetkey/admin.key`, then `valetkey admin remove bootstrap`",
+            path.display(),
+            humantime::format_duration(admin::BOOTSTRAP_TTL),
+            path.display()
+        );
     }
     let broker = server.broker();
     for t in broker.token_status() {
@@ -101,272 +147,43 @@ pub fn config_check(path: &Path) -> Result<ExitCode, CliError> {
     })
 }
 
-struct Opened {
-    config: config::Config,
-    paths: Paths,
-    store: Arc<dyn Store>,
-}
-
-async fn open(local: &Local) -> Result<Opened, CliError> {
-    let loaded = config::load(&local.config)?;
-    let paths = Paths::resolve(&loaded.config, local.data_dir.as_deref());
-    let store = paths.open_store().await?;
-    Ok(Opened {
-        config: loaded.config,
-        paths,
-        store,
-    })
-}
-
-pub async fn secret_set(local: Local, name: &str) -> Result<ExitCode, CliError> {
-    let opened = open(&local).await?;
-    let (master, _) = opened.paths.master_key(master_key_env(), false)?;
-    let mut text = Zeroizing::new(String::new());
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(|source| CliError::Io {
-            action: "read the secret from standard input".into(),
-            source,
-        })?;
-    let value = SecretString::from(text.trim_end_matches(['\r', '\n']));
-    admin::set_secret(
-        opened.store.as_ref(),
-        &master,
-        name,
-        &value,
-        &Actor::cli(),
-        SystemTime::now(),
-    )
-    .await?;
-    eprintln!("stored secret `{name}`; restart the broker to use a changed token");
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn keys_rotate(local: Local) -> Result<ExitCode, CliError> {
-    let opened = open(&local).await?;
-    let (master, _) = opened.paths.master_key(master_key_env(), false)?;
-    let kid = admin::rotate_signing_key(opened.store.as_ref(), &master, &Actor::cli(), SystemTime::now()).await?;
-    println!("{kid}");
-    eprintln!("new signing key {kid} is active; the previous key verifies until what it signed expires");
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn audit_verify(local: Local, json: bool) -> Result<ExitCode, CliError> {
-    let opened = open(&local).await?;
-    let (master, _) = opened.paths.master_key(master_key_env(), false)?;
-    let v = admin::verify_audit(opened.store.as_ref(), &master).await?;
+/// `audit verify --db COPY --jwks KEYS`: a copy of the database file,
+/// verified offline against the keys the broker published.
+pub async fn audit_verify_copy(db: &Path, jwks: &Path, json: bool) -> Result<ExitCode, CliError> {
+    let text = std::fs::read_to_string(jwks).map_err(|source| CliError::Io {
+        action: format!("read the published keys {}", jwks.display()),
+        source,
+    })?;
+    let published: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        CliError::Usage(format!(
+            "{} is not JSON ({e}); save the broker's /.well-known/jwks.json",
+            jwks.display()
+        ))
+    })?;
+    let keys = crate::credentials::PublishedKeys::from_jwks(&published).map_err(|e| {
+        CliError::Usage(format!(
+            "{}: {e}; save the broker's /.well-known/jwks.json",
+            jwks.display()
+        ))
+    })?;
+    if !db.is_file() {
+        return Err(CliError::Usage(format!(
+            "{} is not a file: pass a copy of the broker's valetkey.db",
+            db.display()
+        )));
+    }
+    let store = crate::store::SqliteStore::open_copy(db)
+        .await
+        .map_err(admin::AdminError::from)?;
+    let v = admin::verify_audit_published(&store, &keys).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
-        match &v.broken {
-            None => println!(
-                "intact: {} events, {} checkpoints{}",
-                v.events,
-                v.checkpoints,
-                v.last_checkpoint
-                    .map(|s| format!("; the newest verified checkpoint signs event {s}"))
-                    .unwrap_or_else(|| "; no checkpoint yet, so a cut-off tail would not show".into())
-            ),
-            Some(broken) => println!("BROKEN at event {}: {broken}", broken.seq()),
-        }
+        println!("{}", v.summary());
     }
     Ok(if v.broken.is_none() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
-}
-
-pub async fn audit_report(
-    local: Local,
-    since: &str,
-    format: super::ReportFormat,
-    out: Option<std::path::PathBuf>,
-) -> Result<ExitCode, CliError> {
-    let opened = open(&local).await?;
-    let (master, _) = opened.paths.master_key(master_key_env(), false)?;
-    let store = opened.store.as_ref();
-    let now_ms = crate::time::unix_ms(SystemTime::now());
-    let since_ms = audit::parse_since(since, now_ms).map_err(CliError::Usage)?;
-    let report = admin::audit_report(store, &master, &opened.config.rules(), since_ms, now_ms).await?;
-    let text = match format {
-        super::ReportFormat::Md => audit::report::markdown(&report),
-        super::ReportFormat::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
-        super::ReportFormat::Html => audit::report::html(&report),
-    };
-    match out {
-        Some(path) => {
-            std::fs::write(&path, text).map_err(|source| CliError::Io {
-                action: format!("write the report to {}", path.display()),
-                source,
-            })?;
-            eprintln!("wrote {} ({} findings)", path.display(), report.findings.len());
-        }
-        None => print!("{text}"),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// How often `audit tail --follow` looks for new events.
-const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-pub async fn audit_tail(local: Local, lines: i64, follow: bool, json: bool) -> Result<ExitCode, CliError> {
-    let opened = open(&local).await?;
-    let store = opened.store.as_ref();
-    let mut filter = audit::Filter {
-        limit: lines.max(0),
-        newest: true,
-        ..audit::Filter::default()
-    };
-    let mut last = None;
-    loop {
-        let records = store.search_audit(&filter).await.map_err(admin::AdminError::from)?;
-        for r in &records {
-            print_event(r, json);
-        }
-        last = records.last().map(|r| r.seq).or(last).or(Some(0));
-        if !follow {
-            return Ok(ExitCode::SUCCESS);
-        }
-        std::io::stdout().flush().ok();
-        tokio::time::sleep(FOLLOW_EVERY).await;
-        filter = audit::Filter {
-            after_seq: last,
-            limit: 1000,
-            ..audit::Filter::default()
-        };
-    }
-}
-
-pub struct SearchArgs {
-    pub agent: Option<String>,
-    pub env: Option<String>,
-    pub kind: Option<String>,
-    pub since: Option<String>,
-    pub limit: i64,
-}
-
-pub async fn audit_search(local: Local, args: SearchArgs, json: bool) -> Result<ExitCode, CliError> {
-    let opened = open(&local).await?;
-    let now_ms = crate::time::unix_ms(SystemTime::now());
-    let since_ms = args
-        .since
-        .map(|s| audit::parse_since(&s, now_ms))
-        .transpose()
-        .map_err(CliError::Usage)?;
-    let filter = audit::Filter {
-        agent: args.agent,
-        env: args.env,
-        kind: args.kind,
-        since_ms,
-        after_seq: None,
-        limit: args.limit,
-        newest: false,
-    };
-    let records = opened
-        .store
-        .search_audit(&filter)
-        .await
-        .map_err(admin::AdminError::from)?;
-    for r in &records {
-        print_event(r, json);
-    }
-    if !json {
-        eprintln!("{} event(s)", records.len());
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// One event on one line: time, position, kind, who, where, and its detail.
-fn print_event(r: &audit::Record, json: bool) {
-    if json {
-        println!("{}", r.to_json());
-        return;
-    }
-    let whom = match (&r.agent, &r.env) {
-        (Some(a), Some(e)) => format!("{a}@{e}"),
-        (Some(a), None) => a.clone(),
-        (None, Some(e)) => format!("@{e}"),
-        (None, None) => "-".into(),
-    };
-    println!(
-        "{} #{:<6} {:<28} {:<20} {:<24} {}",
-        crate::time::rfc3339_ms(r.at_ms),
-        r.seq,
-        r.kind,
-        r.actor,
-        whom,
-        r.detail
-    );
-}
-
-pub async fn agent_add(local: Local, name: &str) -> Result<ExitCode, CliError> {
-    let opened = open(&local).await?;
-    let key = admin::add_agent(
-        opened.store.as_ref(),
-        &opened.config,
-        name,
-        &Actor::cli(),
-        SystemTime::now(),
-    )
-    .await?;
-    println!("{}", key.expose_secret());
-    eprintln!(
-        "launcher key for agent `{name}` (shown once, stored only as a hash).\n\
-         Give it to whoever launches the agent, not to the agent: \
-         VALETKEY_AGENT_KEY=… valetkey run --agent {name} --env ENV -- CMD"
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn agent_list(local: Local) -> Result<ExitCode, CliError> {
-    let opened = open(&local).await?;
-    let agents = opened.store.list_agents().await.map_err(admin::AdminError::from)?;
-    if agents.is_empty() {
-        eprintln!("no agent is registered; `valetkey agent add NAME` registers one");
-    }
-    for a in agents {
-        let note = if opened.config.agents.contains_key(&a.name) {
-            ""
-        } else {
-            "  (not in the configuration: it can mint nothing)"
-        };
-        println!("{}\tkey {}\tadded {}{note}", a.name, a.key_id, rfc3339(a.created_at));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn agent_remove(local: Local, name: &str) -> Result<ExitCode, CliError> {
-    let opened = open(&local).await?;
-    let revoked = admin::remove_agent(opened.store.as_ref(), name, &Actor::cli(), SystemTime::now()).await?;
-    eprintln!("removed agent `{name}`; revoked {} live credential(s)", revoked.len());
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn revoke(
-    local: Local,
-    lease: Option<String>,
-    session: Option<String>,
-    agent: Option<String>,
-) -> Result<ExitCode, CliError> {
-    let target = match (lease, session, agent) {
-        (Some(id), None, None) => RevokeTarget::Lease(id),
-        (None, Some(sid), None) => RevokeTarget::Session(sid),
-        (None, None, Some(name)) => RevokeTarget::Agent(name),
-        _ => {
-            return Err(CliError::Usage(
-                "name one thing to revoke: LEASE, --session SID or --agent NAME".into(),
-            ));
-        }
-    };
-    let opened = open(&local).await?;
-    let revoked = admin::revoke(opened.store.as_ref(), &target, &Actor::cli(), SystemTime::now()).await?;
-    for r in &revoked {
-        println!("{}", r.lease_id);
-    }
-    eprintln!(
-        "revoked {} live credential(s); every broker refuses them within a second; a running broker also ends any database roles they had",
-        revoked.len()
-    );
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,20 @@
-//! The `valetkey` command line. Admin commands open the store directly (the
-//! running broker follows the store within a second); agent commands (`run`,
-//! `env`, `whoami`) talk to the broker over HTTP.
+//! The `valetkey` command line. `serve` runs the broker; every other command
+//! talks to it over HTTP: ops' commands with an admin key (`admin.rs`),
+//! agents' with a launcher key or credential (`run.rs`). Only `serve` and
+//! `config check`, and `audit verify --db` of a copy, read files of the
+//! broker's (`local.rs`).
 
+mod admin;
 mod client;
 mod local;
 mod run;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use crate::secrets::{SecretString, Zeroizing};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -59,6 +65,17 @@ pub struct Remote {
     url: String,
 }
 
+/// How an ops command reaches the broker's admin API.
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// The file holding your admin key, mode 0600 (default:
+    /// VALETKEY_ADMIN_KEY, else ~/.config/valetkey/admin.key).
+    #[arg(long, env = "VALETKEY_ADMIN_KEY_FILE")]
+    admin_key_file: Option<PathBuf>,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct MintArgs {
     /// The agent to launch; must be the launcher key's agent.
@@ -92,10 +109,19 @@ enum Command {
         /// Address to listen on (default: [server] listen).
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Development mode: create a missing master key and write the first
-        /// admin key to a file in the data dir. Never in production.
+        /// Development mode: create a missing master key in the data dir.
+        /// Never in production.
         #[arg(long)]
         dev: bool,
+        /// Started as root, become this user before reading anything (the
+        /// broker's own user, which owns its data dir).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Admins: the people whose keys the admin API takes.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
     },
     /// Check the configuration and report every problem.
     Config {
@@ -131,7 +157,7 @@ enum Command {
         #[arg(long, conflicts_with_all = ["lease", "session"])]
         agent: Option<String>,
         #[command(flatten)]
-        local: Local,
+        admin: AdminArgs,
     },
     /// Run a command with a fresh credential in its environment; the
     /// credential is revoked when the command exits.
@@ -158,11 +184,12 @@ enum Command {
         json: bool,
     },
     /// The running broker's state: store, signing key, real tokens and what
-    /// each reaches. Exits 0 when ready with no finding, 1 when not ready,
-    /// 3 when a token reaches beyond its environment.
+    /// each reaches. Exits 0 when ready with no finding, 1 when not ready or
+    /// degraded (a real token did not load), 3 when a token reaches beyond
+    /// its environment.
     Status {
         #[command(flatten)]
-        remote: Remote,
+        admin: AdminArgs,
         /// Print the broker's JSON answer.
         #[arg(long)]
         json: bool,
@@ -222,17 +249,51 @@ enum SecretCommand {
     Set {
         name: String,
         #[command(flatten)]
-        local: Local,
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Issue a key to a named person (shown once, stored as a hash).
+    Add {
+        name: String,
+        /// How long the key lives (default 90d, at most 365d).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Write the key to this new file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a person's key; the broker refuses it at once.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
     /// Walk the hash chain and its signed checkpoints; report the first
-    /// broken link. Exits 0 when intact, 1 when not.
+    /// broken link. Exits 0 when intact, 1 when not. With --db, verifies a
+    /// copy of the database file offline against published keys.
     Verify {
         #[command(flatten)]
-        local: Local,
+        admin: AdminArgs,
+        /// A copy of the broker's database file, read without a broker.
+        #[arg(long, requires = "jwks")]
+        db: Option<PathBuf>,
+        /// The broker's published keys (a saved /.well-known/jwks.json),
+        /// which the checkpoints' signatures are checked against.
+        #[arg(long, requires = "db")]
+        jwks: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -240,7 +301,7 @@ enum AuditCommand {
     /// The newest events; with --follow, then every new one as it comes.
     Tail {
         #[command(flatten)]
-        local: Local,
+        admin: AdminArgs,
         /// How many of the newest events to print first.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: i64,
@@ -255,7 +316,7 @@ enum AuditCommand {
     /// stale secrets and keys, the chain's integrity.
     Report {
         #[command(flatten)]
-        local: Local,
+        admin: AdminArgs,
         /// The window: `30d`, `12h`, or an RFC 3339 time.
         #[arg(long, default_value = "30d")]
         since: String,
@@ -268,7 +329,7 @@ enum AuditCommand {
     /// Events that match, oldest first.
     Search {
         #[command(flatten)]
-        local: Local,
+        admin: AdminArgs,
         #[arg(long)]
         agent: Option<String>,
         #[arg(long)]
@@ -298,7 +359,7 @@ pub enum ReportFormat {
 enum KeysCommand {
     Rotate {
         #[command(flatten)]
-        local: Local,
+        admin: AdminArgs,
     },
 }
 
@@ -307,16 +368,16 @@ enum AgentCommand {
     Add {
         name: String,
         #[command(flatten)]
-        local: Local,
+        admin: AdminArgs,
     },
     List {
         #[command(flatten)]
-        local: Local,
+        admin: AdminArgs,
     },
     Remove {
         name: String,
         #[command(flatten)]
-        local: Local,
+        admin: AdminArgs,
     },
 }
 
@@ -342,32 +403,48 @@ pub fn main() -> Result<ExitCode, CliError> {
 
 async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
     match command {
-        Command::Serve { local, listen, dev } => local::serve(local, listen, dev).await,
+        Command::Serve {
+            local,
+            listen,
+            dev,
+            user,
+        } => local::serve(local, listen, dev, user).await,
         Command::Config {
             command: ConfigCommand::Check { config },
         } => local::config_check(&config),
+        Command::Admin { command } => match command {
+            AdminCommand::Add { name, ttl, out, admin } => admin::admin_add(admin, &name, ttl, out).await,
+            AdminCommand::List { admin } => admin::admin_list(admin).await,
+            AdminCommand::Remove { name, admin } => admin::admin_remove(admin, &name).await,
+        },
         Command::Secret {
-            command: SecretCommand::Set { name, local },
-        } => local::secret_set(local, &name).await,
+            command: SecretCommand::Set { name, admin },
+        } => admin::secret_set(admin, &name).await,
         Command::Keys {
-            command: KeysCommand::Rotate { local },
-        } => local::keys_rotate(local).await,
+            command: KeysCommand::Rotate { admin },
+        } => admin::keys_rotate(admin).await,
         Command::Audit { command } => match command {
-            AuditCommand::Verify { local, json } => local::audit_verify(local, json).await,
+            AuditCommand::Verify {
+                db: Some(db),
+                jwks: Some(jwks),
+                json,
+                ..
+            } => local::audit_verify_copy(&db, &jwks, json).await,
+            AuditCommand::Verify { admin, json, .. } => admin::audit_verify(admin, json).await,
             AuditCommand::Report {
-                local,
+                admin,
                 since,
                 format,
                 out,
-            } => local::audit_report(local, &since, format, out).await,
+            } => admin::audit_report(admin, &since, format, out).await,
             AuditCommand::Tail {
-                local,
+                admin,
                 lines,
                 follow,
                 json,
-            } => local::audit_tail(local, lines, follow, json).await,
+            } => admin::audit_tail(admin, lines, follow, json).await,
             AuditCommand::Search {
-                local,
+                admin,
                 agent,
                 env,
                 kind,
@@ -375,31 +452,52 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
                 limit,
                 json,
             } => {
-                let filter = local::SearchArgs {
+                let filter = admin::SearchArgs {
                     agent,
                     env,
                     kind,
                     since,
                     limit,
                 };
-                local::audit_search(local, filter, json).await
+                admin::audit_search(admin, filter, json).await
             }
         },
         Command::Agent { command } => match command {
-            AgentCommand::Add { name, local } => local::agent_add(local, &name).await,
-            AgentCommand::List { local } => local::agent_list(local).await,
-            AgentCommand::Remove { name, local } => local::agent_remove(local, &name).await,
+            AgentCommand::Add { name, admin } => admin::agent_add(admin, &name).await,
+            AgentCommand::List { admin } => admin::agent_list(admin).await,
+            AgentCommand::Remove { name, admin } => admin::agent_remove(admin, &name).await,
         },
         Command::Revoke {
             lease,
             session,
             agent,
-            local,
-        } => local::revoke(local, lease, session, agent).await,
+            admin,
+        } => admin::revoke(admin, lease, session, agent).await,
         Command::Run { mint, command } => run::run(mint, command).await,
         Command::Env { mint, format } => run::env(mint, format).await,
         Command::Whoami { remote, json } => run::whoami(remote, json).await,
         Command::Check { remote, request, json } => run::check(remote, request, json).await,
-        Command::Status { remote, json } => run::status(remote, json).await,
+        Command::Status { admin, json } => admin::status(admin, json).await,
     }
+}
+
+/// Reads a key from a file only its owner can read, as ssh treats its keys.
+fn read_key_file(path: &Path, what: &'static str) -> Result<SecretString, ClientError> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| ClientError::KeyFile {
+        path: shown.clone(),
+        source,
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(ClientError::KeyFileOpen { path: shown });
+    }
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| ClientError::KeyFile {
+        path: shown.clone(),
+        source,
+    })?);
+    let key = text.trim();
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err(ClientError::NotAKey { path: shown, what });
+    }
+    Ok(SecretString::from(key))
 }

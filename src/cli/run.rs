@@ -25,10 +25,7 @@ const FORWARDED: [Signal; 6] = [
 
 fn launcher_key(args: &MintArgs) -> Result<SecretString, ClientError> {
     let text = match &args.key_file {
-        Some(path) => Zeroizing::new(std::fs::read_to_string(path).map_err(|source| ClientError::KeyFile {
-            path: path.display().to_string(),
-            source,
-        })?),
+        Some(path) => return super::read_key_file(path, "launcher key"),
         None => Zeroizing::new(std::env::var("VALETKEY_AGENT_KEY").map_err(|_| ClientError::NoLauncherKey)?),
     };
     let key = text.trim();
@@ -98,8 +95,11 @@ pub async fn run(args: MintArgs, command: Vec<String>) -> Result<ExitCode, CliEr
     let mut child = tokio::process::Command::new(&command[0]);
     child
         .args(&command[1..])
-        // The launcher key mints credentials; the agent must never hold it.
+        // The launcher key mints credentials and an admin key changes the
+        // broker; the agent must never hold either.
         .env_remove("VALETKEY_AGENT_KEY")
+        .env_remove("VALETKEY_ADMIN_KEY")
+        .env_remove("VALETKEY_ADMIN_KEY_FILE")
         .envs(minted.vars.iter().map(|(k, v)| (k, v.expose_secret())));
     let spawned = child.spawn();
     let status = match spawned {
@@ -220,7 +220,7 @@ pub async fn whoami(remote: Remote, json: bool) -> Result<ExitCode, CliError> {
 }
 
 /// Exit status of `check` when the proxy would refuse the request.
-const REFUSED: u8 = 3;
+pub(super) const REFUSED: u8 = 3;
 
 pub async fn check(remote: Remote, args: CheckArgs, json: bool) -> Result<ExitCode, CliError> {
     let credential = std::env::var("VALETKEY_CREDENTIAL").map_err(|_| ClientError::NoCredential)?;
@@ -306,28 +306,7 @@ fn print_check(answer: &Value) {
     }
 }
 
-pub async fn status(remote: Remote, json: bool) -> Result<ExitCode, CliError> {
-    let client = Client::new(&remote.url)?;
-    let state = client.readiness().await?;
-    let findings = state["token_reach"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["outcome"] == "finding")
-        .count();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
-    } else {
-        print_status(&state, &remote.url);
-    }
-    Ok(match (state["status"].as_str(), findings) {
-        (Some("ready"), 0) => ExitCode::SUCCESS,
-        (Some("ready"), _) => ExitCode::from(REFUSED),
-        _ => ExitCode::FAILURE,
-    })
-}
-
-fn print_status(state: &Value, url: &str) {
+pub(super) fn print_status(state: &Value, url: &str) {
     let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
     println!("broker {url}: {}", s(&state["status"]));
     println!("  store: {}", s(&state["store"]));

@@ -97,6 +97,42 @@ impl KeyRing {
     }
 }
 
+/// Public keys as a broker publishes them (`/.well-known/jwks.json`), to
+/// check signatures with no master key: an auditor's copy of the trail is
+/// anchored by what the broker published, not by key rows in the copy.
+pub struct PublishedKeys {
+    keys: Vec<(String, DecodingKey)>,
+}
+
+impl PublishedKeys {
+    /// The Ed25519 keys of a JWKS document; anything else is refused.
+    pub fn from_jwks(jwks: &serde_json::Value) -> Result<PublishedKeys, KeyError> {
+        let entries = jwks["keys"].as_array().ok_or(KeyError::Invalid {
+            kid: "(no `keys` list: not a JWKS document)".into(),
+        })?;
+        let mut keys = Vec::new();
+        for k in entries {
+            let kid = k["kid"].as_str().unwrap_or("(no kid)").to_owned();
+            let x = match (k["kty"].as_str(), k["crv"].as_str(), k["x"].as_str()) {
+                (Some("OKP"), Some("Ed25519"), Some(x)) if URL_SAFE_NO_PAD.decode(x).is_ok_and(|b| b.len() == 32) => x,
+                _ => return Err(KeyError::Invalid { kid }),
+            };
+            let key = DecodingKey::from_ed_components(x).map_err(|_| KeyError::Invalid { kid: kid.clone() })?;
+            keys.push((kid, key));
+        }
+        Ok(PublishedKeys { keys })
+    }
+
+    /// Whether `signature` over `message` verifies with the key `kid`.
+    pub fn verifies(&self, kid: &str, message: &[u8], signature: &str) -> bool {
+        self.keys.iter().any(|(k, key)| {
+            k == kid
+                && jsonwebtoken::crypto::verify(signature, message, key, jsonwebtoken::Algorithm::EdDSA)
+                    .unwrap_or(false)
+        })
+    }
+}
+
 /// The record id a signing key is sealed under.
 fn record_id(kid: &str) -> String {
     format!("signing-key:{kid}")

@@ -175,6 +175,23 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), SecretsError> {
     file.sync_all().map_err(io)
 }
 
+/// Replaces a file with one readable by its owner only, atomically: a
+/// reader sees the old contents or the new, and the new file never exists
+/// with wider permissions.
+pub fn replace_private(path: &Path, contents: &[u8]) -> Result<(), SecretsError> {
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(".new");
+    let staged = std::path::PathBuf::from(staged);
+    // A leftover from a crash between write and rename holds a dead key.
+    let _ = std::fs::remove_file(&staged);
+    write_private(&staged, contents)?;
+    std::fs::rename(&staged, path).map_err(|source| SecretsError::Io {
+        action: "rename into place",
+        path: path.to_owned(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

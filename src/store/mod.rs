@@ -42,9 +42,12 @@ pub struct AgentRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminKeyRecord {
+    /// The person (or `bootstrap`) the key belongs to; one key per name.
+    pub name: String,
     pub key_id: String,
     pub key_hash: Vec<u8>,
     pub created_at: i64,
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +104,15 @@ pub enum RevokeTarget {
     Agent(String),
 }
 
+/// What `delete_admin_key` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminKeyRemoval {
+    Removed,
+    NotFound,
+    /// It is the last live key: removing it would leave no one to administer.
+    LastLive,
+}
+
 /// A revoked lease, as the revocation feed carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
@@ -113,6 +125,8 @@ pub struct Revocation {
 pub trait Store: Send + Sync {
     /// Succeeds when the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Succeeds when the store takes a durable write (readiness).
+    async fn probe_write(&self, now: i64) -> Result<(), StoreError>;
 
     async fn insert_agent(&self, agent: &AgentRecord) -> Result<(), StoreError>;
     async fn agent_by_key_id(&self, key_id: &str) -> Result<Option<AgentRecord>, StoreError>;
@@ -120,9 +134,17 @@ pub trait Store: Send + Sync {
     /// Removes the agent; false when there was none.
     async fn delete_agent(&self, name: &str) -> Result<bool, StoreError>;
 
+    /// Adds a key; `Conflict` when its name already has one.
     async fn insert_admin_key(&self, key: &AdminKeyRecord) -> Result<(), StoreError>;
     async fn admin_key(&self, key_id: &str) -> Result<Option<AdminKeyRecord>, StoreError>;
-    async fn count_admin_keys(&self) -> Result<i64, StoreError>;
+    /// Every admin key, expired ones too, by name.
+    async fn list_admin_keys(&self) -> Result<Vec<AdminKeyRecord>, StoreError>;
+    /// Removes the key of `name`, unless it is the last one alive at `now`
+    /// (checked in the same transaction, so two removals cannot both pass).
+    async fn delete_admin_key(&self, name: &str, now: i64) -> Result<AdminKeyRemoval, StoreError>;
+    /// Replaces the bootstrap key with `key` when no key is alive at `now`;
+    /// false (and nothing written) when one is.
+    async fn replace_bootstrap_admin_key(&self, key: &AdminKeyRecord, now: i64) -> Result<bool, StoreError>;
 
     /// Adds a new active key and retires the previous one at `created_at`.
     async fn rotate_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError>;

@@ -14,8 +14,8 @@ use sqlx::{Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AdminKeyRecord, AgentRecord, DatabaseRole, Lease, Revocation, RevokeTarget, SecretRecord, SigningKeyRecord, Store,
-    StoreError,
+    AdminKeyRecord, AdminKeyRemoval, AgentRecord, DatabaseRole, Lease, Revocation, RevokeTarget, SecretRecord,
+    SigningKeyRecord, Store, StoreError,
 };
 use crate::audit;
 use crate::secrets::Sealed;
@@ -62,6 +62,26 @@ impl SqliteStore {
             .map_err(open_err)?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let (appender, queue) = mpsc::channel(4 * MAX_AUDIT_BATCH);
+        tokio::spawn(append_batches(pool.clone(), queue));
+        Ok(SqliteStore { pool, appender })
+    }
+
+    /// Opens a copy of a database file to read it: read-only, never created
+    /// nor migrated (an auditor's copy stays as it was made).
+    pub async fn open_copy(path: &Path) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                location: path.display().to_string(),
+                source,
+            })?;
+        let (appender, queue) = mpsc::channel(1);
         tokio::spawn(append_batches(pool.clone(), queue));
         Ok(SqliteStore { pool, appender })
     }
@@ -134,7 +154,7 @@ type Head = (i64, String);
 /// writer's own, so a transaction a failed statement leaves open is nobody
 /// else's, and the writer rolls it back before going on.
 /// The chain's head is remembered from the last commit rather than read in
-/// the transaction. Another process (a CLI command) may have appended
+/// the transaction. Another writer on the same file may have appended
 /// since: then the batch's first `seq` is taken, the primary key refuses
 /// it, and the batch is written again with the head read under the write
 /// lock (two more round trips, and certain to chain after the other
@@ -302,6 +322,31 @@ fn conflict(what: &'static str, name: &str) -> impl FnOnce(sqlx::Error) -> Store
     }
 }
 
+async fn insert_admin_key<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    k: &AdminKeyRecord,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO admin_keys (name, key_id, key_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(&k.name)
+        .bind(&k.key_id)
+        .bind(&k.key_hash)
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+fn admin_key_record(r: &SqliteRow) -> AdminKeyRecord {
+    AdminKeyRecord {
+        name: r.get("name"),
+        key_id: r.get("key_id"),
+        key_hash: r.get("key_hash"),
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+    }
+}
+
 fn agent(row: &SqliteRow) -> AgentRecord {
     AgentRecord {
         name: row.get("name"),
@@ -363,6 +408,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE store_probe SET at = ? WHERE id = 1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn insert_agent(&self, a: &AgentRecord) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO agents (name, key_id, key_hash, created_at) VALUES (?, ?, ?, ?)")
             .bind(&a.name)
@@ -399,13 +452,9 @@ impl Store for SqliteStore {
     }
 
     async fn insert_admin_key(&self, k: &AdminKeyRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO admin_keys (key_id, key_hash, created_at) VALUES (?, ?, ?)")
-            .bind(&k.key_id)
-            .bind(&k.key_hash)
-            .bind(k.created_at)
-            .execute(&self.pool)
+        insert_admin_key(&self.pool, k)
             .await
-            .map_err(conflict("admin key", &k.key_id))?;
+            .map_err(conflict("admin", &k.name))?;
         Ok(())
     }
 
@@ -414,18 +463,62 @@ impl Store for SqliteStore {
             .bind(key_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| AdminKeyRecord {
-            key_id: r.get("key_id"),
-            key_hash: r.get("key_hash"),
-            created_at: r.get("created_at"),
-        }))
+        Ok(row.as_ref().map(admin_key_record))
     }
 
-    async fn count_admin_keys(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM admin_keys")
-            .fetch_one(&self.pool)
+    async fn list_admin_keys(&self) -> Result<Vec<AdminKeyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM admin_keys ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(admin_key_record).collect())
+    }
+
+    async fn delete_admin_key(&self, name: &str, now: i64) -> Result<AdminKeyRemoval, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let live: i64 = sqlx::query("SELECT COUNT(*) FROM admin_keys WHERE expires_at > ? AND name <> ?")
+            .bind(now)
+            .bind(name)
+            .fetch_one(&mut *tx)
             .await?
-            .get(0))
+            .get(0);
+        let target_live: Option<bool> = sqlx::query("SELECT expires_at > ? FROM admin_keys WHERE name = ?")
+            .bind(now)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get(0));
+        let outcome = match target_live {
+            None => AdminKeyRemoval::NotFound,
+            Some(true) if live == 0 => AdminKeyRemoval::LastLive,
+            Some(_) => {
+                sqlx::query("DELETE FROM admin_keys WHERE name = ?")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                AdminKeyRemoval::Removed
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn replace_bootstrap_admin_key(&self, k: &AdminKeyRecord, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let live: i64 = sqlx::query("SELECT COUNT(*) FROM admin_keys WHERE expires_at > ?")
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        if live > 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM admin_keys WHERE name = ?")
+            .bind(&k.name)
+            .execute(&mut *tx)
+            .await?;
+        insert_admin_key(&mut *tx, k).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn rotate_signing_key(&self, k: &SigningKeyRecord) -> Result<(), StoreError> {

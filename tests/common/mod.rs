@@ -11,7 +11,7 @@ use serde_json::Value;
 use valetkey::admin::{self, Actor};
 use valetkey::broker::Broker;
 use valetkey::secrets::ExposeSecret;
-use valetkey::server::{self, FirstAdminKey, ServeOptions};
+use valetkey::server::{self, ServeOptions};
 
 /// An allowed proxy request's audit event, as the benchmarks append it.
 pub fn proxy_event() -> valetkey::audit::Event {
@@ -109,9 +109,9 @@ impl TestBroker {
         })
         .await
         .unwrap();
-        let admin_key = match &server.first_admin_key {
-            Some(FirstAdminKey::Written(path)) => std::fs::read_to_string(path).unwrap().trim().to_owned(),
-            _ => panic!("dev mode writes the admin key"),
+        let admin_key = match &server.bootstrap_admin_key {
+            Some(path) => std::fs::read_to_string(path).unwrap().trim().to_owned(),
+            None => panic!("a new broker writes a bootstrap admin key"),
         };
         let url = format!("http://{}", server.local_addr());
         let broker = server.broker();
@@ -156,7 +156,7 @@ impl TestBroker {
             self.broker.store(),
             self.broker.config(),
             name,
-            &Actor::cli(),
+            &Actor::admin("alice"),
             SystemTime::now(),
         )
         .await
@@ -338,17 +338,27 @@ pub async fn audit_lines(store: &dyn valetkey::store::Store) -> Vec<String> {
         .collect()
 }
 
-/// `valetkey agent add NAME` as ops run it; returns the launcher key.
-pub fn add_agent_with_cli(config: &std::path::Path, data: &std::path::Path, name: &str) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(["agent", "add", name, "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
+/// `valetkey agent add NAME` as ops run it against the broker at `url`,
+/// with the bootstrap admin key in `data`; returns the launcher key.
+pub fn add_agent_with_cli(url: &str, data: &std::path::Path, name: &str) -> String {
+    let out = admin_cli(url, &data.join("admin.key"))
+        .args(["agent", "add", name])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The CLI as an admin runs it: the broker at `url`, the key in `key_file`,
+/// nothing inherited from the test's environment that could stand in.
+pub fn admin_cli(url: &str, key_file: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.env("VALETKEY_URL", url)
+        .env("VALETKEY_ADMIN_KEY_FILE", key_file)
+        .env_remove("VALETKEY_ADMIN_KEY")
+        .env_remove("VALETKEY_CONFIG")
+        .env_remove("VALETKEY_DATA_DIR");
+    cmd
 }
 
 /// The broker binary, serving in a child process.
@@ -384,11 +394,30 @@ pub fn serve(dir: &std::path::Path, config: &std::path::Path, extra_env: &[(&str
     let child = cmd.spawn().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !serving(port) {
         assert!(std::time::Instant::now() < deadline, "the broker did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Served { child, url }
+}
+
+/// Whether a broker answers on `port`: the port opens before start-up ends
+/// (the bootstrap admin key is written after it), the answers only once
+/// it has.
+fn serving(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .unwrap();
+    let mut answer = String::new();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
 }
 
 impl Served {

@@ -1,0 +1,443 @@
+//! Ops' commands (`admin`, `agent`, `secret`, `keys`, `revoke`, `audit`,
+//! `status`): clients of the running broker's admin API, authenticated by
+//! the admin's own key. None of them opens the store: the broker is its one
+//! writer.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::client::{Client, ClientError};
+use super::{AdminArgs, CliError, ReportFormat};
+use crate::secrets::{ExposeSecret, SecretString, Zeroizing};
+
+/// Where an admin keeps their key when they pass no flag.
+fn default_key_file() -> Option<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(config.join("valetkey").join("admin.key"))
+}
+
+/// The admin key: `--admin-key-file` (or `VALETKEY_ADMIN_KEY_FILE`), else
+/// `VALETKEY_ADMIN_KEY`, else the admin's own file under `~/.config`.
+fn admin_key(args: &AdminArgs) -> Result<SecretString, ClientError> {
+    if let Some(path) = &args.admin_key_file {
+        return super::read_key_file(path, "admin key");
+    }
+    if let Ok(key) = std::env::var("VALETKEY_ADMIN_KEY")
+        && !key.trim().is_empty()
+    {
+        return Ok(SecretString::from(key.trim()));
+    }
+    let default = default_key_file();
+    match &default {
+        Some(path) if path.exists() => super::read_key_file(path, "admin key"),
+        _ => Err(ClientError::NoAdminKey {
+            default: default.map_or("~/.config/valetkey/admin.key".into(), |p| p.display().to_string()),
+        }),
+    }
+}
+
+/// The broker and the key every admin command talks to it with.
+struct Admin {
+    client: Client,
+    key: SecretString,
+}
+
+impl Admin {
+    fn new(args: &AdminArgs) -> Result<Admin, CliError> {
+        Ok(Admin {
+            key: admin_key(args)?,
+            client: Client::new(&args.remote.url)?,
+        })
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        Ok(self.client.admin(method, path, &self.key, body).await?)
+    }
+}
+
+fn io(action: &str) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Io {
+        action: action.to_owned(),
+        source,
+    }
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
+
+pub async fn admin_add(
+    args: AdminArgs,
+    name: &str,
+    ttl: Option<String>,
+    out: Option<PathBuf>,
+) -> Result<ExitCode, CliError> {
+    let admin = Admin::new(&args)?;
+    if let Some(path) = &out
+        && path.exists()
+    {
+        return Err(CliError::Usage(format!(
+            "{} exists; choose another --out, or remove it first (nothing was issued)",
+            path.display()
+        )));
+    }
+    let mut body = json!({ "name": name });
+    if let Some(ttl) = ttl {
+        body["ttl"] = json!(ttl);
+    }
+    let answer = admin.call(Method::POST, "/admins", Some(&body)).await?;
+    let key = SecretString::from(text(&answer["admin_key"]));
+    match out {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io("create the key file's directory"))?;
+            }
+            crate::secrets::write_private(&path, key.expose_secret().as_bytes())
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            eprintln!(
+                "admin key of `{name}` written to {} (mode 0600); it expires at {}",
+                path.display(),
+                text(&answer["expires_at"])
+            );
+        }
+        None => {
+            println!("{}", key.expose_secret());
+            eprintln!(
+                "admin key of `{name}` (shown once, stored only as a hash); it expires at {}. \
+                 Keep it in ~/.config/valetkey/admin.key (mode 0600), out of any agent's reach",
+                text(&answer["expires_at"])
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn admin_list(args: AdminArgs) -> Result<ExitCode, CliError> {
+    let answer = Admin::new(&args)?.call(Method::GET, "/admins", None).await?;
+    for a in answer["admins"].as_array().into_iter().flatten() {
+        let state = if a["live"].as_bool() == Some(true) {
+            "expires"
+        } else {
+            "EXPIRED"
+        };
+        println!(
+            "{}\tkey {}\tadded {}\t{state} {}",
+            text(&a["name"]),
+            text(&a["key_id"]),
+            text(&a["created_at"]),
+            text(&a["expires_at"])
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn admin_remove(args: AdminArgs, name: &str) -> Result<ExitCode, CliError> {
+    Admin::new(&args)?
+        .call(Method::DELETE, &format!("/admins/{}", path_segment(name)), None)
+        .await?;
+    eprintln!("removed the admin key of `{name}`; the broker refuses it from now on");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A name as one path segment: names are checked by the broker, but a `/`
+/// or `?` must not change which route is called.
+fn path_segment(name: &str) -> String {
+    url::form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+pub async fn agent_add(args: AdminArgs, name: &str) -> Result<ExitCode, CliError> {
+    let answer = Admin::new(&args)?
+        .call(Method::POST, "/agents", Some(&json!({ "name": name })))
+        .await?;
+    let key = SecretString::from(text(&answer["launcher_key"]));
+    println!("{}", key.expose_secret());
+    eprintln!(
+        "launcher key for agent `{name}` (shown once, stored only as a hash).\n\
+         Give it to whoever launches the agent, not to the agent: \
+         valetkey run --agent {name} --env ENV --key-file FILE -- CMD"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agent_list(args: AdminArgs) -> Result<ExitCode, CliError> {
+    let answer = Admin::new(&args)?.call(Method::GET, "/agents", None).await?;
+    let agents = answer["agents"].as_array().cloned().unwrap_or_default();
+    if agents.is_empty() {
+        eprintln!("no agent is registered; `valetkey agent add NAME` registers one");
+    }
+    for a in &agents {
+        let note = if a["configured"].as_bool() == Some(true) {
+            ""
+        } else {
+            "  (not in the configuration: it can mint nothing)"
+        };
+        println!(
+            "{}\tkey {}\tadded {}{note}",
+            text(&a["name"]),
+            text(&a["key_id"]),
+            text(&a["created_at"])
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn agent_remove(args: AdminArgs, name: &str) -> Result<ExitCode, CliError> {
+    let answer = Admin::new(&args)?
+        .call(Method::DELETE, &format!("/agents/{}", path_segment(name)), None)
+        .await?;
+    let revoked = answer["revoked_leases"].as_array().map_or(0, Vec::len);
+    eprintln!("removed agent `{name}`; revoked {revoked} live credential(s)");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn secret_set(args: AdminArgs, name: &str) -> Result<ExitCode, CliError> {
+    let admin = Admin::new(&args)?;
+    let mut value = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut value)
+        .map_err(io("read the secret from standard input"))?;
+    let value = value.trim_end_matches(['\r', '\n']);
+    if value.trim().is_empty() {
+        return Err(CliError::Usage(
+            "the secret is empty: pass the token on standard input (nothing was stored)".into(),
+        ));
+    }
+    // The body holds the token only for the call; it is zeroized after.
+    let body = Zeroizing::new(json!({ "value": value }).to_string());
+    let body: Value = serde_json::from_str(&body).map_err(|e| CliError::Usage(e.to_string()))?;
+    admin
+        .call(Method::PUT, &format!("/secrets/{}", path_segment(name)), Some(&body))
+        .await?;
+    eprintln!("stored secret `{name}`; restart the broker to use a changed token");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn keys_rotate(args: AdminArgs) -> Result<ExitCode, CliError> {
+    let answer = Admin::new(&args)?.call(Method::POST, "/keys/rotate", None).await?;
+    let kid = text(&answer["active_kid"]);
+    println!("{kid}");
+    eprintln!("new signing key {kid} is active; the previous key verifies until what it signed expires");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn revoke(
+    args: AdminArgs,
+    lease: Option<String>,
+    session: Option<String>,
+    agent: Option<String>,
+) -> Result<ExitCode, CliError> {
+    let body = match (lease, session, agent) {
+        (Some(id), None, None) => json!({ "lease": id }),
+        (None, Some(sid), None) => json!({ "session": sid }),
+        (None, None, Some(name)) => json!({ "agent": name }),
+        _ => {
+            return Err(CliError::Usage(
+                "name one thing to revoke: LEASE, --session SID or --agent NAME".into(),
+            ));
+        }
+    };
+    let answer = Admin::new(&args)?
+        .call(Method::POST, "/revocations", Some(&body))
+        .await?;
+    let revoked = answer["revoked_leases"].as_array().cloned().unwrap_or_default();
+    for lease in &revoked {
+        println!("{}", text(lease));
+    }
+    eprintln!(
+        "revoked {} live credential(s); every broker refuses them within a second, and their database roles end",
+        revoked.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit_verify(args: AdminArgs, json: bool) -> Result<ExitCode, CliError> {
+    let answer = Admin::new(&args)?.call(Method::GET, "/audit/verify", None).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer["verification"]).unwrap_or_default()
+        );
+    } else {
+        println!("{}", text(&answer["summary"]));
+    }
+    Ok(if answer["intact"].as_bool() == Some(true) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn audit_report(
+    args: AdminArgs,
+    since: &str,
+    format: ReportFormat,
+    out: Option<PathBuf>,
+) -> Result<ExitCode, CliError> {
+    let admin = Admin::new(&args)?;
+    let format = match format {
+        ReportFormat::Md => "md",
+        ReportFormat::Json => "json",
+        ReportFormat::Html => "html",
+    };
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("since", since)
+        .append_pair("format", format)
+        .finish();
+    let text = admin
+        .client
+        .admin_text(&format!("/audit/report?{query}"), &admin.key)
+        .await?;
+    match out {
+        Some(path) => {
+            std::fs::write(&path, &text).map_err(io("write the report"))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How often `audit tail --follow` asks for new events.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Most events one page of the audit API holds.
+const PAGE: i64 = 1000;
+
+pub async fn audit_tail(args: AdminArgs, lines: i64, follow: bool, json: bool) -> Result<ExitCode, CliError> {
+    let admin = Admin::new(&args)?;
+    let mut last = 0;
+    if lines > 0 {
+        let page = admin
+            .call(
+                Method::GET,
+                &format!("/audit/events?newest=true&limit={}", lines.min(PAGE)),
+                None,
+            )
+            .await?;
+        last = print_page(&page, json);
+    } else {
+        // Only what comes next: start from the head.
+        let page = admin
+            .call(Method::GET, "/audit/events?newest=true&limit=1", None)
+            .await?;
+        last = page["next_after"].as_i64().unwrap_or(last);
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        std::io::stdout().flush().ok();
+        tokio::time::sleep(FOLLOW_EVERY).await;
+        let page = admin
+            .call(Method::GET, &format!("/audit/events?after={last}&limit={PAGE}"), None)
+            .await?;
+        let next = print_page(&page, json);
+        last = last.max(next);
+    }
+}
+
+pub struct SearchArgs {
+    pub agent: Option<String>,
+    pub env: Option<String>,
+    pub kind: Option<String>,
+    pub since: Option<String>,
+    pub limit: i64,
+}
+
+pub async fn audit_search(args: AdminArgs, search: SearchArgs, json: bool) -> Result<ExitCode, CliError> {
+    let admin = Admin::new(&args)?;
+    let mut after = 0;
+    let mut printed = 0;
+    while printed < search.limit {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("agent", &search.agent),
+            ("env", &search.env),
+            ("type", &search.kind),
+            ("since", &search.since),
+        ] {
+            if let Some(value) = value {
+                query.append_pair(name, value);
+            }
+        }
+        query.append_pair("after", &after.to_string());
+        query.append_pair("limit", &(search.limit - printed).min(PAGE).to_string());
+        let page = admin
+            .call(Method::GET, &format!("/audit/events?{}", query.finish()), None)
+            .await?;
+        let count = page["events"].as_array().map_or(0, Vec::len) as i64;
+        if count == 0 {
+            break;
+        }
+        after = print_page(&page, json);
+        printed += count;
+    }
+    if !json {
+        eprintln!("{printed} event(s)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a page of events; returns the position to continue after.
+fn print_page(page: &Value, json: bool) -> i64 {
+    for e in page["events"].as_array().into_iter().flatten() {
+        print_event(e, json);
+    }
+    page["next_after"].as_i64().unwrap_or(0)
+}
+
+/// One event on one line: time, position, kind, who, where, and its detail.
+fn print_event(e: &Value, json: bool) {
+    if json {
+        println!("{e}");
+        return;
+    }
+    let whom = match (e["agent"].as_str(), e["env"].as_str()) {
+        (Some(a), Some(env)) => format!("{a}@{env}"),
+        (Some(a), None) => a.to_owned(),
+        (None, Some(env)) => format!("@{env}"),
+        (None, None) => "-".into(),
+    };
+    println!(
+        "{} #{:<6} {:<28} {:<20} {:<24} {}",
+        text(&e["at"]),
+        e["seq"],
+        text(&e["kind"]),
+        text(&e["actor"]),
+        whom,
+        e["detail"]
+    );
+}
+
+pub async fn status(args: AdminArgs, json: bool) -> Result<ExitCode, CliError> {
+    let admin = Admin::new(&args)?;
+    let state = admin.client.readiness(&admin.key).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
+    } else {
+        super::run::print_status(&state, &args.remote.url);
+    }
+    let findings = state["token_reach"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["outcome"] == "finding")
+        .count();
+    Ok(match (state["status"].as_str(), findings) {
+        (Some("ready"), 0) => ExitCode::SUCCESS,
+        (Some("ready" | "degraded"), n) if n > 0 => ExitCode::from(super::run::REFUSED),
+        _ => ExitCode::FAILURE,
+    })
+}
