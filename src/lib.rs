@@ -21,6 +21,7 @@ pub mod policy;
 pub mod providers;
 pub mod proxy;
 pub mod ratelimit;
+pub mod scan;
 pub mod secrets;
 pub mod server;
 pub mod session_limits;

@@ -11,8 +11,13 @@ use common::{BIN, TestBroker, serve};
 use serde_json::Value;
 
 fn valetkey(t: &TestBroker, key: &str) -> Command {
+    // Agents work in a directory of their own: `run` refuses to launch
+    // where real tokens lie (this crate's tests hold sample ones).
+    let work = t.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.env_clear()
+    cmd.current_dir(work)
+        .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("VALETKEY_URL", &t.url)
         .env("VALETKEY_AGENT_KEY", key);
@@ -928,4 +933,280 @@ async fn a_data_dir_of_the_previous_release_upgrades_in_place() {
     assert!(verified["events"].as_u64().unwrap() >= 6, "{verified}");
     assert!(verified["last_checkpoint"].is_number(), "{verified}");
     assert_eq!(served.stop(), Some(0));
+}
+
+/// `valetkey scan` finds the tokens of each kind lying in a tree (an env
+/// file, a provider CLI's config, AWS credentials, source code), reports
+/// file, line, kind and a fingerprint, prints no value, skips what it must
+/// not read, and exits by what it found.
+#[test]
+fn scan_reports_tokens_lying_around_and_prints_none() {
+    const GHP: &str = "ghp_R3alLookingT0kenValue0123456789abcd";
+    const RAILWAY: &str = "0b7c6f4e-2a8d-4c1e-9f3a-5d6e7f8a9b0c";
+    const PG_PASSWORD: &str = "pw-s3cret-pw";
+    const GENERIC: &str = "q8Jx2LmN4pRt6VwY9zBc";
+    const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let write = |path: &str, text: String| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "app/.env",
+        format!(
+            "PORT=8080\nGH_TOKEN={GHP}\nRAILWAY_TOKEN={RAILWAY}\n\
+             DATABASE_URL=postgres://app:{PG_PASSWORD}@db.internal:5432/app\nSTRIPE_API_TOKEN={GENERIC}\n"
+        ),
+    );
+    write(
+        ".railway/config.json",
+        format!("{{\n  \"user\": {{\n    \"token\": \"{RAILWAY}\"\n  }}\n}}\n"),
+    );
+    write(
+        ".aws/credentials",
+        format!("[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = {AWS_SECRET}\n"),
+    );
+    write(
+        "app/src/client.py",
+        format!("# service {RAILWAY}\nclient = Github(\"{GHP}\")\n"),
+    );
+    write(
+        "app/README.md",
+        "Set GH_TOKEN to a ghp_ token; never commit it.\n".into(),
+    );
+    write("app/node_modules/pkg/.env", format!("GH_TOKEN={GHP}\n"));
+    write("app/.git/config", format!("token = {GHP}\n"));
+
+    let out = Command::new(BIN).arg("scan").arg(root).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    let found: Vec<(String, String)> = stdout
+        .lines()
+        .map(|l| {
+            let (place, kind) = l.split_once(": ").unwrap();
+            (
+                place.strip_prefix(&format!("{}/", root.display())).unwrap().to_owned(),
+                kind.to_owned(),
+            )
+        })
+        .collect();
+    let places: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        places,
+        [
+            ".aws/credentials:2",
+            ".aws/credentials:3",
+            ".railway/config.json:3",
+            "app/.env:2",
+            "app/.env:3",
+            "app/.env:4",
+            "app/.env:5",
+            "app/src/client.py:2",
+        ],
+        "{stdout}"
+    );
+    for (place, needle) in [
+        (".aws/credentials:2", "AWS access key id"),
+        (".aws/credentials:3", "AWS secret access key"),
+        (".railway/config.json:3", "Railway"),
+        ("app/.env:2", "GitHub personal access token"),
+        ("app/.env:3", "Railway"),
+        ("app/.env:4", "database URL with a password"),
+        ("app/.env:5", "STRIPE_API_TOKEN"),
+    ] {
+        let kind = &found.iter().find(|(p, _)| p == place).unwrap().1;
+        assert!(
+            kind.contains(needle) && kind.contains("(fingerprint "),
+            "{place}: {kind}"
+        );
+    }
+    // The same token has the same fingerprint wherever it lies.
+    let fingerprint = |place: &str| {
+        found
+            .iter()
+            .find(|(p, _)| p == place)
+            .unwrap()
+            .1
+            .rsplit_once(' ')
+            .unwrap()
+            .1
+            .to_owned()
+    };
+    assert_eq!(fingerprint("app/.env:2"), fingerprint("app/src/client.py:2"));
+    assert_eq!(fingerprint("app/.env:3"), fingerprint(".railway/config.json:3"));
+
+    let json = Command::new(BIN).args(["scan", "--json"]).arg(root).output().unwrap();
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["findings"].as_array().unwrap().len(), 8);
+    for printed in [
+        stdout.as_ref(),
+        stderr.as_ref(),
+        String::from_utf8_lossy(&json.stdout).as_ref(),
+    ] {
+        for secret in [GHP, RAILWAY, PG_PASSWORD, GENERIC, AWS_SECRET, "AKIAIOSFODNN7EXAMPLE"] {
+            assert!(!printed.contains(secret), "a token was printed: {printed}");
+        }
+    }
+
+    let clean = Command::new(BIN)
+        .arg("scan")
+        .arg(root.join("app/src/../README.md"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    assert!(clean.stdout.is_empty());
+}
+
+/// `run` scans the directory the agent will work in and refuses to launch
+/// while a real token lies there; `--allow-tokens` launches anyway, and
+/// the broker records it (file, line, kind, fingerprint: never the value).
+#[tokio::test(flavor = "multi_thread")]
+async fn run_refuses_to_launch_beside_real_tokens_unless_told_and_recorded() {
+    const GHP: &str = "ghp_R3alLookingT0kenValue0123456789abcd";
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let work = t.dir.path().join("work");
+    std::fs::create_dir_all(work.join("app")).unwrap();
+    std::fs::write(work.join("app/.env"), format!("PORT=1\nGH_TOKEN={GHP}\n")).unwrap();
+    let mints = async || {
+        common::audit_lines(t.broker.store())
+            .await
+            .iter()
+            .filter(|e| e.contains("\"kind\":\"mint\""))
+            .count()
+    };
+
+    let out = output(run_sh(&t, &key, "staging", "echo launched")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("launched"));
+    assert!(
+        stderr.contains("./app/.env:2: a GitHub personal access token") && stderr.contains("refusing to launch"),
+        "{stderr}"
+    );
+    assert_eq!(
+        mints().await,
+        0,
+        "a credential was minted for a launch that was refused"
+    );
+
+    let mut allowed = valetkey(&t, &key);
+    allowed.args([
+        "run",
+        "--allow-tokens",
+        "--agent",
+        "claude",
+        "--env",
+        "staging",
+        "--",
+        "echo",
+        "launched",
+    ]);
+    let out = output(allowed).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("launched"));
+    assert!(stderr.contains("launching with 1 real token(s)"), "{stderr}");
+    let audit = common::audit_lines(t.broker.store()).await;
+    let event: Value = serde_json::from_str(audit.iter().find(|e| e.contains("tokens_in_reach")).unwrap()).unwrap();
+    assert_eq!(event["agent"], "claude");
+    assert_eq!(event["env"], "staging");
+    let detail: Value = serde_json::from_str(event["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["tokens"][0]["path"], "./app/.env");
+    assert_eq!(detail["tokens"][0]["line"], 2);
+    assert_eq!(
+        detail["tokens"][0]["fingerprint"].as_str().unwrap(),
+        valetkey::scan::fingerprint(GHP)
+    );
+    assert!(
+        !audit.iter().any(|e| e.contains(GHP)),
+        "the token is in the audit trail"
+    );
+    assert!(!stderr.contains(GHP));
+
+    // A launcher cannot fill the trail through that field.
+    let (status, problem) = t
+        .mint(
+            &key,
+            serde_json::json!({ "env": "staging", "tokens_in_reach": [{ "path": "x", "line": 1, "kind": "k", "fingerprint": GHP }] }),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (422, Some("invalid_request")),
+        "{problem}"
+    );
+}
+
+/// `secret import FILE:LINE NAME` moves the one token on that line into the
+/// broker and out of the file (the rest of the file, and its mode, kept),
+/// printing no value; a line without a token changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_import_moves_a_found_token_into_the_broker() {
+    use std::os::unix::fs::PermissionsExt;
+    const GHP: &str = "ghp_R3alLookingT0kenValue0123456789abcd";
+    let t = TestBroker::start().await;
+    let env_file = t.dir.path().join("project/.env");
+    std::fs::create_dir_all(env_file.parent().unwrap()).unwrap();
+    let before = format!("PORT=8080\r\nGH_TOKEN={GHP} # staging\r\nDEBUG=1\n");
+    std::fs::write(&env_file, &before).unwrap();
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let key_file = t.data_dir().join("admin.key");
+    let import = |place: String| {
+        let mut cmd = common::admin_cli(&t.url, &key_file);
+        cmd.args(["secret", "import", &place, "github-staging"]);
+        cmd
+    };
+
+    let out = output(import(format!("{}:1", env_file.display()))).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("no real token lies at"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&env_file).unwrap(), before);
+    assert!(t.broker.store().secret("github-staging").await.unwrap().is_none());
+
+    let out = output(import(format!("{}:2", env_file.display()))).await;
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("Rotate it at its provider"), "{printed}");
+    assert!(!printed.contains(GHP), "the token was printed");
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        "PORT=8080\r\nGH_TOKEN=valetkey-secret:github-staging # staging\r\nDEBUG=1\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    let stored = t.broker.store().secret("github-staging").await.unwrap().unwrap();
+    let opened = t.master_key().open("secret:github-staging", &stored.sealed).unwrap();
+    assert_eq!(opened.as_slice(), GHP.as_bytes());
+    let audit = common::audit_lines(t.broker.store()).await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.contains("secret_set") && e.contains("admin:bootstrap"))
+    );
+
+    let rescan = Command::new(BIN)
+        .arg("scan")
+        .arg(env_file.parent().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        rescan.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rescan.stdout)
+    );
 }

@@ -417,11 +417,13 @@ async fn revoking_ends_open_sessions_and_logins_however_it_comes() {
 
     // `valetkey run` exiting ends the role of its credential.
     let out_file = b.dir.path().join("pguser");
+    std::fs::create_dir_all(b.dir.path().join("work")).unwrap();
     let run = tokio::process::Command::new(BIN)
         .args([
             "run", "--agent", "claude", "--env", "staging", "--url", &b.url, "--", "sh", "-c",
         ])
         .arg(format!("printf %s \"$PGUSER\" > {}", out_file.display()))
+        .current_dir(b.dir.path().join("work"))
         .env("VALETKEY_AGENT_KEY", &key)
         .output()
         .await

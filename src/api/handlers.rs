@@ -90,6 +90,44 @@ pub struct MintBody {
     providers: Option<Vec<String>>,
     scopes: Option<Vec<String>>,
     ttl: Option<Ttl>,
+    /// Real tokens `valetkey scan` found where the agent will work, which
+    /// its launcher chose to launch beside (`run --allow-tokens`).
+    #[serde(default)]
+    tokens_in_reach: Vec<TokenInReach>,
+}
+
+/// A token lying in reach, as the launcher's scan names it: never the value.
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct TokenInReach {
+    path: String,
+    line: u64,
+    kind: String,
+    fingerprint: String,
+}
+
+/// Most tokens in reach one launch reports.
+const MAX_TOKENS_IN_REACH: usize = 1000;
+
+fn check_tokens_in_reach(tokens: &[TokenInReach]) -> Result<(), Problem> {
+    let fits = tokens.len() <= MAX_TOKENS_IN_REACH
+        && tokens.iter().all(|t| {
+            t.path.len() <= 4096
+                && t.kind.len() <= 256
+                && t.fingerprint.len() == 12
+                && t.fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+    if fits {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        "The request is not valid",
+        format!(
+            "tokens_in_reach holds at most {MAX_TOKENS_IN_REACH} entries, each a path, a line, a kind and the 12 hex digits of `valetkey scan`'s fingerprint"
+        ),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -135,6 +173,7 @@ pub async fn mint(
 ) -> Result<Response, Problem> {
     let now = SystemTime::now();
     let agent = broker.authenticate_launcher(&key).await?;
+    check_tokens_in_reach(&body.tokens_in_reach)?;
     let request = MintRequest {
         env: body.env,
         providers: body.providers,
@@ -142,6 +181,35 @@ pub async fn mint(
         ttl: parse_ttl(body.ttl)?,
     };
     let minted = broker.mint(&agent, body.agent.as_deref(), &request, now).await?;
+    if !body.tokens_in_reach.is_empty() {
+        // Recorded before the credential is given out: a store that cannot
+        // record it gives out nothing.
+        let claims = &minted.claims;
+        let event = crate::audit::Event {
+            kind: crate::audit::EventKind::TokensInReach,
+            actor: Actor::agent(&claims.sub).0,
+            agent: Some(claims.sub.clone()),
+            session_id: Some(claims.sid.clone()),
+            env: Some(claims.env.clone()),
+            detail: json!({ "lease_id": claims.jti, "tokens": body.tokens_in_reach }),
+        };
+        let text = format!(
+            "agent `{}` was launched in `{}` with {} real token(s) in its working directory (`run --allow-tokens`); move them into the broker and rotate them",
+            claims.sub,
+            claims.env,
+            body.tokens_in_reach.len()
+        );
+        broker
+            .record_and_alert(
+                event,
+                "tokens_in_reach",
+                text,
+                format!("tokens_in_reach:{}", claims.sid),
+                now,
+            )
+            .await
+            .map_err(|e| Problem::store(&e))?;
+    }
     let env_vars: BTreeMap<&str, &str> = minted
         .env_vars
         .iter()

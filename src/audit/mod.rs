@@ -63,6 +63,9 @@ pub enum EventKind {
     /// An upstream echoed a real token in its answer; it was overwritten
     /// before the agent saw it.
     TokenEchoed,
+    /// An agent was launched (`run --allow-tokens`) with real tokens lying
+    /// in its working directory.
+    TokensInReach,
 }
 
 impl EventKind {
@@ -87,6 +90,7 @@ impl EventKind {
             EventKind::DatabaseRoleCreated => "database_role_created",
             EventKind::DatabaseRoleDropped => "database_role_dropped",
             EventKind::TokenEchoed => "token_echoed",
+            EventKind::TokensInReach => "tokens_in_reach",
         }
     }
 }

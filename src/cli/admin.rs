@@ -215,13 +215,91 @@ pub async fn secret_set(args: AdminArgs, name: &str) -> Result<ExitCode, CliErro
             "the secret is empty: pass the token on standard input (nothing was stored)".into(),
         ));
     }
-    // The body holds the token only for the call; it is zeroized after.
+    store_secret(&admin, name, value).await?;
+    eprintln!("stored secret `{name}`; restart the broker to use a changed token");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stores a token through the admin API; the body holds it only for the call.
+async fn store_secret(admin: &Admin, name: &str, value: &str) -> Result<(), CliError> {
     let body = Zeroizing::new(json!({ "value": value }).to_string());
     let body: Value = serde_json::from_str(&body).map_err(|e| CliError::Usage(e.to_string()))?;
     admin
         .call(Method::PUT, &format!("/secrets/{}", path_segment(name)), Some(&body))
         .await?;
-    eprintln!("stored secret `{name}`; restart the broker to use a changed token");
+    Ok(())
+}
+
+/// `secret import FILE:LINE NAME`: the one token `scan` finds on that line
+/// goes to the broker, then leaves the file (replaced in place, atomically,
+/// the file's mode kept). Nothing in the file changes unless it was stored.
+pub async fn secret_import(args: AdminArgs, place: &str, name: &str) -> Result<ExitCode, CliError> {
+    let usage = || {
+        CliError::Usage(format!(
+            "`{place}` is not FILE:LINE; write it as `valetkey scan` prints it"
+        ))
+    };
+    let (file, line) = place.rsplit_once(':').ok_or_else(usage)?;
+    let line: usize = line.parse().ok().filter(|n| *n > 0).ok_or_else(usage)?;
+    let path = PathBuf::from(file);
+    let admin = Admin::new(&args)?;
+    let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(io("read the file to import from"))?);
+    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let hits: Vec<_> = crate::scan::scan_text(&file_name, &text)
+        .into_iter()
+        .filter(|h| h.line == line)
+        .collect();
+    let hit = match hits.as_slice() {
+        [hit] => hit,
+        [] => {
+            return Err(CliError::Usage(format!(
+                "no real token lies at {place}; `valetkey scan {file}` lists where they are"
+            )));
+        }
+        more => {
+            return Err(CliError::Usage(format!(
+                "{place} holds {} tokens; put each on a line of its own, then import them one by one",
+                more.len()
+            )));
+        }
+    };
+    // Where the line starts in the text, whatever its line ending.
+    let start: usize = text.split_inclusive('\n').take(line - 1).map(str::len).sum();
+    let token = start + hit.span.start..start + hit.span.end;
+    store_secret(&admin, name, &text[token.clone()]).await?;
+
+    let marker = format!("valetkey-secret:{name}");
+    let rewritten = Zeroizing::new(format!("{}{marker}{}", &text[..token.start], &text[token.end..]));
+    let mode = std::fs::metadata(&path)
+        .map_err(io("read the file's mode"))?
+        .permissions();
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(".valetkey-import");
+    let staged = PathBuf::from(staged);
+    let replace = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&staged)?;
+        f.set_permissions(mode.clone())?;
+        f.write_all(rewritten.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&staged, &path)
+    };
+    if let Err(e) = replace() {
+        let _ = std::fs::remove_file(&staged);
+        return Err(CliError::Io {
+            action: format!(
+                "remove the token from {} (it is stored as `{name}` in the broker; delete it from the file by hand)",
+                path.display()
+            ),
+            source: e,
+        });
+    }
+    eprintln!(
+        "stored {} as secret `{name}`, and {place} now reads `{marker}` in its place.\n\
+         Rotate it at its provider now: it lay where anything running as you could read it. \
+         Then give the broker the new one (`valetkey secret set {name}`) and name it in the configuration \
+         (`tokens = {{ ENV = {{ stored = \"{name}\" }} }}`)",
+        hit.kind
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,5 @@
-//! Commands that read the broker's files rather than ask it: `serve`,
-//! `config check`, and the offline verification of a copy of the trail.
+//! Commands that read files rather than ask the broker: `serve`, `config
+//! check`, the offline verification of a copy of the trail, and `scan`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -186,4 +186,40 @@ pub async fn audit_verify_copy(db: &Path, jwks: &Path, json: bool) -> Result<Exi
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `valetkey scan [PATH…]`: real tokens lying in files. Exits 0 when there
+/// is none, 3 when there are.
+pub fn scan(paths: Vec<std::path::PathBuf>, json: bool) -> Result<ExitCode, CliError> {
+    let paths = if paths.is_empty() { vec![".".into()] } else { paths };
+    let report = crate::scan::scan_paths(&paths, crate::scan::Limits::default());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        for f in &report.findings {
+            println!("{f}");
+        }
+        for (path, why) in &report.skipped {
+            eprintln!("valetkey: not scanned: {}: {why}", path.display());
+        }
+    }
+    if report.incomplete {
+        eprintln!(
+            "valetkey: the scan stopped after {} files; scan the rest by naming its directories",
+            report.files_read
+        );
+    }
+    if report.findings.is_empty() {
+        eprintln!("no real token found in {} file(s)", report.files_read);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let files: std::collections::BTreeSet<_> = report.findings.iter().map(|f| &f.path).collect();
+    eprintln!(
+        "{} real token(s) in {} file(s), where anything running as you (an agent too) can read them. \
+         Give each to the broker (`valetkey secret set NAME`), delete it from the file, and rotate it at \
+         its provider: it has been lying in reach",
+        report.findings.len(),
+        files.len()
+    );
+    Ok(ExitCode::from(3))
 }

@@ -1,8 +1,8 @@
 //! The `valetkey` command line. `serve` runs the broker; every other command
 //! talks to it over HTTP: ops' commands with an admin key (`admin.rs`),
-//! agents' with a launcher key or credential (`run.rs`). Only `serve` and
-//! `config check`, and `audit verify --db` of a copy, read files of the
-//! broker's (`local.rs`).
+//! agents' with a launcher key or credential (`run.rs`). Only `serve`,
+//! `config check`, `audit verify --db` of a copy and `scan` read files
+//! instead (`local.rs`).
 
 mod admin;
 mod client;
@@ -33,6 +33,13 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error("{0}")]
     Usage(String),
+    #[error(
+        "refusing to launch: {count} real token(s) lie in the working directory (listed above), where the agent \
+         could read them and use them instead of its credential. Move each into the broker \
+         (`valetkey secret import FILE:LINE NAME`) and rotate it at its provider, or launch the agent in a \
+         directory of its own; `--allow-tokens` launches anyway, and the broker records and alerts it"
+    )]
+    TokensInReach { count: usize },
     #[error("cannot {action}: {source}")]
     Io { action: String, source: std::io::Error },
 }
@@ -123,6 +130,17 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Find real provider tokens lying in files (default: the current
+    /// directory): file, line, kind and a fingerprint, never the value.
+    /// Exits 0 when there is none, 3 when there are.
+    Scan {
+        /// Files and directories (recursively; `.git`, `target` and
+        /// `node_modules` are skipped).
+        paths: Vec<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the configuration and report every problem.
     Config {
         #[command(subcommand)]
@@ -164,6 +182,10 @@ enum Command {
     Run {
         #[command(flatten)]
         mint: MintArgs,
+        /// Launch even though real tokens lie in the working directory,
+        /// where the agent can read them; the broker records and alerts it.
+        #[arg(long)]
+        allow_tokens: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -247,6 +269,15 @@ enum ConfigCommand {
 #[derive(Subcommand, Debug)]
 enum SecretCommand {
     Set {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Move a token `valetkey scan` found into the broker: stored as NAME,
+    /// and replaced in the file by `valetkey-secret:NAME`.
+    Import {
+        /// Where the token lies, as `scan` prints it: FILE:LINE.
+        place: String,
         name: String,
         #[command(flatten)]
         admin: AdminArgs,
@@ -412,6 +443,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => local::config_check(&config),
+        Command::Scan { paths, json } => local::scan(paths, json),
         Command::Admin { command } => match command {
             AdminCommand::Add { name, ttl, out, admin } => admin::admin_add(admin, &name, ttl, out).await,
             AdminCommand::List { admin } => admin::admin_list(admin).await,
@@ -420,6 +452,9 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Secret {
             command: SecretCommand::Set { name, admin },
         } => admin::secret_set(admin, &name).await,
+        Command::Secret {
+            command: SecretCommand::Import { place, name, admin },
+        } => admin::secret_import(admin, &place, &name).await,
         Command::Keys {
             command: KeysCommand::Rotate { admin },
         } => admin::keys_rotate(admin).await,
@@ -473,7 +508,11 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
             agent,
             admin,
         } => admin::revoke(admin, lease, session, agent).await,
-        Command::Run { mint, command } => run::run(mint, command).await,
+        Command::Run {
+            mint,
+            allow_tokens,
+            command,
+        } => run::run(mint, allow_tokens, command).await,
         Command::Env { mint, format } => run::env(mint, format).await,
         Command::Whoami { remote, json } => run::whoami(remote, json).await,
         Command::Check { remote, request, json } => run::check(remote, request, json).await,

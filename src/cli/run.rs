@@ -40,8 +40,16 @@ struct Minted {
     vars: BTreeMap<String, SecretString>,
 }
 
-async fn mint(client: &Client, key: &SecretString, args: &MintArgs) -> Result<Minted, CliError> {
+async fn mint(
+    client: &Client,
+    key: &SecretString,
+    args: &MintArgs,
+    tokens_in_reach: &[crate::scan::Finding],
+) -> Result<Minted, CliError> {
     let mut body = json!({ "agent": args.agent, "env": args.env });
+    if !tokens_in_reach.is_empty() {
+        body["tokens_in_reach"] = json!(tokens_in_reach);
+    }
     if let Some(ttl) = &args.ttl {
         body["ttl"] = json!(ttl);
     }
@@ -79,8 +87,37 @@ async fn mint(client: &Client, key: &SecretString, args: &MintArgs) -> Result<Mi
     })
 }
 
-pub async fn run(args: MintArgs, command: Vec<String>) -> Result<ExitCode, CliError> {
+/// The real tokens lying in the working directory the agent is launched
+/// in; refused unless the launcher allows them.
+fn tokens_in_reach(allow: bool) -> Result<Vec<crate::scan::Finding>, CliError> {
+    let report = crate::scan::scan_paths(&[".".into()], crate::scan::Limits::default());
+    if report.incomplete {
+        eprintln!(
+            "valetkey: the scan of the working directory stopped after {} files; what lies past them was not checked",
+            report.files_read
+        );
+    }
+    for f in &report.findings {
+        eprintln!("valetkey: {f}");
+    }
+    if report.findings.is_empty() {
+        return Ok(report.findings);
+    }
+    if allow {
+        eprintln!(
+            "valetkey: launching with {} real token(s) in the agent's reach (--allow-tokens); the broker records and alerts it",
+            report.findings.len()
+        );
+        return Ok(report.findings);
+    }
+    Err(CliError::TokensInReach {
+        count: report.findings.len(),
+    })
+}
+
+pub async fn run(args: MintArgs, allow_tokens: bool, command: Vec<String>) -> Result<ExitCode, CliError> {
     let key = launcher_key(&args)?;
+    let in_reach = tokens_in_reach(allow_tokens)?;
     let client = Client::new(&args.remote.url)?;
     let mut streams = Vec::new();
     for sig in FORWARDED {
@@ -90,7 +127,7 @@ pub async fn run(args: MintArgs, command: Vec<String>) -> Result<ExitCode, CliEr
         })?;
         streams.push((sig, stream));
     }
-    let minted = mint(&client, &key, &args).await?;
+    let minted = mint(&client, &key, &args, &in_reach).await?;
 
     let mut child = tokio::process::Command::new(&command[0]);
     child
@@ -156,7 +193,7 @@ async fn end_session(client: &Client, key: &SecretString, session_id: &str) {
 pub async fn env(args: MintArgs, format: EnvFormat) -> Result<ExitCode, CliError> {
     let key = launcher_key(&args)?;
     let client = Client::new(&args.remote.url)?;
-    let minted = mint(&client, &key, &args).await?;
+    let minted = mint(&client, &key, &args, &[]).await?;
     let mut out = String::new();
     match format {
         EnvFormat::Json => {

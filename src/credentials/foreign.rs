@@ -8,64 +8,78 @@
 
 use base64::Engine;
 
+/// Token formats with a fixed prefix: (prefix, shortest body after it, what
+/// it is). Bodies are letters, digits, `_` and `-`, as long as the issuer
+/// makes them. The one table of token shapes: the proxy names leaked tokens
+/// with it, `valetkey scan` finds them in files with it.
+pub(crate) const PREFIXED: [(&str, usize, &str); 16] = [
+    ("github_pat_", 60, "a GitHub fine-grained personal access token"),
+    ("ghp_", 30, "a GitHub personal access token"),
+    ("gho_", 30, "a GitHub OAuth token"),
+    ("ghs_", 30, "a GitHub App installation token"),
+    ("ghu_", 30, "a GitHub App user token"),
+    ("ghr_", 30, "a GitHub refresh token"),
+    ("glpat-", 20, "a GitLab personal access token"),
+    ("xoxb-", 20, "a Slack bot token"),
+    ("xoxp-", 20, "a Slack user token"),
+    ("sk_live_", 24, "a Stripe secret key"),
+    ("rk_live_", 24, "a Stripe restricted key"),
+    ("sk-ant-", 32, "an Anthropic API key"),
+    ("sk-proj-", 32, "an OpenAI project key"),
+    ("npm_", 36, "an npm access token"),
+    (
+        "vkl_",
+        20,
+        "a valetkey launcher key (it belongs to whoever launches the agent)",
+    ),
+    ("vka_", 20, "a valetkey admin key"),
+];
+
 /// What a leaked token looks like, when it has a known format.
 pub fn known_format(token: &str) -> Option<&'static str> {
-    // (prefix, shortest body after it, what it is): bodies of letters,
-    // digits, `_` and `-`, as long as the issuer makes them.
-    const PREFIXES: [(&str, usize, &str); 16] = [
-        ("github_pat_", 60, "a GitHub fine-grained personal access token"),
-        ("ghp_", 30, "a GitHub personal access token"),
-        ("gho_", 30, "a GitHub OAuth token"),
-        ("ghs_", 30, "a GitHub App installation token"),
-        ("ghu_", 30, "a GitHub App user token"),
-        ("ghr_", 30, "a GitHub refresh token"),
-        ("glpat-", 20, "a GitLab personal access token"),
-        ("xoxb-", 20, "a Slack bot token"),
-        ("xoxp-", 20, "a Slack user token"),
-        ("sk_live_", 24, "a Stripe secret key"),
-        ("rk_live_", 24, "a Stripe restricted key"),
-        ("sk-ant-", 32, "an Anthropic API key"),
-        ("sk-proj-", 32, "an OpenAI project key"),
-        ("npm_", 36, "an npm access token"),
-        (
-            "vkl_",
-            20,
-            "a valetkey launcher key (it belongs to whoever launches the agent)",
-        ),
-        ("vka_", 20, "a valetkey admin key"),
-    ];
+    shape(token).map(|(name, _)| name)
+}
+
+/// A token's known format, and whether its shape alone says it is a secret.
+/// A UUID or a JWT is also an id or a sample in many files: it counts as a
+/// token there only where something names it one (a `…_TOKEN=` line, a
+/// provider's config), which the caller judges.
+pub(crate) fn shape(token: &str) -> Option<(&'static str, bool)> {
     let body_ok = |rest: &str, shortest: usize| {
         (shortest..=255).contains(&rest.len())
             && rest
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     };
-    if let Some((_, _, name)) = PREFIXES
+    if let Some((_, _, name)) = PREFIXED
         .iter()
         .find(|(p, shortest, _)| token.strip_prefix(p).is_some_and(|rest| body_ok(rest, *shortest)))
     {
-        return Some(name);
-    }
-    if is_hyphenated_uuid(token) {
-        return Some("a UUID, the form of Railway account, workspace and project tokens");
+        return Some((name, true));
     }
     if token.len() == 20
         && (token.starts_with("AKIA") || token.starts_with("ASIA"))
         && token.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     {
-        return Some("an AWS access key id");
+        return Some(("an AWS access key id", true));
     }
     if token.len() == 39 && token.starts_with("AIza") {
-        return Some("a Google API key");
+        return Some(("a Google API key", true));
     }
     if let Ok(url) = url::Url::parse(token)
         && matches!(url.scheme(), "postgres" | "postgresql" | "mysql" | "redis" | "mongodb")
         && url.password().is_some()
     {
-        return Some("a database URL with a password");
+        return Some(("a database URL with a password", true));
+    }
+    if is_hyphenated_uuid(token) {
+        return Some((
+            "a UUID, the form of Railway account, workspace and project tokens",
+            false,
+        ));
     }
     if is_jwt(token) {
-        return Some("a JWT that is not a valetkey credential");
+        return Some(("a JWT that is not a valetkey credential", false));
     }
     None
 }

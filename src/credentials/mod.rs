@@ -8,7 +8,7 @@
 //! - `scan`: finding our credentials in text where they do not belong.
 
 mod cache;
-mod foreign;
+pub(crate) mod foreign;
 mod keys;
 mod opaque;
 mod scan;
