@@ -34,6 +34,11 @@ pub enum AdminError {
     ReservedAdminName,
     #[error("an admin key lives between 1 minute and {} days; asked for {asked}", ADMIN_MAX_TTL.as_secs() / 86_400)]
     AdminTtl { asked: String },
+    #[error(
+        "the master key comes from VALETKEY_MASTER_KEY, which the broker cannot replace; \
+         keep it in a file ([keys] master_key_file) to rotate it"
+    )]
+    MasterKeyInEnvironment,
     #[error("the secret is empty: pass the token on standard input")]
     EmptySecret,
     #[error("the system's random number generator failed")]
@@ -420,9 +425,11 @@ pub async fn remove_admin(store: &dyn Store, name: &str, actor: &Actor, now: Sys
 }
 
 /// Issues a new bootstrap key when no admin key is alive (first start, or
-/// every key expired or removed), and returns it to be written to a file
-/// only the broker's user reads; never to a log.
-pub async fn ensure_admin_key(store: &dyn Store, now: SystemTime) -> Result<Option<SecretString>, AdminError> {
+/// every key expired or removed) and writes it to `file`, readable by the
+/// broker's user only, never to a log; true when it did. The key is in a
+/// file (`FILE.new`) before it is live, so a failure leaves no live key
+/// that no one holds; a crash between the two leaves it in `FILE.new`.
+pub async fn ensure_admin_key(store: &dyn Store, file: &std::path::Path, now: SystemTime) -> Result<bool, AdminError> {
     let key = issue(OpaqueKind::Admin)?;
     let record = AdminKeyRecord {
         name: BOOTSTRAP_ADMIN.to_owned(),
@@ -431,9 +438,21 @@ pub async fn ensure_admin_key(store: &dyn Store, now: SystemTime) -> Result<Opti
         created_at: unix_secs(now),
         expires_at: unix_secs(now + BOOTSTRAP_TTL),
     };
-    if !store.replace_bootstrap_admin_key(&record, unix_secs(now)).await? {
-        return Ok(None);
+    let mut staged = file.as_os_str().to_owned();
+    staged.push(".new");
+    let staged = std::path::PathBuf::from(staged);
+    let _ = std::fs::remove_file(&staged);
+    crate::secrets::write_private(&staged, key.key.expose_secret().as_bytes())?;
+    let replaced = store.replace_bootstrap_admin_key(&record, unix_secs(now)).await;
+    if !matches!(replaced, Ok(true)) {
+        let _ = std::fs::remove_file(&staged);
+        return Ok(replaced?);
     }
+    std::fs::rename(&staged, file).map_err(|source| SecretsError::Io {
+        action: "rename into place",
+        path: staged.clone(),
+        source,
+    })?;
     audit_event(
         store,
         &Actor::broker(),
@@ -443,5 +462,5 @@ pub async fn ensure_admin_key(store: &dyn Store, now: SystemTime) -> Result<Opti
         now,
     )
     .await?;
-    Ok(Some(key.key))
+    Ok(true)
 }

@@ -164,7 +164,17 @@ pub struct Broker {
     config: Arc<Config>,
     rules: Rules,
     store: Arc<dyn Store>,
-    master: MasterKey,
+    /// The key the store's records are sealed under; a rotation swaps it.
+    master: RwLock<Arc<MasterKey>>,
+    /// Where the master key came from: a rotation writes the next one there.
+    master_origin: crate::secrets::MasterKeyOrigin,
+    /// The master key this process started with, for keyed fingerprints
+    /// only: the real tokens' fingerprints were made with it, so a leaked
+    /// one is recognised across a rotation until the next start.
+    fingerprinter: Arc<MasterKey>,
+    /// Held by every write that seals a record, and by a rotation, so that
+    /// nothing is sealed under a key the rotation is retiring.
+    sealing: tokio::sync::Mutex<()>,
     ring: RwLock<Arc<KeyRing>>,
     ring_version: Mutex<Vec<(String, Option<i64>)>>,
     verified: VerifiedCache,
@@ -215,6 +225,7 @@ impl Broker {
         config: Arc<Config>,
         store: Arc<dyn Store>,
         master: MasterKey,
+        master_origin: crate::secrets::MasterKeyOrigin,
         env: &EnvLookup,
         now: SystemTime,
     ) -> Result<Broker, StartError> {
@@ -278,11 +289,15 @@ impl Broker {
         drop(real_tokens);
         let unauthenticated =
             crate::ratelimit::PeerLimiter::new(config.server.unauthenticated_rate, config.server.unauthenticated_burst);
+        let master = Arc::new(master);
         let broker = Broker {
             rules: config.rules(),
             config,
             store,
-            master,
+            fingerprinter: master.clone(),
+            master: RwLock::new(master),
+            master_origin,
+            sealing: tokio::sync::Mutex::new(()),
             ring: RwLock::new(Arc::new(KeyRing::default())),
             ring_version: Mutex::new(Vec::new()),
             verified: VerifiedCache::new(VERIFIED_CACHE_CAPACITY),
@@ -408,7 +423,7 @@ impl Broker {
     /// when it has a known format or is one of the broker's own real
     /// tokens; junk otherwise, refused as malformed and only counted.
     fn foreign(&self, token: &str) -> AuthError {
-        let fingerprint = self.master.fingerprint(token);
+        let fingerprint = self.fingerprinter.fingerprint(token);
         let looks_like = match credentials::foreign_token_format(token) {
             Some(format) => format,
             None if self.real_fingerprints.contains(&fingerprint) => "one of the broker's own real tokens",
@@ -543,7 +558,7 @@ impl Broker {
         let changed = *self.ring_version.lock().expect("ring version lock") != version;
         if changed {
             let max_ttl = self.config.credentials.get_ref().max_ttl.as_secs() as i64;
-            let ring = credentials::load_ring(self.store.as_ref(), &self.master, secs, max_ttl).await?;
+            let ring = credentials::load_ring(self.store.as_ref(), &self.master(), secs, max_ttl).await?;
             *self.ring.write().expect("key ring lock") = Arc::new(ring);
             *self.ring_version.lock().expect("ring version lock") = version;
         }
@@ -1039,7 +1054,8 @@ impl Broker {
     }
 
     pub async fn rotate_signing_key(&self, actor: &Actor, now: SystemTime) -> Result<String, AdminError> {
-        let kid = admin::rotate_signing_key(self.store.as_ref(), &self.master, actor, now).await?;
+        let _sealing = self.sealing.lock().await;
+        let kid = admin::rotate_signing_key(self.store.as_ref(), &self.master(), actor, now).await?;
         self.sync(now).await?;
         Ok(kid)
     }
@@ -1143,13 +1159,13 @@ impl Broker {
         since_ms: i64,
         now: SystemTime,
     ) -> Result<crate::audit::report::Report, AdminError> {
-        admin::audit_report(self.store.as_ref(), &self.master, &self.rules, since_ms, unix_ms(now)).await
+        admin::audit_report(self.store.as_ref(), &self.master(), &self.rules, since_ms, unix_ms(now)).await
     }
 
     /// The audit chain and its checkpoints, verified with the keys opened
     /// under the master key.
     pub async fn verify_audit(&self) -> Result<crate::audit::Verification, AdminError> {
-        admin::verify_audit(self.store.as_ref(), &self.master).await
+        admin::verify_audit(self.store.as_ref(), &self.master()).await
     }
 
     /// Stores a real token sealed under the master key; it is used from the
@@ -1161,7 +1177,70 @@ impl Broker {
         actor: &Actor,
         now: SystemTime,
     ) -> Result<(), AdminError> {
-        admin::set_secret(self.store.as_ref(), &self.master, name, value, actor, now).await
+        let _sealing = self.sealing.lock().await;
+        admin::set_secret(self.store.as_ref(), &self.master(), name, value, actor, now).await
+    }
+
+    /// The key the store is sealed under now.
+    fn master(&self) -> Arc<MasterKey> {
+        self.master.read().expect("master key lock").clone()
+    }
+
+    /// Replaces the master key: the next key is written beside the key file
+    /// (`.next`), every sealed record is re-sealed under it in one
+    /// transaction that records its id, then it is renamed over the key
+    /// file. A start that finds the store's id on the `.next` file finishes
+    /// a rotation cut short there; a start with the old key is refused.
+    /// Returns the new key's id and how many records were re-sealed.
+    pub async fn rotate_master(&self, actor: &Actor, now: SystemTime) -> Result<(String, usize), AdminError> {
+        use crate::secrets::MasterKeyOrigin;
+        let file = match &self.master_origin {
+            MasterKeyOrigin::File(file) | MasterKeyOrigin::Created(file) => file.clone(),
+            MasterKeyOrigin::Env => return Err(AdminError::MasterKeyInEnvironment),
+        };
+        let _sealing = self.sealing.lock().await;
+        let old = self.master();
+        let (new, text) = MasterKey::generate()?;
+        let next = crate::secrets::next_key_file(&file);
+        // A leftover holds a key no store was ever sealed under: a broker
+        // started on this store would have finished a rotation it belonged to.
+        let _ = std::fs::remove_file(&next);
+        crate::secrets::write_private(&next, text.as_bytes())?;
+        let resealed = self
+            .store
+            .reseal_all(&old.key_id(), &new.key_id(), unix_secs(now), &|record, sealed| {
+                new.seal(record, &old.open(record, sealed)?)
+            })
+            .await;
+        let resealed = match resealed {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&next);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = std::fs::rename(&next, &file) {
+            // The store is sealed under the new key: the next start finds it
+            // in the `.next` file and finishes the rename.
+            tracing::error!(
+                "the store is re-sealed under the new master key, but {} could not be renamed over {}: {e}; \
+                 the next start finishes it",
+                next.display(),
+                file.display()
+            );
+        }
+        let (old_id, new_id) = (old.key_id(), new.key_id());
+        *self.master.write().expect("master key lock") = Arc::new(new);
+        admin::audit_event(
+            self.store.as_ref(),
+            actor,
+            EventKind::MasterKeyRotated,
+            None,
+            serde_json::json!({ "old_key_id": old_id, "key_id": new_id, "resealed": resealed }),
+            now,
+        )
+        .await?;
+        Ok((new_id, resealed))
     }
 
     /// Signs a checkpoint of the audit chain's head with the active signing

@@ -26,7 +26,8 @@ pub struct Hit {
 /// A token found in a file, as the report shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
-    pub path: PathBuf,
+    /// As shown: a name that is not UTF-8 is shown lossily.
+    pub path: String,
     pub line: usize,
     pub kind: String,
     pub fingerprint: String,
@@ -37,10 +38,7 @@ impl std::fmt::Display for Finding {
         write!(
             f,
             "{}:{}: {} (fingerprint {})",
-            self.path.display(),
-            self.line,
-            self.kind,
-            self.fingerprint
+            self.path, self.line, self.kind, self.fingerprint
         )
     }
 }
@@ -62,18 +60,20 @@ fn is_env_file(name: &str) -> bool {
 /// Whether a variable or key name says its value is a secret.
 fn names_a_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    [
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "API_KEY",
-        "APIKEY",
-        "ACCESS_KEY",
-        "PRIVATE_KEY",
-    ]
-    .iter()
-    .any(|w| upper.contains(w))
+    upper == "KEY"
+        || upper.ends_with("_KEY")
+        || [
+            "TOKEN",
+            "SECRET",
+            "PASSWORD",
+            "PASSWD",
+            "API_KEY",
+            "APIKEY",
+            "ACCESS_KEY",
+            "PRIVATE_KEY",
+        ]
+        .iter()
+        .any(|w| upper.contains(w))
 }
 
 /// `NAME=value`, `export NAME="value"`, `"name": "value",`, `name: value`:
@@ -113,8 +113,19 @@ fn assignment(line: &str) -> Option<(&str, Range<usize>)> {
     let v = &line[value.clone()];
     if v.len() >= 2 && (v.starts_with('"') && v.ends_with('"') || v.starts_with('\'') && v.ends_with('\'')) {
         value = value.start + 1..value.end - 1;
+    } else if let Some(comment) = v.find(" #") {
+        // `TOKEN=value # note`: a shell comment after an unquoted value.
+        value.end = value.start + v[..comment].trim_end().len();
     }
     Some((name, value))
+}
+
+/// Base64 of 32 bytes: the form of a valetkey master key.
+fn is_master_key(text: &str) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .is_ok_and(|bytes| bytes.len() == 32)
 }
 
 /// What a value assigned in an env file must look like to be taken for a
@@ -126,19 +137,24 @@ fn looks_like_a_secret_value(value: &str) -> bool {
         && !value.contains(['$', '<', '>', '{', '}'])
         // An address; one with a password in it is found by its shape.
         && !value.contains("://")
+        // Where `secret import` moved a token: a name, not the token.
+        && !value.starts_with("valetkey-secret:")
         && value.bytes().any(|b| b != value.as_bytes()[0])
         && !["changeme", "example", "your_", "your-", "xxxx", "placeholder", "dummy"]
             .iter()
             .any(|p| lower.contains(p))
 }
 
-/// The words of a line, split where a token cannot continue.
+/// The words of a line, split where a token cannot continue (a URL's
+/// query, `?a=b&c=d`, stays in its URL).
 fn words(line: &str) -> impl Iterator<Item = Range<usize>> + '_ {
-    let is_delimiter = |c: char| c.is_whitespace() || "\"'`=,;()[]{}<>|\\".contains(c);
-    let mut start = None;
+    let is_delimiter =
+        |c: char, in_url: bool| c.is_whitespace() || "\"'`,;()[]{}<>|\\".contains(c) || (c == '=' && !in_url);
+    let mut start: Option<usize> = None;
     let mut out = Vec::new();
     for (i, c) in line.char_indices().chain(std::iter::once((line.len(), ' '))) {
-        match (start, is_delimiter(c)) {
+        let in_url = start.is_some_and(|s| line[s..i].contains("://"));
+        match (start, is_delimiter(c, in_url)) {
             (None, false) => start = Some(i),
             (Some(s), true) => {
                 let word = &line[s..i];
@@ -159,12 +175,36 @@ fn words(line: &str) -> impl Iterator<Item = Range<usize>> + '_ {
 pub fn scan_text(file_name: &str, text: &str) -> Vec<Hit> {
     let env_file = is_env_file(file_name);
     let mut hits = Vec::new();
+    if file_name == "master.key" && is_master_key(text.trim()) {
+        let line = text.lines().position(|l| !l.trim().is_empty()).unwrap_or(0);
+        let content = text.lines().nth(line).unwrap_or_default();
+        let start = content.len() - content.trim_start().len();
+        hits.push(Hit {
+            line: line + 1,
+            span: start..start + content.trim().len(),
+            kind: "a valetkey master key (it opens every secret of its store)".into(),
+        });
+        return hits;
+    }
     for (n, line) in text.lines().enumerate() {
         let secret_value = assignment(line).filter(|(name, _)| names_a_secret(name));
         let before = hits.len();
         for span in words(line) {
             let word = &line[span.clone()];
             let Some((kind, by_shape)) = foreign::shape(word) else {
+                // A token inside a URL or a `user:token` pair
+                // (`https://x-access-token:ghs_…@github.com/…`).
+                let mut at = span.start;
+                for part in word.split([':', '@', '/']) {
+                    if let Some((kind, true)) = foreign::shape(part) {
+                        hits.push(Hit {
+                            line: n + 1,
+                            span: at..at + part.len(),
+                            kind: kind.to_owned(),
+                        });
+                    }
+                    at += part.len() + 1;
+                }
                 continue;
             };
             let named = secret_value
@@ -243,8 +283,8 @@ pub fn scan_paths(paths: &[PathBuf], limits: Limits) -> Report {
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| {
-                e.depth() == 0
-                    || !(e.file_type().is_dir() && SKIPPED_DIRS.contains(&e.file_name().to_string_lossy().as_ref()))
+                let name = e.file_name().to_string_lossy();
+                e.depth() == 0 || !(e.file_type().is_dir() && SKIPPED_DIRS.contains(&name.as_ref()))
             });
         for entry in walk {
             let entry = match entry {
@@ -255,7 +295,20 @@ pub fn scan_paths(paths: &[PathBuf], limits: Limits) -> Report {
                     continue;
                 }
             };
-            if !entry.file_type().is_file() {
+            if entry.file_type().is_dir() {
+                // `.git` is skipped, but for its config, where remotes keep
+                // tokens in their URLs.
+                let config = entry.path().join(".git").join("config");
+                if config.is_file() {
+                    scan_file(&config, limits, &mut report);
+                }
+                continue;
+            }
+            // A link to a file is read as what it names: that is what a
+            // reader of the link gets.
+            let is_file = entry.file_type().is_file()
+                || (entry.path_is_symlink() && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()));
+            if !is_file {
                 continue;
             }
             if report.files_read == limits.max_files {
@@ -301,7 +354,7 @@ fn scan_file(path: &Path, limits: Limits, report: &mut Report) {
     for hit in scan_text(&name, &text) {
         let token = &lines[hit.line - 1][hit.span.clone()];
         report.findings.push(Finding {
-            path: path.to_owned(),
+            path: path.display().to_string(),
             line: hit.line,
             kind: hit.kind,
             fingerprint: fingerprint(token),
@@ -385,6 +438,32 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert_eq!(found[1].2, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
         assert!(found[1].1.contains("AWS secret access key"));
+    }
+
+    #[test]
+    fn tokens_inside_urls_and_after_comments_are_found_whole() {
+        let ghs = "ghs_xyz12345678abcdefghijklmnopqrstu";
+        let text = format!(
+            "\turl = https://x-access-token:{ghs}@github.com/acme/api.git\n\
+             DATABASE_URL=postgres://app:pw@db:5432/app?sslmode=require&x=1\n\
+             MONGO=mongodb+srv://u:p4ss@cluster0.example.net/db\n\
+             API_TOKEN=q8Jx2LmN4pRt6VwY9zBc # staging\n\
+             VALETKEY_MASTER_KEY=l2c0SJkXzWkqTtVq0nZNzKx6mOa4Fm0R1bX1mOvc9bA=\n"
+        );
+        let found = kinds(".env", &text);
+        assert_eq!(
+            found.iter().map(|(l, _, v)| (*l, v.as_str())).collect::<Vec<_>>(),
+            [
+                (1, ghs),
+                (2, "postgres://app:pw@db:5432/app?sslmode=require&x=1"),
+                (3, "mongodb+srv://u:p4ss@cluster0.example.net/db"),
+                (4, "q8Jx2LmN4pRt6VwY9zBc"),
+                (5, "l2c0SJkXzWkqTtVq0nZNzKx6mOa4Fm0R1bX1mOvc9bA="),
+            ]
+        );
+        let key = kinds("master.key", "l2c0SJkXzWkqTtVq0nZNzKx6mOa4Fm0R1bX1mOvc9bA=\n");
+        assert_eq!(key.len(), 1);
+        assert!(key[0].1.contains("valetkey master key"));
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub enum ServeError {
         .0.iter().map(|u| format!("  - {u}")).collect::<Vec<_>>().join("\n")
     )]
     Untrusted(Vec<crate::trust::Untrusted>),
+    #[error(
+        "the master key from {origin} is not the one the store is sealed under: it was rotated \
+         (`valetkey keys rotate-master`) or belongs to another data dir; start with the current key"
+    )]
+    MasterKeyMismatch { origin: MasterKeyOrigin },
     #[error("cannot inspect {}: {source}", path.display())]
     Inspect { path: PathBuf, source: std::io::Error },
     #[error("cannot listen on {addr}: {source}")]
@@ -108,8 +113,8 @@ impl Paths {
             (self.master_key_file.clone(), Kind::SecretFile),
             (self.data_dir.join(BOOTSTRAP_KEY_FILE), Kind::SecretFile),
         ];
-        if let Some(db) = self.store_url.strip_prefix("sqlite://") {
-            files.push((PathBuf::from(db), Kind::SecretFile));
+        if let Ok(options) = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&self.store_url) {
+            files.push((options.get_filename().to_owned(), Kind::SecretFile));
         }
         for provider in config.providers.values() {
             for source in provider.get_ref().tokens.values() {
@@ -206,16 +211,20 @@ pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
 
     let store = paths.open_store().await?;
     let now = SystemTime::now();
-    let bootstrap_admin_key = match admin::ensure_admin_key(store.as_ref(), now).await? {
-        None => None,
-        Some(key) => {
-            use crate::secrets::ExposeSecret;
-            let file = paths.data_dir.join(BOOTSTRAP_KEY_FILE);
-            crate::secrets::replace_private(&file, key.expose_secret().as_bytes())?;
-            Some(file)
-        }
-    };
-    let broker = Broker::start(Arc::new(config), store, master, opts.env.as_ref(), now).await?;
+    let master = sealed_under(store.as_ref(), master, &master_key_origin, now).await?;
+    let bootstrap = paths.data_dir.join(BOOTSTRAP_KEY_FILE);
+    let bootstrap_admin_key = admin::ensure_admin_key(store.as_ref(), &bootstrap, now)
+        .await?
+        .then_some(bootstrap);
+    let broker = Broker::start(
+        Arc::new(config),
+        store,
+        master,
+        master_key_origin.clone(),
+        opts.env.as_ref(),
+        now,
+    )
+    .await?;
     Ok(Server {
         broker: Arc::new(broker),
         listener,
@@ -224,6 +233,43 @@ pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
         bootstrap_admin_key,
         warnings: loaded.warnings,
     })
+}
+
+/// The master key the store is sealed under: `master` when it is the one
+/// the store records (or the store records none yet); the next key of a
+/// rotation cut short between its commit and its rename, which is then
+/// renamed into place; otherwise the start is refused.
+async fn sealed_under(
+    store: &dyn Store,
+    master: MasterKey,
+    origin: &MasterKeyOrigin,
+    now: SystemTime,
+) -> Result<MasterKey, ServeError> {
+    let recorded = store
+        .claim_master_key_id(&master.key_id(), crate::time::unix_secs(now))
+        .await?;
+    if recorded == master.key_id() {
+        return Ok(master);
+    }
+    if let MasterKeyOrigin::File(file) | MasterKeyOrigin::Created(file) = origin {
+        let next = crate::secrets::next_key_file(file);
+        if let Ok(text) = std::fs::read_to_string(&next).map(Zeroizing::new)
+            && let Ok(key) = MasterKey::from_base64(&text, MasterKeyOrigin::File(next.clone()))
+            && key.key_id() == recorded
+        {
+            std::fs::rename(&next, file).map_err(|source| SecretsError::Io {
+                action: "rename into place",
+                path: next.clone(),
+                source,
+            })?;
+            tracing::warn!(
+                "finished a master key rotation that was cut short: {} now holds the key the store is sealed under",
+                file.display()
+            );
+            return Ok(key);
+        }
+    }
+    Err(ServeError::MasterKeyMismatch { origin: origin.clone() })
 }
 
 impl Server {

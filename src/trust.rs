@@ -1,9 +1,11 @@
 //! Who else could change or read the files `serve` trusts. The
 //! configuration decides what agents may do, and the data dir, the master
 //! key file and token files hold secrets: none may be changeable by anyone
-//! but the broker's user (or root), nor its directory, and the secret ones
-//! may be readable by no one else. `judge` is the decision, over facts
-//! `inspect` gathers from the file system.
+//! but the broker's user (or root), nor any directory above it (whoever can
+//! write one can rename what is below it away and put their own in its
+//! place), and the secret ones may be readable by no one else. Links are
+//! followed to what they name, which is what is read. `judge` is the
+//! decision, over facts `inspect` gathers from the file system.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -26,8 +28,8 @@ pub struct Facts {
     pub kind: Kind,
     pub uid: u32,
     pub mode: u32,
-    /// The directory it is in: whoever can write there can replace it.
-    pub parent: Option<(PathBuf, u32, u32)>,
+    /// Every directory above it, to the root: (path, owner, mode).
+    pub ancestors: Vec<(PathBuf, u32, u32)>,
 }
 
 /// One reason not to trust a file, and the command that removes it.
@@ -80,13 +82,13 @@ pub fn judge(facts: &Facts, me: u32, me_name: &str) -> Vec<Untrusted> {
             fix: format!("chmod go-w {shown}"),
         });
     }
-    if let Some((dir, uid, mode)) = &facts.parent {
+    for (dir, uid, mode) in &facts.ancestors {
         let shown = dir.display();
         if !trusted_owner(*uid) {
             found.push(Untrusted {
                 path: dir.clone(),
                 why: format!(
-                    "holds {} and is owned by uid {uid}, who could replace it",
+                    "is above {} and is owned by uid {uid}, who could replace it",
                     path.display()
                 ),
                 fix: format!("chown {me_name} {shown}"),
@@ -95,7 +97,7 @@ pub fn judge(facts: &Facts, me: u32, me_name: &str) -> Vec<Untrusted> {
             found.push(Untrusted {
                 path: dir.clone(),
                 why: format!(
-                    "holds {} and can be written by other users, who could replace it",
+                    "is above {} and can be written by other users, who could replace it",
                     path.display()
                 ),
                 fix: format!("chmod go-w {shown}"),
@@ -105,28 +107,27 @@ pub fn judge(facts: &Facts, me: u32, me_name: &str) -> Vec<Untrusted> {
     found
 }
 
-/// Reads the facts of `path`; `None` when there is no such file (a master
-/// key given in the environment, a database not yet created).
+/// Reads the facts of `path`, links followed to what they name; `None`
+/// when there is no such file (a master key given in the environment, a
+/// database not yet created).
 pub fn inspect(path: &Path, kind: Kind) -> std::io::Result<Option<Facts>> {
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
+    let real = match std::fs::canonicalize(path) {
+        Ok(real) => real,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let absolute = std::path::absolute(path)?;
-    let parent = match absolute.parent() {
-        Some(dir) => {
-            let dir_meta = std::fs::metadata(dir)?;
-            Some((dir.to_owned(), dir_meta.uid(), dir_meta.mode()))
-        }
-        None => None,
-    };
+    let meta = std::fs::metadata(&real)?;
+    let mut ancestors = Vec::new();
+    for dir in real.ancestors().skip(1) {
+        let m = std::fs::metadata(dir)?;
+        ancestors.push((dir.to_owned(), m.uid(), m.mode()));
+    }
     Ok(Some(Facts {
         path: path.to_owned(),
         kind,
         uid: meta.uid(),
         mode: meta.mode(),
-        parent,
+        ancestors,
     }))
 }
 
@@ -142,7 +143,10 @@ mod tests {
             kind,
             uid,
             mode,
-            parent: Some((PathBuf::from("/srv/vk"), dir.0, dir.1)),
+            ancestors: vec![
+                (PathBuf::from("/srv/vk"), dir.0, dir.1),
+                (PathBuf::from("/"), 0, 0o40755),
+            ],
         }
     }
 
@@ -190,6 +194,10 @@ mod tests {
             reasons(&facts(Kind::Config, ME, 0o100644, (1001, 0o40755))),
             ["/srv/vk: chown vk /srv/vk"]
         );
+        // Any directory above, not only the nearest.
+        let mut deep = facts(Kind::Config, ME, 0o100644, (ME, 0o40755));
+        deep.ancestors.push((PathBuf::from("/srv"), 0, 0o40777));
+        assert_eq!(reasons(&deep), ["/srv: chmod go-w /srv"]);
     }
 
     #[test]

@@ -30,12 +30,7 @@ async fn recorded_chain() -> (tempfile::TempDir, PathBuf) {
     copy_dir(&t.data_dir(), &keep.path().join("data"));
     std::fs::copy(&config, keep.path().join("valetkey.toml")).unwrap();
     // The keys as the broker publishes them, which an auditor saves.
-    let jwks = t
-        .http
-        .get(format!("{}/.well-known/jwks.json", t.url))
-        .send()
-        .await
-        .unwrap();
+    let jwks = t.http.get(format!("{}/v1/audit/keys", t.url)).send().await.unwrap();
     std::fs::write(keep.path().join("jwks.json"), jwks.text().await.unwrap()).unwrap();
     t.stop().await;
     let path = keep.path().to_owned();
@@ -135,6 +130,11 @@ async fn tampering_with_the_database_file_is_found_where_it_happened() {
             "a forged checkpoint",
             vec!["UPDATE audit_checkpoints SET signature = 'AAAA'"],
             "does not verify",
+        ),
+        (
+            "its checkpoints removed, so nothing signed vouches for it",
+            vec!["DELETE FROM audit_checkpoints"],
+            "UNVOUCHED: 8 events and no checkpoint signed",
         ),
     ];
     for (what, tamper, expected) in cases {
@@ -331,7 +331,7 @@ async fn a_broker_killed_mid_burst_loses_no_event_its_clients_saw_succeed() {
     // chain verifies against the keys the broker publishes.
     let again = common::serve(dir.path(), &config, &env);
     let jwks = http
-        .get(format!("{}/.well-known/jwks.json", again.url))
+        .get(format!("{}/v1/audit/keys", again.url))
         .send()
         .await
         .unwrap()

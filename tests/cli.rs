@@ -520,6 +520,21 @@ fn admin(url: &str, key_file: &std::path::Path, args: &[&str]) -> (bool, String,
     )
 }
 
+/// `valetkey status --json` as an admin: whether it exited 0, and how the
+/// real token of `provider` in `env` loaded.
+fn token_status(url: &str, key_file: &std::path::Path, provider: &str, env: &str) -> (bool, Value) {
+    let (ok, status, _) = admin(url, key_file, &["status", "--json"]);
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let token = status["provider_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["provider"] == provider && t["env"] == env)
+        .unwrap()
+        .clone();
+    (ok, token)
+}
+
 /// Admins are people: a key per name, written 0600 or shown once, listed,
 /// refused the moment it is removed or expires; every change is the named
 /// admin's in the audit trail; the last live key cannot be removed; and a
@@ -700,7 +715,17 @@ fn serve_refuses_files_others_could_change_or_read() {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     type Loosen = fn(&std::path::Path);
-    let cases: [(&str, Loosen, &str); 5] = [
+    let cases: [(&str, Loosen, &str); 6] = [
+        (
+            "config behind a link",
+            |d| {
+                std::fs::create_dir(d.join("open")).unwrap();
+                std::fs::rename(d.join("etc/valetkey.toml"), d.join("open/valetkey.toml")).unwrap();
+                std::os::unix::fs::symlink(d.join("open/valetkey.toml"), d.join("etc/valetkey.toml")).unwrap();
+                chmod(d.join("open"), 0o777);
+            },
+            "open is above",
+        ),
         (
             "config",
             |d| chmod(d.join("etc/valetkey.toml"), 0o664),
@@ -913,14 +938,7 @@ async fn a_data_dir_of_the_previous_release_upgrades_in_place() {
         "{minted}"
     );
 
-    let (ok, status, _) = admin(&served.url, &bootstrap, &["status", "--json"]);
-    let status: Value = serde_json::from_str(&status).unwrap();
-    let railway = status["provider_tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["provider"] == "railway" && t["env"] == "staging")
-        .unwrap();
+    let (ok, railway) = token_status(&served.url, &bootstrap, "railway", "staging");
     assert!(
         railway["problem"].is_null(),
         "the stored token no longer opens: {railway}"
@@ -1000,6 +1018,7 @@ fn scan_reports_tokens_lying_around_and_prints_none() {
             ".aws/credentials:2",
             ".aws/credentials:3",
             ".railway/config.json:3",
+            "app/.git/config:1",
             "app/.env:2",
             "app/.env:3",
             "app/.env:4",
@@ -1040,7 +1059,7 @@ fn scan_reports_tokens_lying_around_and_prints_none() {
 
     let json = Command::new(BIN).args(["scan", "--json"]).arg(root).output().unwrap();
     let report: Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(report["findings"].as_array().unwrap().len(), 8);
+    assert_eq!(report["findings"].as_array().unwrap().len(), 9);
     for printed in [
         stdout.as_ref(),
         stderr.as_ref(),
@@ -1172,6 +1191,13 @@ async fn secret_import_moves_a_found_token_into_the_broker() {
         !out.status.success() && stderr.contains("no real token lies at"),
         "{stderr}"
     );
+    // Through a link, the rewrite would replace the link and leave the token.
+    let link = t.dir.path().join("project/.env.link");
+    std::os::unix::fs::symlink(&env_file, &link).unwrap();
+    let out = output(import(format!("{}:2", link.display()))).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("is a link"), "{stderr}");
+    std::fs::remove_file(&link).unwrap();
     assert_eq!(std::fs::read_to_string(&env_file).unwrap(), before);
     assert!(t.broker.store().secret("github-staging").await.unwrap().is_none());
 
@@ -1209,4 +1235,141 @@ async fn secret_import_moves_a_found_token_into_the_broker() {
         "{}",
         String::from_utf8_lossy(&rescan.stdout)
     );
+}
+
+/// `keys rotate-master` re-seals every secret and signing key under a new
+/// master key and replaces the key file: the broker goes on serving, a
+/// restart opens everything with the new key, the old key opens nothing and
+/// is refused at start, and a rotation cut short before its rename is
+/// finished by the next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_master_key_rotates_and_the_old_one_opens_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    const STORED: &str = "rlwy_rotation_test_stored_token_0001";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    std::fs::write(&config, common::CONFIG).unwrap();
+    let data = dir.path().join("data");
+    let master_file = data.join("master.key");
+    let served = serve(dir.path(), &config, &[]);
+    let admin_key = data.join("admin.key");
+    let mut set = common::admin_cli(&served.url, &admin_key)
+        .args(["secret", "set", "railway-staging"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(set.stdin.take().unwrap(), "{STORED}").unwrap();
+    assert!(set.wait_with_output().unwrap().status.success());
+    let (ok, launcher, _) = admin(&served.url, &admin_key, &["agent", "add", "claude"]);
+    assert!(ok);
+    let launcher = launcher.trim().to_owned();
+    let before = served.mint(&launcher, serde_json::json!({ "env": "staging" })).await;
+    let credential = before["credential"].as_str().unwrap().to_owned();
+    let old_key = std::fs::read_to_string(&master_file).unwrap();
+
+    let (ok, key_id, stderr) = admin(&served.url, &admin_key, &["keys", "rotate-master"]);
+    assert!(ok, "{stderr}");
+    assert!(key_id.starts_with("hmac-sha256:"), "{key_id}");
+    let new_key = std::fs::read_to_string(&master_file).unwrap();
+    assert_ne!(new_key, old_key);
+    assert_eq!(
+        std::fs::metadata(&master_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!data.join("master.key.next").exists());
+    // Serving goes on: what was minted before still verifies, minting works.
+    let whoami = common::http()
+        .get(format!("{}/v1/whoami", served.url))
+        .bearer_auth(&credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whoami.status(), 200);
+    assert!(served.mint(&launcher, serde_json::json!({ "env": "staging" })).await["credential"].is_string());
+    assert_eq!(served.stop(), Some(0));
+
+    // The old key opens nothing in the store.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("valetkey.db").display()))
+        .await
+        .unwrap();
+    let (nonce, ciphertext): (Vec<u8>, Vec<u8>) =
+        sqlx::query_as("SELECT nonce, ciphertext FROM secrets WHERE name = 'railway-staging'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    let sealed = valetkey::secrets::Sealed { nonce, ciphertext };
+    let old = valetkey::secrets::MasterKey::from_base64(&old_key, valetkey::secrets::MasterKeyOrigin::Env).unwrap();
+    let new = valetkey::secrets::MasterKey::from_base64(&new_key, valetkey::secrets::MasterKeyOrigin::Env).unwrap();
+    assert!(old.open("secret:railway-staging", &sealed).is_err());
+    assert_eq!(
+        new.open("secret:railway-staging", &sealed).unwrap().as_slice(),
+        STORED.as_bytes()
+    );
+
+    // Restarted with the new key: the stored token loads, the chain verifies.
+    let served = serve(dir.path(), &config, &[]);
+    let (_, railway) = token_status(&served.url, &admin_key, "railway", "staging");
+    assert!(railway["problem"].is_null(), "{railway}");
+    let (ok, verified, _) = admin(&served.url, &admin_key, &["audit", "verify"]);
+    assert!(ok && verified.starts_with("intact"), "{verified}");
+    let (_, events, _) = admin(
+        &served.url,
+        &admin_key,
+        &["audit", "search", "--type", "master_key_rotated", "--json"],
+    );
+    assert_eq!(events.lines().count(), 1, "{events}");
+    assert_eq!(served.stop(), Some(0));
+
+    // The old key is refused at start.
+    std::fs::write(&master_file, &old_key).unwrap();
+    let start = || {
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("VALETKEY_MASTER_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = start().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not the one the store is sealed under"), "{stderr}");
+
+    // A rotation cut short between its commit and its rename: the next key
+    // waits beside the old one, and the start finishes it.
+    std::fs::write(data.join("master.key.next"), &new_key).unwrap();
+    std::fs::set_permissions(data.join("master.key.next"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut child = start();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = Vec::new();
+    for line in stderr.lines().map_while(Result::ok) {
+        let serving = line.contains("valetkey is serving");
+        log.push(line);
+        if serving {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = log.join("\n");
+    assert!(
+        log.contains("finished a master key rotation that was cut short"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_to_string(&master_file).unwrap(), new_key);
+    assert!(!data.join("master.key.next").exists());
+    for key in [old_key.trim(), new_key.trim()] {
+        assert!(!log.contains(key));
+        assert!(
+            !std::fs::read_to_string(dir.path().join("serve.log"))
+                .unwrap()
+                .contains(key)
+        );
+    }
 }

@@ -123,6 +123,13 @@ pub async fn put_secret(
     ))
 }
 
+pub async fn rotate_master(State(broker): Shared, Bearer(key): Bearer) -> Result<Json<Value>, Problem> {
+    let now = SystemTime::now();
+    let actor = authenticate(&broker, &key, now).await?;
+    let (key_id, resealed) = broker.rotate_master(&actor, now).await?;
+    Ok(Json(json!({ "key_id": key_id, "resealed": resealed })))
+}
+
 pub async fn verify_audit(State(broker): Shared, Bearer(key): Bearer) -> Result<Json<Value>, Problem> {
     authenticate(&broker, &key, SystemTime::now()).await?;
     let v = broker.verify_audit().await?;

@@ -68,6 +68,16 @@ pub async fn jwks(State(broker): Shared) -> Json<Value> {
     Json(broker.jwks())
 }
 
+/// Every signing key's public half, retired ones too (`/.well-known/jwks.json`
+/// drops a key once what it signed has expired), for checking the audit
+/// trail's checkpoints offline: `valetkey audit verify --db COPY --jwks`.
+pub async fn audit_keys(State(broker): Shared) -> Result<Json<Value>, Problem> {
+    let keys = broker.store().signing_keys().await.map_err(|e| Problem::store(&e))?;
+    Ok(Json(crate::credentials::jwks(
+        keys.iter().map(|k| (k.kid.as_str(), k.public_key.as_slice())),
+    )))
+}
+
 pub async fn not_found() -> Problem {
     Problem::not_found("there is nothing at this path; the API is under /v1")
 }

@@ -32,7 +32,9 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/secrets/{name}", put(admin::put_secret))
         .route("/revocations", post(admin::revoke))
         .route("/keys/rotate", post(admin::rotate_key))
+        .route("/keys/rotate-master", post(admin::rotate_master))
         .route("/audit/events", get(admin::audit_events))
+        .route("/audit/keys", get(handlers::audit_keys))
         .route("/audit/verify", get(admin::verify_audit))
         .route("/audit/report", get(admin::audit_report));
     Router::new()

@@ -220,7 +220,9 @@ impl From<AuthError> for Problem {
             AuthError::AdminKeyExpired { .. } => unauthorized(
                 "admin_key_expired",
                 "Admin key expired",
-                format!("{e}; another admin issues a new one with `valetkey admin remove NAME` and `valetkey admin add NAME`"),
+                format!(
+                    "{e}; another admin issues a new one (`valetkey admin remove NAME`, then `valetkey admin add NAME`), or, with no live admin key left, the broker writes a new bootstrap key to admin.key in its data dir at its next start"
+                ),
             )
             .guidance(ADMIN_ONLY),
             AuthError::RateLimited => Problem::new(
@@ -322,6 +324,12 @@ impl From<AdminError> for Problem {
                 Problem::new(StatusCode::NOT_FOUND, "unknown_admin", "No such admin", detail)
             }
             AdminError::LastAdmin { .. } => Problem::new(StatusCode::CONFLICT, "last_admin", "Last admin key", detail),
+            AdminError::MasterKeyInEnvironment => Problem::new(
+                StatusCode::CONFLICT,
+                "master_key_in_environment",
+                "Master key not rotatable here",
+                detail,
+            ),
             AdminError::ReservedAdminName | AdminError::AdminTtl { .. } => {
                 Problem::bad_request("invalid_request", detail)
             }

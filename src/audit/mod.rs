@@ -44,6 +44,8 @@ pub enum EventKind {
     AdminRemoved,
     SigningKeyCreated,
     SigningKeyRotated,
+    /// Every sealed record moved under a new master key.
+    MasterKeyRotated,
     SecretSet,
     /// A proxied request the policy allowed, before it is forwarded.
     ProxyAllowed,
@@ -81,6 +83,7 @@ impl EventKind {
             EventKind::AdminRemoved => "admin_removed",
             EventKind::SigningKeyCreated => "signing_key_created",
             EventKind::SigningKeyRotated => "signing_key_rotated",
+            EventKind::MasterKeyRotated => "master_key_rotated",
             EventKind::SecretSet => "secret_set",
             EventKind::ProxyAllowed => "proxy_allowed",
             EventKind::ProxyRefused => "proxy_refused",
@@ -195,7 +198,8 @@ pub struct Filter {
 /// `30d`, `12h`, `90m` (that long before `now_ms`) or an RFC 3339 time.
 pub fn parse_since(text: &str, now_ms: i64) -> Result<i64, String> {
     if let Ok(ago) = humantime::parse_duration(text) {
-        return Ok(now_ms - ago.as_millis() as i64);
+        // Further back than the clock goes is from the start: 0.
+        return Ok(i64::try_from(ago.as_millis()).map_or(0, |ago| now_ms.saturating_sub(ago).max(0)));
     }
     humantime::parse_rfc3339_weak(text)
         .map(crate::time::unix_ms)

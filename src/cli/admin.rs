@@ -4,6 +4,7 @@
 //! writer.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,7 +16,7 @@ use super::{AdminArgs, CliError, ReportFormat};
 use crate::secrets::{ExposeSecret, SecretString, Zeroizing};
 
 /// Where an admin keeps their key when they pass no flag.
-fn default_key_file() -> Option<PathBuf> {
+pub(super) fn default_key_file() -> Option<PathBuf> {
     let config = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
@@ -78,9 +79,10 @@ pub async fn admin_add(
     ttl: Option<String>,
     out: Option<PathBuf>,
 ) -> Result<ExitCode, CliError> {
+    named("admin", name)?;
     let admin = Admin::new(&args)?;
     if let Some(path) = &out
-        && path.exists()
+        && std::fs::symlink_metadata(path).is_ok()
     {
         return Err(CliError::Usage(format!(
             "{} exists; choose another --out, or remove it first (nothing was issued)",
@@ -103,8 +105,15 @@ pub async fn admin_add(
                     .create(dir)
                     .map_err(io("create the key file's directory"))?;
             }
-            crate::secrets::write_private(&path, key.expose_secret().as_bytes())
-                .map_err(|e| CliError::Usage(e.to_string()))?;
+            if let Err(e) = crate::secrets::write_private(&path, key.expose_secret().as_bytes()) {
+                // The key is issued and stored only as a hash: shown here, or lost.
+                println!("{}", key.expose_secret());
+                eprintln!(
+                    "{e}. The admin key of `{name}` is printed above instead (shown once): keep it in a file \
+                     only you can read"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             eprintln!(
                 "admin key of `{name}` written to {} (mode 0600); it expires at {}",
                 path.display(),
@@ -143,11 +152,24 @@ pub async fn admin_list(args: AdminArgs) -> Result<ExitCode, CliError> {
 }
 
 pub async fn admin_remove(args: AdminArgs, name: &str) -> Result<ExitCode, CliError> {
+    named("admin", name)?;
     Admin::new(&args)?
         .call(Method::DELETE, &format!("/admins/{}", path_segment(name)), None)
         .await?;
     eprintln!("removed the admin key of `{name}`; the broker refuses it from now on");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a name the broker would refuse, before anything is sent: a
+/// name is a path segment of the call.
+fn named(what: &'static str, name: &str) -> Result<(), CliError> {
+    if crate::config::valid_name(name) {
+        return Ok(());
+    }
+    Err(CliError::Admin(crate::admin::AdminError::InvalidName {
+        what,
+        name: name.to_owned(),
+    }))
 }
 
 /// A name as one path segment: names are checked by the broker, but a `/`
@@ -159,6 +181,7 @@ fn path_segment(name: &str) -> String {
 }
 
 pub async fn agent_add(args: AdminArgs, name: &str) -> Result<ExitCode, CliError> {
+    named("agent", name)?;
     let answer = Admin::new(&args)?
         .call(Method::POST, "/agents", Some(&json!({ "name": name })))
         .await?;
@@ -195,6 +218,7 @@ pub async fn agent_list(args: AdminArgs) -> Result<ExitCode, CliError> {
 }
 
 pub async fn agent_remove(args: AdminArgs, name: &str) -> Result<ExitCode, CliError> {
+    named("agent", name)?;
     let answer = Admin::new(&args)?
         .call(Method::DELETE, &format!("/agents/{}", path_segment(name)), None)
         .await?;
@@ -204,6 +228,7 @@ pub async fn agent_remove(args: AdminArgs, name: &str) -> Result<ExitCode, CliEr
 }
 
 pub async fn secret_set(args: AdminArgs, name: &str) -> Result<ExitCode, CliError> {
+    named("secret", name)?;
     let admin = Admin::new(&args)?;
     let mut value = Zeroizing::new(String::new());
     std::io::stdin()
@@ -234,6 +259,7 @@ async fn store_secret(admin: &Admin, name: &str, value: &str) -> Result<(), CliE
 /// goes to the broker, then leaves the file (replaced in place, atomically,
 /// the file's mode kept). Nothing in the file changes unless it was stored.
 pub async fn secret_import(args: AdminArgs, place: &str, name: &str) -> Result<ExitCode, CliError> {
+    named("secret", name)?;
     let usage = || {
         CliError::Usage(format!(
             "`{place}` is not FILE:LINE; write it as `valetkey scan` prints it"
@@ -243,6 +269,14 @@ pub async fn secret_import(args: AdminArgs, place: &str, name: &str) -> Result<E
     let line: usize = line.parse().ok().filter(|n| *n > 0).ok_or_else(usage)?;
     let path = PathBuf::from(file);
     let admin = Admin::new(&args)?;
+    // The file is replaced by a rewritten copy: through a link, or with a
+    // second name, the token would stay where the other name points.
+    let meta = std::fs::symlink_metadata(&path).map_err(io("read the file to import from"))?;
+    if meta.file_type().is_symlink() || meta.nlink() > 1 {
+        return Err(CliError::Usage(format!(
+            "{file} is a link or has other names; import from the file itself (nothing was stored)"
+        )));
+    }
     let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(io("read the file to import from"))?);
     let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     let hits: Vec<_> = crate::scan::scan_text(&file_name, &text)
@@ -270,21 +304,40 @@ pub async fn secret_import(args: AdminArgs, place: &str, name: &str) -> Result<E
 
     let marker = format!("valetkey-secret:{name}");
     let rewritten = Zeroizing::new(format!("{}{marker}{}", &text[..token.start], &text[token.end..]));
-    let mode = std::fs::metadata(&path)
-        .map_err(io("read the file's mode"))?
-        .permissions();
-    let mut staged = path.as_os_str().to_owned();
-    staged.push(".valetkey-import");
-    let staged = PathBuf::from(staged);
     let replace = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&staged)?;
-        f.set_permissions(mode.clone())?;
-        f.write_all(rewritten.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&staged, &path)
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut suffix = [0u8; 6];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix)
+            .map_err(|_| std::io::Error::other("the random number generator failed"))?;
+        let mut staged = path.as_os_str().to_owned();
+        staged.push(format!(".valetkey-import-{}", hex::encode(suffix)));
+        let staged = PathBuf::from(staged);
+        let written = (|| {
+            // A new file, never one planted in its place, with the mode and
+            // (where allowed) the owner of the one it replaces.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .mode(meta.mode() & 0o7777)
+                .open(&staged)?;
+            let _ = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()));
+            f.write_all(rewritten.as_bytes())?;
+            f.sync_all()?;
+            // Someone wrote to the file meanwhile: their change is not lost.
+            if *Zeroizing::new(std::fs::read_to_string(&path)?) != *text {
+                return Err(std::io::Error::other(
+                    "the file changed while the token was being imported",
+                ));
+            }
+            std::fs::rename(&staged, &path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&staged);
+        }
+        written
     };
     if let Err(e) = replace() {
-        let _ = std::fs::remove_file(&staged);
         return Err(CliError::Io {
             action: format!(
                 "remove the token from {} (it is stored as `{name}` in the broker; delete it from the file by hand)",
@@ -308,6 +361,20 @@ pub async fn keys_rotate(args: AdminArgs) -> Result<ExitCode, CliError> {
     let kid = text(&answer["active_kid"]);
     println!("{kid}");
     eprintln!("new signing key {kid} is active; the previous key verifies until what it signed expires");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn keys_rotate_master(args: AdminArgs) -> Result<ExitCode, CliError> {
+    let answer = Admin::new(&args)?
+        .call(Method::POST, "/keys/rotate-master", None)
+        .await?;
+    println!("{}", text(&answer["key_id"]));
+    eprintln!(
+        "the broker's master key file now holds a new key, and {} sealed record(s) moved under it; the old \
+         key opens nothing in the store any more (it still opens backups taken before: destroy or keep them \
+         accordingly). Back up the new key file",
+        answer["resealed"]
+    );
     Ok(ExitCode::SUCCESS)
 }
 

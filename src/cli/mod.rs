@@ -321,8 +321,9 @@ enum AuditCommand {
         /// A copy of the broker's database file, read without a broker.
         #[arg(long, requires = "jwks")]
         db: Option<PathBuf>,
-        /// The broker's published keys (a saved /.well-known/jwks.json),
-        /// which the checkpoints' signatures are checked against.
+        /// The broker's published keys (a saved `GET /v1/audit/keys`: every
+        /// signing key, retired ones too), which the checkpoints' signatures
+        /// are checked against.
         #[arg(long, requires = "db")]
         jwks: Option<PathBuf>,
         /// Print the result as JSON.
@@ -388,7 +389,15 @@ pub enum ReportFormat {
 
 #[derive(Subcommand, Debug)]
 enum KeysCommand {
+    /// A new active signing key; the old one verifies what it signed.
     Rotate {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// A new master key: every secret and signing key is re-sealed under
+    /// it at once, the key file is replaced, and the old key opens nothing
+    /// in the store from then on.
+    RotateMaster {
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -458,6 +467,9 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Keys {
             command: KeysCommand::Rotate { admin },
         } => admin::keys_rotate(admin).await,
+        Command::Keys {
+            command: KeysCommand::RotateMaster { admin },
+        } => admin::keys_rotate_master(admin).await,
         Command::Audit { command } => match command {
             AuditCommand::Verify {
                 db: Some(db),

@@ -97,6 +97,9 @@ fn tokens_in_reach(allow: bool) -> Result<Vec<crate::scan::Finding>, CliError> {
             report.files_read
         );
     }
+    for (path, why) in &report.skipped {
+        eprintln!("valetkey: not scanned for tokens: {}: {why}", path.display());
+    }
     for f in &report.findings {
         eprintln!("valetkey: {f}");
     }
@@ -115,9 +118,32 @@ fn tokens_in_reach(allow: bool) -> Result<Vec<crate::scan::Finding>, CliError> {
     })
 }
 
+/// The key files a process running as the launcher can read: until `run`
+/// isolates the agent, it can read them too.
+fn warn_of_key_files(args: &MintArgs) {
+    let files: Vec<String> = [
+        args.key_file.clone(),
+        std::env::var_os("VALETKEY_ADMIN_KEY_FILE").map(std::path::PathBuf::from),
+        super::admin::default_key_file(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|p| p.is_file())
+    .map(|p| p.display().to_string())
+    .collect();
+    if !files.is_empty() {
+        eprintln!(
+            "valetkey: warning: the agent runs as you and `run` does not isolate it yet, so it can read {}; \
+             with them it can act beyond its credential. Run agents as another user than the one holding these keys",
+            files.join(", ")
+        );
+    }
+}
+
 pub async fn run(args: MintArgs, allow_tokens: bool, command: Vec<String>) -> Result<ExitCode, CliError> {
     let key = launcher_key(&args)?;
     let in_reach = tokens_in_reach(allow_tokens)?;
+    warn_of_key_files(&args);
     let client = Client::new(&args.remote.url)?;
     let mut streams = Vec::new();
     for sig in FORWARDED {

@@ -66,8 +66,12 @@ pub(crate) fn shape(token: &str) -> Option<(&'static str, bool)> {
     if token.len() == 39 && token.starts_with("AIza") {
         return Some(("a Google API key", true));
     }
+    // `postgresql+psycopg2`, `mongodb+srv`: the driver after `+` changes nothing.
     if let Ok(url) = url::Url::parse(token)
-        && matches!(url.scheme(), "postgres" | "postgresql" | "mysql" | "redis" | "mongodb")
+        && matches!(
+            url.scheme().split('+').next(),
+            Some("postgres" | "postgresql" | "mysql" | "mariadb" | "redis" | "rediss" | "mongodb" | "amqp" | "amqps")
+        )
         && url.password().is_some()
     {
         return Some(("a database URL with a password", true));

@@ -73,21 +73,7 @@ impl KeyRing {
 
     /// The public keys, as `/.well-known/jwks.json` serves them.
     pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<serde_json::Value> = self
-            .keys
-            .iter()
-            .map(|k| {
-                serde_json::json!({
-                    "kty": "OKP",
-                    "crv": "Ed25519",
-                    "alg": "EdDSA",
-                    "use": "sig",
-                    "kid": k.kid,
-                    "x": URL_SAFE_NO_PAD.encode(&k.public_key),
-                })
-            })
-            .collect();
-        serde_json::json!({ "keys": keys })
+        jwks(self.keys.iter().map(|k| (k.kid.as_str(), k.public_key.as_slice())))
     }
 
     /// Opens sealed key records (newest first) into a ring.
@@ -95,6 +81,23 @@ impl KeyRing {
         let keys = records.iter().map(|r| open(r, master)).collect::<Result<_, _>>()?;
         Ok(KeyRing { keys })
     }
+}
+
+/// A JWKS document of Ed25519 public keys: (kid, public key).
+pub fn jwks<'a>(keys: impl Iterator<Item = (&'a str, &'a [u8])>) -> serde_json::Value {
+    let keys: Vec<serde_json::Value> = keys
+        .map(|(kid, public_key)| {
+            serde_json::json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "alg": "EdDSA",
+                "use": "sig",
+                "kid": kid,
+                "x": URL_SAFE_NO_PAD.encode(public_key),
+            })
+        })
+        .collect();
+    serde_json::json!({ "keys": keys })
 }
 
 /// Public keys as a broker publishes them (`/.well-known/jwks.json`), to
@@ -134,7 +137,7 @@ impl PublishedKeys {
 }
 
 /// The record id a signing key is sealed under.
-fn record_id(kid: &str) -> String {
+pub fn record_id(kid: &str) -> String {
     format!("signing-key:{kid}")
 }
 

@@ -16,7 +16,9 @@ mod token;
 
 pub use cache::{RevocationSet, VerifiedCache};
 pub use foreign::{is_known_provider_token, known_format as foreign_token_format};
-pub use keys::{KeyError, KeyRing, PublishedKeys, SigningKey, load_ring, new_signing_key};
+pub use keys::{
+    KeyError, KeyRing, PublishedKeys, SigningKey, jwks, load_ring, new_signing_key, record_id as signing_key_record_id,
+};
 pub use opaque::{
     IssuedKey, OpaqueKind, issue as issue_opaque_key, parse as parse_opaque_key, verify as verify_opaque_key,
 };

@@ -80,6 +80,12 @@ impl MasterKey {
         format!("hmac-sha256:{}", hex::encode(&tag.as_ref()[..16]))
     }
 
+    /// Names this key without revealing it: what the store records, to
+    /// refuse a broker started with another key.
+    pub fn key_id(&self) -> String {
+        self.fingerprint("valetkey master key id v1")
+    }
+
     pub(super) fn sealing(&self) -> &LessSafeKey {
         &self.sealing
     }
@@ -157,6 +163,14 @@ impl MasterKey {
     }
 }
 
+/// Where a rotation writes the next master key before the store is
+/// re-sealed under it: beside the key file, renamed over it once done.
+pub fn next_key_file(file: &Path) -> std::path::PathBuf {
+    let mut next = file.as_os_str().to_owned();
+    next.push(".next");
+    next.into()
+}
+
 /// Writes a new file readable by its owner only; never overwrites one.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), SecretsError> {
     let io = |source| SecretsError::Io {
@@ -173,23 +187,6 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), SecretsError> {
     file.write_all(contents).map_err(io)?;
     file.write_all(b"\n").map_err(io)?;
     file.sync_all().map_err(io)
-}
-
-/// Replaces a file with one readable by its owner only, atomically: a
-/// reader sees the old contents or the new, and the new file never exists
-/// with wider permissions.
-pub fn replace_private(path: &Path, contents: &[u8]) -> Result<(), SecretsError> {
-    let mut staged = path.as_os_str().to_owned();
-    staged.push(".new");
-    let staged = std::path::PathBuf::from(staged);
-    // A leftover from a crash between write and rename holds a dead key.
-    let _ = std::fs::remove_file(&staged);
-    write_private(&staged, contents)?;
-    std::fs::rename(&staged, path).map_err(|source| SecretsError::Io {
-        action: "rename into place",
-        path: path.to_owned(),
-        source,
-    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 mod master;
 mod resolve;
 
-pub use master::{MasterKey, MasterKeyOrigin, MasterKeySettings, replace_private, write_private};
+pub use master::{MasterKey, MasterKeyOrigin, MasterKeySettings, next_key_file, write_private};
 pub use resolve::{EnvLookup, ResolveError, resolve};
 pub use secrecy::{ExposeSecret, SecretString};
 

@@ -30,6 +30,10 @@ pub enum StoreError {
     /// A batch of audit appends failed together; every waiter gets the cause.
     #[error("the audit trail could not be written: {0}")]
     AuditWrite(String),
+    #[error("a record could not be re-sealed under the new master key, so nothing was: {0}")]
+    Reseal(String),
+    #[error("the store is sealed under another master key than the one being rotated; nothing was re-sealed")]
+    MasterKeyMoved,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,10 +125,23 @@ pub struct Revocation {
     pub expires_at: i64,
 }
 
+/// Opens a record sealed under the old master key and seals it under the
+/// new one: (record id, sealed) → sealed.
+pub type Reseal<'r> =
+    dyn for<'a, 'b> Fn(&'a str, &'b Sealed) -> Result<Sealed, crate::secrets::SecretsError> + Sync + 'r;
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Succeeds when the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The id of the master key the store is sealed under: the one recorded,
+    /// or `key_id` when none was, which is then recorded.
+    async fn claim_master_key_id(&self, key_id: &str, at: i64) -> Result<String, StoreError>;
+    /// Re-seals every sealed record (secrets, signing keys) with `reseal`
+    /// and records `new_id`, in one transaction that also holds off every
+    /// other write; only while `old_id` is the recorded id. Returns how many
+    /// records it re-sealed.
+    async fn reseal_all(&self, old_id: &str, new_id: &str, at: i64, reseal: &Reseal<'_>) -> Result<usize, StoreError>;
     /// Succeeds when the store takes a durable write (readiness).
     async fn probe_write(&self, now: i64) -> Result<(), StoreError>;
 

@@ -14,7 +14,7 @@ use sqlx::{Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AdminKeyRecord, AdminKeyRemoval, AgentRecord, DatabaseRole, Lease, Revocation, RevokeTarget, SecretRecord,
+    AdminKeyRecord, AdminKeyRemoval, AgentRecord, DatabaseRole, Lease, Reseal, Revocation, RevokeTarget, SecretRecord,
     SigningKeyRecord, Store, StoreError,
 };
 use crate::audit;
@@ -406,6 +406,69 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn claim_master_key_id(&self, key_id: &str, at: i64) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO master_key (id, key_id, set_at) VALUES (1, ?, ?) ON CONFLICT (id) DO NOTHING")
+            .bind(key_id)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query("SELECT key_id FROM master_key WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
+    }
+
+    async fn reseal_all(&self, old_id: &str, new_id: &str, at: i64, reseal: &Reseal<'_>) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let recorded: Option<String> = sqlx::query("SELECT key_id FROM master_key WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get(0));
+        if recorded.as_deref() != Some(old_id) {
+            return Err(StoreError::MasterKeyMoved);
+        }
+        let fail = |e: crate::secrets::SecretsError| StoreError::Reseal(e.to_string());
+        // Every table with sealed records: how to read them, how to write
+        // one back, and the record id each was sealed for.
+        let tables: [(&str, &str, fn(&str) -> String); 2] = [
+            (
+                "SELECT name, nonce, ciphertext FROM secrets",
+                "UPDATE secrets SET nonce = ?, ciphertext = ? WHERE name = ?",
+                crate::secrets::secret_record_id,
+            ),
+            (
+                "SELECT kid, nonce, ciphertext FROM signing_keys",
+                "UPDATE signing_keys SET nonce = ?, ciphertext = ? WHERE kid = ?",
+                crate::credentials::signing_key_record_id,
+            ),
+        ];
+        let mut count = 0;
+        for (select, update, record_id) in tables {
+            for row in sqlx::query(select).fetch_all(&mut *tx).await? {
+                let id: String = row.get(0);
+                let sealed = Sealed {
+                    nonce: row.get(1),
+                    ciphertext: row.get(2),
+                };
+                let sealed = reseal(&record_id(&id), &sealed).map_err(fail)?;
+                sqlx::query(update)
+                    .bind(&sealed.nonce)
+                    .bind(&sealed.ciphertext)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                count += 1;
+            }
+        }
+        sqlx::query("UPDATE master_key SET key_id = ?, set_at = ? WHERE id = 1")
+            .bind(new_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(count)
     }
 
     async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
