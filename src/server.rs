@@ -49,6 +49,12 @@ pub enum ServeError {
     MasterKeyMismatch { origin: MasterKeyOrigin },
     #[error("cannot inspect {}: {source}", path.display())]
     Inspect { path: PathBuf, source: std::io::Error },
+    #[error(
+        "refusing to listen on {addr} in clear: credentials, launcher and admin keys would cross the network \
+         readable by anyone on the path. Listen on a loopback address (127.0.0.1:8700) behind a proxy that \
+         terminates TLS (list it in [server] trusted_proxies), or pass --insecure-listen to accept that"
+    )]
+    InsecureListen { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("the server failed: {0}")]
@@ -172,6 +178,8 @@ pub struct ServeOptions {
     pub data_dir: Option<PathBuf>,
     /// Create a missing master key.
     pub dev: bool,
+    /// Listen on an address other machines reach, in clear.
+    pub insecure_listen: bool,
     /// The value of VALETKEY_MASTER_KEY.
     pub master_key: Option<Zeroizing<String>>,
     /// Looks up environment variables for `{ env = "VAR" }` token sources.
@@ -195,12 +203,15 @@ pub struct Server {
 pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
     let loaded = config::load(&opts.config)?;
     let mut config = loaded.config;
+    let addr = opts.listen.unwrap_or(config.server.listen);
+    if !addr.ip().is_loopback() && !opts.insecure_listen {
+        return Err(ServeError::InsecureListen { addr });
+    }
     let paths = Paths::resolve(&config, opts.data_dir.as_deref());
     paths.create_data_dir()?;
     paths.check_trust(&opts.config, &config)?;
     let (master, master_key_origin) = paths.master_key(opts.master_key, opts.dev)?;
 
-    let addr = opts.listen.unwrap_or(config.server.listen);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;

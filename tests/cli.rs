@@ -1373,3 +1373,53 @@ async fn the_master_key_rotates_and_the_old_one_opens_nothing() {
         );
     }
 }
+
+/// `serve` refuses, before it touches anything, to listen in clear on an
+/// address other machines reach, unless told to with `--insecure-listen`.
+#[test]
+fn serve_refuses_to_listen_in_clear_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    std::fs::write(&config, common::CONFIG).unwrap();
+    let serve = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["serve", "--dev", "--listen", "0.0.0.0:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = serve(&[]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refusing to listen on 0.0.0.0:0 in clear"), "{stderr}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused start created the data dir"
+    );
+
+    let mut child = serve(&["--insecure-listen"]);
+    let mut log = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        let serving = line.contains("valetkey is serving");
+        log.push(line);
+        if serving {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = log.join("\n");
+    assert!(log.contains("valetkey is serving"), "{log}");
+    assert!(
+        log.contains("serving in clear on an address other machines reach"),
+        "{log}"
+    );
+}

@@ -322,6 +322,7 @@ pub async fn secret_import(args: AdminArgs, place: &str, name: &str) -> Result<E
                 .mode(meta.mode() & 0o7777)
                 .open(&staged)?;
             let _ = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()));
+            f.set_permissions(meta.permissions())?;
             f.write_all(rewritten.as_bytes())?;
             f.sync_all()?;
             // Someone wrote to the file meanwhile: their change is not lost.

@@ -62,6 +62,7 @@ pub async fn serve(
     listen: Option<SocketAddr>,
     dev: bool,
     user: Option<String>,
+    insecure_listen: bool,
 ) -> Result<ExitCode, CliError> {
     init_logging();
     if let Some(name) = &user {
@@ -87,12 +88,19 @@ pub async fn serve(
         listen,
         data_dir: local.data_dir,
         dev,
+        insecure_listen,
         master_key: master_key_env(),
         env: Box::new(|var| std::env::var(var).ok()),
     })
     .await?;
     for warning in &server.warnings {
         tracing::warn!("{warning}");
+    }
+    if !server.local_addr().ip().is_loopback() {
+        tracing::warn!(
+            addr = %server.local_addr(),
+            "--insecure-listen: serving in clear on an address other machines reach; credentials and keys cross the network readable"
+        );
     }
     if let MasterKeyOrigin::Created(path) = &server.master_key_origin {
         tracing::warn!(

@@ -124,6 +124,10 @@ enum Command {
         /// broker's own user, which owns its data dir).
         #[arg(long)]
         user: Option<String>,
+        /// Serve on an address other machines reach, in clear (refused
+        /// without this: put a TLS-terminating proxy in front instead).
+        #[arg(long)]
+        insecure_listen: bool,
     },
     /// Admins: the people whose keys the admin API takes.
     Admin {
@@ -448,7 +452,8 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
             listen,
             dev,
             user,
-        } => local::serve(local, listen, dev, user).await,
+            insecure_listen,
+        } => local::serve(local, listen, dev, user, insecure_listen).await,
         Command::Config {
             command: ConfigCommand::Check { config },
         } => local::config_check(&config),

@@ -104,6 +104,7 @@ impl TestBroker {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             data_dir: Some(dir.path().join("data")),
             dev: true,
+            insecure_listen: false,
             master_key: None,
             env: Box::new(move |k| env.get(k).cloned()),
         })
