@@ -805,15 +805,11 @@ fn serve_refuses_files_others_could_change_or_read() {
                 "{fix}"
             );
         }
-        let mut child = start();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let serving = stderr
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("valetkey is serving"));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(serving, "{what}: still refused after its fixes");
+        let log = log_until_serving(start());
+        assert!(
+            log.contains("valetkey is serving"),
+            "{what}: still refused after its fixes: {log}"
+        );
     }
 }
 
@@ -1345,19 +1341,7 @@ async fn the_master_key_rotates_and_the_old_one_opens_nothing() {
     // waits beside the old one, and the start finishes it.
     std::fs::write(data.join("master.key.next"), &new_key).unwrap();
     std::fs::set_permissions(data.join("master.key.next"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut child = start();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut log = Vec::new();
-    for line in stderr.lines().map_while(Result::ok) {
-        let serving = line.contains("valetkey is serving");
-        log.push(line);
-        if serving {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let log = log.join("\n");
+    let log = log_until_serving(start());
     assert!(
         log.contains("finished a master key rotation that was cut short"),
         "{log}"
@@ -1402,7 +1386,17 @@ fn serve_refuses_to_listen_in_clear_beyond_loopback() {
         "a refused start created the data dir"
     );
 
-    let mut child = serve(&["--insecure-listen"]);
+    let log = log_until_serving(serve(&["--insecure-listen"]));
+    assert!(log.contains("valetkey is serving"), "{log}");
+    assert!(
+        log.contains("serving in clear on an address other machines reach"),
+        "{log}"
+    );
+}
+
+/// A `serve` child's log (its standard error, piped) up to the line that
+/// says it serves, or to its end; the child is then stopped.
+fn log_until_serving(mut child: std::process::Child) -> String {
     let mut log = Vec::new();
     for line in BufReader::new(child.stderr.take().unwrap())
         .lines()
@@ -1416,10 +1410,5 @@ fn serve_refuses_to_listen_in_clear_beyond_loopback() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let log = log.join("\n");
-    assert!(log.contains("valetkey is serving"), "{log}");
-    assert!(
-        log.contains("serving in clear on an address other machines reach"),
-        "{log}"
-    );
+    log.join("\n")
 }
