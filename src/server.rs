@@ -256,9 +256,19 @@ async fn sealed_under(
     origin: &MasterKeyOrigin,
     now: SystemTime,
 ) -> Result<MasterKey, ServeError> {
-    let recorded = store
-        .claim_master_key_id(&master.key_id(), crate::time::unix_secs(now))
-        .await?;
+    let recorded = match store.master_key_id().await? {
+        Some(recorded) => recorded,
+        None => {
+            // A store from before keys were recorded, or a new one: the key
+            // must open what is sealed in it before it is recorded, or a
+            // wrong key given once would lock the right one out.
+            crate::credentials::KeyRing::open(&store.signing_keys().await?, &master)
+                .map_err(|_| ServeError::MasterKeyMismatch { origin: origin.clone() })?;
+            store
+                .claim_master_key_id(&master.key_id(), crate::time::unix_secs(now))
+                .await?
+        }
+    };
     if recorded == master.key_id() {
         return Ok(master);
     }

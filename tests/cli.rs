@@ -913,6 +913,20 @@ async fn a_data_dir_of_the_previous_release_upgrades_in_place() {
         .trim()
         .to_owned();
 
+    // Started once with a wrong key, the upgraded store refuses it and
+    // records nothing that would lock its own key out.
+    let wrong = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("VALETKEY_MASTER_KEY", "l2c0SJkXzWkqTtVq0nZNzKx6mOa4Fm0R1bX1mOvc9bA=")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not the one the store is sealed under"), "{stderr}");
+
     let served = serve(dir.path(), &config, &[]);
     let old_admin_file = dir.path().join("old-admin.key");
     std::fs::write(&old_admin_file, &old_admin).unwrap();

@@ -134,6 +134,8 @@ pub type Reseal<'r> =
 pub trait Store: Send + Sync {
     /// Succeeds when the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The id of the master key the store is sealed under, once recorded.
+    async fn master_key_id(&self) -> Result<Option<String>, StoreError>;
     /// The id of the master key the store is sealed under: the one recorded,
     /// or `key_id` when none was, which is then recorded.
     async fn claim_master_key_id(&self, key_id: &str, at: i64) -> Result<String, StoreError>;

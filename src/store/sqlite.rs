@@ -408,6 +408,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn master_key_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query("SELECT key_id FROM master_key WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.get(0)))
+    }
+
     async fn claim_master_key_id(&self, key_id: &str, at: i64) -> Result<String, StoreError> {
         sqlx::query("INSERT INTO master_key (id, key_id, set_at) VALUES (1, ?, ?) ON CONFLICT (id) DO NOTHING")
             .bind(key_id)
