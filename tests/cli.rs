@@ -592,6 +592,10 @@ async fn admins_are_named_removable_and_expiring() {
     let (_, listed_again, _) = admin(&served.url, &alice, &["admin", "list"]);
     assert_eq!(listed_again, listed, "a refused command changed the admins");
 
+    // Nor does a key go to another machine in clear.
+    let (ok, _, stderr) = admin("http://192.0.2.1:8700", &alice, &["admin", "list"]);
+    assert!(!ok && stderr.contains("in clear"), "{stderr}");
+
     // A key file others can read is refused, as ssh refuses one.
     let loose = dir.path().join("loose.key");
     std::fs::write(&loose, &alice_key).unwrap();

@@ -49,8 +49,30 @@ struct Admin {
     key: SecretString,
 }
 
+/// Whether an admin key may be sent to `url`: over https, or in clear only
+/// to this machine.
+fn carries_keys_safely(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Domain(name))) => name.eq_ignore_ascii_case("localhost"),
+        _ => false,
+    }
+}
+
 impl Admin {
     fn new(args: &AdminArgs) -> Result<Admin, CliError> {
+        if !carries_keys_safely(&args.remote.url) {
+            return Err(CliError::Usage(format!(
+                "refusing to send an admin key to {} in clear: reach the broker over https (a proxy that \
+                 terminates TLS in front of it), or from its own machine",
+                args.remote.url
+            )));
+        }
         Ok(Admin {
             key: admin_key(args)?,
             client: Client::new(&args.remote.url)?,
@@ -586,4 +608,33 @@ pub async fn status(args: AdminArgs, json: bool) -> Result<ExitCode, CliError> {
         (Some("ready" | "degraded"), n) if n > 0 => ExitCode::from(super::run::REFUSED),
         _ => ExitCode::FAILURE,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carries_keys_safely;
+
+    #[test]
+    fn admin_keys_travel_in_clear_only_within_the_machine() {
+        for url in [
+            "http://127.0.0.1:8700",
+            "http://127.9.9.9:8700",
+            "http://[::1]:8700",
+            "http://localhost:8700",
+            "https://valetkey.internal",
+            "https://10.0.0.5:8700",
+        ] {
+            assert!(carries_keys_safely(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:8700",
+            "http://valetkey.internal:8700",
+            "http://localhost.evil.example:8700",
+            "http://0.0.0.0:8700",
+            "ftp://127.0.0.1",
+            "not a url",
+        ] {
+            assert!(!carries_keys_safely(url), "{url}");
+        }
+    }
 }
