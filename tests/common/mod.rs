@@ -368,6 +368,16 @@ pub struct Served {
     pub url: String,
 }
 
+/// A test that fails before it stops its broker leaves no broker behind.
+impl Drop for Served {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// `valetkey serve --dev` on a free port with `dir/data`, logging at trace
 /// level to `dir/serve.log`; returns once the port answers.
 pub fn serve(dir: &std::path::Path, config: &std::path::Path, extra_env: &[(&str, &str)]) -> Served {
