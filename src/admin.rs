@@ -257,6 +257,49 @@ pub async fn rotate_signing_key(
 }
 
 /// Creates the first signing key if there is none; true when it did.
+/// Moves the store from `old` to a new master key, kept in `file`: the
+/// next key is written beside it (`.next`), every sealed record is re-sealed
+/// under it in one transaction that records its id, then it is renamed over
+/// the key file. A start that finds the store's id on the `.next` file
+/// finishes a rotation cut short there; a start with the old key is
+/// refused. Returns the new key and how many records were re-sealed.
+pub async fn rotate_master(
+    store: &dyn Store,
+    old: &MasterKey,
+    file: &std::path::Path,
+    now: SystemTime,
+) -> Result<(MasterKey, usize), AdminError> {
+    let (new, text) = MasterKey::generate()?;
+    let next = crate::secrets::next_key_file(file);
+    // A leftover holds a key no store was ever sealed under: a broker
+    // started on this store would have finished a rotation it belonged to.
+    let _ = std::fs::remove_file(&next);
+    crate::secrets::write_private(&next, text.as_bytes())?;
+    let resealed = store
+        .reseal_all(&old.key_id(), &new.key_id(), unix_secs(now), &|record, sealed| {
+            new.seal(record, &old.open(record, sealed)?)
+        })
+        .await;
+    let resealed = match resealed {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&next);
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = std::fs::rename(&next, file) {
+        // The store is sealed under the new key: the next start finds it
+        // in the `.next` file and finishes the rename.
+        tracing::error!(
+            "the store is re-sealed under the new master key, but {} could not be renamed over {}: {e}; \
+             the next start finishes it",
+            next.display(),
+            file.display()
+        );
+    }
+    Ok((new, resealed))
+}
+
 /// Verifies the audit chain and its checkpoints. Checkpoint signatures are
 /// checked with keys opened under the master key: a key row someone added to
 /// the store without it does not verify anything.

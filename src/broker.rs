@@ -1186,50 +1186,20 @@ impl Broker {
         self.master.read().expect("master key lock").clone()
     }
 
-    /// Replaces the master key: the next key is written beside the key file
-    /// (`.next`), every sealed record is re-sealed under it in one
-    /// transaction that records its id, then it is renamed over the key
-    /// file. A start that finds the store's id on the `.next` file finishes
-    /// a rotation cut short there; a start with the old key is refused.
-    /// Returns the new key's id and how many records were re-sealed.
+    /// Replaces the master key (`admin::rotate_master`) and uses the new one
+    /// from then on. Returns the new key's id and how many records were
+    /// re-sealed.
     pub async fn rotate_master(&self, actor: &Actor, now: SystemTime) -> Result<(String, usize), AdminError> {
         use crate::secrets::MasterKeyOrigin;
         let file = match &self.master_origin {
-            MasterKeyOrigin::File(file) | MasterKeyOrigin::Created(file) => file.clone(),
+            MasterKeyOrigin::File(file) | MasterKeyOrigin::Created(file) => file,
             MasterKeyOrigin::Env => return Err(AdminError::MasterKeyInEnvironment),
         };
         let _sealing = self.sealing.lock().await;
         let old = self.master();
-        let (new, text) = MasterKey::generate()?;
-        let next = crate::secrets::next_key_file(&file);
-        // A leftover holds a key no store was ever sealed under: a broker
-        // started on this store would have finished a rotation it belonged to.
-        let _ = std::fs::remove_file(&next);
-        crate::secrets::write_private(&next, text.as_bytes())?;
-        let resealed = self
-            .store
-            .reseal_all(&old.key_id(), &new.key_id(), unix_secs(now), &|record, sealed| {
-                new.seal(record, &old.open(record, sealed)?)
-            })
-            .await;
-        let resealed = match resealed {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = std::fs::remove_file(&next);
-                return Err(e.into());
-            }
-        };
-        if let Err(e) = std::fs::rename(&next, &file) {
-            // The store is sealed under the new key: the next start finds it
-            // in the `.next` file and finishes the rename.
-            tracing::error!(
-                "the store is re-sealed under the new master key, but {} could not be renamed over {}: {e}; \
-                 the next start finishes it",
-                next.display(),
-                file.display()
-            );
-        }
+        let (new, resealed) = admin::rotate_master(self.store.as_ref(), &old, file, now).await?;
         let (old_id, new_id) = (old.key_id(), new.key_id());
+        // In use before the event is written: the store is sealed under it.
         *self.master.write().expect("master key lock") = Arc::new(new);
         admin::audit_event(
             self.store.as_ref(),

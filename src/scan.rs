@@ -120,12 +120,9 @@ fn assignment(line: &str) -> Option<(&str, Range<usize>)> {
     Some((name, value))
 }
 
-/// Base64 of 32 bytes: the form of a valetkey master key.
+/// What the broker would take for a master key.
 fn is_master_key(text: &str) -> bool {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .is_ok_and(|bytes| bytes.len() == 32)
+    crate::secrets::MasterKey::from_base64(text, crate::secrets::MasterKeyOrigin::Env).is_ok()
 }
 
 /// What a value assigned in an env file must look like to be taken for a
