@@ -778,16 +778,7 @@ fn serve_refuses_files_others_could_change_or_read() {
                 .spawn()
                 .unwrap()
         };
-        let mut refused = start();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while refused.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                refused.kill().unwrap();
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let out = refused.wait_with_output().unwrap();
+        let out = exited(start());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
         assert!(
@@ -1350,7 +1341,7 @@ async fn the_master_key_rotates_and_the_old_one_opens_nothing() {
             .spawn()
             .unwrap()
     };
-    let out = start().wait_with_output().unwrap();
+    let out = exited(start());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("is not the one the store is sealed under"), "{stderr}");
@@ -1395,7 +1386,7 @@ fn serve_refuses_to_listen_in_clear_beyond_loopback() {
             .spawn()
             .unwrap()
     };
-    let out = serve(&[]).wait_with_output().unwrap();
+    let out = exited(serve(&[]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("refusing to listen on 0.0.0.0:0 in clear"), "{stderr}");
@@ -1429,4 +1420,18 @@ fn log_until_serving(mut child: std::process::Child) -> String {
     child.kill().unwrap();
     child.wait().unwrap();
     log.join("\n")
+}
+
+/// A child that should exit on its own, within 20 seconds; killed past
+/// them, so a start that was not refused fails the test instead of hanging it.
+fn exited(mut child: std::process::Child) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
