@@ -127,6 +127,8 @@ pub struct Minted {
     /// The variables to set in the agent's environment. Values may hold the
     /// credential, so all of them are secret.
     pub env_vars: BTreeMap<String, SecretString>,
+    /// The ports of the databases the credential logs in to.
+    pub database_ports: Vec<u16>,
     pub event_id: String,
 }
 
@@ -755,6 +757,7 @@ impl Broker {
             claims,
             plan,
             env_vars,
+            database_ports: logins.values().map(|l| l.port).collect(),
             event_id,
         })
     }

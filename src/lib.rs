@@ -15,6 +15,7 @@ pub mod config;
 pub mod credentials;
 pub mod databases;
 pub mod introspect;
+pub mod isolation;
 pub mod listener;
 pub mod peer;
 pub mod policy;

@@ -13,9 +13,22 @@ fn main() -> ExitCode {
     match valetkey::cli::main() {
         Ok(code) => code,
         Err(e) => {
-            let e = anyhow::Error::from(e);
-            eprintln!("valetkey: {e:#}");
+            eprintln!("valetkey: {}", message(&anyhow::Error::from(e)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: most messages already quote
+/// their cause.
+fn message(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }

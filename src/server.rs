@@ -210,6 +210,12 @@ pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
     let paths = Paths::resolve(&config, opts.data_dir.as_deref());
     paths.create_data_dir()?;
     paths.check_trust(&opts.config, &config)?;
+    // `run` hides these from the agents it launches.
+    config.run.broker_files = paths
+        .trusted(&opts.config, &config)
+        .into_iter()
+        .map(|(path, _)| std::path::absolute(&path).unwrap_or(path))
+        .collect();
     let (master, master_key_origin) = paths.master_key(opts.master_key, opts.dev)?;
 
     let listener = TcpListener::bind(addr)

@@ -86,6 +86,36 @@ async fn run_injects_credentials_and_revokes_them_when_the_child_exits() {
     t.stop().await;
 }
 
+/// One launcher key launches several agents at once, each confined with a
+/// credential of its own; the key reaches `run` through its environment
+/// here, and the environment of none of them holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn several_runs_share_one_launcher_key() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let script = "sleep 0.5; printf '%s\\n' \"$VALETKEY_CREDENTIAL\"; env | grep -c \"$0\" || true";
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let mut cmd = run_sh(&t, &key, "staging", script);
+            // `sh -c SCRIPT ARG0`: the child greps its own environment for the key.
+            cmd.arg(&key);
+            tokio::spawn(output(cmd))
+        })
+        .collect();
+    let mut credentials = std::collections::BTreeSet::new();
+    for run in runs {
+        let out = run.await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let (credential, key_seen) = stdout.split_at(stdout.find('\n').unwrap_or(stdout.len()));
+        assert!(credential.starts_with("vk1."), "{stdout}");
+        assert_eq!(key_seen.trim(), "0", "the agent's environment holds the launcher key");
+        credentials.insert(credential.to_owned());
+    }
+    assert_eq!(credentials.len(), 3);
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn run_passes_signals_to_the_child() {
     let t = TestBroker::start().await;
@@ -1434,4 +1464,166 @@ fn exited(mut child: std::process::Child) -> std::process::Output {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
+}
+
+fn sha256_hex(text: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An agent under `run` tries every way around the broker the threat model
+/// names (keys, other tools' tokens, direct connections, the broker's own
+/// process, the admin API) and each fails, while it still reaches the
+/// broker and its working directory. The same attempts unconfined succeed,
+/// so each refusal is the isolation's doing. The project is laid out as the
+/// README's, with the broker's data dir inside the agent's working
+/// directory, and lies outside /tmp, so that Landlock, not the private
+/// /tmp, keeps the sibling directory out of reach.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let project = base.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let config = project.join("valetkey.toml");
+    std::fs::write(&config, common::CONFIG).unwrap();
+    let served = serve(&project, &config, &[]);
+    let data = project.join("data");
+    let key = common::add_agent_with_cli(&served.url, &data, "claude");
+
+    let keys = base.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let key_file = keys.join("launcher.key");
+    std::fs::write(&key_file, &key).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let home = base.path().join("home");
+    std::fs::create_dir_all(home.join(".config/gh")).unwrap();
+    let gh_hosts = home.join(".config/gh/hosts.yml");
+    std::fs::write(&gh_hosts, "github.com:\n    oauth_token: gho_fake\n").unwrap();
+    std::fs::create_dir(base.path().join("other")).unwrap();
+    let sibling = base.path().join("other/.env");
+    std::fs::write(&sibling, "GITHUB_TOKEN=ghp_fake\n").unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/escape_attempts.py"),
+        project.join("escape_attempts.py"),
+    )
+    .unwrap();
+    let provider = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap().display().to_string();
+
+    let attempt = |confined: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(&project)
+            .env_clear()
+            .env("PATH", format!("{bin_dir}:/usr/bin:/bin"))
+            .env("HOME", &home)
+            .env("VALETKEY_URL", &served.url)
+            .env("VALETKEY_AGENT_KEY", &key)
+            .env("PROBE_DATA", &data)
+            .env("PROBE_KEY_FILE", &key_file)
+            .env("PROBE_LAUNCHER_KEY_SHA256", sha256_hex(&key))
+            .env("PROBE_GH_HOSTS", &gh_hosts)
+            .env("PROBE_SIBLING_TOKEN", &sibling)
+            .env("PROBE_PROVIDER_PORT", provider.local_addr().unwrap().port().to_string())
+            .env("PROBE_UDP_PORT", udp.local_addr().unwrap().port().to_string())
+            .env("PROBE_PG_SOCKET", "/var/run/postgresql/.s.PGSQL.5432")
+            .env("PROBE_BROKER_PID", served.child.id().to_string())
+            .env("PROBE_BIN", BIN)
+            .args(["run", "--agent", "claude", "--env", "staging", "--key-file"])
+            .arg(&key_file);
+        if !confined {
+            // Unconfined, the broker's keys in the working directory are
+            // in the agent's reach: `run` launches only when told.
+            cmd.args(["--no-isolation", "--allow-tokens"]);
+        }
+        let out = cmd
+            .args(["--", "/usr/bin/python3", "escape_attempts.py"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let results: BTreeMap<String, String> = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{stderr}", String::from_utf8_lossy(&out.stdout)));
+        (results, stderr)
+    };
+
+    let (unconfined, stderr) = attempt(false);
+    assert!(
+        stderr.contains("--no-isolation: the agent runs as you, unconfined"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&key_file.display().to_string()),
+        "the warning names the key file: {stderr}"
+    );
+    for (name, outcome) in &unconfined {
+        let expected = if name == "find the launcher key in /proc/PPID/environ" {
+            "refused: readable, without the key"
+        } else {
+            "ok"
+        };
+        assert_eq!(outcome, expected, "unconfined, {name}");
+    }
+    assert_eq!(unconfined.len(), 15);
+
+    let (confined, stderr) = attempt(true);
+    assert!(
+        !stderr.contains("warning"),
+        "this machine has every mechanism: {stderr}"
+    );
+    for (name, outcome) in &confined {
+        if name == "reach the broker" || name == "write and read the working directory" {
+            assert_eq!(outcome, "ok", "confined, {name}");
+        } else {
+            assert!(outcome.starts_with("refused: "), "confined, {name}: {outcome}");
+        }
+    }
+    assert_eq!(confined.len(), 15);
+    assert_eq!(
+        std::fs::read_to_string(project.join("written-by-the-agent")).unwrap(),
+        "hello",
+        "the agent's work lands in the real working directory"
+    );
+    // Nothing under run registered an agent.
+    let (ok, stdout, _) = admin(&served.url, &data.join("admin.key"), &["agent", "list"]);
+    assert!(ok && stdout.contains("claude"), "{stdout}");
+
+    // Launched inside the data dir, the agent would be granted a secret:
+    // refused before anything starts, and its credential revoked.
+    let out = Command::new(BIN)
+        .current_dir(&data)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("VALETKEY_URL", &served.url)
+        .args(["run", "--agent", "claude", "--env", "staging", "--key-file"])
+        .arg(&key_file)
+        .args(["--", "sh", "-c", "echo launched"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "the command ran anyway");
+    assert!(
+        stderr.contains(&format!(
+            "which lies inside {}, a path that holds secrets",
+            data.display()
+        )),
+        "{stderr}"
+    );
+    let lease = stderr
+        .split("(lease ")
+        .nth(1)
+        .and_then(|l| l.split(')').next())
+        .unwrap();
+    let (_, events, _) = admin(
+        &served.url,
+        &data.join("admin.key"),
+        &["audit", "search", "--type", "revoke", "--json"],
+    );
+    assert!(events.contains(lease), "the credential was not revoked: {events}");
+    served.stop();
 }

@@ -415,21 +415,26 @@ async fn revoking_ends_open_sessions_and_logins_however_it_comes() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&status.stdout).contains(&role));
 
-    // `valetkey run` exiting ends the role of its credential.
-    let out_file = b.dir.path().join("pguser");
+    // `valetkey run` exiting ends the role of its credential. Confined, the
+    // agent reaches its database (the one TCP port besides the broker's)
+    // and writes where it may, its working directory.
+    let out_file = b.dir.path().join("work/pguser");
     std::fs::create_dir_all(b.dir.path().join("work")).unwrap();
     let run = tokio::process::Command::new(BIN)
         .args([
             "run", "--agent", "claude", "--env", "staging", "--url", &b.url, "--", "sh", "-c",
         ])
-        .arg(format!("printf %s \"$PGUSER\" > {}", out_file.display()))
+        .arg(format!(
+            "psql \"$DATABASE_URL\" -Atc 'SELECT current_user' > {}",
+            out_file.display()
+        ))
         .current_dir(b.dir.path().join("work"))
         .env("VALETKEY_AGENT_KEY", &key)
         .output()
         .await
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let run_role = std::fs::read_to_string(&out_file).unwrap();
+    let run_role = std::fs::read_to_string(&out_file).unwrap().trim().to_owned();
     assert!(run_role.starts_with("vk_claude_"), "{run_role}");
     assert!(!role_exists(&pool, &run_role).await);
     assert_eq!(dropped_event(&b, &run_role).await["outcome"], "dropped");

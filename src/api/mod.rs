@@ -22,6 +22,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
     let max_body = broker.config().server.max_body_bytes;
     let v1 = Router::new()
         .route("/credentials", post(handlers::mint))
+        .route("/isolation", get(handlers::isolation))
         .route("/whoami", get(handlers::whoami))
         .route("/check", post(handlers::check))
         .route("/sessions/{sid}", delete(handlers::end_session))

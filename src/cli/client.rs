@@ -21,7 +21,7 @@ pub enum ClientError {
     },
     #[error("the broker at {url} answered {status} with a body that is not valetkey's")]
     Unexpected { url: String, status: u16 },
-    #[error("no launcher key: set VALETKEY_AGENT_KEY, or pass --key-file")]
+    #[error("no launcher key: pass --key-file or --key-fd, or set VALETKEY_AGENT_KEY")]
     NoLauncherKey,
     #[error("no credential: VALETKEY_CREDENTIAL is not set (are you running under `valetkey run`?)")]
     NoCredential,
@@ -102,6 +102,15 @@ impl Client {
                 .post(format!("{}/v1/credentials", self.base))
                 .bearer_auth(launcher_key.expose_secret())
                 .json(body),
+        )
+        .await
+    }
+
+    pub async fn isolation(&self, launcher_key: &SecretString) -> Result<Value, ClientError> {
+        self.send(
+            self.http
+                .get(format!("{}/v1/isolation", self.base))
+                .bearer_auth(launcher_key.expose_secret()),
         )
         .await
     }

@@ -31,6 +31,8 @@ pub enum CliError {
     Admin(#[from] crate::admin::AdminError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Isolation(#[from] crate::isolation::PlanError),
     #[error("{0}")]
     Usage(String),
     #[error(
@@ -100,9 +102,14 @@ pub struct MintArgs {
     /// Only these scopes (repeatable; default: every granted one).
     #[arg(long = "scope")]
     scopes: Vec<String>,
-    /// File holding the launcher key (default: VALETKEY_AGENT_KEY).
-    #[arg(long)]
+    /// File holding the launcher key, mode 0600 (default: --key-fd, else
+    /// VALETKEY_AGENT_KEY).
+    #[arg(long, conflicts_with = "key_fd")]
     key_file: Option<PathBuf>,
+    /// Read the launcher key from this open file descriptor (0 for
+    /// standard input), to its end.
+    #[arg(long)]
+    key_fd: Option<i32>,
     #[command(flatten)]
     remote: Remote,
 }
@@ -190,7 +197,19 @@ enum Command {
         /// where the agent can read them; the broker records and alerts it.
         #[arg(long)]
         allow_tokens: bool,
+        /// Launch the agent unconfined: it can then read every file you can
+        /// (the broker's keys, other tools' tokens) and reach any provider
+        /// directly.
+        #[arg(long)]
+        no_isolation: bool,
         /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// `run`'s helper: confines itself as VALETKEY_ISOLATION says, then
+    /// becomes the agent's command.
+    #[command(hide = true, name = "isolated-exec")]
+    IsolatedExec {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -435,6 +454,12 @@ pub enum EnvFormat {
 /// Runs the command line; returns the process's exit code.
 pub fn main() -> Result<ExitCode, CliError> {
     let cli = Cli::parse();
+    match &cli.command {
+        // Both replace this process, which must still be single-threaded.
+        Command::IsolatedExec { command } => return Ok(run::isolated_exec(command)),
+        Command::Run { mint, .. } => run::without_key_in_environment(mint)?,
+        _ => {}
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -528,8 +553,10 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Run {
             mint,
             allow_tokens,
+            no_isolation,
             command,
-        } => run::run(mint, allow_tokens, command).await,
+        } => run::run(mint, allow_tokens, !no_isolation, command).await,
+        Command::IsolatedExec { .. } => Err(CliError::Usage("isolated-exec runs before the runtime".into())),
         Command::Env { mint, format } => run::env(mint, format).await,
         Command::Whoami { remote, json } => run::whoami(remote, json).await,
         Command::Check { remote, request, json } => run::check(remote, request, json).await,

@@ -2,6 +2,7 @@
 //! and `check`; and `status`, which anyone who can reach the broker may ask.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use nix::sys::signal::{Signal, kill};
@@ -24,9 +25,10 @@ const FORWARDED: [Signal; 6] = [
 ];
 
 fn launcher_key(args: &MintArgs) -> Result<SecretString, ClientError> {
-    let text = match &args.key_file {
-        Some(path) => return super::read_key_file(path, "launcher key"),
-        None => Zeroizing::new(std::env::var("VALETKEY_AGENT_KEY").map_err(|_| ClientError::NoLauncherKey)?),
+    let text = match (&args.key_file, args.key_fd) {
+        (Some(path), _) => return super::read_key_file(path, "launcher key"),
+        (None, Some(fd)) => read_key_fd(fd)?,
+        (None, None) => Zeroizing::new(std::env::var("VALETKEY_AGENT_KEY").map_err(|_| ClientError::NoLauncherKey)?),
     };
     let key = text.trim();
     if key.is_empty() {
@@ -35,9 +37,69 @@ fn launcher_key(args: &MintArgs) -> Result<SecretString, ClientError> {
     Ok(SecretString::from(key))
 }
 
+/// Reads `--key-fd` to its end and closes it, so the agent does not
+/// inherit it.
+fn read_key_fd(fd: i32) -> Result<Zeroizing<String>, ClientError> {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let shown = format!("descriptor {fd}");
+    let fail = |source| ClientError::KeyFile {
+        path: shown.clone(),
+        source,
+    };
+    if fd == 1 || fd == 2 || std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+        return Err(fail(std::io::Error::from_raw_os_error(nix::libc::EBADF)));
+    }
+    // SAFETY: the descriptor is open (checked above), is not one the
+    // standard library writes to, and nothing else in this process uses it:
+    // `run` was given it to read the key from.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut text = Zeroizing::new(String::new());
+    (&mut file).take(64 * 1024).read_to_string(&mut text).map_err(fail)?;
+    Ok(text)
+}
+
+/// `/proc/PID/environ` shows the environment a process started with,
+/// whatever it removes later, and a root process can read it: a launcher
+/// key that arrived in the environment is handed through a pipe to a new
+/// image of `run` that starts without it.
+pub(super) fn without_key_in_environment(args: &MintArgs) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::process::CommandExt;
+    let Some(key) = std::env::var_os("VALETKEY_AGENT_KEY") else {
+        return Ok(());
+    };
+    let key = Zeroizing::new(key.into_encoded_bytes());
+    let io = |action: &str| {
+        let action = action.to_owned();
+        move |source| CliError::Io { action, source }
+    };
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let at = argv.iter().position(|a| a == "run").map_or(argv.len(), |i| i + 1);
+    if args.key_file.is_none() && args.key_fd.is_none() {
+        let (read, write) = nix::unistd::pipe().map_err(|e| io("make a pipe for the launcher key")(e.into()))?;
+        std::fs::File::from(write)
+            .write_all(&key)
+            .map_err(io("pass the launcher key on"))?;
+        // Left open across the exec: the new image reads it and closes it.
+        let fd = read.into_raw_fd();
+        argv.splice(at..at, ["--key-fd".into(), fd.to_string().into()]);
+    }
+    let exe = std::env::current_exe().map_err(io("find valetkey's own executable"))?;
+    let err = std::process::Command::new(exe)
+        .arg0(&argv[0])
+        .args(&argv[1..])
+        .env_remove("VALETKEY_AGENT_KEY")
+        .exec();
+    Err(io("restart without the launcher key in the environment")(err))
+}
+
 struct Minted {
     session_id: String,
     vars: BTreeMap<String, SecretString>,
+    /// What the broker adds to the agent's confinement.
+    isolation: crate::isolation::Settings,
 }
 
 async fn mint(
@@ -84,12 +146,14 @@ async fn mint(
     Ok(Minted {
         session_id: answer["session_id"].as_str().unwrap_or_default().to_owned(),
         vars,
+        isolation: serde_json::from_value(answer["isolation"].clone()).unwrap_or_default(),
     })
 }
 
 /// The real tokens lying in the working directory the agent is launched
-/// in; refused unless the launcher allows them.
-fn tokens_in_reach(allow: bool) -> Result<Vec<crate::scan::Finding>, CliError> {
+/// in, except those in `hidden` (which the agent will not see); refused
+/// unless the launcher allows them.
+fn tokens_in_reach(allow: bool, hidden: &[PathBuf]) -> Result<Vec<crate::scan::Finding>, CliError> {
     let report = crate::scan::scan_paths(&[".".into()], crate::scan::Limits::default());
     if report.incomplete {
         eprintln!(
@@ -100,51 +164,140 @@ fn tokens_in_reach(allow: bool) -> Result<Vec<crate::scan::Finding>, CliError> {
     for (path, why) in &report.skipped {
         eprintln!("valetkey: not scanned for tokens: {}: {why}", path.display());
     }
-    for f in &report.findings {
+    let (out_of_reach, findings): (Vec<_>, Vec<_>) = report
+        .findings
+        .into_iter()
+        .partition(|f| std::fs::canonicalize(&f.path).is_ok_and(|p| hidden.iter().any(|h| p.starts_with(h))));
+    for f in &out_of_reach {
+        eprintln!("valetkey: {f} (hidden from the agent)");
+    }
+    for f in &findings {
         eprintln!("valetkey: {f}");
     }
-    if report.findings.is_empty() {
-        return Ok(report.findings);
+    if findings.is_empty() {
+        return Ok(findings);
     }
     if allow {
         eprintln!(
             "valetkey: launching with {} real token(s) in the agent's reach (--allow-tokens); the broker records and alerts it",
-            report.findings.len()
+            findings.len()
         );
-        return Ok(report.findings);
+        return Ok(findings);
     }
-    Err(CliError::TokensInReach {
-        count: report.findings.len(),
-    })
+    Err(CliError::TokensInReach { count: findings.len() })
 }
 
-/// The key files a process running as the launcher can read: until `run`
-/// isolates the agent, it can read them too.
-fn warn_of_key_files(args: &MintArgs) {
-    let files: Vec<String> = [
+/// The environment variable `isolated-exec` reads its plan from.
+const PLAN_VARIABLE: &str = "VALETKEY_ISOLATION";
+
+/// The key files the launcher named or keeps in the usual place.
+fn key_files(args: &MintArgs) -> Vec<PathBuf> {
+    [
         args.key_file.clone(),
-        std::env::var_os("VALETKEY_ADMIN_KEY_FILE").map(std::path::PathBuf::from),
+        std::env::var_os("VALETKEY_ADMIN_KEY_FILE").map(PathBuf::from),
         super::admin::default_key_file(),
     ]
     .into_iter()
     .flatten()
     .filter(|p| p.is_file())
-    .map(|p| p.display().to_string())
-    .collect();
-    if !files.is_empty() {
-        eprintln!(
-            "valetkey: warning: the agent runs as you and `run` does not isolate it yet, so it can read {}; \
-             with them it can act beyond its credential. Run agents as another user than the one holding these keys",
-            files.join(", ")
-        );
-    }
+    .collect()
 }
 
-pub async fn run(args: MintArgs, allow_tokens: bool, command: Vec<String>) -> Result<ExitCode, CliError> {
+fn warn_unconfined(args: &MintArgs) {
+    let files: Vec<String> = key_files(args).iter().map(|p| p.display().to_string()).collect();
+    let keys = if files.is_empty() {
+        String::new()
+    } else {
+        format!("{}, ", files.join(", "))
+    };
+    eprintln!(
+        "valetkey: warning: --no-isolation: the agent runs as you, unconfined. It can read {keys}the broker's data \
+         dir and configuration if you can, other tools' tokens (~/.config/gh, ~/.aws, ~/.railway, ~/.netrc, …) and \
+         any file you can; and it can connect to every provider directly, past the broker"
+    );
+}
+
+/// The agent's confinement, from the broker's settings and this machine.
+fn isolation_plan(args: &MintArgs, settings: &crate::isolation::Settings) -> Result<crate::isolation::Plan, CliError> {
+    Ok(crate::isolation::plan(&crate::isolation::gather(
+        settings,
+        &launcher(args)?,
+    ))?)
+}
+
+/// This machine as the launcher sees it.
+fn launcher(args: &MintArgs) -> Result<crate::isolation::Launcher, CliError> {
+    let cwd = std::env::current_dir().map_err(|source| CliError::Io {
+        action: "find the working directory".into(),
+        source,
+    })?;
+    Ok(crate::isolation::Launcher {
+        cwd,
+        home: std::env::var_os("HOME").map(PathBuf::from),
+        path_var: std::env::var_os("PATH"),
+        key_files: key_files(args),
+        broker_port: url::Url::parse(&args.remote.url)
+            .ok()
+            .and_then(|u| u.port_or_known_default()),
+    })
+}
+
+/// `run`'s helper, a fresh single-threaded process: confines itself, then
+/// becomes the agent's command. Exits 126 when it cannot.
+pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let plan = std::env::var(PLAN_VARIABLE)
+        .ok()
+        .and_then(|text| serde_json::from_str::<crate::isolation::Plan>(&text).ok());
+    let Some(plan) = plan else {
+        eprintln!("valetkey: isolated-exec is the helper of `valetkey run`; launch agents with `valetkey run`");
+        return ExitCode::from(126);
+    };
+    match crate::isolation::enforce(&plan) {
+        Err(e) => {
+            eprintln!("valetkey: refusing to launch the agent: {e}");
+            return ExitCode::from(126);
+        }
+        Ok(gaps) => {
+            for gap in gaps {
+                eprintln!(
+                    "valetkey: warning: this kernel lacks {}, so {}",
+                    gap.mechanism, gap.leaves_open
+                );
+            }
+        }
+    }
+    let err = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .env_remove(PLAN_VARIABLE)
+        .exec();
+    eprintln!("valetkey: cannot start `{}`: {err}", command[0]);
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
+}
+
+pub async fn run(
+    args: MintArgs,
+    allow_tokens: bool,
+    isolate: bool,
+    command: Vec<String>,
+) -> Result<ExitCode, CliError> {
+    // This process holds the launcher key: no core dump of it, and no
+    // reading its memory by a process of the same user.
+    let _ = nix::sys::prctl::set_dumpable(false);
     let key = launcher_key(&args)?;
-    let in_reach = tokens_in_reach(allow_tokens)?;
-    warn_of_key_files(&args);
     let client = Client::new(&args.remote.url)?;
+    let hidden = if isolate {
+        let settings = serde_json::from_value(client.isolation(&key).await?).unwrap_or_default();
+        crate::isolation::gather(&settings, &launcher(&args)?).secrets
+    } else {
+        warn_unconfined(&args);
+        Vec::new()
+    };
+    let in_reach = tokens_in_reach(allow_tokens, &hidden)?;
     let mut streams = Vec::new();
     for sig in FORWARDED {
         let stream = signal(SignalKind::from_raw(sig as i32)).map_err(|source| CliError::Io {
@@ -154,16 +307,33 @@ pub async fn run(args: MintArgs, allow_tokens: bool, command: Vec<String>) -> Re
         streams.push((sig, stream));
     }
     let minted = mint(&client, &key, &args, &in_reach).await?;
-
-    let mut child = tokio::process::Command::new(&command[0]);
-    child
-        .args(&command[1..])
-        // The launcher key mints credentials and an admin key changes the
-        // broker; the agent must never hold either.
-        .env_remove("VALETKEY_AGENT_KEY")
-        .env_remove("VALETKEY_ADMIN_KEY")
-        .env_remove("VALETKEY_ADMIN_KEY_FILE")
-        .envs(minted.vars.iter().map(|(k, v)| (k, v.expose_secret())));
+    let mut child = if isolate {
+        let plan = match isolation_plan(&args, &minted.isolation) {
+            Ok(plan) => plan,
+            Err(e) => {
+                end_session(&client, &key, &minted.session_id).await;
+                return Err(e);
+            }
+        };
+        let helper = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let mut child = tokio::process::Command::new(helper);
+        child
+            .arg("isolated-exec")
+            .arg("--")
+            .args(&command)
+            .env(PLAN_VARIABLE, serde_json::to_string(&plan).unwrap_or_default());
+        child
+    } else {
+        let mut child = tokio::process::Command::new(&command[0]);
+        child.args(&command[1..]);
+        child
+    };
+    // Launcher and admin keys, and other tools' tokens, never reach the
+    // agent; the credential's own variables replace them.
+    for var in crate::isolation::TOKEN_VARIABLES {
+        child.env_remove(var);
+    }
+    child.envs(minted.vars.iter().map(|(k, v)| (k, v.expose_secret())));
     let spawned = child.spawn();
     let status = match spawned {
         Err(source) => {

@@ -76,6 +76,7 @@ pub(crate) fn validate_except(config: &Config, unparsed: &BTreeSet<String>) -> V
         problems: Vec::new(),
     };
     c.server();
+    c.run();
     c.credentials();
     c.environments();
     for (name, provider) in &config.providers {
@@ -112,6 +113,46 @@ impl Checker<'_> {
 
     fn warn(&mut self, span: Span, message: String, help: Option<String>) {
         self.problems.push(Problem::warning(Some(span), message, help));
+    }
+
+    /// Landlock opens a TCP port on every address: a web port would open
+    /// every provider to the agent, past the broker.
+    fn run(&mut self) {
+        for port in &self.config.run.allow_connect {
+            if *port == 0 {
+                self.problems.push(Problem::error(
+                    None,
+                    "[run] allow_connect holds port 0, which no service listens on",
+                    Some("remove it".into()),
+                ));
+            } else if [80, 443, 8080, 8443].contains(port) {
+                self.problems.push(Problem::warning(
+                    None,
+                    format!(
+                        "[run] allow_connect opens port {port} on every address: agents could reach providers on it \
+                         directly, past the broker"
+                    ),
+                    Some("remove it; reach web services through the broker".into()),
+                ));
+            }
+        }
+        let relative = self
+            .config
+            .run
+            .hide
+            .iter()
+            .chain(&self.config.run.read)
+            .chain(&self.config.run.write);
+        for path in relative.filter(|p| !p.is_absolute() && !p.starts_with("~")) {
+            self.problems.push(Problem::error(
+                None,
+                format!(
+                    "[run] path `{}` is relative: `run` resolves paths on the launcher's machine",
+                    path.display()
+                ),
+                Some("write an absolute path, or one under the launcher's home as `~/…`".into()),
+            ));
+        }
     }
 
     fn server(&mut self) {
@@ -924,6 +965,36 @@ grants = [{ provider = "db", environments = ["staging", "production"], scopes = 
             .map(|(k, v)| (k.get_ref().as_str(), v.get_ref().as_str()))
             .collect();
         assert_eq!(vars, [("DATABASE_URL", "{database_url}")]);
+    }
+
+    #[test]
+    fn run_settings_are_checked() {
+        let text = r#"
+[environments.staging]
+[run]
+hide = ["~/.config/op", "/srv/secrets", "relative/dir"]
+allow_connect = [6379, 443, 0]
+unknown = 1
+"#;
+        let parsed = super::super::load::parse(text);
+        assert_eq!(parsed.problems.len(), 1, "{:?}", parsed.problems);
+        assert!(parsed.problems[0].message.contains("unknown"), "{:?}", parsed.problems);
+        let parsed = super::super::load::parse(&text.replace("unknown = 1\n", ""));
+        let problems = validate(&parsed.config);
+        let all: Vec<(Severity, &str)> = problems.iter().map(|p| (p.severity, p.message.as_str())).collect();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert!(all.contains(&(
+            Severity::Error,
+            "[run] allow_connect holds port 0, which no service listens on"
+        )));
+        assert!(
+            all.iter()
+                .any(|(s, m)| *s == Severity::Warning && m.contains("opens port 443 on every address"))
+        );
+        assert!(
+            all.iter()
+                .any(|(s, m)| *s == Severity::Error && m.contains("`relative/dir` is relative"))
+        );
     }
 
     #[test]

@@ -213,6 +213,11 @@ pub(crate) fn parse(text: &str) -> Parsed {
                     config.audit = v;
                 }
             }
+            "run" => {
+                if let Some(v) = one(value, &section, &mut problems) {
+                    config.run = v;
+                }
+            }
             "credentials" => {
                 let span = value.span();
                 if let Some(v) = one(value, &section, &mut problems) {
@@ -244,7 +249,7 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
 }
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "server",
     "storage",
     "keys",
@@ -252,6 +257,7 @@ const SECTIONS: [&str; 12] = [
     "alerts",
     "introspection",
     "audit",
+    "run",
     "credentials",
     "environments",
     "providers",

@@ -24,6 +24,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub introspection: IntrospectionConfig,
     pub audit: AuditConfig,
+    pub run: RunConfig,
     pub credentials: Spanned<CredentialsConfig>,
     pub environments: BTreeMap<String, Spanned<EnvironmentConfig>>,
     pub providers: BTreeMap<String, Spanned<ProviderConfig>>,
@@ -41,6 +42,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             introspection: IntrospectionConfig::default(),
             audit: AuditConfig::default(),
+            run: RunConfig::default(),
             credentials: Spanned::new(0..0, CredentialsConfig::default()),
             environments: BTreeMap::new(),
             providers: BTreeMap::new(),
@@ -215,6 +217,26 @@ impl std::fmt::Debug for ReportSchedule {
             .field("webhook", &self.webhook.as_ref().map(|_| "(set)"))
             .finish()
     }
+}
+
+/// What `valetkey run` lets the agent reach, beyond its defaults (the
+/// working directory, the system read-only, the broker's port). The broker
+/// hands it to `run` with each credential; `~/` is the launcher's home.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// More paths hidden from the agent (credential stores of other tools).
+    pub hide: Vec<PathBuf>,
+    /// More paths the agent may read and execute (toolchains).
+    pub read: Vec<PathBuf>,
+    /// More paths the agent may write (caches shared between runs).
+    pub write: Vec<PathBuf>,
+    /// More TCP ports the agent may connect to, on any address.
+    pub allow_connect: Vec<u16>,
+    /// The broker's own files (configuration, data dir, keys, token
+    /// files), absolute; filled in when the broker starts, never read.
+    #[serde(skip)]
+    pub broker_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

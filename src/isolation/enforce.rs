@@ -1,0 +1,407 @@
+//! Applies a [`Plan`] to the current process, which then executes the
+//! agent's command. It runs in `run`'s helper, a fresh single-threaded
+//! process, in the order the mechanisms depend on each other: a user and a
+//! mount namespace (mounting needs their privileges), no_new_privs and every
+//! capability dropped, Landlock, then seccomp (which also forbids mounting).
+//!
+//! The user namespace is there even when the launcher is root: a process in
+//! it holds no capability over any process outside, so the agent cannot
+//! read another process's memory, environment or root directory through
+//! /proc (which would step around the mounts), whatever those processes are.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, LandlockStatus, NetPort, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    Scope, path_beneath_rules,
+};
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+use seccompiler::{
+    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+};
+
+use super::Plan;
+
+/// The newest Landlock ABI whose rights this plan was written for; older
+/// kernels enforce what they can (and `enforce` names what they cannot).
+const LANDLOCK_ABI: ABI = ABI::V9;
+
+/// A mechanism the kernel lacks, and what that leaves within the agent's
+/// reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub mechanism: &'static str,
+    pub leaves_open: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error(
+        "cannot make a private mount namespace for the agent ({source}), so the broker's keys and other tools' \
+         tokens would stay in its reach; allow user namespaces (sysctl kernel.unprivileged_userns_clone=1, or \
+         kernel.apparmor_restrict_unprivileged_userns=0), or launch with --no-isolation"
+    )]
+    Namespace { source: std::io::Error },
+    #[error("cannot {action} {}: {source}", path.display())]
+    Mount {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot drop the agent's privileges: {0}")]
+    Privileges(String),
+    #[error("cannot apply Landlock: {0}")]
+    Landlock(#[from] landlock::RulesetError),
+    #[error("cannot apply the seccomp filter: {0}")]
+    Seccomp(String),
+}
+
+/// Confines the current process as the plan says. Irreversible: call it in
+/// the process that then executes the agent, and nowhere else.
+pub fn enforce(plan: &Plan) -> Result<Vec<Gap>, EnforceError> {
+    namespaces()?;
+    mounts(plan)?;
+    drop_privileges()?;
+    let mut gaps = landlock(plan)?;
+    gaps.extend(seccomp()?);
+    Ok(gaps)
+}
+
+fn namespaces() -> Result<(), EnforceError> {
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    let failed = |source: std::io::Error| EnforceError::Namespace { source };
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(|e| failed(e.into()))?;
+    let write = |file: &str, text: String| std::fs::write(file, text).map_err(failed);
+    write("/proc/self/setgroups", "deny".into())?;
+    write("/proc/self/uid_map", format!("{uid} {uid} 1\n"))?;
+    write("/proc/self/gid_map", format!("{gid} {gid} 1\n"))?;
+    // Nothing mounted from here on propagates back to the launcher's view.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| failed(e.into()))
+}
+
+fn mount_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> EnforceError + 'a {
+    move |e| EnforceError::Mount {
+        action,
+        path: path.to_owned(),
+        source: std::io::Error::from(e),
+    }
+}
+
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EnforceError + 'a {
+    move |source| EnforceError::Mount {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn mounts(plan: &Plan) -> Result<(), EnforceError> {
+    // What comes back into a private directory is opened before the
+    // directory is covered.
+    let mut sources: Vec<(OwnedFd, bool)> = Vec::new();
+    for b in &plan.bind_back {
+        let fd = nix::fcntl::open(
+            &b.path,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(mount_error("open", &b.path))?;
+        sources.push((fd, b.path.is_dir()));
+    }
+    let mut hidden_file = None;
+    for dir in &plan.private {
+        if !dir.path.is_dir() {
+            if !plan
+                .private
+                .iter()
+                .any(|p| p.path != dir.path && dir.path.starts_with(&p.path))
+            {
+                continue;
+            }
+            std::fs::create_dir_all(&dir.path).map_err(io_error("create", &dir.path))?;
+        }
+        let data = format!("mode={:o}", dir.mode);
+        mount(
+            Some("tmpfs"),
+            &dir.path,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(data.as_str()),
+        )
+        .map_err(mount_error("make a private", &dir.path))?;
+        if hidden_file.is_none() {
+            // The empty, unreadable file every hidden file is covered with.
+            let file = dir.path.join(".valetkey-hidden");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o000)
+                .open(&file)
+                .map_err(io_error("create", &file))?;
+            hidden_file = Some(file);
+        }
+    }
+    for (b, (fd, is_dir)) in plan.bind_back.iter().zip(&sources) {
+        if *is_dir {
+            std::fs::create_dir_all(&b.path).map_err(io_error("create", &b.path))?;
+        } else {
+            if let Some(parent) = b.path.parent() {
+                std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+            }
+            std::fs::File::create(&b.path).map_err(io_error("create", &b.path))?;
+        }
+        let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        mount(
+            Some(source.as_str()),
+            &b.path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(mount_error("mount back", &b.path))?;
+        if !b.writable {
+            read_only(&b.path)?;
+        }
+    }
+    drop(sources);
+    for path in &plan.hide {
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            mount(
+                Some("tmpfs"),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("mode=0,size=4k"),
+            )
+            .map_err(mount_error("hide", path))?;
+        } else {
+            let Some(file) = &hidden_file else {
+                return Err(EnforceError::Mount {
+                    action: "hide",
+                    path: path.clone(),
+                    source: std::io::Error::other("no private directory to make the cover in"),
+                });
+            };
+            mount(Some(file), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(mount_error("hide", path))?;
+            read_only(path)?;
+        }
+    }
+    std::env::set_current_dir(&plan.cwd).map_err(io_error("enter", &plan.cwd))
+}
+
+/// Remounts a bind mount read-only, keeping the flags a user namespace may
+/// not clear.
+fn read_only(path: &Path) -> Result<(), EnforceError> {
+    use nix::sys::statvfs::FsFlags;
+    let current = nix::sys::statvfs::statvfs(path)
+        .map_err(mount_error("inspect", path))?
+        .flags();
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if current.contains(fs) {
+            flags |= ms;
+        }
+    }
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(mount_error("make read-only", path))
+}
+
+/// No capability in the agent's namespace, none regained by executing a
+/// program (root included: the bounding set is empty), no setuid gain.
+fn drop_privileges() -> Result<(), EnforceError> {
+    use caps::CapSet;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| EnforceError::Privileges(e.to_string()))?;
+    for cap in caps::all() {
+        caps::drop(None, CapSet::Bounding, cap).map_err(|e| EnforceError::Privileges(e.to_string()))?;
+    }
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set).map_err(|e| EnforceError::Privileges(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn landlock(plan: &Plan) -> Result<Vec<Gap>, EnforceError> {
+    let abi = LANDLOCK_ABI;
+    let device = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::ReadDir | AccessFs::IoctlDev;
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))?
+        .handle_access(AccessNet::ConnectTcp)?
+        .scope(Scope::from_all(abi))?
+        .create()?
+        .add_rules(path_beneath_rules(&plan.read, AccessFs::from_read(abi)))?
+        .add_rules(path_beneath_rules(&plan.write, AccessFs::from_all(abi)))?
+        .add_rules(path_beneath_rules(&plan.devices, device))?
+        .add_rules(
+            plan.connect
+                .iter()
+                .map(|port| Ok::<_, landlock::RulesetError>(NetPort::new(*port, AccessNet::ConnectTcp))),
+        )?
+        .restrict_self()?;
+    Ok(landlock_gaps(status.ruleset, status.landlock))
+}
+
+/// What the running kernel's Landlock could not enforce.
+fn landlock_gaps(ruleset: RulesetStatus, landlock: LandlockStatus) -> Vec<Gap> {
+    let effective = match (ruleset, landlock) {
+        (RulesetStatus::NotEnforced, _) | (_, LandlockStatus::NotEnabled | LandlockStatus::NotImplemented) => {
+            return vec![Gap {
+                mechanism: "Landlock",
+                leaves_open: "the agent can read and write every file you can, except those hidden from it, \
+                              connect to any TCP port, and signal your other processes",
+            }];
+        }
+        (_, LandlockStatus::Available { effective_abi, .. }) => effective_abi,
+    };
+    let mut gaps = Vec::new();
+    if effective < ABI::V4 {
+        gaps.push(Gap {
+            mechanism: "Landlock TCP rules (Linux 6.7)",
+            leaves_open: "the agent can connect to any TCP port, providers included",
+        });
+    }
+    if effective < ABI::V6 {
+        gaps.push(Gap {
+            mechanism: "Landlock scopes (Linux 6.12)",
+            leaves_open: "the agent can signal your other processes and reach abstract Unix sockets",
+        });
+    }
+    gaps
+}
+
+/// Refuses the sockets Landlock does not cover (UDP, raw, packet,
+/// netlink and every family but Unix and IP), io_uring (which would make
+/// sockets past this filter) and mounting.
+fn seccomp() -> Result<Vec<Gap>, EnforceError> {
+    let arch = match TargetArch::try_from(std::env::consts::ARCH) {
+        Ok(arch) => arch,
+        Err(_) => {
+            return Ok(vec![Gap {
+                mechanism: "seccomp (not built for this architecture)",
+                leaves_open: "the agent can send UDP, open raw and netlink sockets",
+            }]);
+        }
+    };
+    let bpf = socket_filter(arch).map_err(EnforceError::Seccomp)?;
+    seccompiler::apply_filter(&bpf).map_err(|e| EnforceError::Seccomp(e.to_string()))?;
+    Ok(Vec::new())
+}
+
+const AF_UNIX: u64 = 1;
+const AF_INET: u64 = 2;
+const AF_INET6: u64 = 10;
+const SOCK_STREAM: u64 = 1;
+const IPPROTO_TCP: u64 = 6;
+
+fn socket_filter(arch: TargetArch) -> Result<seccompiler::BpfProgram, String> {
+    let cond = |arg: u8, op: SeccompCmpOp, value: u64| {
+        SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(|e| e.to_string())
+    };
+    let rule = |conds: Vec<SeccompCondition>| SeccompRule::new(conds).map_err(|e| e.to_string());
+    let mut socket = vec![rule(vec![
+        cond(0, SeccompCmpOp::Ne, AF_UNIX)?,
+        cond(0, SeccompCmpOp::Ne, AF_INET)?,
+        cond(0, SeccompCmpOp::Ne, AF_INET6)?,
+    ])?];
+    for family in [AF_INET, AF_INET6] {
+        // Only TCP streams: every other type of the IP families (datagram,
+        // raw, SCTP's sequenced packets, …) and every other protocol.
+        socket.push(rule(vec![
+            cond(0, SeccompCmpOp::Eq, family)?,
+            cond(1, SeccompCmpOp::MaskedEq(0xf), 0)?,
+        ])?);
+        for kind in 2..=15 {
+            socket.push(rule(vec![
+                cond(0, SeccompCmpOp::Eq, family)?,
+                cond(1, SeccompCmpOp::MaskedEq(0xf), kind)?,
+            ])?);
+        }
+        socket.push(rule(vec![
+            cond(0, SeccompCmpOp::Eq, family)?,
+            cond(1, SeccompCmpOp::MaskedEq(0xf), SOCK_STREAM)?,
+            cond(2, SeccompCmpOp::Ne, 0)?,
+            cond(2, SeccompCmpOp::Ne, IPPROTO_TCP)?,
+        ])?);
+    }
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    rules.insert(nix::libc::SYS_socket, socket);
+    for always in [
+        nix::libc::SYS_io_uring_setup,
+        nix::libc::SYS_io_uring_enter,
+        nix::libc::SYS_io_uring_register,
+        nix::libc::SYS_mount,
+        nix::libc::SYS_umount2,
+        nix::libc::SYS_pivot_root,
+        nix::libc::SYS_move_mount,
+        nix::libc::SYS_open_tree,
+        nix::libc::SYS_fsopen,
+        nix::libc::SYS_fsmount,
+        nix::libc::SYS_fsconfig,
+        nix::libc::SYS_fspick,
+        nix::libc::SYS_mount_setattr,
+    ] {
+        rules.insert(always, Vec::new());
+    }
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(nix::libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|e| e.to_string())?;
+    filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_filter_compiles_for_this_machine() {
+        let arch = TargetArch::try_from(std::env::consts::ARCH).unwrap();
+        assert!(socket_filter(arch).unwrap().len() > 40);
+    }
+
+    #[test]
+    fn a_kernel_without_landlock_or_its_newer_parts_is_named() {
+        let full = LandlockStatus::Available {
+            effective_abi: ABI::V7,
+            kernel_abi: None,
+        };
+        assert!(landlock_gaps(RulesetStatus::FullyEnforced, full).is_empty());
+        let old = LandlockStatus::Available {
+            effective_abi: ABI::V3,
+            kernel_abi: None,
+        };
+        let gaps = landlock_gaps(RulesetStatus::PartiallyEnforced, old);
+        assert_eq!(gaps.len(), 2);
+        assert!(gaps[0].leaves_open.contains("any TCP port"));
+        let none = landlock_gaps(RulesetStatus::NotEnforced, LandlockStatus::NotImplemented);
+        assert_eq!(none[0].mechanism, "Landlock");
+    }
+}

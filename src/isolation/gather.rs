@@ -1,0 +1,116 @@
+//! The launcher's side of a plan: which of the paths named exist, where
+//! their links lead, what PATH holds. Read once, before the agent starts.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::{CREDENTIAL_STORES, Inputs, Settings, TOOLCHAINS};
+
+/// What `run` knows of the person launching the agent.
+#[derive(Debug, Clone, Default)]
+pub struct Launcher {
+    pub cwd: PathBuf,
+    pub home: Option<PathBuf>,
+    pub path_var: Option<OsString>,
+    /// Key files the launcher named (`--key-file`, VALETKEY_ADMIN_KEY_FILE).
+    pub key_files: Vec<PathBuf>,
+    pub broker_port: Option<u16>,
+}
+
+/// Resolves every path (`~/` to the launcher's home, relative ones to the
+/// working directory, links followed) and keeps those that exist.
+pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
+    let expand = |p: &Path| -> Option<PathBuf> {
+        match p.strip_prefix("~") {
+            Ok(rest) => launcher.home.as_ref().map(|h| h.join(rest)),
+            Err(_) => Some(launcher.cwd.join(p)),
+        }
+    };
+    let existing = |paths: &mut dyn Iterator<Item = PathBuf>| -> Vec<PathBuf> {
+        paths.filter_map(|p| std::fs::canonicalize(p).ok()).collect()
+    };
+    let in_home = |names: &[&str]| -> Vec<PathBuf> {
+        launcher
+            .home
+            .iter()
+            .flat_map(|h| names.iter().map(move |n| h.join(n)))
+            .collect()
+    };
+    let path_dirs = launcher
+        .path_var
+        .as_ref()
+        .map(|v| std::env::split_paths(v).filter(|p| p.is_absolute()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut connect = settings.connect.clone();
+    connect.extend(launcher.broker_port);
+    Inputs {
+        cwd: std::fs::canonicalize(&launcher.cwd).unwrap_or_else(|_| launcher.cwd.clone()),
+        home: launcher.home.as_ref().and_then(|h| std::fs::canonicalize(h).ok()),
+        secrets: existing(
+            &mut settings
+                .hide
+                .iter()
+                .filter_map(|p| expand(p))
+                .chain(launcher.key_files.iter().map(|p| launcher.cwd.join(p)))
+                .chain(in_home(&CREDENTIAL_STORES)),
+        ),
+        read: existing(&mut settings.read.iter().filter_map(|p| expand(p))),
+        write: existing(&mut settings.write.iter().filter_map(|p| expand(p))),
+        tools: existing(&mut in_home(&TOOLCHAINS).into_iter().chain(path_dirs)),
+        connect,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_against_the_launchers_home_and_working_directory_and_missing_ones_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let home = root.join("home");
+        let cwd = root.join("app");
+        std::fs::create_dir_all(home.join(".config/gh")).unwrap();
+        std::fs::create_dir_all(home.join(".rustup")).unwrap();
+        std::fs::create_dir_all(cwd.join("cache")).unwrap();
+        std::fs::write(cwd.join("launcher.key"), "k").unwrap();
+        std::os::unix::fs::symlink(home.join(".config/gh"), cwd.join("gh-link")).unwrap();
+        let settings = Settings {
+            hide: vec![
+                PathBuf::from("~/.config/gh"),
+                PathBuf::from("gh-link"),
+                PathBuf::from("/nonexistent"),
+            ],
+            read: vec![PathBuf::from("~/.rustup")],
+            write: vec![PathBuf::from("cache"), PathBuf::from("~/missing")],
+            connect: vec![5432],
+        };
+        let launcher = Launcher {
+            cwd: cwd.clone(),
+            home: Some(home.clone()),
+            path_var: Some(OsString::from(format!(
+                "relative/bin:{}",
+                home.join(".rustup").display()
+            ))),
+            key_files: vec![PathBuf::from("launcher.key")],
+            broker_port: Some(8700),
+        };
+        let inputs = gather(&settings, &launcher);
+        assert_eq!(inputs.cwd, cwd);
+        assert_eq!(
+            inputs.secrets,
+            vec![
+                home.join(".config/gh"),
+                home.join(".config/gh"),
+                cwd.join("launcher.key"),
+                home.join(".config/gh"),
+            ],
+            "links are followed, missing paths dropped, stores found in the home"
+        );
+        assert_eq!(inputs.read, vec![home.join(".rustup")]);
+        assert_eq!(inputs.write, vec![cwd.join("cache")]);
+        assert_eq!(inputs.tools, vec![home.join(".rustup"), home.join(".rustup")]);
+        assert_eq!(inputs.connect, vec![5432, 8700]);
+    }
+}

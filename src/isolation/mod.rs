@@ -1,0 +1,438 @@
+//! `valetkey run`'s isolation of the agent: what it may read, write and
+//! connect to, and what it must never see. [`plan`] is a pure function of
+//! plain data (the broker's `[run]` settings and the launcher's paths,
+//! gathered by `gather`); `enforce` applies a plan, once and irreversibly,
+//! to the process about to become the agent.
+//!
+//! Landlock only allows (it cannot hide a folder inside an allowed one, and
+//! the broker's data dir often lies inside the agent's working directory),
+//! so secrets are hidden by mounts in a private mount namespace first, then
+//! Landlock limits files and TCP ports, and seccomp refuses the sockets
+//! Landlock does not cover.
+
+mod enforce;
+mod gather;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use enforce::{EnforceError, Gap, enforce};
+pub use gather::{Launcher, gather};
+
+/// What every program needs, read-only (and executable).
+pub const SYSTEM: [&str; 12] = [
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc",
+    "/opt",
+    "/nix/store",
+    "/proc",
+    "/sys",
+];
+
+/// Directories the agent gets an empty copy of, its own: what other
+/// programs keep there (PostgreSQL's and Docker's sockets in /run, an
+/// ssh-agent's in /tmp) does not exist for it.
+pub const PRIVATE: [&str; 4] = ["/tmp", "/var/tmp", "/run", "/dev/shm"];
+
+/// Where other tools keep real tokens, relative to the launcher's home;
+/// hidden even when the home directory is exposed (an agent launched in it).
+pub const CREDENTIAL_STORES: [&str; 20] = [
+    ".config/valetkey",
+    ".config/gh",
+    ".config/hub",
+    ".railway",
+    ".aws",
+    ".azure",
+    ".config/gcloud",
+    ".kube",
+    ".docker/config.json",
+    ".netrc",
+    ".git-credentials",
+    ".ssh",
+    ".gnupg",
+    ".password-store",
+    ".pgpass",
+    ".npmrc",
+    ".pypirc",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+    ".terraform.d/credentials.tfrc.json",
+];
+
+/// Toolchains in the launcher's home, readable by default so that the
+/// agent's usual commands work (what is on PATH is readable too).
+pub const TOOLCHAINS: [&str; 5] = [".rustup", ".cargo/bin", ".pyenv", ".nvm", ".local/bin"];
+
+/// Environment variables that hold real tokens or reach them; `run` never
+/// passes them on (the broker's own variables replace the ones it mints).
+pub const TOKEN_VARIABLES: [&str; 16] = [
+    "VALETKEY_AGENT_KEY",
+    "VALETKEY_ADMIN_KEY",
+    "VALETKEY_ADMIN_KEY_FILE",
+    "VALETKEY_MASTER_KEY",
+    "GH_TOKEN",
+    "GITHUB_TOKEN",
+    "GH_ENTERPRISE_TOKEN",
+    "GITHUB_ENTERPRISE_TOKEN",
+    "RAILWAY_TOKEN",
+    "RAILWAY_API_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "PGPASSWORD",
+    "SSH_AUTH_SOCK",
+    "DATABASE_URL",
+];
+
+/// What the broker's `[run]` section and the credential's database grants
+/// add, as the mint answer carries them (`~/` is the launcher's home).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    #[serde(default)]
+    pub hide: Vec<PathBuf>,
+    #[serde(default)]
+    pub read: Vec<PathBuf>,
+    #[serde(default)]
+    pub write: Vec<PathBuf>,
+    #[serde(default)]
+    pub connect: Vec<u16>,
+}
+
+impl Settings {
+    /// What the broker hands `run` with a credential: its own files and
+    /// `[run]`, and the ports of the databases the credential logs in to.
+    pub fn for_credential(run: &crate::config::RunConfig, database_ports: &[u16]) -> Settings {
+        Settings {
+            hide: run.broker_files.iter().chain(&run.hide).cloned().collect(),
+            read: run.read.clone(),
+            write: run.write.clone(),
+            connect: database_ports.iter().chain(&run.allow_connect).copied().collect(),
+        }
+    }
+}
+
+/// The facts [`plan`] decides from, every path absolute and resolved
+/// (links followed), and existing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inputs {
+    pub cwd: PathBuf,
+    pub home: Option<PathBuf>,
+    /// The broker's files, the launcher's key files, credential stores and
+    /// `[run] hide`.
+    pub secrets: Vec<PathBuf>,
+    /// `[run] read`.
+    pub read: Vec<PathBuf>,
+    /// `[run] write`.
+    pub write: Vec<PathBuf>,
+    /// Toolchains and the directories on PATH: dropped, not refused, when
+    /// they lie inside a secret.
+    pub tools: Vec<PathBuf>,
+    /// The broker's port, the granted databases' and `[run] allow_connect`.
+    pub connect: Vec<u16>,
+}
+
+/// How the agent's process is confined, as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub cwd: PathBuf,
+    /// Covered by an empty tmpfs, parents first.
+    pub private: Vec<PrivateDir>,
+    /// Granted paths that lie in a private directory, mounted back from the
+    /// real file system, parents first.
+    pub bind_back: Vec<BindBack>,
+    /// Covered by an empty, unreadable, read-only mount.
+    pub hide: Vec<PathBuf>,
+    /// Landlock: read and execute beneath these.
+    pub read: Vec<PathBuf>,
+    /// Landlock: everything beneath these.
+    pub write: Vec<PathBuf>,
+    /// Landlock: read, write and ioctl on device files beneath these.
+    pub devices: Vec<PathBuf>,
+    /// Landlock: the only TCP ports `connect` may reach, on any address.
+    pub connect: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivateDir {
+    pub path: PathBuf,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindBack {
+    pub path: PathBuf,
+    pub writable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "refusing to launch the agent in {}: it would be granted all of it; launch it in its project's directory",
+        cwd.display()
+    )]
+    WorkingDirTooWide { cwd: PathBuf },
+    #[error(
+        "refusing to launch: the agent would be granted {}, which lies inside {}, a path that holds secrets; \
+         launch it elsewhere or change `[run]`",
+        grant.display(),
+        secret.display()
+    )]
+    GrantInsideSecret { grant: PathBuf, secret: PathBuf },
+}
+
+/// Decides the agent's confinement. Refuses a working directory that would
+/// grant the system, and any grant inside a secret (which hiding the secret
+/// would take away, or granting would expose). A secret inside a grant is
+/// hidden by a mount: that is why the mount namespace is not optional.
+pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
+    let cwd = inputs.cwd.clone();
+    let too_wide = cwd == Path::new("/")
+        || SYSTEM.iter().any(|s| cwd.starts_with(s))
+        || PRIVATE.iter().any(|s| cwd == Path::new(s))
+        || inputs.home.as_ref().is_some_and(|h| h != &cwd && h.starts_with(&cwd));
+    if too_wide {
+        return Err(PlanError::WorkingDirTooWide { cwd });
+    }
+    let inside_secret = |grant: &Path| inputs.secrets.iter().find(|s| grant.starts_with(s)).cloned();
+    for grant in std::iter::once(&cwd).chain(&inputs.read).chain(&inputs.write) {
+        if let Some(secret) = inside_secret(grant) {
+            return Err(PlanError::GrantInsideSecret {
+                grant: grant.clone(),
+                secret,
+            });
+        }
+    }
+    let system: Vec<PathBuf> = SYSTEM.iter().map(PathBuf::from).collect();
+    let tools: Vec<PathBuf> = inputs
+        .tools
+        .iter()
+        .chain(&system)
+        .filter(|t| inside_secret(t).is_none())
+        .cloned()
+        .collect();
+
+    let mut private: Vec<PrivateDir> = PRIVATE
+        .iter()
+        .map(|p| PrivateDir {
+            path: PathBuf::from(p),
+            mode: if *p == "/run" { 0o755 } else { 0o1777 },
+        })
+        .collect();
+    if let Some(home) = inputs.home.as_ref().filter(|h| !private.iter().any(|p| &p.path == *h)) {
+        private.push(PrivateDir {
+            path: home.clone(),
+            mode: 0o700,
+        });
+    }
+    let writable: Vec<&PathBuf> = std::iter::once(&cwd).chain(&inputs.write).collect();
+    // A directory granted whole (an agent launched in its home) is not
+    // made private only to be mounted back.
+    let granted_whole = |dir: &Path| {
+        writable.iter().any(|w| w.as_path() == dir) || inputs.read.iter().chain(&inputs.tools).any(|r| r == dir)
+    };
+    private.retain(|p| !granted_whole(&p.path));
+    private.sort_by_key(|p| p.path.components().count());
+
+    let mut grants: Vec<BindBack> = writable
+        .iter()
+        .map(|p| BindBack {
+            path: (*p).clone(),
+            writable: true,
+        })
+        .chain(inputs.read.iter().chain(&inputs.tools).map(|p| BindBack {
+            path: p.clone(),
+            writable: false,
+        }))
+        .filter(|g| inside_secret(&g.path).is_none())
+        .filter(|g| private.iter().any(|p| g.path.starts_with(&p.path)))
+        .collect();
+    grants.sort_by_key(|g| (g.path.components().count(), !g.writable));
+    let mut bind_back: Vec<BindBack> = Vec::new();
+    for g in grants {
+        if !bind_back.iter().any(|b| g.path.starts_with(&b.path)) {
+            bind_back.push(g);
+        }
+    }
+
+    // A secret in a private directory is gone with it, unless a grant
+    // brought its directory back.
+    let reachable =
+        |s: &Path| !private.iter().any(|p| s.starts_with(&p.path)) || bind_back.iter().any(|b| s.starts_with(&b.path));
+    let hide: Vec<PathBuf> = sorted(inputs.secrets.iter().filter(|s| reachable(s)).cloned());
+
+    let read = sorted(tools.into_iter().chain(inputs.read.iter().cloned()));
+    let write = sorted(
+        writable
+            .into_iter()
+            .cloned()
+            .chain(private.iter().map(|p| p.path.clone())),
+    );
+    let connect: Vec<u16> = inputs
+        .connect
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Ok(Plan {
+        cwd,
+        private,
+        bind_back,
+        hide,
+        read,
+        write,
+        devices: vec![PathBuf::from("/dev")],
+        connect,
+    })
+}
+
+fn sorted(paths: impl Iterator<Item = PathBuf>) -> Vec<PathBuf> {
+    paths.collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    fn inputs() -> Inputs {
+        Inputs {
+            cwd: p("/work/app"),
+            home: Some(p("/home/dev")),
+            secrets: vec![
+                p("/work/app/valetkey-data"),
+                p("/work/app/valetkey.toml"),
+                p("/home/dev/.config/gh"),
+                p("/home/dev/.config/valetkey/launcher.key"),
+            ],
+            read: vec![],
+            write: vec![],
+            tools: vec![p("/home/dev/.cargo/bin"), p("/usr/local/bin")],
+            connect: vec![8700, 5432, 8700],
+        }
+    }
+
+    #[test]
+    fn the_readme_layout_hides_the_data_dir_and_config_inside_the_working_directory() {
+        let plan = plan(&inputs()).unwrap();
+        assert_eq!(
+            plan.hide,
+            vec![p("/work/app/valetkey-data"), p("/work/app/valetkey.toml")]
+        );
+        assert_eq!(plan.write.first(), Some(&p("/dev/shm")));
+        assert!(plan.write.contains(&p("/work/app")));
+        assert!(plan.write.contains(&p("/home/dev")), "the private home is writable");
+        assert!(!plan.read.iter().any(|r| r.starts_with("/work")), "{:?}", plan.read);
+        assert_eq!(plan.connect, vec![5432, 8700]);
+    }
+
+    #[test]
+    fn the_home_directory_is_private_and_toolchains_in_it_come_back_read_only() {
+        let plan = plan(&inputs()).unwrap();
+        let homes: Vec<_> = plan.private.iter().filter(|d| d.path == p("/home/dev")).collect();
+        assert_eq!(homes.len(), 1);
+        assert_eq!(homes[0].mode, 0o700);
+        assert_eq!(
+            plan.bind_back,
+            vec![BindBack {
+                path: p("/home/dev/.cargo/bin"),
+                writable: false
+            }]
+        );
+        assert!(plan.read.contains(&p("/home/dev/.cargo/bin")));
+        assert!(
+            plan.private
+                .windows(2)
+                .all(|w| { w[0].path.components().count() <= w[1].path.components().count() })
+        );
+    }
+
+    #[test]
+    fn an_agent_launched_in_its_home_gets_it_back_with_the_credential_stores_hidden() {
+        let mut i = inputs();
+        i.cwd = p("/home/dev");
+        let plan = plan(&i).unwrap();
+        assert!(plan.bind_back.is_empty(), "{:?}", plan.bind_back);
+        assert!(
+            !plan.private.iter().any(|d| d.path == p("/home/dev")),
+            "a home granted whole is not covered, so nothing needs mounting back"
+        );
+        assert!(plan.hide.contains(&p("/home/dev/.config/gh")));
+        assert!(plan.hide.contains(&p("/home/dev/.config/valetkey/launcher.key")));
+    }
+
+    #[test]
+    fn a_working_directory_in_a_temporary_directory_is_bound_back_and_its_secrets_hidden() {
+        let mut i = inputs();
+        i.cwd = p("/tmp/t1/app");
+        i.secrets.push(p("/tmp/t1/app/valetkey-data"));
+        i.secrets.push(p("/tmp/elsewhere/token"));
+        let plan = plan(&i).unwrap();
+        assert!(plan.bind_back.contains(&BindBack {
+            path: p("/tmp/t1/app"),
+            writable: true
+        }));
+        assert!(plan.hide.contains(&p("/tmp/t1/app/valetkey-data")));
+        assert!(
+            !plan.hide.contains(&p("/tmp/elsewhere/token")),
+            "gone with the private /tmp"
+        );
+    }
+
+    #[test]
+    fn a_grant_inside_a_secret_is_refused() {
+        let mut i = inputs();
+        i.cwd = p("/work/app/valetkey-data/x");
+        assert_eq!(
+            plan(&i),
+            Err(PlanError::GrantInsideSecret {
+                grant: p("/work/app/valetkey-data/x"),
+                secret: p("/work/app/valetkey-data"),
+            })
+        );
+        let mut i = inputs();
+        i.write.push(p("/home/dev/.config/gh"));
+        assert!(matches!(plan(&i), Err(PlanError::GrantInsideSecret { .. })));
+        let mut i = inputs();
+        i.read.push(p("/work/app/valetkey-data"));
+        assert!(matches!(plan(&i), Err(PlanError::GrantInsideSecret { .. })));
+    }
+
+    #[test]
+    fn a_tool_directory_inside_a_secret_is_dropped_not_refused() {
+        let mut i = inputs();
+        i.tools.push(p("/work/app/valetkey-data/bin"));
+        let plan = plan(&i).unwrap();
+        assert!(!plan.read.contains(&p("/work/app/valetkey-data/bin")));
+    }
+
+    #[test]
+    fn working_directories_that_would_grant_the_system_are_refused() {
+        for cwd in ["/", "/etc", "/usr/local/src", "/tmp", "/run", "/home"] {
+            let mut i = inputs();
+            i.cwd = p(cwd);
+            assert_eq!(plan(&i), Err(PlanError::WorkingDirTooWide { cwd: p(cwd) }), "{cwd}");
+        }
+    }
+
+    #[test]
+    fn the_system_is_read_only_and_devices_are_their_own_rule() {
+        let plan = plan(&inputs()).unwrap();
+        for s in SYSTEM {
+            assert!(plan.read.contains(&p(s)), "{s}");
+            assert!(!plan.write.contains(&p(s)), "{s}");
+        }
+        assert_eq!(plan.devices, vec![p("/dev")]);
+    }
+}
