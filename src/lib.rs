@@ -28,6 +28,7 @@ pub mod server;
 pub mod session_limits;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod trust;
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The broker's listening socket, as hostile clients meet it. Every wait has
 //! a bound and every queue a cap:
 //!
+//! - with `[server] tls`, the TLS handshake must finish within
+//!   `header_read_timeout`;
 //! - a request's head must arrive whole within `header_read_timeout`,
 //!   counted from when the connection starts waiting for it, so an idle
 //!   keep-alive connection is closed after it too;
@@ -212,6 +214,7 @@ fn take_slot(open: &Arc<Mutex<Open>>, caps: &Caps, client: IpAddr, trusted: bool
 /// requests in flight finish (for up to `DRAIN`).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
     server: &ServerConfig,
     caps: Caps,
@@ -231,6 +234,8 @@ pub async fn serve(
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let trusted = server.trusted_proxies.clone();
     let idle = server.idle_timeout;
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let handshake_limit = server.header_read_timeout;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -282,35 +287,31 @@ pub async fn serve(
                     response
                 }),
         );
-        let connection = builder.serve_connection(TokioIo::new(Idle::new(stream, idle)), service);
-        let mut stop = stop.clone();
+        let stream = Idle::new(stream, idle);
+        let (builder, tls, stop) = (builder.clone(), tls.clone(), stop.clone());
         tokio::spawn(async move {
-            let slot = slot;
-            let stopped = async move {
-                loop {
-                    if *stop.borrow_and_update() {
-                        return;
-                    }
-                    if stop.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
+            let Some(tls) = tls else {
+                return drive(
+                    builder.serve_connection(TokioIo::new(stream), service),
+                    slot,
+                    stop,
+                    peer,
+                )
+                .await;
             };
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                // Evicted, or the broker stops: finish what is in flight.
-                () = slot.state.close.notified() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            // The handshake is held to the time a request's head has.
+            match tokio::time::timeout(handshake_limit, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    drive(
+                        builder.serve_connection(TokioIo::new(stream), service),
+                        slot,
+                        stop,
+                        peer,
+                    )
+                    .await
                 }
-                () = stopped => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
@@ -325,6 +326,40 @@ pub async fn serve(
         tracing::warn!("requests still in flight after {DRAIN:?}; stopping anyway");
     }
     Ok(())
+}
+
+/// Serves one connection until it ends, the broker evicts it, or the broker
+/// stops (then what is in flight finishes).
+async fn drive<C>(connection: C, slot: Slot, mut stop: tokio::sync::watch::Receiver<bool>, peer: std::net::SocketAddr)
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let stopped = async move {
+        loop {
+            if *stop.borrow_and_update() {
+                return;
+            }
+            if stop.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = slot.state.close.notified() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        () = stopped => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
 }
 
 /// Answers a connection beyond a cap with 503 and closes it, without

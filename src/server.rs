@@ -51,10 +51,13 @@ pub enum ServeError {
     Inspect { path: PathBuf, source: std::io::Error },
     #[error(
         "refusing to listen on {addr} in clear: credentials, launcher and admin keys would cross the network \
-         readable by anyone on the path. Listen on a loopback address (127.0.0.1:8700) behind a proxy that \
-         terminates TLS (list it in [server] trusted_proxies), or pass --insecure-listen to accept that"
+         readable by anyone on the path. Serve HTTPS (`[server] tls = {{ cert = \"…\", key = \"…\" }}`), or \
+         listen on a loopback address (127.0.0.1:8700) behind a proxy that terminates TLS (list it in [server] \
+         trusted_proxies), or pass --insecure-listen to accept that"
     )]
     InsecureListen { addr: SocketAddr },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("the server failed: {0}")]
@@ -121,6 +124,10 @@ impl Paths {
         ];
         if let Ok(options) = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&self.store_url) {
             files.push((options.get_filename().to_owned(), Kind::SecretFile));
+        }
+        if let Some(tls) = &config.server.tls {
+            files.push((tls.cert.clone(), Kind::Config));
+            files.push((tls.key.clone(), Kind::SecretFile));
         }
         for provider in config.providers.values() {
             for source in provider.get_ref().tokens.values() {
@@ -192,6 +199,8 @@ pub const BOOTSTRAP_KEY_FILE: &str = "admin.key";
 pub struct Server {
     broker: Arc<Broker>,
     listener: TcpListener,
+    /// HTTPS, when `[server] tls` names a certificate.
+    tls: Option<Arc<rustls::ServerConfig>>,
     pub paths: Paths,
     pub master_key_origin: MasterKeyOrigin,
     /// Where a new bootstrap admin key was written (mode 0600), when no
@@ -204,12 +213,13 @@ pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
     let loaded = config::load(&opts.config)?;
     let mut config = loaded.config;
     let addr = opts.listen.unwrap_or(config.server.listen);
-    if !addr.ip().is_loopback() && !opts.insecure_listen {
+    if !addr.ip().is_loopback() && config.server.tls.is_none() && !opts.insecure_listen {
         return Err(ServeError::InsecureListen { addr });
     }
     let paths = Paths::resolve(&config, opts.data_dir.as_deref());
     paths.create_data_dir()?;
     paths.check_trust(&opts.config, &config)?;
+    let tls = config.server.tls.as_ref().map(crate::tls::server_config).transpose()?;
     // `run` hides these from the agents it launches.
     config.run.broker_files = paths
         .trusted(&opts.config, &config)
@@ -245,6 +255,7 @@ pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
     Ok(Server {
         broker: Arc::new(broker),
         listener,
+        tls,
         paths,
         master_key_origin,
         bootstrap_admin_key,
@@ -390,7 +401,7 @@ impl Server {
         );
         let server = &self.broker.config().server;
         let caps = crate::listener::caps(server, crate::listener::raise_descriptor_limit());
-        let served = crate::listener::serve(self.listener, app, server, caps, shutdown)
+        let served = crate::listener::serve(self.listener, self.tls, app, server, caps, shutdown)
             .await
             .map_err(ServeError::Serve);
         for task in tasks {

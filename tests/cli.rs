@@ -1627,3 +1627,118 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     assert!(events.contains(lease), "the credential was not revoked: {events}");
     served.stop();
 }
+
+/// With `[server] tls`, the broker serves HTTPS itself, and may then listen
+/// where other machines reach it without --insecure-listen: curl and the
+/// CLI (trusting the certificate through VALETKEY_CA_FILE) reach it, clear
+/// HTTP gets no answer, a client that does not trust the certificate is
+/// refused, and a key that is not the certificate's stops the start.
+#[test]
+fn the_broker_serves_https_with_its_own_certificate() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    };
+    let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = write("cert.pem", &issued.cert.pem(), 0o644);
+    write("key.pem", &issued.signing_key.serialize_pem(), 0o600);
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    write("other-key.pem", &other.signing_key.serialize_pem(), 0o600);
+    let config = |key: &str| {
+        write(
+            "valetkey.toml",
+            &format!(
+                "[server]\ntls = {{ cert = \"cert.pem\", key = \"{key}\" }}\n{}",
+                common::CONFIG
+            ),
+            0o600,
+        )
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let serve = || {
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .args([
+                "serve",
+                "--dev",
+                "--config",
+                "valetkey.toml",
+                "--data-dir",
+                "data",
+                "--listen",
+            ])
+            .arg(format!("0.0.0.0:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    config("other-key.pem");
+    let refused = exited(serve());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("do not go together"), "{stderr}");
+
+    config("key.pem");
+    let served = common::Served {
+        child: serve(),
+        url: format!("https://127.0.0.1:{port}"),
+    };
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let healthz = format!("{}/healthz", served.url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let answer = loop {
+        let out = curl(&["--cacert", cert.to_str().unwrap(), "-w", " %{http_code}", &healthz]);
+        if out.status.success() {
+            break String::from_utf8(out.stdout).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker did not start over https"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(answer.ends_with(" 200"), "{answer}");
+    let clear = curl(&[&format!("http://127.0.0.1:{port}/healthz")]);
+    assert!(!clear.status.success(), "clear HTTP was answered");
+    let untrusted = curl(&[&healthz]);
+    assert!(
+        !untrusted.status.success(),
+        "a certificate curl does not trust was accepted"
+    );
+
+    let admin_key = dir.path().join("data/admin.key");
+    let trusted = common::admin_cli(&served.url, &admin_key)
+        .env("VALETKEY_CA_FILE", &cert)
+        .args(["agent", "list"])
+        .output()
+        .unwrap();
+    assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
+    let untrusted = common::admin_cli(&served.url, &admin_key)
+        .env_remove("VALETKEY_CA_FILE")
+        .args(["agent", "list"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach the broker at {}", served.url)),
+        "{stderr}"
+    );
+    served.stop();
+}

@@ -68,14 +68,14 @@ impl Admin {
     fn new(args: &AdminArgs) -> Result<Admin, CliError> {
         if !carries_keys_safely(&args.remote.url) {
             return Err(CliError::Usage(format!(
-                "refusing to send an admin key to {} in clear: reach the broker over https (a proxy that \
-                 terminates TLS in front of it), or from its own machine",
+                "refusing to send an admin key to {} in clear: reach the broker over https (its own, \
+                 `[server] tls`, or a proxy's that terminates TLS in front of it), or from its own machine",
                 args.remote.url
             )));
         }
         Ok(Admin {
             key: admin_key(args)?,
-            client: Client::new(&args.remote.url)?,
+            client: Client::new(&args.remote)?,
         })
     }
 

@@ -36,6 +36,8 @@ pub enum ClientError {
     KeyFileOpen { path: String },
     #[error("{path} holds no {what}")]
     NotAKey { path: String, what: &'static str },
+    #[error("cannot read the broker's CA certificate {path} (--ca-file, VALETKEY_CA_FILE): {reason}")]
+    CaFile { path: String, reason: String },
 }
 
 pub struct Client {
@@ -44,20 +46,36 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: &str) -> Result<Client, ClientError> {
+    /// A client of the broker at `remote.url`, which also trusts the
+    /// certificate in `remote.ca_file` (a broker serving its own HTTPS).
+    pub fn new(remote: &super::Remote) -> Result<Client, ClientError> {
+        let base = remote.url.as_str();
         // reqwest is built without a TLS provider; ring is the one we use.
         let _ = rustls::crypto::ring::default_provider().install_default();
         // The launcher key and credentials go to the broker named, never to
         // a proxy from the environment.
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|source| ClientError::Unreachable {
-                url: base.to_owned(),
-                source,
-            })?;
+            .timeout(Duration::from_secs(30));
+        if let Some(path) = &remote.ca_file {
+            let failed = |reason: String| ClientError::CaFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| failed(e.to_string()))?;
+            if certificates.is_empty() {
+                return Err(failed("it holds no PEM certificate".into()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().map_err(|source| ClientError::Unreachable {
+            url: base.to_owned(),
+            source,
+        })?;
         Ok(Client {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -72,6 +72,10 @@ pub struct Remote {
     /// The broker's URL.
     #[arg(long, env = "VALETKEY_URL", default_value = "http://127.0.0.1:8700")]
     url: String,
+    /// A PEM certificate to trust for the broker's HTTPS, besides the
+    /// system's (the broker's own, or the CA that issued it).
+    #[arg(long, env = "VALETKEY_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 /// How an ops command reaches the broker's admin API.

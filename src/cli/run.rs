@@ -289,7 +289,7 @@ pub async fn run(
     // reading its memory by a process of the same user.
     let _ = nix::sys::prctl::set_dumpable(false);
     let key = launcher_key(&args)?;
-    let client = Client::new(&args.remote.url)?;
+    let client = Client::new(&args.remote)?;
     let hidden = if isolate {
         let settings = serde_json::from_value(client.isolation(&key).await?).unwrap_or_default();
         crate::isolation::gather(&settings, &launcher(&args)?).secrets
@@ -388,7 +388,7 @@ async fn end_session(client: &Client, key: &SecretString, session_id: &str) {
 
 pub async fn env(args: MintArgs, format: EnvFormat) -> Result<ExitCode, CliError> {
     let key = launcher_key(&args)?;
-    let client = Client::new(&args.remote.url)?;
+    let client = Client::new(&args.remote)?;
     let minted = mint(&client, &key, &args, &[]).await?;
     let mut out = String::new();
     match format {
@@ -422,7 +422,7 @@ pub async fn env(args: MintArgs, format: EnvFormat) -> Result<ExitCode, CliError
 
 pub async fn whoami(remote: Remote, json: bool) -> Result<ExitCode, CliError> {
     let credential = std::env::var("VALETKEY_CREDENTIAL").map_err(|_| ClientError::NoCredential)?;
-    let client = Client::new(&remote.url)?;
+    let client = Client::new(&remote)?;
     let me = client.whoami(&SecretString::from(credential)).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&me).unwrap_or_default());
@@ -458,7 +458,7 @@ pub(super) const REFUSED: u8 = 3;
 pub async fn check(remote: Remote, args: CheckArgs, json: bool) -> Result<ExitCode, CliError> {
     let credential = std::env::var("VALETKEY_CREDENTIAL").map_err(|_| ClientError::NoCredential)?;
     let request = check_request(args)?;
-    let client = Client::new(&remote.url)?;
+    let client = Client::new(&remote)?;
     let answer = client.check(&SecretString::from(credential), &request).await?;
     let refused = answer["decision"] != "allow";
     if json {

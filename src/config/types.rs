@@ -91,6 +91,9 @@ pub struct ServerConfig {
     pub max_connections_per_client: usize,
     /// The same from this host, where every local agent connects from.
     pub max_connections_per_local_client: usize,
+    /// Serve HTTPS with this certificate and key (needed to listen on an
+    /// address other machines reach).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -109,14 +112,27 @@ impl Default for ServerConfig {
             max_connections: 8192,
             max_connections_per_client: 256,
             max_connections_per_local_client: 4096,
+            tls: None,
         }
     }
+}
+
+/// The certificate the broker serves HTTPS with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM: the certificate, then any intermediates.
+    pub cert: PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1); readable by the
+    /// broker's user only.
+    pub key: PathBuf,
 }
 
 impl ServerConfig {
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
+            None if self.tls.is_some() => format!("https://{}", self.listen),
             None => format!("http://{}", self.listen),
         }
     }
