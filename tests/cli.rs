@@ -1487,8 +1487,8 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     use std::os::unix::fs::PermissionsExt;
     let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let project = base.path().join("project");
-    std::fs::create_dir(&project).unwrap();
-    let config = project.join("valetkey.toml");
+    std::fs::create_dir_all(project.join("config")).unwrap();
+    let config = project.join("config/valetkey.toml");
     std::fs::write(&config, common::CONFIG).unwrap();
     let served = serve(&project, &config, &[]);
     let data = project.join("data");
@@ -1513,6 +1513,11 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     .unwrap();
     let provider = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let bin_dir = std::path::Path::new(BIN).parent().unwrap().display().to_string();
 
     let attempt = |confined: bool| {
@@ -1527,12 +1532,17 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
             .env("PROBE_KEY_FILE", &key_file)
             .env("PROBE_LAUNCHER_KEY_SHA256", sha256_hex(&key))
             .env("PROBE_GH_HOSTS", &gh_hosts)
-            .env("PROBE_SIBLING_TOKEN", &sibling)
+            .env("PROBE_SIBLING_FILE", &sibling)
             .env("PROBE_PROVIDER_PORT", provider.local_addr().unwrap().port().to_string())
             .env("PROBE_UDP_PORT", udp.local_addr().unwrap().port().to_string())
             .env("PROBE_PG_SOCKET", "/var/run/postgresql/.s.PGSQL.5432")
             .env("PROBE_BROKER_PID", served.child.id().to_string())
             .env("PROBE_BIN", BIN)
+            .env("PROBE_FREE_PORT", free_port.to_string())
+            // Real tokens in the launcher's environment: one the broker
+            // reads, one any tool would.
+            .env("GITHUB_STAGING_TOKEN", "tk-1")
+            .env("SOME_TOOL_SETTING", "ghp_abcdefghij0123456789ABCDEFGHIJ987654")
             .args(["run", "--agent", "claude", "--env", "staging", "--key-file"])
             .arg(&key_file);
         if !confined {
@@ -1551,7 +1561,15 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
         (results, stderr)
     };
 
-    let (unconfined, stderr) = attempt(false);
+    let survived = |confined: bool| {
+        let survivor = project.join("survivor");
+        let _ = std::fs::remove_file(&survivor);
+        let outcome = attempt(confined);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        (outcome, survivor.exists())
+    };
+    let ((unconfined, stderr), survivor) = survived(false);
+    assert!(survivor, "unconfined, a process the agent started outlives run");
     assert!(
         stderr.contains("--no-isolation: the agent runs as you, unconfined"),
         "{stderr}"
@@ -1560,17 +1578,28 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
         stderr.contains(&key_file.display().to_string()),
         "the warning names the key file: {stderr}"
     );
+    // Neither mode passes a real token on, nor has the launcher key in a
+    // starting environment: those two are `run`'s own, whatever isolation.
+    let not_isolation = |name: &str| match name {
+        "find the launcher key in /proc/PPID/environ" => Some("refused: readable, without the key"),
+        "find a real token in the environment" => Some("refused: none"),
+        "leave a process running after run" => Some("refused: launched: the test decides"),
+        _ => None,
+    };
     for (name, outcome) in &unconfined {
-        let expected = if name == "find the launcher key in /proc/PPID/environ" {
-            "refused: readable, without the key"
-        } else {
-            "ok"
-        };
-        assert_eq!(outcome, expected, "unconfined, {name}");
+        assert_eq!(outcome, not_isolation(name).unwrap_or("ok"), "unconfined, {name}");
     }
-    assert_eq!(unconfined.len(), 15);
+    assert_eq!(unconfined.len(), 20);
+    for var in ["GITHUB_STAGING_TOKEN", "SOME_TOOL_SETTING"] {
+        assert!(
+            stderr.contains(&format!("not passing {var} on to the agent")),
+            "{stderr}"
+        );
+    }
+    assert!(!stderr.contains("ghp_"), "a token value was printed: {stderr}");
 
-    let (confined, stderr) = attempt(true);
+    let ((confined, stderr), survivor) = survived(true);
+    assert!(!survivor, "confined, a process the agent started outlived run");
     assert!(
         !stderr.contains("warning"),
         "this machine has every mechanism: {stderr}"
@@ -1582,7 +1611,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
             assert!(outcome.starts_with("refused: "), "confined, {name}: {outcome}");
         }
     }
-    assert_eq!(confined.len(), 15);
+    assert_eq!(confined.len(), 20);
     assert_eq!(
         std::fs::read_to_string(project.join("written-by-the-agent")).unwrap(),
         "hello",

@@ -237,7 +237,7 @@ pub async fn mint(
         "stripped": stripped_view(&minted.plan.stripped),
         "ttl_limited_by": minted.plan.ttl_limited_by,
         "env_vars": env_vars,
-        "isolation": crate::isolation::Settings::for_credential(&broker.config().run, &minted.database_ports),
+        "isolation": crate::isolation::Settings::for_credential(broker.config(), &minted.database_ports),
         "event_id": minted.event_id,
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -248,7 +248,7 @@ pub async fn mint(
 pub async fn isolation(State(broker): Shared, Bearer(key): Bearer) -> Result<Json<Value>, Problem> {
     broker.authenticate_launcher(&key).await?;
     Ok(Json(json!(crate::isolation::Settings::for_credential(
-        &broker.config().run,
+        broker.config(),
         &[]
     ))))
 }

@@ -75,8 +75,8 @@ pub async fn serve(
     }
     if nix::unistd::geteuid().is_root() {
         tracing::warn!(
-            "the broker runs as root; anything else running as root here (an agent, too) can read its data dir \
-             and memory. Run it as its own user: `valetkey serve --user valetkey` started as root, or the systemd \
+            "the broker runs as root; anything else running as root here (an agent not under `valetkey run`, \
+             too) can read its data dir and memory. Run it as its own user: `valetkey serve --user valetkey` started as root, or the systemd \
              unit in deploy/"
         );
     }

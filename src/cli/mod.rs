@@ -210,10 +210,17 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// `run`'s helper: confines itself as VALETKEY_ISOLATION says, then
-    /// becomes the agent's command.
+    /// `run`'s helper: makes the namespaces and mounts VALETKEY_ISOLATION
+    /// says, then starts `isolated-init` in them.
     #[command(hide = true, name = "isolated-exec")]
     IsolatedExec {
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The first process of the agent's namespaces: confines itself, then
+    /// starts the agent's command and waits for it.
+    #[command(hide = true, name = "isolated-init")]
+    IsolatedInit {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -461,6 +468,7 @@ pub fn main() -> Result<ExitCode, CliError> {
     match &cli.command {
         // Both replace this process, which must still be single-threaded.
         Command::IsolatedExec { command } => return Ok(run::isolated_exec(command)),
+        Command::IsolatedInit { command } => return Ok(run::isolated_init(command)),
         Command::Run { mint, .. } => run::without_key_in_environment(mint)?,
         _ => {}
     }
@@ -560,7 +568,9 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
             no_isolation,
             command,
         } => run::run(mint, allow_tokens, !no_isolation, command).await,
-        Command::IsolatedExec { .. } => Err(CliError::Usage("isolated-exec runs before the runtime".into())),
+        Command::IsolatedExec { .. } | Command::IsolatedInit { .. } => Err(CliError::Usage(
+            "isolated-exec and isolated-init run before the runtime".into(),
+        )),
         Command::Env { mint, format } => run::env(mint, format).await,
         Command::Whoami { remote, json } => run::whoami(remote, json).await,
         Command::Check { remote, request, json } => run::check(remote, request, json).await,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
@@ -13,16 +13,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::client::{Client, ClientError};
 use super::{CheckArgs, CliError, EnvFormat, MintArgs, Remote};
 use crate::secrets::{ExposeSecret, SecretString, Zeroizing};
-
-/// Signals passed on to the child, so it can shut down cleanly.
-const FORWARDED: [Signal; 6] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 fn launcher_key(args: &MintArgs) -> Result<SecretString, ClientError> {
     let text = match (&args.key_file, args.key_fd) {
@@ -242,18 +232,44 @@ fn launcher(args: &MintArgs) -> Result<crate::isolation::Launcher, CliError> {
     })
 }
 
-/// `run`'s helper, a fresh single-threaded process: confines itself, then
-/// becomes the agent's command. Exits 126 when it cannot.
-pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
-    use std::os::unix::process::CommandExt;
+/// The plan `run` handed its helper, or why there is none.
+fn handed_plan() -> Option<crate::isolation::Plan> {
     let plan = std::env::var(PLAN_VARIABLE)
         .ok()
         .and_then(|text| serde_json::from_str::<crate::isolation::Plan>(&text).ok());
-    let Some(plan) = plan else {
-        eprintln!("valetkey: isolated-exec is the helper of `valetkey run`; launch agents with `valetkey run`");
+    if plan.is_none() {
+        eprintln!(
+            "valetkey: isolated-exec and isolated-init are helpers of `valetkey run`; launch agents with `valetkey run`"
+        );
+    }
+    plan
+}
+
+/// `run`'s helper, a fresh single-threaded process: makes the agent's
+/// namespaces and mounts, then starts and waits for `isolated-init`, the
+/// first process inside them. Exits 126 when it cannot.
+pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
+    let Some(plan) = handed_plan() else {
         return ExitCode::from(126);
     };
-    match crate::isolation::enforce(&plan) {
+    if let Err(e) = crate::isolation::prepare(&plan) {
+        eprintln!("valetkey: refusing to launch the agent: {e}");
+        return ExitCode::from(126);
+    }
+    let init = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let mut child = std::process::Command::new(init);
+    child.arg("isolated-init").arg("--").args(command);
+    supervised(child, "the agent's first process")
+}
+
+/// The first process of the agent's PID namespace: confines itself, then
+/// starts the agent's command and stays to reap and pass signals on; when
+/// the command exits, so does everything it left running.
+pub(super) fn isolated_init(command: &[String]) -> ExitCode {
+    let Some(plan) = handed_plan() else {
+        return ExitCode::from(126);
+    };
+    match crate::isolation::confine(&plan) {
         Err(e) => {
             eprintln!("valetkey: refusing to launch the agent: {e}");
             return ExitCode::from(126);
@@ -267,16 +283,23 @@ pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
             }
         }
     }
-    let err = std::process::Command::new(&command[0])
-        .args(&command[1..])
-        .env_remove(PLAN_VARIABLE)
-        .exec();
-    eprintln!("valetkey: cannot start `{}`: {err}", command[0]);
-    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
-        127
-    } else {
-        126
-    })
+    let mut child = std::process::Command::new(&command[0]);
+    child.args(&command[1..]).env_remove(PLAN_VARIABLE);
+    supervised(child, &format!("`{}`", command[0]))
+}
+
+fn supervised(child: std::process::Command, what: &str) -> ExitCode {
+    match crate::isolation::supervise(child) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("valetkey: cannot start {what}: {e}");
+            ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            })
+        }
+    }
 }
 
 pub async fn run(
@@ -292,14 +315,18 @@ pub async fn run(
     let client = Client::new(&args.remote)?;
     let hidden = if isolate {
         let settings = serde_json::from_value(client.isolation(&key).await?).unwrap_or_default();
-        crate::isolation::gather(&settings, &launcher(&args)?).secrets
+        crate::isolation::gather(&settings, &launcher(&args)?)
+            .secrets
+            .into_iter()
+            .map(|s| s.path)
+            .collect()
     } else {
         warn_unconfined(&args);
         Vec::new()
     };
     let in_reach = tokens_in_reach(allow_tokens, &hidden)?;
     let mut streams = Vec::new();
-    for sig in FORWARDED {
+    for sig in crate::isolation::PASSED_ON {
         let stream = signal(SignalKind::from_raw(sig as i32)).map_err(|source| CliError::Io {
             action: format!("listen for {sig}"),
             source,
@@ -308,7 +335,16 @@ pub async fn run(
     }
     let minted = mint(&client, &key, &args, &in_reach).await?;
     let mut child = if isolate {
-        let plan = match isolation_plan(&args, &minted.isolation) {
+        let plan = isolation_plan(&args, &minted.isolation).and_then(|plan| {
+            serde_json::to_string(&plan).map_err(|_| {
+                CliError::Usage(
+                    "refusing to launch: a path the agent would be granted or hidden from is not UTF-8; \
+                     launch it from a directory whose path is"
+                        .into(),
+                )
+            })
+        });
+        let plan = match plan {
             Ok(plan) => plan,
             Err(e) => {
                 end_session(&client, &key, &minted.session_id).await;
@@ -321,17 +357,23 @@ pub async fn run(
             .arg("isolated-exec")
             .arg("--")
             .args(&command)
-            .env(PLAN_VARIABLE, serde_json::to_string(&plan).unwrap_or_default());
+            .env(PLAN_VARIABLE, plan);
         child
     } else {
         let mut child = tokio::process::Command::new(&command[0]);
         child.args(&command[1..]);
         child
     };
-    // Launcher and admin keys, and other tools' tokens, never reach the
-    // agent; the credential's own variables replace them.
-    for var in crate::isolation::TOKEN_VARIABLES {
-        child.env_remove(var);
+    // Launcher and admin keys, and real tokens, never reach the agent; the
+    // credential's own variables replace them.
+    for (name, value) in std::env::vars_os() {
+        let (name, value) = (name.to_string_lossy(), value.to_string_lossy());
+        if let Some(why) = minted.isolation.withholds(&name, &value) {
+            child.env_remove(name.as_ref());
+            if !crate::isolation::TOKEN_VARIABLES.contains(&name.as_ref()) && !minted.vars.contains_key(name.as_ref()) {
+                eprintln!("valetkey: not passing {name} on to the agent: {why}");
+            }
+        }
     }
     child.envs(minted.vars.iter().map(|(k, v)| (k, v.expose_secret())));
     let spawned = child.spawn();

@@ -1,13 +1,17 @@
-//! Applies a [`Plan`] to the current process, which then executes the
-//! agent's command. It runs in `run`'s helper, a fresh single-threaded
-//! process, in the order the mechanisms depend on each other: a user and a
-//! mount namespace (mounting needs their privileges), no_new_privs and every
-//! capability dropped, Landlock, then seccomp (which also forbids mounting).
+//! Applies a [`Plan`], in two processes and in the order the mechanisms
+//! depend on each other. `run`'s helper, a fresh single-threaded process,
+//! makes the user, mount and PID namespaces and the mounts ([`prepare`]);
+//! its child, PID 1 of the new PID namespace, mounts that namespace's
+//! /proc, drops every capability and sets no_new_privs, then applies
+//! Landlock and seccomp, which also forbids mounting ([`confine`]), and
+//! starts the agent's command.
 //!
 //! The user namespace is there even when the launcher is root: a process in
 //! it holds no capability over any process outside, so the agent cannot
 //! read another process's memory, environment or root directory through
 //! /proc (which would step around the mounts), whatever those processes are.
+//! The PID namespace ends every process the agent left behind when its
+//! command exits, and shows it only its own processes.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -60,11 +64,27 @@ pub enum EnforceError {
     Seccomp(String),
 }
 
-/// Confines the current process as the plan says. Irreversible: call it in
-/// the process that then executes the agent, and nowhere else.
-pub fn enforce(plan: &Plan) -> Result<Vec<Gap>, EnforceError> {
+/// Moves the current process into new user, mount and PID namespaces (its
+/// next child is the PID namespace's first process) and makes the plan's
+/// mounts. Irreversible: call it only in `run`'s helper.
+pub fn prepare(plan: &Plan) -> Result<(), EnforceError> {
     namespaces()?;
-    mounts(plan)?;
+    mounts(plan)
+}
+
+/// Confines the current process, PID 1 of the namespaces [`prepare`] made:
+/// its own /proc, no privileges, Landlock, seccomp. Irreversible; what it
+/// starts inherits all of it.
+pub fn confine(plan: &Plan) -> Result<Vec<Gap>, EnforceError> {
+    let proc = Path::new("/proc");
+    mount(
+        Some("proc"),
+        proc,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(mount_error("mount the agent's own", proc))?;
     drop_privileges()?;
     let mut gaps = landlock(plan)?;
     gaps.extend(seccomp()?);
@@ -75,7 +95,8 @@ fn namespaces() -> Result<(), EnforceError> {
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
     let failed = |source: std::io::Error| EnforceError::Namespace { source };
-    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(|e| failed(e.into()))?;
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)
+        .map_err(|e| failed(e.into()))?;
     let write = |file: &str, text: String| std::fs::write(file, text).map_err(failed);
     write("/proc/self/setgroups", "deny".into())?;
     write("/proc/self/uid_map", format!("{uid} {uid} 1\n"))?;
@@ -176,6 +197,7 @@ fn mounts(plan: &Plan) -> Result<(), EnforceError> {
         }
     }
     drop(sources);
+    private_terminals()?;
     for path in &plan.hide {
         let Ok(meta) = std::fs::metadata(path) else {
             continue;
@@ -202,6 +224,29 @@ fn mounts(plan: &Plan) -> Result<(), EnforceError> {
         }
     }
     std::env::set_current_dir(&plan.cwd).map_err(io_error("enter", &plan.cwd))
+}
+
+/// A devpts of the agent's own: the terminals of the launcher's other
+/// sessions do not exist for it (the one it was started on stays open).
+fn private_terminals() -> Result<(), EnforceError> {
+    let pts = Path::new("/dev/pts");
+    mount(
+        Some("devpts"),
+        pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(mount_error("make private", pts))?;
+    let ptmx = Path::new("/dev/ptmx");
+    mount(
+        Some("/dev/pts/ptmx"),
+        ptmx,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(mount_error("make private", ptmx))
 }
 
 /// Remounts a bind mount read-only, keeping the flags a user namespace may
@@ -251,7 +296,7 @@ fn landlock(plan: &Plan) -> Result<Vec<Gap>, EnforceError> {
     let device = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::ReadDir | AccessFs::IoctlDev;
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))?
-        .handle_access(AccessNet::ConnectTcp)?
+        .handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)?
         .scope(Scope::from_all(abi))?
         .create()?
         .add_rules(path_beneath_rules(&plan.read, AccessFs::from_read(abi)))?
@@ -262,6 +307,10 @@ fn landlock(plan: &Plan) -> Result<Vec<Gap>, EnforceError> {
                 .iter()
                 .map(|port| Ok::<_, landlock::RulesetError>(NetPort::new(*port, AccessNet::ConnectTcp))),
         )?
+        // Binding port 0 only: the kernel picks a free port. A fixed port
+        // could be the broker's, taken while it restarts, to collect the
+        // keys sent to it.
+        .add_rule(NetPort::new(0, AccessNet::BindTcp))?
         .restrict_self()?;
     Ok(landlock_gaps(status.ruleset, status.landlock))
 }
@@ -296,7 +345,8 @@ fn landlock_gaps(ruleset: RulesetStatus, landlock: LandlockStatus) -> Vec<Gap> {
 
 /// Refuses the sockets Landlock does not cover (UDP, raw, packet,
 /// netlink and every family but Unix and IP), io_uring (which would make
-/// sockets past this filter) and mounting.
+/// sockets past this filter), mounting, pushing input into the terminal
+/// and the kernel's keyrings.
 fn seccomp() -> Result<Vec<Gap>, EnforceError> {
     let arch = match TargetArch::try_from(std::env::consts::ARCH) {
         Ok(arch) => arch,
@@ -350,6 +400,15 @@ fn socket_filter(arch: TargetArch) -> Result<seccompiler::BpfProgram, String> {
     }
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     rules.insert(nix::libc::SYS_socket, socket);
+    // Typing into the terminal the agent shares with its launcher would run
+    // commands in the launcher's shell once `run` exits.
+    rules.insert(
+        nix::libc::SYS_ioctl,
+        vec![
+            rule(vec![cond(1, SeccompCmpOp::Eq, nix::libc::TIOCSTI)?])?,
+            rule(vec![cond(1, SeccompCmpOp::Eq, nix::libc::TIOCLINUX)?])?,
+        ],
+    );
     for always in [
         nix::libc::SYS_io_uring_setup,
         nix::libc::SYS_io_uring_enter,
@@ -364,6 +423,10 @@ fn socket_filter(arch: TargetArch) -> Result<seccompiler::BpfProgram, String> {
         nix::libc::SYS_fsconfig,
         nix::libc::SYS_fspick,
         nix::libc::SYS_mount_setattr,
+        // The launcher's session keyring may hold tokens.
+        nix::libc::SYS_keyctl,
+        nix::libc::SYS_add_key,
+        nix::libc::SYS_request_key,
     ] {
         rules.insert(always, Vec::new());
     }

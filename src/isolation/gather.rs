@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::{CREDENTIAL_STORES, Inputs, Settings, TOOLCHAINS};
+use super::{CREDENTIAL_STORES, Inputs, SYSTEM_SECRETS, Secret, Settings, TOOLCHAINS};
 
 /// What `run` knows of the person launching the agent.
 #[derive(Debug, Clone, Default)]
@@ -52,8 +52,15 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
                 .iter()
                 .filter_map(|p| expand(p))
                 .chain(launcher.key_files.iter().map(|p| launcher.cwd.join(p)))
-                .chain(in_home(&CREDENTIAL_STORES)),
-        ),
+                .chain(in_home(&CREDENTIAL_STORES))
+                .chain(SYSTEM_SECRETS.iter().map(PathBuf::from)),
+        )
+        .into_iter()
+        .map(|path| Secret {
+            is_dir: path.is_dir(),
+            path,
+        })
+        .collect(),
         read: existing(&mut settings.read.iter().filter_map(|p| expand(p))),
         write: existing(&mut settings.write.iter().filter_map(|p| expand(p))),
         tools: existing(&mut in_home(&TOOLCHAINS).into_iter().chain(path_dirs)),
@@ -85,6 +92,7 @@ mod tests {
             read: vec![PathBuf::from("~/.rustup")],
             write: vec![PathBuf::from("cache"), PathBuf::from("~/missing")],
             connect: vec![5432],
+            variables: vec![],
         };
         let launcher = Launcher {
             cwd: cwd.clone(),
@@ -98,15 +106,25 @@ mod tests {
         };
         let inputs = gather(&settings, &launcher);
         assert_eq!(inputs.cwd, cwd);
+        let secrets: Vec<_> = inputs
+            .secrets
+            .iter()
+            .filter(|s| !s.path.starts_with("/etc"))
+            .map(|s| (s.path.clone(), s.is_dir))
+            .collect();
         assert_eq!(
-            inputs.secrets,
+            secrets,
             vec![
-                home.join(".config/gh"),
-                home.join(".config/gh"),
-                cwd.join("launcher.key"),
-                home.join(".config/gh"),
+                (home.join(".config/gh"), true),
+                (home.join(".config/gh"), true),
+                (cwd.join("launcher.key"), false),
+                (home.join(".config/gh"), true),
             ],
             "links are followed, missing paths dropped, stores found in the home"
+        );
+        assert!(
+            inputs.secrets.iter().any(|s| s.path == Path::new("/etc/shadow")),
+            "the system's secrets are hidden too"
         );
         assert_eq!(inputs.read, vec![home.join(".rustup")]);
         assert_eq!(inputs.write, vec![cwd.join("cache")]);

@@ -12,14 +12,16 @@
 
 mod enforce;
 mod gather;
+mod supervise;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use enforce::{EnforceError, Gap, enforce};
+pub use enforce::{EnforceError, Gap, confine, prepare};
 pub use gather::{Launcher, gather};
+pub use supervise::{PASSED_ON, supervise};
 
 /// What every program needs, read-only (and executable).
 pub const SYSTEM: [&str; 12] = [
@@ -67,6 +69,34 @@ pub const CREDENTIAL_STORES: [&str; 20] = [
     ".terraform.d/credentials.tfrc.json",
 ];
 
+/// Secrets of the system itself, hidden too (the agent may own root's
+/// files: it runs as its launcher).
+pub const SYSTEM_SECRETS: [&str; 11] = [
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/ssh",
+    "/etc/ssl/private",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/credstore",
+    "/etc/credstore.encrypted",
+    "/etc/valetkey",
+];
+
+/// The device files a program needs; no disk, no other terminal.
+pub const DEVICES: [&str; 8] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+    "/dev/pts",
+];
+
 /// Toolchains in the launcher's home, readable by default so that the
 /// agent's usual commands work (what is on PATH is readable too).
 pub const TOOLCHAINS: [&str; 5] = [".rustup", ".cargo/bin", ".pyenv", ".nvm", ".local/bin"];
@@ -104,18 +134,47 @@ pub struct Settings {
     pub write: Vec<PathBuf>,
     #[serde(default)]
     pub connect: Vec<u16>,
+    /// Environment variables the broker reads real tokens from: never
+    /// passed on to the agent.
+    #[serde(default)]
+    pub variables: Vec<String>,
 }
 
 impl Settings {
     /// What the broker hands `run` with a credential: its own files and
     /// `[run]`, and the ports of the databases the credential logs in to.
-    pub fn for_credential(run: &crate::config::RunConfig, database_ports: &[u16]) -> Settings {
+    pub fn for_credential(config: &crate::config::Config, database_ports: &[u16]) -> Settings {
+        let run = &config.run;
+        let variables = config
+            .providers
+            .values()
+            .flat_map(|p| p.get_ref().tokens.values())
+            .filter_map(|source| match source.get_ref() {
+                crate::config::TokenSource::Env(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         Settings {
             hide: run.broker_files.iter().chain(&run.hide).cloned().collect(),
             read: run.read.clone(),
             write: run.write.clone(),
             connect: database_ports.iter().chain(&run.allow_connect).copied().collect(),
+            variables,
         }
+    }
+
+    /// Whether the agent must not be given this environment variable: it
+    /// carries a key or a real token, by its name or by its value.
+    pub fn withholds(&self, name: &str, value: &str) -> Option<String> {
+        if TOKEN_VARIABLES.contains(&name) || self.variables.iter().any(|v| v == name) {
+            return Some("it holds a key or a real token".into());
+        }
+        crate::scan::scan_text(".env", &format!("{name}={value}"))
+            .into_iter()
+            .next()
+            .map(|hit| format!("its value is {}", hit.kind))
     }
 }
 
@@ -125,9 +184,9 @@ impl Settings {
 pub struct Inputs {
     pub cwd: PathBuf,
     pub home: Option<PathBuf>,
-    /// The broker's files, the launcher's key files, credential stores and
-    /// `[run] hide`.
-    pub secrets: Vec<PathBuf>,
+    /// The broker's files, the launcher's key files, credential stores,
+    /// the system's secrets and `[run] hide`.
+    pub secrets: Vec<Secret>,
     /// `[run] read`.
     pub read: Vec<PathBuf>,
     /// `[run] write`.
@@ -137,6 +196,12 @@ pub struct Inputs {
     pub tools: Vec<PathBuf>,
     /// The broker's port, the granted databases' and `[run] allow_connect`.
     pub connect: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub path: PathBuf,
+    pub is_dir: bool,
 }
 
 /// How the agent's process is confined, as data.
@@ -154,7 +219,8 @@ pub struct Plan {
     pub read: Vec<PathBuf>,
     /// Landlock: everything beneath these.
     pub write: Vec<PathBuf>,
-    /// Landlock: read, write and ioctl on device files beneath these.
+    /// Landlock: read, write and ioctl on these device files (and the
+    /// agent's own terminals, in a private `/dev/pts`).
     pub devices: Vec<PathBuf>,
     /// Landlock: the only TCP ports `connect` may reach, on any address.
     pub connect: Vec<u16>,
@@ -186,22 +252,57 @@ pub enum PlanError {
         secret.display()
     )]
     GrantInsideSecret { grant: PathBuf, secret: PathBuf },
+    #[error(
+        "refusing to launch: `[run]` grants {}, which would open too much (the root, a top-level directory, \
+         the system's or your home); grant the directories the agent needs inside it",
+        grant.display()
+    )]
+    GrantTooWide { grant: PathBuf },
+    #[error(
+        "refusing to launch: {} holds secrets and lies directly in {}, which the agent may write; a file there \
+         cannot stay hidden (replacing it uncovers it). Move it into a directory of its own, outside the \
+         agent's reach or inside it (`config/`, `keys/`)",
+        file.display(),
+        dir.display()
+    )]
+    SecretInWritableDir { file: PathBuf, dir: PathBuf },
 }
 
-/// Decides the agent's confinement. Refuses a working directory that would
-/// grant the system, and any grant inside a secret (which hiding the secret
-/// would take away, or granting would expose). A secret inside a grant is
-/// hidden by a mount: that is why the mount namespace is not optional.
+/// Whether granting `path` would open what no agent needs whole: the root,
+/// a top-level directory that is not a system one, the home or above it.
+fn opens_too_much(path: &Path, home: Option<&PathBuf>) -> bool {
+    path == Path::new("/")
+        || (path.components().count() == 2 && !SYSTEM.iter().any(|s| path == Path::new(s)))
+        || home.is_some_and(|h| h.starts_with(path))
+}
+
+/// Decides the agent's confinement. Refuses a working directory or a grant
+/// that would open too much, any grant inside a secret (which hiding the
+/// secret would take away, or granting would expose), and a secret file
+/// lying directly in a directory the agent may write. A secret inside a
+/// grant is hidden by a mount (a secret file by hiding its directory where
+/// it can): that is why the mount namespace is not optional.
 pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     let cwd = inputs.cwd.clone();
-    let too_wide = cwd == Path::new("/")
+    let home = inputs.home.as_ref();
+    let too_wide = opens_too_much(&cwd, home)
         || SYSTEM.iter().any(|s| cwd.starts_with(s))
-        || PRIVATE.iter().any(|s| cwd == Path::new(s))
-        || inputs.home.as_ref().is_some_and(|h| h != &cwd && h.starts_with(&cwd));
+        || PRIVATE.iter().any(|s| cwd == Path::new(s));
     if too_wide {
         return Err(PlanError::WorkingDirTooWide { cwd });
     }
-    let inside_secret = |grant: &Path| inputs.secrets.iter().find(|s| grant.starts_with(s)).cloned();
+    for grant in &inputs.read {
+        if opens_too_much(grant, home) {
+            return Err(PlanError::GrantTooWide { grant: grant.clone() });
+        }
+    }
+    for grant in &inputs.write {
+        if opens_too_much(grant, home) || SYSTEM.iter().any(|s| grant.starts_with(s)) {
+            return Err(PlanError::GrantTooWide { grant: grant.clone() });
+        }
+    }
+    let secrets: Vec<&PathBuf> = inputs.secrets.iter().map(|s| &s.path).collect();
+    let inside_secret = |grant: &Path| secrets.iter().find(|s| grant.starts_with(s)).map(|s| (*s).clone());
     for grant in std::iter::once(&cwd).chain(&inputs.read).chain(&inputs.write) {
         if let Some(secret) = inside_secret(grant) {
             return Err(PlanError::GrantInsideSecret {
@@ -214,31 +315,28 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     let tools: Vec<PathBuf> = inputs
         .tools
         .iter()
+        .filter(|t| !opens_too_much(t, home))
         .chain(&system)
         .filter(|t| inside_secret(t).is_none())
         .cloned()
         .collect();
 
+    let writable: Vec<&PathBuf> = std::iter::once(&cwd).chain(&inputs.write).collect();
     let mut private: Vec<PrivateDir> = PRIVATE
         .iter()
         .map(|p| PrivateDir {
             path: PathBuf::from(p),
             mode: if *p == "/run" { 0o755 } else { 0o1777 },
         })
-        .collect();
-    if let Some(home) = inputs.home.as_ref().filter(|h| !private.iter().any(|p| &p.path == *h)) {
-        private.push(PrivateDir {
-            path: home.clone(),
+        .chain(home.map(|h| PrivateDir {
+            path: h.clone(),
             mode: 0o700,
-        });
-    }
-    let writable: Vec<&PathBuf> = std::iter::once(&cwd).chain(&inputs.write).collect();
-    // A directory granted whole (an agent launched in its home) is not
-    // made private only to be mounted back.
-    let granted_whole = |dir: &Path| {
-        writable.iter().any(|w| w.as_path() == dir) || inputs.read.iter().chain(&inputs.tools).any(|r| r == dir)
-    };
-    private.retain(|p| !granted_whole(&p.path));
+        }))
+        // A directory granted whole for writing is not made private only
+        // to be mounted back.
+        .filter(|p| !writable.contains(&&p.path))
+        .collect();
+    private.dedup_by(|a, b| a.path == b.path);
     private.sort_by_key(|p| p.path.components().count());
 
     let mut grants: Vec<BindBack> = writable
@@ -247,11 +345,10 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
             path: (*p).clone(),
             writable: true,
         })
-        .chain(inputs.read.iter().chain(&inputs.tools).map(|p| BindBack {
+        .chain(inputs.read.iter().chain(&tools).map(|p| BindBack {
             path: p.clone(),
             writable: false,
         }))
-        .filter(|g| inside_secret(&g.path).is_none())
         .filter(|g| private.iter().any(|p| g.path.starts_with(&p.path)))
         .collect();
     grants.sort_by_key(|g| (g.path.components().count(), !g.writable));
@@ -262,11 +359,44 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
         }
     }
 
+    // A file is hidden with its directory: a mount on a file comes off when
+    // the file is replaced (an editor saving it, a key rotated). Where the
+    // directory is one the agent needs, the file is hidden alone, unless
+    // the agent could write there.
+    let needed = |dir: &Path| {
+        tools
+            .iter()
+            .chain(&inputs.read)
+            .chain(writable.iter().copied())
+            .chain(private.iter().map(|p| &p.path))
+            .chain(home)
+            .any(|g| g.starts_with(dir))
+    };
+    let mut hide = Vec::new();
+    for secret in &inputs.secrets {
+        let target = match (secret.is_dir, secret.path.parent()) {
+            (true, _) | (false, None) => secret.path.clone(),
+            (false, Some(dir)) => {
+                if writable.iter().any(|w| *w == dir) {
+                    return Err(PlanError::SecretInWritableDir {
+                        file: secret.path.clone(),
+                        dir: dir.to_owned(),
+                    });
+                }
+                if needed(dir) {
+                    secret.path.clone()
+                } else {
+                    dir.to_owned()
+                }
+            }
+        };
+        hide.push(target);
+    }
     // A secret in a private directory is gone with it, unless a grant
     // brought its directory back.
     let reachable =
         |s: &Path| !private.iter().any(|p| s.starts_with(&p.path)) || bind_back.iter().any(|b| s.starts_with(&b.path));
-    let hide: Vec<PathBuf> = sorted(inputs.secrets.iter().filter(|s| reachable(s)).cloned());
+    let hide = sorted(hide.into_iter().filter(|s| reachable(s)));
 
     let read = sorted(tools.into_iter().chain(inputs.read.iter().cloned()));
     let write = sorted(
@@ -289,7 +419,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
         hide,
         read,
         write,
-        devices: vec![PathBuf::from("/dev")],
+        devices: DEVICES.iter().map(PathBuf::from).collect(),
         connect,
     })
 }
@@ -306,15 +436,30 @@ mod tests {
         PathBuf::from(s)
     }
 
+    fn dir(s: &str) -> Secret {
+        Secret {
+            path: p(s),
+            is_dir: true,
+        }
+    }
+
+    fn file(s: &str) -> Secret {
+        Secret {
+            path: p(s),
+            is_dir: false,
+        }
+    }
+
     fn inputs() -> Inputs {
         Inputs {
             cwd: p("/work/app"),
             home: Some(p("/home/dev")),
             secrets: vec![
-                p("/work/app/valetkey-data"),
-                p("/work/app/valetkey.toml"),
-                p("/home/dev/.config/gh"),
-                p("/home/dev/.config/valetkey/launcher.key"),
+                dir("/work/app/valetkey-data"),
+                file("/work/app/config/valetkey.toml"),
+                dir("/home/dev/.config/gh"),
+                file("/home/dev/.config/valetkey/launcher.key"),
+                file("/etc/shadow"),
             ],
             read: vec![],
             write: vec![],
@@ -328,7 +473,8 @@ mod tests {
         let plan = plan(&inputs()).unwrap();
         assert_eq!(
             plan.hide,
-            vec![p("/work/app/valetkey-data"), p("/work/app/valetkey.toml")]
+            vec![p("/etc/shadow"), p("/work/app/config"), p("/work/app/valetkey-data")],
+            "a file is hidden with its directory, unless the agent needs that"
         );
         assert_eq!(plan.write.first(), Some(&p("/dev/shm")));
         assert!(plan.write.contains(&p("/work/app")));
@@ -359,25 +505,56 @@ mod tests {
     }
 
     #[test]
-    fn an_agent_launched_in_its_home_gets_it_back_with_the_credential_stores_hidden() {
+    fn a_secret_file_directly_in_a_writable_directory_is_refused() {
         let mut i = inputs();
-        i.cwd = p("/home/dev");
-        let plan = plan(&i).unwrap();
-        assert!(plan.bind_back.is_empty(), "{:?}", plan.bind_back);
-        assert!(
-            !plan.private.iter().any(|d| d.path == p("/home/dev")),
-            "a home granted whole is not covered, so nothing needs mounting back"
+        i.secrets.push(file("/work/app/launcher.key"));
+        assert_eq!(
+            plan(&i),
+            Err(PlanError::SecretInWritableDir {
+                file: p("/work/app/launcher.key"),
+                dir: p("/work/app"),
+            })
         );
-        assert!(plan.hide.contains(&p("/home/dev/.config/gh")));
-        assert!(plan.hide.contains(&p("/home/dev/.config/valetkey/launcher.key")));
+        // Above the working directory, the file is hidden alone.
+        let mut i = inputs();
+        i.secrets.push(file("/work/launcher.key"));
+        assert!(plan(&i).unwrap().hide.contains(&p("/work/launcher.key")));
+    }
+
+    #[test]
+    fn grants_that_open_too_much_are_refused_and_such_tool_directories_dropped() {
+        for (read, write) in [
+            (Some("/home"), None),
+            (None, Some("/var")),
+            (Some("/home/dev"), None),
+            (None, Some("/usr/local")),
+        ] {
+            let mut i = inputs();
+            i.read.extend(read.map(p));
+            i.write.extend(write.map(p));
+            assert!(
+                matches!(plan(&i), Err(PlanError::GrantTooWide { .. })),
+                "{read:?} {write:?}"
+            );
+        }
+        let mut i = inputs();
+        i.tools.extend([p("/"), p("/home/dev"), p("/srv")]);
+        let plan = plan(&i).unwrap();
+        for wide in ["/", "/home/dev", "/srv"] {
+            assert!(!plan.read.contains(&p(wide)), "{wide}");
+        }
+        assert!(
+            plan.private.iter().any(|d| d.path == p("/home/dev")),
+            "the home stays private"
+        );
     }
 
     #[test]
     fn a_working_directory_in_a_temporary_directory_is_bound_back_and_its_secrets_hidden() {
         let mut i = inputs();
         i.cwd = p("/tmp/t1/app");
-        i.secrets.push(p("/tmp/t1/app/valetkey-data"));
-        i.secrets.push(p("/tmp/elsewhere/token"));
+        i.secrets.push(dir("/tmp/t1/app/valetkey-data"));
+        i.secrets.push(file("/tmp/elsewhere/token"));
         let plan = plan(&i).unwrap();
         assert!(plan.bind_back.contains(&BindBack {
             path: p("/tmp/t1/app"),
@@ -385,7 +562,7 @@ mod tests {
         }));
         assert!(plan.hide.contains(&p("/tmp/t1/app/valetkey-data")));
         assert!(
-            !plan.hide.contains(&p("/tmp/elsewhere/token")),
+            !plan.hide.iter().any(|h| h.starts_with("/tmp/elsewhere")),
             "gone with the private /tmp"
         );
     }
@@ -419,7 +596,16 @@ mod tests {
 
     #[test]
     fn working_directories_that_would_grant_the_system_are_refused() {
-        for cwd in ["/", "/etc", "/usr/local/src", "/tmp", "/run", "/home"] {
+        for cwd in [
+            "/",
+            "/etc",
+            "/usr/local/src",
+            "/tmp",
+            "/run",
+            "/home",
+            "/srv",
+            "/home/dev",
+        ] {
             let mut i = inputs();
             i.cwd = p(cwd);
             assert_eq!(plan(&i), Err(PlanError::WorkingDirTooWide { cwd: p(cwd) }), "{cwd}");
@@ -433,6 +619,7 @@ mod tests {
             assert!(plan.read.contains(&p(s)), "{s}");
             assert!(!plan.write.contains(&p(s)), "{s}");
         }
-        assert_eq!(plan.devices, vec![p("/dev")]);
+        assert!(plan.devices.contains(&p("/dev/null")) && plan.devices.contains(&p("/dev/pts")));
+        assert!(!plan.devices.contains(&p("/dev")), "no disk and no other terminal");
     }
 }
