@@ -143,6 +143,8 @@ pub struct Readiness {
     pub provider_tokens: Vec<TokenStatus>,
     /// What each real token reaches, from the last introspection.
     pub token_reach: Vec<TokenReach>,
+    /// What the PostgreSQL servers let agents' roles do past their grants.
+    pub database_findings: Vec<DatabaseFinding>,
     /// Alerts that found the queue full and went to the log only.
     pub alerts_dropped: u64,
     /// PostgreSQL roles of leases that are not yet dropped.
@@ -192,6 +194,7 @@ pub struct Broker {
     alerts: Alerter,
     /// What each real token was last found to reach.
     reach: RwLock<Vec<TokenReach>>,
+    database_findings: RwLock<Vec<DatabaseFinding>>,
     /// The last store write probe and when it ran: readiness answers anyone,
     /// so the store takes at most one probe write per `WRITE_PROBE_EVERY`.
     write_probe: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
@@ -311,6 +314,7 @@ impl Broker {
             upstream,
             alerts,
             reach: RwLock::new(Vec::new()),
+            database_findings: RwLock::new(Vec::new()),
             write_probe: tokio::sync::Mutex::new(None),
             databases,
             real_fingerprints,
@@ -1151,6 +1155,7 @@ impl Broker {
             active_kid,
             provider_tokens: self.token_status.clone(),
             token_reach: self.reach.read().expect("reach lock").clone(),
+            database_findings: self.database_findings.read().expect("findings lock").clone(),
             alerts_dropped: self.alerts.dropped(),
             database_roles,
         }
@@ -1286,6 +1291,60 @@ impl Broker {
         *self.reach.write().expect("reach lock") = results.clone();
         Ok(results)
     }
+
+    /// Asks each PostgreSQL server what it lets agents' roles do past their
+    /// grants; each finding is logged, recorded and alerted with its fix.
+    pub async fn check_databases(&self, now: SystemTime) -> Result<Vec<DatabaseFinding>, StoreError> {
+        let mut all = Vec::new();
+        for ((provider, env), found) in self.databases.findings().await {
+            let found = match found {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(%provider, %env, error = %e, "cannot check what the database server lets agents do");
+                    all.push(DatabaseFinding {
+                        provider,
+                        env,
+                        what: format!("cannot check the server: {e}"),
+                        fix: "see `valetkey status`".into(),
+                    });
+                    continue;
+                }
+            };
+            for f in found {
+                let event = Event {
+                    kind: EventKind::DatabaseFinding,
+                    actor: "broker".into(),
+                    agent: None,
+                    session_id: None,
+                    env: Some(env.clone()),
+                    detail: serde_json::json!({ "provider": provider, "what": f.what, "fix": f.fix }),
+                };
+                let text = format!(
+                    "The `{provider}` database server for `{env}`: {}. Fix: {}",
+                    f.what, f.fix
+                );
+                let key = format!("database_finding:{provider}:{env}:{}", f.what);
+                self.record_and_alert(event, "database_finding", text, key, now).await?;
+                all.push(DatabaseFinding {
+                    provider: provider.clone(),
+                    env: env.clone(),
+                    what: f.what,
+                    fix: f.fix,
+                });
+            }
+        }
+        *self.database_findings.write().expect("findings lock") = all.clone();
+        Ok(all)
+    }
+}
+
+/// A way a PostgreSQL server lets agents' roles past their grants.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseFinding {
+    pub provider: String,
+    pub env: String,
+    pub what: String,
+    pub fix: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -17,14 +17,15 @@ use std::time::Duration;
 
 use ring::rand::SecureRandom;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Executor};
+use sqlx::{ConnectOptions, Connection, Executor};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::config::DatabaseConfig;
 use crate::providers::postgres::{
-    self, Login, OVERDUE_SESSIONS, OWNER_COMMENT, ROLE_PREFIX, RolePlan, SessionLimits, TERMINATE_SESSIONS,
-    create_roles, disable_role, remove_role,
+    self, Login, OTHER_DATABASES, OVERDUE_SESSIONS, OWNER_COMMENT, ROLE_PREFIX, RolePlan, SessionLimits,
+    TERMINATE_SESSIONS, create_roles, disable_role, drop_owned, remove_role,
 };
+use crate::providers::postgres_findings as findings;
 use crate::secrets::{ExposeSecret, SecretString, Zeroizing};
 
 /// Connections each pool keeps to its server: role changes are serialised
@@ -188,8 +189,9 @@ impl Databases {
     }
 
     /// Ends `role` if it is the one the broker created with `comment`:
-    /// logins stopped, open sessions ended, privileges and anything it owns
-    /// taken back, the role dropped.
+    /// logins stopped, open sessions ended, what it made in other databases
+    /// dropped, privileges and anything it owns in its own taken back, the
+    /// role dropped.
     pub async fn end(&self, provider: &str, env: &str, role: &str, comment: &str) -> Result<Ended, DatabaseError> {
         if !role.starts_with(ROLE_PREFIX) {
             return Ok(Ended::NotOurs);
@@ -217,6 +219,19 @@ impl Databases {
             .fetch_one(&target.pool)
             .await
             .map_err(&failed)?;
+        let elsewhere: Vec<String> = sqlx::query_scalar(OTHER_DATABASES)
+            .bind(role)
+            .fetch_all(&target.pool)
+            .await
+            .map_err(&failed)?;
+        for database in elsewhere {
+            let options = target.pool.connect_options().as_ref().clone().database(&database);
+            let mut conn = options.connect().await.map_err(&failed)?;
+            conn.execute(sqlx::AssertSqlSafe(drop_owned(role)))
+                .await
+                .map_err(&failed)?;
+            let _ = conn.close().await;
+        }
         run(&target.pool, remove_role(role))
             .await
             .map_err(server(provider, env))?;
@@ -254,6 +269,53 @@ impl Databases {
         }
         out
     }
+}
+
+impl Databases {
+    /// What each server lets agents' roles do beyond their grants: PUBLIC's
+    /// privileges and `pg_hba.conf`'s rules, as findings with their fixes.
+    pub async fn findings(&self) -> Vec<((String, String), Result<Vec<findings::Finding>, DatabaseError>)> {
+        let mut out = Vec::new();
+        for (key, target) in &self.targets {
+            let (provider, env) = key;
+            out.push((
+                key.clone(),
+                server_findings(target).await.map_err(server(provider, env)),
+            ));
+        }
+        out
+    }
+}
+
+async fn server_findings(target: &Target) -> Result<Vec<findings::Finding>, sqlx::Error> {
+    let pool = &target.pool;
+    let public = findings::PublicPrivileges {
+        database: target.database.clone(),
+        connect_elsewhere: sqlx::query_scalar(findings::PUBLIC_CONNECT).fetch_all(pool).await?,
+        temp: sqlx::query_scalar(findings::PUBLIC_TEMP).fetch_one(pool).await?,
+        create_in: sqlx::query_scalar(findings::PUBLIC_CREATE).fetch_all(pool).await?,
+        definers: sqlx::query_scalar(findings::PUBLIC_DEFINERS).fetch_all(pool).await?,
+    };
+    // Only superusers read the rules; not reading them is a finding too.
+    let rules: Option<Vec<findings::HbaRule>> =
+        sqlx::query_as::<_, (i32, String, Vec<String>, Vec<String>, String)>(findings::HBA_RULES)
+            .fetch_all(pool)
+            .await
+            .ok()
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|(line, kind, databases, users, method)| findings::HbaRule {
+                        line,
+                        kind,
+                        databases,
+                        users,
+                        method,
+                    })
+                    .collect()
+            });
+    let mut found = findings::public_findings(&public);
+    found.extend(findings::hba_findings(rules.as_deref(), &target.database));
+    Ok(found)
 }
 
 fn limits(settings: &DatabaseConfig) -> SessionLimits {

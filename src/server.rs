@@ -22,6 +22,9 @@ const SYNC_INTERVAL: Duration = Duration::from_millis(500);
 /// another broker on the same store and expiries end their roles within
 /// this. Revocations through this broker end them at once.
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the PostgreSQL servers are asked what PUBLIC and pg_hba.conf
+/// let agents' roles do (and once at start).
+const DATABASE_CHECK_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -381,6 +384,15 @@ impl Server {
                 }
             }));
         }
+        let broker = self.broker.clone();
+        tasks.push(every(DATABASE_CHECK_INTERVAL, move || {
+            let broker = broker.clone();
+            async move {
+                if let Err(e) = broker.check_databases(SystemTime::now()).await {
+                    tracing::warn!(error = %e, "cannot record what the database servers let agents do");
+                }
+            }
+        }));
         let introspection = &self.broker.config().introspection;
         if introspection.enabled {
             let broker = self.broker.clone();

@@ -458,6 +458,144 @@ async fn revoking_ends_open_sessions_and_logins_however_it_comes() {
     finish(b, &pool, &schema).await;
 }
 
+/// `url` with another database.
+fn with_database(url: &str, database: &str) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+/// CONNECT comes from PUBLIC, so an agent's role reaches databases it was
+/// never given and, where PUBLIC may create (as before PostgreSQL 15),
+/// makes objects there. Ending the role drops them in every database, so
+/// the role itself can be dropped.
+#[tokio::test]
+async fn ending_a_role_drops_what_it_made_in_every_database() {
+    let url = server_url();
+    let Staging { pool, schema, b, key } = staging(&url).await;
+    let other = unique("vk_other_");
+    run_sql(&pool, format!("CREATE DATABASE {}", quote_ident(&other))).await;
+    let other_admin = admin(&with_database(&url, &other)).await;
+    run_sql(&other_admin, "GRANT CREATE ON SCHEMA public TO PUBLIC".into()).await;
+
+    let answer = mint(&b, &key, "claude").await;
+    let role = var(&answer, "PGUSER").to_owned();
+    let mut agent = PgConnection::connect(&with_database(var(&answer, "DATABASE_URL"), &other))
+        .await
+        .unwrap();
+    agent.execute("CREATE TABLE public.left_behind (x int)").await.unwrap();
+    agent.close().await.unwrap();
+
+    end_session(&b, &key, &answer).await;
+    assert_eq!(dropped_event(&b, &role).await["outcome"], "dropped");
+    assert!(!role_exists(&pool, &role).await);
+    let left = count(
+        &other_admin,
+        "SELECT count(*) FROM pg_tables WHERE tablename = 'left_behind'".into(),
+    )
+    .await;
+    assert_eq!(left, 0, "what the role made in the other database is still there");
+    other_admin.close().await;
+    run_sql(&pool, format!("DROP DATABASE {} WITH (FORCE)", quote_ident(&other))).await;
+    finish(b, &pool, &schema).await;
+}
+
+/// What the server lets every role do past its grants (PUBLIC's CONNECT
+/// to other databases, SECURITY DEFINER functions it may call, pg_hba.conf
+/// lines that trust or do not confine the agents' group) is found at start,
+/// recorded and shown by `valetkey status` with the statement that closes
+/// each; run, the statement closes it. Every agent role is in the group
+/// `pg_hba.conf` confines.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_public_and_pg_hba_let_agents_do_is_found_with_its_fix() {
+    let url = server_url();
+    let pool = admin(&url).await;
+    let schema = unique("vk_test_");
+    schema_with_rows(&pool, &schema).await;
+    let s = quote_ident(&schema);
+    run_sql(
+        &pool,
+        format!("CREATE FUNCTION {s}.purge() RETURNS void LANGUAGE sql SECURITY DEFINER AS 'DELETE FROM {s}.items'"),
+    )
+    .await;
+    let other = unique("vk_other_");
+    run_sql(&pool, format!("CREATE DATABASE {}", quote_ident(&other))).await;
+    let b = broker(&url, &schema).await;
+    let key = b.add_agent("claude").await;
+
+    let findings = || async {
+        b.broker
+            .readiness()
+            .await
+            .database_findings
+            .into_iter()
+            .map(|f| (f.what, f.fix))
+            .collect::<Vec<_>>()
+    };
+    eventually("the servers were checked", async || !findings().await.is_empty()).await;
+    let found = findings().await;
+    let fix_of = |needle: &str| {
+        found
+            .iter()
+            .find(|(what, _)| what.contains(needle))
+            .map(|(_, fix)| fix.clone())
+            .unwrap_or_else(|| panic!("no finding with `{needle}` in {found:#?}"))
+    };
+    assert_eq!(
+        fix_of(&format!("connect to database `{other}`")),
+        format!("REVOKE CONNECT ON DATABASE {} FROM PUBLIC;", quote_ident(&other))
+    );
+    let revoke_purge = fix_of(&format!("{schema}.purge()"));
+    assert_eq!(
+        revoke_purge,
+        format!("REVOKE EXECUTE ON FUNCTION {schema}.purge() FROM PUBLIC;")
+    );
+    assert!(fix_of("trusts").contains("scram-sha-256"));
+    assert!(fix_of("lets agents' roles log in to databases other than").contains("+valetkey_agents"));
+    let events = b.broker.store().audit_events().await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "database_finding" && e.detail.contains("purge()"))
+    );
+    let status = tokio::process::Command::from(common::admin_cli(&b.url, &b.data_dir().join("admin.key")))
+        .arg("status")
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(3), "{printed}");
+    assert!(printed.contains(&format!("fix: {revoke_purge}")), "{printed}");
+
+    // The function deletes what the agent's role may not; the fix closes it.
+    let answer = mint(&b, &key, "claude").await;
+    let role = var(&answer, "PGUSER").to_owned();
+    let member: bool = sqlx::query_scalar("SELECT pg_has_role($1, 'valetkey_agents', 'MEMBER')")
+        .bind(&role)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(member, "{role} is not in the agents' group");
+    let mut agent = PgConnection::connect(var(&answer, "DATABASE_URL")).await.unwrap();
+    permission_denied(&mut agent, format!("DELETE FROM {s}.items")).await;
+    agent
+        .execute(sqlx::AssertSqlSafe(format!("SELECT {s}.purge()")))
+        .await
+        .unwrap();
+    assert_eq!(count(&pool, format!("SELECT count(*) FROM {s}.items")).await, 0);
+    run_sql(&pool, revoke_purge).await;
+    permission_denied(&mut agent, format!("SELECT {s}.purge()")).await;
+    b.broker.check_databases(SystemTime::now()).await.unwrap();
+    assert!(
+        !findings().await.iter().any(|(what, _)| what.contains("purge()")),
+        "the finding stayed after its fix"
+    );
+    agent.close().await.unwrap();
+    end_session(&b, &key, &answer).await;
+    run_sql(&pool, format!("DROP DATABASE {} WITH (FORCE)", quote_ident(&other))).await;
+    finish(b, &pool, &schema).await;
+}
+
 async fn dropped_event(b: &TestBroker, role: &str) -> Value {
     let events = b.broker.store().audit_events().await.unwrap();
     let event = events

@@ -57,6 +57,7 @@ pub async fn readyz(State(broker): Shared, headers: axum::http::HeaderMap) -> Re
         "active_kid": r.active_kid,
         "provider_tokens": r.provider_tokens,
         "token_reach": r.token_reach,
+        "database_findings": r.database_findings,
         "alerts_dropped": r.alerts_dropped,
         "refused_unauthenticated": broker.refused_unauthenticated(),
         "database_roles": r.database_roles,

@@ -58,6 +58,9 @@ pub enum EventKind {
     UpstreamCredentialMismatch,
     /// An upstream token reaches beyond the environment it is configured for.
     TokenReachFinding,
+    /// A PostgreSQL server lets agents' roles past their grants (PUBLIC's
+    /// privileges, pg_hba.conf).
+    DatabaseFinding,
     /// A PostgreSQL role made for a lease (postgres providers).
     DatabaseRoleCreated,
     /// A lease's PostgreSQL role ended: sessions closed, role dropped.
@@ -90,6 +93,7 @@ impl EventKind {
             EventKind::CredentialRefused => "credential_refused",
             EventKind::UpstreamCredentialMismatch => "upstream_credential_mismatch",
             EventKind::TokenReachFinding => "token_reach_finding",
+            EventKind::DatabaseFinding => "database_finding",
             EventKind::DatabaseRoleCreated => "database_role_created",
             EventKind::DatabaseRoleDropped => "database_role_dropped",
             EventKind::TokenEchoed => "token_echoed",

@@ -118,6 +118,7 @@ pub fn build(rules: &Rules, events: &[Record], facts: &Facts<'_>, since_ms: i64,
     let mut shared: BTreeMap<String, u64> = BTreeMap::new();
     let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
     let mut reach: BTreeSet<String> = BTreeSet::new();
+    let mut database: BTreeSet<(String, String)> = BTreeSet::new();
 
     for r in &window {
         let d = detail(r);
@@ -193,6 +194,17 @@ pub fn build(rules: &Rules, events: &[Record], facts: &Facts<'_>, since_ms: i64,
                 {
                     fingerprints.insert(f.to_owned());
                 }
+            }
+            "database_finding" => {
+                database.insert((
+                    format!(
+                        "{} server for `{}`: {}",
+                        d["provider"].as_str().unwrap_or("?"),
+                        r.env.as_deref().unwrap_or("?"),
+                        d["what"].as_str().unwrap_or("?")
+                    ),
+                    d["fix"].as_str().unwrap_or("?").to_owned(),
+                ));
             }
             "token_reach_finding" => {
                 reach.insert(format!(
@@ -345,6 +357,15 @@ pub fn build(rules: &Rules, events: &[Record], facts: &Facts<'_>, since_ms: i64,
             title: format!("unknown resource {id} was touched"),
             evidence: format!("{} naming it", plural(*n, "request")),
             recommendation: "add it to `[[resources]]` with the environment that owns it".into(),
+        });
+    }
+    for (title, fix) in &database {
+        findings.push(Finding {
+            kind: "database_exposure",
+            severity: Severity::High,
+            title: title.clone(),
+            evidence: "the broker's check of the database server".into(),
+            recommendation: fix.clone(),
         });
     }
     for line in &reach {

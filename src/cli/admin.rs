@@ -602,7 +602,8 @@ pub async fn status(args: AdminArgs, json: bool) -> Result<ExitCode, CliError> {
         .into_iter()
         .flatten()
         .filter(|r| r["outcome"] == "finding")
-        .count();
+        .count()
+        + state["database_findings"].as_array().map_or(0, Vec::len);
     Ok(match (state["status"].as_str(), findings) {
         (Some("ready"), 0) => ExitCode::SUCCESS,
         (Some("ready" | "degraded"), n) if n > 0 => ExitCode::from(super::run::REFUSED),

@@ -240,9 +240,10 @@ enum Command {
         json: bool,
     },
     /// The running broker's state: store, signing key, real tokens and what
-    /// each reaches. Exits 0 when ready with no finding, 1 when not ready or
-    /// degraded (a real token did not load), 3 when a token reaches beyond
-    /// its environment.
+    /// each reaches, what the database servers let agents' roles do. Exits 0
+    /// when ready with no finding, 1 when not ready or degraded (a real
+    /// token did not load), 3 when a token reaches beyond its environment or
+    /// a database server lets agents' roles past their grants.
     Status {
         #[command(flatten)]
         admin: AdminArgs,

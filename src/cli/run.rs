@@ -249,16 +249,26 @@ fn handed_plan() -> Option<crate::isolation::Plan> {
 /// namespaces and mounts, then starts and waits for `isolated-init`, the
 /// first process inside them. Exits 126 when it cannot.
 pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
     let Some(plan) = handed_plan() else {
         return ExitCode::from(126);
+    };
+    // Held open across the mounts, which may hide where it lies (a build
+    // under /tmp).
+    let own = match std::fs::File::open("/proc/self/exe") {
+        Ok(own) => own,
+        Err(e) => {
+            eprintln!("valetkey: refusing to launch the agent: cannot open valetkey's own executable: {e}");
+            return ExitCode::from(126);
+        }
     };
     if let Err(e) = crate::isolation::prepare(&plan) {
         eprintln!("valetkey: refusing to launch the agent: {e}");
         return ExitCode::from(126);
     }
-    let init = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    let mut child = std::process::Command::new(init);
-    child.arg("isolated-init").arg("--").args(command);
+    let mut child = std::process::Command::new(format!("/proc/self/fd/{}", own.as_raw_fd()));
+    child.arg0("valetkey").arg("isolated-init").arg("--").args(command);
     supervised(child, "the agent's first process")
 }
 
@@ -601,6 +611,7 @@ pub(super) fn print_status(state: &Value, url: &str) {
         );
     }
     print_roles(state);
+    print_database_findings(state);
     let reach = state["token_reach"].as_array().cloned().unwrap_or_default();
     if reach.is_empty() {
         println!("\nwhat the tokens reach: not asked yet (or introspection is off)");
@@ -620,6 +631,20 @@ pub(super) fn print_status(state: &Value, url: &str) {
             mark,
             s(&r["detail"])
         );
+    }
+}
+
+/// What the database servers let agents' roles do past their grants.
+fn print_database_findings(state: &Value) {
+    let findings = state["database_findings"].as_array().cloned().unwrap_or_default();
+    if findings.is_empty() {
+        return;
+    }
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    println!("\ndatabase servers: agents' roles get past their grants");
+    for f in &findings {
+        println!("  FINDING {} {}: {}", s(&f["provider"]), s(&f["env"]), s(&f["what"]));
+        println!("    fix: {}", s(&f["fix"]));
     }
 }
 

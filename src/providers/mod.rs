@@ -15,6 +15,7 @@ mod graphql;
 mod json;
 mod pack;
 pub mod postgres;
+pub mod postgres_findings;
 mod rest;
 mod schema;
 

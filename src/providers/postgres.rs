@@ -278,6 +278,9 @@ impl RolePlan {
 /// `pg_class` each time, so a batch pays for it once.
 pub fn create_roles(plans: &[RolePlan]) -> Vec<String> {
     let mut sql = Vec::new();
+    if !plans.is_empty() {
+        sql.push(super::postgres_findings::ENSURE_GROUP.to_owned());
+    }
     for plan in plans {
         let role = quote_ident(&plan.role);
         sql.push(format!(
@@ -287,6 +290,11 @@ pub fn create_roles(plans: &[RolePlan]) -> Vec<String> {
             plan.connection_limit
         ));
         sql.push(format!("COMMENT ON ROLE {role} IS {}", quote_literal(&plan.comment)));
+        // One `+valetkey_agents` line in pg_hba.conf confines them all.
+        sql.push(format!(
+            "GRANT {} TO {role}",
+            quote_ident(super::postgres_findings::AGENTS_GROUP)
+        ));
         for (setting, ms) in plan.limits.settings() {
             sql.push(format!("ALTER ROLE {role} SET {setting} = {ms}"));
         }
@@ -352,6 +360,22 @@ pub const OWNER_COMMENT: &str = "SELECT shobj_description(oid, 'pg_authid') FROM
 /// each to go; returns how many there were.
 pub const TERMINATE_SESSIONS: &str =
     "SELECT count(pg_terminate_backend(pid, 5000))::bigint FROM pg_stat_activity WHERE usename = $1";
+
+/// The other databases on the server where the role named by `$1` owns
+/// objects or holds privileges: CONNECT comes from PUBLIC, so a role can
+/// reach databases it was never given, and what it made there would keep
+/// it from being dropped.
+pub const OTHER_DATABASES: &str = "SELECT DISTINCT d.datname::text FROM pg_shdepend s \
+     JOIN pg_database d ON d.oid = s.dbid \
+     WHERE s.refclassid = 'pg_authid'::regclass \
+     AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1) \
+     AND d.datname <> current_database() AND d.datallowconn";
+
+/// What ends a role's hold on another database: everything it made there
+/// dropped, its privileges there revoked.
+pub fn drop_owned(role: &str) -> String {
+    format!("DROP OWNED BY {}", quote_ident(role))
+}
 
 /// The lock every role change takes first, for one transaction.
 pub fn lock() -> &'static str {

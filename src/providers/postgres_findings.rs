@@ -1,0 +1,240 @@
+//! What a PostgreSQL server lets an agent's role do beyond its grants: the
+//! privileges PUBLIC holds (every role has them, and CONNECT cannot be
+//! withheld from one role) and the `pg_hba.conf` rules that decide where a
+//! role may log in. The queries that read them, and the judgement, as pure
+//! functions: each finding comes with the statement or line that closes it.
+
+use serde::Serialize;
+
+use super::postgres::quote_ident;
+
+/// Every role the broker creates is a member: `pg_hba.conf` can confine
+/// them all with one `+valetkey_agents` line.
+pub const AGENTS_GROUP: &str = "valetkey_agents";
+
+/// Creates the group if it is missing; run before roles join it.
+pub const ENSURE_GROUP: &str = "DO $$ BEGIN CREATE ROLE valetkey_agents NOLOGIN; \
+     EXCEPTION WHEN duplicate_object THEN NULL; END $$";
+
+/// Other databases any role may connect to.
+pub const PUBLIC_CONNECT: &str = "SELECT datname::text FROM pg_database \
+     WHERE datallowconn AND has_database_privilege('public', datname, 'CONNECT') \
+     AND datname <> current_database() ORDER BY 1";
+/// Whether any role may create temporary tables here.
+pub const PUBLIC_TEMP: &str = "SELECT has_database_privilege('public', current_database(), 'TEMP')";
+/// Schemas here any role may create objects in.
+pub const PUBLIC_CREATE: &str = "SELECT nspname::text FROM pg_namespace \
+     WHERE has_schema_privilege('public', oid, 'CREATE') \
+     AND nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' ORDER BY 1";
+/// SECURITY DEFINER functions here any role may call: they run with their
+/// owner's privileges, which may delete what the agent's role may not.
+pub const PUBLIC_DEFINERS: &str = "SELECT p.oid::regprocedure::text FROM pg_proc p \
+     JOIN pg_namespace n ON n.oid = p.pronamespace \
+     WHERE p.prosecdef AND has_function_privilege('public', p.oid, 'EXECUTE') \
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1";
+/// The server's `pg_hba.conf`, as it loaded it (readable by superusers).
+pub const HBA_RULES: &str = "SELECT line_number, type, coalesce(database, '{}'), coalesce(user_name, '{}'), \
+     coalesce(auth_method, '') FROM pg_hba_file_rules WHERE error IS NULL ORDER BY line_number";
+
+/// One way past the grants, with what closes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub what: String,
+    pub fix: String,
+}
+
+/// What PUBLIC holds on a server, as read by the queries above.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublicPrivileges {
+    /// The database the agents are given.
+    pub database: String,
+    pub connect_elsewhere: Vec<String>,
+    pub temp: bool,
+    pub create_in: Vec<String>,
+    pub definers: Vec<String>,
+}
+
+pub fn public_findings(p: &PublicPrivileges) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for db in &p.connect_elsewhere {
+        out.push(Finding {
+            what: format!("PUBLIC may connect to database `{db}`: agents' roles can log in there"),
+            fix: format!("REVOKE CONNECT ON DATABASE {} FROM PUBLIC;", quote_ident(db)),
+        });
+    }
+    if p.temp {
+        out.push(Finding {
+            what: format!(
+                "PUBLIC may create temporary tables in `{}`: agents' roles can fill the disk",
+                p.database
+            ),
+            fix: format!("REVOKE TEMP ON DATABASE {} FROM PUBLIC;", quote_ident(&p.database)),
+        });
+    }
+    for schema in &p.create_in {
+        out.push(Finding {
+            what: format!(
+                "PUBLIC may create objects in schema `{schema}` of `{}`: agents' roles can make tables, \
+                 functions and views there",
+                p.database
+            ),
+            fix: format!("REVOKE CREATE ON SCHEMA {} FROM PUBLIC;", quote_ident(schema)),
+        });
+    }
+    for function in &p.definers {
+        out.push(Finding {
+            what: format!(
+                "PUBLIC may call SECURITY DEFINER function `{function}` in `{}`: it runs with its owner's \
+                 privileges, whatever the agent's role may do",
+                p.database
+            ),
+            // `regprocedure` text is already quoted where it must be.
+            fix: format!("REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC;"),
+        });
+    }
+    out
+}
+
+/// A `pg_hba.conf` line as `pg_hba_file_rules` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HbaRule {
+    pub line: i32,
+    /// `local`, `host`, `hostssl`, `hostnossl`, `hostgssenc`, …
+    pub kind: String,
+    pub databases: Vec<String>,
+    pub users: Vec<String>,
+    pub method: String,
+}
+
+/// Whether the agents' roles are confined to `database` by `pg_hba.conf`
+/// (`None`: the rules could not be read), and whether any line lets a role
+/// in without a password.
+pub fn hba_findings(rules: Option<&[HbaRule]>, database: &str) -> Vec<Finding> {
+    let confine = format!(
+        "local {db} +{AGENTS_GROUP} scram-sha-256\n    host {db} +{AGENTS_GROUP} all scram-sha-256\n    \
+         local all +{AGENTS_GROUP} reject\n    host all +{AGENTS_GROUP} all reject\n    \
+         (before every other line)",
+        db = database
+    );
+    let Some(rules) = rules else {
+        return vec![Finding {
+            what: "cannot read pg_hba_file_rules (the admin connection is not a superuser): whether agents' \
+                   roles are confined to their database is unknown"
+                .into(),
+            fix: format!("check pg_hba.conf holds\n    {confine}"),
+        }];
+    };
+    let mut out = Vec::new();
+    // A database no rule names: where an agent's role must not get in.
+    let elsewhere = "\u{0}another database";
+    for (kind, over) in [("local", "the local socket"), ("host", "TCP")] {
+        let first = rules.iter().find(|r| {
+            r.kind.starts_with(kind)
+                && r.databases.iter().any(|d| d == "all" || d == elsewhere)
+                && r.users.iter().any(|u| u == "all" || u == &format!("+{AGENTS_GROUP}"))
+        });
+        if let Some(rule) = first.filter(|r| r.method != "reject") {
+            out.push(Finding {
+                what: format!(
+                    "pg_hba.conf line {} lets agents' roles log in to databases other than `{database}` over \
+                     {over} ({})",
+                    rule.line, rule.method
+                ),
+                fix: format!("add to pg_hba.conf\n    {confine}\n  and reload the server"),
+            });
+        }
+    }
+    for rule in rules.iter().filter(|r| r.method == "trust") {
+        out.push(Finding {
+            what: format!(
+                "pg_hba.conf line {} trusts {} on {} connections without a password: an agent that reaches \
+                 the server logs in as any of them, superusers included",
+                rule.line,
+                rule.users.join(", "),
+                rule.kind
+            ),
+            fix: format!(
+                "use scram-sha-256 on line {} (and set passwords), or keep it to a role no agent can name",
+                rule.line
+            ),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(line: i32, kind: &str, db: &str, user: &str, method: &str) -> HbaRule {
+        HbaRule {
+            line,
+            kind: kind.into(),
+            databases: vec![db.into()],
+            users: vec![user.into()],
+            method: method.into(),
+        }
+    }
+
+    #[test]
+    fn every_public_privilege_is_a_finding_with_its_revoke() {
+        let found = public_findings(&PublicPrivileges {
+            database: "app".into(),
+            connect_elsewhere: vec!["postgres".into(), "odd\"db".into()],
+            temp: true,
+            create_in: vec!["public".into()],
+            definers: vec!["purge(integer)".into()],
+        });
+        let fixes: Vec<&str> = found.iter().map(|f| f.fix.as_str()).collect();
+        assert_eq!(
+            fixes,
+            [
+                "REVOKE CONNECT ON DATABASE \"postgres\" FROM PUBLIC;",
+                "REVOKE CONNECT ON DATABASE \"odd\"\"db\" FROM PUBLIC;",
+                "REVOKE TEMP ON DATABASE \"app\" FROM PUBLIC;",
+                "REVOKE CREATE ON SCHEMA \"public\" FROM PUBLIC;",
+                "REVOKE EXECUTE ON FUNCTION purge(integer) FROM PUBLIC;",
+            ]
+        );
+        assert!(public_findings(&PublicPrivileges::default()).is_empty());
+    }
+
+    #[test]
+    fn the_agents_group_must_be_rejected_elsewhere_before_any_other_line_lets_it_in() {
+        let confined = [
+            rule(1, "local", "app", "+valetkey_agents", "scram-sha-256"),
+            rule(2, "host", "app", "+valetkey_agents", "scram-sha-256"),
+            rule(3, "local", "all", "+valetkey_agents", "reject"),
+            rule(4, "host", "all", "+valetkey_agents", "reject"),
+            rule(5, "local", "all", "all", "peer"),
+            rule(6, "host", "all", "all", "scram-sha-256"),
+        ];
+        assert!(hba_findings(Some(&confined), "app").is_empty());
+
+        let debian_default = [
+            rule(1, "local", "all", "postgres", "peer"),
+            rule(2, "local", "all", "all", "peer"),
+            rule(3, "host", "all", "all", "scram-sha-256"),
+        ];
+        let found = hba_findings(Some(&debian_default), "app");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].what.contains("line 2") && found[0].what.contains("local socket"));
+        assert!(found[1].what.contains("line 3") && found[1].what.contains("TCP"));
+        assert!(found[1].fix.contains("host all +valetkey_agents all reject"));
+    }
+
+    #[test]
+    fn a_line_that_trusts_is_a_finding_and_unreadable_rules_are_named() {
+        let this_machine = [
+            rule(1, "local", "all", "postgres", "trust"),
+            rule(2, "host", "all", "all", "trust"),
+        ];
+        let found = hba_findings(Some(&this_machine), "app");
+        let trusts: Vec<_> = found.iter().filter(|f| f.what.contains("trusts")).collect();
+        assert_eq!(trusts.len(), 2, "{found:?}");
+        assert!(trusts[1].what.contains("line 2 trusts all on host"), "{found:?}");
+        let unknown = hba_findings(None, "app");
+        assert_eq!(unknown.len(), 1);
+        assert!(unknown[0].what.contains("unknown"));
+    }
+}
