@@ -165,6 +165,8 @@ impl Databases {
             read: has("read"),
             write: has("write"),
             update: has("update"),
+            // Offered only where ops set the bound.
+            guarded_update: target.settings.max_update_rows.filter(|_| has("update:guarded")),
             delete: has("delete"),
             connection_limit: target.settings.connection_limit,
             limits: limits(&target.settings),

@@ -109,12 +109,16 @@ tokens = {{ staging = {{ env = "APPDB_ADMIN_URL" }} }}
 [providers.appdb.databases.staging]
 schemas = [{schema}]
 connection_limit = 3
+max_update_rows = 2
 
 [agents.claude]
 grants = [{{ provider = "appdb", environments = ["staging"], scopes = ["read", "write"] }}]
 
 [agents.reader]
 grants = [{{ provider = "appdb", environments = ["staging"], scopes = ["read"] }}]
+
+[agents.updater]
+grants = [{{ provider = "appdb", environments = ["staging"], scopes = ["read", "update:guarded"] }}]
 "#,
         schema = serde_json::to_string(schema).unwrap()
     )
@@ -455,6 +459,72 @@ async fn revoking_ends_open_sessions_and_logins_however_it_comes() {
     .await;
     assert!(open.execute("SELECT 1").await.is_err(), "the open session survived");
 
+    finish(b, &pool, &schema).await;
+}
+
+/// `update:guarded`: the agent updates a few rows; an UPDATE past the
+/// bound is rolled back by a trigger inside PostgreSQL, which the agent's
+/// role cannot disable, drop or step around; the application's own updates
+/// pass; a table made after the mint has no guard, and so no UPDATE.
+#[tokio::test]
+async fn a_guarded_update_is_held_to_its_bound_inside_postgresql() {
+    let url = server_url();
+    let Staging { pool, schema, b, .. } = staging(&url).await;
+    let s = quote_ident(&schema);
+    run_sql(&pool, format!("INSERT INTO {s}.items (name) VALUES ('c'), ('d')")).await;
+    let key = b.add_agent("updater").await;
+    let answer = mint(&b, &key, "updater").await;
+    let mut agent = PgConnection::connect(var(&answer, "DATABASE_URL")).await.unwrap();
+
+    let updated = agent
+        .execute(sqlx::AssertSqlSafe(format!(
+            "UPDATE {s}.items SET name = 'x' WHERE id IN (1, 2)"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 2);
+    let err = agent
+        .execute(sqlx::AssertSqlSafe(format!(
+            "UPDATE {s}.items SET name = 'blank' WHERE true"
+        )))
+        .await
+        .unwrap_err();
+    let db = err.as_database_error().unwrap();
+    assert_eq!(db.code().as_deref(), Some("42501"), "{err}");
+    assert!(db.message().contains("touches 4 rows"), "{err}");
+    assert_eq!(
+        count(&pool, format!("SELECT count(*) FROM {s}.items WHERE name = 'blank'")).await,
+        0,
+        "the UPDATE past the bound was not rolled back"
+    );
+
+    // The agent's role cannot switch the guard off.
+    for off in [
+        format!("ALTER TABLE {s}.items DISABLE TRIGGER valetkey_guard_update"),
+        format!("ALTER TABLE {s}.items DISABLE TRIGGER ALL"),
+        format!("DROP TRIGGER valetkey_guard_update ON {s}.items"),
+        "SET session_replication_role = replica".to_owned(),
+        "CREATE OR REPLACE FUNCTION valetkey.guard_update() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$"
+            .to_owned(),
+    ] {
+        permission_denied(&mut agent, off).await;
+    }
+    let still: i64 = count(
+        &pool,
+        format!("SELECT count(*) FROM pg_trigger WHERE tgrelid = '{schema}.items'::regclass AND tgenabled = 'O'"),
+    )
+    .await;
+    assert_eq!(still, 1, "the guard is not in place");
+
+    // The application is not an agent: its updates pass whatever their size.
+    run_sql(&pool, format!("UPDATE {s}.items SET name = 'app'")).await;
+    // A table made later has no guard yet, so the agent may not update it.
+    run_sql(&pool, format!("CREATE TABLE {s}.later (id int)")).await;
+    run_sql(&pool, format!("INSERT INTO {s}.later VALUES (1)")).await;
+    permission_denied(&mut agent, format!("UPDATE {s}.later SET id = 2")).await;
+
+    agent.close().await.unwrap();
+    end_session(&b, &key, &answer).await;
     finish(b, &pool, &schema).await;
 }
 

@@ -215,6 +215,20 @@ fn isolation_plan(args: &MintArgs, settings: &crate::isolation::Settings) -> Res
     ))?)
 }
 
+/// Landlock allows a port on every address: a web port for the broker is
+/// every provider's port too.
+fn warn_of_a_shared_broker_port(args: &MintArgs) {
+    let port = url::Url::parse(&args.remote.url)
+        .ok()
+        .and_then(|u| u.port_or_known_default());
+    if let Some(port) = port.filter(|p| [80, 443, 8080, 8443].contains(p)) {
+        eprintln!(
+            "valetkey: warning: the broker is on port {port}, which the agent may then reach on every address: \
+             providers included, past the broker. Serve the broker on a port of its own (8700)"
+        );
+    }
+}
+
 /// This machine as the launcher sees it.
 fn launcher(args: &MintArgs) -> Result<crate::isolation::Launcher, CliError> {
     let cwd = std::env::current_dir().map_err(|source| CliError::Io {
@@ -251,6 +265,10 @@ fn handed_plan() -> Option<crate::isolation::Plan> {
 pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
+    if let Err(e) = crate::isolation::die_with_parent() {
+        eprintln!("valetkey: not launching the agent: {e}");
+        return ExitCode::from(126);
+    }
     let Some(plan) = handed_plan() else {
         return ExitCode::from(126);
     };
@@ -276,6 +294,9 @@ pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
 /// starts the agent's command and stays to reap and pass signals on; when
 /// the command exits, so does everything it left running.
 pub(super) fn isolated_init(command: &[String]) -> ExitCode {
+    // Its parent is outside its PID namespace, so an orphan cannot tell by
+    // its parent's PID; the helper was alive when it started this.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     let Some(plan) = handed_plan() else {
         return ExitCode::from(126);
     };
@@ -323,6 +344,9 @@ pub async fn run(
     let _ = nix::sys::prctl::set_dumpable(false);
     let key = launcher_key(&args)?;
     let client = Client::new(&args.remote)?;
+    if isolate {
+        warn_of_a_shared_broker_port(&args);
+    }
     let hidden = if isolate {
         let settings = serde_json::from_value(client.isolation(&key).await?).unwrap_or_default();
         crate::isolation::gather(&settings, &launcher(&args)?)

@@ -567,6 +567,13 @@ impl Checker<'_> {
                     Some("write at least 1; 4096 (the default) suits every client".into()),
                 );
             }
+            if d.max_update_rows == Some(0) {
+                self.error(
+                    db.span(),
+                    format!("max_update_rows of provider `{name}` for `{env_name}` is 0: no update could pass"),
+                    Some("write at least 1, or leave it out to offer no guarded update".into()),
+                );
+            }
             if d.connection_limit == 0 {
                 self.error(
                     db.span(),
@@ -778,6 +785,23 @@ impl Checker<'_> {
                         )),
                     );
                 }
+                let guarded = g.scopes.iter().any(|s| s.get_ref() == "update:guarded");
+                if guarded
+                    && provider.kind == ProviderKind::Postgres
+                    && provider.database(env).max_update_rows.is_none()
+                {
+                    self.error(
+                        g.provider.span(),
+                        format!(
+                            "agent `{agent}` is granted `update:guarded` on `{provider_name}` in `{env}`, but its \
+                             database sets no max_update_rows: the role would get no UPDATE"
+                        ),
+                        Some(format!(
+                            "add `max_update_rows = 10` (the most rows one UPDATE may touch) under \
+                             [providers.{provider_name}.databases.{env}]"
+                        )),
+                    );
+                }
             }
         }
 
@@ -934,7 +958,7 @@ kind = "github"
 tokens = { staging = { env = "GH" } }
 [providers.gh.databases.staging]
 [agents.a]
-grants = [{ provider = "db", environments = ["staging", "production"], scopes = ["read"] }]
+grants = [{ provider = "db", environments = ["staging", "production"], scopes = ["read", "update:guarded"] }]
 "#;
         let parsed = super::super::load::parse(text);
         assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
@@ -951,10 +975,11 @@ grants = [{ provider = "db", environments = ["staging", "production"], scopes = 
             "table_owner `` of provider `db` for `production` is not a PostgreSQL name",
             "agent `a` is granted provider `db` in `production`, but the provider has no token",
             "provider `gh` is a github provider: only postgres providers have databases",
+            "agent `a` is granted `update:guarded` on `db` in `staging`, but its database sets no max_update_rows",
         ] {
             assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
         }
-        assert_eq!(messages.len(), 10, "{all}");
+        assert_eq!(messages.len(), 12, "{all}");
 
         // Left empty, a postgres provider's agent_env gives DATABASE_URL.
         let parsed = super::super::load::parse("[providers.db]\nkind = \"postgres\"\n");

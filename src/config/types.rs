@@ -422,6 +422,9 @@ pub struct DatabaseConfig {
     /// Longest an agent's session may sit idle.
     #[serde(with = "humantime_serde")]
     pub idle_session_timeout: Duration,
+    /// Offer the `update:guarded` scope: UPDATE, at most this many rows per
+    /// statement, held by a trigger inside PostgreSQL. Default: not offered.
+    pub max_update_rows: Option<u32>,
 }
 
 impl Default for DatabaseConfig {
@@ -438,6 +441,7 @@ impl Default for DatabaseConfig {
             lock_timeout: Duration::from_secs(5),
             idle_in_transaction_timeout: Duration::from_secs(60),
             idle_session_timeout: Duration::from_secs(600),
+            max_update_rows: None,
         }
     }
 }

@@ -197,6 +197,17 @@ fn mounts(plan: &Plan) -> Result<(), EnforceError> {
         }
     }
     drop(sources);
+    // A mount point cannot be renamed: what holds a hidden path stays put.
+    for path in &plan.pin {
+        mount(
+            Some(path),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(mount_error("pin", path))?;
+    }
     private_terminals()?;
     for path in &plan.hide {
         let Ok(meta) = std::fs::metadata(path) else {
@@ -340,6 +351,12 @@ fn landlock_gaps(ruleset: RulesetStatus, landlock: LandlockStatus) -> Vec<Gap> {
             leaves_open: "the agent can signal your other processes and reach abstract Unix sockets",
         });
     }
+    if effective < ABI::V9 {
+        gaps.push(Gap {
+            mechanism: "Landlock rules for Unix sockets (ABI 9)",
+            leaves_open: "the agent can connect to a Unix socket anywhere it can see, outside its own /run and /tmp",
+        });
+    }
     gaps
 }
 
@@ -453,16 +470,23 @@ mod tests {
     #[test]
     fn a_kernel_without_landlock_or_its_newer_parts_is_named() {
         let full = LandlockStatus::Available {
-            effective_abi: ABI::V7,
+            effective_abi: ABI::V9,
             kernel_abi: None,
         };
         assert!(landlock_gaps(RulesetStatus::FullyEnforced, full).is_empty());
+        let this_machine = LandlockStatus::Available {
+            effective_abi: ABI::V7,
+            kernel_abi: None,
+        };
+        let gaps = landlock_gaps(RulesetStatus::PartiallyEnforced, this_machine);
+        assert_eq!(gaps.len(), 1);
+        assert!(gaps[0].leaves_open.contains("Unix socket"));
         let old = LandlockStatus::Available {
             effective_abi: ABI::V3,
             kernel_abi: None,
         };
         let gaps = landlock_gaps(RulesetStatus::PartiallyEnforced, old);
-        assert_eq!(gaps.len(), 2);
+        assert_eq!(gaps.len(), 3);
         assert!(gaps[0].leaves_open.contains("any TCP port"));
         let none = landlock_gaps(RulesetStatus::NotEnforced, LandlockStatus::NotImplemented);
         assert_eq!(none[0].mechanism, "Landlock");

@@ -63,9 +63,34 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         .collect(),
         read: existing(&mut settings.read.iter().filter_map(|p| expand(p))),
         write: existing(&mut settings.write.iter().filter_map(|p| expand(p))),
-        tools: existing(&mut in_home(&TOOLCHAINS).into_iter().chain(path_dirs)),
+        tools: existing(
+            &mut in_home(&TOOLCHAINS)
+                .into_iter()
+                .chain(path_dirs.iter().cloned())
+                .chain(link_targets(&path_dirs)),
+        ),
+        tool_links: path_dirs
+            .iter()
+            .filter(|d| std::fs::canonicalize(d).is_ok_and(|c| &c != *d))
+            .cloned()
+            .collect(),
         connect,
     }
+}
+
+/// Where the programs on PATH that are links lead (an installer's
+/// `~/.local/bin/tool` → `../share/tool/1.0/tool`): the directories that
+/// hold their targets.
+fn link_targets(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|entries| entries.flatten().take(10_000))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+        .filter_map(|e| std::fs::canonicalize(e.path()).ok())
+        .filter_map(|target| target.parent().map(Path::to_owned))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]
@@ -82,6 +107,13 @@ mod tests {
         std::fs::create_dir_all(home.join(".rustup")).unwrap();
         std::fs::create_dir_all(cwd.join("cache")).unwrap();
         std::fs::write(cwd.join("launcher.key"), "k").unwrap();
+        // A program installed as a link, in a directory PATH names through
+        // a link.
+        std::fs::create_dir_all(home.join(".local/share/tool/1.0")).unwrap();
+        std::fs::create_dir_all(home.join("dotfiles/bin")).unwrap();
+        std::fs::write(home.join(".local/share/tool/1.0/tool"), "").unwrap();
+        std::os::unix::fs::symlink(home.join(".local/share/tool/1.0/tool"), home.join("dotfiles/bin/tool")).unwrap();
+        std::os::unix::fs::symlink(home.join("dotfiles/bin"), home.join("bin")).unwrap();
         std::os::unix::fs::symlink(home.join(".config/gh"), cwd.join("gh-link")).unwrap();
         let settings = Settings {
             hide: vec![
@@ -98,8 +130,9 @@ mod tests {
             cwd: cwd.clone(),
             home: Some(home.clone()),
             path_var: Some(OsString::from(format!(
-                "relative/bin:{}",
-                home.join(".rustup").display()
+                "relative/bin:{}:{}",
+                home.join(".rustup").display(),
+                home.join("bin").display()
             ))),
             key_files: vec![PathBuf::from("launcher.key")],
             broker_port: Some(8700),
@@ -128,7 +161,16 @@ mod tests {
         );
         assert_eq!(inputs.read, vec![home.join(".rustup")]);
         assert_eq!(inputs.write, vec![cwd.join("cache")]);
-        assert_eq!(inputs.tools, vec![home.join(".rustup"), home.join(".rustup")]);
+        assert_eq!(
+            inputs.tools,
+            vec![
+                home.join(".rustup"),
+                home.join(".rustup"),
+                home.join("dotfiles/bin"),
+                home.join(".local/share/tool/1.0"),
+            ]
+        );
+        assert_eq!(inputs.tool_links, vec![home.join("bin")]);
         assert_eq!(inputs.connect, vec![5432, 8700]);
     }
 }

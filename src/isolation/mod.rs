@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use enforce::{EnforceError, Gap, confine, prepare};
 pub use gather::{Launcher, gather};
-pub use supervise::{PASSED_ON, supervise};
+pub use supervise::{PASSED_ON, die_with_parent, supervise};
 
 /// What every program needs, read-only (and executable).
 pub const SYSTEM: [&str; 12] = [
@@ -191,9 +191,14 @@ pub struct Inputs {
     pub read: Vec<PathBuf>,
     /// `[run] write`.
     pub write: Vec<PathBuf>,
-    /// Toolchains and the directories on PATH: dropped, not refused, when
-    /// they lie inside a secret.
+    /// Toolchains and the directories on PATH, and where the programs in
+    /// them that are links lead: dropped, not refused, when they lie inside
+    /// a secret.
     pub tools: Vec<PathBuf>,
+    /// Directories on PATH named through a link (`~/bin` → `dotfiles/bin`),
+    /// as named: mounted back there too, read-only, when in a private
+    /// directory.
+    pub tool_links: Vec<PathBuf>,
     /// The broker's port, the granted databases' and `[run] allow_connect`.
     pub connect: Vec<u16>,
 }
@@ -215,6 +220,10 @@ pub struct Plan {
     pub bind_back: Vec<BindBack>,
     /// Covered by an empty, unreadable, read-only mount.
     pub hide: Vec<PathBuf>,
+    /// Directories between a writable grant and something hidden in it,
+    /// mounted on themselves so the agent cannot rename them and carry the
+    /// hidden thing to a path the next launch does not hide.
+    pub pin: Vec<PathBuf>,
     /// Landlock: read and execute beneath these.
     pub read: Vec<PathBuf>,
     /// Landlock: everything beneath these.
@@ -349,6 +358,16 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
             path: p.clone(),
             writable: false,
         }))
+        .chain(
+            inputs
+                .tool_links
+                .iter()
+                .filter(|l| !opens_too_much(l, home))
+                .map(|p| BindBack {
+                    path: p.clone(),
+                    writable: false,
+                }),
+        )
         .filter(|g| private.iter().any(|p| g.path.starts_with(&p.path)))
         .collect();
     grants.sort_by_key(|g| (g.path.components().count(), !g.writable));
@@ -397,6 +416,13 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     let reachable =
         |s: &Path| !private.iter().any(|p| s.starts_with(&p.path)) || bind_back.iter().any(|b| s.starts_with(&b.path));
     let hide = sorted(hide.into_iter().filter(|s| reachable(s)));
+    let pin = sorted(hide.iter().flat_map(|h| {
+        writable
+            .iter()
+            .filter(|w| h.starts_with(w) && h != **w)
+            .flat_map(|w| h.ancestors().skip(1).take_while(move |a| a != w).map(Path::to_owned))
+            .collect::<Vec<_>>()
+    }));
 
     let read = sorted(tools.into_iter().chain(inputs.read.iter().cloned()));
     let write = sorted(
@@ -417,6 +443,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
         private,
         bind_back,
         hide,
+        pin,
         read,
         write,
         devices: DEVICES.iter().map(PathBuf::from).collect(),
@@ -464,6 +491,7 @@ mod tests {
             read: vec![],
             write: vec![],
             tools: vec![p("/home/dev/.cargo/bin"), p("/usr/local/bin")],
+            tool_links: vec![],
             connect: vec![8700, 5432, 8700],
         }
     }
@@ -502,6 +530,36 @@ mod tests {
                 .windows(2)
                 .all(|w| { w[0].path.components().count() <= w[1].path.components().count() })
         );
+    }
+
+    #[test]
+    fn a_path_directory_named_through_a_link_comes_back_where_path_names_it() {
+        let mut i = inputs();
+        i.tools.push(p("/home/dev/dotfiles/bin"));
+        i.tool_links.push(p("/home/dev/bin"));
+        let plan = plan(&i).unwrap();
+        for back in ["/home/dev/bin", "/home/dev/dotfiles/bin"] {
+            assert!(
+                plan.bind_back.contains(&BindBack {
+                    path: p(back),
+                    writable: false
+                }),
+                "{back}: {:?}",
+                plan.bind_back
+            );
+        }
+        assert!(plan.read.contains(&p("/home/dev/dotfiles/bin")));
+    }
+
+    #[test]
+    fn what_holds_a_hidden_path_inside_the_working_directory_is_pinned() {
+        let mut i = inputs();
+        i.secrets.push(dir("/work/app/infra/vk/data"));
+        let plan = plan(&i).unwrap();
+        assert!(plan.hide.contains(&p("/work/app/infra/vk/data")));
+        assert_eq!(plan.pin, vec![p("/work/app/infra"), p("/work/app/infra/vk")]);
+        // Directly in the working directory, the hidden path is its own mount.
+        assert!(super::plan(&inputs()).unwrap().pin.is_empty());
     }
 
     #[test]

@@ -166,6 +166,9 @@ pub struct RolePlan {
     pub read: bool,
     pub write: bool,
     pub update: bool,
+    /// `update:guarded`: UPDATE on each table that carries the guard
+    /// trigger, which refuses a statement touching more rows than this.
+    pub guarded_update: Option<u32>,
     pub delete: bool,
     pub connection_limit: u32,
     pub limits: SessionLimits,
@@ -261,12 +264,13 @@ impl RolePlan {
     }
 
     /// Roles whose grants are the same statement but for the grantee.
-    fn grant_key(&self) -> (&str, &[String], Option<&str>, Privileges) {
+    fn grant_key(&self) -> (&str, &[String], Option<&str>, Privileges, Option<u32>) {
         (
             &self.database,
             &self.schemas,
             self.table_owner.as_deref(),
             self.privileges(),
+            self.guarded_update.filter(|_| !self.update),
         )
     }
 }
@@ -324,6 +328,9 @@ pub fn create_roles(plans: &[RolePlan]) -> Vec<String> {
             Some(owner) => format!(" FOR ROLE {}", quote_ident(owner)),
             None => String::new(),
         };
+        if let Some(limit) = plan.guarded_update.filter(|_| !plan.update) {
+            sql.extend(guard_updates(&plan.schemas, limit, &roles));
+        }
         for schema in &plan.schemas {
             let schema = quote_ident(schema);
             sql.push(format!("GRANT USAGE ON SCHEMA {schema} TO {roles}"));
@@ -342,6 +349,56 @@ pub fn create_roles(plans: &[RolePlan]) -> Vec<String> {
         }
     }
     sql
+}
+
+/// The trigger behind `update:guarded`: after an UPDATE in a session an
+/// agent's role logged in to (a direct member of the agents' group; a
+/// superuser counts as a member of every role, so `pg_has_role` would not
+/// do), it counts the statement's rows (a transition table) and raises,
+/// rolling the statement back, past the bound. It runs as the
+/// updater, and only the table's owner or a superuser can disable or drop
+/// it (`ALTER TABLE … DISABLE TRIGGER`, `session_replication_role`); a
+/// WHERE-clause check could not hold (`WHERE true`).
+pub const GUARD_FUNCTION: &str = "CREATE OR REPLACE FUNCTION valetkey.guard_update() RETURNS trigger \
+     LANGUAGE plpgsql SET search_path = pg_catalog AS $$ \
+     DECLARE n bigint; \
+     BEGIN \
+       SELECT count(*) INTO n FROM valetkey_updated; \
+       IF n > TG_ARGV[0]::bigint AND EXISTS (SELECT 1 FROM pg_auth_members \
+           WHERE roleid = 'valetkey_agents'::regrole AND member = session_user::text::regrole) THEN \
+         RAISE EXCEPTION 'valetkey: this UPDATE touches % rows of %; an agent may update at most % per statement', \
+           n, TG_TABLE_NAME, TG_ARGV[0] \
+           USING ERRCODE = 'insufficient_privilege', \
+           HINT = 'narrow the WHERE clause, or ask a human to make this change'; \
+       END IF; \
+       RETURN NULL; \
+     END $$";
+
+/// The guard on every table of `schemas` (made or brought to `limit`), and
+/// UPDATE to `roles` on exactly those tables: a table made later has no
+/// guard, so it gets no UPDATE either until the next mint guards it.
+fn guard_updates(schemas: &[String], limit: u32, roles: &str) -> Vec<String> {
+    let schemas = schemas.iter().map(|s| quote_literal(s)).collect::<Vec<_>>().join(", ");
+    let limit = quote_literal(&limit.to_string());
+    let grant = quote_literal(&format!("GRANT UPDATE ON %s TO {roles}"));
+    vec![
+        "CREATE SCHEMA IF NOT EXISTS valetkey".to_owned(),
+        "REVOKE ALL ON SCHEMA valetkey FROM PUBLIC".to_owned(),
+        GUARD_FUNCTION.to_owned(),
+        format!(
+            "DO $$ DECLARE t regclass; BEGIN \
+               FOR t IN SELECT c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = ANY (ARRAY[{schemas}]::text[]) AND c.relkind = 'r' LOOP \
+                 IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t AND tgname = 'valetkey_guard_update' \
+                     AND tgargs = convert_to({limit}, 'UTF8') || '\\x00'::bytea) THEN \
+                   EXECUTE format('CREATE OR REPLACE TRIGGER valetkey_guard_update AFTER UPDATE ON %s \
+                     REFERENCING NEW TABLE AS valetkey_updated FOR EACH STATEMENT \
+                     EXECUTE FUNCTION valetkey.guard_update(%L)', t, {limit}); \
+                 END IF; \
+                 EXECUTE format({grant}, t); \
+               END LOOP; END $$"
+        ),
+    ]
 }
 
 /// Ending a role takes three steps, because `pg_terminate_backend` acts at
@@ -438,6 +495,7 @@ mod tests {
             read: true,
             write: true,
             update: false,
+            guarded_update: None,
             delete: false,
             connection_limit: 5,
             limits: SessionLimits {
