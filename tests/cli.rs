@@ -1542,6 +1542,15 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
         project.join("escape_attempts.py"),
     )
     .unwrap();
+    // The project is a repository: what git runs from it must stay as the
+    // developer left it.
+    let git = Command::new("git")
+        .arg("init")
+        .arg("-q")
+        .arg(&project)
+        .output()
+        .unwrap();
+    assert!(git.status.success(), "{}", String::from_utf8_lossy(&git.stderr));
     let provider = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let free_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1620,7 +1629,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     for (name, outcome) in &unconfined {
         assert_eq!(outcome, not_isolation(name).unwrap_or("ok"), "unconfined, {name}");
     }
-    assert_eq!(unconfined.len(), 21);
+    assert_eq!(unconfined.len(), 24);
     for var in ["GITHUB_STAGING_TOKEN", "SOME_TOOL_SETTING"] {
         assert!(
             stderr.contains(&format!("not passing {var} on to the agent")),
@@ -1645,7 +1654,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
             assert!(outcome.starts_with("refused: "), "confined, {name}: {outcome}");
         }
     }
-    assert_eq!(confined.len(), 21);
+    assert_eq!(confined.len(), 24);
     assert_eq!(
         std::fs::read_to_string(project.join("written-by-the-agent")).unwrap(),
         "hello",

@@ -208,6 +208,17 @@ fn mounts(plan: &Plan) -> Result<(), EnforceError> {
         )
         .map_err(mount_error("pin", path))?;
     }
+    for path in &plan.protect {
+        mount(
+            Some(path),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(mount_error("protect", path))?;
+        read_only(path)?;
+    }
     private_terminals()?;
     for path in &plan.hide {
         let Ok(meta) = std::fs::metadata(path) else {

@@ -69,6 +69,10 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
                 .chain(path_dirs.iter().cloned())
                 .chain(link_targets(&path_dirs)),
         ),
+        protect: [".git/config", ".git/hooks"]
+            .iter()
+            .filter_map(|p| std::fs::canonicalize(launcher.cwd.join(p)).ok())
+            .collect(),
         tool_links: path_dirs
             .iter()
             .filter(|d| std::fs::canonicalize(d).is_ok_and(|c| &c != *d))

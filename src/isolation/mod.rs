@@ -195,6 +195,10 @@ pub struct Inputs {
     /// them that are links lead: dropped, not refused, when they lie inside
     /// a secret.
     pub tools: Vec<PathBuf>,
+    /// What in the working directory runs later as the launcher, outside
+    /// the confinement (a repository's `.git/config`, which names programs
+    /// git runs, and `.git/hooks`): kept read-only.
+    pub protect: Vec<PathBuf>,
     /// Directories on PATH named through a link (`~/bin` → `dotfiles/bin`),
     /// as named: mounted back there too, read-only, when in a private
     /// directory.
@@ -220,7 +224,10 @@ pub struct Plan {
     pub bind_back: Vec<BindBack>,
     /// Covered by an empty, unreadable, read-only mount.
     pub hide: Vec<PathBuf>,
-    /// Directories between a writable grant and something hidden in it,
+    /// Mounted read-only on themselves.
+    pub protect: Vec<PathBuf>,
+    /// Directories between a writable grant and something hidden or
+    /// protected in it,
     /// mounted on themselves so the agent cannot rename them and carry the
     /// hidden thing to a path the next launch does not hide.
     pub pin: Vec<PathBuf>,
@@ -416,7 +423,8 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     let reachable =
         |s: &Path| !private.iter().any(|p| s.starts_with(&p.path)) || bind_back.iter().any(|b| s.starts_with(&b.path));
     let hide = sorted(hide.into_iter().filter(|s| reachable(s)));
-    let pin = sorted(hide.iter().flat_map(|h| {
+    let protect = sorted(inputs.protect.iter().filter(|p| reachable(p)).cloned());
+    let pin = sorted(hide.iter().chain(&protect).flat_map(|h| {
         writable
             .iter()
             .filter(|w| h.starts_with(w) && h != **w)
@@ -443,6 +451,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
         private,
         bind_back,
         hide,
+        protect,
         pin,
         read,
         write,
@@ -492,6 +501,7 @@ mod tests {
             write: vec![],
             tools: vec![p("/home/dev/.cargo/bin"), p("/usr/local/bin")],
             tool_links: vec![],
+            protect: vec![],
             connect: vec![8700, 5432, 8700],
         }
     }
@@ -549,6 +559,19 @@ mod tests {
             );
         }
         assert!(plan.read.contains(&p("/home/dev/dotfiles/bin")));
+    }
+
+    #[test]
+    fn a_repositorys_config_and_hooks_stay_as_they_were_and_in_place() {
+        let mut i = inputs();
+        i.protect = vec![p("/work/app/.git/config"), p("/work/app/.git/hooks")];
+        let plan = plan(&i).unwrap();
+        assert_eq!(plan.protect, i.protect);
+        assert_eq!(
+            plan.pin,
+            vec![p("/work/app/.git")],
+            "the repository cannot be swapped for another"
+        );
     }
 
     #[test]
