@@ -88,8 +88,9 @@ pub(super) fn without_key_in_environment(args: &MintArgs) -> Result<(), CliError
 struct Minted {
     session_id: String,
     vars: BTreeMap<String, SecretString>,
-    /// What the broker adds to the agent's confinement.
-    isolation: crate::isolation::Settings,
+    /// What the broker adds to the agent's confinement; `None` when its
+    /// answer did not say, which confines nothing safely.
+    isolation: Option<crate::isolation::Settings>,
 }
 
 async fn mint(
@@ -136,7 +137,7 @@ async fn mint(
     Ok(Minted {
         session_id: answer["session_id"].as_str().unwrap_or_default().to_owned(),
         vars,
-        isolation: serde_json::from_value(answer["isolation"].clone()).unwrap_or_default(),
+        isolation: serde_json::from_value(answer["isolation"].clone()).ok(),
     })
 }
 
@@ -213,6 +214,16 @@ fn isolation_plan(args: &MintArgs, settings: &crate::isolation::Settings) -> Res
         settings,
         &launcher(args)?,
     ))?)
+}
+
+/// Without the broker's files to hide, a confinement would hide nothing of
+/// the broker's: refused rather than guessed.
+fn broker_says_nothing() -> CliError {
+    CliError::Usage(
+        "refusing to launch: the broker did not say which of its files to hide from the agent (an older \
+         broker?); upgrade it, or launch with --no-isolation"
+            .into(),
+    )
 }
 
 /// Landlock allows a port on every address: a web port for the broker is
@@ -294,9 +305,10 @@ pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
 /// starts the agent's command and stays to reap and pass signals on; when
 /// the command exits, so does everything it left running.
 pub(super) fn isolated_init(command: &[String]) -> ExitCode {
-    // Its parent is outside its PID namespace, so an orphan cannot tell by
-    // its parent's PID; the helper was alive when it started this.
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if let Err(e) = crate::isolation::die_with_parent() {
+        eprintln!("valetkey: not launching the agent: {e}");
+        return ExitCode::from(126);
+    }
     let Some(plan) = handed_plan() else {
         return ExitCode::from(126);
     };
@@ -348,7 +360,7 @@ pub async fn run(
         warn_of_a_shared_broker_port(&args);
     }
     let hidden = if isolate {
-        let settings = serde_json::from_value(client.isolation(&key).await?).unwrap_or_default();
+        let settings = serde_json::from_value(client.isolation(&key).await?).map_err(|_| broker_says_nothing())?;
         crate::isolation::gather(&settings, &launcher(&args)?)
             .secrets
             .into_iter()
@@ -369,15 +381,20 @@ pub async fn run(
     }
     let minted = mint(&client, &key, &args, &in_reach).await?;
     let mut child = if isolate {
-        let plan = isolation_plan(&args, &minted.isolation).and_then(|plan| {
-            serde_json::to_string(&plan).map_err(|_| {
-                CliError::Usage(
-                    "refusing to launch: a path the agent would be granted or hidden from is not UTF-8; \
+        let plan = minted
+            .isolation
+            .as_ref()
+            .ok_or_else(broker_says_nothing)
+            .and_then(|settings| isolation_plan(&args, settings))
+            .and_then(|plan| {
+                serde_json::to_string(&plan).map_err(|_| {
+                    CliError::Usage(
+                        "refusing to launch: a path the agent would be granted or hidden from is not UTF-8; \
                      launch it from a directory whose path is"
-                        .into(),
-                )
-            })
-        });
+                            .into(),
+                    )
+                })
+            });
         let plan = match plan {
             Ok(plan) => plan,
             Err(e) => {
@@ -400,9 +417,10 @@ pub async fn run(
     };
     // Launcher and admin keys, and real tokens, never reach the agent; the
     // credential's own variables replace them.
+    let settings = minted.isolation.clone().unwrap_or_default();
     for (name, value) in std::env::vars_os() {
         let (name, value) = (name.to_string_lossy(), value.to_string_lossy());
-        if let Some(why) = minted.isolation.withholds(&name, &value) {
+        if let Some(why) = settings.withholds(&name, &value) {
             child.env_remove(name.as_ref());
             if !crate::isolation::TOKEN_VARIABLES.contains(&name.as_ref()) && !minted.vars.contains_key(name.as_ref()) {
                 eprintln!("valetkey: not passing {name} on to the agent: {why}");

@@ -7,10 +7,12 @@
 
 use std::process::{Command, ExitCode};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::low_level::siginfo::Cause;
 
 /// The signals `run` forwards to the agent.
 pub const PASSED_ON: [Signal; 6] = [
@@ -22,54 +24,44 @@ pub const PASSED_ON: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
-/// `si_code` of a signal the kernel sent: a terminal's Ctrl-C reaches the
-/// whole foreground process group, the agent included, by itself.
-const SI_KERNEL: i32 = 0x80;
-
-/// Dies when its parent does (`run` killed, or the helper), and says so
-/// when the parent is gone already. Call it first thing.
+/// Dies when its parent does (`run` killed, or the helper). Call it first
+/// thing: only the moments before it are left unwatched. (Whether the
+/// parent is gone already cannot be told by its PID: `run` may be PID 1
+/// itself, in a container.)
 pub fn die_with_parent() -> std::io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    // Orphaned before the line above: adopted by PID 1 of our namespace.
-    if nix::unistd::getppid() == Pid::from_raw(1) {
-        return Err(std::io::Error::other("the process that started it is gone"));
-    }
-    Ok(())
+    Ok(nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?)
 }
 
 /// Starts `command`, passes the signals sent to this process on to it,
 /// reaps every child (PID 1 adopts the agent's orphans), and returns
 /// `command`'s status as an exit code (128 + the signal that ended it).
 pub fn supervise(mut command: Command) -> std::io::Result<ExitCode> {
-    // Started before the signals are blocked: a child inherits its
-    // parent's signal mask.
+    // Handlers, installed before the child starts: PID 1 of a namespace
+    // gets no signal it has no handler for, and one that arrived before
+    // would be lost. No signal is blocked, so the child, whose handlers
+    // reset when it executes, starts with none blocked either.
+    let mut wanted: Vec<i32> = PASSED_ON.iter().map(|s| *s as i32).collect();
+    wanted.push(Signal::SIGCHLD as i32);
+    let mut signals = SignalsInfo::<WithOrigin>::new(&wanted)?;
     let child = Pid::from_raw(command.spawn()?.id() as i32);
-    let mut mask = SigSet::empty();
-    for signal in PASSED_ON {
-        mask.add(signal);
-    }
-    mask.add(Signal::SIGCHLD);
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
-    // The child may have ended before SIGCHLD was blocked.
     if let Some(code) = reap(child) {
         return Ok(code);
     }
-    loop {
-        let Some(info) = signals.read_signal()? else {
-            continue;
-        };
-        let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
+    for origin in signals.forever() {
+        let Ok(signal) = Signal::try_from(origin.signal) else {
             continue;
         };
         if signal == Signal::SIGCHLD {
             if let Some(code) = reap(child) {
                 return Ok(code);
             }
-        } else if info.ssi_code != SI_KERNEL {
+        } else if matches!(origin.cause, Cause::Sent(_)) {
+            // A terminal's Ctrl-C (sent by the kernel) reaches the whole
+            // foreground process group, the agent included, by itself.
             let _ = kill(child, signal);
         }
     }
+    Err(std::io::Error::other("stopped listening for signals"))
 }
 
 /// Reaps what has ended; `command`'s exit code once it has.
