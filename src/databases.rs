@@ -191,9 +191,8 @@ impl Databases {
     }
 
     /// Ends `role` if it is the one the broker created with `comment`:
-    /// logins stopped, open sessions ended, what it made in other databases
-    /// dropped, privileges and anything it owns in its own taken back, the
-    /// role dropped.
+    /// logins stopped, open sessions ended, what it made dropped in every
+    /// database, its privileges revoked, the role dropped.
     pub async fn end(&self, provider: &str, env: &str, role: &str, comment: &str) -> Result<Ended, DatabaseError> {
         if !role.starts_with(ROLE_PREFIX) {
             return Ok(Ended::NotOurs);
@@ -297,21 +296,27 @@ async fn server_findings(target: &Target) -> Result<Vec<findings::Finding>, sqlx
         temp: sqlx::query_scalar(findings::PUBLIC_TEMP).fetch_one(pool).await?,
         create_in: sqlx::query_scalar(findings::PUBLIC_CREATE).fetch_all(pool).await?,
         definers: sqlx::query_scalar(findings::PUBLIC_DEFINERS).fetch_all(pool).await?,
+        // The group may not exist yet (no role made): then it holds nothing.
+        group_extra: sqlx::query_scalar(findings::GROUP_EXTRA)
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default(),
     };
     // Only superusers read the rules; not reading them is a finding too.
     let rules: Option<Vec<findings::HbaRule>> =
-        sqlx::query_as::<_, (i32, String, Vec<String>, Vec<String>, String)>(findings::HBA_RULES)
+        sqlx::query_as::<_, (i32, String, Vec<String>, Vec<String>, String, bool)>(findings::HBA_RULES)
             .fetch_all(pool)
             .await
             .ok()
             .map(|rows| {
                 rows.into_iter()
-                    .map(|(line, kind, databases, users, method)| findings::HbaRule {
+                    .map(|(line, kind, databases, users, method, error)| findings::HbaRule {
                         line,
                         kind,
                         databases,
                         users,
                         method,
+                        error,
                     })
                     .collect()
             });

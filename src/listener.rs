@@ -299,8 +299,16 @@ pub async fn serve(
                 )
                 .await;
             };
-            // The handshake is held to the time a request's head has.
-            match tokio::time::timeout(handshake_limit, tls.accept(stream)).await {
+            // The handshake is held to the time a request's head has, and
+            // ends when the connection is evicted or the broker stops: a
+            // silent client must not hold a socket its slot no longer counts.
+            let handshake = tokio::time::timeout(handshake_limit, tls.accept(stream));
+            let accepted = tokio::select! {
+                accepted = handshake => accepted,
+                () = slot.state.close.notified() => return,
+                () = stopped(stop.clone()) => return,
+            };
+            match accepted {
                 Ok(Ok(stream)) => {
                     drive(
                         builder.serve_connection(TokioIo::new(stream), service),
@@ -330,21 +338,12 @@ pub async fn serve(
 
 /// Serves one connection until it ends, the broker evicts it, or the broker
 /// stops (then what is in flight finishes).
-async fn drive<C>(connection: C, slot: Slot, mut stop: tokio::sync::watch::Receiver<bool>, peer: std::net::SocketAddr)
+async fn drive<C>(connection: C, slot: Slot, stop: tokio::sync::watch::Receiver<bool>, peer: std::net::SocketAddr)
 where
     C: hyper_util::server::graceful::GracefulConnection,
     C::Error: std::fmt::Display,
 {
-    let stopped = async move {
-        loop {
-            if *stop.borrow_and_update() {
-                return;
-            }
-            if stop.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+    let stopped = stopped(stop);
     tokio::pin!(connection);
     let ended = tokio::select! {
         ended = connection.as_mut() => ended,
@@ -359,6 +358,18 @@ where
     };
     if let Err(e) = ended {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// Completes when the broker stops.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -498,6 +498,21 @@ async fn a_guarded_update_is_held_to_its_bound_inside_postgresql() {
         "the UPDATE past the bound was not rolled back"
     );
 
+    // A temporary view named like the catalog the guard reads stands in for
+    // nothing: the guard names its catalogs in full.
+    agent
+        .execute(
+            "CREATE TEMP VIEW pg_auth_members AS SELECT 0::oid AS roleid, 0::oid AS member, 0::oid AS grantor, \
+             false AS admin_option WHERE false",
+        )
+        .await
+        .unwrap();
+    agent
+        .execute("CREATE TEMP VIEW pg_roles AS SELECT 'x'::name AS rolname, 0::oid AS oid WHERE false")
+        .await
+        .unwrap();
+    permission_denied(&mut agent, format!("UPDATE {s}.items SET name = 'blank' WHERE true")).await;
+
     // The agent's role cannot switch the guard off.
     for off in [
         format!("ALTER TABLE {s}.items DISABLE TRIGGER valetkey_guard_update"),
@@ -555,6 +570,18 @@ async fn ending_a_role_drops_what_it_made_in_every_database() {
         .unwrap();
     agent.execute("CREATE TABLE public.left_behind (x int)").await.unwrap();
     agent.close().await.unwrap();
+    // In its own database too, where PUBLIC may create: a function that
+    // would act with the admin's privileges if it were handed to the admin.
+    let s = quote_ident(&schema);
+    run_sql(&pool, format!("GRANT CREATE ON SCHEMA {s} TO PUBLIC")).await;
+    let mut agent = PgConnection::connect(var(&answer, "DATABASE_URL")).await.unwrap();
+    agent
+        .execute(sqlx::AssertSqlSafe(format!(
+            "CREATE FUNCTION {s}.helper() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT current_user::text'"
+        )))
+        .await
+        .unwrap();
+    agent.close().await.unwrap();
 
     end_session(&b, &key, &answer).await;
     assert_eq!(dropped_event(&b, &role).await["outcome"], "dropped");
@@ -565,6 +592,15 @@ async fn ending_a_role_drops_what_it_made_in_every_database() {
     )
     .await;
     assert_eq!(left, 0, "what the role made in the other database is still there");
+    let helper = count(
+        &pool,
+        format!("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = 'helper' AND n.nspname = '{schema}'"),
+    )
+    .await;
+    assert_eq!(
+        helper, 0,
+        "what the role made in its own database was handed to the admin"
+    );
     other_admin.close().await;
     run_sql(&pool, format!("DROP DATABASE {} WITH (FORCE)", quote_ident(&other))).await;
     finish(b, &pool, &schema).await;
@@ -655,11 +691,26 @@ async fn what_public_and_pg_hba_let_agents_do_is_found_with_its_fix() {
     assert_eq!(count(&pool, format!("SELECT count(*) FROM {s}.items")).await, 0);
     run_sql(&pool, revoke_purge).await;
     permission_denied(&mut agent, format!("SELECT {s}.purge()")).await;
+    // What the agents' group holds beyond PUBLIC, every agent may use
+    // (`SET ROLE`, before PostgreSQL 16), and what it owns outlives them.
+    run_sql(&pool, format!("GRANT CREATE ON SCHEMA {s} TO valetkey_agents")).await;
+    run_sql(&pool, format!("CREATE TABLE {s}.shared_stash (x int)")).await;
+    run_sql(&pool, format!("ALTER TABLE {s}.shared_stash OWNER TO valetkey_agents")).await;
     b.broker.check_databases(SystemTime::now()).await.unwrap();
+    let found = findings().await;
     assert!(
-        !findings().await.iter().any(|(what, _)| what.contains("purge()")),
+        !found.iter().any(|(what, _)| what.contains("purge()")),
         "the finding stayed after its fix"
     );
+    let group = found
+        .iter()
+        .find(|(what, _)| what.contains("the agents' group"))
+        .unwrap_or_else(|| panic!("no finding about the group in {found:#?}"));
+    assert!(group.0.contains(&format!("CREATE on schema {schema}")), "{group:?}");
+    assert!(group.0.contains("1 objects it owns"), "{group:?}");
+    assert!(group.1.contains("DROP OWNED BY valetkey_agents"), "{group:?}");
+    run_sql(&pool, format!("DROP TABLE {s}.shared_stash")).await;
+    run_sql(&pool, format!("REVOKE CREATE ON SCHEMA {s} FROM valetkey_agents")).await;
     agent.close().await.unwrap();
     end_session(&b, &key, &answer).await;
     run_sql(&pool, format!("DROP DATABASE {} WITH (FORCE)", quote_ident(&other))).await;

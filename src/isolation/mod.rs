@@ -344,10 +344,15 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
             path: PathBuf::from(p),
             mode: if *p == "/run" { 0o755 } else { 0o1777 },
         })
-        .chain(home.map(|h| PrivateDir {
-            path: h.clone(),
-            mode: 0o700,
-        }))
+        // A home of `/` or in the system (a service user's) is not covered:
+        // that would cover what every program needs.
+        .chain(
+            home.filter(|h| h.as_path() != Path::new("/") && !SYSTEM.iter().any(|s| h.starts_with(s)))
+                .map(|h| PrivateDir {
+                    path: h.clone(),
+                    mode: 0o700,
+                }),
+        )
         // A directory granted whole for writing is not made private only
         // to be mounted back.
         .filter(|p| !writable.contains(&&p.path))
@@ -583,6 +588,16 @@ mod tests {
         assert_eq!(plan.pin, vec![p("/work/app/infra"), p("/work/app/infra/vk")]);
         // Directly in the working directory, the hidden path is its own mount.
         assert!(super::plan(&inputs()).unwrap().pin.is_empty());
+    }
+
+    #[test]
+    fn a_home_that_is_the_root_or_in_the_system_is_not_covered() {
+        for home in ["/", "/usr/lib/svc", "/etc/x"] {
+            let mut i = inputs();
+            i.home = Some(p(home));
+            let plan = plan(&i).unwrap();
+            assert!(!plan.private.iter().any(|d| d.path == p(home)), "{home}");
+        }
     }
 
     #[test]

@@ -294,10 +294,14 @@ pub fn create_roles(plans: &[RolePlan]) -> Vec<String> {
             plan.connection_limit
         ));
         sql.push(format!("COMMENT ON ROLE {role} IS {}", quote_literal(&plan.comment)));
-        // One `+valetkey_agents` line in pg_hba.conf confines them all.
+        // One `+valetkey_agents` line in pg_hba.conf confines them all. From
+        // PostgreSQL 16 the membership can deny `SET ROLE` to the group.
+        let group = quote_ident(super::postgres_findings::AGENTS_GROUP);
         sql.push(format!(
-            "GRANT {} TO {role}",
-            quote_ident(super::postgres_findings::AGENTS_GROUP)
+            "DO $$ BEGIN IF current_setting('server_version_num')::int >= 160000 THEN EXECUTE {}; \
+             ELSE EXECUTE {}; END IF; END $$",
+            quote_literal(&format!("GRANT {group} TO {role} WITH INHERIT FALSE, SET FALSE")),
+            quote_literal(&format!("GRANT {group} TO {role}"))
         ));
         for (setting, ms) in plan.limits.settings() {
             sql.push(format!("ALTER ROLE {role} SET {setting} = {ms}"));
@@ -351,6 +355,9 @@ pub fn create_roles(plans: &[RolePlan]) -> Vec<String> {
     sql
 }
 
+/// Every name in it is schema-qualified and `pg_temp` comes last: a
+/// temporary view named like a catalog would otherwise stand in for it.
+///
 /// The trigger behind `update:guarded`: after an UPDATE in a session an
 /// agent's role logged in to (a direct member of the agents' group; a
 /// superuser counts as a member of every role, so `pg_has_role` would not
@@ -360,12 +367,13 @@ pub fn create_roles(plans: &[RolePlan]) -> Vec<String> {
 /// it (`ALTER TABLE … DISABLE TRIGGER`, `session_replication_role`); a
 /// WHERE-clause check could not hold (`WHERE true`).
 pub const GUARD_FUNCTION: &str = "CREATE OR REPLACE FUNCTION valetkey.guard_update() RETURNS trigger \
-     LANGUAGE plpgsql SET search_path = pg_catalog AS $$ \
+     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ \
      DECLARE n bigint; \
      BEGIN \
-       SELECT count(*) INTO n FROM valetkey_updated; \
-       IF n > TG_ARGV[0]::bigint AND EXISTS (SELECT 1 FROM pg_auth_members \
-           WHERE roleid = 'valetkey_agents'::regrole AND member = session_user::text::regrole) THEN \
+       SELECT pg_catalog.count(*) INTO n FROM valetkey_updated; \
+       IF n > TG_ARGV[0]::bigint AND EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m \
+           JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles r ON r.oid = m.member \
+           WHERE g.rolname = 'valetkey_agents' AND r.rolname = session_user) THEN \
          RAISE EXCEPTION 'valetkey: this UPDATE touches % rows of %; an agent may update at most % per statement', \
            n, TG_TABLE_NAME, TG_ARGV[0] \
            USING ERRCODE = 'insufficient_privilege', \
@@ -405,9 +413,9 @@ fn guard_updates(schemas: &[String], limit: u32, roles: &str) -> Vec<String> {
 /// once while `NOLOGIN` only binds new logins once committed: first no new
 /// logins (`disable_role`, after `owner_comment` says the role is ours, in
 /// one transaction), then its sessions ended (`TERMINATE_SESSIONS`), then
-/// its privileges (default ones included) revoked, anything it owns handed
-/// to the admin, and the role dropped (`remove_role`, one transaction). All
-/// in the role's database.
+/// its privileges (default ones included) revoked, anything it owns dropped,
+/// and the role dropped (`remove_role`, one transaction), in the role's
+/// database after `drop_owned` in every other one where it holds anything.
 ///
 /// The role's comment, bound as `$1` (the role's name); no row when the role
 /// does not exist. Run after `LOCK`.
@@ -450,7 +458,9 @@ pub fn remove_role(role: &str) -> Vec<String> {
     let ident = quote_ident(role);
     vec![
         LOCK.to_owned(),
-        format!("REASSIGN OWNED BY {ident} TO CURRENT_USER"),
+        // Dropped, not handed to the admin: an object an agent made (a
+        // SECURITY DEFINER function, a view) would act with the admin's
+        // privileges once the admin owned it.
         format!("DROP OWNED BY {ident}"),
         format!("DROP ROLE {ident}"),
     ]

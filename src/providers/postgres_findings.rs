@@ -32,9 +32,23 @@ pub const PUBLIC_DEFINERS: &str = "SELECT p.oid::regprocedure::text FROM pg_proc
      JOIN pg_namespace n ON n.oid = p.pronamespace \
      WHERE p.prosecdef AND has_function_privilege('public', p.oid, 'EXECUTE') \
      AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1";
-/// The server's `pg_hba.conf`, as it loaded it (readable by superusers).
+/// What the agents' group holds here beyond PUBLIC: before PostgreSQL 16 a
+/// member may `SET ROLE` to its group whatever NOINHERIT says, so what the
+/// group may do, every agent may; and what it owns outlives every agent.
+pub const GROUP_EXTRA: &str = "SELECT 'TEMP on the database' WHERE \
+       has_database_privilege('valetkey_agents', current_database(), 'TEMP') \
+       AND NOT has_database_privilege('public', current_database(), 'TEMP') \
+     UNION ALL SELECT format('CREATE on schema %I', nspname) FROM pg_namespace \
+       WHERE has_schema_privilege('valetkey_agents', oid, 'CREATE') AND NOT has_schema_privilege('public', oid, 'CREATE') \
+     UNION ALL SELECT format('%s objects it owns', count(*)) FROM pg_shdepend \
+       WHERE refobjid = (SELECT oid FROM pg_roles WHERE rolname = 'valetkey_agents') AND deptype = 'o' \
+       AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) HAVING count(*) > 0";
+
+/// The server's `pg_hba.conf` as the file reads now (readable by
+/// superusers): what the server applies only once it is reloaded, and
+/// never while a line has an error.
 pub const HBA_RULES: &str = "SELECT line_number, type, coalesce(database, '{}'), coalesce(user_name, '{}'), \
-     coalesce(auth_method, '') FROM pg_hba_file_rules WHERE error IS NULL ORDER BY line_number";
+     coalesce(auth_method, ''), error IS NOT NULL FROM pg_hba_file_rules ORDER BY line_number";
 
 /// One way past the grants, with what closes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,6 +66,8 @@ pub struct PublicPrivileges {
     pub temp: bool,
     pub create_in: Vec<String>,
     pub definers: Vec<String>,
+    /// What the agents' group holds beyond PUBLIC (`GROUP_EXTRA`).
+    pub group_extra: Vec<String>,
 }
 
 pub fn public_findings(p: &PublicPrivileges) -> Vec<Finding> {
@@ -81,6 +97,21 @@ pub fn public_findings(p: &PublicPrivileges) -> Vec<Finding> {
             fix: format!("REVOKE CREATE ON SCHEMA {} FROM PUBLIC;", quote_ident(schema)),
         });
     }
+    if !p.group_extra.is_empty() {
+        out.push(Finding {
+            what: format!(
+                "the agents' group `{AGENTS_GROUP}` holds {} in `{}`: every agent's role may act as the group \
+                 (`SET ROLE`, before PostgreSQL 16), and what the group owns outlives every agent",
+                p.group_extra.join(", "),
+                p.database
+            ),
+            fix: format!(
+                "REVOKE ALL ON DATABASE {db} FROM {AGENTS_GROUP}; DROP OWNED BY {AGENTS_GROUP}; (and REVOKE \
+                 CREATE ON SCHEMA … FROM {AGENTS_GROUP}) — the group needs no privilege of its own",
+                db = quote_ident(&p.database)
+            ),
+        });
+    }
     for function in &p.definers {
         out.push(Finding {
             what: format!(
@@ -104,6 +135,8 @@ pub struct HbaRule {
     pub databases: Vec<String>,
     pub users: Vec<String>,
     pub method: String,
+    /// The line does not parse: the server keeps the rules it loaded last.
+    pub error: bool,
 }
 
 /// Whether the agents' roles are confined to `database` by `pg_hba.conf`
@@ -113,7 +146,7 @@ pub fn hba_findings(rules: Option<&[HbaRule]>, database: &str) -> Vec<Finding> {
     let confine = format!(
         "local {db} +{AGENTS_GROUP} scram-sha-256\n    host {db} +{AGENTS_GROUP} all scram-sha-256\n    \
          local all +{AGENTS_GROUP} reject\n    host all +{AGENTS_GROUP} all reject\n    \
-         (before every other line)",
+         (before every other line; `host` covers TLS and plain TCP, `hostssl` only TLS)",
         db = database
     );
     let Some(rules) = rules else {
@@ -125,23 +158,55 @@ pub fn hba_findings(rules: Option<&[HbaRule]>, database: &str) -> Vec<Finding> {
         }];
     };
     let mut out = Vec::new();
-    // A database no rule names: where an agent's role must not get in.
-    let elsewhere = "\u{0}another database";
-    for (kind, over) in [("local", "the local socket"), ("host", "TCP")] {
-        let first = rules.iter().find(|r| {
-            r.kind.starts_with(kind)
-                && r.databases.iter().any(|d| d == "all" || d == elsewhere)
-                && r.users.iter().any(|u| u == "all" || u == &format!("+{AGENTS_GROUP}"))
+    let broken: Vec<String> = rules.iter().filter(|r| r.error).map(|r| r.line.to_string()).collect();
+    if !broken.is_empty() {
+        out.push(Finding {
+            what: format!(
+                "pg_hba.conf has errors on line(s) {}: the server does not load it, so what it applies may not \
+                 be what is checked here",
+                broken.join(", ")
+            ),
+            fix: "fix those lines, then `SELECT pg_reload_conf();`".into(),
         });
-        if let Some(rule) = first.filter(|r| r.method != "reject") {
-            out.push(Finding {
-                what: format!(
-                    "pg_hba.conf line {} lets agents' roles log in to databases other than `{database}` over \
-                     {over} ({})",
-                    rule.line, rule.method
-                ),
-                fix: format!("add to pg_hba.conf\n    {confine}\n  and reload the server"),
-            });
+    }
+    let agents = format!("+{AGENTS_GROUP}");
+    // Lines that name one database compare with it; these never match a
+    // database an agent names.
+    let special = ["sameuser", "samerole", "samegroup", "replication"];
+    // An agent picks how it connects: plain TCP, TLS or the local socket
+    // each meet their own first matching line.
+    for (over, kinds) in [
+        ("the local socket", &["local"][..]),
+        ("TCP without TLS", &["host", "hostnossl"][..]),
+        ("TCP with TLS", &["host", "hostssl"][..]),
+    ] {
+        for rule in rules.iter().filter(|r| {
+            !r.error && kinds.contains(&r.kind.as_str()) && r.users.iter().any(|u| u == "all" || *u == agents)
+        }) {
+            let every = rule.databases.iter().any(|d| d == "all");
+            let others: Vec<&String> = rule
+                .databases
+                .iter()
+                .filter(|d| d.as_str() != database && d.as_str() != "all" && !special.contains(&d.as_str()))
+                .collect();
+            if rule.method != "reject" && (every || !others.is_empty()) {
+                let which = if every {
+                    format!("databases other than `{database}`")
+                } else {
+                    others.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+                };
+                out.push(Finding {
+                    what: format!(
+                        "pg_hba.conf line {} lets agents' roles log in to {which} over {over} ({})",
+                        rule.line, rule.method
+                    ),
+                    fix: format!("add to pg_hba.conf\n    {confine}\n  and reload the server"),
+                });
+            }
+            // The first line for every database decides the rest.
+            if every {
+                break;
+            }
         }
     }
     for rule in rules.iter().filter(|r| r.method == "trust") {
@@ -173,6 +238,7 @@ mod tests {
             databases: vec![db.into()],
             users: vec![user.into()],
             method: method.into(),
+            error: false,
         }
     }
 
@@ -184,6 +250,7 @@ mod tests {
             temp: true,
             create_in: vec!["public".into()],
             definers: vec!["purge(integer)".into()],
+            group_extra: vec![],
         });
         let fixes: Vec<&str> = found.iter().map(|f| f.fix.as_str()).collect();
         assert_eq!(
@@ -217,10 +284,50 @@ mod tests {
             rule(3, "host", "all", "all", "scram-sha-256"),
         ];
         let found = hba_findings(Some(&debian_default), "app");
-        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found.len(), 3, "{found:?}");
         assert!(found[0].what.contains("line 2") && found[0].what.contains("local socket"));
-        assert!(found[1].what.contains("line 3") && found[1].what.contains("TCP"));
+        assert!(found[1].what.contains("line 3") && found[1].what.contains("TCP without TLS"));
+        assert!(found[2].what.contains("line 3") && found[2].what.contains("TCP with TLS"));
         assert!(found[1].fix.contains("host all +valetkey_agents all reject"));
+    }
+
+    #[test]
+    fn a_reject_for_tls_only_or_a_line_naming_another_database_leaves_a_way_in() {
+        let tls_only = [
+            rule(1, "local", "all", "+valetkey_agents", "reject"),
+            rule(2, "hostssl", "all", "+valetkey_agents", "reject"),
+            rule(3, "host", "all", "all", "scram-sha-256"),
+        ];
+        let found = hba_findings(Some(&tls_only), "app");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].what.contains("line 3") && found[0].what.contains("without TLS"));
+
+        let named_first = [
+            rule(1, "host", "secretdb", "all", "scram-sha-256"),
+            rule(2, "local", "all", "+valetkey_agents", "reject"),
+            rule(3, "host", "all", "+valetkey_agents", "reject"),
+        ];
+        let found = hba_findings(Some(&named_first), "app");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found
+                .iter()
+                .all(|f| f.what.contains("line 1") && f.what.contains("`secretdb`"))
+        );
+    }
+
+    #[test]
+    fn lines_with_errors_are_a_finding_and_judge_nothing() {
+        let mut broken = rule(2, "host", "all", "all", "scram-sha-256");
+        broken.error = true;
+        let rules = [
+            rule(1, "local", "all", "+valetkey_agents", "reject"),
+            broken,
+            rule(3, "host", "all", "+valetkey_agents", "reject"),
+        ];
+        let found = hba_findings(Some(&rules), "app");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].what.contains("errors on line(s) 2"));
     }
 
     #[test]
