@@ -355,9 +355,6 @@ pub fn create_roles(plans: &[RolePlan]) -> Vec<String> {
     sql
 }
 
-/// Every name in it is schema-qualified and `pg_temp` comes last: a
-/// temporary view named like a catalog would otherwise stand in for it.
-///
 /// The trigger behind `update:guarded`: after an UPDATE in a session an
 /// agent's role logged in to (a direct member of the agents' group; a
 /// superuser counts as a member of every role, so `pg_has_role` would not
@@ -365,7 +362,9 @@ pub fn create_roles(plans: &[RolePlan]) -> Vec<String> {
 /// rolling the statement back, past the bound. It runs as the
 /// updater, and only the table's owner or a superuser can disable or drop
 /// it (`ALTER TABLE … DISABLE TRIGGER`, `session_replication_role`); a
-/// WHERE-clause check could not hold (`WHERE true`).
+/// WHERE-clause check could not hold (`WHERE true`). Every name in it is
+/// schema-qualified and `pg_temp` comes last: a temporary view named like a
+/// catalog would otherwise stand in for it.
 pub const GUARD_FUNCTION: &str = "CREATE OR REPLACE FUNCTION valetkey.guard_update() RETURNS trigger \
      LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ \
      DECLARE n bigint; \
