@@ -180,6 +180,35 @@ async fn run_passes_signals_to_the_child() {
     t.stop().await;
 }
 
+/// A terminal's Ctrl-C reaches the agent once: the terminal delivers it to
+/// the whole foreground process group, and neither `run` nor its helpers
+/// pass it on again (an agent reads a second Ctrl-C as "quit").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminals_ctrl_c_reaches_the_agent_once() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ctrl_c.py");
+    let work = t.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for isolation in [&[][..], &["--no-isolation"][..]] {
+        let mut fixture_cmd = Command::new("/usr/bin/python3");
+        fixture_cmd
+            .current_dir(&work)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("VALETKEY_URL", &t.url)
+            .env("VALETKEY_AGENT_KEY", &key)
+            .arg(&fixture)
+            .arg(BIN)
+            .args(["run", "--agent", "claude", "--env", "staging"])
+            .args(isolation);
+        let out = output(fixture_cmd).await;
+        let seen = String::from_utf8_lossy(&out.stdout);
+        assert!(seen.contains("sigints 1"), "{isolation:?}: {seen}");
+    }
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn run_refuses_to_launch_when_the_broker_refuses() {
     let t = TestBroker::start().await;

@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use tokio::signal::unix::{SignalKind, signal};
 
 use super::client::{Client, ClientError};
 use super::{CheckArgs, CliError, EnvFormat, MintArgs, Remote};
@@ -371,14 +369,10 @@ pub async fn run(
         Vec::new()
     };
     let in_reach = tokens_in_reach(allow_tokens, &hidden)?;
-    let mut streams = Vec::new();
-    for sig in crate::isolation::PASSED_ON {
-        let stream = signal(SignalKind::from_raw(sig as i32)).map_err(|source| CliError::Io {
-            action: format!("listen for {sig}"),
-            source,
-        })?;
-        streams.push((sig, stream));
-    }
+    let forwarder = crate::isolation::Forwarder::listen().map_err(|source| CliError::Io {
+        action: "listen for signals to pass on".into(),
+        source,
+    })?;
     let minted = mint(&client, &key, &args, &in_reach).await?;
     let mut child = if isolate {
         let plan = minted
@@ -438,22 +432,11 @@ pub async fn run(
             });
         }
         Ok(mut child) => {
-            let forwarders: Vec<_> = match child.id() {
-                Some(id) => streams
-                    .into_iter()
-                    .map(|(sig, mut stream)| {
-                        let pid = Pid::from_raw(id as i32);
-                        tokio::spawn(async move {
-                            while stream.recv().await.is_some() {
-                                let _ = kill(pid, sig);
-                            }
-                        })
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
+            let forwarding = child.id().map(|id| forwarder.start(Pid::from_raw(id as i32)));
             let status = child.wait().await;
-            forwarders.iter().for_each(|f| f.abort());
+            if let Some(forwarding) = forwarding {
+                forwarding.close();
+            }
             status
         }
     };

@@ -64,6 +64,37 @@ pub fn supervise(mut command: Command) -> std::io::Result<ExitCode> {
     Err(std::io::Error::other("stopped listening for signals"))
 }
 
+/// `run`'s own passing on of signals: listening starts before the child
+/// exists (a signal that comes early waits), forwarding once it does. Only
+/// signals sent by a process are passed on: a terminal's Ctrl-C reaches the
+/// agent directly, and a second copy would read as "press again to quit".
+pub struct Forwarder {
+    signals: SignalsInfo<WithOrigin>,
+}
+
+impl Forwarder {
+    pub fn listen() -> std::io::Result<Forwarder> {
+        let wanted: Vec<i32> = PASSED_ON.iter().map(|s| *s as i32).collect();
+        Ok(Forwarder {
+            signals: SignalsInfo::<WithOrigin>::new(&wanted)?,
+        })
+    }
+
+    /// Passes signals on to `child` from a thread of its own until the
+    /// returned handle is closed.
+    pub fn start(mut self, child: Pid) -> signal_hook::iterator::Handle {
+        let handle = self.signals.handle();
+        std::thread::spawn(move || {
+            for origin in self.signals.forever() {
+                if let (Ok(signal), Cause::Sent(_)) = (Signal::try_from(origin.signal), origin.cause) {
+                    let _ = kill(child, signal);
+                }
+            }
+        });
+        handle
+    }
+}
+
 /// Reaps what has ended; `command`'s exit code once it has.
 fn reap(child: Pid) -> Option<ExitCode> {
     loop {
