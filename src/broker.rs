@@ -20,6 +20,7 @@ use crate::config::{Config, TemplateValues, expand_template};
 use crate::credentials::{
     self, Claims, Expected, KeyError, KeyRing, OpaqueKind, RevocationSet, VerifiedCache, VerifyError,
 };
+use crate::database_check::DatabaseFinding;
 use crate::databases::{DatabaseError, Databases, Ended, LeaseFacts};
 use crate::introspect::{Outcome, TokenReach};
 use crate::policy::{self, MintPlan, MintRefusal, MintRequest, Rules, Tier};
@@ -1293,58 +1294,12 @@ impl Broker {
     }
 
     /// Asks each PostgreSQL server what it lets agents' roles do past their
-    /// grants; each finding is logged, recorded and alerted with its fix.
+    /// grants (`database_check`), and keeps the answer for readiness.
     pub async fn check_databases(&self, now: SystemTime) -> Result<Vec<DatabaseFinding>, StoreError> {
-        let mut all = Vec::new();
-        for ((provider, env), found) in self.databases.findings().await {
-            let found = match found {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(%provider, %env, error = %e, "cannot check what the database server lets agents do");
-                    all.push(DatabaseFinding {
-                        provider,
-                        env,
-                        what: format!("cannot check the server: {e}"),
-                        fix: "see `valetkey status`".into(),
-                    });
-                    continue;
-                }
-            };
-            for f in found {
-                let event = Event {
-                    kind: EventKind::DatabaseFinding,
-                    actor: "broker".into(),
-                    agent: None,
-                    session_id: None,
-                    env: Some(env.clone()),
-                    detail: serde_json::json!({ "provider": provider, "what": f.what, "fix": f.fix }),
-                };
-                let text = format!(
-                    "The `{provider}` database server for `{env}`: {}. Fix: {}",
-                    f.what, f.fix
-                );
-                let key = format!("database_finding:{provider}:{env}:{}", f.what);
-                self.record_and_alert(event, "database_finding", text, key, now).await?;
-                all.push(DatabaseFinding {
-                    provider: provider.clone(),
-                    env: env.clone(),
-                    what: f.what,
-                    fix: f.fix,
-                });
-            }
-        }
+        let all = crate::database_check::check(self, now).await?;
         *self.database_findings.write().expect("findings lock") = all.clone();
         Ok(all)
     }
-}
-
-/// A way a PostgreSQL server lets agents' roles past their grants.
-#[derive(Debug, Clone, Serialize)]
-pub struct DatabaseFinding {
-    pub provider: String,
-    pub env: String,
-    pub what: String,
-    pub fix: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

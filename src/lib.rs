@@ -13,6 +13,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod database_check;
 pub mod databases;
 pub mod introspect;
 pub mod isolation;
