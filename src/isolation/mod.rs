@@ -345,19 +345,23 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
             mode: if *p == "/run" { 0o755 } else { 0o1777 },
         })
         // A home of `/` or in the system (a service user's) is not covered:
-        // that would cover what every program needs.
+        // that would cover what every program needs; one of the private
+        // directories is private already.
         .chain(
-            home.filter(|h| h.as_path() != Path::new("/") && !SYSTEM.iter().any(|s| h.starts_with(s)))
-                .map(|h| PrivateDir {
-                    path: h.clone(),
-                    mode: 0o700,
-                }),
+            home.filter(|h| {
+                h.as_path() != Path::new("/")
+                    && !SYSTEM.iter().any(|s| h.starts_with(s))
+                    && !PRIVATE.iter().any(|p| h.as_path() == Path::new(p))
+            })
+            .map(|h| PrivateDir {
+                path: h.clone(),
+                mode: 0o700,
+            }),
         )
         // A directory granted whole for writing is not made private only
         // to be mounted back.
         .filter(|p| !writable.contains(&&p.path))
         .collect();
-    private.dedup_by(|a, b| a.path == b.path);
     private.sort_by_key(|p| p.path.components().count());
 
     let mut grants: Vec<BindBack> = writable
@@ -592,6 +596,14 @@ mod tests {
 
     #[test]
     fn a_home_that_is_the_root_or_in_the_system_is_not_covered() {
+        let mut i = inputs();
+        i.home = Some(p("/tmp"));
+        let covered = plan(&i).unwrap();
+        assert_eq!(
+            covered.private.iter().filter(|d| d.path == p("/tmp")).count(),
+            1,
+            "a home that is a private directory is covered once"
+        );
         for home in ["/", "/usr/lib/svc", "/etc/x"] {
             let mut i = inputs();
             i.home = Some(p(home));
