@@ -206,14 +206,6 @@ fn warn_unconfined(args: &MintArgs) {
     );
 }
 
-/// The agent's confinement, from the broker's settings and this machine.
-fn isolation_plan(args: &MintArgs, settings: &crate::isolation::Settings) -> Result<crate::isolation::Plan, CliError> {
-    Ok(crate::isolation::plan(&crate::isolation::gather(
-        settings,
-        &launcher(args)?,
-    ))?)
-}
-
 /// Without the broker's files to hide, a confinement would hide nothing of
 /// the broker's: refused rather than guessed.
 fn broker_says_nothing() -> CliError {
@@ -227,10 +219,7 @@ fn broker_says_nothing() -> CliError {
 /// Landlock allows a port on every address: a web port for the broker is
 /// every provider's port too.
 fn warn_of_a_shared_broker_port(args: &MintArgs) {
-    let port = url::Url::parse(&args.remote.url)
-        .ok()
-        .and_then(|u| u.port_or_known_default());
-    if let Some(port) = port.filter(|p| [80, 443, 8080, 8443].contains(p)) {
+    if let Some(port) = broker_port(args).filter(|p| [80, 443, 8080, 8443].contains(p)) {
         eprintln!(
             "valetkey: warning: the broker is on port {port}, which the agent may then reach on every address: \
              providers included, past the broker. Serve the broker on a port of its own (8700)"
@@ -249,14 +238,23 @@ fn launcher(args: &MintArgs) -> Result<crate::isolation::Launcher, CliError> {
         home: std::env::var_os("HOME").map(PathBuf::from),
         path_var: std::env::var_os("PATH"),
         key_files: key_files(args),
-        broker_port: url::Url::parse(&args.remote.url)
-            .ok()
-            .and_then(|u| u.port_or_known_default()),
+        broker_port: broker_port(args),
     })
 }
 
-/// The plan `run` handed its helper, or why there is none.
-fn handed_plan() -> Option<crate::isolation::Plan> {
+fn broker_port(args: &MintArgs) -> Option<u16> {
+    url::Url::parse(&args.remote.url)
+        .ok()
+        .and_then(|u| u.port_or_known_default())
+}
+
+/// What both helpers do first: die with their parent, and take the plan
+/// `run` handed them (saying why when there is none).
+fn helper_start() -> Option<crate::isolation::Plan> {
+    if let Err(e) = crate::isolation::die_with_parent() {
+        eprintln!("valetkey: not launching the agent: {e}");
+        return None;
+    }
     let plan = std::env::var(PLAN_VARIABLE)
         .ok()
         .and_then(|text| serde_json::from_str::<crate::isolation::Plan>(&text).ok());
@@ -274,11 +272,7 @@ fn handed_plan() -> Option<crate::isolation::Plan> {
 pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    if let Err(e) = crate::isolation::die_with_parent() {
-        eprintln!("valetkey: not launching the agent: {e}");
-        return ExitCode::from(126);
-    }
-    let Some(plan) = handed_plan() else {
+    let Some(plan) = helper_start() else {
         return ExitCode::from(126);
     };
     // Held open across the mounts, which may hide where it lies (a build
@@ -303,11 +297,7 @@ pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
 /// starts the agent's command and stays to reap and pass signals on; when
 /// the command exits, so does everything it left running.
 pub(super) fn isolated_init(command: &[String]) -> ExitCode {
-    if let Err(e) = crate::isolation::die_with_parent() {
-        eprintln!("valetkey: not launching the agent: {e}");
-        return ExitCode::from(126);
-    }
-    let Some(plan) = handed_plan() else {
+    let Some(plan) = helper_start() else {
         return ExitCode::from(126);
     };
     match crate::isolation::confine(&plan) {
@@ -357,29 +347,34 @@ pub async fn run(
     if isolate {
         warn_of_a_shared_broker_port(&args);
     }
-    let hidden = if isolate {
+    // This machine's side of the confinement, read once: the scan leaves out
+    // what it hides, and the plan adds the credential's database ports.
+    let inputs = if isolate {
         let settings = serde_json::from_value(client.isolation(&key).await?).map_err(|_| broker_says_nothing())?;
-        crate::isolation::gather(&settings, &launcher(&args)?)
-            .secrets
-            .into_iter()
-            .map(|s| s.path)
-            .collect()
+        Some(crate::isolation::gather(&settings, &launcher(&args)?))
     } else {
         warn_unconfined(&args);
-        Vec::new()
+        None
     };
+    let hidden: Vec<PathBuf> = inputs
+        .iter()
+        .flat_map(|i| i.secrets.iter().map(|s| s.path.clone()))
+        .collect();
     let in_reach = tokens_in_reach(allow_tokens, &hidden)?;
     let forwarder = crate::isolation::Forwarder::listen().map_err(|source| CliError::Io {
         action: "listen for signals to pass on".into(),
         source,
     })?;
     let minted = mint(&client, &key, &args, &in_reach).await?;
-    let mut child = if isolate {
+    let mut child = if let Some(mut inputs) = inputs {
         let plan = minted
             .isolation
             .as_ref()
             .ok_or_else(broker_says_nothing)
-            .and_then(|settings| isolation_plan(&args, settings))
+            .and_then(|settings| {
+                inputs.connect.extend(&settings.connect);
+                Ok(crate::isolation::plan(&inputs)?)
+            })
             .and_then(|plan| {
                 serde_json::to_string(&plan).map_err(|_| {
                     CliError::Usage(

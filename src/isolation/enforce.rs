@@ -199,24 +199,10 @@ fn mounts(plan: &Plan) -> Result<(), EnforceError> {
     drop(sources);
     // A mount point cannot be renamed: what holds a hidden path stays put.
     for path in &plan.pin {
-        mount(
-            Some(path),
-            path,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(mount_error("pin", path))?;
+        onto_itself(path, "pin")?;
     }
     for path in &plan.protect {
-        mount(
-            Some(path),
-            path,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(mount_error("protect", path))?;
+        onto_itself(path, "protect")?;
         read_only(path)?;
     }
     private_terminals()?;
@@ -269,6 +255,19 @@ fn private_terminals() -> Result<(), EnforceError> {
         None::<&str>,
     )
     .map_err(mount_error("make private", ptmx))
+}
+
+/// Mounts `path` on itself: a mount point, which cannot be renamed, and can
+/// be made read-only.
+fn onto_itself(path: &Path, action: &'static str) -> Result<(), EnforceError> {
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(mount_error(action, path))
 }
 
 /// Remounts a bind mount read-only, keeping the flags a user namespace may
