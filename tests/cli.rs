@@ -116,6 +116,70 @@ async fn several_runs_share_one_launcher_key() {
     t.stop().await;
 }
 
+/// A launcher who is not root, a developer, runs the agent confined as
+/// themselves: PID 1 keeps, across its start, what it needs of the user
+/// namespace's capabilities. Run as root, the test launches as `nobody`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_launcher_who_is_not_root_runs_the_agent_confined_as_themselves() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let base = tempfile::tempdir().unwrap();
+    let (work, home) = (base.path().join("work"), base.path().join("home"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(home.join(".config/gh")).unwrap();
+    std::fs::write(
+        home.join(".config/gh/hosts.yml"),
+        "github.com:\n    oauth_token: gho_fake\n",
+    )
+    .unwrap();
+    let as_root = nix::unistd::geteuid().is_root();
+    let (uid, gid) = if as_root {
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        for path in [
+            base.path(),
+            &work,
+            &home,
+            &home.join(".config"),
+            &home.join(".config/gh"),
+        ] {
+            std::os::unix::fs::chown(path, Some(nobody.uid.as_raw()), Some(nobody.gid.as_raw())).unwrap();
+        }
+        (nobody.uid.as_raw(), nobody.gid.as_raw())
+    } else {
+        (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+    };
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap().display().to_string();
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(&work)
+        .env_clear()
+        .env("PATH", format!("{bin_dir}:/usr/bin:/bin"))
+        .env("HOME", &home)
+        .env("VALETKEY_URL", &t.url)
+        .env("VALETKEY_AGENT_KEY", &key)
+        .args(["run", "--agent", "claude", "--env", "staging", "--", "sh", "-c"])
+        .arg(
+            "id -u; echo hello > made; cat \"$HOME/.config/gh/hosts.yml\" 2>/dev/null || echo hidden; \
+             valetkey whoami > /dev/null && echo reached",
+        );
+    if as_root {
+        cmd.uid(uid).gid(gid);
+    }
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec![uid.to_string().as_str(), "hidden", "reached"],
+        "{stderr}"
+    );
+    let made = std::fs::metadata(work.join("made")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (uid, gid));
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn run_passes_signals_to_the_child() {
     let t = TestBroker::start().await;
@@ -1563,6 +1627,17 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     std::fs::create_dir_all(home.join(".config/gh")).unwrap();
     let gh_hosts = home.join(".config/gh/hosts.yml");
     std::fs::write(&gh_hosts, "github.com:\n    oauth_token: gho_fake\n").unwrap();
+    // A file only its owner may read, in a directory on PATH (which the
+    // agent may read): root's, when the tests run as root.
+    // The way to the project passes a directory closed to all but its
+    // owner, as a home of mode 0700 is.
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let tools = base.path().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    let owner_only = tools.join("owner-only.key");
+    std::fs::write(&owner_only, "only-for-its-owner\n").unwrap();
+    std::fs::set_permissions(&owner_only, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let as_root = nix::unistd::geteuid().is_root();
     std::fs::create_dir(base.path().join("other")).unwrap();
     let sibling = base.path().join("other/.env");
     std::fs::write(&sibling, "GITHUB_TOKEN=ghp_fake\n").unwrap();
@@ -1593,11 +1668,12 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
         let mut cmd = Command::new(BIN);
         cmd.current_dir(&project)
             .env_clear()
-            .env("PATH", format!("{bin_dir}:/usr/bin:/bin"))
+            .env("PATH", format!("{bin_dir}:{}:/usr/bin:/bin", tools.display()))
             .env("HOME", &home)
             .env("VALETKEY_URL", &served.url)
             .env("VALETKEY_AGENT_KEY", &key)
             .env("PROBE_DATA", &data)
+            .env("PROBE_OWNER_ONLY", &owner_only)
             .env("PROBE_KEY_FILE", &key_file)
             .env("PROBE_LAUNCHER_KEY_SHA256", sha256_hex(&key))
             .env("PROBE_GH_HOSTS", &gh_hosts)
@@ -1633,6 +1709,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     let survived = |confined: bool| {
         let survivor = project.join("survivor");
         let _ = std::fs::remove_file(&survivor);
+        let _ = std::fs::remove_file(project.join("written-by-the-agent"));
         let outcome = attempt(confined);
         std::thread::sleep(std::time::Duration::from_millis(1500));
         (outcome, survivor.exists())
@@ -1658,7 +1735,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     for (name, outcome) in &unconfined {
         assert_eq!(outcome, not_isolation(name).unwrap_or("ok"), "unconfined, {name}");
     }
-    assert_eq!(unconfined.len(), 24);
+    assert_eq!(unconfined.len(), 26);
     for var in ["GITHUB_STAGING_TOKEN", "SOME_TOOL_SETTING"] {
         assert!(
             stderr.contains(&format!("not passing {var} on to the agent")),
@@ -1676,18 +1753,37 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
             .all(|w| w.contains("lacks Landlock rules for Unix sockets")),
         "this machine lacks only Landlock's Unix socket rules: {stderr}"
     );
+    // Launched by root, the agent runs as an unprivileged user; launched by
+    // anyone else, as its launcher, who owns the file.
+    let owners = [
+        "read a file only its owner may read",
+        "change the mode of a file of the launcher's",
+    ];
     for (name, outcome) in &confined {
-        if name == "reach the broker" || name == "write and read the working directory" {
+        let allowed = ["reach the broker", "write and read the working directory"];
+        if allowed.contains(&name.as_str()) || (!as_root && owners.contains(&name.as_str())) {
             assert_eq!(outcome, "ok", "confined, {name}");
         } else {
             assert!(outcome.starts_with("refused: "), "confined, {name}: {outcome}");
         }
     }
-    assert_eq!(confined.len(), 24);
+    assert_eq!(confined.len(), 26);
     assert_eq!(
         std::fs::read_to_string(project.join("written-by-the-agent")).unwrap(),
         "hello",
         "the agent's work lands in the real working directory"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let written = std::fs::metadata(project.join("written-by-the-agent")).unwrap();
+    assert_eq!(
+        (written.uid(), written.gid()),
+        (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
+        "what the agent writes is its launcher's"
+    );
+    assert_eq!(
+        std::fs::metadata(&owner_only).unwrap().mode() & 0o777,
+        0o600,
+        "the launcher's file kept its mode"
     );
     // Nothing under run registered an agent.
     let (ok, stdout, _) = admin(&served.url, &data.join("admin.key"), &["agent", "list"]);

@@ -6,12 +6,17 @@
 //! Landlock and seccomp, which also forbids mounting ([`confine`]), and
 //! starts the agent's command.
 //!
-//! The user namespace is there even when the launcher is root: a process in
-//! it holds no capability over any process outside, so the agent cannot
+//! A launcher that is not root gets a user namespace, the only way it may
+//! mount, with its own ids mapped to themselves: the agent runs as its
+//! launcher. A root launcher's agent runs as an unprivileged user instead
+//! (PID 1 changes its ids before it confines itself), because root in a
+//! user namespace is still root to the files outside; its writable grants
+//! are id-mapped mounts that show root's files as the agent's. Either way
+//! the agent holds no capability over any process outside, so it cannot
 //! read another process's memory, environment or root directory through
-//! /proc (which would step around the mounts), whatever those processes are.
-//! The PID namespace ends every process the agent left behind when its
-//! command exits, and shows it only its own processes.
+//! /proc (which would step around the mounts). The PID namespace ends
+//! every process the agent left behind when its command exits, and shows it
+//! only its own processes.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -28,7 +33,7 @@ use seccompiler::{
     SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
 
-use super::Plan;
+use super::{Agent, Ids, Plan};
 
 /// The newest Landlock ABI whose rights this plan was written for; older
 /// kernels enforce what they can (and `enforce` names what they cannot).
@@ -56,6 +61,12 @@ pub enum EnforceError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "cannot show {}'s files as the agent's ({source}): its file system cannot be id-mapped. Launch the \
+         agent as an unprivileged user rather than root, or with --no-isolation",
+        path.display()
+    )]
+    IdMap { path: PathBuf, source: std::io::Error },
     #[error("cannot drop the agent's privileges: {0}")]
     Privileges(String),
     #[error("cannot apply Landlock: {0}")]
@@ -64,12 +75,34 @@ pub enum EnforceError {
     Seccomp(String),
 }
 
-/// Moves the current process into new user, mount and PID namespaces (its
-/// next child is the PID namespace's first process) and makes the plan's
-/// mounts. Irreversible: call it only in `run`'s helper.
+/// Moves the current process into new mount and PID namespaces, and a user
+/// namespace unless the agent runs as another user (its next child is the
+/// PID namespace's first process), and makes the plan's mounts.
+/// Irreversible: call it only in `run`'s helper, while it has one thread.
 pub fn prepare(plan: &Plan) -> Result<(), EnforceError> {
-    namespaces()?;
-    mounts(plan)
+    // Made before the PID namespace: the process that holds it for a
+    // moment would otherwise be that namespace's first.
+    let idmap = plan.agent.as_ref().map(id_mapping).transpose()?;
+    namespaces(idmap.is_none())?;
+    mounts(plan, idmap.as_ref())?;
+    if idmap.is_none() {
+        keep_for_init()?;
+    }
+    Ok(())
+}
+
+/// What PID 1 needs of this process's capabilities in the user namespace,
+/// kept across its execution: it runs there as its launcher, not as the
+/// namespace's root, so executing a program would drop them all. It mounts
+/// its /proc, then empties the bounding set.
+fn keep_for_init() -> Result<(), EnforceError> {
+    use caps::{CapSet, Capability};
+    for cap in [Capability::CAP_SYS_ADMIN, Capability::CAP_SETPCAP] {
+        caps::raise(None, CapSet::Inheritable, cap)
+            .and_then(|()| caps::raise(None, CapSet::Ambient, cap))
+            .map_err(|e| EnforceError::Privileges(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Confines the current process, PID 1 of the namespaces [`prepare`] made:
@@ -85,22 +118,26 @@ pub fn confine(plan: &Plan) -> Result<Vec<Gap>, EnforceError> {
         None::<&str>,
     )
     .map_err(mount_error("mount the agent's own", proc))?;
-    drop_privileges()?;
+    drop_privileges(plan.agent.as_ref())?;
     let mut gaps = landlock(plan)?;
     gaps.extend(seccomp()?);
     Ok(gaps)
 }
 
-fn namespaces() -> Result<(), EnforceError> {
+fn namespaces(user: bool) -> Result<(), EnforceError> {
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
     let failed = |source: std::io::Error| EnforceError::Namespace { source };
-    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)
-        .map_err(|e| failed(e.into()))?;
-    let write = |file: &str, text: String| std::fs::write(file, text).map_err(failed);
-    write("/proc/self/setgroups", "deny".into())?;
-    write("/proc/self/uid_map", format!("{uid} {uid} 1\n"))?;
-    write("/proc/self/gid_map", format!("{gid} {gid} 1\n"))?;
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
+    if user {
+        unshare(flags | CloneFlags::CLONE_NEWUSER).map_err(|e| failed(e.into()))?;
+        let write = |file: &str, text: String| std::fs::write(file, text).map_err(failed);
+        write("/proc/self/setgroups", "deny".into())?;
+        write("/proc/self/uid_map", format!("{uid} {uid} 1\n"))?;
+        write("/proc/self/gid_map", format!("{gid} {gid} 1\n"))?;
+    } else {
+        unshare(flags).map_err(|e| failed(e.into()))?;
+    }
     // Nothing mounted from here on propagates back to the launcher's view.
     mount(
         None::<&str>,
@@ -128,18 +165,13 @@ fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Er
     }
 }
 
-fn mounts(plan: &Plan) -> Result<(), EnforceError> {
+fn mounts(plan: &Plan, idmap: Option<&OwnedFd>) -> Result<(), EnforceError> {
+    let owner = plan.agent.map(|a| a.runs_as);
     // What comes back into a private directory is opened before the
     // directory is covered.
     let mut sources: Vec<(OwnedFd, bool)> = Vec::new();
     for b in &plan.bind_back {
-        let fd = nix::fcntl::open(
-            &b.path,
-            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(mount_error("open", &b.path))?;
-        sources.push((fd, b.path.is_dir()));
+        sources.push((open_path(&b.path)?, b.path.is_dir()));
     }
     let mut hidden_file = None;
     for dir in &plan.private {
@@ -153,7 +185,10 @@ fn mounts(plan: &Plan) -> Result<(), EnforceError> {
             }
             std::fs::create_dir_all(&dir.path).map_err(io_error("create", &dir.path))?;
         }
-        let data = format!("mode={:o}", dir.mode);
+        let mut data = format!("mode={:o}", dir.mode);
+        if let Some(Ids { uid, gid }) = owner {
+            data.push_str(&format!(",uid={uid},gid={gid}"));
+        }
         mount(
             Some("tmpfs"),
             &dir.path,
@@ -176,27 +211,37 @@ fn mounts(plan: &Plan) -> Result<(), EnforceError> {
     }
     for (b, (fd, is_dir)) in plan.bind_back.iter().zip(&sources) {
         if *is_dir {
-            std::fs::create_dir_all(&b.path).map_err(io_error("create", &b.path))?;
+            create_dirs(&b.path, owner)?;
         } else {
             if let Some(parent) = b.path.parent() {
-                std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+                create_dirs(parent, owner)?;
             }
             std::fs::File::create(&b.path).map_err(io_error("create", &b.path))?;
         }
-        let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        mount(
-            Some(source.as_str()),
-            &b.path,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(mount_error("mount back", &b.path))?;
+        match idmap.filter(|_| b.writable) {
+            Some(idmap) => attach_id_mapped(fd, &b.path, idmap)?,
+            None => {
+                let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                mount(
+                    Some(source.as_str()),
+                    &b.path,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(mount_error("mount back", &b.path))?;
+            }
+        }
         if !b.writable {
             read_only(&b.path)?;
         }
     }
     drop(sources);
+    if let Some(idmap) = idmap {
+        for path in &plan.remap {
+            attach_id_mapped(&open_path(path)?, path, idmap)?;
+        }
+    }
     // A mount point cannot be renamed: what holds a hidden path stays put.
     for path in &plan.pin {
         onto_itself(path, "pin")?;
@@ -232,6 +277,126 @@ fn mounts(plan: &Plan) -> Result<(), EnforceError> {
         }
     }
     std::env::set_current_dir(&plan.cwd).map_err(io_error("enter", &plan.cwd))
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd, EnforceError> {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(mount_error("open", path))
+}
+
+/// Creates `dir` and its missing parents, owned by `owner` (an agent that
+/// runs as another user than the one making them owns what it is given).
+fn create_dirs(dir: &Path, owner: Option<Ids>) -> Result<(), EnforceError> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
+    for path in missing.into_iter().rev() {
+        std::fs::create_dir(path).map_err(io_error("create", path))?;
+        if let Some(Ids { uid, gid }) = owner {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_error("give the agent", path))?;
+        }
+    }
+    Ok(())
+}
+
+/// A user namespace whose only mapping shows the launcher's ids as the
+/// agent's: what an id-mapped mount is made with. A child made for the
+/// purpose enters a new user namespace; this process, privileged outside
+/// it, writes the mapping and keeps a handle on the namespace.
+fn id_mapping(agent: &Agent) -> Result<OwnedFd, EnforceError> {
+    use nix::unistd::{ForkResult, fork, pipe, read, write};
+    let failed = |source: std::io::Error| EnforceError::Namespace { source };
+    let (ready_r, ready_w) = pipe().map_err(|e| failed(e.into()))?;
+    let (hold_r, hold_w) = pipe().map_err(|e| failed(e.into()))?;
+    // SAFETY: `prepare` runs in `run`'s helper while it has one thread, and
+    // the child only makes system calls before it exits.
+    match unsafe { fork() }.map_err(|e| failed(e.into()))? {
+        ForkResult::Child => {
+            drop(ready_r);
+            drop(hold_w);
+            let made = unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+            let _ = write(&ready_w, &[u8::from(made)]);
+            // Until the parent has its handle (and closes its end).
+            let _ = read(&hold_r, &mut [0u8]);
+            // SAFETY: ends the child without running the parent's exit
+            // handlers or destructors.
+            unsafe { nix::libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(ready_w);
+            drop(hold_r);
+            let mut made = [0u8];
+            let answered = read(&ready_r, &mut made).map_err(|e| failed(e.into()));
+            let handle = answered.and_then(|n| {
+                if n != 1 || made[0] != 1 {
+                    return Err(failed(std::io::Error::other("cannot make a user namespace")));
+                }
+                let (from, to) = (agent.maps, agent.runs_as);
+                let proc = PathBuf::from(format!("/proc/{child}"));
+                std::fs::write(proc.join("uid_map"), format!("{} {} 1\n", from.uid, to.uid)).map_err(failed)?;
+                std::fs::write(proc.join("gid_map"), format!("{} {} 1\n", from.gid, to.gid)).map_err(failed)?;
+                let ns = std::fs::File::open(proc.join("ns/user")).map_err(failed)?;
+                Ok(OwnedFd::from(ns))
+            });
+            drop(hold_w);
+            let _ = nix::sys::wait::waitpid(child, None);
+            handle
+        }
+    }
+}
+
+/// Mounts a copy of the tree `source` opens on `target`, id-mapped by the
+/// user namespace `idmap`.
+fn attach_id_mapped(source: &OwnedFd, target: &Path, idmap: &OwnedFd) -> Result<(), EnforceError> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
+    let failed = |source: rustix::io::Errno| EnforceError::IdMap {
+        path: target.to_owned(),
+        source: source.into(),
+    };
+    let tree = open_tree(
+        source,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH
+            | OpenTreeFlags::AT_RECURSIVE,
+    )
+    .map_err(failed)?;
+    let attr = nix::libc::mount_attr {
+        attr_set: nix::libc::MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: idmap.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr(2) reads `size` bytes of `attr`, which outlives
+    // the call, and the empty path is NUL-terminated; no rustix or nix
+    // wrapper exists for it.
+    let set = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            nix::libc::AT_EMPTY_PATH | nix::libc::AT_RECURSIVE,
+            &attr as *const nix::libc::mount_attr,
+            std::mem::size_of::<nix::libc::mount_attr>(),
+        )
+    };
+    if set != 0 {
+        return Err(EnforceError::IdMap {
+            path: target.to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    move_mount(
+        &tree,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(failed)
 }
 
 /// A devpts of the agent's own: the terminals of the launcher's other
@@ -294,12 +459,23 @@ fn read_only(path: &Path) -> Result<(), EnforceError> {
 }
 
 /// No capability in the agent's namespace, none regained by executing a
-/// program (root included: the bounding set is empty), no setuid gain.
-fn drop_privileges() -> Result<(), EnforceError> {
+/// program (root included: the bounding set is empty), no setuid gain; and
+/// the agent's own ids when it runs as another user than its launcher.
+fn drop_privileges(agent: Option<&Agent>) -> Result<(), EnforceError> {
     use caps::CapSet;
-    nix::sys::prctl::set_no_new_privs().map_err(|e| EnforceError::Privileges(e.to_string()))?;
+    let failed = |e: &dyn std::fmt::Display| EnforceError::Privileges(e.to_string());
+    nix::sys::prctl::set_no_new_privs().map_err(|e| failed(&e))?;
     for cap in caps::all() {
-        caps::drop(None, CapSet::Bounding, cap).map_err(|e| EnforceError::Privileges(e.to_string()))?;
+        caps::drop(None, CapSet::Bounding, cap).map_err(|e| failed(&e))?;
+    }
+    if let Some(agent) = agent {
+        use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+        let (uid, gid) = (Uid::from_raw(agent.runs_as.uid), Gid::from_raw(agent.runs_as.gid));
+        setgroups(&[]).map_err(|e| failed(&e))?;
+        setresgid(gid, gid, gid).map_err(|e| failed(&e))?;
+        setresuid(uid, uid, uid).map_err(|e| failed(&e))?;
+        // Changing ids forgets the parent-death signal.
+        super::die_with_parent().map_err(|e| failed(&e))?;
     }
     for set in [
         CapSet::Ambient,
@@ -307,7 +483,7 @@ fn drop_privileges() -> Result<(), EnforceError> {
         CapSet::Effective,
         CapSet::Permitted,
     ] {
-        caps::clear(None, set).map_err(|e| EnforceError::Privileges(e.to_string()))?;
+        caps::clear(None, set).map_err(|e| failed(&e))?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::{CREDENTIAL_STORES, Inputs, SYSTEM_SECRETS, Secret, Settings, TOOLCHAINS};
+use super::{CREDENTIAL_STORES, Ids, Inputs, SYSTEM_SECRETS, Secret, Settings, TOOLCHAINS};
 
 /// What `run` knows of the person launching the agent.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +43,12 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         .unwrap_or_default();
     let mut connect = settings.connect.clone();
     connect.extend(launcher.broker_port);
-    Inputs {
+    let ids = Ids {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+    };
+    let unprivileged = unprivileged();
+    let mut inputs = Inputs {
         cwd: std::fs::canonicalize(&launcher.cwd).unwrap_or_else(|_| launcher.cwd.clone()),
         home: launcher.home.as_ref().and_then(|h| std::fs::canonicalize(h).ok()),
         secrets: existing(
@@ -79,6 +84,59 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
             .cloned()
             .collect(),
         connect,
+        launcher: ids,
+        unprivileged,
+        closed: Vec::new(),
+    };
+    if ids.uid == 0 {
+        let granted: Vec<&PathBuf> = std::iter::once(&inputs.cwd)
+            .chain(&inputs.read)
+            .chain(&inputs.write)
+            .chain(&inputs.tools)
+            .chain(&inputs.tool_links)
+            .collect();
+        inputs.closed = closed_to(unprivileged, &granted);
+    }
+    inputs
+}
+
+/// The directories on the way to `paths` that a process with `ids` (and no
+/// other group) may not pass through, by their mode bits.
+fn closed_to(ids: Ids, paths: &[&PathBuf]) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let passable = |m: &std::fs::Metadata| {
+        let bit = if m.uid() == ids.uid {
+            0o100
+        } else if m.gid() == ids.gid {
+            0o010
+        } else {
+            0o001
+        };
+        m.mode() & bit != 0
+    };
+    paths
+        .iter()
+        .flat_map(|p| p.ancestors().skip(1))
+        .filter(|dir| std::fs::metadata(dir).is_ok_and(|m| !passable(&m)))
+        .map(Path::to_owned)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// The ids of `nobody`, or the kernel's overflow ids (which are its usual
+/// ones) where the system has no such user, or one that is not unprivileged.
+fn unprivileged() -> Ids {
+    const OVERFLOW: u32 = 65534;
+    match nix::unistd::User::from_name("nobody") {
+        Ok(Some(user)) if !user.uid.is_root() && user.gid.as_raw() != 0 => Ids {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        },
+        _ => Ids {
+            uid: OVERFLOW,
+            gid: OVERFLOW,
+        },
     }
 }
 

@@ -69,8 +69,8 @@ pub const CREDENTIAL_STORES: [&str; 20] = [
     ".terraform.d/credentials.tfrc.json",
 ];
 
-/// Secrets of the system itself, hidden too (the agent may own root's
-/// files: it runs as its launcher).
+/// Secrets of the system itself, hidden too (from an agent launched by a
+/// user in their group, say).
 pub const SYSTEM_SECRETS: [&str; 11] = [
     "/etc/shadow",
     "/etc/shadow-",
@@ -205,6 +205,20 @@ pub struct Inputs {
     pub tool_links: Vec<PathBuf>,
     /// The broker's port, the granted databases' and `[run] allow_connect`.
     pub connect: Vec<u16>,
+    /// Who launches the agent.
+    pub launcher: Ids,
+    /// The unprivileged user (`nobody`) an agent launched by root runs as.
+    pub unprivileged: Ids,
+    /// Directories on the way to a grant that the unprivileged user may not
+    /// pass through (a home of mode 0700), when the launcher is root.
+    pub closed: Vec<PathBuf>,
+}
+
+/// A user and group id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +254,26 @@ pub struct Plan {
     pub devices: Vec<PathBuf>,
     /// Landlock: the only TCP ports `connect` may reach, on any address.
     pub connect: Vec<u16>,
+    /// Who the agent runs as when that is not its launcher.
+    pub agent: Option<Agent>,
+    /// With `agent`: the writable grants outside the private directories,
+    /// mounted on themselves with the launcher's ids shown as the agent's,
+    /// so the agent may write there and what it writes stays its
+    /// launcher's. (Writable grants mounted back into a private directory
+    /// are id-mapped the same way.)
+    pub remap: Vec<PathBuf>,
+}
+
+/// An agent launched by root runs as an unprivileged user: root in a user
+/// namespace of its own would still be root to the files outside, owning
+/// (so reading whatever their mode, and changing the mode of) everything
+/// root owns in the trees Landlock lets it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    /// The ids the agent runs as.
+    pub runs_as: Ids,
+    /// The launcher's ids, which the writable grants show as `runs_as`.
+    pub maps: Ids,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,6 +396,23 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
         // to be mounted back.
         .filter(|p| !writable.contains(&&p.path))
         .collect();
+    // An agent that runs as another user passes a directory closed to it
+    // only as a private one, with its grants mounted back: it reaches
+    // nothing more there than it could as itself.
+    let runs_as_another = inputs.launcher.uid == 0;
+    let closed: Vec<PrivateDir> = outermost(inputs.closed.iter().filter(|c| c.as_path() != Path::new("/")))
+        .into_iter()
+        .filter(|_| runs_as_another)
+        .filter(|c| {
+            !private
+                .iter()
+                .map(|p| &p.path)
+                .chain(writable.iter().copied())
+                .any(|open| c.starts_with(open))
+        })
+        .map(|path| PrivateDir { path, mode: 0o755 })
+        .collect();
+    private.extend(closed);
     private.sort_by_key(|p| p.path.components().count());
 
     let mut grants: Vec<BindBack> = writable
@@ -448,6 +499,14 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
             .cloned()
             .chain(private.iter().map(|p| p.path.clone())),
     );
+    let agent = runs_as_another.then_some(Agent {
+        runs_as: inputs.unprivileged,
+        maps: inputs.launcher,
+    });
+    let remap = match agent {
+        None => Vec::new(),
+        Some(_) => outermost(write.iter().filter(|w| !private.iter().any(|p| w.starts_with(&p.path)))),
+    };
     let connect: Vec<u16> = inputs
         .connect
         .iter()
@@ -466,11 +525,22 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
         write,
         devices: DEVICES.iter().map(PathBuf::from).collect(),
         connect,
+        agent,
+        remap,
     })
 }
 
 fn sorted(paths: impl Iterator<Item = PathBuf>) -> Vec<PathBuf> {
     paths.collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+/// The paths not inside another of them, sorted.
+fn outermost<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
+    let all = sorted(paths.cloned());
+    all.iter()
+        .filter(|p| !all.iter().any(|q| q != *p && p.starts_with(q)))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -512,7 +582,74 @@ mod tests {
             tool_links: vec![],
             protect: vec![],
             connect: vec![8700, 5432, 8700],
+            launcher: Ids { uid: 1000, gid: 1000 },
+            unprivileged: NOBODY,
+            closed: vec![],
         }
+    }
+
+    const NOBODY: Ids = Ids { uid: 65534, gid: 65534 };
+
+    #[test]
+    fn a_developer_runs_the_agent_as_themselves() {
+        let plan = plan(&inputs()).unwrap();
+        assert_eq!(plan.agent, None);
+        assert!(plan.remap.is_empty());
+    }
+
+    #[test]
+    fn a_directory_closed_to_the_agents_user_becomes_private_with_its_grants_mounted_back() {
+        let closed = Inputs {
+            write: vec![p("/srv/team/cache")],
+            closed: vec![p("/srv/team"), p("/srv/team/cache/deeper"), p("/work/app/sub"), p("/")],
+            ..inputs()
+        };
+        let as_root = plan(&Inputs {
+            launcher: Ids { uid: 0, gid: 0 },
+            ..closed.clone()
+        })
+        .unwrap();
+        let private: Vec<_> = as_root.private.iter().map(|d| d.path.clone()).collect();
+        assert!(private.contains(&p("/srv/team")), "{private:?}");
+        assert!(
+            !private.contains(&p("/work/app/sub")) && !private.contains(&p("/srv/team/cache/deeper")),
+            "what lies in a writable grant is the agent's through the id-mapped mount: {private:?}"
+        );
+        assert!(!private.contains(&p("/")));
+        assert!(as_root.bind_back.contains(&BindBack {
+            path: p("/srv/team/cache"),
+            writable: true
+        }));
+        assert_eq!(as_root.remap, vec![p("/work/app")]);
+        let as_developer = plan(&closed).unwrap();
+        assert!(!as_developer.private.iter().any(|d| d.path == p("/srv/team")));
+    }
+
+    #[test]
+    fn root_runs_the_agent_as_nobody_with_its_writable_grants_id_mapped() {
+        let root = Ids { uid: 0, gid: 0 };
+        let plan = plan(&Inputs {
+            launcher: root,
+            write: vec![p("/srv/cache"), p("/work/app/build"), p("/tmp/scratch")],
+            ..inputs()
+        })
+        .unwrap();
+        assert_eq!(
+            plan.agent,
+            Some(Agent {
+                runs_as: NOBODY,
+                maps: root
+            })
+        );
+        assert_eq!(
+            plan.remap,
+            vec![p("/srv/cache"), p("/work/app")],
+            "the outermost writable grants outside the private directories; /tmp/scratch comes back id-mapped"
+        );
+        assert!(plan.bind_back.contains(&BindBack {
+            path: p("/tmp/scratch"),
+            writable: true
+        }));
     }
 
     #[test]
