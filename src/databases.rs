@@ -296,28 +296,32 @@ async fn server_findings(target: &Target) -> Result<Vec<findings::Finding>, sqlx
         temp: sqlx::query_scalar(findings::PUBLIC_TEMP).fetch_one(pool).await?,
         create_in: sqlx::query_scalar(findings::PUBLIC_CREATE).fetch_all(pool).await?,
         definers: sqlx::query_scalar(findings::PUBLIC_DEFINERS).fetch_all(pool).await?,
-        // The group may not exist yet (no role made): then it holds nothing.
-        group_extra: sqlx::query_scalar(findings::GROUP_EXTRA)
-            .fetch_all(pool)
-            .await
-            .unwrap_or_default(),
+        group_extra: if sqlx::query_scalar(findings::GROUP_EXISTS).fetch_one(pool).await? {
+            sqlx::query_scalar(findings::GROUP_EXTRA).fetch_all(pool).await?
+        } else {
+            Vec::new()
+        },
     };
     // Only superusers read the rules; not reading them is a finding too.
     let rules: Option<Vec<findings::HbaRule>> =
-        sqlx::query_as::<_, (i32, String, Vec<String>, Vec<String>, String, bool)>(findings::HBA_RULES)
+        sqlx::query_as::<_, (i32, String, Vec<String>, Vec<String>, String, String, String, bool)>(findings::HBA_RULES)
             .fetch_all(pool)
             .await
             .ok()
             .map(|rows| {
                 rows.into_iter()
-                    .map(|(line, kind, databases, users, method, error)| findings::HbaRule {
-                        line,
-                        kind,
-                        databases,
-                        users,
-                        method,
-                        error,
-                    })
+                    .map(
+                        |(line, kind, databases, users, address, netmask, method, error)| findings::HbaRule {
+                            line,
+                            kind,
+                            databases,
+                            users,
+                            address,
+                            netmask,
+                            method,
+                            error,
+                        },
+                    )
                     .collect()
             });
     let mut found = findings::public_findings(&public);

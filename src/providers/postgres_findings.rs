@@ -44,11 +44,16 @@ pub const GROUP_EXTRA: &str = "SELECT 'TEMP on the database' WHERE \
        WHERE refobjid = (SELECT oid FROM pg_roles WHERE rolname = 'valetkey_agents') AND deptype = 'o' \
        AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) HAVING count(*) > 0";
 
+/// Whether the agents' group exists: until the first role is made, it does
+/// not, and holds nothing (GROUP_EXTRA would fail on its name).
+pub const GROUP_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'valetkey_agents')";
+
 /// The server's `pg_hba.conf` as the file reads now (readable by
 /// superusers): what the server applies only once it is reloaded, and
 /// never while a line has an error.
 pub const HBA_RULES: &str = "SELECT line_number, type, coalesce(database, '{}'), coalesce(user_name, '{}'), \
-     coalesce(auth_method, ''), error IS NOT NULL FROM pg_hba_file_rules ORDER BY line_number";
+     coalesce(address, ''), coalesce(netmask, ''), coalesce(auth_method, ''), error IS NOT NULL \
+     FROM pg_hba_file_rules ORDER BY line_number";
 
 /// One way past the grants, with what closes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -134,9 +139,42 @@ pub struct HbaRule {
     pub kind: String,
     pub databases: Vec<String>,
     pub users: Vec<String>,
+    /// `all`, `samehost`, `samenet`, an IP address or a host name (empty
+    /// for `local`).
+    pub address: String,
+    /// The address's mask, when it is an IP address.
+    pub netmask: String,
     pub method: String,
     /// The line does not parse: the server keeps the rules it loaded last.
     pub error: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl HbaRule {
+    /// Whether the line may match a client of `family` (an agent's address
+    /// is unknown here: a host name or `samenet` may be it).
+    fn may_match(&self, family: Option<Family>) -> bool {
+        match (family, self.address.parse::<std::net::IpAddr>()) {
+            (None, _) | (Some(_), Err(_)) => true,
+            (Some(family), Ok(ip)) => ip.is_ipv4() == (family == Family::V4),
+        }
+    }
+
+    /// Whether the line matches every client of `family`.
+    fn matches_every(&self, family: Option<Family>) -> bool {
+        family.is_none()
+            || self.address == "all"
+            || (self.may_match(family)
+                && self
+                    .netmask
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|mask| mask.is_unspecified()))
+    }
 }
 
 /// Whether the agents' roles are confined to `database` by `pg_hba.conf`
@@ -173,43 +211,80 @@ pub fn hba_findings(rules: Option<&[HbaRule]>, database: &str) -> Vec<Finding> {
     // Lines that name one database compare with it; these never match a
     // database an agent names.
     let special = ["sameuser", "samerole", "samegroup", "replication"];
-    // An agent picks how it connects: plain TCP, TLS or the local socket
-    // each meet their own first matching line.
-    for (over, kinds) in [
-        ("the local socket", &["local"][..]),
-        ("TCP without TLS", &["host", "hostnossl"][..]),
-        ("TCP with TLS", &["host", "hostssl"][..]),
+    // An agent picks how it connects: the local socket, plain TCP or TLS,
+    // over IPv4 or IPv6, from an address unknown here; each way meets its
+    // own first matching line.
+    let mut ways_in: Vec<(&HbaRule, &str)> = Vec::new();
+    for (over, kinds, family) in [
+        ("the local socket", &["local"][..], None),
+        ("TCP without TLS", &["host", "hostnossl"][..], Some(Family::V4)),
+        ("TCP without TLS", &["host", "hostnossl"][..], Some(Family::V6)),
+        ("TCP with TLS", &["host", "hostssl"][..], Some(Family::V4)),
+        ("TCP with TLS", &["host", "hostssl"][..], Some(Family::V6)),
     ] {
         for rule in rules.iter().filter(|r| {
-            !r.error && kinds.contains(&r.kind.as_str()) && r.users.iter().any(|u| u == "all" || *u == agents)
+            !r.error
+                && kinds.contains(&r.kind.as_str())
+                && r.users.iter().any(|u| u == "all" || *u == agents)
+                && r.may_match(family)
         }) {
             let every = rule.databases.iter().any(|d| d == "all");
-            let others: Vec<&String> = rule
+            let others = rule
                 .databases
                 .iter()
-                .filter(|d| d.as_str() != database && d.as_str() != "all" && !special.contains(&d.as_str()))
-                .collect();
-            if rule.method != "reject" && (every || !others.is_empty()) {
-                let which = if every {
-                    format!("databases other than `{database}`")
-                } else {
-                    others.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
-                };
-                out.push(Finding {
-                    what: format!(
-                        "pg_hba.conf line {} lets agents' roles log in to {which} over {over} ({})",
-                        rule.line, rule.method
-                    ),
-                    fix: format!("add to pg_hba.conf\n    {confine}\n  and reload the server"),
-                });
+                .any(|d| d.as_str() != database && d.as_str() != "all" && !special.contains(&d.as_str()));
+            if rule.method != "reject" && (every || others) && !ways_in.contains(&(rule, over)) {
+                ways_in.push((rule, over));
             }
-            // The first line for every database decides the rest.
-            if every {
+            // The first line for every database and every address decides
+            // the rest; one for some addresses leaves the others to the
+            // lines after it.
+            if every && rule.matches_every(family) {
                 break;
             }
         }
     }
-    for rule in rules.iter().filter(|r| r.method == "trust") {
+    let mut lines: Vec<&HbaRule> = ways_in.iter().map(|(rule, _)| *rule).collect();
+    lines.sort_by_key(|r| r.line);
+    lines.dedup_by_key(|r| r.line);
+    for rule in lines {
+        let overs: Vec<&str> = ways_in
+            .iter()
+            .filter(|(r, _)| r.line == rule.line)
+            .map(|(_, o)| *o)
+            .collect();
+        let which = if rule.databases.iter().any(|d| d == "all") {
+            format!("databases other than `{database}`")
+        } else {
+            rule.databases
+                .iter()
+                .filter(|d| d.as_str() != database && !special.contains(&d.as_str()))
+                .map(|d| format!("`{d}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push(Finding {
+            what: format!(
+                "pg_hba.conf line {} lets agents' roles log in to {which} over {} ({})",
+                rule.line,
+                overs.join(" and "),
+                rule.method
+            ),
+            fix: format!("add to pg_hba.conf\n    {confine}\n  and reload the server"),
+        });
+    }
+    for rule in rules.iter().filter(|r| !r.error && r.method == "ident") {
+        out.push(Finding {
+            what: format!(
+                "pg_hba.conf line {} lets {} log in over TCP as whoever the ident server of the machine they \
+                 connect from says they are: an agent on a machine it controls says what it likes",
+                rule.line,
+                rule.users.join(", ")
+            ),
+            fix: format!("use scram-sha-256 on line {} (and set passwords)", rule.line),
+        });
+    }
+    for rule in rules.iter().filter(|r| !r.error && r.method == "trust") {
         out.push(Finding {
             what: format!(
                 "pg_hba.conf line {} trusts {} on {} connections without a password: an agent that reaches \
@@ -237,8 +312,18 @@ mod tests {
             kind: kind.into(),
             databases: vec![db.into()],
             users: vec![user.into()],
+            address: if kind == "local" { "" } else { "all" }.into(),
+            netmask: String::new(),
             method: method.into(),
             error: false,
+        }
+    }
+
+    fn from(address: &str, netmask: &str, rule: HbaRule) -> HbaRule {
+        HbaRule {
+            address: address.into(),
+            netmask: netmask.into(),
+            ..rule
         }
     }
 
@@ -284,11 +369,81 @@ mod tests {
             rule(3, "host", "all", "all", "scram-sha-256"),
         ];
         let found = hba_findings(Some(&debian_default), "app");
-        assert_eq!(found.len(), 3, "{found:?}");
-        assert!(found[0].what.contains("line 2") && found[0].what.contains("local socket"));
-        assert!(found[1].what.contains("line 3") && found[1].what.contains("TCP without TLS"));
-        assert!(found[2].what.contains("line 3") && found[2].what.contains("TCP with TLS"));
+        let whats: Vec<&str> = found.iter().map(|f| f.what.as_str()).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(whats[0].contains("line 2") && whats[0].contains("over the local socket (peer)"));
+        assert!(
+            whats[1].contains("line 3") && whats[1].contains("over TCP without TLS and TCP with TLS"),
+            "{whats:?}"
+        );
         assert!(found[1].fix.contains("host all +valetkey_agents all reject"));
+    }
+
+    #[test]
+    fn a_reject_for_some_addresses_leaves_the_others_to_the_lines_after_it() {
+        let loopback_only = [
+            rule(1, "local", "all", "+valetkey_agents", "reject"),
+            from(
+                "127.0.0.1",
+                "255.255.255.255",
+                rule(2, "host", "all", "+valetkey_agents", "reject"),
+            ),
+            from("::", "::", rule(3, "host", "all", "+valetkey_agents", "reject")),
+            rule(4, "host", "all", "all", "scram-sha-256"),
+        ];
+        let found = hba_findings(Some(&loopback_only), "app");
+        assert_eq!(
+            found.len(),
+            1,
+            "IPv4 from elsewhere than the loopback is open: {found:?}"
+        );
+        assert!(found[0].what.contains("line 4"), "{found:?}");
+
+        let ipv4_only = [
+            rule(1, "local", "all", "+valetkey_agents", "reject"),
+            from(
+                "0.0.0.0",
+                "0.0.0.0",
+                rule(2, "host", "all", "+valetkey_agents", "reject"),
+            ),
+            from(
+                "127.0.0.1",
+                "255.255.255.255",
+                rule(3, "host", "all", "all", "scram-sha-256"),
+            ),
+            from(
+                "::1",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                rule(4, "host", "all", "all", "scram-sha-256"),
+            ),
+        ];
+        let found = hba_findings(Some(&ipv4_only), "app");
+        assert_eq!(found.len(), 1, "IPv6 is still open: {found:?}");
+        assert!(found[0].what.contains("line 4"), "{found:?}");
+
+        let every_family = [
+            rule(1, "local", "all", "+valetkey_agents", "reject"),
+            from(
+                "0.0.0.0",
+                "0.0.0.0",
+                rule(2, "host", "all", "+valetkey_agents", "reject"),
+            ),
+            from("::", "::", rule(3, "host", "all", "+valetkey_agents", "reject")),
+            rule(4, "host", "all", "all", "scram-sha-256"),
+        ];
+        assert!(hba_findings(Some(&every_family), "app").is_empty());
+    }
+
+    #[test]
+    fn ident_over_tcp_is_a_finding() {
+        let rules = [
+            rule(1, "local", "all", "+valetkey_agents", "reject"),
+            rule(2, "host", "all", "+valetkey_agents", "reject"),
+            rule(3, "host", "app", "all", "ident"),
+        ];
+        let found = hba_findings(Some(&rules), "app");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].what.contains("line 3") && found[0].what.contains("ident server"));
     }
 
     #[test]
@@ -308,11 +463,13 @@ mod tests {
             rule(3, "host", "all", "+valetkey_agents", "reject"),
         ];
         let found = hba_findings(Some(&named_first), "app");
-        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found.len(), 1, "one finding a line: {found:?}");
         assert!(
-            found
-                .iter()
-                .all(|f| f.what.contains("line 1") && f.what.contains("`secretdb`"))
+            found[0].what.contains("line 1")
+                && found[0]
+                    .what
+                    .contains("`secretdb` over TCP without TLS and TCP with TLS"),
+            "{found:?}"
         );
     }
 
