@@ -1655,6 +1655,12 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
         .output()
         .unwrap();
     assert!(git.status.success(), "{}", String::from_utf8_lossy(&git.stderr));
+    // A service listening on a Unix socket where the agent works, open to
+    // every user (so only the confinement keeps the agent from it).
+    std::fs::create_dir(project.join("services")).unwrap();
+    let service_socket = project.join("services/app.sock");
+    let _service = std::os::unix::net::UnixListener::bind(&service_socket).unwrap();
+    std::fs::set_permissions(&service_socket, std::fs::Permissions::from_mode(0o777)).unwrap();
     let provider = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let free_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1674,6 +1680,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
             .env("VALETKEY_AGENT_KEY", &key)
             .env("PROBE_DATA", &data)
             .env("PROBE_OWNER_ONLY", &owner_only)
+            .env("PROBE_UNIX_SOCKET", &service_socket)
             .env("PROBE_KEY_FILE", &key_file)
             .env("PROBE_LAUNCHER_KEY_SHA256", sha256_hex(&key))
             .env("PROBE_GH_HOSTS", &gh_hosts)
@@ -1735,7 +1742,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     for (name, outcome) in &unconfined {
         assert_eq!(outcome, not_isolation(name).unwrap_or("ok"), "unconfined, {name}");
     }
-    assert_eq!(unconfined.len(), 26);
+    assert_eq!(unconfined.len(), 27);
     for var in ["GITHUB_STAGING_TOKEN", "SOME_TOOL_SETTING"] {
         assert!(
             stderr.contains(&format!("not passing {var} on to the agent")),
@@ -1767,7 +1774,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
             assert!(outcome.starts_with("refused: "), "confined, {name}: {outcome}");
         }
     }
-    assert_eq!(confined.len(), 26);
+    assert_eq!(confined.len(), 27);
     assert_eq!(
         std::fs::read_to_string(project.join("written-by-the-agent")).unwrap(),
         "hello",

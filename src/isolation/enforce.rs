@@ -540,7 +540,8 @@ fn landlock_gaps(ruleset: RulesetStatus, landlock: LandlockStatus) -> Vec<Gap> {
     if effective < ABI::V9 {
         gaps.push(Gap {
             mechanism: "Landlock rules for Unix sockets (ABI 9)",
-            leaves_open: "the agent can connect to a Unix socket anywhere it can see, outside its own /run and /tmp",
+            leaves_open: "the agent can connect to a Unix socket that starts listening after it does, outside its \
+                          own /run and /tmp (those listening before are hidden from it)",
         });
     }
     gaps

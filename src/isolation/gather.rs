@@ -87,6 +87,7 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         launcher: ids,
         unprivileged,
         closed: Vec::new(),
+        sockets: existing(&mut unix_sockets().into_iter()),
     };
     if ids.uid == 0 {
         let granted: Vec<&PathBuf> = std::iter::once(&inputs.cwd)
@@ -98,6 +99,22 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         inputs.closed = closed_to(unprivileged, &granted);
     }
     inputs
+}
+
+/// The paths of the Unix sockets bound in this network namespace (abstract
+/// ones, which Landlock's scope covers, left out).
+fn unix_sockets() -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let path = line.split_whitespace().skip(7).collect::<Vec<_>>().join(" ");
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// The directories on the way to `paths` that a process with `ids` (and no

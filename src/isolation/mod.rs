@@ -205,6 +205,8 @@ pub struct Inputs {
     pub tool_links: Vec<PathBuf>,
     /// The broker's port, the granted databases' and `[run] allow_connect`.
     pub connect: Vec<u16>,
+    /// The Unix sockets listening when the agent starts, by path.
+    pub sockets: Vec<PathBuf>,
     /// Who launches the agent.
     pub launcher: Ids,
     /// The unprivileged user (`nobody`) an agent launched by root runs as.
@@ -478,6 +480,25 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
         };
         hide.push(target);
     }
+    // A Unix socket listening at launch reaches its service past the broker
+    // (Landlock below ABI 9 does not cover Unix sockets): hidden like a
+    // secret file, never refused, and alone where hiding its directory could
+    // take away what the agent reads or works on.
+    let granted = |dir: &Path| {
+        tools
+            .iter()
+            .chain(&inputs.read)
+            .chain(writable.iter().copied())
+            .chain(private.iter().map(|p| &p.path))
+            .chain(home)
+            .any(|g| g.starts_with(dir) || dir.starts_with(g))
+    };
+    for socket in &inputs.sockets {
+        match socket.parent() {
+            Some(dir) if !granted(dir) => hide.push(dir.to_owned()),
+            _ => hide.push(socket.clone()),
+        }
+    }
     // A secret in a private directory is gone with it, unless a grant
     // brought its directory back.
     let reachable =
@@ -585,10 +606,40 @@ mod tests {
             launcher: Ids { uid: 1000, gid: 1000 },
             unprivileged: NOBODY,
             closed: vec![],
+            sockets: vec![],
         }
     }
 
     const NOBODY: Ids = Ids { uid: 65534, gid: 65534 };
+
+    #[test]
+    fn listening_unix_sockets_are_hidden_with_their_directory_where_the_agent_has_nothing() {
+        let plan = plan(&Inputs {
+            sockets: vec![
+                p("/var/lib/mysql/mysql.sock"),
+                p("/run/postgresql/.s.PGSQL.5432"),
+                p("/work/app/tmp/dev.sock"),
+                p("/usr/local/lib/helper/agent.sock"),
+                p("/srv.sock"),
+            ],
+            ..inputs()
+        })
+        .unwrap();
+        for hidden in [
+            "/var/lib/mysql",
+            "/work/app/tmp/dev.sock",
+            "/usr/local/lib/helper/agent.sock",
+            "/srv.sock",
+        ] {
+            assert!(plan.hide.contains(&p(hidden)), "{hidden}: {:?}", plan.hide);
+        }
+        assert!(
+            !plan.hide.iter().any(|h| h.starts_with("/run")),
+            "a socket in a private directory is gone with it: {:?}",
+            plan.hide
+        );
+        assert!(plan.pin.contains(&p("/work/app/tmp")), "{:?}", plan.pin);
+    }
 
     #[test]
     fn a_developer_runs_the_agent_as_themselves() {
