@@ -1610,10 +1610,28 @@ fn sha256_hex(text: &str) -> String {
 async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     use std::os::unix::fs::PermissionsExt;
     let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // The way to the project passes a directory closed to all but its
+    // owner, as a home of mode 0700 is.
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // In a directory on PATH, which the agent may read: a file only its
+    // owner may read (root's, when the tests run as root), and a secret
+    // `[run]` hides, which the test replaces while the agent runs.
+    let tools = base.path().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    let owner_only = tools.join("owner-only.key");
+    std::fs::write(&owner_only, "only-for-its-owner\n").unwrap();
+    std::fs::set_permissions(&owner_only, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let hidden = tools.join("hidden.key");
+    std::fs::write(&hidden, "hidden-at-launch\n").unwrap();
+    let as_root = nix::unistd::geteuid().is_root();
     let project = base.path().join("project");
     std::fs::create_dir_all(project.join("infra/vk")).unwrap();
     let config = project.join("infra/vk/valetkey.toml");
-    std::fs::write(&config, common::CONFIG).unwrap();
+    std::fs::write(
+        &config,
+        format!("{}\n[run]\nhide = [\"{}\"]\n", common::CONFIG, hidden.display()),
+    )
+    .unwrap();
     let served = serve(&project, &config, &[]);
     let data = project.join("data");
     let key = common::add_agent_with_cli(&served.url, &data, "claude");
@@ -1627,17 +1645,6 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     std::fs::create_dir_all(home.join(".config/gh")).unwrap();
     let gh_hosts = home.join(".config/gh/hosts.yml");
     std::fs::write(&gh_hosts, "github.com:\n    oauth_token: gho_fake\n").unwrap();
-    // A file only its owner may read, in a directory on PATH (which the
-    // agent may read): root's, when the tests run as root.
-    // The way to the project passes a directory closed to all but its
-    // owner, as a home of mode 0700 is.
-    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let tools = base.path().join("tools");
-    std::fs::create_dir(&tools).unwrap();
-    let owner_only = tools.join("owner-only.key");
-    std::fs::write(&owner_only, "only-for-its-owner\n").unwrap();
-    std::fs::set_permissions(&owner_only, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let as_root = nix::unistd::geteuid().is_root();
     std::fs::create_dir(base.path().join("other")).unwrap();
     let sibling = base.path().join("other/.env");
     std::fs::write(&sibling, "GITHUB_TOKEN=ghp_fake\n").unwrap();
@@ -1681,6 +1688,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
             .env("PROBE_DATA", &data)
             .env("PROBE_OWNER_ONLY", &owner_only)
             .env("PROBE_UNIX_SOCKET", &service_socket)
+            .env("PROBE_HIDDEN", &hidden)
             .env("PROBE_KEY_FILE", &key_file)
             .env("PROBE_LAUNCHER_KEY_SHA256", sha256_hex(&key))
             .env("PROBE_GH_HOSTS", &gh_hosts)
@@ -1717,7 +1725,27 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
         let survivor = project.join("survivor");
         let _ = std::fs::remove_file(&survivor);
         let _ = std::fs::remove_file(project.join("written-by-the-agent"));
+        // When the agent asks, the hidden file is replaced, as `passwd`
+        // replaces /etc/shadow.
+        let (ask, done) = (project.join("replace-now"), project.join("replaced"));
+        let _ = std::fs::remove_file(&done);
+        let replacer = {
+            let (hidden, ask, done) = (hidden.clone(), ask.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..600 {
+                    if std::fs::remove_file(&ask).is_ok() {
+                        let next = hidden.with_extension("next");
+                        std::fs::write(&next, "written-during-the-run\n").unwrap();
+                        std::fs::rename(&next, &hidden).unwrap();
+                        std::fs::write(&done, "").unwrap();
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            })
+        };
         let outcome = attempt(confined);
+        replacer.join().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1500));
         (outcome, survivor.exists())
     };
@@ -1742,7 +1770,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     for (name, outcome) in &unconfined {
         assert_eq!(outcome, not_isolation(name).unwrap_or("ok"), "unconfined, {name}");
     }
-    assert_eq!(unconfined.len(), 27);
+    assert_eq!(unconfined.len(), 28);
     for var in ["GITHUB_STAGING_TOKEN", "SOME_TOOL_SETTING"] {
         assert!(
             stderr.contains(&format!("not passing {var} on to the agent")),
@@ -1774,7 +1802,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
             assert!(outcome.starts_with("refused: "), "confined, {name}: {outcome}");
         }
     }
-    assert_eq!(confined.len(), 27);
+    assert_eq!(confined.len(), 28);
     assert_eq!(
         std::fs::read_to_string(project.join("written-by-the-agent")).unwrap(),
         "hello",

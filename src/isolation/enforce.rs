@@ -497,6 +497,7 @@ fn landlock(plan: &Plan) -> Result<Vec<Gap>, EnforceError> {
         .scope(Scope::from_all(abi))?
         .create()?
         .add_rules(path_beneath_rules(&plan.read, AccessFs::from_read(abi)))?
+        .add_rules(path_beneath_rules(&plan.list, AccessFs::ReadDir))?
         .add_rules(path_beneath_rules(&plan.write, AccessFs::from_all(abi)))?
         .add_rules(path_beneath_rules(&plan.devices, device))?
         .add_rules(

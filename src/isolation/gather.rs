@@ -1,6 +1,7 @@
 //! The launcher's side of a plan: which of the paths named exist, where
 //! their links lead, what PATH holds. Read once, before the agent starts.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -88,7 +89,9 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         unprivileged,
         closed: Vec::new(),
         sockets: existing(&mut unix_sockets().into_iter()),
+        listings: BTreeMap::new(),
     };
+    inputs.listings = listings(inputs.secrets.iter().map(|s| &s.path).chain(&inputs.sockets));
     if ids.uid == 0 {
         let granted: Vec<&PathBuf> = std::iter::once(&inputs.cwd)
             .chain(&inputs.read)
@@ -99,6 +102,21 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         inputs.closed = closed_to(unprivileged, &granted);
     }
     inputs
+}
+
+/// The entries of every directory above `paths`.
+fn listings<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> BTreeMap<PathBuf, Vec<PathBuf>> {
+    let mut out = BTreeMap::new();
+    for dir in paths.flat_map(|p| p.ancestors().skip(1)) {
+        if out.contains_key(dir) {
+            continue;
+        }
+        let entries = std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().take(10_000).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        out.insert(dir.to_owned(), entries);
+    }
+    out
 }
 
 /// The paths of the Unix sockets bound in this network namespace (abstract

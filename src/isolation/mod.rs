@@ -14,7 +14,7 @@ mod enforce;
 mod gather;
 mod supervise;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -207,6 +207,8 @@ pub struct Inputs {
     pub connect: Vec<u16>,
     /// The Unix sockets listening when the agent starts, by path.
     pub sockets: Vec<PathBuf>,
+    /// The entries of every directory above a secret or a socket.
+    pub listings: BTreeMap<PathBuf, Vec<PathBuf>>,
     /// Who launches the agent.
     pub launcher: Ids,
     /// The unprivileged user (`nobody`) an agent launched by root runs as.
@@ -249,6 +251,9 @@ pub struct Plan {
     pub pin: Vec<PathBuf>,
     /// Landlock: read and execute beneath these.
     pub read: Vec<PathBuf>,
+    /// Landlock: list the entries beneath these (read rules above a hidden
+    /// path, split around it).
+    pub list: Vec<PathBuf>,
     /// Landlock: everything beneath these.
     pub write: Vec<PathBuf>,
     /// Landlock: read, write and ioctl on these device files (and the
@@ -282,6 +287,10 @@ pub struct Agent {
 pub struct PrivateDir {
     pub path: PathBuf,
     pub mode: u32,
+    /// Only a way through to the grants mounted back into it: not
+    /// writable, so that Landlock's rules on those grants are what decide
+    /// (a rule on a directory reaches through the mounts below it).
+    pub passage: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,6 +388,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
         .map(|p| PrivateDir {
             path: PathBuf::from(p),
             mode: if *p == "/run" { 0o755 } else { 0o1777 },
+            passage: false,
         })
         // A home of `/` or in the system (a service user's) is not covered:
         // that would cover what every program needs; one of the private
@@ -392,6 +402,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
             .map(|h| PrivateDir {
                 path: h.clone(),
                 mode: 0o700,
+                passage: false,
             }),
         )
         // A directory granted whole for writing is not made private only
@@ -412,7 +423,11 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
                 .chain(writable.iter().copied())
                 .any(|open| c.starts_with(open))
         })
-        .map(|path| PrivateDir { path, mode: 0o755 })
+        .map(|path| PrivateDir {
+            path,
+            mode: 0o755,
+            passage: true,
+        })
         .collect();
     private.extend(closed);
     private.sort_by_key(|p| p.path.components().count());
@@ -513,12 +528,16 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
             .collect::<Vec<_>>()
     }));
 
-    let read = sorted(tools.into_iter().chain(inputs.read.iter().cloned()));
+    let (read, list) = split_around(
+        tools.into_iter().chain(inputs.read.iter().cloned()).collect(),
+        &hide,
+        &inputs.listings,
+    );
     let write = sorted(
         writable
             .into_iter()
             .cloned()
-            .chain(private.iter().map(|p| p.path.clone())),
+            .chain(private.iter().filter(|p| !p.passage).map(|p| p.path.clone())),
     );
     let agent = runs_as_another.then_some(Agent {
         runs_as: inputs.unprivileged,
@@ -543,6 +562,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
         protect,
         pin,
         read,
+        list,
         write,
         devices: DEVICES.iter().map(PathBuf::from).collect(),
         connect,
@@ -553,6 +573,33 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
 
 fn sorted(paths: impl Iterator<Item = PathBuf>) -> Vec<PathBuf> {
     paths.collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+/// Landlock's rules hold to files, not names: a hidden path replaced from
+/// outside while the agent runs (`passwd` rewriting `/etc/shadow`) comes out
+/// from under its mount, and a rule on its directory would let the agent
+/// read what took its place. So a read rule above a hidden path becomes a
+/// rule to list its directories and one to read each other entry (by the
+/// listings; a directory not listed is listed only).
+fn split_around(
+    reads: Vec<PathBuf>,
+    hidden: &[PathBuf],
+    listings: &BTreeMap<PathBuf, Vec<PathBuf>>,
+) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut read, mut list) = (BTreeSet::new(), BTreeSet::new());
+    let mut todo = reads;
+    while let Some(path) = todo.pop() {
+        if hidden.contains(&path) {
+            continue;
+        }
+        if !hidden.iter().any(|h| h.starts_with(&path)) {
+            read.insert(path);
+            continue;
+        }
+        todo.extend(listings.get(&path).into_iter().flatten().cloned());
+        list.insert(path);
+    }
+    (read.into_iter().collect(), list.into_iter().collect())
 }
 
 /// The paths not inside another of them, sorted.
@@ -607,6 +654,7 @@ mod tests {
             unprivileged: NOBODY,
             closed: vec![],
             sockets: vec![],
+            listings: BTreeMap::from([(p("/etc"), vec![p("/etc/passwd"), p("/etc/shadow"), p("/etc/ssl")])]),
         }
     }
 
@@ -662,6 +710,10 @@ mod tests {
         .unwrap();
         let private: Vec<_> = as_root.private.iter().map(|d| d.path.clone()).collect();
         assert!(private.contains(&p("/srv/team")), "{private:?}");
+        assert!(
+            !as_root.write.contains(&p("/srv/team")) && !as_root.read.contains(&p("/srv/team")),
+            "a passage grants nothing itself: the rules on what is mounted back into it decide"
+        );
         assert!(
             !private.contains(&p("/work/app/sub")) && !private.contains(&p("/srv/team/cache/deeper")),
             "what lies in a writable grant is the agent's through the id-mapped mount: {private:?}"
@@ -909,10 +961,38 @@ mod tests {
     }
 
     #[test]
+    fn a_read_rule_above_a_hidden_path_is_split_around_it() {
+        let split = plan(&Inputs {
+            secrets: vec![file("/etc/shadow"), dir("/etc/ssl/private")],
+            listings: BTreeMap::from([
+                (p("/etc"), vec![p("/etc/passwd"), p("/etc/shadow"), p("/etc/ssl")]),
+                (p("/etc/ssl"), vec![p("/etc/ssl/certs"), p("/etc/ssl/private")]),
+            ]),
+            ..inputs()
+        })
+        .unwrap();
+        assert_eq!(split.list, vec![p("/etc"), p("/etc/ssl")]);
+        assert!(split.read.contains(&p("/etc/passwd")) && split.read.contains(&p("/etc/ssl/certs")));
+        for gone in ["/etc", "/etc/ssl", "/etc/shadow", "/etc/ssl/private"] {
+            assert!(!split.read.contains(&p(gone)), "{gone}: {:?}", split.read);
+        }
+        assert!(
+            split.read.contains(&p("/usr")),
+            "what holds no hidden path is read whole"
+        );
+        let unlisted = plan(&Inputs {
+            listings: BTreeMap::new(),
+            ..inputs()
+        })
+        .unwrap();
+        assert!(unlisted.list.contains(&p("/etc")) && !unlisted.read.iter().any(|r| r.starts_with("/etc")));
+    }
+
+    #[test]
     fn the_system_is_read_only_and_devices_are_their_own_rule() {
         let plan = plan(&inputs()).unwrap();
         for s in SYSTEM {
-            assert!(plan.read.contains(&p(s)), "{s}");
+            assert!(plan.read.contains(&p(s)) || plan.list.contains(&p(s)), "{s}");
             assert!(!plan.write.contains(&p(s)), "{s}");
         }
         assert!(plan.devices.contains(&p("/dev/null")) && plan.devices.contains(&p("/dev/pts")));
