@@ -161,18 +161,24 @@ async fn a_launcher_who_is_not_root_runs_the_agent_confined_as_themselves() {
         .args(["run", "--agent", "claude", "--env", "staging", "--", "sh", "-c"])
         .arg(
             "id -u; echo hello > made; cat \"$HOME/.config/gh/hosts.yml\" 2>/dev/null || echo hidden; \
-             valetkey whoami > /dev/null && echo reached",
+             valetkey whoami > /dev/null && echo reached; echo by-its-path >> /dev/stdout",
         );
     if as_root {
         cmd.uid(uid).gid(gid);
     }
+    // Its output goes to a file of its launcher's, which it may open again
+    // by path (`/dev/stdout`), as scripts do.
+    let output_file = base.path().join("output");
+    let file = std::fs::File::create(&output_file).unwrap();
+    std::os::unix::fs::chown(&output_file, Some(uid), Some(gid)).unwrap();
+    cmd.stdout(file);
     let out = output(cmd).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = std::fs::read_to_string(&output_file).unwrap();
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
-        vec![uid.to_string().as_str(), "hidden", "reached"],
+        vec![uid.to_string().as_str(), "hidden", "reached", "by-its-path"],
         "{stderr}"
     );
     let made = std::fs::metadata(work.join("made")).unwrap();

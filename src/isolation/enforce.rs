@@ -24,8 +24,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, LandlockStatus, NetPort, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-    Scope, path_beneath_rules,
+    ABI, Access, AccessFs, AccessNet, BitFlags, LandlockStatus, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
 };
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
@@ -500,6 +500,7 @@ fn landlock(plan: &Plan) -> Result<Vec<Gap>, EnforceError> {
         .add_rules(path_beneath_rules(&plan.list, AccessFs::ReadDir))?
         .add_rules(path_beneath_rules(&plan.write, AccessFs::from_all(abi)))?
         .add_rules(path_beneath_rules(&plan.devices, device))?
+        .add_rules(inherited_stdio())?
         .add_rules(
             plan.connect
                 .iter()
@@ -511,6 +512,40 @@ fn landlock(plan: &Plan) -> Result<Vec<Gap>, EnforceError> {
         .add_rule(NetPort::new(0, AccessNet::BindTcp))?
         .restrict_self()?;
     Ok(landlock_gaps(status.ruleset, status.landlock))
+}
+
+/// The terminal or files the launcher gave the agent as its standard
+/// input, output and error, reopenable as they were opened: `echo x >
+/// /dev/stderr` opens them again by path, and the launcher's terminal lies
+/// outside the agent's own /dev/pts. The agent holds them open already.
+fn inherited_stdio() -> impl Iterator<Item = Result<PathBeneath<PathFd>, landlock::RulesetError>> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use nix::sys::stat::SFlag;
+    (0..=2).filter_map(|fd: i32| {
+        // SAFETY: 0, 1 and 2 stay open for the whole of this process (it
+        // never closes them); the borrow ends with this closure.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let kind = SFlag::from_bits_truncate(nix::sys::stat::fstat(borrowed).ok()?.st_mode) & SFlag::S_IFMT;
+        let device = match kind {
+            SFlag::S_IFREG => false,
+            SFlag::S_IFCHR => true,
+            _ => return None,
+        };
+        let mode = OFlag::from_bits_truncate(fcntl(borrowed, FcntlArg::F_GETFL).ok()?) & OFlag::O_ACCMODE;
+        let mut access: BitFlags<AccessFs> = match mode {
+            OFlag::O_RDONLY => AccessFs::ReadFile.into(),
+            OFlag::O_WRONLY => AccessFs::WriteFile.into(),
+            _ => AccessFs::ReadFile | AccessFs::WriteFile,
+        };
+        if device {
+            access |= AccessFs::IoctlDev;
+        } else if access.contains(AccessFs::WriteFile) {
+            // `> /dev/stdout` opens it with O_TRUNC.
+            access |= AccessFs::Truncate;
+        }
+        let path = PathFd::new(format!("/proc/self/fd/{fd}")).ok()?;
+        Some(Ok(PathBeneath::new(path, access)))
+    })
 }
 
 /// What the running kernel's Landlock could not enforce.
