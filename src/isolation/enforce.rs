@@ -585,8 +585,8 @@ fn landlock_gaps(ruleset: RulesetStatus, landlock: LandlockStatus) -> Vec<Gap> {
 
 /// Refuses the sockets Landlock does not cover (UDP, raw, packet,
 /// netlink and every family but Unix and IP), io_uring (which would make
-/// sockets past this filter), mounting, pushing input into the terminal
-/// and the kernel's keyrings.
+/// sockets past this filter), mounting, pushing input into the terminal,
+/// the kernel's keyrings and setuid or setgid files.
 fn seccomp() -> Result<Vec<Gap>, EnforceError> {
     let arch = match TargetArch::try_from(std::env::consts::ARCH) {
         Ok(arch) => arch,
@@ -597,8 +597,10 @@ fn seccomp() -> Result<Vec<Gap>, EnforceError> {
             }]);
         }
     };
-    let bpf = socket_filter(arch).map_err(EnforceError::Seccomp)?;
-    seccompiler::apply_filter(&bpf).map_err(|e| EnforceError::Seccomp(e.to_string()))?;
+    for bpf in [refusals(arch), unanswered(arch)] {
+        let bpf = bpf.map_err(EnforceError::Seccomp)?;
+        seccompiler::apply_filter(&bpf).map_err(|e| EnforceError::Seccomp(e.to_string()))?;
+    }
     #[cfg(target_arch = "x86_64")]
     seccompiler::apply_filter(&x32_filter()).map_err(|e| EnforceError::Seccomp(e.to_string()))?;
     Ok(Vec::new())
@@ -642,11 +644,49 @@ const AF_INET6: u64 = 10;
 const SOCK_STREAM: u64 = 1;
 const IPPROTO_TCP: u64 = 6;
 
-fn socket_filter(arch: TargetArch) -> Result<seccompiler::BpfProgram, String> {
-    let cond = |arg: u8, op: SeccompCmpOp, value: u64| {
-        SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(|e| e.to_string())
-    };
-    let rule = |conds: Vec<SeccompCondition>| SeccompRule::new(conds).map_err(|e| e.to_string());
+const S_ISUID: u64 = 0o4000;
+const S_ISGID: u64 = 0o2000;
+const O_CREAT: u64 = 0o100;
+const O_TMPFILE: u64 = 0o20000000;
+/// fchmodat2 has this number on every architecture, but not every target's
+/// libc names it.
+const SYS_FCHMODAT2: i64 = 452;
+
+fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, String> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(|e| e.to_string())
+}
+
+fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, String> {
+    SeccompRule::new(conds).map_err(|e| e.to_string())
+}
+
+/// A file the agent makes setuid or setgid in its working directory is its
+/// launcher's on disk (root's, for a root launcher, through the id-mapped
+/// mount): anyone on the machine could run it as them. So no call that sets
+/// a file's mode may carry those bits: `(call, the argument holding the
+/// mode, the argument holding open's flags)`. (mkdir ignores them: a new
+/// directory takes its setgid bit from its parent.)
+fn mode_setters() -> Vec<(i64, u8, Option<u8>)> {
+    use nix::libc;
+    let mut calls = vec![
+        (libc::SYS_fchmod, 1, None),
+        (libc::SYS_fchmodat, 2, None),
+        (SYS_FCHMODAT2, 2, None),
+        (libc::SYS_mknodat, 2, None),
+        (libc::SYS_openat, 3, Some(2)),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    calls.extend([
+        (libc::SYS_chmod, 1, None),
+        (libc::SYS_creat, 1, None),
+        (libc::SYS_mknod, 1, None),
+        (libc::SYS_open, 2, Some(1)),
+    ]);
+    calls
+}
+
+/// The calls refused with EPERM.
+fn refusals(arch: TargetArch) -> Result<seccompiler::BpfProgram, String> {
     let mut socket = vec![rule(vec![
         cond(0, SeccompCmpOp::Ne, AF_UNIX)?,
         cond(0, SeccompCmpOp::Ne, AF_INET)?,
@@ -674,6 +714,24 @@ fn socket_filter(arch: TargetArch) -> Result<seccompiler::BpfProgram, String> {
     }
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     rules.insert(nix::libc::SYS_socket, socket);
+    for (call, mode, flags) in mode_setters() {
+        let mut when = Vec::new();
+        for bit in [S_ISUID, S_ISGID] {
+            match flags {
+                None => when.push(rule(vec![cond(mode, SeccompCmpOp::MaskedEq(bit), bit)?])?),
+                // open sets a mode only when it makes the file.
+                Some(flags) => {
+                    for making in [O_CREAT, O_TMPFILE] {
+                        when.push(rule(vec![
+                            cond(flags, SeccompCmpOp::MaskedEq(making), making)?,
+                            cond(mode, SeccompCmpOp::MaskedEq(bit), bit)?,
+                        ])?);
+                    }
+                }
+            }
+        }
+        rules.insert(call, when);
+    }
     // Typing into the terminal the agent shares with its launcher would run
     // commands in the launcher's shell once `run` exits.
     rules.insert(
@@ -714,14 +772,29 @@ fn socket_filter(arch: TargetArch) -> Result<seccompiler::BpfProgram, String> {
     filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
 }
 
+/// The calls answered as if the kernel had none (ENOSYS), so that programs
+/// fall back to the ones the filter above judges: openat2 passes its mode
+/// in a structure a filter cannot read.
+fn unanswered(arch: TargetArch) -> Result<seccompiler::BpfProgram, String> {
+    let filter = SeccompFilter::new(
+        BTreeMap::from([(nix::libc::SYS_openat2, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(nix::libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(|e| e.to_string())?;
+    filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_socket_filter_compiles_for_this_machine() {
+    fn the_filters_compile_for_this_machine() {
         let arch = TargetArch::try_from(std::env::consts::ARCH).unwrap();
-        assert!(socket_filter(arch).unwrap().len() > 40);
+        assert!(refusals(arch).unwrap().len() > 40);
+        assert!(!unanswered(arch).unwrap().is_empty());
     }
 
     /// A process calls getpid under its x32 number: refused with the
