@@ -1776,7 +1776,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     for (name, outcome) in &unconfined {
         assert_eq!(outcome, not_isolation(name).unwrap_or("ok"), "unconfined, {name}");
     }
-    assert_eq!(unconfined.len(), 31);
+    assert_eq!(unconfined.len(), 32);
     for var in ["GITHUB_STAGING_TOKEN", "SOME_TOOL_SETTING"] {
         assert!(
             stderr.contains(&format!("not passing {var} on to the agent")),
@@ -1801,14 +1801,18 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
         "change the mode of a file of the launcher's",
     ];
     for (name, outcome) in &confined {
-        let allowed = ["reach the broker", "write and read the working directory"];
+        let allowed = [
+            "reach the broker",
+            "write and read the working directory",
+            "know its own name",
+        ];
         if allowed.contains(&name.as_str()) || (!as_root && owners.contains(&name.as_str())) {
             assert_eq!(outcome, "ok", "confined, {name}");
         } else {
             assert!(outcome.starts_with("refused: "), "confined, {name}: {outcome}");
         }
     }
-    assert_eq!(confined.len(), 31);
+    assert_eq!(confined.len(), 32);
     assert_eq!(
         std::fs::read_to_string(project.join("written-by-the-agent")).unwrap(),
         "hello",

@@ -351,7 +351,15 @@ pub async fn run(
     // what it hides, and the plan adds the credential's database ports.
     let inputs = if isolate {
         let settings = serde_json::from_value(client.isolation(&key).await?).map_err(|_| broker_says_nothing())?;
-        Some(crate::isolation::gather(&settings, &launcher(&args)?))
+        let inputs = crate::isolation::gather(&settings, &launcher(&args)?);
+        if inputs.launcher.uid == 0 && !inputs.host_ids {
+            eprintln!(
+                "valetkey: warning: you are root in a user namespace of your own (a container?), which may not \
+                 id-map this machine's file systems: the agent runs as that root, so it owns root's files \
+                 wherever it may read. Launch it as an unprivileged user to keep them from it"
+            );
+        }
+        Some(inputs)
     } else {
         warn_unconfined(&args);
         None

@@ -251,6 +251,9 @@ fn mounts(plan: &Plan, idmap: Option<&OwnedFd>) -> Result<(), EnforceError> {
         read_only(path)?;
     }
     private_terminals()?;
+    if let (Some(agent), Some(dir)) = (plan.agent, plan.private.first()) {
+        name_the_agent(agent.runs_as, &dir.path)?;
+    }
     for path in &plan.hide {
         let Ok(meta) = std::fs::metadata(path) else {
             continue;
@@ -397,6 +400,38 @@ fn attach_id_mapped(source: &OwnedFd, target: &Path, idmap: &OwnedFd) -> Result<
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
     .map_err(failed)
+}
+
+/// The user and group an agent launched by root runs as, named in its view
+/// of /etc/passwd and /etc/group (copies, in a private directory, with one
+/// more line each), so that `whoami`, `id` and a shell's prompt know it.
+fn name_the_agent(ids: Ids, private: &Path) -> Result<(), EnforceError> {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/".into());
+    for (file, line) in [
+        (
+            "/etc/passwd",
+            format!(
+                "valetkey-agent:x:{}:{}:valetkey agent:{home}:/bin/sh\n",
+                ids.uid, ids.gid
+            ),
+        ),
+        ("/etc/group", format!("valetkey-agent:x:{}:\n", ids.gid)),
+    ] {
+        let real = Path::new(file);
+        let Ok(mut text) = std::fs::read_to_string(real) else {
+            continue;
+        };
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        let copy = private.join(format!(".valetkey-{}", file.trim_start_matches("/etc/")));
+        std::fs::write(&copy, text).map_err(io_error("write", &copy))?;
+        mount(Some(&copy), real, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(mount_error("name the agent in", real))?;
+        read_only(real)?;
+    }
+    Ok(())
 }
 
 /// A devpts of the agent's own: the terminals of the launcher's other

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::{CREDENTIAL_STORES, Ids, Inputs, SYSTEM_SECRETS, Secret, Settings, TOOLCHAINS};
+use super::{AGENT_IDS, CREDENTIAL_STORES, Ids, Inputs, SYSTEM_SECRETS, Secret, Settings, TOOLCHAINS};
 
 /// What `run` knows of the person launching the agent.
 #[derive(Debug, Clone, Default)]
@@ -48,7 +48,7 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         uid: nix::unistd::geteuid().as_raw(),
         gid: nix::unistd::getegid().as_raw(),
     };
-    let unprivileged = unprivileged();
+    let unprivileged = agent_ids();
     let mut inputs = Inputs {
         cwd: std::fs::canonicalize(&launcher.cwd).unwrap_or_else(|_| launcher.cwd.clone()),
         home: launcher.home.as_ref().and_then(|h| std::fs::canonicalize(h).ok()),
@@ -86,13 +86,14 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
             .collect(),
         connect,
         launcher: ids,
+        host_ids: in_the_machines_user_namespace(),
         unprivileged,
         closed: Vec::new(),
         sockets: existing(&mut unix_sockets().into_iter()),
         listings: BTreeMap::new(),
     };
     inputs.listings = listings(inputs.secrets.iter().map(|s| &s.path).chain(&inputs.sockets));
-    if ids.uid == 0 {
+    if ids.uid == 0 && inputs.host_ids {
         let granted: Vec<&PathBuf> = std::iter::once(&inputs.cwd)
             .chain(&inputs.read)
             .chain(&inputs.write)
@@ -159,20 +160,49 @@ fn closed_to(ids: Ids, paths: &[&PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The ids of `nobody`, or the kernel's overflow ids (which are its usual
-/// ones) where the system has no such user, or one that is not unprivileged.
-fn unprivileged() -> Ids {
-    const OVERFLOW: u32 = 65534;
-    match nix::unistd::User::from_name("nobody") {
-        Ok(Some(user)) if !user.uid.is_root() && user.gid.as_raw() != 0 => Ids {
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        },
-        _ => Ids {
-            uid: OVERFLOW,
-            gid: OVERFLOW,
-        },
+/// Ids for this run's agent, drawn at random from [`AGENT_IDS`], that no
+/// user, group or running process has: no other process on the machine runs
+/// as the agent, so none may trace it or reach into it through /proc (as a
+/// shared `nobody` would let every daemon running as `nobody`).
+fn agent_ids() -> Ids {
+    use ring::rand::SecureRandom;
+    let span = AGENT_IDS.end - AGENT_IDS.start;
+    let rng = ring::rand::SystemRandom::new();
+    let mut drawn = AGENT_IDS.start + std::process::id() % span;
+    for _ in 0..16 {
+        let mut bytes = [0u8; 4];
+        if rng.fill(&mut bytes).is_ok() {
+            drawn = AGENT_IDS.start + u32::from_le_bytes(bytes) % span;
+        }
+        if id_is_free(drawn) {
+            break;
+        }
     }
+    Ids { uid: drawn, gid: drawn }
+}
+
+fn id_is_free(id: u32) -> bool {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let named = matches!(User::from_uid(Uid::from_raw(id)), Ok(Some(_)))
+        || matches!(Group::from_gid(Gid::from_raw(id)), Ok(Some(_)));
+    let running = std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|entry| {
+        std::fs::read_to_string(entry.path().join("status")).is_ok_and(|status| {
+            status
+                .lines()
+                .filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:"))
+                .flat_map(|l| l.split_whitespace().skip(1))
+                .any(|field| field == id.to_string())
+        })
+    });
+    !named && !running
+}
+
+/// Whether this process sees the machine's own user ids (root in a
+/// container's user namespace is someone else outside, and may not id-map
+/// the machine's file systems).
+fn in_the_machines_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
 }
 
 /// Where the programs on PATH that are links lead (an installer's

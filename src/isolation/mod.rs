@@ -97,6 +97,10 @@ pub const DEVICES: [&str; 8] = [
     "/dev/pts",
 ];
 
+/// Where the ids of agents launched by root are drawn from: far above the
+/// ranges systems give users, services and containers' subordinate ids.
+pub const AGENT_IDS: std::ops::Range<u32> = 1_342_177_280..1_610_612_736;
+
 /// Toolchains in the launcher's home, readable by default so that the
 /// agent's usual commands work (what is on PATH is readable too).
 pub const TOOLCHAINS: [&str; 5] = [".rustup", ".cargo/bin", ".pyenv", ".nvm", ".local/bin"];
@@ -211,7 +215,11 @@ pub struct Inputs {
     pub listings: BTreeMap<PathBuf, Vec<PathBuf>>,
     /// Who launches the agent.
     pub launcher: Ids,
-    /// The unprivileged user (`nobody`) an agent launched by root runs as.
+    /// Whether the launcher's ids are the machine's own (not those of a
+    /// container's user namespace).
+    pub host_ids: bool,
+    /// The ids an agent launched by root runs as: drawn for this run from
+    /// [`AGENT_IDS`], no user's, group's or running process's.
     pub unprivileged: Ids,
     /// Directories on the way to a grant that the unprivileged user may not
     /// pass through (a home of mode 0700), when the launcher is root.
@@ -271,7 +279,7 @@ pub struct Plan {
     pub remap: Vec<PathBuf>,
 }
 
-/// An agent launched by root runs as an unprivileged user: root in a user
+/// An agent launched by root runs as ids of its own: root in a user
 /// namespace of its own would still be root to the files outside, owning
 /// (so reading whatever their mode, and changing the mode of) everything
 /// root owns in the trees Landlock lets it read.
@@ -412,7 +420,9 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     // An agent that runs as another user passes a directory closed to it
     // only as a private one, with its grants mounted back: it reaches
     // nothing more there than it could as itself.
-    let runs_as_another = inputs.launcher.uid == 0;
+    // Root in a container's user namespace may not id-map the machine's
+    // file systems: its agent runs as that root (`run` warns).
+    let runs_as_another = inputs.launcher.uid == 0 && inputs.host_ids;
     let closed: Vec<PrivateDir> = outermost(inputs.closed.iter().filter(|c| c.as_path() != Path::new("/")))
         .into_iter()
         .filter(|_| runs_as_another)
@@ -651,14 +661,18 @@ mod tests {
             protect: vec![],
             connect: vec![8700, 5432, 8700],
             launcher: Ids { uid: 1000, gid: 1000 },
-            unprivileged: NOBODY,
+            host_ids: true,
+            unprivileged: AGENT,
             closed: vec![],
             sockets: vec![],
             listings: BTreeMap::from([(p("/etc"), vec![p("/etc/passwd"), p("/etc/shadow"), p("/etc/ssl")])]),
         }
     }
 
-    const NOBODY: Ids = Ids { uid: 65534, gid: 65534 };
+    const AGENT: Ids = Ids {
+        uid: 1_400_000_000,
+        gid: 1_400_000_000,
+    };
 
     #[test]
     fn listening_unix_sockets_are_hidden_with_their_directory_where_the_agent_has_nothing() {
@@ -729,7 +743,7 @@ mod tests {
     }
 
     #[test]
-    fn root_runs_the_agent_as_nobody_with_its_writable_grants_id_mapped() {
+    fn root_runs_the_agent_as_ids_of_its_own_with_its_writable_grants_id_mapped() {
         let root = Ids { uid: 0, gid: 0 };
         let plan = plan(&Inputs {
             launcher: root,
@@ -740,7 +754,7 @@ mod tests {
         assert_eq!(
             plan.agent,
             Some(Agent {
-                runs_as: NOBODY,
+                runs_as: AGENT,
                 maps: root
             })
         );
@@ -753,6 +767,23 @@ mod tests {
             path: p("/tmp/scratch"),
             writable: true
         }));
+    }
+
+    #[test]
+    fn root_in_a_containers_user_namespace_runs_the_agent_as_itself() {
+        let in_a_container = plan(&Inputs {
+            launcher: Ids { uid: 0, gid: 0 },
+            host_ids: false,
+            closed: vec![p("/srv/team")],
+            ..inputs()
+        })
+        .unwrap();
+        assert_eq!(
+            in_a_container.agent, None,
+            "it may not id-map the machine's file systems"
+        );
+        assert!(in_a_container.remap.is_empty());
+        assert!(!in_a_container.private.iter().any(|d| d.path == p("/srv/team")));
     }
 
     #[test]
