@@ -186,6 +186,46 @@ async fn a_launcher_who_is_not_root_runs_the_agent_confined_as_themselves() {
     t.stop().await;
 }
 
+/// What comes back read-only into the agent's home (a toolchain) stays
+/// read-only down to the mounts inside it. The launcher here is root in a
+/// user namespace of its own, as in a container, which mounts a tmpfs in
+/// its `~/.local/bin`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_inside_a_read_only_grant_is_read_only_too() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let base = tempfile::tempdir().unwrap();
+    let (work, home) = (base.path().join("work"), base.path().join("home"));
+    let tools = home.join(".local/bin");
+    std::fs::create_dir_all(tools.join("cache")).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap().display().to_string();
+    let script = format!(
+        "mount -t tmpfs none {cache} && exec {BIN} run --agent claude --env staging -- sh -c \
+         'echo planted > {cache}/planted 2>/dev/null && echo written || echo refused; \
+          echo mine > made && echo work-written'",
+        cache = tools.join("cache").display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.current_dir(&work)
+        .env_clear()
+        .env("PATH", format!("{bin_dir}:/usr/bin:/bin"))
+        .env("HOME", &home)
+        .env("VALETKEY_URL", &t.url)
+        .env("VALETKEY_AGENT_KEY", &key)
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script]);
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "refused\nwork-written\n",
+        "{stderr}"
+    );
+    assert!(stderr.contains("root in a user namespace of your own"), "{stderr}");
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn run_passes_signals_to_the_child() {
     let t = TestBroker::start().await;

@@ -373,25 +373,10 @@ fn attach_id_mapped(source: &OwnedFd, target: &Path, idmap: &OwnedFd) -> Result<
         propagation: 0,
         userns_fd: idmap.as_raw_fd() as u64,
     };
-    // SAFETY: mount_setattr(2) reads `size` bytes of `attr`, which outlives
-    // the call, and the empty path is NUL-terminated; no rustix or nix
-    // wrapper exists for it.
-    let set = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            nix::libc::AT_EMPTY_PATH | nix::libc::AT_RECURSIVE,
-            &attr as *const nix::libc::mount_attr,
-            std::mem::size_of::<nix::libc::mount_attr>(),
-        )
-    };
-    if set != 0 {
-        return Err(EnforceError::IdMap {
-            path: target.to_owned(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    mount_setattr(&tree, &attr).map_err(|source| EnforceError::IdMap {
+        path: target.to_owned(),
+        source,
+    })?;
     move_mount(
         &tree,
         "",
@@ -470,27 +455,39 @@ fn onto_itself(path: &Path, action: &'static str) -> Result<(), EnforceError> {
     .map_err(mount_error(action, path))
 }
 
-/// Remounts a bind mount read-only, keeping the flags a user namespace may
-/// not clear.
+/// Makes the mount at `path` read-only, and every mount below it (a tmpfs
+/// mounted inside a granted directory stays read-only too); the flags a user
+/// namespace may not clear are kept.
 fn read_only(path: &Path) -> Result<(), EnforceError> {
-    use nix::sys::statvfs::FsFlags;
-    let current = nix::sys::statvfs::statvfs(path)
-        .map_err(mount_error("inspect", path))?
-        .flags();
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-    for (fs, ms) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-    ] {
-        if current.contains(fs) {
-            flags |= ms;
-        }
+    let attr = nix::libc::mount_attr {
+        attr_set: nix::libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    mount_setattr(&open_path(path)?, &attr).map_err(io_error("make read-only", path))
+}
+
+/// mount_setattr(2) on the mount tree `tree` opens, recursively. No rustix
+/// or nix wrapper exists for it.
+fn mount_setattr(tree: &impl AsRawFd, attr: &nix::libc::mount_attr) -> std::io::Result<()> {
+    // SAFETY: the call reads `size` bytes of `attr`, which outlives it, and
+    // the empty path is NUL-terminated.
+    let set = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            nix::libc::AT_EMPTY_PATH | nix::libc::AT_RECURSIVE,
+            attr as *const nix::libc::mount_attr,
+            std::mem::size_of::<nix::libc::mount_attr>(),
+        )
+    };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(mount_error("make read-only", path))
 }
 
 /// No capability in the agent's namespace, none regained by executing a
