@@ -439,6 +439,12 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
             passage: true,
         })
         .collect();
+    // A grant that is such a directory, or holds one, opens nothing to the
+    // agent (it could not pass it) and would cover what is mounted back.
+    let passed_only = |g: &PathBuf| closed.iter().any(|c| c.path.starts_with(g));
+    let read_grants: Vec<PathBuf> = inputs.read.iter().filter(|g| !passed_only(g)).cloned().collect();
+    let mut tools = tools;
+    tools.retain(|t| !passed_only(t));
     private.extend(closed);
     private.sort_by_key(|p| p.path.components().count());
 
@@ -448,7 +454,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
             path: (*p).clone(),
             writable: true,
         })
-        .chain(inputs.read.iter().chain(&tools).map(|p| BindBack {
+        .chain(read_grants.iter().chain(&tools).map(|p| BindBack {
             path: p.clone(),
             writable: false,
         }))
@@ -479,7 +485,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     let needed = |dir: &Path| {
         tools
             .iter()
-            .chain(&inputs.read)
+            .chain(&read_grants)
             .chain(writable.iter().copied())
             .chain(private.iter().map(|p| &p.path))
             .chain(home)
@@ -512,7 +518,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     let granted = |dir: &Path| {
         tools
             .iter()
-            .chain(&inputs.read)
+            .chain(&read_grants)
             .chain(writable.iter().copied())
             .chain(private.iter().map(|p| &p.path))
             .chain(home)
@@ -539,7 +545,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     }));
 
     let (read, list) = split_around(
-        tools.into_iter().chain(inputs.read.iter().cloned()).collect(),
+        tools.into_iter().chain(read_grants.iter().cloned()).collect(),
         &hide,
         &inputs.listings,
     );
@@ -714,6 +720,8 @@ mod tests {
     fn a_directory_closed_to_the_agents_user_becomes_private_with_its_grants_mounted_back() {
         let closed = Inputs {
             write: vec![p("/srv/team/cache")],
+            read: vec![p("/srv/team")],
+            tools: vec![p("/srv/team"), p("/usr/local/bin")],
             closed: vec![p("/srv/team"), p("/srv/team/cache/deeper"), p("/work/app/sub"), p("/")],
             ..inputs()
         };
@@ -738,6 +746,11 @@ mod tests {
             writable: true
         }));
         assert_eq!(as_root.remap, vec![p("/work/app")]);
+        assert!(
+            !as_root.read.contains(&p("/srv/team")) && !as_root.bind_back.iter().any(|b| b.path == p("/srv/team")),
+            "a grant of a directory the agent only passes through is dropped: {:?}",
+            as_root.bind_back
+        );
         let as_developer = plan(&closed).unwrap();
         assert!(!as_developer.private.iter().any(|d| d.path == p("/srv/team")));
     }
