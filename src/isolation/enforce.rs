@@ -62,11 +62,15 @@ pub enum EnforceError {
         source: std::io::Error,
     },
     #[error(
-        "cannot show {}'s files as the agent's ({source}): its file system cannot be id-mapped. Launch the \
-         agent as an unprivileged user rather than root, or with --no-isolation",
+        "cannot show {}'s files as the agent's ({source}): one of the file systems there ({mounts}) cannot be \
+         id-mapped. Launch the agent as an unprivileged user rather than root, or with --no-isolation",
         path.display()
     )]
-    IdMap { path: PathBuf, source: std::io::Error },
+    IdMap {
+        path: PathBuf,
+        mounts: String,
+        source: std::io::Error,
+    },
     #[error("cannot drop the agent's privileges: {0}")]
     Privileges(String),
     #[error("cannot apply Landlock: {0}")]
@@ -354,9 +358,10 @@ fn id_mapping(agent: &Agent) -> Result<OwnedFd, EnforceError> {
 /// user namespace `idmap`.
 fn attach_id_mapped(source: &OwnedFd, target: &Path, idmap: &OwnedFd) -> Result<(), EnforceError> {
     use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
-    let failed = |source: rustix::io::Errno| EnforceError::IdMap {
+    let failed = |source: std::io::Error| EnforceError::IdMap {
         path: target.to_owned(),
-        source: source.into(),
+        mounts: file_systems_under(target),
+        source,
     };
     let tree = open_tree(
         source,
@@ -366,17 +371,14 @@ fn attach_id_mapped(source: &OwnedFd, target: &Path, idmap: &OwnedFd) -> Result<
             | OpenTreeFlags::AT_EMPTY_PATH
             | OpenTreeFlags::AT_RECURSIVE,
     )
-    .map_err(failed)?;
+    .map_err(|e| failed(e.into()))?;
     let attr = nix::libc::mount_attr {
         attr_set: nix::libc::MOUNT_ATTR_IDMAP,
         attr_clr: 0,
         propagation: 0,
         userns_fd: idmap.as_raw_fd() as u64,
     };
-    mount_setattr(&tree, &attr).map_err(|source| EnforceError::IdMap {
-        path: target.to_owned(),
-        source,
-    })?;
+    mount_setattr(&tree, &attr).map_err(failed)?;
     move_mount(
         &tree,
         "",
@@ -384,7 +386,23 @@ fn attach_id_mapped(source: &OwnedFd, target: &Path, idmap: &OwnedFd) -> Result<
         target,
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
-    .map_err(failed)
+    .map_err(|e| failed(e.into()))
+}
+
+/// The file systems mounted at or below `dir`, as `TYPE at PATH`, for an
+/// error to name the one that cannot be id-mapped.
+fn file_systems_under(dir: &Path) -> String {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let found: Vec<String> = table
+        .lines()
+        .filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            let point = PathBuf::from(mount.split_whitespace().nth(4)?);
+            let kind = fs.split_whitespace().next()?;
+            (point.starts_with(dir) || dir.starts_with(&point)).then(|| format!("{kind} at {}", point.display()))
+        })
+        .collect();
+    found.join(", ")
 }
 
 /// The user and group an agent launched by root runs as, named in its view
