@@ -1795,7 +1795,13 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
         std::thread::sleep(std::time::Duration::from_millis(1500));
         (outcome, survivor.exists())
     };
+    let git_left_as_it_was = || {
+        let _ = std::fs::remove_file(project.join(".git/commondir"));
+        let _ = std::fs::remove_dir_all(project.join(".git-evil"));
+        let _ = std::fs::remove_dir_all(project.join("nested"));
+    };
     let ((unconfined, stderr), survivor) = survived(false);
+    git_left_as_it_was();
     assert!(survivor, "unconfined, a process the agent started outlives run");
     assert!(
         stderr.contains("--no-isolation: the agent runs as you, unconfined"),
@@ -1816,7 +1822,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     for (name, outcome) in &unconfined {
         assert_eq!(outcome, not_isolation(name).unwrap_or("ok"), "unconfined, {name}");
     }
-    assert_eq!(unconfined.len(), 32);
+    assert_eq!(unconfined.len(), 34);
     for var in ["GITHUB_STAGING_TOKEN", "SOME_TOOL_SETTING"] {
         assert!(
             stderr.contains(&format!("not passing {var} on to the agent")),
@@ -1827,7 +1833,10 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
 
     let ((confined, stderr), survivor) = survived(true);
     assert!(!survivor, "confined, a process the agent started outlived run");
-    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("warning") && !l.contains("warning: the agent made the repository"))
+        .collect();
     assert!(
         warnings
             .iter()
@@ -1841,10 +1850,14 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
         "change the mode of a file of the launcher's",
     ];
     for (name, outcome) in &confined {
+        // Written, as the agent may write its work; `run` deals with them
+        // when the agent ends (below).
         let allowed = [
             "reach the broker",
             "write and read the working directory",
             "know its own name",
+            "lead git to settings of its own",
+            "make a repository",
         ];
         if allowed.contains(&name.as_str()) || (!as_root && owners.contains(&name.as_str())) {
             assert_eq!(outcome, "ok", "confined, {name}");
@@ -1852,7 +1865,26 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
             assert!(outcome.starts_with("refused: "), "confined, {name}: {outcome}");
         }
     }
-    assert_eq!(confined.len(), 32);
+    assert_eq!(confined.len(), 34);
+    // What would lead git to the agent's settings is moved aside, and the
+    // repository the agent made is named; git here runs nothing of it.
+    assert!(!project.join(".git/commondir").exists(), "{stderr}");
+    assert!(
+        stderr.contains("the agent wrote .git/commondir") && stderr.contains("moved it to .git/valetkey-quarantine/"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the agent made the repository nested/.git"), "{stderr}");
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(&project)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        !project.join("pwned-by-git").exists(),
+        "git ran the agent's core.fsmonitor"
+    );
     assert_eq!(
         std::fs::read_to_string(project.join("written-by-the-agent")).unwrap(),
         "hello",

@@ -2,7 +2,7 @@
 //! and `check`; and `status`, which anyone who can reach the broker may ask.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use nix::unistd::Pid;
@@ -374,6 +374,9 @@ pub async fn run(
         source,
     })?;
     let minted = mint(&client, &key, &args, &in_reach).await?;
+    // What git would take from the working directory as yours, before the
+    // agent starts (compared when it ends).
+    let mut repository = None;
     let mut child = if let Some(mut inputs) = inputs {
         let plan = minted
             .isolation
@@ -399,6 +402,7 @@ pub async fn run(
                 return Err(e);
             }
         };
+        repository = Some((inputs.cwd.clone(), crate::isolation::git::snapshot(&inputs.cwd)));
         let helper = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
         let mut child = tokio::process::Command::new(helper);
         child
@@ -444,6 +448,9 @@ pub async fn run(
         }
     };
     end_session(&client, &key, &minted.session_id).await;
+    if let Some((cwd, before)) = repository {
+        review_repository(&cwd, &before);
+    }
     let status = status.map_err(|source| CliError::Io {
         action: format!("wait for `{}`", command[0]),
         source,
@@ -455,6 +462,45 @@ pub async fn run(
         (None, None) => 1,
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// Moves aside what the agent wrote in the repository's git directory that
+/// would lead your git to its settings, and names the settings and
+/// repositories it made, whose config may name programs git runs.
+fn review_repository(cwd: &Path, before: &crate::isolation::git::Snapshot) {
+    use crate::isolation::git::{Change, changes, quarantine, snapshot};
+    let found = changes(before, &snapshot(cwd));
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match quarantine(cwd, &found, stamp) {
+        Ok(moved) => {
+            for (from, to) in moved {
+                eprintln!(
+                    "valetkey: the agent wrote {}, which would make git read another directory's config and hooks \
+                     as this repository's: moved it to {}",
+                    from.display(),
+                    to.display()
+                );
+            }
+        }
+        Err(e) => eprintln!(
+            "valetkey: WARNING: the agent wrote in .git what would lead git to its own settings, and it could not \
+             be moved aside ({e}): remove .git/commondir and .git/config.worktree before running git here"
+        ),
+    }
+    for change in &found {
+        let (path, what) = match change {
+            Change::Redirect(_) => continue,
+            Change::Settings(path) => (path, "changed the git settings in"),
+            Change::Repository(path) => (path, "made the repository"),
+        };
+        eprintln!(
+            "valetkey: warning: the agent {what} {}; git run there reads its config and hooks, which may name \
+             programs (core.fsmonitor, a hook): review them before running git there",
+            path.display()
+        );
+    }
 }
 
 async fn end_session(client: &Client, key: &SecretString, session_id: &str) {

@@ -12,6 +12,7 @@
 
 mod enforce;
 mod gather;
+pub mod git;
 mod supervise;
 
 use std::collections::{BTreeMap, BTreeSet};
