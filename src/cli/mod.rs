@@ -221,6 +221,9 @@ enum Command {
     /// starts the agent's command and waits for it.
     #[command(hide = true, name = "isolated-init")]
     IsolatedInit {
+        /// The reading end of the helper's lifeline.
+        #[arg(long)]
+        lifeline: i32,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -469,7 +472,7 @@ pub fn main() -> Result<ExitCode, CliError> {
     match &cli.command {
         // Both replace this process, which must still be single-threaded.
         Command::IsolatedExec { command } => return Ok(run::isolated_exec(command)),
-        Command::IsolatedInit { command } => return Ok(run::isolated_init(command)),
+        Command::IsolatedInit { lifeline, command } => return Ok(run::isolated_init(*lifeline, command)),
         Command::Run { mint, .. } => run::without_key_in_environment(mint)?,
         _ => {}
     }

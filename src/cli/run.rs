@@ -288,18 +288,39 @@ pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
         eprintln!("valetkey: refusing to launch the agent: {e}");
         return ExitCode::from(126);
     }
+    let lifeline = match crate::isolation::Lifeline::new() {
+        Ok(lifeline) => lifeline,
+        Err(e) => {
+            eprintln!("valetkey: refusing to launch the agent: {e}");
+            return ExitCode::from(126);
+        }
+    };
     let mut child = std::process::Command::new(format!("/proc/self/fd/{}", own.as_raw_fd()));
-    child.arg0("valetkey").arg("isolated-init").arg("--").args(command);
+    child
+        .arg0("valetkey")
+        .arg("isolated-init")
+        .arg("--lifeline")
+        .arg(lifeline.inherited().to_string())
+        .arg("--")
+        .args(command);
     supervised(child, "the agent's first process")
 }
 
 /// The first process of the agent's PID namespace: confines itself, then
 /// starts the agent's command and stays to reap and pass signals on; when
 /// the command exits, so does everything it left running.
-pub(super) fn isolated_init(command: &[String]) -> ExitCode {
+pub(super) fn isolated_init(lifeline: i32, command: &[String]) -> ExitCode {
+    use std::os::fd::{FromRawFd, OwnedFd};
     let Some(plan) = helper_start() else {
         return ExitCode::from(126);
     };
+    if std::fs::symlink_metadata(format!("/proc/self/fd/{lifeline}")).is_err() || lifeline <= 2 {
+        eprintln!("valetkey: refusing to launch the agent: no lifeline from `run`'s helper");
+        return ExitCode::from(126);
+    }
+    // SAFETY: the helper made this descriptor for this process alone (checked
+    // open above, and not a standard one); nothing else here uses it.
+    let lifeline = unsafe { OwnedFd::from_raw_fd(lifeline) };
     match crate::isolation::confine(&plan) {
         Err(e) => {
             eprintln!("valetkey: refusing to launch the agent: {e}");
@@ -314,6 +335,12 @@ pub(super) fn isolated_init(command: &[String]) -> ExitCode {
             }
         }
     }
+    // Confined, and dying with the helper again: unless it is gone already.
+    if crate::isolation::helper_is_gone(&lifeline) {
+        eprintln!("valetkey: not launching the agent: `run` ended while it was being confined");
+        return ExitCode::from(126);
+    }
+    drop(lifeline);
     let mut child = std::process::Command::new(&command[0]);
     child.args(&command[1..]).env_remove(PLAN_VARIABLE);
     supervised(child, &format!("`{}`", command[0]))

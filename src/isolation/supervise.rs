@@ -5,6 +5,7 @@
 //! and each dies with its parent, so nothing the agent started outlives
 //! `run`.
 
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::{Command, ExitCode};
 
 use nix::sys::signal::{Signal, kill};
@@ -30,6 +31,41 @@ pub const PASSED_ON: [Signal; 6] = [
 /// itself, in a container.)
 pub fn die_with_parent() -> std::io::Result<()> {
     Ok(nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?)
+}
+
+/// A pipe from `run`'s helper to PID 1. The helper keeps the writing end
+/// for its whole life; PID 1 inherits the reading end, which hangs up when
+/// the helper is gone. That covers the moment the parent-death signal does
+/// not: changing ids forgets it, until PID 1 sets it again.
+pub struct Lifeline {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+impl Lifeline {
+    pub fn new() -> std::io::Result<Lifeline> {
+        use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        fcntl(&read, FcntlArg::F_SETFD(FdFlag::empty()))?;
+        Ok(Lifeline { read, _write: write })
+    }
+
+    /// The descriptor PID 1 inherits.
+    pub fn inherited(&self) -> i32 {
+        self.read.as_raw_fd()
+    }
+}
+
+/// Whether the helper at the other end of a [`Lifeline`] is gone.
+pub fn helper_is_gone(read: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => false,
+        // Hung up, readable (nothing is ever written: end of file) or an
+        // error: gone, or not to be trusted.
+        _ => true,
+    }
 }
 
 /// Starts `command`, passes the signals sent to this process on to it,
@@ -108,5 +144,25 @@ fn reap(child: Pid) -> Option<ExitCode> {
             Ok(WaitStatus::StillAlive) | Err(_) => return None,
             Ok(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lifeline_tells_when_its_helper_is_gone() {
+        let lifeline = Lifeline::new().unwrap();
+        let fd = lifeline.inherited();
+        let flags = nix::fcntl::fcntl(&lifeline.read, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_eq!(flags & nix::libc::FD_CLOEXEC, 0, "PID 1 inherits the reading end");
+        let read = lifeline.read.try_clone().unwrap();
+        assert!(
+            !helper_is_gone(&read),
+            "descriptor {fd}: the helper holds the other end"
+        );
+        drop(lifeline);
+        assert!(helper_is_gone(&read), "the helper's end closed with it");
     }
 }
