@@ -43,13 +43,83 @@ impl std::fmt::Display for Finding {
     }
 }
 
-/// A short, stable name for a token that does not reveal it: the first 12
-/// hex digits of a SHA-256 over a fixed label and the token.
-pub fn fingerprint(token: &str) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"valetkey scan v1\0");
-    ctx.update(token.as_bytes());
-    hex::encode(&ctx.finish().as_ref()[..6])
+/// The key fingerprints are made with. A fingerprint travels (a terminal,
+/// a CI log, the broker's audit trail), and a password found in an env file
+/// may be guessable: unkeyed, its fingerprint would confirm a guess. Keyed
+/// with a key of the user's own (`~/.config/valetkey/scan.key`, made at
+/// first use, hidden from agents), fingerprints stay comparable across
+/// that user's scans and confirm nothing to anyone else.
+pub struct FingerprintKey {
+    key: ring::hmac::Key,
+    /// False when no key file could be read or made: this scan's
+    /// fingerprints compare only with each other.
+    pub lasting: bool,
+}
+
+impl FingerprintKey {
+    /// The user's key, made at first use; a key for this process alone
+    /// when the file cannot be read or written.
+    pub fn for_this_user() -> FingerprintKey {
+        let file = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/valetkey/scan.key"));
+        match file.as_deref().and_then(|f| read_or_make_key(f).ok()) {
+            Some(bytes) => FingerprintKey::from_bytes(&bytes, true),
+            None => FingerprintKey::from_bytes(&random_key().unwrap_or_default(), false),
+        }
+    }
+
+    pub fn from_bytes(bytes: &[u8], lasting: bool) -> FingerprintKey {
+        FingerprintKey {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes),
+            lasting,
+        }
+    }
+
+    /// A short, stable name for a token that does not reveal it: the first
+    /// 12 hex digits of an HMAC-SHA256 over a fixed label and the token.
+    pub fn fingerprint(&self, token: &str) -> String {
+        let mut ctx = ring::hmac::Context::with_key(&self.key);
+        ctx.update(b"valetkey scan v2\0");
+        ctx.update(token.as_bytes());
+        hex::encode(&ctx.sign().as_ref()[..6])
+    }
+}
+
+fn random_key() -> Option<[u8; 32]> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+fn read_or_make_key(file: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    match std::fs::read(file) {
+        Ok(bytes) if bytes.len() == 32 => return Ok(bytes),
+        Ok(_) => return Err(std::io::Error::other("not a scan key")),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    if let Some(dir) = file.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let bytes = random_key().ok_or_else(|| std::io::Error::other("no randomness"))?;
+    // Made whole or not at all: a key another scan is making meanwhile wins.
+    let next = file.with_extension(format!("new.{}", std::process::id()));
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&next)?;
+    out.write_all(&bytes)?;
+    out.sync_all()?;
+    let linked = std::fs::hard_link(&next, file);
+    let _ = std::fs::remove_file(&next);
+    match linked {
+        Ok(()) => Ok(bytes.to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_or_make_key(file),
+        Err(e) => Err(e),
+    }
 }
 
 /// Env files: `.env`, `.env.local`, `prod.env`, `.envrc`.
@@ -272,7 +342,7 @@ pub struct Report {
 }
 
 /// Scans files and directories (recursively, not following links).
-pub fn scan_paths(paths: &[PathBuf], limits: Limits) -> Report {
+pub fn scan_paths(paths: &[PathBuf], limits: Limits, key: &FingerprintKey) -> Report {
     let mut report = Report::default();
     for root in paths {
         let walk = walkdir::WalkDir::new(root)
@@ -297,7 +367,7 @@ pub fn scan_paths(paths: &[PathBuf], limits: Limits) -> Report {
                 // tokens in their URLs.
                 let config = entry.path().join(".git").join("config");
                 if config.is_file() {
-                    scan_file(&config, limits, &mut report);
+                    scan_file(&config, limits, key, &mut report);
                 }
                 continue;
             }
@@ -312,13 +382,13 @@ pub fn scan_paths(paths: &[PathBuf], limits: Limits) -> Report {
                 report.incomplete = true;
                 return report;
             }
-            scan_file(entry.path(), limits, &mut report);
+            scan_file(entry.path(), limits, key, &mut report);
         }
     }
     report
 }
 
-fn scan_file(path: &Path, limits: Limits, report: &mut Report) {
+fn scan_file(path: &Path, limits: Limits, key: &FingerprintKey, report: &mut Report) {
     let too_large = std::fs::metadata(path).map(|m| m.len() > limits.max_file_bytes);
     match too_large {
         Ok(false) => {}
@@ -354,7 +424,7 @@ fn scan_file(path: &Path, limits: Limits, report: &mut Report) {
             path: path.display().to_string(),
             line: hit.line,
             kind: hit.kind,
-            fingerprint: fingerprint(token),
+            fingerprint: key.fingerprint(token),
         });
     }
 }
@@ -473,11 +543,38 @@ mod tests {
 
     #[test]
     fn a_fingerprint_names_a_token_without_giving_it_away() {
-        let fp = fingerprint(GHP);
+        let key = FingerprintKey::from_bytes(&[7; 32], true);
+        let fp = key.fingerprint(GHP);
         assert_eq!(fp.len(), 12);
-        assert_eq!(fp, fingerprint(GHP));
-        assert_ne!(fp, fingerprint(UUID));
+        assert_eq!(fp, key.fingerprint(GHP));
+        assert_ne!(fp, key.fingerprint(UUID));
         assert!(!GHP.contains(&fp));
+        assert_ne!(
+            fp,
+            FingerprintKey::from_bytes(&[8; 32], true).fingerprint(GHP),
+            "without the user's key, a guess cannot be checked against a fingerprint"
+        );
+    }
+
+    #[test]
+    fn the_users_key_is_made_once_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(".config/valetkey/scan.key");
+        let made = read_or_make_key(&file).unwrap();
+        assert_eq!(made.len(), 32);
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(file.parent().unwrap()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(
+            read_or_make_key(&file).unwrap(),
+            made,
+            "the next scan uses the same key"
+        );
+        std::fs::write(&file, "short").unwrap();
+        assert!(read_or_make_key(&file).is_err(), "a file that is not a key is not used");
     }
 
     use proptest::prelude::*;

@@ -1322,8 +1322,11 @@ async fn run_refuses_to_launch_beside_real_tokens_unless_told_and_recorded() {
         "a credential was minted for a launch that was refused"
     );
 
+    // Fingerprints are keyed with the launcher's own scan key, made at
+    // first use.
+    let home = t.dir.path().join("launcher-home");
     let mut allowed = valetkey(&t, &key);
-    allowed.args([
+    allowed.env("HOME", &home).args([
         "run",
         "--allow-tokens",
         "--agent",
@@ -1346,9 +1349,10 @@ async fn run_refuses_to_launch_beside_real_tokens_unless_told_and_recorded() {
     let detail: Value = serde_json::from_str(event["detail"].as_str().unwrap()).unwrap();
     assert_eq!(detail["tokens"][0]["path"], "./app/.env");
     assert_eq!(detail["tokens"][0]["line"], 2);
+    let scan_key = std::fs::read(home.join(".config/valetkey/scan.key")).unwrap();
     assert_eq!(
         detail["tokens"][0]["fingerprint"].as_str().unwrap(),
-        valetkey::scan::fingerprint(GHP)
+        valetkey::scan::FingerprintKey::from_bytes(&scan_key, true).fingerprint(GHP)
     );
     assert!(
         !audit.iter().any(|e| e.contains(GHP)),

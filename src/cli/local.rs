@@ -205,7 +205,14 @@ pub async fn audit_verify_copy(db: &Path, jwks: &Path, json: bool) -> Result<Exi
 /// is none, 3 when there are.
 pub fn scan(paths: Vec<std::path::PathBuf>, json: bool) -> Result<ExitCode, CliError> {
     let paths = if paths.is_empty() { vec![".".into()] } else { paths };
-    let report = crate::scan::scan_paths(&paths, crate::scan::Limits::default());
+    let key = crate::scan::FingerprintKey::for_this_user();
+    let report = crate::scan::scan_paths(&paths, crate::scan::Limits::default(), &key);
+    if !key.lasting && !report.findings.is_empty() {
+        eprintln!(
+            "valetkey: cannot read or make ~/.config/valetkey/scan.key: these fingerprints compare only with \
+             each other"
+        );
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {

@@ -142,8 +142,12 @@ async fn mint(
 /// The real tokens lying in the working directory the agent is launched
 /// in, except those in `hidden` (which the agent will not see); refused
 /// unless the launcher allows them.
-fn tokens_in_reach(allow: bool, hidden: &[PathBuf]) -> Result<Vec<crate::scan::Finding>, CliError> {
-    let report = crate::scan::scan_paths(&[".".into()], crate::scan::Limits::default());
+fn tokens_in_reach(
+    allow: bool,
+    hidden: &[PathBuf],
+    key: &crate::scan::FingerprintKey,
+) -> Result<Vec<crate::scan::Finding>, CliError> {
+    let report = crate::scan::scan_paths(&[".".into()], crate::scan::Limits::default(), key);
     if report.incomplete {
         eprintln!(
             "valetkey: the scan of the working directory stopped after {} files; what lies past them was not checked",
@@ -374,6 +378,9 @@ pub async fn run(
     if isolate {
         warn_of_a_shared_broker_port(&args);
     }
+    // Made (at first use) before the paths to hide are read: the scan key
+    // lies with the launcher's other valetkey files, out of the agent's reach.
+    let fingerprints = crate::scan::FingerprintKey::for_this_user();
     // This machine's side of the confinement, read once: the scan leaves out
     // what it hides, and the plan adds the credential's database ports.
     let inputs = if isolate {
@@ -395,7 +402,7 @@ pub async fn run(
         .iter()
         .flat_map(|i| i.secrets.iter().map(|s| s.path.clone()))
         .collect();
-    let in_reach = tokens_in_reach(allow_tokens, &hidden)?;
+    let in_reach = tokens_in_reach(allow_tokens, &hidden, &fingerprints)?;
     let forwarder = crate::isolation::Forwarder::listen().map_err(|source| CliError::Io {
         action: "listen for signals to pass on".into(),
         source,
