@@ -49,6 +49,12 @@ fn copy_dir(from: &Path, to: &Path) {
 /// master key) on a copy of the chain after `tamper` ran SQL on its
 /// database file: (exit code, output).
 async fn verify_after(base: &Path, tamper: &[&str]) -> (Option<i32>, String) {
+    verify_copy(base, tamper, &[]).await
+}
+
+/// `verify_after`, with more arguments to `audit verify`.
+async fn verify_copy(base: &Path, tamper: &[&str], more: &[&str]) -> (Option<i32>, String) {
+    let more: Vec<String> = more.iter().map(|a| a.to_string()).collect();
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&base.join("data"), &dir.path().join("data"));
     let db = dir.path().join("data/valetkey.db");
@@ -69,6 +75,7 @@ async fn verify_after(base: &Path, tamper: &[&str]) -> (Option<i32>, String) {
             .arg(&db)
             .arg("--jwks")
             .arg(&jwks)
+            .args(&more)
             .env_remove("VALETKEY_MASTER_KEY")
             .env_remove("VALETKEY_URL")
             .output()
@@ -86,9 +93,20 @@ async fn tampering_with_the_database_file_is_found_where_it_happened() {
     let (code, text) = verify_after(&base, &[]).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.starts_with("intact: 8 events") && text.contains("checkpoint signs event 8"),
+        text.starts_with("intact: 8 events") && text.contains("checkpoint signs event 8, at 20"),
         "{text}"
     );
+    // A copy whose tail was cut after its newest checkpoint verifies: only
+    // that checkpoint's signed time says how much could be missing.
+    let (code, text) = verify_copy(&base, &[], &["--fresh-within", "1h"]).await;
+    assert_eq!(code, Some(0), "{text}");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (code, text) = verify_copy(&base, &[], &["--fresh-within", "10ms"]).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.starts_with("STALE: intact: 8 events"), "{text}");
+    let (code, text) = verify_copy(&base, &[], &["--fresh-within", "soon"]).await;
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("--fresh-within `soon` is not a duration"), "{text}");
 
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         (

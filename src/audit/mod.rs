@@ -269,6 +269,8 @@ pub struct Verification {
     pub checkpoints: usize,
     /// The newest checkpoint that verified, if any.
     pub last_checkpoint: Option<i64>,
+    /// When the broker signed it (the signature covers the time).
+    pub last_checkpoint_at_ms: Option<i64>,
     /// The first problem, by position.
     pub broken: Option<Broken>,
 }
@@ -282,9 +284,21 @@ impl Verification {
                 "intact: {} events, {} checkpoints{}",
                 self.events,
                 self.checkpoints,
-                self.last_checkpoint
-                    .map(|s| format!("; the newest verified checkpoint signs event {s}"))
-                    .unwrap_or_else(|| "; no checkpoint yet, so a cut-off tail would not show".into())
+                match (self.last_checkpoint, self.last_checkpoint_at_ms) {
+                    (Some(seq), Some(at)) => {
+                        let after = i64::try_from(self.events).unwrap_or(i64::MAX).saturating_sub(seq);
+                        format!(
+                            "; the newest verified checkpoint signs event {seq}, at {}{}",
+                            crate::time::rfc3339_ms(at),
+                            if after > 0 {
+                                format!("; the {after} event(s) after it are vouched by no signature yet")
+                            } else {
+                                String::new()
+                            }
+                        )
+                    }
+                    _ => "; no checkpoint yet, so a cut-off tail would not show".into(),
+                }
             ),
             Some(broken) => format!("BROKEN at event {}: {broken}", broken.seq()),
         }
@@ -316,7 +330,7 @@ pub fn verify(records: &[Record], checkpoints: &[Checkpoint], signed: impl Fn(&C
         prev = r.hash.clone();
     }
     let last = records.last().map_or(0, |r| r.seq);
-    let mut last_checkpoint = None;
+    let mut last_checkpoint: Option<&Checkpoint> = None;
     for c in checkpoints {
         if !signed(c) {
             problems.push(Broken::BadSignature {
@@ -327,7 +341,11 @@ pub fn verify(records: &[Record], checkpoints: &[Checkpoint], signed: impl Fn(&C
         }
         match records.iter().find(|r| r.seq == c.seq) {
             _ if c.seq > last => problems.push(Broken::Truncated { seq: c.seq, last }),
-            Some(r) if r.hash == c.head_hash => last_checkpoint = Some(c.seq),
+            Some(r) if r.hash == c.head_hash => {
+                if last_checkpoint.is_none_or(|l| c.seq >= l.seq) {
+                    last_checkpoint = Some(c);
+                }
+            }
             _ => problems.push(Broken::Rewritten { seq: c.seq }),
         }
     }
@@ -335,7 +353,8 @@ pub fn verify(records: &[Record], checkpoints: &[Checkpoint], signed: impl Fn(&C
     Verification {
         events: records.len(),
         checkpoints: checkpoints.len(),
-        last_checkpoint,
+        last_checkpoint: last_checkpoint.map(|c| c.seq),
+        last_checkpoint_at_ms: last_checkpoint.map(|c| c.at_ms),
         broken: problems.into_iter().next(),
     }
 }
@@ -382,7 +401,15 @@ mod tests {
     fn an_intact_chain_verifies() {
         let records = chain(5);
         let v = verify(&records, &[checkpoint(&records, 3)], |_| true);
-        assert_eq!((v.events, v.last_checkpoint, v.broken), (5, Some(3), None));
+        assert_eq!((v.events, v.last_checkpoint, &v.broken), (5, Some(3), &None));
+        assert!(
+            v.summary()
+                .contains("the 2 event(s) after it are vouched by no signature yet"),
+            "{}",
+            v.summary()
+        );
+        let both = verify(&records, &[checkpoint(&records, 5), checkpoint(&records, 3)], |_| true);
+        assert_eq!(both.last_checkpoint, Some(5), "the newest, whatever the order");
     }
 
     #[test]

@@ -157,7 +157,18 @@ pub fn config_check(path: &Path) -> Result<ExitCode, CliError> {
 
 /// `audit verify --db COPY --jwks KEYS`: a copy of the database file,
 /// verified offline against the keys the broker published.
-pub async fn audit_verify_copy(db: &Path, jwks: &Path, json: bool) -> Result<ExitCode, CliError> {
+pub async fn audit_verify_copy(
+    db: &Path,
+    jwks: &Path,
+    fresh_within: Option<&str>,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let fresh_within = fresh_within
+        .map(|text| {
+            humantime::parse_duration(text)
+                .map_err(|e| CliError::Usage(format!("--fresh-within `{text}` is not a duration ({e}); write `2h`")))
+        })
+        .transpose()?;
     let text = std::fs::read_to_string(jwks).map_err(|source| CliError::Io {
         action: format!("read the published keys {}", jwks.display()),
         source,
@@ -187,6 +198,15 @@ pub async fn audit_verify_copy(db: &Path, jwks: &Path, json: bool) -> Result<Exi
     // A copy's chain can be rebuilt from its start by anyone who can write
     // it (the hashes use no key): only a signed checkpoint vouches for it.
     let vouched = v.broken.is_none() && v.last_checkpoint.is_some();
+    // Only a checkpoint signed recently enough says the copy's tail is all
+    // there: the time is part of what the broker signed.
+    let stale = match (fresh_within, v.last_checkpoint_at_ms) {
+        (Some(bound), Some(at)) if vouched => {
+            let age_ms = crate::time::unix_ms(std::time::SystemTime::now()).saturating_sub(at);
+            (age_ms > i64::try_from(bound.as_millis()).unwrap_or(i64::MAX)).then_some(at)
+        }
+        _ => None,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else if v.broken.is_none() && !vouched {
@@ -195,10 +215,21 @@ pub async fn audit_verify_copy(db: &Path, jwks: &Path, json: bool) -> Result<Exi
              would look the same",
             v.events
         );
+    } else if let Some(at) = stale {
+        println!(
+            "STALE: {}; but that checkpoint, at {}, is older than --fresh-within: events cut off after it would \
+             not show. Take a fresher copy",
+            v.summary(),
+            crate::time::rfc3339_ms(at)
+        );
     } else {
         println!("{}", v.summary());
     }
-    Ok(if vouched { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if vouched && stale.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `valetkey scan [PATH…]`: real tokens lying in files. Exits 0 when there

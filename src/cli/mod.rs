@@ -364,6 +364,10 @@ enum AuditCommand {
         /// are checked against.
         #[arg(long, requires = "db")]
         jwks: Option<PathBuf>,
+        /// With --db: fail unless the copy's newest signed checkpoint is at
+        /// most this old (`2h`): events cut off after it would not show.
+        #[arg(long, requires = "db")]
+        fresh_within: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -520,9 +524,10 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
             AuditCommand::Verify {
                 db: Some(db),
                 jwks: Some(jwks),
+                fresh_within,
                 json,
                 ..
-            } => local::audit_verify_copy(&db, &jwks, json).await,
+            } => local::audit_verify_copy(&db, &jwks, fresh_within.as_deref(), json).await,
             AuditCommand::Verify { admin, json, .. } => admin::audit_verify(admin, json).await,
             AuditCommand::Report {
                 admin,
