@@ -326,6 +326,13 @@ async fn server_findings(target: &Target) -> Result<Vec<findings::Finding>, sqlx
             });
     let mut found = findings::public_findings(&public);
     found.extend(findings::hba_findings(rules.as_deref(), &target.database));
+    // Like the rules, readable by superusers only (not reading it is named
+    // with them).
+    let changed: Option<bool> = sqlx::query_scalar(findings::HBA_CHANGED_SINCE_LOAD)
+        .fetch_one(pool)
+        .await
+        .ok();
+    found.extend(changed.and_then(findings::hba_reload_finding));
     Ok(found)
 }
 

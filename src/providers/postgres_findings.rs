@@ -131,6 +131,22 @@ pub fn public_findings(p: &PublicPrivileges) -> Vec<Finding> {
     out
 }
 
+/// Whether `pg_hba.conf` changed after the server last loaded its
+/// configuration (readable by superusers).
+pub const HBA_CHANGED_SINCE_LOAD: &str =
+    "SELECT (pg_stat_file(current_setting('hba_file'))).modification > pg_conf_load_time()";
+
+/// The file `pg_hba_file_rules` shows is not what the server applies while
+/// it changed after the last reload.
+pub fn hba_reload_finding(changed_since_load: bool) -> Option<Finding> {
+    changed_since_load.then(|| Finding {
+        what: "pg_hba.conf changed after the server last loaded it: what the server applies is not what is \
+               checked here"
+            .into(),
+        fix: "SELECT pg_reload_conf();".into(),
+    })
+}
+
 /// A `pg_hba.conf` line as `pg_hba_file_rules` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HbaRule {
@@ -432,6 +448,14 @@ mod tests {
             rule(4, "host", "all", "all", "scram-sha-256"),
         ];
         assert!(hba_findings(Some(&every_family), "app").is_empty());
+    }
+
+    #[test]
+    fn a_file_changed_since_the_last_reload_is_a_finding() {
+        assert_eq!(hba_reload_finding(false), None);
+        let found = hba_reload_finding(true).unwrap();
+        assert!(found.what.contains("changed after the server last loaded it"));
+        assert_eq!(found.fix, "SELECT pg_reload_conf();");
     }
 
     #[test]
