@@ -75,9 +75,9 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
                 .chain(path_dirs.iter().cloned())
                 .chain(link_targets(&path_dirs)),
         ),
-        protect: [".git/config", ".git/hooks"]
+        protect: git_settings(&launcher.cwd.join(".git"))
             .iter()
-            .filter_map(|p| std::fs::canonicalize(launcher.cwd.join(p)).ok())
+            .filter_map(|p| std::fs::canonicalize(p).ok())
             .collect(),
         tool_links: path_dirs
             .iter()
@@ -103,6 +103,24 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         inputs.closed = closed_to(unprivileged, &granted);
     }
     inputs
+}
+
+/// What in a repository's git directory names programs git runs: its
+/// config and hooks, and those of its submodules' and worktrees' git
+/// directories (`modules/…`, `worktrees/…`).
+fn git_settings(git: &Path) -> Vec<PathBuf> {
+    let mut found = vec![git.join("config"), git.join("hooks")];
+    let nested = walkdir::WalkDir::new(git.join("modules"))
+        .max_depth(12)
+        .into_iter()
+        .chain(walkdir::WalkDir::new(git.join("worktrees")).max_depth(1))
+        .flatten()
+        .take(10_000)
+        .filter(|e| e.file_type().is_dir() && e.path().join("HEAD").is_file());
+    for dir in nested {
+        found.extend(["config", "config.worktree", "hooks"].map(|name| dir.path().join(name)));
+    }
+    found
 }
 
 /// The entries of every directory above `paths`.
@@ -223,6 +241,45 @@ fn link_targets(dirs: &[PathBuf]) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repositorys_settings_and_its_submodules_are_protected() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = std::fs::canonicalize(dir.path()).unwrap();
+        let git = cwd.join(".git");
+        for d in ["hooks", "modules/lib/hooks", "modules/lib/modules/deep", "worktrees/wt"] {
+            std::fs::create_dir_all(git.join(d)).unwrap();
+        }
+        for f in [
+            "config",
+            "modules/lib/HEAD",
+            "modules/lib/config",
+            "modules/lib/modules/deep/HEAD",
+            "modules/lib/modules/deep/config",
+            "worktrees/wt/HEAD",
+            "worktrees/wt/config.worktree",
+        ] {
+            std::fs::write(git.join(f), "").unwrap();
+        }
+        let launcher = Launcher {
+            cwd: cwd.clone(),
+            ..Launcher::default()
+        };
+        let mut protect = gather(&Settings::default(), &launcher).protect;
+        protect.sort();
+        let expected: Vec<PathBuf> = [
+            "config",
+            "hooks",
+            "modules/lib/config",
+            "modules/lib/hooks",
+            "modules/lib/modules/deep/config",
+            "worktrees/wt/config.worktree",
+        ]
+        .iter()
+        .map(|p| git.join(p))
+        .collect();
+        assert_eq!(protect, expected);
+    }
 
     #[test]
     fn paths_resolve_against_the_launchers_home_and_working_directory_and_missing_ones_drop() {
