@@ -1799,10 +1799,18 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
         std::thread::sleep(std::time::Duration::from_millis(1500));
         (outcome, survivor.exists())
     };
+    let head = std::fs::read(project.join(".git/HEAD")).unwrap();
     let git_left_as_it_was = || {
         let _ = std::fs::remove_file(project.join(".git/commondir"));
         let _ = std::fs::remove_dir_all(project.join(".git-evil"));
         let _ = std::fs::remove_dir_all(project.join("nested"));
+        for made in ["HEAD", "config"] {
+            let _ = std::fs::remove_file(project.join(made));
+        }
+        for made in ["objects", "refs"] {
+            let _ = std::fs::remove_dir_all(project.join(made));
+        }
+        std::fs::write(project.join(".git/HEAD"), &head).unwrap();
     };
     let ((unconfined, stderr), survivor) = survived(false);
     git_left_as_it_was();
@@ -1826,7 +1834,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     for (name, outcome) in &unconfined {
         assert_eq!(outcome, not_isolation(name).unwrap_or("ok"), "unconfined, {name}");
     }
-    assert_eq!(unconfined.len(), 34);
+    assert_eq!(unconfined.len(), 35);
     for var in ["GITHUB_STAGING_TOKEN", "SOME_TOOL_SETTING"] {
         assert!(
             stderr.contains(&format!("not passing {var} on to the agent")),
@@ -1839,7 +1847,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
     assert!(!survivor, "confined, a process the agent started outlived run");
     let warnings: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.contains("warning") && !l.contains("warning: the agent made the repository"))
+        .filter(|l| l.contains("warning") && !l.contains("warning: the agent"))
         .collect();
     assert!(
         warnings
@@ -1862,6 +1870,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
             "know its own name",
             "lead git to settings of its own",
             "make a repository",
+            "make the working directory a repository",
         ];
         if allowed.contains(&name.as_str()) || (!as_root && owners.contains(&name.as_str())) {
             assert_eq!(outcome, "ok", "confined, {name}");
@@ -1869,15 +1878,39 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
             assert!(outcome.starts_with("refused: "), "confined, {name}: {outcome}");
         }
     }
-    assert_eq!(confined.len(), 34);
+    assert_eq!(confined.len(), 35);
     // What would lead git to the agent's settings is moved aside, and the
     // repository the agent made is named; git here runs nothing of it.
     assert!(!project.join(".git/commondir").exists(), "{stderr}");
+    assert!(!project.join("config").exists(), "{stderr}");
+    for moved in [".git/commondir", "config"] {
+        assert!(
+            stderr.contains(&format!("the agent wrote {moved}, which would make git read settings"))
+                && stderr.contains(&format!("moved it to {moved}.valetkey-quarantined-")),
+            "{stderr}"
+        );
+    }
     assert!(
-        stderr.contains("the agent wrote .git/commondir") && stderr.contains("moved it to .git/valetkey-quarantine/"),
+        stderr.contains("the agent made or changed the repository at nested/.git"),
         "{stderr}"
     );
-    assert!(stderr.contains("the agent made the repository nested/.git"), "{stderr}");
+    assert!(
+        stderr.contains("the agent left .git as git no longer takes it"),
+        "{stderr}"
+    );
+    // Git, run here as the agent left it, runs nothing of the agent's.
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(&project)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(
+        !project.join("pwned-by-git").exists(),
+        "git ran the agent's core.fsmonitor: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    git_left_as_it_was();
     let status = Command::new("git")
         .arg("-C")
         .arg(&project)
@@ -1885,10 +1918,7 @@ async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
         .output()
         .unwrap();
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-    assert!(
-        !project.join("pwned-by-git").exists(),
-        "git ran the agent's core.fsmonitor"
-    );
+    assert!(!project.join("pwned-by-git").exists());
     assert_eq!(
         std::fs::read_to_string(project.join("written-by-the-agent")).unwrap(),
         "hello",

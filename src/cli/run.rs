@@ -498,41 +498,44 @@ pub async fn run(
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-/// Moves aside what the agent wrote in the repository's git directory that
-/// would lead your git to its settings, and names the settings and
-/// repositories it made, whose config may name programs git runs.
+/// Moves aside what the agent wrote that would lead your git to settings of
+/// its own, and names the repositories it made or changed, whose config may
+/// name programs git runs.
 fn review_repository(cwd: &Path, before: &crate::isolation::git::Snapshot) {
     use crate::isolation::git::{Change, changes, quarantine, snapshot};
     let found = changes(before, &snapshot(cwd));
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    match quarantine(cwd, &found, stamp) {
+    match quarantine(cwd, &found) {
         Ok(moved) => {
             for (from, to) in moved {
                 eprintln!(
-                    "valetkey: the agent wrote {}, which would make git read another directory's config and hooks \
-                     as this repository's: moved it to {}",
+                    "valetkey: the agent wrote {}, which would make git read settings of its own (and run the \
+                     programs they name) as this repository's: moved it to {}",
                     from.display(),
                     to.display()
                 );
             }
         }
         Err(e) => eprintln!(
-            "valetkey: WARNING: the agent wrote in .git what would lead git to its own settings, and it could not \
-             be moved aside ({e}): remove .git/commondir and .git/config.worktree before running git here"
+            "valetkey: WARNING: the agent wrote what would lead git to settings of its own, and it could not be \
+             moved aside ({e}): remove .git/commondir, .git/config.worktree and a `config` beside `HEAD`, \
+             `objects` and `refs` in this directory before running git here"
         ),
     }
     for change in &found {
-        let (path, what) = match change {
+        let warning = match change {
             Change::Redirect(_) => continue,
-            Change::Settings(path) => (path, "changed the git settings in"),
-            Change::Repository(path) => (path, "made the repository"),
+            Change::Settings(path) => format!("the agent changed the git settings in {}", path.display()),
+            Change::Repository(path) => format!("the agent made or changed the repository at {}", path.display()),
+            Change::Broken => "the agent left .git as git no longer takes it, so git looks further, into what the \
+                               agent wrote"
+                .into(),
+            Change::Incomplete => "this directory holds too many files to review them all for repositories the \
+                                   agent made"
+                .into(),
         };
         eprintln!(
-            "valetkey: warning: the agent {what} {}; git run there reads its config and hooks, which may name \
-             programs (core.fsmonitor, a hook): review them before running git there",
-            path.display()
+            "valetkey: warning: {warning}; git run there reads config and hooks, which may name programs \
+             (core.fsmonitor, a hook): review them before running git there"
         );
     }
 }
