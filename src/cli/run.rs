@@ -386,11 +386,12 @@ pub async fn run(
     let inputs = if isolate {
         let settings = serde_json::from_value(client.isolation(&key).await?).map_err(|_| broker_says_nothing())?;
         let inputs = crate::isolation::gather(&settings, &launcher(&args)?);
-        if inputs.launcher.uid == 0 && !inputs.host_ids {
+        if inputs.launcher.uid == 0 && !inputs.may_id_map {
             eprintln!(
-                "valetkey: warning: you are root in a user namespace of your own (a container?), which may not \
-                 id-map this machine's file systems: the agent runs as that root, so it owns root's files \
-                 wherever it may read. Launch it as an unprivileged user to keep them from it"
+                "valetkey: warning: you are root without the machine's root privileges (in a container's user \
+                 namespace, or without CAP_SYS_ADMIN), so you may not id-map this machine's file systems: the \
+                 agent runs as that root, so it owns root's files wherever it may read. Launch it as an \
+                 unprivileged user to keep them from it"
             );
         }
         Some(inputs)

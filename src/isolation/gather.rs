@@ -86,14 +86,21 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
             .collect(),
         connect,
         launcher: ids,
-        host_ids: in_the_machines_user_namespace(),
+        may_id_map: machines_root(),
         unprivileged,
         closed: Vec::new(),
         sockets: existing(&mut unix_sockets().into_iter()),
         listings: BTreeMap::new(),
+        resolved: super::SYSTEM
+            .iter()
+            .filter_map(|s| {
+                let real = std::fs::canonicalize(s).ok()?;
+                (real != Path::new(s)).then(|| (PathBuf::from(s), real))
+            })
+            .collect(),
     };
     inputs.listings = listings(inputs.secrets.iter().map(|s| &s.path).chain(&inputs.sockets));
-    if ids.uid == 0 && inputs.host_ids {
+    if ids.uid == 0 && inputs.may_id_map {
         let granted: Vec<&PathBuf> = std::iter::once(&inputs.cwd)
             .chain(&inputs.read)
             .chain(&inputs.write)
@@ -131,7 +138,14 @@ fn listings<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> BTreeMap<PathBuf, V
             continue;
         }
         let entries = std::fs::read_dir(dir)
-            .map(|entries| entries.flatten().take(10_000).map(|e| e.path()).collect())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .take(10_000)
+                    .filter(|e| !e.file_type().is_ok_and(|t| t.is_symlink()))
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default();
         out.insert(dir.to_owned(), entries);
     }
@@ -212,15 +226,38 @@ fn id_is_free(id: u32) -> bool {
                 .any(|field| field == id.to_string())
         })
     });
-    !named && !running
+    let subordinate = ["/etc/subuid", "/etc/subgid"]
+        .iter()
+        .any(|file| std::fs::read_to_string(file).is_ok_and(|table| in_subordinate_range(&table, id)));
+    !named && !running && !subordinate
 }
 
-/// Whether this process sees the machine's own user ids (root in a
-/// container's user namespace is someone else outside, and may not id-map
-/// the machine's file systems).
-fn in_the_machines_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+/// Whether `id` lies in a range of an `/etc/subuid` (or subgid) table:
+/// `NAME:START:COUNT` lines.
+fn in_subordinate_range(table: &str, id: u32) -> bool {
+    table.lines().any(|line| {
+        let mut fields = line.split(':').skip(1).map(|f| f.trim().parse::<u64>());
+        matches!((fields.next(), fields.next()), (Some(Ok(start)), Some(Ok(count)))
+            if (start..start.saturating_add(count)).contains(&u64::from(id)))
+    })
+}
+
+/// Whether this process is the machine's root, able to id-map its file
+/// systems and change ids: in the machine's own user namespace (root in a
+/// container's is someone else outside), with the capabilities for it (a
+/// container may drop them).
+fn machines_root() -> bool {
+    use caps::{CapSet, Capability};
+    let own_ids = std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+    let able = [
+        Capability::CAP_SYS_ADMIN,
+        Capability::CAP_SETUID,
+        Capability::CAP_SETGID,
+    ]
+    .into_iter()
+    .all(|cap| caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false));
+    own_ids && able
 }
 
 /// Where the programs on PATH that are links lead (an installer's
@@ -241,6 +278,15 @@ fn link_targets(dirs: &[PathBuf]) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_in_a_subordinate_range_is_not_drawn() {
+        let table = "dev:100000:65536\n# a comment\nci:1879048192:65536\nbroken line\n";
+        assert!(in_subordinate_range(table, 100_000) && in_subordinate_range(table, 165_535));
+        assert!(!in_subordinate_range(table, 165_536));
+        assert!(in_subordinate_range(table, 1_879_048_200));
+        assert!(!in_subordinate_range(table, AGENT_IDS.end - 1));
+    }
 
     #[test]
     fn a_repositorys_settings_and_its_submodules_are_protected() {

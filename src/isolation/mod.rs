@@ -98,9 +98,10 @@ pub const DEVICES: [&str; 8] = [
     "/dev/pts",
 ];
 
-/// Where the ids of agents launched by root are drawn from: far above the
-/// ranges systems give users, services and containers' subordinate ids.
-pub const AGENT_IDS: std::ops::Range<u32> = 1_342_177_280..1_610_612_736;
+/// Where the ids of agents launched by root are drawn from: above the
+/// ranges systems give users, services and containers (systemd's end at
+/// 1879048191), below its foreign range (2147352576) and the sign bit.
+pub const AGENT_IDS: std::ops::Range<u32> = 1_879_048_192..2_147_352_576;
 
 /// Toolchains in the launcher's home, readable by default so that the
 /// agent's usual commands work (what is on PATH is readable too).
@@ -212,13 +213,18 @@ pub struct Inputs {
     pub connect: Vec<u16>,
     /// The Unix sockets listening when the agent starts, by path.
     pub sockets: Vec<PathBuf>,
-    /// The entries of every directory above a secret or a socket.
+    /// The entries of every directory above a secret or a socket, links
+    /// left out (a rule on a link is a rule on where it leads).
     pub listings: BTreeMap<PathBuf, Vec<PathBuf>>,
+    /// Where the system's directories that are links lead (`/lib` →
+    /// `/usr/lib`): the read rules are split by where they lead.
+    pub resolved: BTreeMap<PathBuf, PathBuf>,
     /// Who launches the agent.
     pub launcher: Ids,
-    /// Whether the launcher's ids are the machine's own (not those of a
-    /// container's user namespace).
-    pub host_ids: bool,
+    /// Whether the launcher is the machine's root, able to id-map its file
+    /// systems (not root in a container's user namespace, nor root without
+    /// the capabilities).
+    pub may_id_map: bool,
     /// The ids an agent launched by root runs as: drawn for this run from
     /// [`AGENT_IDS`], no user's, group's or running process's.
     pub unprivileged: Ids,
@@ -381,7 +387,16 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
             });
         }
     }
-    let system: Vec<PathBuf> = SYSTEM.iter().map(PathBuf::from).collect();
+    let system: Vec<PathBuf> = SYSTEM
+        .iter()
+        .map(|s| {
+            inputs
+                .resolved
+                .get(Path::new(s))
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from(s))
+        })
+        .collect();
     let tools: Vec<PathBuf> = inputs
         .tools
         .iter()
@@ -421,9 +436,10 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     // An agent that runs as another user passes a directory closed to it
     // only as a private one, with its grants mounted back: it reaches
     // nothing more there than it could as itself.
-    // Root in a container's user namespace may not id-map the machine's
-    // file systems: its agent runs as that root (`run` warns).
-    let runs_as_another = inputs.launcher.uid == 0 && inputs.host_ids;
+    // Root in a container's user namespace, or without the capabilities,
+    // may not id-map the machine's file systems: its agent runs as that
+    // root (`run` warns).
+    let runs_as_another = inputs.launcher.uid == 0 && inputs.may_id_map;
     let closed: Vec<PrivateDir> = outermost(inputs.closed.iter().filter(|c| c.as_path() != Path::new("/")))
         .into_iter()
         .filter(|_| runs_as_another)
@@ -668,11 +684,12 @@ mod tests {
             protect: vec![],
             connect: vec![8700, 5432, 8700],
             launcher: Ids { uid: 1000, gid: 1000 },
-            host_ids: true,
+            may_id_map: true,
             unprivileged: AGENT,
             closed: vec![],
             sockets: vec![],
             listings: BTreeMap::from([(p("/etc"), vec![p("/etc/passwd"), p("/etc/shadow"), p("/etc/ssl")])]),
+            resolved: BTreeMap::new(),
         }
     }
 
@@ -787,7 +804,7 @@ mod tests {
     fn root_in_a_containers_user_namespace_runs_the_agent_as_itself() {
         let in_a_container = plan(&Inputs {
             launcher: Ids { uid: 0, gid: 0 },
-            host_ids: false,
+            may_id_map: false,
             closed: vec![p("/srv/team")],
             ..inputs()
         })
@@ -1025,6 +1042,27 @@ mod tests {
             split.read.contains(&p("/usr")),
             "what holds no hidden path is read whole"
         );
+        // A system directory that is a link is split where it leads.
+        let merged = plan(&Inputs {
+            sockets: vec![p("/usr/lib/helper/agent.sock")],
+            resolved: BTreeMap::from([(p("/lib"), p("/usr/lib"))]),
+            listings: BTreeMap::from([
+                (p("/usr"), vec![p("/usr/bin"), p("/usr/lib")]),
+                (
+                    p("/usr/lib"),
+                    vec![p("/usr/lib/helper"), p("/usr/lib/x86_64-linux-gnu")],
+                ),
+                (
+                    p("/usr/lib/helper"),
+                    vec![p("/usr/lib/helper/agent.sock"), p("/usr/lib/helper/tool")],
+                ),
+            ]),
+            ..inputs()
+        })
+        .unwrap();
+        assert!(merged.list.contains(&p("/usr/lib")), "{:?}", merged.list);
+        assert!(!merged.read.contains(&p("/lib")) && !merged.read.contains(&p("/usr/lib")));
+        assert!(merged.read.contains(&p("/usr/lib/helper/tool")));
         let unlisted = plan(&Inputs {
             listings: BTreeMap::new(),
             ..inputs()
