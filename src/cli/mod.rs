@@ -214,6 +214,9 @@ enum Command {
     /// says, then starts `isolated-init` in them.
     #[command(hide = true, name = "isolated-exec")]
     IsolatedExec {
+        /// The reading end of `run`'s lifeline.
+        #[arg(long)]
+        lifeline: i32,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -475,7 +478,7 @@ pub fn main() -> Result<ExitCode, CliError> {
     let cli = Cli::parse();
     match &cli.command {
         // Both replace this process, which must still be single-threaded.
-        Command::IsolatedExec { command } => return Ok(run::isolated_exec(command)),
+        Command::IsolatedExec { lifeline, command } => return Ok(run::isolated_exec(*lifeline, command)),
         Command::IsolatedInit { lifeline, command } => return Ok(run::isolated_init(*lifeline, command)),
         Command::Run { mint, .. } => run::without_key_in_environment(mint)?,
         _ => {}

@@ -252,11 +252,26 @@ fn broker_port(args: &MintArgs) -> Option<u16> {
         .and_then(|u| u.port_or_known_default())
 }
 
-/// What both helpers do first: die with their parent, and take the plan
-/// `run` handed them (saying why when there is none).
-fn helper_start() -> Option<crate::isolation::Plan> {
+/// What both helpers do first: die with their parent (unless it is gone
+/// already: the lifeline says), and take the plan `run` handed them (saying
+/// why when there is none). Returns the plan and the lifeline.
+fn helper_start(lifeline: i32) -> Option<(crate::isolation::Plan, std::os::fd::OwnedFd)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
     if let Err(e) = crate::isolation::die_with_parent() {
         eprintln!("valetkey: not launching the agent: {e}");
+        return None;
+    }
+    if lifeline <= 2 || std::fs::symlink_metadata(format!("/proc/self/fd/{lifeline}")).is_err() {
+        eprintln!(
+            "valetkey: isolated-exec and isolated-init are helpers of `valetkey run`; launch agents with `valetkey run`"
+        );
+        return None;
+    }
+    // SAFETY: the parent made this descriptor for this process alone (open,
+    // checked above, and not a standard one); nothing else here uses it.
+    let lifeline = unsafe { OwnedFd::from_raw_fd(lifeline) };
+    if crate::isolation::parent_is_gone(&lifeline) {
+        eprintln!("valetkey: not launching the agent: `run` ended while it was starting");
         return None;
     }
     let plan = std::env::var(PLAN_VARIABLE)
@@ -267,18 +282,20 @@ fn helper_start() -> Option<crate::isolation::Plan> {
             "valetkey: isolated-exec and isolated-init are helpers of `valetkey run`; launch agents with `valetkey run`"
         );
     }
-    plan
+    Some((plan?, lifeline))
 }
 
 /// `run`'s helper, a fresh single-threaded process: makes the agent's
 /// namespaces and mounts, then starts and waits for `isolated-init`, the
 /// first process inside them. Exits 126 when it cannot.
-pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
+pub(super) fn isolated_exec(lifeline: i32, command: &[String]) -> ExitCode {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let Some(plan) = helper_start() else {
+    let Some((plan, from_run)) = helper_start(lifeline) else {
         return ExitCode::from(126);
     };
+    // Checked: from here on the parent-death signal covers it.
+    drop(from_run);
     // Held open across the mounts, which may hide where it lies (a build
     // under /tmp).
     let own = match std::fs::File::open("/proc/self/exe") {
@@ -314,17 +331,9 @@ pub(super) fn isolated_exec(command: &[String]) -> ExitCode {
 /// starts the agent's command and stays to reap and pass signals on; when
 /// the command exits, so does everything it left running.
 pub(super) fn isolated_init(lifeline: i32, command: &[String]) -> ExitCode {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let Some(plan) = helper_start() else {
+    let Some((plan, lifeline)) = helper_start(lifeline) else {
         return ExitCode::from(126);
     };
-    if std::fs::symlink_metadata(format!("/proc/self/fd/{lifeline}")).is_err() || lifeline <= 2 {
-        eprintln!("valetkey: refusing to launch the agent: no lifeline from `run`'s helper");
-        return ExitCode::from(126);
-    }
-    // SAFETY: the helper made this descriptor for this process alone (checked
-    // open above, and not a standard one); nothing else here uses it.
-    let lifeline = unsafe { OwnedFd::from_raw_fd(lifeline) };
     match crate::isolation::confine(&plan) {
         Err(e) => {
             eprintln!("valetkey: refusing to launch the agent: {e}");
@@ -340,7 +349,7 @@ pub(super) fn isolated_init(lifeline: i32, command: &[String]) -> ExitCode {
         }
     }
     // Confined, and dying with the helper again: unless it is gone already.
-    if crate::isolation::helper_is_gone(&lifeline) {
+    if crate::isolation::parent_is_gone(&lifeline) {
         eprintln!("valetkey: not launching the agent: `run` ended while it was being confined");
         return ExitCode::from(126);
     }
@@ -412,6 +421,7 @@ pub async fn run(
     // What git would take from the working directory as yours, before the
     // agent starts (compared when it ends).
     let mut repository = None;
+    let mut lifeline = None;
     let mut child = if let Some(mut inputs) = inputs {
         let plan = minted
             .isolation
@@ -439,12 +449,26 @@ pub async fn run(
         };
         repository = Some((inputs.cwd.clone(), crate::isolation::git::snapshot(&inputs.cwd)));
         let helper = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let made = crate::isolation::Lifeline::new().map_err(|source| CliError::Io {
+            action: "make the helper's lifeline".into(),
+            source,
+        });
+        let made = match made {
+            Ok(made) => made,
+            Err(e) => {
+                end_session(&client, &key, &minted.session_id).await;
+                return Err(e);
+            }
+        };
         let mut child = tokio::process::Command::new(helper);
         child
             .arg("isolated-exec")
+            .arg("--lifeline")
+            .arg(made.inherited().to_string())
             .arg("--")
             .args(&command)
             .env(PLAN_VARIABLE, plan);
+        lifeline = Some(made);
         child
     } else {
         let mut child = tokio::process::Command::new(&command[0]);
@@ -465,6 +489,9 @@ pub async fn run(
     }
     child.envs(minted.vars.iter().map(|(k, v)| (k, v.expose_secret())));
     let spawned = child.spawn();
+    // The helper holds the reading end now; this process holds the writing
+    // end until the agent has ended.
+    let _lifeline = lifeline.map(crate::isolation::Lifeline::started);
     let status = match spawned {
         Err(source) => {
             end_session(&client, &key, &minted.session_id).await;

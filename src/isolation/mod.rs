@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use enforce::{EnforceError, Gap, confine, prepare};
 pub use gather::{Launcher, gather};
-pub use supervise::{Forwarder, Lifeline, PASSED_ON, die_with_parent, helper_is_gone, supervise};
+pub use supervise::{Forwarder, Lifeline, PASSED_ON, die_with_parent, parent_is_gone, supervise};
 
 /// What every program needs, read-only (and executable).
 pub const SYSTEM: [&str; 12] = [

@@ -33,13 +33,14 @@ pub fn die_with_parent() -> std::io::Result<()> {
     Ok(nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?)
 }
 
-/// A pipe from `run`'s helper to PID 1. The helper keeps the writing end
-/// for its whole life; PID 1 inherits the reading end, which hangs up when
-/// the helper is gone. That covers the moment the parent-death signal does
-/// not: changing ids forgets it, until PID 1 sets it again.
+/// A pipe from a parent to the child it starts (`run` to its helper, the
+/// helper to PID 1). The parent keeps the writing end for its whole life;
+/// the child inherits the reading end, which hangs up when the parent is
+/// gone. That covers the moments the parent-death signal does not: before
+/// the child sets it, and while changing ids has made it forget it.
 pub struct Lifeline {
     read: OwnedFd,
-    _write: OwnedFd,
+    write: OwnedFd,
 }
 
 impl Lifeline {
@@ -47,17 +48,23 @@ impl Lifeline {
         use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         fcntl(&read, FcntlArg::F_SETFD(FdFlag::empty()))?;
-        Ok(Lifeline { read, _write: write })
+        Ok(Lifeline { read, write })
     }
 
-    /// The descriptor PID 1 inherits.
+    /// The descriptor the child inherits.
     pub fn inherited(&self) -> i32 {
         self.read.as_raw_fd()
     }
+
+    /// Once the child has started: the writing end, to hold as long as the
+    /// parent lives (the reading end is closed here).
+    pub fn started(self) -> OwnedFd {
+        self.write
+    }
 }
 
-/// Whether the helper at the other end of a [`Lifeline`] is gone.
-pub fn helper_is_gone(read: &OwnedFd) -> bool {
+/// Whether the parent at the other end of a [`Lifeline`] is gone.
+pub fn parent_is_gone(read: &OwnedFd) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
     match poll(&mut fds, PollTimeout::ZERO) {
@@ -152,17 +159,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lifeline_tells_when_its_helper_is_gone() {
+    fn a_lifeline_tells_when_its_parent_is_gone() {
         let lifeline = Lifeline::new().unwrap();
         let fd = lifeline.inherited();
         let flags = nix::fcntl::fcntl(&lifeline.read, nix::fcntl::FcntlArg::F_GETFD).unwrap();
-        assert_eq!(flags & nix::libc::FD_CLOEXEC, 0, "PID 1 inherits the reading end");
+        assert_eq!(flags & nix::libc::FD_CLOEXEC, 0, "the child inherits the reading end");
         let read = lifeline.read.try_clone().unwrap();
         assert!(
-            !helper_is_gone(&read),
-            "descriptor {fd}: the helper holds the other end"
+            !parent_is_gone(&read),
+            "descriptor {fd}: the parent holds the other end"
         );
-        drop(lifeline);
-        assert!(helper_is_gone(&read), "the helper's end closed with it");
+        let write = lifeline.started();
+        assert!(!parent_is_gone(&read), "the parent still holds the writing end");
+        drop(write);
+        assert!(parent_is_gone(&read), "the parent's end closed");
     }
 }
