@@ -233,10 +233,36 @@ pub fn hba_findings(rules: Option<&[HbaRule]>, database: &str) -> Vec<Finding> {
     let mut ways_in: Vec<(&HbaRule, &str)> = Vec::new();
     for (over, kinds, family) in [
         ("the local socket", &["local"][..], None),
-        ("TCP without TLS", &["host", "hostnossl"][..], Some(Family::V4)),
-        ("TCP without TLS", &["host", "hostnossl"][..], Some(Family::V6)),
-        ("TCP with TLS", &["host", "hostssl"][..], Some(Family::V4)),
-        ("TCP with TLS", &["host", "hostssl"][..], Some(Family::V6)),
+        (
+            "TCP without TLS",
+            &["host", "hostnossl", "hostnogssenc"][..],
+            Some(Family::V4),
+        ),
+        (
+            "TCP without TLS",
+            &["host", "hostnossl", "hostnogssenc"][..],
+            Some(Family::V6),
+        ),
+        (
+            "TCP with TLS",
+            &["host", "hostssl", "hostnogssenc"][..],
+            Some(Family::V4),
+        ),
+        (
+            "TCP with TLS",
+            &["host", "hostssl", "hostnogssenc"][..],
+            Some(Family::V6),
+        ),
+        (
+            "TCP with GSSAPI encryption",
+            &["host", "hostgssenc", "hostnossl"][..],
+            Some(Family::V4),
+        ),
+        (
+            "TCP with GSSAPI encryption",
+            &["host", "hostgssenc", "hostnossl"][..],
+            Some(Family::V6),
+        ),
     ] {
         for rule in rules.iter().filter(|r| {
             !r.error
@@ -289,7 +315,12 @@ pub fn hba_findings(rules: Option<&[HbaRule]>, database: &str) -> Vec<Finding> {
             fix: format!("add to pg_hba.conf\n    {confine}\n  and reload the server"),
         });
     }
-    for rule in rules.iter().filter(|r| !r.error && r.method == "ident") {
+    // On the local socket, ident is peer (the system user, not an ident
+    // server): `run` keeps the socket out of agents' reach.
+    for rule in rules
+        .iter()
+        .filter(|r| !r.error && r.method == "ident" && r.kind != "local")
+    {
         out.push(Finding {
             what: format!(
                 "pg_hba.conf line {} lets {} log in over TCP as whoever the ident server of the machine they \
@@ -459,11 +490,27 @@ mod tests {
     }
 
     #[test]
+    fn a_gssapi_line_is_a_way_in_too() {
+        let rules = [
+            rule(1, "local", "all", "+valetkey_agents", "reject"),
+            rule(2, "hostnogssenc", "all", "+valetkey_agents", "reject"),
+            rule(3, "host", "all", "all", "scram-sha-256"),
+        ];
+        let found = hba_findings(Some(&rules), "app");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].what.contains("line 3") && found[0].what.contains("over TCP with GSSAPI encryption"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn ident_over_tcp_is_a_finding() {
         let rules = [
             rule(1, "local", "all", "+valetkey_agents", "reject"),
             rule(2, "host", "all", "+valetkey_agents", "reject"),
             rule(3, "host", "app", "all", "ident"),
+            rule(4, "local", "all", "all", "ident"),
         ];
         let found = hba_findings(Some(&rules), "app");
         assert_eq!(found.len(), 1, "{found:?}");
