@@ -231,39 +231,18 @@ pub fn hba_findings(rules: Option<&[HbaRule]>, database: &str) -> Vec<Finding> {
     // over IPv4 or IPv6, from an address unknown here; each way meets its
     // own first matching line.
     let mut ways_in: Vec<(&HbaRule, &str)> = Vec::new();
-    for (over, kinds, family) in [
-        ("the local socket", &["local"][..], None),
-        (
-            "TCP without TLS",
-            &["host", "hostnossl", "hostnogssenc"][..],
-            Some(Family::V4),
-        ),
-        (
-            "TCP without TLS",
-            &["host", "hostnossl", "hostnogssenc"][..],
-            Some(Family::V6),
-        ),
-        (
-            "TCP with TLS",
-            &["host", "hostssl", "hostnogssenc"][..],
-            Some(Family::V4),
-        ),
-        (
-            "TCP with TLS",
-            &["host", "hostssl", "hostnogssenc"][..],
-            Some(Family::V6),
-        ),
-        (
-            "TCP with GSSAPI encryption",
-            &["host", "hostgssenc", "hostnossl"][..],
-            Some(Family::V4),
-        ),
-        (
-            "TCP with GSSAPI encryption",
-            &["host", "hostgssenc", "hostnossl"][..],
-            Some(Family::V6),
-        ),
-    ] {
+    // TCP comes plain, with TLS or with GSSAPI encryption, each matched by
+    // its own line types.
+    let tcp: [(&str, &[&str]); 3] = [
+        ("TCP without TLS", &["host", "hostnossl", "hostnogssenc"]),
+        ("TCP with TLS", &["host", "hostssl", "hostnogssenc"]),
+        ("TCP with GSSAPI encryption", &["host", "hostgssenc", "hostnossl"]),
+    ];
+    let ways = std::iter::once(("the local socket", &["local"][..], None)).chain(
+        tcp.into_iter()
+            .flat_map(|(over, kinds)| [Family::V4, Family::V6].map(|family| (over, kinds, Some(family)))),
+    );
+    for (over, kinds, family) in ways {
         for rule in rules.iter().filter(|r| {
             !r.error
                 && kinds.contains(&r.kind.as_str())
