@@ -1657,12 +1657,23 @@ fn sha256_hex(text: &str) -> String {
 /// broker and its working directory. The same attempts unconfined succeed,
 /// so each refusal is the isolation's doing. The project is laid out as the
 /// README's, with the broker's data dir inside the agent's working
-/// directory, and lies outside /tmp, so that Landlock, not the private
-/// /tmp, keeps the sibling directory out of reach.
+/// directory. It lies once under the build's directory (outside /tmp where
+/// the checkout is, so that Landlock, not the private /tmp, keeps the
+/// sibling directory out of reach), and once in /tmp, which the agent gets
+/// a private copy of with its grants mounted back.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_under_run_reaches_nothing_but_the_broker_and_its_work() {
+    escape_attempts(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_under_run_in_tmp_reaches_nothing_but_the_broker_and_its_work() {
+    escape_attempts(&std::env::temp_dir()).await;
+}
+
+async fn escape_attempts(parent: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
-    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let base = tempfile::tempdir_in(parent).unwrap();
     // The way to the project passes a directory closed to all but its
     // owner, as a home of mode 0700 is.
     std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o700)).unwrap();

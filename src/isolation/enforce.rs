@@ -189,18 +189,7 @@ fn mounts(plan: &Plan, idmap: Option<&OwnedFd>) -> Result<(), EnforceError> {
             }
             std::fs::create_dir_all(&dir.path).map_err(io_error("create", &dir.path))?;
         }
-        let mut data = format!("mode={:o}", dir.mode);
-        if let Some(Ids { uid, gid }) = owner {
-            data.push_str(&format!(",uid={uid},gid={gid}"));
-        }
-        mount(
-            Some("tmpfs"),
-            &dir.path,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(data.as_str()),
-        )
-        .map_err(mount_error("make a private", &dir.path))?;
+        empty_tmpfs(&dir.path, dir.mode, owner, "make a private")?;
         if hidden_file.is_none() {
             // The empty, unreadable file every hidden file is covered with.
             let file = dir.path.join(".valetkey-hidden");
@@ -246,6 +235,9 @@ fn mounts(plan: &Plan, idmap: Option<&OwnedFd>) -> Result<(), EnforceError> {
             attach_id_mapped(&open_path(path)?, path, idmap)?;
         }
     }
+    for r in &plan.rebuild {
+        rebuild(r, owner)?;
+    }
     // A mount point cannot be renamed: what holds a hidden path stays put.
     for path in &plan.pin {
         onto_itself(path, "pin")?;
@@ -284,6 +276,68 @@ fn mounts(plan: &Plan, idmap: Option<&OwnedFd>) -> Result<(), EnforceError> {
         }
     }
     std::env::set_current_dir(&plan.cwd).map_err(io_error("enter", &plan.cwd))
+}
+
+/// Covers `path` with an empty tmpfs of `mode`, the agent's when it runs as
+/// another user than the one making it.
+fn empty_tmpfs(path: &Path, mode: u32, owner: Option<Ids>, action: &'static str) -> Result<(), EnforceError> {
+    let mut data = format!("mode={mode:o}");
+    if let Some(Ids { uid, gid }) = owner {
+        data.push_str(&format!(",uid={uid},gid={gid}"));
+    }
+    mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(mount_error(action, path))
+}
+
+/// Covers a directory with a tmpfs holding its kept entries: each mounted
+/// back (a link made again), then all of it read-only. What is left out is
+/// gone by name, whatever later takes that name in the real directory.
+fn rebuild(r: &super::Rebuild, owner: Option<Ids>) -> Result<(), EnforceError> {
+    enum Entry {
+        Link(PathBuf),
+        Mount(OwnedFd, bool),
+    }
+    let mut entries = Vec::new();
+    for path in &r.keep {
+        let (Some(name), Ok(meta)) = (path.file_name(), std::fs::symlink_metadata(path)) else {
+            continue;
+        };
+        let entry = if meta.file_type().is_symlink() {
+            Entry::Link(std::fs::read_link(path).map_err(io_error("read", path))?)
+        } else {
+            Entry::Mount(open_path(path)?, meta.is_dir())
+        };
+        entries.push((r.dir.join(name), entry));
+    }
+    empty_tmpfs(&r.dir, 0o755, owner, "rebuild")?;
+    for (at, entry) in entries {
+        match entry {
+            Entry::Link(target) => std::os::unix::fs::symlink(&target, &at).map_err(io_error("link", &at))?,
+            Entry::Mount(fd, is_dir) => {
+                if is_dir {
+                    std::fs::create_dir(&at).map_err(io_error("create", &at))?;
+                } else {
+                    std::fs::File::create(&at).map_err(io_error("create", &at))?;
+                }
+                let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                mount(
+                    Some(source.as_str()),
+                    &at,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(mount_error("mount back", &at))?;
+            }
+        }
+    }
+    read_only(&r.dir)
 }
 
 fn open_path(path: &Path) -> Result<OwnedFd, EnforceError> {

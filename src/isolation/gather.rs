@@ -91,6 +91,7 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         closed: Vec::new(),
         sockets: existing(&mut unix_sockets().into_iter()),
         listings: BTreeMap::new(),
+        links: std::collections::BTreeSet::new(),
         resolved: super::SYSTEM
             .iter()
             .filter_map(|s| {
@@ -100,6 +101,13 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
             .collect(),
     };
     inputs.listings = listings(inputs.secrets.iter().map(|s| &s.path).chain(&inputs.sockets));
+    inputs.links = inputs
+        .listings
+        .values()
+        .flatten()
+        .filter(|e| std::fs::symlink_metadata(e).is_ok_and(|m| m.file_type().is_symlink()))
+        .cloned()
+        .collect();
     if ids.uid == 0 && inputs.may_id_map {
         let granted: Vec<&PathBuf> = std::iter::once(&inputs.cwd)
             .chain(&inputs.read)
@@ -138,14 +146,7 @@ fn listings<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> BTreeMap<PathBuf, V
             continue;
         }
         let entries = std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .take(10_000)
-                    .filter(|e| !e.file_type().is_ok_and(|t| t.is_symlink()))
-                    .map(|e| e.path())
-                    .collect()
-            })
+            .map(|entries| entries.flatten().take(10_000).map(|e| e.path()).collect())
             .unwrap_or_default();
         out.insert(dir.to_owned(), entries);
     }

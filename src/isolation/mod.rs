@@ -213,9 +213,11 @@ pub struct Inputs {
     pub connect: Vec<u16>,
     /// The Unix sockets listening when the agent starts, by path.
     pub sockets: Vec<PathBuf>,
-    /// The entries of every directory above a secret or a socket, links
-    /// left out (a rule on a link is a rule on where it leads).
+    /// The entries of every directory above a secret or a socket.
     pub listings: BTreeMap<PathBuf, Vec<PathBuf>>,
+    /// Which of those entries are links: no Landlock rule is made on one (a
+    /// rule on a link is a rule on where it leads).
+    pub links: BTreeSet<PathBuf>,
     /// Where the system's directories that are links lead (`/lib` →
     /// `/usr/lib`): the read rules are split by where they lead.
     pub resolved: BTreeMap<PathBuf, PathBuf>,
@@ -257,6 +259,10 @@ pub struct Plan {
     pub bind_back: Vec<BindBack>,
     /// Covered by an empty, unreadable, read-only mount.
     pub hide: Vec<PathBuf>,
+    /// Directories that hold a file hidden alone where a mount on the file
+    /// would not last: covered by a tmpfs with every other entry mounted
+    /// back, read-only.
+    pub rebuild: Vec<Rebuild>,
     /// Mounted read-only on themselves.
     pub protect: Vec<PathBuf>,
     /// Directories between a writable grant and something hidden or
@@ -306,6 +312,13 @@ pub struct PrivateDir {
     /// writable, so that Landlock's rules on those grants are what decide
     /// (a rule on a directory reaches through the mounts below it).
     pub passage: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebuild {
+    pub dir: PathBuf,
+    /// The entries mounted back (links made again).
+    pub keep: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -509,6 +522,8 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
             .any(|g| g.starts_with(dir))
     };
     let mut hide = Vec::new();
+    // The files hidden by a mount on themselves, not on their directory.
+    let mut alone = BTreeSet::new();
     for secret in &inputs.secrets {
         let target = match (secret.is_dir, secret.path.parent()) {
             (true, _) | (false, None) => secret.path.clone(),
@@ -526,6 +541,9 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
                 }
             }
         };
+        if target == secret.path && !secret.is_dir {
+            alone.insert(target.clone());
+        }
         hide.push(target);
     }
     // A Unix socket listening at launch reaches its service past the broker
@@ -544,14 +562,50 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     for socket in &inputs.sockets {
         match socket.parent() {
             Some(dir) if !granted(dir) => hide.push(dir.to_owned()),
-            _ => hide.push(socket.clone()),
+            _ => {
+                alone.insert(socket.clone());
+                hide.push(socket.clone());
+            }
         }
     }
     // A secret in a private directory is gone with it, unless a grant
     // brought its directory back.
     let reachable =
         |s: &Path| !private.iter().any(|p| s.starts_with(&p.path)) || bind_back.iter().any(|b| s.starts_with(&b.path));
-    let hide = sorted(hide.into_iter().filter(|s| reachable(s)));
+    let mut hide = sorted(hide.into_iter().filter(|s| reachable(s)));
+    // Under a private directory the agent may write, Landlock's rule on it
+    // reaches every mount below: a file hidden alone in what comes back
+    // there would be readable once replaced from outside. Its directory is
+    // rebuilt instead (a tmpfs with every other entry mounted back), so its
+    // name is gone whatever takes its place.
+    let fragile = |h: &Path| {
+        alone.contains(h)
+            && private.iter().any(|p| !p.passage && h.starts_with(&p.path))
+            && bind_back
+                .iter()
+                .any(|b| !b.writable && h.starts_with(&b.path) && h != b.path)
+    };
+    let mut left_out: BTreeMap<PathBuf, BTreeSet<PathBuf>> = BTreeMap::new();
+    for h in hide.iter().filter(|h| fragile(h)) {
+        if let Some(dir) = h.parent() {
+            left_out.entry(dir.to_owned()).or_default().insert(h.clone());
+        }
+    }
+    hide.retain(|h| !fragile(h));
+    let rebuild: Vec<Rebuild> = left_out
+        .into_iter()
+        .map(|(dir, out)| Rebuild {
+            keep: inputs
+                .listings
+                .get(&dir)
+                .into_iter()
+                .flatten()
+                .filter(|e| !out.contains(*e))
+                .cloned()
+                .collect(),
+            dir,
+        })
+        .collect();
     let protect = sorted(inputs.protect.iter().filter(|p| reachable(p)).cloned());
     let pin = sorted(hide.iter().chain(&protect).flat_map(|h| {
         writable
@@ -565,6 +619,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
         tools.into_iter().chain(read_grants.iter().cloned()).collect(),
         &hide,
         &inputs.listings,
+        &inputs.links,
     );
     let write = sorted(
         writable
@@ -592,6 +647,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
         private,
         bind_back,
         hide,
+        rebuild,
         protect,
         pin,
         read,
@@ -618,11 +674,12 @@ fn split_around(
     reads: Vec<PathBuf>,
     hidden: &[PathBuf],
     listings: &BTreeMap<PathBuf, Vec<PathBuf>>,
+    links: &BTreeSet<PathBuf>,
 ) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let (mut read, mut list) = (BTreeSet::new(), BTreeSet::new());
     let mut todo = reads;
     while let Some(path) = todo.pop() {
-        if hidden.contains(&path) {
+        if hidden.contains(&path) || links.contains(&path) {
             continue;
         }
         if !hidden.iter().any(|h| h.starts_with(&path)) {
@@ -690,6 +747,7 @@ mod tests {
             sockets: vec![],
             listings: BTreeMap::from([(p("/etc"), vec![p("/etc/passwd"), p("/etc/shadow"), p("/etc/ssl")])]),
             resolved: BTreeMap::new(),
+            links: BTreeSet::new(),
         }
     }
 
@@ -725,6 +783,41 @@ mod tests {
             plan.hide
         );
         assert!(plan.pin.contains(&p("/work/app/tmp")), "{:?}", plan.pin);
+    }
+
+    #[test]
+    fn a_file_hidden_alone_in_what_comes_back_into_a_writable_private_directory_is_left_out_of_a_rebuild() {
+        let plan = plan(&Inputs {
+            cwd: p("/tmp/work/app"),
+            tools: vec![p("/tmp/work/tools")],
+            secrets: vec![file("/tmp/work/tools/hidden.key"), file("/etc/shadow")],
+            listings: BTreeMap::from([(
+                p("/tmp/work/tools"),
+                vec![
+                    p("/tmp/work/tools/hidden.key"),
+                    p("/tmp/work/tools/run"),
+                    p("/tmp/work/tools/link"),
+                ],
+            )]),
+            links: BTreeSet::from([p("/tmp/work/tools/link")]),
+            ..inputs()
+        })
+        .unwrap();
+        assert_eq!(
+            plan.rebuild,
+            vec![Rebuild {
+                dir: p("/tmp/work/tools"),
+                keep: vec![p("/tmp/work/tools/run"), p("/tmp/work/tools/link")],
+            }]
+        );
+        assert!(
+            !plan.hide.contains(&p("/tmp/work/tools/hidden.key")),
+            "its name is gone instead"
+        );
+        assert!(
+            plan.hide.contains(&p("/etc/shadow")),
+            "outside a writable private directory, the split holds"
+        );
     }
 
     #[test]
