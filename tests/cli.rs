@@ -1732,6 +1732,11 @@ async fn escape_attempts(parent: &std::path::Path) {
     let service_socket = project.join("services/app.sock");
     let _service = std::os::unix::net::UnixListener::bind(&service_socket).unwrap();
     std::fs::set_permissions(&service_socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // One moved after it was bound: the system knows it by its old name,
+    // which `run` cannot hide, and says so.
+    let moved_socket = project.join("services/moved.sock");
+    let _moved = std::os::unix::net::UnixListener::bind(moved_socket.with_extension("new")).unwrap();
+    std::fs::rename(moved_socket.with_extension("new"), &moved_socket).unwrap();
     let provider = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let free_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1866,8 +1871,13 @@ async fn escape_attempts(parent: &std::path::Path) {
     assert!(
         warnings
             .iter()
-            .all(|w| w.contains("lacks Landlock rules for Unix sockets")),
+            .all(|w| w.contains("lacks Landlock rules for Unix sockets")
+                || w.contains("cannot be found by the name they were bound with")),
         "this machine lacks only Landlock's Unix socket rules: {stderr}"
+    );
+    assert!(
+        stderr.contains(&moved_socket.with_extension("new").display().to_string()),
+        "the socket that could not be hidden is named: {stderr}"
     );
     // Launched by root, the agent runs as an unprivileged user; launched by
     // anyone else, as its launcher, who owns the file.

@@ -403,6 +403,16 @@ pub async fn run(
                  unprivileged user to keep them from it"
             );
         }
+        let unlocated = crate::isolation::unlocated_sockets();
+        if !unlocated.is_empty() {
+            eprintln!(
+                "valetkey: warning: {} Unix socket(s) listening here cannot be found by the name they were bound \
+                 with (a relative name, or moved since): on kernels whose Landlock is older than ABI 9 the agent \
+                 may reach them if it finds them: {}",
+                unlocated.len(),
+                unlocated.join(", ")
+            );
+        }
         Some(inputs)
     } else {
         warn_unconfined(&args);

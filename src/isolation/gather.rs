@@ -156,16 +156,27 @@ fn listings<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> BTreeMap<PathBuf, V
 /// The paths of the Unix sockets bound in this network namespace (abstract
 /// ones, which Landlock's scope covers, left out).
 fn unix_sockets() -> Vec<PathBuf> {
+    bound_unix_sockets().into_iter().map(PathBuf::from).collect()
+}
+
+/// The names Unix sockets in this network namespace were bound with, as
+/// /proc/net/unix shows them (abstract ones, `@…`, left out).
+fn bound_unix_sockets() -> std::collections::BTreeSet<String> {
     let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
     table
         .lines()
         .skip(1)
-        .filter_map(|line| {
-            let path = line.split_whitespace().skip(7).collect::<Vec<_>>().join(" ");
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect::<std::collections::BTreeSet<_>>()
+        .map(|line| line.split_whitespace().skip(7).collect::<Vec<_>>().join(" "))
+        .filter(|name| !name.is_empty() && !name.starts_with('@'))
+        .collect()
+}
+
+/// The bound sockets that cannot be found by their name (bound by a
+/// relative one, or moved or removed since), so not hidden.
+pub fn unlocated_sockets() -> Vec<String> {
+    bound_unix_sockets()
         .into_iter()
+        .filter(|name| !name.starts_with('/') || std::fs::symlink_metadata(name).is_err())
         .collect()
 }
 

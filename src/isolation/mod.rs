@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use enforce::{EnforceError, Gap, confine, prepare};
-pub use gather::{Launcher, gather};
+pub use gather::{Launcher, gather, unlocated_sockets};
 pub use supervise::{Forwarder, Lifeline, PASSED_ON, die_with_parent, parent_is_gone, supervise};
 
 /// What every program needs, read-only (and executable).
