@@ -193,6 +193,18 @@ impl HbaRule {
     }
 }
 
+/// Whether a `pg_hba.conf` user entry matches the roles the broker makes
+/// for agents: `all`, their group, one of them by name, or a regular
+/// expression (`/…`) that matches such a name (one Rust's regex syntax
+/// cannot read counts as matching).
+fn names_agents_roles(user: &str) -> bool {
+    let sample = super::postgres::role_name("agent", "0123456789abcdef0123456789abcdef");
+    match user.strip_prefix('/') {
+        Some(pattern) => regex::Regex::new(pattern).map_or(true, |re| re.is_match(&sample)),
+        None => user == "all" || user == format!("+{AGENTS_GROUP}") || user.starts_with(super::postgres::ROLE_PREFIX),
+    }
+}
+
 /// Whether the agents' roles are confined to `database` by `pg_hba.conf`
 /// (`None`: the rules could not be read), and whether any line lets a role
 /// in without a password.
@@ -223,7 +235,6 @@ pub fn hba_findings(rules: Option<&[HbaRule]>, database: &str) -> Vec<Finding> {
             fix: "fix those lines, then `SELECT pg_reload_conf();`".into(),
         });
     }
-    let agents = format!("+{AGENTS_GROUP}");
     // Lines that name one database compare with it; these never match a
     // database an agent names.
     let special = ["sameuser", "samerole", "samegroup", "replication"];
@@ -246,7 +257,7 @@ pub fn hba_findings(rules: Option<&[HbaRule]>, database: &str) -> Vec<Finding> {
         for rule in rules.iter().filter(|r| {
             !r.error
                 && kinds.contains(&r.kind.as_str())
-                && r.users.iter().any(|u| u == "all" || *u == agents)
+                && r.users.iter().any(|u| names_agents_roles(u))
                 && r.may_match(family)
         }) {
             let every = rule.databases.iter().any(|d| d == "all");
@@ -466,6 +477,28 @@ mod tests {
         let found = hba_reload_finding(true).unwrap();
         assert!(found.what.contains("changed after the server last loaded it"));
         assert_eq!(found.fix, "SELECT pg_reload_conf();");
+    }
+
+    #[test]
+    fn a_line_naming_agents_roles_by_name_or_pattern_is_a_way_in() {
+        for user in ["/^vk_", "/.*", "vk_claude_be473aab6b76f636", "/(unreadable"] {
+            let rules = [
+                rule(1, "host", "all", user, "scram-sha-256"),
+                rule(2, "local", "all", "+valetkey_agents", "reject"),
+                rule(3, "host", "all", "+valetkey_agents", "reject"),
+            ];
+            let found = hba_findings(Some(&rules), "app");
+            assert_eq!(found.len(), 1, "{user}: {found:?}");
+            assert!(found[0].what.contains("line 1"), "{user}: {found:?}");
+        }
+        for user in ["/^app_", "app", "postgres"] {
+            let rules = [
+                rule(1, "host", "all", user, "scram-sha-256"),
+                rule(2, "local", "all", "+valetkey_agents", "reject"),
+                rule(3, "host", "all", "+valetkey_agents", "reject"),
+            ];
+            assert!(hba_findings(Some(&rules), "app").is_empty(), "{user}");
+        }
     }
 
     #[test]
