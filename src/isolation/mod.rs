@@ -512,15 +512,14 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     // the file is replaced (an editor saving it, a key rotated). Where the
     // directory is one the agent needs, the file is hidden alone, unless
     // the agent could write there.
-    let needed = |dir: &Path| {
-        tools
-            .iter()
-            .chain(&read_grants)
-            .chain(writable.iter().copied())
-            .chain(private.iter().map(|p| &p.path))
-            .chain(home)
-            .any(|g| g.starts_with(dir))
-    };
+    let reached: Vec<&PathBuf> = tools
+        .iter()
+        .chain(&read_grants)
+        .chain(writable.iter().copied())
+        .chain(private.iter().map(|p| &p.path))
+        .chain(home)
+        .collect();
+    let needed = |dir: &Path| reached.iter().any(|g| g.starts_with(dir));
     let mut hide = Vec::new();
     // The files hidden by a mount on themselves, not on their directory.
     let mut alone = BTreeSet::new();
@@ -550,15 +549,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     // (Landlock below ABI 9 does not cover Unix sockets): hidden like a
     // secret file, never refused, and alone where hiding its directory could
     // take away what the agent reads or works on.
-    let granted = |dir: &Path| {
-        tools
-            .iter()
-            .chain(&read_grants)
-            .chain(writable.iter().copied())
-            .chain(private.iter().map(|p| &p.path))
-            .chain(home)
-            .any(|g| g.starts_with(dir) || dir.starts_with(g))
-    };
+    let granted = |dir: &Path| reached.iter().any(|g| g.starts_with(dir) || dir.starts_with(g));
     for socket in &inputs.sockets {
         match socket.parent() {
             Some(dir) if !granted(dir) => hide.push(dir.to_owned()),
