@@ -403,7 +403,7 @@ pub async fn run(
                  unprivileged user to keep them from it"
             );
         }
-        let unlocated = crate::isolation::unlocated_sockets();
+        let unlocated = &inputs.unlocated_sockets;
         if !unlocated.is_empty() {
             eprintln!(
                 "valetkey: warning: {} Unix socket(s) listening here cannot be found by the name they were bound \

@@ -1,7 +1,7 @@
 //! The launcher's side of a plan: which of the paths named exist, where
 //! their links lead, what PATH holds. Read once, before the agent starts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -49,6 +49,7 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         gid: nix::unistd::getegid().as_raw(),
     };
     let unprivileged = agent_ids();
+    let bound = bound_unix_sockets();
     let mut inputs = Inputs {
         cwd: std::fs::canonicalize(&launcher.cwd).unwrap_or_else(|_| launcher.cwd.clone()),
         home: launcher.home.as_ref().and_then(|h| std::fs::canonicalize(h).ok()),
@@ -89,9 +90,10 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         may_id_map: machines_root(),
         unprivileged,
         closed: Vec::new(),
-        sockets: existing(&mut unix_sockets().into_iter()),
+        sockets: existing(&mut bound.iter().filter(|n| n.starts_with('/')).map(PathBuf::from)),
+        unlocated_sockets: unlocated(&bound),
         listings: BTreeMap::new(),
-        links: std::collections::BTreeSet::new(),
+        links: BTreeSet::new(),
         resolved: super::SYSTEM
             .iter()
             .filter_map(|s| {
@@ -100,14 +102,7 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
             })
             .collect(),
     };
-    inputs.listings = listings(inputs.secrets.iter().map(|s| &s.path).chain(&inputs.sockets));
-    inputs.links = inputs
-        .listings
-        .values()
-        .flatten()
-        .filter(|e| std::fs::symlink_metadata(e).is_ok_and(|m| m.file_type().is_symlink()))
-        .cloned()
-        .collect();
+    (inputs.listings, inputs.links) = listings(inputs.secrets.iter().map(|s| &s.path).chain(&inputs.sockets));
     if ids.uid == 0 && inputs.may_id_map {
         let granted: Vec<&PathBuf> = std::iter::once(&inputs.cwd)
             .chain(&inputs.read)
@@ -138,30 +133,29 @@ fn git_settings(git: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The entries of every directory above `paths`.
-fn listings<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> BTreeMap<PathBuf, Vec<PathBuf>> {
-    let mut out = BTreeMap::new();
+/// The entries of every directory above `paths`, and which of them are
+/// links.
+fn listings<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> (BTreeMap<PathBuf, Vec<PathBuf>>, BTreeSet<PathBuf>) {
+    let (mut out, mut links) = (BTreeMap::new(), BTreeSet::new());
     for dir in paths.flat_map(|p| p.ancestors().skip(1)) {
         if out.contains_key(dir) {
             continue;
         }
-        let entries = std::fs::read_dir(dir)
-            .map(|entries| entries.flatten().take(10_000).map(|e| e.path()).collect())
-            .unwrap_or_default();
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten().take(10_000) {
+            if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                links.insert(entry.path());
+            }
+            entries.push(entry.path());
+        }
         out.insert(dir.to_owned(), entries);
     }
-    out
-}
-
-/// The paths of the Unix sockets bound in this network namespace (abstract
-/// ones, which Landlock's scope covers, left out).
-fn unix_sockets() -> Vec<PathBuf> {
-    bound_unix_sockets().into_iter().map(PathBuf::from).collect()
+    (out, links)
 }
 
 /// The names Unix sockets in this network namespace were bound with, as
 /// /proc/net/unix shows them (abstract ones, `@…`, left out).
-fn bound_unix_sockets() -> std::collections::BTreeSet<String> {
+fn bound_unix_sockets() -> BTreeSet<String> {
     let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
     table
         .lines()
@@ -173,10 +167,11 @@ fn bound_unix_sockets() -> std::collections::BTreeSet<String> {
 
 /// The bound sockets that cannot be found by their name (bound by a
 /// relative one, or moved or removed since), so not hidden.
-pub fn unlocated_sockets() -> Vec<String> {
-    bound_unix_sockets()
-        .into_iter()
+fn unlocated(bound: &BTreeSet<String>) -> Vec<String> {
+    bound
+        .iter()
         .filter(|name| !name.starts_with('/') || std::fs::symlink_metadata(name).is_err())
+        .cloned()
         .collect()
 }
 

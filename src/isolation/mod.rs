@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use enforce::{EnforceError, Gap, confine, prepare};
-pub use gather::{Launcher, gather, unlocated_sockets};
+pub use gather::{Launcher, gather};
 pub use supervise::{Forwarder, Lifeline, PASSED_ON, die_with_parent, parent_is_gone, supervise};
 
 /// What every program needs, read-only (and executable).
@@ -213,6 +213,9 @@ pub struct Inputs {
     pub connect: Vec<u16>,
     /// The Unix sockets listening when the agent starts, by path.
     pub sockets: Vec<PathBuf>,
+    /// Those that cannot be found by the name they were bound with (a
+    /// relative name, or moved since): not hidden, so `run` names them.
+    pub unlocated_sockets: Vec<String>,
     /// The entries of every directory above a secret or a socket.
     pub listings: BTreeMap<PathBuf, Vec<PathBuf>>,
     /// Which of those entries are links: no Landlock rule is made on one (a
@@ -736,6 +739,7 @@ mod tests {
             unprivileged: AGENT,
             closed: vec![],
             sockets: vec![],
+            unlocated_sockets: vec![],
             listings: BTreeMap::from([(p("/etc"), vec![p("/etc/passwd"), p("/etc/shadow"), p("/etc/ssl")])]),
             resolved: BTreeMap::new(),
             links: BTreeSet::new(),
