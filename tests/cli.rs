@@ -24,6 +24,11 @@ fn valetkey(t: &TestBroker, key: &str) -> Command {
     cmd
 }
 
+/// The directory holding the binary under test, for an agent's PATH.
+fn bin_dir() -> String {
+    std::path::Path::new(BIN).parent().unwrap().display().to_string()
+}
+
 /// Runs a command to completion off the async runtime, which serves the broker.
 async fn output(mut cmd: Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
@@ -150,7 +155,7 @@ async fn a_launcher_who_is_not_root_runs_the_agent_confined_as_themselves() {
     } else {
         (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
     };
-    let bin_dir = std::path::Path::new(BIN).parent().unwrap().display().to_string();
+    let bin_dir = bin_dir();
     let mut cmd = Command::new(BIN);
     cmd.current_dir(&work)
         .env_clear()
@@ -199,7 +204,7 @@ async fn a_mount_inside_a_read_only_grant_is_read_only_too() {
     let tools = home.join(".local/bin");
     std::fs::create_dir_all(tools.join("cache")).unwrap();
     std::fs::create_dir_all(&work).unwrap();
-    let bin_dir = std::path::Path::new(BIN).parent().unwrap().display().to_string();
+    let bin_dir = bin_dir();
     let script = format!(
         "mount -t tmpfs none {cache} && exec {BIN} run --agent claude --env staging -- sh -c \
          'echo planted > {cache}/planted 2>/dev/null && echo written || echo refused; \
@@ -354,7 +359,7 @@ async fn the_cli_never_sends_keys_through_a_proxy_variable() {
         cmd.env(var, &proxy.url);
     }
     // `valetkey` itself, for the child's `whoami`.
-    let bin_dir = std::path::Path::new(BIN).parent().unwrap().display().to_string();
+    let bin_dir = bin_dir();
     let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
     cmd.env("PATH", path);
     let out = output(cmd).await;
@@ -871,7 +876,7 @@ async fn an_agent_under_run_cannot_act_as_an_admin() {
     let t = TestBroker::start().await;
     let key = t.add_agent("claude").await;
     let home = tempfile::tempdir().unwrap();
-    let bin_dir = std::path::Path::new(BIN).parent().unwrap().display().to_string();
+    let bin_dir = bin_dir();
     let script = r#"
         env | grep -c '^VALETKEY_ADMIN' ; echo "---"
         valetkey agent add oncall; echo "agent add exited $?"
@@ -1744,7 +1749,7 @@ async fn escape_attempts(parent: &std::path::Path) {
         .local_addr()
         .unwrap()
         .port();
-    let bin_dir = std::path::Path::new(BIN).parent().unwrap().display().to_string();
+    let bin_dir = bin_dir();
 
     let attempt = |confined: bool| {
         let mut cmd = Command::new(BIN);
