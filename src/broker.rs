@@ -833,7 +833,7 @@ impl Broker {
                 .collect();
             let event = Event {
                 kind: EventKind::DatabaseRoleCreated,
-                actor: "broker".into(),
+                actor: Actor::broker().0,
                 agent: Some(claims.sub.clone()),
                 session_id: Some(claims.sid.clone()),
                 env: Some(claims.env.clone()),
@@ -947,7 +947,7 @@ impl Broker {
             }
             let event = Event {
                 kind: EventKind::DatabaseRoleDropped,
-                actor: "broker".into(),
+                actor: Actor::broker().0,
                 agent: Some(r.agent.clone()),
                 session_id: None,
                 env: Some(r.env.clone()),
@@ -1267,7 +1267,7 @@ impl Broker {
                 Outcome::Finding => {
                     let event = Event {
                         kind: EventKind::TokenReachFinding,
-                        actor: "broker".into(),
+                        actor: Actor::broker().0,
                         agent: None,
                         session_id: None,
                         env: Some(env.clone()),

@@ -41,7 +41,7 @@ pub async fn check(broker: &Broker, now: SystemTime) -> Result<Vec<DatabaseFindi
         for f in found {
             let event = Event {
                 kind: EventKind::DatabaseFinding,
-                actor: "broker".into(),
+                actor: crate::admin::Actor::broker().0,
                 agent: None,
                 session_id: None,
                 env: Some(env.clone()),
