@@ -48,7 +48,9 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         uid: nix::unistd::geteuid().as_raw(),
         gid: nix::unistd::getegid().as_raw(),
     };
-    let unprivileged = agent_ids();
+    // Drawn (a walk of /proc) only for a root launcher: no one else's agent
+    // changes ids.
+    let unprivileged = if ids.uid == 0 { agent_ids() } else { ids };
     let bound = bound_unix_sockets();
     let mut inputs = Inputs {
         cwd: std::fs::canonicalize(&launcher.cwd).unwrap_or_else(|_| launcher.cwd.clone()),
