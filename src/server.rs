@@ -142,16 +142,17 @@ impl Paths {
         files
     }
 
-    /// Refuses files other users could change, or read when they hold secrets.
-    pub fn check_trust(&self, config_file: &Path, config: &Config) -> Result<(), ServeError> {
+    /// Refuses files other users could change, or read when they hold
+    /// secrets, of those [`Self::trusted`] names.
+    fn check_trust(trusted: &[(PathBuf, crate::trust::Kind)]) -> Result<(), ServeError> {
         let me = nix::unistd::geteuid();
         let me_name = nix::unistd::User::from_uid(me)
             .ok()
             .flatten()
             .map_or_else(|| me.to_string(), |u| u.name);
         let mut untrusted = Vec::new();
-        for (path, kind) in self.trusted(config_file, config) {
-            let facts = crate::trust::inspect(&path, kind).map_err(|source| ServeError::Inspect {
+        for (path, kind) in trusted {
+            let facts = crate::trust::inspect(path, *kind).map_err(|source| ServeError::Inspect {
                 path: path.clone(),
                 source,
             })?;
@@ -221,11 +222,11 @@ pub async fn prepare(opts: ServeOptions) -> Result<Server, ServeError> {
     }
     let paths = Paths::resolve(&config, opts.data_dir.as_deref());
     paths.create_data_dir()?;
-    paths.check_trust(&opts.config, &config)?;
+    let trusted = paths.trusted(&opts.config, &config);
+    Paths::check_trust(&trusted)?;
     let tls = config.server.tls.as_ref().map(crate::tls::server_config).transpose()?;
     // `run` hides these from the agents it launches.
-    config.run.broker_files = paths
-        .trusted(&opts.config, &config)
+    config.run.broker_files = trusted
         .into_iter()
         .map(|(path, _)| std::path::absolute(&path).unwrap_or(path))
         .collect();

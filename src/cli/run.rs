@@ -403,6 +403,18 @@ pub async fn run(
                  unprivileged user to keep them from it"
             );
         }
+        if !inputs.unreadable.is_empty() {
+            eprintln!(
+                "valetkey: warning: the agent runs as an unprivileged user of its own, which may not read these \
+                 `[run] read` grants by their mode: {}. Make them readable by others (`chmod o+rX`) or leave them out",
+                inputs
+                    .unreadable
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let unlocated = &inputs.unlocated_sockets;
         if !unlocated.is_empty() {
             eprintln!(

@@ -92,6 +92,7 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
         may_id_map: machines_root(),
         unprivileged,
         closed: Vec::new(),
+        unreadable: Vec::new(),
         sockets: existing(&mut bound.iter().filter(|n| n.starts_with('/')).map(PathBuf::from)),
         unlocated_sockets: unlocated(&bound),
         listings: BTreeMap::new(),
@@ -113,13 +114,14 @@ pub fn gather(settings: &Settings, launcher: &Launcher) -> Inputs {
             .chain(&inputs.tool_links)
             .collect();
         inputs.closed = closed_to(unprivileged, &granted);
+        inputs.unreadable = unreadable_to(unprivileged, &inputs.read);
     }
     inputs
 }
 
 /// What in a repository's git directory names programs git runs: its
-/// config and hooks, and those of its submodules' and worktrees' git
-/// directories (`modules/…`, `worktrees/…`).
+/// config and hooks, and the settings, hooks and pointer to a common git
+/// directory of its submodules' and worktrees' (`modules/…`, `worktrees/…`).
 fn git_settings(git: &Path) -> Vec<PathBuf> {
     let mut found = vec![git.join("config"), git.join("hooks")];
     let nested = walkdir::WalkDir::new(git.join("modules"))
@@ -130,7 +132,12 @@ fn git_settings(git: &Path) -> Vec<PathBuf> {
         .take(10_000)
         .filter(|e| e.file_type().is_dir() && e.path().join("HEAD").is_file());
     for dir in nested {
-        found.extend(["config", "config.worktree", "hooks"].map(|name| dir.path().join(name)));
+        found.extend(
+            super::git::SETTINGS
+                .iter()
+                .chain(&["hooks"])
+                .map(|name| dir.path().join(name)),
+        );
     }
     found
 }
@@ -198,6 +205,30 @@ fn closed_to(ids: Ids, paths: &[&PathBuf]) -> Vec<PathBuf> {
         .map(Path::to_owned)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
+        .collect()
+}
+
+/// The grants a process with `ids` (and no other group) may not read, by
+/// their own mode bits: a directory it may not list or enter, a file it may
+/// not read.
+fn unreadable_to(ids: Ids, grants: &[PathBuf]) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    grants
+        .iter()
+        .filter(|g| {
+            std::fs::metadata(g).is_ok_and(|m| {
+                let shift = if m.uid() == ids.uid {
+                    6
+                } else if m.gid() == ids.gid {
+                    3
+                } else {
+                    0
+                };
+                let needed = if m.is_dir() { 0o5 } else { 0o4 };
+                (m.mode() >> shift) & needed != needed
+            })
+        })
+        .cloned()
         .collect()
 }
 
@@ -289,6 +320,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grants_the_agents_ids_may_not_read_are_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let me = Ids {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+        };
+        let stranger = Ids {
+            uid: 1_400_000_000,
+            gid: 1_400_000_000,
+        };
+        let grant = |name: &str, mode: u32, is_dir: bool| {
+            let path = dir.path().join(name);
+            if is_dir {
+                std::fs::create_dir(&path).unwrap();
+            } else {
+                std::fs::write(&path, b"x").unwrap();
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let closed = grant("closed", 0o700, true);
+        let listable_only = grant("listable", 0o704, true);
+        let open = grant("open", 0o755, true);
+        let private_file = grant("private", 0o600, false);
+        let shared_file = grant("shared", 0o644, false);
+        let grants = [&closed, &listable_only, &open, &private_file, &shared_file].map(|p| p.clone());
+        assert_eq!(
+            unreadable_to(stranger, &grants),
+            vec![closed, listable_only, private_file]
+        );
+        assert!(unreadable_to(me, &grants).is_empty(), "the owner reads them all");
+    }
+
+    #[test]
     fn an_id_in_a_subordinate_range_is_not_drawn() {
         let table = "dev:100000:65536\n# a comment\nci:1879048192:65536\nbroken line\n";
         assert!(in_subordinate_range(table, 100_000) && in_subordinate_range(table, 165_535));
@@ -312,6 +378,7 @@ mod tests {
             "modules/lib/modules/deep/HEAD",
             "modules/lib/modules/deep/config",
             "worktrees/wt/HEAD",
+            "worktrees/wt/commondir",
             "worktrees/wt/config.worktree",
         ] {
             std::fs::write(git.join(f), "").unwrap();
@@ -328,6 +395,7 @@ mod tests {
             "modules/lib/config",
             "modules/lib/hooks",
             "modules/lib/modules/deep/config",
+            "worktrees/wt/commondir",
             "worktrees/wt/config.worktree",
         ]
         .iter()

@@ -24,8 +24,8 @@ use nix::sys::stat::Mode;
 /// hooks.
 const REDIRECTS: [&str; 2] = ["commondir", "config.worktree"];
 /// Files of a submodule's or a worktree's git directory that git reads as
-/// settings.
-const SETTINGS: [&str; 3] = ["config", "config.worktree", "commondir"];
+/// settings (`gather` protects them at launch, with their hooks).
+pub(super) const SETTINGS: [&str; 3] = ["config", "config.worktree", "commondir"];
 /// How many entries of the working directory are looked at: a bound on the
 /// time a run's end may take.
 const MOST_ENTRIES: usize = 200_000;

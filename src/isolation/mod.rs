@@ -236,6 +236,9 @@ pub struct Inputs {
     /// Directories on the way to a grant that the unprivileged user may not
     /// pass through (a home of mode 0700), when the launcher is root.
     pub closed: Vec<PathBuf>,
+    /// `[run] read` grants the unprivileged user may not read, by their own
+    /// mode, when the launcher is root: `run` names them.
+    pub unreadable: Vec<PathBuf>,
 }
 
 /// A user and group id.
@@ -738,6 +741,7 @@ mod tests {
             may_id_map: true,
             unprivileged: AGENT,
             closed: vec![],
+            unreadable: vec![],
             sockets: vec![],
             unlocated_sockets: vec![],
             listings: BTreeMap::from([(p("/etc"), vec![p("/etc/passwd"), p("/etc/shadow"), p("/etc/ssl")])]),
