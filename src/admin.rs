@@ -65,6 +65,11 @@ impl Actor {
         Actor(format!("agent:{name}"))
     }
 
+    /// A human approver, proven by their factor.
+    pub fn approver(name: &str) -> Actor {
+        Actor(format!("approver:{name}"))
+    }
+
     pub fn broker() -> Actor {
         Actor("broker".into())
     }

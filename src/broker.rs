@@ -458,6 +458,13 @@ impl Broker {
         self.refused(self.foreign(token), route, now, client).await
     }
 
+    /// Whether a refusal of a request nothing authenticated, from `client`,
+    /// may still be recorded: within the same rate as credential refusals.
+    pub fn may_record_unauthenticated(&self, client: IpAddr, now: SystemTime) -> bool {
+        self.refused_unauthenticated.fetch_add(1, Ordering::Relaxed);
+        self.unauthenticated.allow(client, now)
+    }
+
     /// Refusals before authentication so far, recorded or not.
     pub fn refused_unauthenticated(&self) -> u64 {
         self.refused_unauthenticated.load(Ordering::Relaxed)
@@ -1191,8 +1198,15 @@ impl Broker {
     }
 
     /// The key the store is sealed under now.
-    fn master(&self) -> Arc<MasterKey> {
+    pub(crate) fn master(&self) -> Arc<MasterKey> {
         self.master.read().expect("master key lock").clone()
+    }
+
+    /// The key to seal a new record with, and the lock every write that
+    /// seals holds while it writes, so a rotation never leaves it behind.
+    pub(crate) async fn sealing(&self) -> (tokio::sync::MutexGuard<'_, ()>, Arc<MasterKey>) {
+        let guard = self.sealing.lock().await;
+        (guard, self.master())
     }
 
     /// Replaces the master key (`admin::rotate_master`) and uses the new one

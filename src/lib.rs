@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod api;
+pub mod approvals;
 pub mod audit;
 pub mod broker;
 pub mod cli;

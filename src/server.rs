@@ -336,6 +336,19 @@ impl Server {
             }
         }));
         let broker = self.broker.clone();
+        tasks.push(every(SYNC_INTERVAL, move || {
+            let broker = broker.clone();
+            async move {
+                let now = SystemTime::now();
+                if let Err(e) = broker.expire_approvals(now).await {
+                    tracing::warn!(error = %e, "cannot record which approvals ran out of time");
+                }
+                if let Err(e) = broker.remind_approvers(now).await {
+                    tracing::warn!(error = %e, "cannot read which approvals to remind approvers of");
+                }
+            }
+        }));
+        let broker = self.broker.clone();
         tasks.push(every(self.broker.config().audit.checkpoint_interval, move || {
             let broker = broker.clone();
             async move {

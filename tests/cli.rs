@@ -499,7 +499,8 @@ async fn real_tokens_never_leak() {
         + &format!(
             "\n[audit]\njsonl_file = \"{}\"\n",
             dir.path().join("audit.jsonl").display()
-        );
+        )
+        + "\n[approvers.dana]\nproviders = [\"*\"]\nenvironments = [\"*\"]\n";
     std::fs::write(&config, text).unwrap();
     let data = dir.path().join("data");
 
@@ -540,6 +541,36 @@ async fn real_tokens_never_leak() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // An approver enrolls: the code an admin issues, and the factor's secret
+    // shown to the approver once, are secrets too.
+    let out = common::admin_cli(&served.url, &alice_file)
+        .args(["approver", "invite", "dana"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let enrollment = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "approver",
+            "enroll",
+            "dana",
+            "--code",
+            &enrollment,
+            "--url",
+            &served.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let uri = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let factor = totp_rs::TOTP::from_url(&uri).unwrap();
+    let base32 = factor.get_secret_base32();
+    let out = std::process::Command::new(common::BIN)
+        .args(["approver", "confirm", "dana", "--url", &served.url, "--code"])
+        .arg(factor.generate_current().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut answers = Vec::new();
     let minted = served.mint(&key, serde_json::json!({ "env": "staging" })).await;
     answers.push(minted.to_string());
@@ -650,6 +681,24 @@ async fn real_tokens_never_leak() {
             );
         }
     }
+    // The enrollment code and the factor: only the approver saw them.
+    for secret in [enrollment.as_str(), uri.as_str(), base32.as_str()] {
+        assert!(
+            !log.contains(secret) && !sink.contains(secret),
+            "an approver's secret was logged"
+        );
+        assert!(
+            !audit.iter().any(|e| e.contains(secret)),
+            "an approver's secret is in the audit trail"
+        );
+        for bytes in &files {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "an approver's secret is in plaintext in the database"
+            );
+        }
+    }
+    assert!(audit.iter().any(|e| e.contains("approver_enrolled")));
     // The launcher key and the credential are secrets too: the log has neither.
     assert!(!log.contains(&key) && !log.contains(credential));
     assert!(!sink.contains(&key) && !sink.contains(credential));

@@ -109,7 +109,8 @@ async fn the_incident_is_a_shared_resource_and_ops_hear_of_it() {
         .graphql(json!({ "query": "mutation { volumeDelete(volumeId: \"vol_db\") }" }))
         .await;
     assert_eq!(refusal(status, &problem), (403, "shared_resource"), "{problem}");
-    assert_problem_shape(&problem, &["operations"]);
+    // No approver is configured here: the refusal says it cannot be approved.
+    assert_problem_shape(&problem, &["operations", "approval_unavailable"]);
     assert_eq!(f.railway.count(), 0);
     let alert = hook.alert("shared_resource").await;
     assert_eq!(alert["event_id"], problem["event_id"]);

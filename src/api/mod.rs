@@ -3,6 +3,7 @@
 //! into `broker`.
 
 mod admin;
+mod approvals;
 mod extract;
 pub(crate) mod handlers;
 mod problem;
@@ -37,7 +38,15 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/audit/events", get(admin::audit_events))
         .route("/audit/keys", get(handlers::audit_keys))
         .route("/audit/verify", get(admin::verify_audit))
-        .route("/audit/report", get(admin::audit_report));
+        .route("/audit/report", get(admin::audit_report))
+        .route("/approvals", get(approvals::list_approvals))
+        .route("/approvals/{id}", get(approvals::get_approval))
+        .route("/approvals/{id}/approve", post(approvals::approve))
+        .route("/approvals/{id}/deny", post(approvals::deny))
+        .route("/approvers", get(approvals::list_approvers))
+        .route("/approvers/{name}/invitations", post(approvals::invite))
+        .route("/approvers/{name}/enrollment", post(approvals::enroll))
+        .route("/approvers/{name}/confirmation", post(approvals::confirm));
     Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))

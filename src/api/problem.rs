@@ -14,6 +14,7 @@ use crate::broker::{AuthError, MintError, RefusedCredential, refusal_kind};
 use crate::credentials::VerifyError;
 use crate::policy::{MintRefusal, Refusal};
 use crate::providers::ClassifyError;
+use crate::proxy::Held;
 use crate::store::StoreError;
 
 const STOP: &str = "Stop and tell a human what you were doing, quoting this response. Do not try other credentials or tokens, and do not delete, recreate or reconfigure resources to get past a credential problem.";
@@ -351,6 +352,9 @@ const UNKNOWN_FIELD: &str = "The broker types every field a GraphQL request sele
 const READ_ACROSS: &str = "This read follows a reference (a service, a project, another environment) from what it names to a resource other environments share, and selects more than its id and name there, which could read their data. Select only the reference's id and name, then read what you need through a root field that names your environment (`serviceInstance(serviceId: …, environmentId: …)`, `deployments(input: {serviceId: …, environmentId: …})`). Do not look for another way around it; if the task truly needs more, ask a human, quoting the event id.";
 const APPROVAL: &str = "This operation is destructive, and no agent credential can perform it. Do not retry, and do not look for another way, credential or token. Stop and ask a human to do it or approve it, quoting the event id.";
 
+const HELD: &str = "A human must approve exactly this request. Wait: poll `approval_url` with your credential (`GET …?wait=60s`, or `valetkey approval wait ID`) until it answers `approved`, then send the identical request once more, with the header `Valetkey-Approval: ID`. Do not change the request, do not retry it another way, and do not look for other credentials or tokens. If it is denied or expires, stop and tell a human what you were doing, quoting the approval id.";
+const APPROVAL_UNUSABLE: &str = "An approval covers one exact request, from the session that asked for it, sent once before it expires. Send exactly the approved request, or, if it was denied, used or has expired, stop and tell a human, quoting the event id. Do not change the request to get it through, and do not look for other credentials or tokens.";
+
 impl From<crate::proxy::ProxyError> for Problem {
     fn from(e: crate::proxy::ProxyError) -> Self {
         use crate::proxy::{ForwardError, ProxyError};
@@ -393,6 +397,7 @@ impl From<crate::proxy::ProxyError> for Problem {
                 refusal,
                 operations,
                 event_id,
+                approval,
             } => {
                 let (title, guidance) = match refusal.as_ref() {
                     Refusal::ProviderNotGranted { .. } | Refusal::CredentialMismatch { .. } => {
@@ -411,11 +416,48 @@ impl From<crate::proxy::ProxyError> for Problem {
                     Refusal::ApprovalRequired { .. } => ("Approval required", APPROVAL),
                     Refusal::ScopeNotGranted { .. } => ("Scope not granted", NOT_ALLOWED),
                 };
-                Problem::new(StatusCode::FORBIDDEN, refusal.kind(), title, detail)
+                let detail = match &approval {
+                    Some(held) => format!("{detail}. {}", held.sentence()),
+                    None => detail,
+                };
+                let problem = Problem::new(StatusCode::FORBIDDEN, refusal.kind(), title, detail)
                     .guidance(guidance)
                     .event(event_id)
-                    .with("operations", operations)
+                    .with("operations", operations);
+                match approval.map(|b| *b) {
+                    Some(Held::Waiting {
+                        id,
+                        url,
+                        status,
+                        approvers_needed,
+                        approved_by,
+                        decide_by_ms,
+                    }) => problem
+                        .guidance(HELD)
+                        .with("approval_id", id)
+                        .with("approval_url", url)
+                        .with("approval_status", status)
+                        .with("approvers_needed", approvers_needed)
+                        .with("approved_by", approved_by)
+                        .with("approval_decide_by", crate::time::rfc3339(decide_by_ms / 1000)),
+                    Some(Held::Possible(need)) => problem.with("approvable", need),
+                    Some(Held::Unavailable(why)) => problem.with("approval_unavailable", why),
+                    None => problem,
+                }
             }
+            ProxyError::ApprovalUnusable {
+                why,
+                approval_id,
+                event_id,
+            } => Problem::new(
+                StatusCode::FORBIDDEN,
+                crate::proxy::unusable_kind(why),
+                "Approval does not cover this request",
+                detail,
+            )
+            .guidance(APPROVAL_UNUSABLE)
+            .event(event_id)
+            .with("approval_id", approval_id),
             ProxyError::NoUpstreamToken { event_id, .. } => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_token_missing",

@@ -71,6 +71,21 @@ pub enum EventKind {
     /// An agent was launched (`run --allow-tokens`) with real tokens lying
     /// in its working directory.
     TokensInReach,
+    /// A request held for approval (once per held request).
+    ApprovalRequested,
+    /// An approver approved a held request (each approver's vote).
+    ApprovalGranted,
+    ApprovalDenied,
+    /// A held request was not decided, or not sent, in time.
+    ApprovalExpired,
+    /// An approved request was sent, once.
+    ApprovalUsed,
+    /// An attempt to decide on, or to send under, an approval was refused.
+    ApprovalRefused,
+    /// An admin issued an approver's enrollment code.
+    ApproverInvited,
+    /// An approver registered (or replaced) their factor.
+    ApproverEnrolled,
 }
 
 impl EventKind {
@@ -98,6 +113,14 @@ impl EventKind {
             EventKind::DatabaseRoleDropped => "database_role_dropped",
             EventKind::TokenEchoed => "token_echoed",
             EventKind::TokensInReach => "tokens_in_reach",
+            EventKind::ApprovalRequested => "approval_requested",
+            EventKind::ApprovalGranted => "approval_granted",
+            EventKind::ApprovalDenied => "approval_denied",
+            EventKind::ApprovalExpired => "approval_expired",
+            EventKind::ApprovalUsed => "approval_used",
+            EventKind::ApprovalRefused => "approval_refused",
+            EventKind::ApproverInvited => "approver_invited",
+            EventKind::ApproverEnrolled => "approver_enrolled",
         }
     }
 }

@@ -15,6 +15,12 @@ use crate::policy::Rules;
 
 /// Secrets and signing keys older than this are due for rotation.
 pub const ROTATION_DAYS: i64 = 90;
+/// An agent that asked for this many approvals in the window often needs
+/// what its grants do not give: they, or its instructions, may be wrong.
+const OFTEN_ASKS: u64 = 3;
+/// An approver whose every approval (of at least `OFTEN_ASKS`) came within
+/// this long of the request may be approving without reading.
+const QUICK_APPROVAL_MS: i64 = 30_000;
 /// Grants that allow credentials to live longer than this are findings.
 const LONG_TTL_SECS: u64 = 60 * 60;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -119,6 +125,11 @@ pub fn build(rules: &Rules, events: &[Record], facts: &Facts<'_>, since_ms: i64,
     let mut unknown: BTreeMap<String, u64> = BTreeMap::new();
     let mut reach: BTreeSet<String> = BTreeSet::new();
     let mut database: BTreeSet<(String, String)> = BTreeSet::new();
+    // Approvals: when each was asked for, what each agent asked for, and how
+    // long each approver took.
+    let mut asked_at: BTreeMap<String, i64> = BTreeMap::new();
+    let mut asked: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut approved_after: BTreeMap<String, Vec<i64>> = BTreeMap::new();
 
     for r in &window {
         let d = detail(r);
@@ -206,6 +217,21 @@ pub fn build(rules: &Rules, events: &[Record], facts: &Facts<'_>, since_ms: i64,
                     d["fix"].as_str().unwrap_or("?").to_owned(),
                 ));
             }
+            "approval_requested" => {
+                asked_at.insert(d["approval_id"].as_str().unwrap_or_default().to_owned(), r.at_ms);
+                let ops = asked.entry(agent).or_default();
+                for name in d["operations"].as_array().into_iter().flatten() {
+                    *ops.entry(name.as_str().unwrap_or("?").to_owned()).or_default() += 1;
+                }
+            }
+            "approval_granted" => {
+                if let Some(at) = asked_at.get(d["approval_id"].as_str().unwrap_or_default()) {
+                    approved_after
+                        .entry(d["approver"].as_str().unwrap_or("?").to_owned())
+                        .or_default()
+                        .push(r.at_ms - at);
+                }
+            }
             "token_reach_finding" => {
                 reach.insert(format!(
                     "{} token for `{}` reaches {}",
@@ -282,6 +308,40 @@ pub fn build(rules: &Rules, events: &[Record], facts: &Facts<'_>, since_ms: i64,
             evidence: list.join(", "),
             recommendation: format!("review with its owner what `{agent}` was doing; its instructions should make it check first (docs/AGENTS.md)"),
         });
+    }
+    for (agent, ops) in &asked {
+        let n: u64 = ops.values().sum();
+        let list: Vec<String> = ops.iter().map(|(op, n)| format!("{op} ×{n}")).collect();
+        let often = n >= OFTEN_ASKS;
+        findings.push(Finding {
+            kind: "approvals_asked",
+            severity: if often { Severity::Medium } else { Severity::Info },
+            title: format!("agent `{agent}` asked for {}", plural(n, "approval")),
+            evidence: list.join(", "),
+            recommendation: if often {
+                format!("`{agent}` often needs what no credential holds: review its task and instructions with its owner, and whether the resources it changes should be its environment's own")
+            } else {
+                "none: approvals are how destructive work is meant to happen".into()
+            },
+        });
+    }
+    for (approver, after) in &approved_after {
+        if after.len() as u64 >= OFTEN_ASKS && after.iter().all(|ms| *ms < QUICK_APPROVAL_MS) {
+            findings.push(Finding {
+                kind: "quick_approver",
+                severity: Severity::Medium,
+                title: format!(
+                    "approver `{approver}` approved every request within {} seconds",
+                    QUICK_APPROVAL_MS / 1000
+                ),
+                evidence: format!(
+                    "{} approved, the slowest {} s after it was asked for",
+                    after.len(),
+                    after.iter().max().copied().unwrap_or(0) / 1000
+                ),
+                recommendation: format!("make sure `{approver}` reads the blast radius before approving; an approval that is always given guards nothing"),
+            });
+        }
     }
     for (kind, n) in &mismatches {
         let (severity, recommendation) = match *kind {
@@ -680,6 +740,33 @@ mod tests {
             EventKind::TokenEchoed,
             json!({ "provider": "api", "fingerprints": ["hmac-sha256:def"] }),
         ));
+        // Three approvals asked for; `quick` approves each within seconds,
+        // `careful` one after five minutes.
+        for (i, day) in [10, 11, 12].into_iter().enumerate() {
+            let id = format!("a{i}");
+            let asked = at(
+                day,
+                EventKind::ApprovalRequested,
+                json!({ "approval_id": id, "operations": ["mutation volumeDelete"] }),
+            );
+            times.push(asked);
+            times.push(
+                at(
+                    day,
+                    EventKind::ApprovalGranted,
+                    json!({ "approval_id": id, "approver": "quick" }),
+                ) + 4_000,
+            );
+            if i == 0 {
+                times.push(
+                    at(
+                        day,
+                        EventKind::ApprovalGranted,
+                        json!({ "approval_id": id, "approver": "careful" }),
+                    ) + 300_000,
+                );
+            }
+        }
         // Before the window: must not count.
         times.push(at(45, EventKind::ProxyAllowed, json!({ "provider": "railway", "operations": [op("mutation deploymentRedeploy", "deployment:deploy", "vol_stg", json!(["staging"]), None)] })));
         let mut prev = GENESIS.to_owned();
@@ -739,6 +826,11 @@ mod tests {
                 ("mismatches", Severity::Medium, "1 refusal credential_mismatch"),
                 ("mismatches", Severity::Medium, "1 refusal unknown_resource"),
                 (
+                    "approvals_asked",
+                    Severity::Medium,
+                    "agent `coder` asked for 3 approvals"
+                ),
+                (
                     "unused_scope",
                     Severity::Medium,
                     "agent `coder` holds `deployment:deploy` on `railway` and never used it"
@@ -747,6 +839,11 @@ mod tests {
                     "unused_scope",
                     Severity::Medium,
                     "agent `idle` holds `read` on `railway` and never used it"
+                ),
+                (
+                    "quick_approver",
+                    Severity::Medium,
+                    "approver `quick` approved every request within 30 seconds"
                 ),
                 (
                     "shared_resource_touched",

@@ -44,14 +44,14 @@ fn admin_key(args: &AdminArgs) -> Result<SecretString, ClientError> {
 }
 
 /// The broker and the key every admin command talks to it with.
-struct Admin {
+pub(super) struct Admin {
     client: Client,
     key: SecretString,
 }
 
 /// Whether an admin key may be sent to `url`: over https, or in clear only
 /// to this machine.
-fn carries_keys_safely(url: &str) -> bool {
+pub(super) fn carries_keys_safely(url: &str) -> bool {
     let Ok(url) = url::Url::parse(url) else {
         return false;
     };
@@ -65,7 +65,7 @@ fn carries_keys_safely(url: &str) -> bool {
 }
 
 impl Admin {
-    fn new(args: &AdminArgs) -> Result<Admin, CliError> {
+    pub(super) fn new(args: &AdminArgs) -> Result<Admin, CliError> {
         if !carries_keys_safely(&args.remote.url) {
             return Err(CliError::Usage(format!(
                 "refusing to send an admin key to {} in clear: reach the broker over https (its own, \
@@ -79,7 +79,7 @@ impl Admin {
         })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+    pub(super) async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
         Ok(self.client.admin(method, path, &self.key, body).await?)
     }
 }
@@ -91,7 +91,7 @@ fn io(action: &str) -> impl FnOnce(std::io::Error) -> CliError + '_ {
     }
 }
 
-fn text(v: &Value) -> &str {
+pub(super) fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("?")
 }
 
@@ -184,7 +184,7 @@ pub async fn admin_remove(args: AdminArgs, name: &str) -> Result<ExitCode, CliEr
 
 /// Refuses a name the broker would refuse, before anything is sent: a
 /// name is a path segment of the call.
-fn named(what: &'static str, name: &str) -> Result<(), CliError> {
+pub(super) fn named(what: &'static str, name: &str) -> Result<(), CliError> {
     if crate::config::valid_name(name) {
         return Ok(());
     }
@@ -196,7 +196,7 @@ fn named(what: &'static str, name: &str) -> Result<(), CliError> {
 
 /// A name as one path segment: names are checked by the broker, but a `/`
 /// or `?` must not change which route is called.
-fn path_segment(name: &str) -> String {
+pub(super) fn path_segment(name: &str) -> String {
     url::form_urlencoded::byte_serialize(name.as_bytes())
         .collect::<String>()
         .replace('+', "%20")

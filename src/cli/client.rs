@@ -211,6 +211,30 @@ impl Client {
         .await
     }
 
+    /// A call of the approvals API: with the agent's credential or an admin
+    /// key as bearer, or none (approvers prove themselves in the body).
+    /// `timeout` past the default for a long poll.
+    pub async fn approvals(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&SecretString>,
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Value, ClientError> {
+        let mut request = self.http.request(method, format!("{}/v1{path}", self.base));
+        if let Some(key) = bearer {
+            request = request.bearer_auth(key.expose_secret());
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        self.send(request).await
+    }
+
     pub async fn whoami(&self, credential: &SecretString) -> Result<Value, ClientError> {
         self.send(
             self.http

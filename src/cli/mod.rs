@@ -5,6 +5,7 @@
 //! instead (`local.rs`).
 
 mod admin;
+mod approvals;
 mod client;
 mod local;
 mod run;
@@ -257,6 +258,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Approve a held request, with a code of your own factor. A request
+    /// needing two approvers is released by the second.
+    Approve {
+        /// The approval id (the refusal's `approval_id`).
+        id: String,
+        /// Your approver name, as configured in `[approvers.NAME]`.
+        #[arg(long = "as", env = "VALETKEY_APPROVER")]
+        approver: String,
+        /// The code your authenticator app shows (asked for when left out).
+        #[arg(long)]
+        code: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Deny a held request, with a code of your own factor and a reason the
+    /// agent reads.
+    Deny {
+        id: String,
+        #[arg(long = "as", env = "VALETKEY_APPROVER")]
+        approver: String,
+        #[arg(long)]
+        code: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Held requests: wait for a decision (agents, scripts), show and list
+    /// them (admins).
+    Approval {
+        #[command(subcommand)]
+        command: ApprovalCommand,
+    },
+    /// Approvers' factors: admins issue enrollment codes, approvers redeem
+    /// them and register their own.
+    Approver {
+        #[command(subcommand)]
+        command: ApproverCommand,
+    },
     /// Ask the broker what the proxy would do with a request, before sending
     /// it: nothing goes upstream. Exits 0 when it would be allowed, 3 when
     /// refused.
@@ -297,6 +337,63 @@ pub struct CheckArgs {
     /// A request header, `Name: value`; repeatable.
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ApprovalCommand {
+    /// Wait while it is pending, with VALETKEY_CREDENTIAL. Exits 0 when
+    /// approved, 3 when denied, expired or used, 1 when `--timeout` passes.
+    Wait {
+        id: String,
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// What was asked, its blast radius and where it stands.
+    Show {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// What is held and not yet sent.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ApproverCommand {
+    /// Issue a one-time enrollment code for a configured approver (admin).
+    Invite {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Redeem your enrollment code: prints your new factor for your
+    /// authenticator app.
+    Enroll {
+        name: String,
+        /// The enrollment code (asked for when left out).
+        #[arg(long)]
+        code: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Confirm your new factor with the code your app shows.
+    Confirm {
+        name: String,
+        #[arg(long)]
+        code: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The configured approvers and whether each has a factor (admin).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -587,6 +684,30 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Whoami { remote, json } => run::whoami(remote, json).await,
         Command::Check { remote, request, json } => run::check(remote, request, json).await,
         Command::Status { admin, json } => admin::status(admin, json).await,
+        Command::Approve {
+            id,
+            approver,
+            code,
+            remote,
+        } => approvals::decide(remote, &id, &approver, code, None).await,
+        Command::Deny {
+            id,
+            approver,
+            code,
+            reason,
+            remote,
+        } => approvals::decide(remote, &id, &approver, code, Some(reason)).await,
+        Command::Approval { command } => match command {
+            ApprovalCommand::Wait { id, timeout, remote } => approvals::wait(remote, &id, timeout).await,
+            ApprovalCommand::Show { id, admin } => approvals::show(admin, &id).await,
+            ApprovalCommand::List { admin } => approvals::list(admin).await,
+        },
+        Command::Approver { command } => match command {
+            ApproverCommand::Invite { name, admin } => approvals::invite(admin, &name).await,
+            ApproverCommand::Enroll { name, code, remote } => approvals::enroll(remote, &name, code).await,
+            ApproverCommand::Confirm { name, code, remote } => approvals::confirm(remote, &name, code).await,
+            ApproverCommand::List { admin } => approvals::approvers(admin).await,
+        },
     }
 }
 

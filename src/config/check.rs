@@ -10,7 +10,7 @@ use serde::Serialize;
 use toml::Spanned;
 
 use super::template;
-use super::types::{Config, GrantConfig, ProviderConfig, Span, TokenSource};
+use super::types::{ApproverConfig, Config, GrantConfig, ProviderConfig, Span, TokenSource};
 use crate::policy::ANY_UNPROTECTED;
 use crate::providers::ProviderKind;
 use crate::providers::postgres::MAX_IDENTIFIER;
@@ -96,6 +96,10 @@ pub(crate) fn validate_except(config: &Config, unparsed: &BTreeSet<String>) -> V
         for grant in &agent.get_ref().grants {
             c.grant(name, grant);
         }
+    }
+    c.approvals();
+    for (name, approver) in &config.approvers {
+        c.approver(name, approver);
     }
     c.problems
 }
@@ -825,6 +829,63 @@ impl Checker<'_> {
                     Some("lower the grant's max_ttl, or leave it out".into()),
                 );
             }
+        }
+    }
+
+    fn approvals(&mut self) {
+        let a = &self.config.approvals;
+        for (setting, value) in [
+            ("decide_within", a.decide_within),
+            ("execute_within", a.execute_within),
+            ("max_wait", a.max_wait),
+            ("enrollment_ttl", a.enrollment_ttl),
+        ] {
+            if value.is_zero() {
+                self.problems.push(Problem::error(
+                    None,
+                    format!("[approvals] {setting} is zero: nothing could ever be approved in time"),
+                    Some(format!(
+                        "remove it for the default, or write a duration such as `{setting} = \"10m\"`"
+                    )),
+                ));
+            }
+        }
+        if a.lock_after_failures == 0 {
+            self.problems.push(Problem::error(
+                None,
+                "[approvals] lock_after_failures is 0: every approver's code would be locked at once",
+                Some("remove it for the default (5)".into()),
+            ));
+        }
+    }
+
+    fn approver(&mut self, name: &str, approver: &Spanned<ApproverConfig>) {
+        self.name("approver", name, approver.span());
+        let a = approver.get_ref();
+        for provider in &a.providers {
+            if provider != "*" && !self.provider_known(provider) {
+                self.error(
+                    approver.span(),
+                    format!("approver `{name}` names provider `{provider}`, which is not defined"),
+                    self.suggest_provider(provider),
+                );
+            }
+        }
+        for env in &a.environments {
+            if env != "*" && !self.environment_known(env) {
+                self.error(
+                    approver.span(),
+                    format!("approver `{name}` names environment `{env}`, which is not defined"),
+                    self.suggest_environment(env),
+                );
+            }
+        }
+        if a.providers.is_empty() || a.environments.is_empty() || a.tiers.is_empty() {
+            self.warn(
+                approver.span(),
+                format!("approver `{name}` may approve nothing: a list of providers, environments or tiers is empty"),
+                Some("write `[\"*\"]` for every provider or environment".into()),
+            );
         }
     }
 

@@ -218,6 +218,11 @@ pub(crate) fn parse(text: &str) -> Parsed {
                     config.run = v;
                 }
             }
+            "approvals" => {
+                if let Some(v) = one(value, &section, &mut problems) {
+                    config.approvals = v;
+                }
+            }
             "credentials" => {
                 let span = value.span();
                 if let Some(v) = one(value, &section, &mut problems) {
@@ -233,6 +238,7 @@ pub(crate) fn parse(text: &str) -> Parsed {
                 }
             }
             "agents" => config.agents = named(value, &section, &mut problems, &mut unparsed),
+            "approvers" => config.approvers = named(value, &section, &mut problems, &mut unparsed),
             "resources" => config.resources = list(value, &section, &mut problems),
             other => problems.push(Problem::error(
                 Some(key.span()),
@@ -249,7 +255,7 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
 }
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 15] = [
     "server",
     "storage",
     "keys",
@@ -258,11 +264,13 @@ const SECTIONS: [&str; 13] = [
     "introspection",
     "audit",
     "run",
+    "approvals",
     "credentials",
     "environments",
     "providers",
     "resources",
     "agents",
+    "approvers",
 ];
 
 fn one<T: DeserializeOwned>(value: Spanned<DeValue<'_>>, at: &str, problems: &mut Vec<Problem>) -> Option<T> {

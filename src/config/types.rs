@@ -25,11 +25,13 @@ pub struct Config {
     pub introspection: IntrospectionConfig,
     pub audit: AuditConfig,
     pub run: RunConfig,
+    pub approvals: ApprovalsConfig,
     pub credentials: Spanned<CredentialsConfig>,
     pub environments: BTreeMap<String, Spanned<EnvironmentConfig>>,
     pub providers: BTreeMap<String, Spanned<ProviderConfig>>,
     pub resources: Vec<Spanned<ResourceConfig>>,
     pub agents: BTreeMap<String, Spanned<AgentConfig>>,
+    pub approvers: BTreeMap<String, Spanned<ApproverConfig>>,
 }
 
 impl Default for Config {
@@ -43,11 +45,13 @@ impl Default for Config {
             introspection: IntrospectionConfig::default(),
             audit: AuditConfig::default(),
             run: RunConfig::default(),
+            approvals: ApprovalsConfig::default(),
             credentials: Spanned::new(0..0, CredentialsConfig::default()),
             environments: BTreeMap::new(),
             providers: BTreeMap::new(),
             resources: Vec::new(),
             agents: BTreeMap::new(),
+            approvers: BTreeMap::new(),
         }
     }
 }
@@ -562,6 +566,62 @@ pub struct ResourceConfig {
     pub environments: Vec<Spanned<String>>,
     #[serde(default)]
     pub description: Option<String>,
+}
+
+/// The clocks of a held request (`[approvals]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// How long approvers have to decide on a held request.
+    #[serde(with = "humantime_serde")]
+    pub decide_within: Duration,
+    /// How long the agent then has to send it again.
+    #[serde(with = "humantime_serde")]
+    pub execute_within: Duration,
+    /// The longest an agent's `GET /v1/approvals/{id}?wait=` waits.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Wrong codes in a row after which an approver's code factor is
+    /// locked, and for how long.
+    pub lock_after_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub lock_for: Duration,
+    /// How long an enrollment code an admin issues may be redeemed.
+    #[serde(with = "humantime_serde")]
+    pub enrollment_ttl: Duration,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            decide_within: Duration::from_secs(30 * 60),
+            execute_within: Duration::from_secs(10 * 60),
+            max_wait: Duration::from_secs(60),
+            lock_after_failures: 5,
+            lock_for: Duration::from_secs(15 * 60),
+            enrollment_ttl: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// A human who may approve held requests (`[approvers.NAME]`), and which.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverConfig {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Providers, or `"*"` for all.
+    pub providers: Vec<String>,
+    /// Environments, or `"*"` for all: an approver approves a request only
+    /// when every environment it reaches is one of these.
+    pub environments: Vec<String>,
+    /// The tiers, or every tier when left out.
+    #[serde(default = "every_tier")]
+    pub tiers: Vec<policy::Tier>,
+}
+
+fn every_tier() -> Vec<policy::Tier> {
+    policy::Tier::ALL.to_vec()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,7 +12,7 @@ use base64::Engine;
 /// it is). Bodies are letters, digits, `_` and `-`, as long as the issuer
 /// makes them. The one table of token shapes: the proxy names leaked tokens
 /// with it, `valetkey scan` finds them in files with it.
-pub(crate) const PREFIXED: [(&str, usize, &str); 16] = [
+pub(crate) const PREFIXED: [(&str, usize, &str); 17] = [
     ("github_pat_", 60, "a GitHub fine-grained personal access token"),
     ("ghp_", 30, "a GitHub personal access token"),
     ("gho_", 30, "a GitHub OAuth token"),
@@ -33,6 +33,7 @@ pub(crate) const PREFIXED: [(&str, usize, &str); 16] = [
         "a valetkey launcher key (it belongs to whoever launches the agent)",
     ),
     ("vka_", 20, "a valetkey admin key"),
+    ("vke_", 20, "a valetkey approver enrollment code"),
 ];
 
 /// What a leaked token looks like, when it has a known format.

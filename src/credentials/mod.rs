@@ -20,7 +20,8 @@ pub use keys::{
     KeyError, KeyRing, PublishedKeys, SigningKey, jwks, load_ring, new_signing_key, record_id as signing_key_record_id,
 };
 pub use opaque::{
-    IssuedKey, OpaqueKind, issue as issue_opaque_key, parse as parse_opaque_key, verify as verify_opaque_key,
+    IssuedKey, OpaqueKind, hash as hash_opaque_key, issue as issue_opaque_key, parse as parse_opaque_key,
+    verify as verify_opaque_key,
 };
 pub use scan::credentials_in;
 pub use token::{Claims, Expected, PREFIX, TokenError, VerifyError, sign, verify};

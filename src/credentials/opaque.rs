@@ -1,4 +1,4 @@
-//! Launcher and admin keys: long random bearer keys, shown once, stored as a
+//! Launcher and admin keys, and approvers' enrollment codes: long random bearer keys, shown once, stored as a
 //! SHA-256 hash and compared in constant time.
 //!
 //! Shape: `vkl_<key id>_<secret>` (launcher) or `vka_<key id>_<secret>`
@@ -17,6 +17,9 @@ pub enum OpaqueKind {
     Launcher,
     /// Held by ops; admin operations over the API.
     Admin,
+    /// Given by an admin to one approver, who redeems it once to register
+    /// their own factor.
+    Enrollment,
 }
 
 impl OpaqueKind {
@@ -24,6 +27,7 @@ impl OpaqueKind {
         match self {
             OpaqueKind::Launcher => "vkl_",
             OpaqueKind::Admin => "vka_",
+            OpaqueKind::Enrollment => "vke_",
         }
     }
 }
@@ -65,7 +69,7 @@ pub fn verify(key: &SecretString, stored_hash: &[u8]) -> bool {
     hash(key.expose_secret()).ct_eq(stored_hash).into()
 }
 
-fn hash(key: &str) -> Vec<u8> {
+pub fn hash(key: &str) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
         .as_ref()
         .to_vec()

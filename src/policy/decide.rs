@@ -250,7 +250,7 @@ impl Refusal {
 /// need a scope the credential holds.
 pub fn decide(rules: &Rules, access: &Access<'_>, operations: &[Operation]) -> Decision {
     let empty = ProviderResources::default();
-    let resources = rules.resources.get(access.provider).unwrap_or(&empty);
+    let resources = resources_of(rules, access, &empty);
     let mut bound = Vec::with_capacity(operations.len());
     let mut refusal: Option<Refusal> = None;
     for op in operations {
@@ -263,7 +263,7 @@ pub fn decide(rules: &Rules, access: &Access<'_>, operations: &[Operation]) -> D
                 owners: resources.owners(&r.kind, &r.id).map(<[String]>::to_vec),
             })
             .collect();
-        let this = judge(access, resources, op, &resources_bound);
+        let this = judge(access, resources, op, &resources_bound, false);
         bound.push(BoundOperation {
             name: op.name.clone(),
             scope: op.scope.clone(),
@@ -291,8 +291,78 @@ pub fn decide(rules: &Rules, access: &Access<'_>, operations: &[Operation]) -> D
     }
 }
 
-/// The refusal one operation earns on its own, if any.
-fn judge(access: &Access<'_>, map: &ProviderResources, op: &Operation, bound: &[BoundResource]) -> Option<Refusal> {
+/// What a human's approval would take for a refused request: set when the
+/// request is refused only for a tier no credential holds or for changing a
+/// resource several environments share, and would pass with both allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApprovalNeed {
+    /// Distinct approvers: two for a catastrophic operation or a change to a
+    /// shared resource, one otherwise.
+    pub approvers: u8,
+    /// The highest tier among the operations.
+    pub tier: Tier,
+    /// Every environment the request reaches: the credential's and each
+    /// owner of a resource it touches. An approver must cover them all.
+    pub environments: Vec<String>,
+}
+
+/// Whether `decision`'s refusal is one a human may lift, and what lifting it
+/// takes. Anything else (another environment's resource, an unknown one, a
+/// read across environments, a scope the credential was not granted) no
+/// approval lifts: it is a wrong request, not a dangerous one.
+pub fn approval_need(
+    rules: &Rules,
+    access: &Access<'_>,
+    operations: &[Operation],
+    decision: &Decision,
+) -> Option<ApprovalNeed> {
+    if !matches!(
+        decision.refusal,
+        Some(Refusal::ApprovalRequired { .. } | Refusal::SharedResource { .. })
+    ) {
+        return None;
+    }
+    let empty = ProviderResources::default();
+    let map = resources_of(rules, access, &empty);
+    let mut need = ApprovalNeed {
+        approvers: 1,
+        tier: Tier::Read,
+        environments: vec![access.env.to_owned()],
+    };
+    for (op, bound) in operations.iter().zip(&decision.operations) {
+        if judge(access, map, op, &bound.resources, true).is_some() {
+            return None;
+        }
+        need.tier = need.tier.max(op.tier);
+        for owners in bound.resources.iter().filter_map(|r| r.owners.as_ref()) {
+            if op.tier > Tier::Read && owners.len() > 1 {
+                need.approvers = 2;
+            }
+            need.environments.extend(owners.iter().cloned());
+        }
+    }
+    if need.tier == Tier::Catastrophic {
+        need.approvers = 2;
+    }
+    need.environments.sort();
+    need.environments.dedup();
+    Some(need)
+}
+
+fn resources_of<'a>(rules: &'a Rules, access: &Access<'_>, empty: &'a ProviderResources) -> &'a ProviderResources {
+    rules.resources.get(access.provider).unwrap_or(empty)
+}
+
+/// The refusal one operation earns on its own, if any. `approving`: as if a
+/// human had approved it, so that changing a shared resource and a tier no
+/// credential holds are not refused.
+fn judge(
+    access: &Access<'_>,
+    map: &ProviderResources,
+    op: &Operation,
+    bound: &[BoundResource],
+    approving: bool,
+) -> Option<Refusal> {
     if let Some(why) = &op.refused_by_pack {
         return Some(Refusal::RefusedOperation {
             operation: op.name.clone(),
@@ -331,7 +401,7 @@ fn judge(access: &Access<'_>, map: &ProviderResources, op: &Operation, bound: &[
                     env: access.env.to_owned(),
                 });
             }
-            Some(owners) if changes && owners.len() > 1 && !(pinned && r.kind != ENVIRONMENT_KIND) => {
+            Some(owners) if changes && owners.len() > 1 && !(pinned && r.kind != ENVIRONMENT_KIND) && !approving => {
                 return Some(Refusal::SharedResource {
                     operation: op.name.clone(),
                     resource: resource(),
@@ -388,7 +458,7 @@ fn judge(access: &Access<'_>, map: &ProviderResources, op: &Operation, bound: &[
         None => {}
     }
     if !op.tier.agent_may_hold() {
-        return Some(Refusal::ApprovalRequired {
+        return (!approving).then(|| Refusal::ApprovalRequired {
             operation: op.name.clone(),
             scope: scope.clone(),
             tier: op.tier,
@@ -807,5 +877,62 @@ mod tests {
         let d = decide(&rules(), &access, &[read]);
         assert_eq!(kind(&d), Some("credential_mismatch"));
         assert!(matches!(d.refusal, Some(Refusal::ProviderNotGranted { .. })));
+    }
+
+    #[test]
+    fn only_a_dangerous_request_that_is_otherwise_right_may_be_approved() {
+        let held = every_grantable();
+        let need = |ops: &[Operation]| {
+            let d = decide(&rules(), &staging(&held), ops);
+            approval_need(&rules(), &staging(&held), ops, &d)
+        };
+        let delete = |id: &str| {
+            op(
+                "mutation volumeDelete",
+                "volume:delete",
+                Tier::Destructive,
+                &[("volume", id)],
+            )
+        };
+        // The incident: a destructive change to a shared volume takes two.
+        let incident = need(&[delete("vol_shared")]).expect("approvable");
+        assert_eq!(incident.approvers, 2);
+        assert_eq!(incident.tier, Tier::Destructive);
+        assert_eq!(incident.environments, ["production", "staging"]);
+        // Staging's own volume takes one; a catastrophic operation two.
+        assert_eq!(need(&[delete("vol_stg")]).map(|n| n.approvers), Some(1));
+        let backups = op(
+            "mutation backupDelete",
+            "backup:delete",
+            Tier::Catastrophic,
+            &[("volume", "vol_stg")],
+        );
+        assert_eq!(need(&[backups]).map(|n| n.approvers), Some(2));
+        // A change of a write tier to a shared service: two, and only with
+        // the scope held.
+        let upsert = op(
+            "mutation variableUpsert",
+            "variable:write",
+            Tier::Write,
+            &[("service", "svc_shared")],
+        );
+        assert_eq!(need(std::slice::from_ref(&upsert)).map(|n| n.approvers), Some(2));
+        let d = decide(&rules(), &staging(&[]), std::slice::from_ref(&upsert));
+        assert_eq!(approval_need(&rules(), &staging(&[]), &[upsert], &d), None);
+        // Another environment's volume, an unknown one, or a destructive
+        // operation beside one of those: no approval lifts it.
+        assert_eq!(need(&[delete("vol_prod")]), None);
+        assert_eq!(need(&[delete("vol_unknown")]), None);
+        assert_eq!(need(&[delete("vol_stg"), delete("vol_prod")]), None);
+        let shared_then_prod = op(
+            "mutation volumeDelete",
+            "volume:delete",
+            Tier::Destructive,
+            &[("volume", "vol_shared"), ("volume", "vol_prod")],
+        );
+        assert_eq!(need(&[shared_then_prod]), None);
+        // Allowed already: nothing to approve.
+        let read = op("query volume", "read", Tier::Read, &[("volume", "vol_stg")]);
+        assert_eq!(need(&[read]), None);
     }
 }

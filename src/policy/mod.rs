@@ -10,8 +10,8 @@ mod mint;
 mod tier;
 
 pub use decide::{
-    Access, Beyond, BoundOperation, BoundResource, Decision, ENVIRONMENT_KIND, Operation, ProviderResources, Refusal,
-    ResourceRef, decide,
+    Access, ApprovalNeed, Beyond, BoundOperation, BoundResource, Decision, ENVIRONMENT_KIND, Operation,
+    ProviderResources, Refusal, ResourceRef, approval_need, decide,
 };
 
 pub use mint::{

@@ -153,9 +153,13 @@ pub fn check(
         path,
         operations,
         refused,
+        approval,
     } = judge(broker, classifier, &provider, claims, &view);
     let refusal = refused.map(|r: Refused| {
-        let error = r.into_error(operations.clone(), &provider, &claims.env, None);
+        let mut error = r.into_error(operations.clone(), &provider, &claims.env, None);
+        if let (crate::proxy::ProxyError::Refused { approval: held, .. }, Some(need)) = (&mut error, approval) {
+            *held = Some(Box::new(super::held::Held::Possible(need)));
+        }
         crate::api::Problem::from(error).body()
     });
     Ok(CheckAnswer {

@@ -148,16 +148,9 @@ pub fn upstream_headers(
     token: &SecretString,
     keep_length: bool,
 ) -> Result<HeaderMap, ForwardError> {
-    let mut headers = incoming.clone();
-    strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    headers.remove(header::EXPECT);
-    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    let mut headers = agent_headers(incoming);
     if !keep_length {
         headers.remove(header::CONTENT_LENGTH);
-    }
-    for name in &CREDENTIAL_HEADERS {
-        headers.remove(name);
     }
     let name = HeaderName::from_bytes(auth.header.as_bytes()).map_err(|_| ForwardError::TokenNotAHeader)?;
     let mut value = HeaderValue::from_str(&format!("{}{}", auth.prefix, token.expose_secret()))
@@ -166,6 +159,21 @@ pub fn upstream_headers(
     headers.remove(&name);
     headers.insert(name, value);
     Ok(headers)
+}
+
+/// The agent's headers that reach the upstream, before the real token goes
+/// in: what an approval's digest covers.
+pub fn agent_headers(incoming: &HeaderMap) -> HeaderMap {
+    let mut headers = incoming.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    headers.remove(header::EXPECT);
+    headers.remove(crate::approvals::APPROVAL_HEADER);
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    for name in &CREDENTIAL_HEADERS {
+        headers.remove(name);
+    }
+    headers
 }
 
 /// The encoding of an answer the scan could not read through, if any:
@@ -262,6 +270,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("host", "127.0.0.1:8700"),
             ("content-length", "12"),
+            ("valetkey-approval", "0196"),
             ("accept", "application/json"),
         ] {
             incoming.append(HeaderName::from_static(name), HeaderValue::from_static(value));
@@ -271,7 +280,8 @@ mod tests {
             prefix: String::new(),
         };
         let out = upstream_headers(&incoming, &auth, &SecretString::from("real-token"), false).unwrap();
-        let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
         assert_eq!(names, ["accept", "accept-encoding", "project-access-token"]);
         assert_eq!(out["accept-encoding"], "identity");
         assert_eq!(out["project-access-token"], "real-token");

@@ -8,6 +8,7 @@
 
 pub mod check;
 mod forward;
+pub mod held;
 mod misplaced;
 pub mod redact;
 
@@ -23,9 +24,11 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
 pub use forward::{CREDENTIAL_HEADERS, ForwardError, error_chain};
+pub use held::{Held, unusable_kind};
 
 use crate::admin::Actor;
 use crate::api::Problem;
+use crate::approvals;
 use crate::audit::{Event, EventKind};
 use crate::broker::{AuthError, Broker, RefusedCredential};
 use crate::credentials::Claims;
@@ -63,6 +66,15 @@ pub enum ProxyError {
         refusal: Box<Refusal>,
         operations: Vec<BoundOperation>,
         event_id: Option<String>,
+        /// Where a human's approval stands for it.
+        approval: Option<Box<held::Held>>,
+    },
+    /// A request resent under an approval it may not use.
+    #[error("{}", held::unusable_detail(*why, approval_id))]
+    ApprovalUnusable {
+        why: crate::approvals::Unusable,
+        approval_id: String,
+        event_id: String,
     },
     #[error("the broker holds no token for provider `{provider}` in environment `{env}`")]
     NoUpstreamToken {
@@ -140,7 +152,29 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
         now,
     };
     let judgement = judge(broker, classifier, &provider, &claims, &view);
-    if let Some(refused) = judgement.refused {
+    let (mut inspected, mut body) = (inspected, body);
+    let settled = match (&judgement.refused, &judgement.approval) {
+        (Some(Refused::Policy(_)), Some(_)) => Some(
+            held::settle(
+                broker,
+                &claims,
+                &provider,
+                &parts,
+                &judgement.path,
+                &mut inspected,
+                &mut body,
+                &record,
+                now,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    let (spent, settled) = match settled {
+        Some(held::Settled::Spent(approval)) => (Some(approval), None),
+        other => (None, other),
+    };
+    if let Some(refused) = judgement.refused.filter(|_| spent.is_none()) {
         let event_id = match &refused {
             Refused::Misplaced(place) => {
                 let reason = format!("the agent's credential was in {place}");
@@ -170,21 +204,48 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
                     .await?
             }
         };
-        return Err(refused.into_error(judgement.operations, &provider, &claims.env, Some(event_id)));
+        let held = match (&refused, &judgement.approval, settled) {
+            (Refused::Policy(_), Some(need), Some(held::Settled::Unspent { digest })) => {
+                Some(match approvals::flow::unavailable(broker, &provider, need) {
+                    Some(why) => held::Held::Unavailable(why),
+                    None => {
+                        let hold = approvals::flow::Hold {
+                            claims: &claims,
+                            provider: &provider,
+                            method: parts.method.as_str(),
+                            path: &path_and_query(&judgement.path, parts.uri.query()),
+                            need,
+                            operations: &judgement.operations,
+                            digest,
+                            event_id: &event_id,
+                        };
+                        held::Held::waiting(&broker.hold(hold, now).await?, broker)
+                    }
+                })
+            }
+            (_, _, Some(held::Settled::TooLarge(why))) => Some(held::Held::Unavailable(why)),
+            _ => None,
+        };
+        let mut error = refused.into_error(judgement.operations, &provider, &claims.env, Some(event_id));
+        if let ProxyError::Refused { approval, .. } = &mut error {
+            *approval = held.map(Box::new);
+        }
+        return Err(error);
     }
     // `judge` refused when there is no token; this only keeps the type honest.
     let Some(token) = broker.upstream_token(&provider, &claims.env) else {
         return Err(Refused::NoUpstreamToken.into_error(judgement.operations, &provider, &claims.env, None));
     };
     let classified_path = judgement.path;
-    let event_id = record.allowed(&classified_path, &judgement.operations).await?;
+    let event_id = match &spent {
+        // Its event is the decision: recorded before anything is sent.
+        Some(approval) => broker.approval_used(approval, now).await?,
+        None => record.allowed(&classified_path, &judgement.operations).await?,
+    };
 
     let provider_config = broker.config().providers[&provider].get_ref();
     let base = provider_config.upstream().unwrap_or_default().trim_end_matches('/');
-    let url = match parts.uri.query() {
-        Some(q) => format!("{base}{classified_path}?{q}"),
-        None => format!("{base}{classified_path}"),
-    };
+    let url = format!("{base}{}", path_and_query(&classified_path, parts.uri.query()));
     let url = reqwest::Url::parse(&url).map_err(|e| ProxyError::Forward {
         error: ForwardError::Unreachable(format!("the upstream URL does not parse: {e}")),
         event_id: event_id.clone(),
@@ -249,6 +310,7 @@ impl Refused {
                 refusal: Box::new(refusal),
                 operations,
                 event_id,
+                approval: None,
             },
             Refused::NoUpstreamToken => ProxyError::NoUpstreamToken {
                 provider: provider.to_owned(),
@@ -266,6 +328,8 @@ pub struct Judgement {
     pub path: String,
     pub operations: Vec<BoundOperation>,
     pub refused: Option<Refused>,
+    /// What approving the refused request would take, when a human may.
+    pub approval: Option<policy::ApprovalNeed>,
 }
 
 /// The one engine the proxy and `/v1/check` share: classify, decide, and
@@ -283,6 +347,7 @@ pub fn judge(
             path: view.path.to_owned(),
             operations: Vec::new(),
             refused: Some(Refused::Misplaced(found.place)),
+            approval: None,
         };
     }
     let classified = match classifier.classify(view) {
@@ -292,6 +357,7 @@ pub fn judge(
                 path: view.path.to_owned(),
                 operations: Vec::new(),
                 refused: Some(Refused::Unclassifiable(error)),
+                approval: None,
             };
         }
     };
@@ -301,6 +367,7 @@ pub fn judge(
         scopes: claims.grants.get(provider).map(Vec::as_slice),
     };
     let decision = policy::decide(broker.rules(), &access, &classified.operations);
+    let approval = policy::approval_need(broker.rules(), &access, &classified.operations, &decision);
     let refused = match decision.refusal {
         Some(refusal) => Some(Refused::Policy(refusal)),
         None if broker.upstream_token(provider, &claims.env).is_none() => Some(Refused::NoUpstreamToken),
@@ -310,6 +377,14 @@ pub fn judge(
         path: classified.path,
         operations: decision.operations,
         refused,
+        approval,
+    }
+}
+
+fn path_and_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
     }
 }
 

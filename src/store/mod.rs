@@ -5,6 +5,7 @@
 //! (`secrets::Sealed`) or hashed.
 
 mod sqlite;
+mod sqlite_approvals;
 
 use std::collections::BTreeMap;
 
@@ -125,6 +126,44 @@ pub struct Revocation {
     pub expires_at: i64,
 }
 
+/// A one-time enrollment code for a named approver, stored as a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentRecord {
+    pub code_hash: Vec<u8>,
+    pub approver: String,
+    /// The admin who issued it.
+    pub issued_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// An approver's confirmed code factor.
+#[derive(Debug, Clone)]
+pub struct FactorRecord {
+    pub approver: String,
+    /// Sealed for `approvals::flow::factor_record_id(approver)`.
+    pub sealed: Sealed,
+    pub enrolled_at: i64,
+    /// The last TOTP step a code of this factor was taken for.
+    pub last_step: i64,
+    /// Wrong codes in a row.
+    pub failures: i64,
+    /// Unix seconds; codes are refused before this.
+    pub locked_until: i64,
+}
+
+/// What `vote_approval` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vote {
+    /// Recorded; the approval as it stands after it (approved once the
+    /// votes reach the number needed).
+    Counted(Box<crate::approvals::Approval>),
+    /// The approval was not pending (or past its clock) when the vote came.
+    NotPending,
+    /// This approver had voted already.
+    Repeated,
+}
+
 /// Opens a record sealed under the old master key and seals it under the
 /// new one: (record id, sealed) → sealed.
 pub type Reseal<'r> =
@@ -204,6 +243,74 @@ pub trait Store: Send + Sync {
     async fn live_database_roles(&self) -> Result<Vec<DatabaseRole>, StoreError>;
     /// Marks a role gone; false when it already was.
     async fn database_role_dropped(&self, role: &str, at: i64) -> Result<bool, StoreError>;
+
+    /// Holds a request: `approval`, unless the same session holds the same
+    /// digest pending or approved and not past its clock, which is returned
+    /// instead. True when `approval` was inserted.
+    async fn hold_request(
+        &self,
+        approval: &crate::approvals::Approval,
+        now_ms: i64,
+    ) -> Result<(crate::approvals::Approval, bool), StoreError>;
+    async fn approval(&self, id: &str) -> Result<Option<crate::approvals::Approval>, StoreError>;
+    /// The approved approval of this session's request with `digest`, if one
+    /// is approved and not past its clock.
+    async fn approved_for(
+        &self,
+        session_id: &str,
+        digest: &str,
+        now_ms: i64,
+    ) -> Result<Option<crate::approvals::Approval>, StoreError>;
+    /// Approvals not yet decided, and approved ones not yet used, oldest first.
+    async fn open_approvals(&self) -> Result<Vec<crate::approvals::Approval>, StoreError>;
+    /// Records `approver`'s approval while the approval is pending and
+    /// within its clock, and marks it approved (with `execute_by_ms`) once
+    /// the votes reach the number needed: one transaction.
+    async fn vote_approval(
+        &self,
+        id: &str,
+        approver: &str,
+        factor: &str,
+        now_ms: i64,
+        execute_by_ms: i64,
+    ) -> Result<Vote, StoreError>;
+    /// Denies a pending approval within its clock; false when it was not.
+    async fn deny_approval(&self, id: &str, approver: &str, reason: &str, now_ms: i64) -> Result<bool, StoreError>;
+    /// Spends an approval: approved, within its clock, for this session and
+    /// digest, becomes used, in one conditional update. True for the one
+    /// caller that spent it.
+    async fn spend_approval(&self, id: &str, session_id: &str, digest: &str, now_ms: i64) -> Result<bool, StoreError>;
+    /// Marks expired every pending or approved approval past its clock at
+    /// `now_ms`, and returns them.
+    async fn expire_approvals(&self, now_ms: i64) -> Result<Vec<crate::approvals::Approval>, StoreError>;
+
+    async fn insert_enrollment(&self, enrollment: &EnrollmentRecord) -> Result<(), StoreError>;
+    /// Takes the enrollment code (unused, unexpired, for `approver`) and
+    /// keeps `pending` as the approver's factor to confirm, replacing an
+    /// earlier unconfirmed one: one transaction. False when the code was
+    /// not there to take.
+    async fn redeem_enrollment(
+        &self,
+        code_hash: &[u8],
+        approver: &str,
+        pending: &Sealed,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    async fn pending_factor(&self, approver: &str) -> Result<Option<Sealed>, StoreError>;
+    /// Makes the factor confirmed with its first code (taken at `step`) the
+    /// approver's, replacing any earlier one, and drops the pending one.
+    /// True when it replaced a factor (a re-enrollment).
+    async fn confirm_factor(&self, approver: &str, sealed: &Sealed, step: i64, now: i64) -> Result<bool, StoreError>;
+    async fn factor(&self, approver: &str) -> Result<Option<FactorRecord>, StoreError>;
+    /// Every confirmed factor, by approver.
+    async fn factors(&self) -> Result<Vec<FactorRecord>, StoreError>;
+    /// Takes `step` for the approver's factor if it is later than the last
+    /// one taken (a code is used once, even by two racing requests), and
+    /// clears its failures.
+    async fn take_factor_step(&self, approver: &str, step: i64) -> Result<bool, StoreError>;
+    /// Counts a wrong code; at `lock_after` in a row the factor is locked
+    /// until `lock_until`. Returns the failures in a row.
+    async fn factor_failed(&self, approver: &str, lock_after: i64, lock_until: i64) -> Result<i64, StoreError>;
 
     /// Appends an event to the chain; durable when this returns.
     async fn append_audit(&self, event: &audit::Event, at_ms: i64) -> Result<audit::Record, StoreError>;

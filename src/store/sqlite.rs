@@ -13,9 +13,10 @@ use sqlx::sqlite::{
 use sqlx::{Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use super::sqlite_approvals as approvals;
 use super::{
-    AdminKeyRecord, AdminKeyRemoval, AgentRecord, DatabaseRole, Lease, Reseal, Revocation, RevokeTarget, SecretRecord,
-    SigningKeyRecord, Store, StoreError,
+    AdminKeyRecord, AdminKeyRemoval, AgentRecord, DatabaseRole, EnrollmentRecord, FactorRecord, Lease, Reseal,
+    Revocation, RevokeTarget, SecretRecord, SigningKeyRecord, Store, StoreError, Vote,
 };
 use crate::audit;
 use crate::secrets::Sealed;
@@ -439,11 +440,21 @@ impl Store for SqliteStore {
         let fail = |e: crate::secrets::SecretsError| StoreError::Reseal(e.to_string());
         // Every table with sealed records: how to read them, how to write
         // one back, and the record id each was sealed for.
-        let tables: [(&str, &str, fn(&str) -> String); 2] = [
+        let tables: [(&str, &str, fn(&str) -> String); 4] = [
             (
                 "SELECT name, nonce, ciphertext FROM secrets",
                 "UPDATE secrets SET nonce = ?, ciphertext = ? WHERE name = ?",
                 crate::secrets::secret_record_id,
+            ),
+            (
+                "SELECT approver, nonce, ciphertext FROM approver_factors",
+                "UPDATE approver_factors SET nonce = ?, ciphertext = ? WHERE approver = ?",
+                crate::approvals::flow::factor_record_id,
+            ),
+            (
+                "SELECT approver, nonce, ciphertext FROM approver_pending_factors",
+                "UPDATE approver_pending_factors SET nonce = ?, ciphertext = ? WHERE approver = ?",
+                crate::approvals::flow::pending_factor_record_id,
             ),
             (
                 "SELECT kid, nonce, ciphertext FROM signing_keys",
@@ -824,6 +835,92 @@ impl Store for SqliteStore {
                 expires_at: r.get("expires_at"),
             })
             .collect())
+    }
+
+    async fn hold_request(
+        &self,
+        approval: &crate::approvals::Approval,
+        now_ms: i64,
+    ) -> Result<(crate::approvals::Approval, bool), StoreError> {
+        approvals::hold_request(&self.pool, approval, now_ms).await
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<crate::approvals::Approval>, StoreError> {
+        approvals::approval(&self.pool, id).await
+    }
+
+    async fn approved_for(
+        &self,
+        session_id: &str,
+        digest: &str,
+        now_ms: i64,
+    ) -> Result<Option<crate::approvals::Approval>, StoreError> {
+        approvals::approved_for(&self.pool, session_id, digest, now_ms).await
+    }
+
+    async fn open_approvals(&self) -> Result<Vec<crate::approvals::Approval>, StoreError> {
+        approvals::open_approvals(&self.pool).await
+    }
+
+    async fn vote_approval(
+        &self,
+        id: &str,
+        approver: &str,
+        factor: &str,
+        now_ms: i64,
+        execute_by_ms: i64,
+    ) -> Result<Vote, StoreError> {
+        approvals::vote(&self.pool, id, approver, factor, now_ms, execute_by_ms).await
+    }
+
+    async fn deny_approval(&self, id: &str, approver: &str, reason: &str, now_ms: i64) -> Result<bool, StoreError> {
+        approvals::deny(&self.pool, id, approver, reason, now_ms).await
+    }
+
+    async fn spend_approval(&self, id: &str, session_id: &str, digest: &str, now_ms: i64) -> Result<bool, StoreError> {
+        approvals::spend(&self.pool, id, session_id, digest, now_ms).await
+    }
+
+    async fn expire_approvals(&self, now_ms: i64) -> Result<Vec<crate::approvals::Approval>, StoreError> {
+        approvals::expire(&self.pool, now_ms).await
+    }
+
+    async fn insert_enrollment(&self, enrollment: &EnrollmentRecord) -> Result<(), StoreError> {
+        approvals::insert_enrollment(&self.pool, enrollment).await
+    }
+
+    async fn redeem_enrollment(
+        &self,
+        code_hash: &[u8],
+        approver: &str,
+        pending: &Sealed,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        approvals::redeem_enrollment(&self.pool, code_hash, approver, pending, now).await
+    }
+
+    async fn pending_factor(&self, approver: &str) -> Result<Option<Sealed>, StoreError> {
+        approvals::pending_factor(&self.pool, approver).await
+    }
+
+    async fn confirm_factor(&self, approver: &str, sealed: &Sealed, step: i64, now: i64) -> Result<bool, StoreError> {
+        approvals::confirm_factor(&self.pool, approver, sealed, step, now).await
+    }
+
+    async fn factor(&self, approver: &str) -> Result<Option<FactorRecord>, StoreError> {
+        approvals::factor(&self.pool, approver).await
+    }
+
+    async fn factors(&self) -> Result<Vec<FactorRecord>, StoreError> {
+        approvals::factors(&self.pool).await
+    }
+
+    async fn take_factor_step(&self, approver: &str, step: i64) -> Result<bool, StoreError> {
+        approvals::take_factor_step(&self.pool, approver, step).await
+    }
+
+    async fn factor_failed(&self, approver: &str, lock_after: i64, lock_until: i64) -> Result<i64, StoreError> {
+        approvals::factor_failed(&self.pool, approver, lock_after, lock_until).await
     }
 
     async fn append_audit(&self, event: &audit::Event, at_ms: i64) -> Result<audit::Record, StoreError> {

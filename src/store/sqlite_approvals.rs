@@ -1,0 +1,443 @@
+//! SQLite's side of held requests and approvers' factors. Every step that
+//! must happen once (a vote, a denial, spending, taking a code's step) is
+//! one conditional statement or one `BEGIN IMMEDIATE` transaction, so two
+//! racing callers cannot both succeed.
+
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{Row, SqliteExecutor};
+
+use super::{EnrollmentRecord, FactorRecord, StoreError, Vote};
+use crate::approvals::{Approval, Status};
+use crate::secrets::Sealed;
+
+/// What is open at `?1`: pending within the deciding clock, or approved
+/// within the executing one.
+macro_rules! open_at {
+    () => {
+        "((state = 'pending' AND decide_by_ms >= ?1) OR (state = 'approved' AND execute_by_ms >= ?1))"
+    };
+}
+
+pub(super) async fn hold_request(pool: &SqlitePool, a: &Approval, now_ms: i64) -> Result<(Approval, bool), StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let existing: Option<String> = sqlx::query(concat!(
+        "SELECT id FROM approvals WHERE session_id = ?2 AND digest = ?3 AND ",
+        open_at!()
+    ))
+    .bind(now_ms)
+    .bind(&a.session_id)
+    .bind(&a.digest)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| r.get(0));
+    if let Some(id) = existing {
+        let found = approval_in(&mut *tx, &id).await?;
+        tx.commit().await?;
+        return found
+            .map(|f| (f, false))
+            .ok_or_else(|| StoreError::Corrupt(format!("approval `{id}` vanished")));
+    }
+    // One past its clock but not yet marked keeps the index's place.
+    sqlx::query(concat!(
+        "UPDATE approvals SET state = 'expired' WHERE session_id = ?2 AND digest = ?3 \
+         AND state IN ('pending', 'approved') AND NOT ",
+        open_at!()
+    ))
+    .bind(now_ms)
+    .bind(&a.session_id)
+    .bind(&a.digest)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO approvals (id, digest, agent, session_id, lease_id, provider, env, method, path, \
+         approvers_needed, tier, environments, operations, event_id, state, created_at_ms, decide_by_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+    )
+    .bind(&a.id)
+    .bind(&a.digest)
+    .bind(&a.agent)
+    .bind(&a.session_id)
+    .bind(&a.lease_id)
+    .bind(&a.provider)
+    .bind(&a.env)
+    .bind(&a.method)
+    .bind(&a.path)
+    .bind(i64::from(a.approvers_needed))
+    .bind(a.tier.as_str())
+    .bind(serde_json::to_string(&a.environments).unwrap_or_default())
+    .bind(a.operations.to_string())
+    .bind(&a.event_id)
+    .bind(a.created_at_ms)
+    .bind(a.decide_by_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((a.clone(), true))
+}
+
+pub(super) async fn approval(pool: &SqlitePool, id: &str) -> Result<Option<Approval>, StoreError> {
+    approval_in(pool, id).await
+}
+
+async fn approval_in<'c, E>(db: E, id: &str) -> Result<Option<Approval>, StoreError>
+where
+    E: SqliteExecutor<'c>,
+{
+    let Some(row) = sqlx::query(
+        "SELECT a.*, (SELECT group_concat(approver, char(10)) FROM \
+         (SELECT approver FROM approval_votes WHERE approval_id = a.id ORDER BY at_ms, approver)) AS voters \
+         FROM approvals a WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?
+    else {
+        return Ok(None);
+    };
+    read(&row).map(Some)
+}
+
+pub(super) async fn approved_for(
+    pool: &SqlitePool,
+    session_id: &str,
+    digest: &str,
+    now_ms: i64,
+) -> Result<Option<Approval>, StoreError> {
+    let id: Option<String> = sqlx::query(
+        "SELECT id FROM approvals WHERE session_id = ? AND digest = ? AND state = 'approved' AND execute_by_ms >= ?",
+    )
+    .bind(session_id)
+    .bind(digest)
+    .bind(now_ms)
+    .fetch_optional(pool)
+    .await?
+    .map(|r| r.get(0));
+    match id {
+        Some(id) => approval(pool, &id).await,
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn open_approvals(pool: &SqlitePool) -> Result<Vec<Approval>, StoreError> {
+    let ids: Vec<String> =
+        sqlx::query("SELECT id FROM approvals WHERE state IN ('pending', 'approved') ORDER BY created_at_ms, id")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    approvals_by_id(pool, ids).await
+}
+
+async fn approvals_by_id(pool: &SqlitePool, ids: Vec<String>) -> Result<Vec<Approval>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(approval(pool, &id).await?);
+    }
+    Ok(out)
+}
+
+pub(super) async fn vote(
+    pool: &SqlitePool,
+    id: &str,
+    approver: &str,
+    factor: &str,
+    now_ms: i64,
+    execute_by_ms: i64,
+) -> Result<Vote, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let pending = sqlx::query("SELECT 1 FROM approvals WHERE id = ? AND state = 'pending' AND decide_by_ms >= ?")
+        .bind(id)
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+    if !pending {
+        return Ok(Vote::NotPending);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO approval_votes (approval_id, approver, factor, at_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(approver)
+    .bind(factor)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(Vote::Repeated);
+    }
+    sqlx::query(
+        "UPDATE approvals SET state = 'approved', execute_by_ms = ?, decided_at_ms = ? WHERE id = ? \
+         AND (SELECT COUNT(*) FROM approval_votes WHERE approval_id = ?) >= approvers_needed",
+    )
+    .bind(execute_by_ms)
+    .bind(now_ms)
+    .bind(id)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let after = approval_in(&mut *tx, id).await?;
+    tx.commit().await?;
+    after
+        .map(|a| Vote::Counted(Box::new(a)))
+        .ok_or_else(|| StoreError::Corrupt(format!("approval `{id}` vanished")))
+}
+
+pub(super) async fn deny(
+    pool: &SqlitePool,
+    id: &str,
+    approver: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE approvals SET state = 'denied', denied_by = ?, reason = ?, decided_at_ms = ? \
+         WHERE id = ? AND state = 'pending' AND decide_by_ms >= ?",
+    )
+    .bind(approver)
+    .bind(reason)
+    .bind(now_ms)
+    .bind(id)
+    .bind(now_ms)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+pub(super) async fn spend(
+    pool: &SqlitePool,
+    id: &str,
+    session_id: &str,
+    digest: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE approvals SET state = 'used', used_at_ms = ? WHERE id = ? AND session_id = ? AND digest = ? \
+         AND state = 'approved' AND execute_by_ms >= ?",
+    )
+    .bind(now_ms)
+    .bind(id)
+    .bind(session_id)
+    .bind(digest)
+    .bind(now_ms)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+pub(super) async fn expire(pool: &SqlitePool, now_ms: i64) -> Result<Vec<Approval>, StoreError> {
+    let ids: Vec<String> = sqlx::query(concat!(
+        "UPDATE approvals SET state = 'expired' WHERE state IN ('pending', 'approved') AND NOT ",
+        open_at!(),
+        " RETURNING id"
+    ))
+    .bind(now_ms)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    approvals_by_id(pool, ids).await
+}
+
+fn read(row: &SqliteRow) -> Result<Approval, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("approval {what}"));
+    let state: String = row.get("state");
+    let tier: String = row.get("tier");
+    let environments: String = row.get("environments");
+    let operations: String = row.get("operations");
+    let voters: Option<String> = row.get("voters");
+    Ok(Approval {
+        id: row.get("id"),
+        digest: row.get("digest"),
+        agent: row.get("agent"),
+        session_id: row.get("session_id"),
+        lease_id: row.get("lease_id"),
+        provider: row.get("provider"),
+        env: row.get("env"),
+        method: row.get("method"),
+        path: row.get("path"),
+        approvers_needed: u8::try_from(row.get::<i64, _>("approvers_needed")).map_err(|_| corrupt("count"))?,
+        tier: serde_json::from_value(serde_json::Value::String(tier)).map_err(|_| corrupt("tier"))?,
+        environments: serde_json::from_str(&environments).map_err(|_| corrupt("environments"))?,
+        operations: serde_json::from_str(&operations).map_err(|_| corrupt("operations"))?,
+        event_id: row.get("event_id"),
+        state: Status::parse(&state).ok_or_else(|| corrupt("state"))?,
+        created_at_ms: row.get("created_at_ms"),
+        decide_by_ms: row.get("decide_by_ms"),
+        execute_by_ms: row.get("execute_by_ms"),
+        decided_at_ms: row.get("decided_at_ms"),
+        used_at_ms: row.get("used_at_ms"),
+        approved_by: voters
+            .map(|v| v.lines().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        denied_by: row.get("denied_by"),
+        reason: row.get("reason"),
+    })
+}
+
+pub(super) async fn insert_enrollment(pool: &SqlitePool, e: &EnrollmentRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO approver_enrollments (code_hash, approver, issued_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&e.code_hash)
+    .bind(&e.approver)
+    .bind(&e.issued_by)
+    .bind(e.created_at)
+    .bind(e.expires_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn redeem_enrollment(
+    pool: &SqlitePool,
+    code_hash: &[u8],
+    approver: &str,
+    pending: &Sealed,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let taken = sqlx::query(
+        "UPDATE approver_enrollments SET used_at = ? WHERE code_hash = ? AND approver = ? \
+         AND used_at IS NULL AND expires_at >= ?",
+    )
+    .bind(now)
+    .bind(code_hash)
+    .bind(approver)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if taken != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO approver_pending_factors (approver, nonce, ciphertext, created_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (approver) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, \
+         created_at = excluded.created_at",
+    )
+    .bind(approver)
+    .bind(&pending.nonce)
+    .bind(&pending.ciphertext)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn pending_factor(pool: &SqlitePool, approver: &str) -> Result<Option<Sealed>, StoreError> {
+    Ok(
+        sqlx::query("SELECT nonce, ciphertext FROM approver_pending_factors WHERE approver = ?")
+            .bind(approver)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| Sealed {
+                nonce: r.get(0),
+                ciphertext: r.get(1),
+            }),
+    )
+}
+
+pub(super) async fn confirm_factor(
+    pool: &SqlitePool,
+    approver: &str,
+    sealed: &Sealed,
+    step: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let replaced = sqlx::query("SELECT 1 FROM approver_factors WHERE approver = ?")
+        .bind(approver)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+    sqlx::query(
+        "INSERT INTO approver_factors (approver, nonce, ciphertext, enrolled_at, last_step, failures, locked_until) \
+         VALUES (?, ?, ?, ?, ?, 0, 0) ON CONFLICT (approver) DO UPDATE SET nonce = excluded.nonce, \
+         ciphertext = excluded.ciphertext, enrolled_at = excluded.enrolled_at, last_step = excluded.last_step, \
+         failures = 0, locked_until = 0",
+    )
+    .bind(approver)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .bind(now)
+    .bind(step)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM approver_pending_factors WHERE approver = ?")
+        .bind(approver)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(replaced)
+}
+
+fn factor_record(r: &SqliteRow) -> FactorRecord {
+    FactorRecord {
+        approver: r.get("approver"),
+        sealed: Sealed {
+            nonce: r.get("nonce"),
+            ciphertext: r.get("ciphertext"),
+        },
+        enrolled_at: r.get("enrolled_at"),
+        last_step: r.get("last_step"),
+        failures: r.get("failures"),
+        locked_until: r.get("locked_until"),
+    }
+}
+
+pub(super) async fn factor(pool: &SqlitePool, approver: &str) -> Result<Option<FactorRecord>, StoreError> {
+    Ok(sqlx::query("SELECT * FROM approver_factors WHERE approver = ?")
+        .bind(approver)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(factor_record))
+}
+
+pub(super) async fn factors(pool: &SqlitePool) -> Result<Vec<FactorRecord>, StoreError> {
+    Ok(sqlx::query("SELECT * FROM approver_factors ORDER BY approver")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(factor_record)
+        .collect())
+}
+
+pub(super) async fn take_factor_step(pool: &SqlitePool, approver: &str, step: i64) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query("UPDATE approver_factors SET last_step = ?, failures = 0 WHERE approver = ? AND last_step < ?")
+            .bind(step)
+            .bind(approver)
+            .bind(step)
+            .execute(pool)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
+pub(super) async fn factor_failed(
+    pool: &SqlitePool,
+    approver: &str,
+    lock_after: i64,
+    lock_until: i64,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE approver_factors SET failures = failures + 1, \
+         locked_until = CASE WHEN failures + 1 >= ? THEN ? ELSE locked_until END \
+         WHERE approver = ? RETURNING failures",
+    )
+    .bind(lock_after)
+    .bind(lock_until)
+    .bind(approver)
+    .fetch_optional(pool)
+    .await?
+    .map_or(0, |r| r.get(0)))
+}

@@ -1,0 +1,512 @@
+//! A human can say yes: held requests bound to their digest, approvers
+//! deciding with their own factor, an approved request forwarded once, and
+//! everything else refused, recorded, and sent nowhere.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::fixture::{Fixture, refusal};
+use serde_json::{Value, json};
+
+const APPROVERS: &str = r#"
+[approvers.alice]
+providers = ["*"]
+environments = ["*"]
+
+[approvers.bob]
+providers = ["railway"]
+environments = ["staging", "production"]
+
+[approvers.carol]
+description = "staging only"
+providers = ["railway"]
+environments = ["staging"]
+"#;
+
+/// The incident's call: the volume staging and production share.
+const INCIDENT: &str = "mutation { volumeDelete(volumeId: \"vol_db\") }";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An approver's authenticator app.
+struct App {
+    name: &'static str,
+    secret: Vec<u8>,
+}
+
+impl App {
+    /// The code the app shows `steps` steps from now (a code is taken once,
+    /// so each use in a test takes its own step).
+    fn code(&self, steps: i64) -> String {
+        let at = now() as i64 + steps * 30;
+        valetkey::approvals::totp::code_at(&self.secret, at as u64)
+    }
+
+    /// A six-digit code that is none of those the app shows around now.
+    fn wrong(&self) -> String {
+        let near: Vec<String> = (-2..=2).map(|s| self.code(s)).collect();
+        (0..)
+            .map(|n: u32| format!("{:06}", n * 7919 % 1_000_000))
+            .find(|c| !near.contains(c))
+            .unwrap()
+    }
+}
+
+async fn post(f: &Fixture, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = f.broker.http.post(format!("{}/v1{path}", f.broker.url)).json(&body);
+    if let Some(b) = bearer {
+        request = request.bearer_auth(b);
+    }
+    f.broker.send(request).await
+}
+
+async fn get(f: &Fixture, path: &str, bearer: &str) -> (u16, Value) {
+    f.broker
+        .send(
+            f.broker
+                .http
+                .get(format!("{}/v1{path}", f.broker.url))
+                .bearer_auth(bearer),
+        )
+        .await
+}
+
+/// Invites (as admin), redeems and confirms, as the approver would.
+async fn enroll(f: &Fixture, name: &'static str) -> App {
+    let (status, invited) = post(
+        f,
+        &format!("/approvers/{name}/invitations"),
+        Some(&f.broker.admin_key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{invited}");
+    let code = invited["enrollment_code"].as_str().unwrap().to_owned();
+    assert!(code.starts_with("vke_"));
+    let (status, redeemed) = post(
+        f,
+        &format!("/approvers/{name}/enrollment"),
+        None,
+        json!({ "code": code }),
+    )
+    .await;
+    assert_eq!(status, 200, "{redeemed}");
+    let uri = redeemed["otpauth_uri"].as_str().unwrap();
+    let secret = totp_rs::TOTP::from_url(uri).unwrap().secret.clone();
+    let app = App { name, secret };
+    // Confirmed with the step of now: `code(1)` is then each approver's
+    // next code (a step behind could fall out of the window).
+    let (status, confirmed) = post(
+        f,
+        &format!("/approvers/{name}/confirmation"),
+        None,
+        json!({ "code": app.code(0) }),
+    )
+    .await;
+    assert_eq!(status, 200, "{confirmed}");
+    assert_eq!(confirmed["replaced"], false);
+    // The code cannot be redeemed twice.
+    let (status, again) = post(
+        f,
+        &format!("/approvers/{name}/enrollment"),
+        None,
+        json!({ "code": code }),
+    )
+    .await;
+    assert_eq!(refusal(status, &again), (401, "enrollment_code_invalid"));
+    app
+}
+
+async fn decide(f: &Fixture, id: &str, app: &App, code: &str, verb: &str) -> (u16, Value) {
+    let mut body = json!({ "approver": app.name, "code": code });
+    if verb == "deny" {
+        body["reason"] = json!("not during the migration");
+    }
+    post(f, &format!("/approvals/{id}/{verb}"), None, body).await
+}
+
+/// The agent's request, with the approval named or not.
+async fn send(f: &Fixture, credential: &str, query: &str, approval: Option<&str>) -> (u16, Value) {
+    let mut request = f
+        .broker
+        .http
+        .post(f.url("railway/graphql/v2"))
+        .bearer_auth(credential)
+        .json(&json!({ "query": query }));
+    if let Some(id) = approval {
+        request = request.header("Valetkey-Approval", id);
+    }
+    f.broker.send(request).await
+}
+
+async fn event_kinds(f: &Fixture) -> Vec<String> {
+    let pool = f.broker.db().await;
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM audit_events ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    kinds
+}
+
+#[tokio::test]
+async fn the_incidents_delete_needs_two_approvers_and_is_sent_exactly_once() {
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let alice = enroll(&f, "alice").await;
+    let bob = enroll(&f, "bob").await;
+    let carol = enroll(&f, "carol").await;
+
+    // Held: refused with an approval to wait for, and sent nowhere.
+    let (status, held) = send(&f, &f.credential, INCIDENT, None).await;
+    assert_eq!(refusal(status, &held), (403, "shared_resource"), "{held}");
+    let id = held["approval_id"].as_str().expect("an approval id").to_owned();
+    assert_eq!(held["approvers_needed"], 2);
+    assert_eq!(held["approval_status"], "pending");
+    assert!(
+        held["approval_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/v1/approvals/{id}"))
+    );
+    assert!(held["agent_guidance"].as_str().unwrap().contains("Valetkey-Approval"));
+    // The same request again finds the same approval: no flood.
+    let (_, again) = send(&f, &f.credential, INCIDENT, None).await;
+    assert_eq!(again["approval_id"], id.as_str());
+
+    // The agent sees it pending.
+    let (status, seen) = get(&f, &format!("/approvals/{id}"), &f.credential).await;
+    assert_eq!((status, seen["status"].as_str()), (200, Some("pending")), "{seen}");
+
+    // Nobody but an approver with their factor decides.
+    let code = alice.code(1);
+    for bearer in [f.key.as_str(), f.credential.as_str()] {
+        let (status, body) = post(
+            &f,
+            &format!("/approvals/{id}/approve"),
+            Some(bearer),
+            json!({ "approver": "alice", "code": code }),
+        )
+        .await;
+        assert_eq!(refusal(status, &body), (403, "approval_forbidden"), "{body}");
+    }
+    let (status, body) = post(
+        &f,
+        &format!("/approvals/{id}/approve"),
+        Some(&f.broker.admin_key),
+        json!({ "approver": "alice" }),
+    )
+    .await;
+    assert_eq!(refusal(status, &body), (401, "approval_factor_required"));
+    let (status, body) = decide(&f, &id, &carol, &carol.code(1), "approve").await;
+    assert_eq!(refusal(status, &body), (403, "approver_not_allowed"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("production"));
+    let (status, body) = decide(&f, &id, &bob, &bob.wrong(), "approve").await;
+    assert_eq!(refusal(status, &body), (401, "approval_code_invalid"));
+
+    // One approver is not enough.
+    let (status, body) = decide(&f, &id, &alice, &code, "approve").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("pending")), "{body}");
+    assert_eq!(body["approved_by"], json!(["alice"]));
+    let (status, body) = decide(&f, &id, &alice, &code, "approve").await;
+    assert_eq!(
+        refusal(status, &body),
+        (403, "approver_not_allowed"),
+        "alice twice is not two approvers"
+    );
+    let (status, body) = send(&f, &f.credential, INCIDENT, Some(&id)).await;
+    assert_eq!(refusal(status, &body), (403, "approval_pending"));
+    assert_eq!(
+        f.railway.count(),
+        0,
+        "nothing reached Railway before the second approval"
+    );
+
+    // The agent long-polls; the second approver's yes ends its wait.
+    let poll = {
+        let (http, url, credential) = (
+            f.broker.http.clone(),
+            format!("{}/v1/approvals/{id}?wait=30s", f.broker.url),
+            f.credential.clone(),
+        );
+        tokio::spawn(async move {
+            let answer: Value = http
+                .get(url)
+                .bearer_auth(credential)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = decide(&f, &id, &bob, &bob.code(1), "approve").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("approved")), "{body}");
+    assert_eq!(poll.await.unwrap()["status"], "approved");
+
+    // Anything but the identical request of the same session is refused.
+    let (status, body) = send(
+        &f,
+        &f.credential,
+        "mutation { volumeDelete(volumeId: \"vol_scratch\") }",
+        Some(&id),
+    )
+    .await;
+    assert_eq!(refusal(status, &body), (403, "approval_mismatch"), "{body}");
+    let (status, body) = send(&f, &f.credential, &format!("{INCIDENT} "), Some(&id)).await;
+    assert_eq!(
+        refusal(status, &body),
+        (403, "approval_mismatch"),
+        "one more byte is another request"
+    );
+    let (_, minted) = f.broker.mint(&f.key, json!({ "env": "staging" })).await;
+    let other_session = minted["credential"].as_str().unwrap();
+    let (status, body) = send(&f, other_session, INCIDENT, Some(&id)).await;
+    assert_eq!(refusal(status, &body), (403, "approval_unknown"), "{body}");
+    assert_eq!(f.railway.count(), 0);
+
+    // The identical request goes, once.
+    let (status, body) = send(&f, &f.credential, INCIDENT, Some(&id)).await;
+    assert_eq!(status, 200, "{body}");
+    let received = f.railway.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].header("authorization"),
+        Some("Bearer rw-staging-7c1f0d2e9a")
+    );
+    assert!(
+        received[0].header("valetkey-approval").is_none(),
+        "the header is the broker's"
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&received[0].body).unwrap(),
+        json!({ "query": INCIDENT })
+    );
+    let (status, body) = send(&f, &f.credential, INCIDENT, Some(&id)).await;
+    assert_eq!(refusal(status, &body), (403, "approval_used"));
+    let (status, body) = send(&f, &f.credential, INCIDENT, None).await;
+    assert_eq!(refusal(status, &body), (403, "shared_resource"));
+    assert_ne!(body["approval_id"], id.as_str(), "a used approval is not found again");
+    assert_eq!(f.railway.count(), 1, "sent exactly once");
+
+    let kinds = event_kinds(&f).await;
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    assert_eq!(count("approval_requested"), 2);
+    assert_eq!(count("approval_granted"), 2);
+    assert_eq!(count("approval_used"), 1);
+    assert_eq!(count("approver_enrolled"), 3);
+    // The launcher key, the credential, no factor, carol, bob's wrong code,
+    // alice's second approval.
+    assert!(count("approval_refused") >= 6, "{kinds:?}");
+    let text = f.audit_text().await;
+    for app in [&alice, &bob, &carol] {
+        let (_, base32) = valetkey::approvals::totp::provisioning(&app.secret, app.name);
+        assert!(
+            !text.contains(base32.as_str()),
+            "a factor's secret reached the audit trail"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_identical_request_uses_its_approval_without_the_header_and_approvals_expire() {
+    let extra = format!("{APPROVERS}\n[approvals]\nexecute_within = \"2s\"\n");
+    let f = Fixture::start_with(&extra, common::fixture::GITHUB_STAGING).await;
+    let alice = enroll(&f, "alice").await;
+    let bob = enroll(&f, "bob").await;
+    let carol = enroll(&f, "carol").await;
+    let scratch = "mutation { volumeDelete(volumeId: \"vol_scratch\") }";
+
+    // Staging's own volume: one approver.
+    let (status, held) = send(&f, &f.credential, scratch, None).await;
+    assert_eq!(refusal(status, &held), (403, "approval_required"), "{held}");
+    assert_eq!(held["approvers_needed"], 1);
+    let id = held["approval_id"].as_str().unwrap().to_owned();
+    let alices = alice.code(1);
+    let (status, body) = decide(&f, &id, &alice, &alices, "approve").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("approved")), "{body}");
+    // A tool that cannot add a header sends the same request again, and
+    // again at once: one of the racing copies goes.
+    let sends = (0..8).map(|_| send(&f, &f.credential, scratch, None));
+    let answers = futures_util::future::join_all(sends).await;
+    let sent = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(sent, 1, "{answers:?}");
+    assert_eq!(f.railway.count(), 1);
+
+    // Approved from the command line, as bob would; the agent's script
+    // waits for it with `approval wait`. Then not sent in time.
+    let (_, held) = send(&f, &f.credential, scratch, None).await;
+    let id = held["approval_id"].as_str().unwrap().to_owned();
+    let out = tokio::process::Command::new(common::BIN)
+        .args([
+            "approve",
+            &id,
+            "--as",
+            "bob",
+            "--code",
+            &bob.code(1),
+            "--url",
+            &f.broker.url,
+        ])
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("approved") && printed.contains("(owned by staging)"),
+        "{printed}"
+    );
+    let out = tokio::process::Command::new(common::BIN)
+        .args(["approval", "wait", &id, "--timeout", "10s", "--url", &f.broker.url])
+        .env("VALETKEY_CREDENTIAL", &f.credential)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("Valetkey-Approval: {id}")));
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (status, body) = send(&f, &f.credential, scratch, Some(&id)).await;
+    assert_eq!(refusal(status, &body), (403, "approval_expired"), "{body}");
+    assert_eq!(f.railway.count(), 1, "an expired approval sends nothing");
+    common::eventually("the expiry recorded", async || {
+        event_kinds(&f).await.iter().any(|k| k == "approval_expired")
+    })
+    .await;
+
+    // Denied, with a reason the agent reads.
+    let (_, held) = send(&f, &f.credential, scratch, None).await;
+    let id = held["approval_id"].as_str().unwrap().to_owned();
+    // A code is taken once: alice's, used above, does not decide again.
+    let (status, body) = decide(&f, &id, &alice, &alices, "approve").await;
+    assert_eq!(refusal(status, &body), (401, "approval_code_invalid"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("used already"), "{body}");
+    let (status, body) = decide(&f, &id, &carol, &carol.code(1), "deny").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("denied")), "{body}");
+    let (_, seen) = get(&f, &format!("/approvals/{id}"), &f.credential).await;
+    assert_eq!(seen["reason"], "not during the migration");
+    let (status, body) = send(&f, &f.credential, scratch, Some(&id)).await;
+    assert_eq!(refusal(status, &body), (403, "approval_denied"));
+    assert_eq!(f.railway.count(), 1);
+    let out = tokio::process::Command::new(common::BIN)
+        .args(["approval", "wait", &id, "--url", &f.broker.url])
+        .env("VALETKEY_CREDENTIAL", &f.credential)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "a denial ends the wait with 3");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not during the migration"));
+}
+
+#[tokio::test]
+async fn guessing_codes_locks_the_approver_and_floods_are_not_recorded() {
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let alice = enroll(&f, "alice").await;
+    let (_, held) = send(&f, &f.credential, INCIDENT, None).await;
+    let id = held["approval_id"].as_str().unwrap().to_owned();
+    // Five wrong codes in a row lock alice's code, even the right one.
+    for _ in 0..5 {
+        let (status, body) = decide(&f, &id, &alice, &alice.wrong(), "approve").await;
+        assert_eq!(refusal(status, &body), (401, "approval_code_invalid"));
+    }
+    let (status, body) = decide(&f, &id, &alice, &alice.code(1), "approve").await;
+    assert_eq!(refusal(status, &body), (429, "approver_locked"), "{body}");
+    // Whoever sends junk in a loop has only so much of it recorded.
+    let mallory = App {
+        name: "mallory",
+        secret: alice.secret.clone(),
+    };
+    let mut limited = 0;
+    for _ in 0..40 {
+        let (status, body) = decide(&f, &id, &mallory, "123456", "approve").await;
+        match refusal(status, &body) {
+            (404, "unknown_approver") => {}
+            (429, "rate_limited") => limited += 1,
+            other => panic!("{other:?}: {body}"),
+        }
+    }
+    assert!(limited > 0, "a flood is cut off");
+    let recorded = event_kinds(&f)
+        .await
+        .iter()
+        .filter(|k| *k == "approval_refused")
+        .count();
+    assert!(recorded < 30, "{recorded} refusals recorded");
+}
+
+#[tokio::test]
+async fn a_request_no_approver_may_release_says_so_and_holds_nothing() {
+    // No approvers configured.
+    let f = Fixture::start().await;
+    let (status, body) = send(&f, &f.credential, INCIDENT, None).await;
+    assert_eq!(refusal(status, &body), (403, "shared_resource"));
+    assert!(body.get("approval_id").is_none(), "{body}");
+    assert!(
+        body["approval_unavailable"].as_str().unwrap().contains("names 0"),
+        "{body}"
+    );
+    // Another environment's volume is no approver's to release.
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let (status, body) = send(
+        &f,
+        &f.credential,
+        "mutation { volumeDelete(volumeId: \"vol_prod_only\") }",
+        None,
+    )
+    .await;
+    assert_eq!(refusal(status, &body), (403, "credential_mismatch"));
+    assert!(
+        body.get("approval_id").is_none() && body.get("approval_unavailable").is_none(),
+        "{body}"
+    );
+    assert!(!event_kinds(&f).await.iter().any(|k| k == "approval_requested"));
+    assert_eq!(f.railway.count(), 0);
+}
+
+#[tokio::test]
+async fn approvers_are_told_reminded_and_an_undecided_request_expires() {
+    let hook = common::upstream::Webhook::start(0).await;
+    let extra = format!(
+        "{APPROVERS}\n[alerts]\nwebhook = \"{}\"\nbackoff = \"10ms\"\n\n[approvals]\ndecide_within = \"4s\"\n",
+        hook.url
+    );
+    let f = Fixture::start_with(&extra, common::fixture::GITHUB_STAGING).await;
+    let (_, held) = send(&f, &f.credential, INCIDENT, None).await;
+    let id = held["approval_id"].as_str().unwrap().to_owned();
+    // Told once, with the blast radius and how to decide.
+    let told = hook.alert("approval_requested").await;
+    let text = told["text"].as_str().unwrap();
+    assert!(
+        text.contains(&id) && text.contains("volume `vol_db` (owned by staging and production)"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("valetkey approve {id}")), "{text}");
+    // Reminded in the last quarter of the deciding clock, then expired.
+    let reminder = hook.alert("approval_reminder").await;
+    assert!(reminder["text"].as_str().unwrap().contains(&id));
+    common::eventually("the undecided request expires", async || {
+        event_kinds(&f).await.iter().any(|k| k == "approval_expired")
+    })
+    .await;
+    let (_, seen) = get(&f, &format!("/approvals/{id}"), &f.credential).await;
+    assert_eq!(seen["status"], "expired");
+    let reminders = hook
+        .received()
+        .iter()
+        .filter(|a| a["kind"] == "approval_reminder")
+        .count();
+    assert_eq!(reminders, 1, "one reminder, however often the broker looks");
+    assert_eq!(f.railway.count(), 0);
+}
