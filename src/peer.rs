@@ -57,13 +57,23 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 #[derive(Debug, Clone, Copy)]
 pub struct Client(pub IpAddr);
 
-impl FromRequestParts<std::sync::Arc<crate::broker::Broker>> for Client {
+/// A router's state that holds the broker (whose `trusted_proxies` say
+/// whom to believe).
+pub trait WithBroker {
+    fn broker(&self) -> &crate::broker::Broker;
+}
+
+impl WithBroker for std::sync::Arc<crate::broker::Broker> {
+    fn broker(&self) -> &crate::broker::Broker {
+        self
+    }
+}
+
+impl<S: WithBroker + Send + Sync> FromRequestParts<S> for Client {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        broker: &std::sync::Arc<crate::broker::Broker>,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let broker = state.broker();
         // Served without connection info (a test's in-process router), the
         // request comes from this host.
         let peer = parts

@@ -145,6 +145,19 @@ async fn send(f: &Fixture, credential: &str, query: &str, approval: Option<&str>
     f.broker.send(request).await
 }
 
+/// The agent waiting for the decision on `id` (up to a minute).
+fn long_poll(f: &Fixture, id: &str) -> tokio::task::JoinHandle<Value> {
+    let (http, url, credential) = (
+        f.broker.http.clone(),
+        format!("{}/v1/approvals/{id}?wait=60s", f.broker.url),
+        f.credential.clone(),
+    );
+    tokio::spawn(async move {
+        let answer = http.get(url).bearer_auth(credential).send().await.unwrap();
+        answer.json::<Value>().await.unwrap()
+    })
+}
+
 async fn event_kinds(f: &Fixture) -> Vec<String> {
     let pool = f.broker.db().await;
     let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM audit_events ORDER BY seq")
@@ -228,25 +241,7 @@ async fn the_incidents_delete_needs_two_approvers_and_is_sent_exactly_once() {
     );
 
     // The agent long-polls; the second approver's yes ends its wait.
-    let poll = {
-        let (http, url, credential) = (
-            f.broker.http.clone(),
-            format!("{}/v1/approvals/{id}?wait=30s", f.broker.url),
-            f.credential.clone(),
-        );
-        tokio::spawn(async move {
-            let answer: Value = http
-                .get(url)
-                .bearer_auth(credential)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            answer
-        })
-    };
+    let poll = long_poll(&f, &id);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = decide(&f, &id, &bob, &bob.code(1), "approve").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("approved")), "{body}");
@@ -509,4 +504,146 @@ async fn approvers_are_told_reminded_and_an_undecided_request_expires() {
         .count();
     assert_eq!(reminders, 1, "one reminder, however often the broker looks");
     assert_eq!(f.railway.count(), 0);
+}
+
+/// The console in a real browser: tests/console/approve.py, in headless
+/// Chromium with a virtual authenticator, registers alice's passkey with
+/// her enrollment code, signs in, checks what a page must refuse, and gives
+/// the second approval the incident's delete needs (bob gave the first with
+/// his code). The agent's long poll returns `approved`; the request is sent
+/// once. Screenshots go to `console-screenshots` in the target's tmp dir.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
+    let extra = format!("{APPROVERS}\n[console]\nenabled = true\n");
+    let f = Fixture::start_with(&extra, common::fixture::GITHUB_STAGING).await;
+    let bob = enroll(&f, "bob").await;
+    let (status, invited) = post(&f, "/approvers/alice/invitations", Some(&f.broker.admin_key), json!({})).await;
+    assert_eq!(status, 200, "{invited}");
+    let code = invited["enrollment_code"].as_str().unwrap().to_owned();
+
+    let (_, held) = send(&f, &f.credential, INCIDENT, None).await;
+    let id = held["approval_id"].as_str().unwrap().to_owned();
+    let (status, body) = decide(&f, &id, &bob, &bob.code(1), "approve").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("pending")), "{body}");
+    let poll = long_poll(&f, &id);
+
+    let port = f.broker.url.rsplit(':').next().unwrap().to_owned();
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test installs Playwright there",
+        python.display()
+    );
+    let out = tokio::process::Command::new(&python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/approve.py"))
+        .env("CONSOLE", format!("http://localhost:{port}/console"))
+        .env("APPROVER", "alice")
+        .env("CODE", &code)
+        .env("APPROVAL", &id)
+        .env("SHOTS", &shots)
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser's run failed:\n{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checks: Value = serde_json::from_str(printed.trim()).unwrap();
+    assert_eq!(checks["no_csrf"], 403);
+    assert_eq!(checks["other_origin"], 403);
+    assert_eq!(checks["form_without_csrf"], 403);
+    for shot in ["queue.png", "approval.png", "approved.png", "approval-phone.png"] {
+        assert!(
+            shots.join(shot).metadata().unwrap().len() > 10_000,
+            "{shot} is not a screenshot"
+        );
+    }
+
+    // The agent's wait ends with the browser's approval; the request goes once.
+    assert_eq!(poll.await.unwrap()["status"], "approved");
+    assert_eq!(f.railway.count(), 0, "approving sends nothing by itself");
+    let (status, body) = send(&f, &f.credential, INCIDENT, Some(&id)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(f.railway.count(), 1);
+    let events = f.broker.broker.store().audit_events().await.unwrap();
+    let factors = |kind: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| {
+                serde_json::from_str::<Value>(&e.detail).unwrap()["factor"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(
+        factors("approval_granted"),
+        ["totp", "passkey"],
+        "each approval names its factor"
+    );
+    assert_eq!(factors("approver_enrolled"), ["totp", "passkey"]);
+}
+
+#[tokio::test]
+async fn another_variable_is_another_request_and_a_body_past_the_bound_cannot_be_held() {
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let alice = enroll(&f, "alice").await;
+    let by_variable = |id: &str| {
+        json!({
+            "query": "mutation Drop($id: String!) { volumeDelete(volumeId: $id) }",
+            "variables": { "id": id },
+            "operationName": "Drop",
+        })
+    };
+    let send_json = |body: Value, approval: Option<String>| {
+        let mut request = f
+            .broker
+            .http
+            .post(f.url("railway/graphql/v2"))
+            .bearer_auth(&f.credential)
+            .json(&body);
+        if let Some(id) = approval {
+            request = request.header("Valetkey-Approval", id);
+        }
+        f.broker.send(request)
+    };
+    let (_, held) = send_json(by_variable("vol_scratch"), None).await;
+    let id = held["approval_id"].as_str().unwrap().to_owned();
+    let (status, _) = decide(&f, &id, &alice, &alice.code(1), "approve").await;
+    assert_eq!(status, 200);
+    // The same document with another variable is another request.
+    let (status, body) = send_json(by_variable("vol_db"), Some(id.clone())).await;
+    assert_eq!(refusal(status, &body), (403, "approval_mismatch"), "{body}");
+    assert_eq!(f.railway.count(), 0);
+    let (status, body) = send_json(by_variable("vol_scratch"), Some(id)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A delete whose body the broker would not read whole cannot be bound.
+    let big = vec![b'x'; 1024 * 1024 + 1];
+    let (status, body) = f
+        .broker
+        .send(
+            f.broker
+                .http
+                .delete(f.url("api/v1/items/7"))
+                .bearer_auth(&f.credential)
+                .header("content-type", "application/octet-stream")
+                .body(big),
+        )
+        .await;
+    assert_eq!(refusal(status, &body), (403, "approval_required"), "{body}");
+    assert!(body.get("approval_id").is_none(), "{body}");
+    assert!(
+        body["approval_unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("over 1048576 bytes"),
+        "{body}"
+    );
+    assert_eq!(f.api.count(), 0);
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::Problem;
 use super::extract::{Bearer, JsonBody, bearer};
-use crate::approvals::flow::{ApprovalError, Verdict};
+use crate::approvals::flow::{ApprovalError, Proof, Verdict};
 use crate::approvals::{Approval, Status, status, summary};
 use crate::broker::Broker;
 use crate::peer::Client;
@@ -223,7 +223,7 @@ async fn decide(
         }
     };
     let after = broker
-        .decide_approval(id, &body.approver, code, verdict, client, now)
+        .decide_approval(id, &body.approver, Proof::Code(code), verdict, client, now)
         .await?;
     Ok(Json(view(&after, unix_ms(now), true)))
 }

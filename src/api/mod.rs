@@ -21,6 +21,13 @@ use crate::broker::Broker;
 /// The whole application, ready to serve.
 pub fn router(broker: Arc<Broker>) -> Router {
     let max_body = broker.config().server.max_body_bytes;
+    let console = match crate::console::router(broker.clone()) {
+        Ok(console) => console,
+        Err(why) => {
+            tracing::error!(%why, "the console is enabled but cannot start; it is off");
+            None
+        }
+    };
     let v1 = Router::new()
         .route("/credentials", post(handlers::mint))
         .route("/isolation", get(handlers::isolation))
@@ -52,6 +59,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/.well-known/jwks.json", get(handlers::jwks))
         .nest("/v1", v1)
+        .nest("/console", console.unwrap_or_default())
         .route("/p/{*rest}", any(crate::proxy::handle))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

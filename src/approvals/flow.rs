@@ -29,6 +29,12 @@ pub fn pending_factor_record_id(approver: &str) -> String {
     format!("approver-factor-pending:{approver}")
 }
 
+/// The record id a passkey is sealed for: `NAME:CREDENTIAL_ID` (a name
+/// holds no `:`).
+pub fn passkey_record_id(approver_and_credential: &str) -> String {
+    format!("approver-passkey:{approver_and_credential}")
+}
+
 /// The one factor approvers use from the CLI.
 const TOTP: &str = "totp";
 
@@ -68,6 +74,23 @@ pub enum ApprovalError {
     Secrets(#[from] SecretsError),
     #[error("the system's random source failed")]
     Random,
+}
+
+/// How an approver proved who they are.
+pub enum Proof<'a> {
+    /// A code of their TOTP factor, checked here.
+    Code(&'a str),
+    /// A passkey assertion the console verified for this decision.
+    Passkey(crate::console::PasskeyVerified),
+}
+
+impl Proof<'_> {
+    fn factor(&self) -> &'static str {
+        match self {
+            Proof::Code(_) => TOTP,
+            Proof::Passkey(_) => "passkey",
+        }
+    }
 }
 
 /// What an approver says.
@@ -251,13 +274,13 @@ impl Broker {
         &self,
         id: &str,
         approver: &str,
-        code: &str,
+        proof: Proof<'_>,
         verdict: Verdict,
         client: std::net::IpAddr,
         now: SystemTime,
     ) -> Result<Approval, ApprovalError> {
         let now_ms = unix_ms(now);
-        let result = self.try_decide(id, approver, code, &verdict, now, now_ms).await;
+        let result = self.try_decide(id, approver, proof, &verdict, now, now_ms).await;
         if let Err(e) = &result
             && !matches!(e, ApprovalError::Store(_))
         {
@@ -300,7 +323,7 @@ impl Broker {
         &self,
         id: &str,
         approver: &str,
-        code: &str,
+        proof: Proof<'_>,
         verdict: &Verdict,
         now: SystemTime,
         now_ms: i64,
@@ -331,14 +354,17 @@ impl Broker {
             }
         }
         may_decide(approver, config, &approval)?;
-        self.check_code(approver, code, now).await?;
+        let factor = proof.factor();
+        if let Proof::Code(code) = proof {
+            self.check_code(approver, code, now).await?;
+        }
         let actor = Actor::approver(approver);
         match verdict {
             Verdict::Approve => {
                 let execute_by = now_ms.saturating_add(ms(self.config().approvals.execute_within));
                 let after = match self
                     .store()
-                    .vote_approval(id, approver, TOTP, now_ms, execute_by)
+                    .vote_approval(id, approver, factor, now_ms, execute_by)
                     .await?
                 {
                     Vote::Counted(after) => *after,
@@ -355,7 +381,7 @@ impl Broker {
                     EventKind::ApprovalGranted,
                     &actor,
                     &after,
-                    json!({ "approver": approver, "factor": TOTP, "approvals": after.approved_by.len(), "complete": complete }),
+                    json!({ "approver": approver, "factor": factor, "approvals": after.approved_by.len(), "complete": complete }),
                 );
                 let text = if complete {
                     format!(
@@ -397,7 +423,7 @@ impl Broker {
                     EventKind::ApprovalDenied,
                     &actor,
                     &after,
-                    json!({ "approver": approver, "factor": TOTP, "reason": reason }),
+                    json!({ "approver": approver, "factor": factor, "reason": reason }),
                 );
                 self.store().append_audit(&event, now_ms).await?;
                 Ok(after)
@@ -651,26 +677,38 @@ impl Broker {
                 .confirm_factor(approver, &confirmed, step, now_secs)
                 .await?
         };
+        self.record_enrollment(approver, TOTP, replaced, now).await?;
+        Ok(replaced)
+    }
+
+    /// Records and alerts that `approver` registered a factor (`totp`,
+    /// `passkey`), so that one registered by someone else is noticed.
+    pub async fn record_enrollment(
+        &self,
+        approver: &str,
+        factor: &str,
+        replaced: bool,
+        now: SystemTime,
+    ) -> Result<String, StoreError> {
         let event = Event {
             kind: EventKind::ApproverEnrolled,
             actor: Actor::approver(approver).0,
             agent: None,
             session_id: None,
             env: None,
-            detail: json!({ "approver": approver, "factor": TOTP, "replaced": replaced }),
+            detail: json!({ "approver": approver, "factor": factor, "replaced": replaced }),
         };
         let text = format!(
-            "Approver `{approver}` {} a code factor. If {approver} did not just do this, remove the approver from the configuration and find out who redeemed their enrollment code.",
-            if replaced { "replaced their" } else { "registered" }
+            "Approver `{approver}` {} {factor} factor. If {approver} did not just do this, remove the approver from the configuration and find out who redeemed their enrollment code.",
+            if replaced { "replaced a" } else { "registered a" }
         );
         self.record_and_alert(
             event,
             "approver_enrolled",
             text,
-            format!("approver_enrolled:{approver}:{now_secs}"),
+            format!("approver_enrolled:{approver}:{factor}:{}", unix_ms(now)),
             now,
         )
-        .await?;
-        Ok(replaced)
+        .await
     }
 }

@@ -98,6 +98,7 @@ pub(crate) fn validate_except(config: &Config, unparsed: &BTreeSet<String>) -> V
         }
     }
     c.approvals();
+    c.console();
     for (name, approver) in &config.approvers {
         c.approver(name, approver);
     }
@@ -856,6 +857,44 @@ impl Checker<'_> {
                 "[approvals] lock_after_failures is 0: every approver's code would be locked at once",
                 Some("remove it for the default (5)".into()),
             ));
+        }
+    }
+
+    /// Browsers take passkeys only on a secure origin named by a host.
+    fn console(&mut self) {
+        let console = &self.config.console;
+        if !console.enabled {
+            return;
+        }
+        let fix = "write `origin = \"https://HOST:PORT\"`, the address browsers reach the broker at, named by a host (`http://localhost:PORT` on this machine)";
+        let Some(origin) = &console.origin else {
+            if !self.config.server.listen.ip().is_loopback() {
+                self.problems.push(Problem::error(
+                    None,
+                    "[console] has no `origin`, and the broker does not listen on loopback",
+                    Some(fix.into()),
+                ));
+            }
+            return;
+        };
+        let problem = match url::Url::parse(origin) {
+            Err(e) => Some(format!("[console] origin `{origin}` is not a URL: {e}")),
+            Ok(url) => match url.host() {
+                None => Some(format!("[console] origin `{origin}` names no host")),
+                Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => Some(format!(
+                    "[console] origin `{origin}` is an IP address: browsers take passkeys only for a host name"
+                )),
+                Some(url::Host::Domain(host)) if url.scheme() != "https" && host != "localhost" => Some(format!(
+                    "[console] origin `{origin}` is not https: browsers take passkeys only on a secure origin"
+                )),
+                Some(_) if url.path() != "/" || url.query().is_some() => Some(format!(
+                    "[console] origin `{origin}` must be an origin alone, without a path"
+                )),
+                Some(_) => None,
+            },
+        };
+        if let Some(message) = problem {
+            self.problems.push(Problem::error(None, message, Some(fix.into())));
         }
     }
 

@@ -223,6 +223,11 @@ pub(crate) fn parse(text: &str) -> Parsed {
                     config.approvals = v;
                 }
             }
+            "console" => {
+                if let Some(v) = one(value, &section, &mut problems) {
+                    config.console = v;
+                }
+            }
             "credentials" => {
                 let span = value.span();
                 if let Some(v) = one(value, &section, &mut problems) {
@@ -255,7 +260,7 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
 }
 
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "server",
     "storage",
     "keys",
@@ -265,6 +270,7 @@ const SECTIONS: [&str; 15] = [
     "audit",
     "run",
     "approvals",
+    "console",
     "credentials",
     "environments",
     "providers",

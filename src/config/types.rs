@@ -26,6 +26,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub run: RunConfig,
     pub approvals: ApprovalsConfig,
+    pub console: ConsoleConfig,
     pub credentials: Spanned<CredentialsConfig>,
     pub environments: BTreeMap<String, Spanned<EnvironmentConfig>>,
     pub providers: BTreeMap<String, Spanned<ProviderConfig>>,
@@ -46,6 +47,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             run: RunConfig::default(),
             approvals: ApprovalsConfig::default(),
+            console: ConsoleConfig::default(),
             credentials: Spanned::new(0..0, CredentialsConfig::default()),
             environments: BTreeMap::new(),
             providers: BTreeMap::new(),
@@ -600,6 +602,47 @@ impl Default for ApprovalsConfig {
             lock_after_failures: 5,
             lock_for: Duration::from_secs(15 * 60),
             enrollment_ttl: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// The web console (`[console]`), where approvers sign in with a passkey.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Off unless enabled.
+    pub enabled: bool,
+    /// The origin browsers reach the console at (`https://valetkey.internal:8700`):
+    /// passkeys are bound to its host, which must be a name, never an IP
+    /// address. Default for a broker listening on loopback:
+    /// `http://localhost:PORT` (`https://` with `[server] tls`).
+    pub origin: Option<String>,
+    /// How long a sign-in lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            origin: None,
+            session_ttl: Duration::from_secs(8 * 60 * 60),
+        }
+    }
+}
+
+impl Config {
+    /// The console's origin: as configured, or `localhost` on the listening
+    /// port for a loopback listener. `None` when neither applies.
+    pub fn console_origin(&self) -> Option<url::Url> {
+        match &self.console.origin {
+            Some(origin) => url::Url::parse(origin).ok(),
+            None if self.server.listen.ip().is_loopback() => {
+                let scheme = if self.server.tls.is_some() { "https" } else { "http" };
+                url::Url::parse(&format!("{scheme}://localhost:{}", self.server.listen.port())).ok()
+            }
+            None => None,
         }
     }
 }

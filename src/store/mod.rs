@@ -226,6 +226,8 @@ pub trait Store: Send + Sync {
         at_ms: i64,
     ) -> Result<audit::Record, StoreError>;
     async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError>;
+    /// Leases neither revoked nor expired at `now`, newest first, at most `limit`.
+    async fn live_leases(&self, now: i64, limit: i64) -> Result<Vec<Lease>, StoreError>;
     /// The agent whose leases carry this session id.
     async fn session_agent(&self, session_id: &str) -> Result<Option<String>, StoreError>;
     /// Revokes every live lease the target covers and appends each to the
@@ -296,7 +298,22 @@ pub trait Store: Send + Sync {
         pending: &Sealed,
         now: i64,
     ) -> Result<bool, StoreError>;
+    /// Takes the enrollment code (unused, unexpired, for `approver`) on its
+    /// own, for a factor registered in the console; false when it was not
+    /// there to take.
+    async fn take_enrollment(&self, code_hash: &[u8], approver: &str, now: i64) -> Result<bool, StoreError>;
     async fn pending_factor(&self, approver: &str) -> Result<Option<Sealed>, StoreError>;
+    /// Adds or replaces one of the approver's passkeys (sealed), by its
+    /// credential id.
+    async fn put_passkey(
+        &self,
+        approver: &str,
+        credential_id: &str,
+        sealed: &Sealed,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The approver's passkeys: (credential id, sealed).
+    async fn passkeys(&self, approver: &str) -> Result<Vec<(String, Sealed)>, StoreError>;
     /// Makes the factor confirmed with its first code (taken at `step`) the
     /// approver's, replacing any earlier one, and drops the pending one.
     /// True when it replaced a factor (a re-enrollment).

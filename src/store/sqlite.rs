@@ -440,7 +440,12 @@ impl Store for SqliteStore {
         let fail = |e: crate::secrets::SecretsError| StoreError::Reseal(e.to_string());
         // Every table with sealed records: how to read them, how to write
         // one back, and the record id each was sealed for.
-        let tables: [(&str, &str, fn(&str) -> String); 4] = [
+        let tables: [(&str, &str, fn(&str) -> String); 5] = [
+            (
+                "SELECT approver || ':' || credential_id, nonce, ciphertext FROM approver_passkeys",
+                "UPDATE approver_passkeys SET nonce = ?, ciphertext = ? WHERE approver || ':' || credential_id = ?",
+                crate::approvals::flow::passkey_record_id,
+            ),
             (
                 "SELECT name, nonce, ciphertext FROM secrets",
                 "UPDATE secrets SET nonce = ?, ciphertext = ? WHERE name = ?",
@@ -714,6 +719,19 @@ impl Store for SqliteStore {
         row.as_ref().map(lease).transpose()
     }
 
+    async fn live_leases(&self, now: i64, limit: i64) -> Result<Vec<Lease>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM leases WHERE revoked_at IS NULL AND expires_at > ? ORDER BY issued_at DESC, id LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(lease)
+        .collect()
+    }
+
     async fn session_agent(&self, session_id: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT agent FROM leases WHERE session_id = ? LIMIT 1")
             .bind(session_id)
@@ -897,6 +915,24 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<bool, StoreError> {
         approvals::redeem_enrollment(&self.pool, code_hash, approver, pending, now).await
+    }
+
+    async fn take_enrollment(&self, code_hash: &[u8], approver: &str, now: i64) -> Result<bool, StoreError> {
+        approvals::take_enrollment(&self.pool, code_hash, approver, now).await
+    }
+
+    async fn put_passkey(
+        &self,
+        approver: &str,
+        credential_id: &str,
+        sealed: &Sealed,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        approvals::put_passkey(&self.pool, approver, credential_id, sealed, now).await
+    }
+
+    async fn passkeys(&self, approver: &str) -> Result<Vec<(String, Sealed)>, StoreError> {
+        approvals::passkeys(&self.pool, approver).await
     }
 
     async fn pending_factor(&self, approver: &str) -> Result<Option<Sealed>, StoreError> {

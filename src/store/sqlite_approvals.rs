@@ -294,6 +294,67 @@ pub(super) async fn insert_enrollment(pool: &SqlitePool, e: &EnrollmentRecord) -
     Ok(())
 }
 
+const TAKE_ENROLLMENT: &str = "UPDATE approver_enrollments SET used_at = ? WHERE code_hash = ? AND approver = ? \
+     AND used_at IS NULL AND expires_at >= ?";
+
+pub(super) async fn take_enrollment(
+    pool: &SqlitePool,
+    code_hash: &[u8],
+    approver: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query(TAKE_ENROLLMENT)
+        .bind(now)
+        .bind(code_hash)
+        .bind(approver)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+pub(super) async fn put_passkey(
+    pool: &SqlitePool,
+    approver: &str,
+    credential_id: &str,
+    sealed: &Sealed,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO approver_passkeys (approver, credential_id, nonce, ciphertext, created_at) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (approver, credential_id) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext",
+    )
+    .bind(approver)
+    .bind(credential_id)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn passkeys(pool: &SqlitePool, approver: &str) -> Result<Vec<(String, Sealed)>, StoreError> {
+    Ok(sqlx::query(
+        "SELECT credential_id, nonce, ciphertext FROM approver_passkeys WHERE approver = ? ORDER BY created_at",
+    )
+    .bind(approver)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        (
+            r.get(0),
+            Sealed {
+                nonce: r.get(1),
+                ciphertext: r.get(2),
+            },
+        )
+    })
+    .collect())
+}
+
 pub(super) async fn redeem_enrollment(
     pool: &SqlitePool,
     code_hash: &[u8],
@@ -302,17 +363,14 @@ pub(super) async fn redeem_enrollment(
     now: i64,
 ) -> Result<bool, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let taken = sqlx::query(
-        "UPDATE approver_enrollments SET used_at = ? WHERE code_hash = ? AND approver = ? \
-         AND used_at IS NULL AND expires_at >= ?",
-    )
-    .bind(now)
-    .bind(code_hash)
-    .bind(approver)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let taken = sqlx::query(TAKE_ENROLLMENT)
+        .bind(now)
+        .bind(code_hash)
+        .bind(approver)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     if taken != 1 {
         return Ok(false);
     }

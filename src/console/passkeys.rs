@@ -1,0 +1,396 @@
+//! WebAuthn ceremonies (webauthn-rs, passkeys with user verification
+//! required): enrolling with an admin's one-time code, signing in, and
+//! deciding on one held request. A ceremony's state stays on the server,
+//! bound to what it is for, and is taken once at its end.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use webauthn_rs::prelude::{
+    Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+};
+
+use super::{Checked, Console, PasskeyVerified, State, random_token};
+use crate::api::Problem;
+use crate::approvals::flow::{ApprovalError, Proof, Verdict, passkey_record_id};
+use crate::approvals::{Status, status};
+use crate::peer::Client;
+use crate::secrets::{ExposeSecret, SecretString};
+use crate::time::{unix_ms, unix_secs};
+
+/// A ceremony under way, and what it is for.
+pub enum Ceremony {
+    Enroll {
+        approver: String,
+        state: PasskeyRegistration,
+    },
+    SignIn {
+        approver: String,
+        state: PasskeyAuthentication,
+    },
+    Decide {
+        approver: String,
+        session_id: String,
+        approval_id: String,
+        digest: String,
+        verdict: Verdict,
+        state: PasskeyAuthentication,
+    },
+}
+
+fn refused(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Problem {
+    Problem::new(status, kind, "The console refused", detail)
+}
+
+fn store_error(e: crate::store::StoreError) -> Problem {
+    Problem::store(&e)
+}
+
+impl Console {
+    fn begin(&self, ceremony: Ceremony) -> Result<String, Problem> {
+        let id = random_token().ok_or_else(|| Problem::internal(&"the system's random source failed"))?;
+        self.ceremonies.insert(id.clone(), Arc::new(ceremony));
+        Ok(id)
+    }
+
+    /// Takes the ceremony: it ends here, whatever comes of it.
+    fn end(&self, id: &str) -> Result<Arc<Ceremony>, Problem> {
+        self.ceremonies.remove(id).ok_or_else(|| {
+            refused(
+                StatusCode::BAD_REQUEST,
+                "ceremony_unknown",
+                "this passkey step is unknown or took too long; start again",
+            )
+        })
+    }
+
+    /// The approver's passkeys, opened under the master key.
+    async fn passkeys(&self, approver: &str) -> Result<Vec<Passkey>, Problem> {
+        let master = self.broker.master();
+        let stored = self.broker.store().passkeys(approver).await.map_err(store_error)?;
+        stored
+            .iter()
+            .map(|(credential, sealed)| {
+                let json = master
+                    .open(&passkey_record_id(&format!("{approver}:{credential}")), sealed)
+                    .map_err(|e| Problem::internal(&e))?;
+                serde_json::from_slice(&json).map_err(|e| Problem::internal(&e))
+            })
+            .collect()
+    }
+
+    async fn keep_passkey(&self, approver: &str, passkey: &Passkey) -> Result<(), Problem> {
+        use base64::Engine;
+        let credential = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(passkey.cred_id().as_ref());
+        let json = serde_json::to_vec(passkey).map_err(|e| Problem::internal(&e))?;
+        let (_sealing, master) = self.broker.sealing().await;
+        let sealed = master
+            .seal(&passkey_record_id(&format!("{approver}:{credential}")), &json)
+            .map_err(|e| Problem::internal(&e))?;
+        self.broker
+            .store()
+            .put_passkey(approver, &credential, &sealed, unix_secs(Console::now()))
+            .await
+            .map_err(store_error)
+    }
+
+    /// Verifies an assertion against the ceremony's state and the
+    /// approver's passkeys, and keeps the counter it moved.
+    async fn verify(
+        &self,
+        approver: &str,
+        state: &PasskeyAuthentication,
+        credential: &PublicKeyCredential,
+    ) -> Result<PasskeyVerified, Problem> {
+        let result = self
+            .webauthn
+            .finish_passkey_authentication(credential, state)
+            .map_err(|e| {
+                refused(
+                    StatusCode::UNAUTHORIZED,
+                    "passkey_invalid",
+                    format!("the passkey did not prove it: {e}"),
+                )
+            })?;
+        if !result.user_verified() {
+            return Err(refused(
+                StatusCode::UNAUTHORIZED,
+                "passkey_invalid",
+                "the passkey did not verify its user (PIN or biometrics)",
+            ));
+        }
+        if result.needs_update() {
+            for mut passkey in self.passkeys(approver).await? {
+                if passkey.update_credential(&result) == Some(true) {
+                    self.keep_passkey(approver, &passkey).await?;
+                }
+            }
+        }
+        Ok(PasskeyVerified(()))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollStart {
+    approver: String,
+    code: String,
+}
+
+/// Takes the approver's enrollment code and starts registering a passkey.
+pub async fn enroll_start(
+    axum::extract::State(console): State,
+    Client(client): Client,
+    Json(body): Json<EnrollStart>,
+) -> Result<Json<Value>, Problem> {
+    let broker = &console.broker;
+    let now = Console::now();
+    if !broker.config().approvers.contains_key(&body.approver) {
+        return Err(ApprovalError::UnknownApprover {
+            approver: body.approver,
+        }
+        .into());
+    }
+    let code = SecretString::from(body.code.trim());
+    let taken = broker
+        .store()
+        .take_enrollment(
+            &crate::credentials::hash_opaque_key(code.expose_secret()),
+            &body.approver,
+            unix_secs(now),
+        )
+        .await
+        .map_err(store_error)?;
+    if !taken {
+        let detail =
+            json!({ "approver": body.approver, "why": "an enrollment code that is not valid", "factor": "passkey" });
+        broker
+            .record_refused_attempt(&body.approver, detail, client, now)
+            .await?;
+        return Err(ApprovalError::Enrollment {
+            approver: body.approver,
+        }
+        .into());
+    }
+    let existing: Vec<_> = console
+        .passkeys(&body.approver)
+        .await?
+        .iter()
+        .map(|p| p.cred_id().clone())
+        .collect();
+    let (options, state) = console
+        .webauthn
+        .start_passkey_registration(uuid::Uuid::new_v4(), &body.approver, &body.approver, Some(existing))
+        .map_err(|e| Problem::internal(&e))?;
+    let ceremony = console.begin(Ceremony::Enroll {
+        approver: body.approver,
+        state,
+    })?;
+    Ok(Json(json!({ "ceremony": ceremony, "options": options })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finish<T> {
+    ceremony: String,
+    credential: T,
+}
+
+/// Registers the new passkey as the approver's; recorded and alerted.
+pub async fn enroll_finish(
+    axum::extract::State(console): State,
+    Json(body): Json<Finish<RegisterPublicKeyCredential>>,
+) -> Result<Json<Value>, Problem> {
+    let ceremony = console.end(&body.ceremony)?;
+    let Ceremony::Enroll { approver, state } = ceremony.as_ref() else {
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "ceremony_unknown",
+            "this is not an enrollment; start again",
+        ));
+    };
+    let passkey = console
+        .webauthn
+        .finish_passkey_registration(&body.credential, state)
+        .map_err(|e| {
+            refused(
+                StatusCode::BAD_REQUEST,
+                "passkey_invalid",
+                format!("the passkey was not registered: {e}"),
+            )
+        })?;
+    let replaced = !console.passkeys(approver).await?.is_empty();
+    console.keep_passkey(approver, &passkey).await?;
+    console
+        .broker
+        .record_enrollment(approver, "passkey", replaced, Console::now())
+        .await
+        .map_err(store_error)?;
+    Ok(Json(json!({ "approver": approver, "enrolled": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInStart {
+    approver: String,
+}
+
+pub async fn signin_start(
+    axum::extract::State(console): State,
+    Json(body): Json<SignInStart>,
+) -> Result<Json<Value>, Problem> {
+    let passkeys = console.passkeys(&body.approver).await?;
+    if !console.broker.config().approvers.contains_key(&body.approver) || passkeys.is_empty() {
+        return Err(refused(
+            StatusCode::UNAUTHORIZED,
+            "approver_not_enrolled",
+            format!(
+                "`{}` is not an approver with a passkey here; enroll first with the code an admin gives you",
+                body.approver
+            ),
+        ));
+    }
+    let (options, state) = console
+        .webauthn
+        .start_passkey_authentication(&passkeys)
+        .map_err(|e| Problem::internal(&e))?;
+    let ceremony = console.begin(Ceremony::SignIn {
+        approver: body.approver,
+        state,
+    })?;
+    Ok(Json(json!({ "ceremony": ceremony, "options": options })))
+}
+
+pub async fn signin_finish(
+    axum::extract::State(console): State,
+    Json(body): Json<Finish<PublicKeyCredential>>,
+) -> Result<Response, Problem> {
+    let ceremony = console.end(&body.ceremony)?;
+    let Ceremony::SignIn { approver, state } = ceremony.as_ref() else {
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "ceremony_unknown",
+            "this is not a sign-in; start again",
+        ));
+    };
+    console.verify(approver, state, &body.credential).await?;
+    let (_session, cookie) = console.sign_in(approver)?;
+    let mut response = Json(json!({ "approver": approver, "next": "/console/approvals" })).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+async fn held(console: &Console, id: &str) -> Result<crate::approvals::Approval, Problem> {
+    Ok(console
+        .broker
+        .store()
+        .approval(id)
+        .await
+        .map_err(store_error)?
+        .ok_or(ApprovalError::Unknown { id: id.to_owned() })?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideStart {
+    /// `approve` or `deny`.
+    verdict: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Starts the passkey assertion that decides on one approval: bound to the
+/// signed-in approver, this approval as it is now, and the verdict.
+pub async fn decide_start(
+    axum::extract::State(console): State,
+    Checked(session): Checked,
+    Path(id): Path<String>,
+    Json(body): Json<DecideStart>,
+) -> Result<Json<Value>, Problem> {
+    let verdict = match (body.verdict.as_str(), body.reason) {
+        ("approve", _) => Verdict::Approve,
+        ("deny", Some(reason)) if !reason.trim().is_empty() => Verdict::Deny { reason },
+        ("deny", _) => return Err(ApprovalError::NoReason.into()),
+        _ => {
+            return Err(Problem::bad_request(
+                "invalid_request",
+                "`verdict` is `approve` or `deny`",
+            ));
+        }
+    };
+    let approval = held(&console, &id).await?;
+    match status(&approval, unix_ms(Console::now())) {
+        Status::Pending => {}
+        closed => return Err(ApprovalError::Closed { id, status: closed }.into()),
+    }
+    let passkeys = console.passkeys(&session.approver).await?;
+    let (options, state) = console
+        .webauthn
+        .start_passkey_authentication(&passkeys)
+        .map_err(|e| Problem::internal(&e))?;
+    let ceremony = console.begin(Ceremony::Decide {
+        approver: session.approver.clone(),
+        session_id: session.id.clone(),
+        approval_id: id,
+        digest: approval.digest,
+        verdict,
+        state,
+    })?;
+    Ok(Json(json!({ "ceremony": ceremony, "options": options })))
+}
+
+/// Ends the assertion and decides: the same approver, session and
+/// approval the ceremony began for, and the request unchanged since.
+pub async fn decide_finish(
+    axum::extract::State(console): State,
+    Checked(session): Checked,
+    Client(client): Client,
+    Path(id): Path<String>,
+    Json(body): Json<Finish<PublicKeyCredential>>,
+) -> Result<Json<Value>, Problem> {
+    let ceremony = console.end(&body.ceremony)?;
+    let Ceremony::Decide {
+        approver,
+        session_id,
+        approval_id,
+        digest,
+        verdict,
+        state,
+    } = ceremony.as_ref()
+    else {
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "ceremony_unknown",
+            "this is not a decision; start again",
+        ));
+    };
+    if *session_id != session.id || *approval_id != id {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "ceremony_mismatch",
+            "this passkey step began for another sign-in or another approval; start again",
+        ));
+    }
+    let current = held(&console, &id).await?;
+    if current.digest != *digest {
+        return Err(refused(
+            StatusCode::CONFLICT,
+            "approval_changed",
+            "the approval is not the one shown when you began; reload it",
+        ));
+    }
+    let proof = console.verify(approver, state, &body.credential).await?;
+    let now = Console::now();
+    let after = console
+        .broker
+        .decide_approval(&id, approver, Proof::Passkey(proof), verdict.clone(), client, now)
+        .await?;
+    Ok(Json(
+        json!({ "id": after.id, "status": status(&after, unix_ms(now)), "approved_by": after.approved_by }),
+    ))
+}
