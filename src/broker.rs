@@ -1080,6 +1080,12 @@ impl Broker {
         self.store.session_agent(session_id).await
     }
 
+    /// What the provider's rule pack says a scope does.
+    pub fn scope_description(&self, provider: &str, scope: &str) -> Option<String> {
+        let pack = self.config.providers.get(provider)?.get_ref().kind.pack();
+        pack.scopes.get(scope).map(|s| s.description.clone())
+    }
+
     /// What the holder of `claims` may do, and until when.
     pub fn describe(&self, claims: &Claims, now: SystemTime) -> WhoAmI {
         let grants = claims
@@ -1087,13 +1093,12 @@ impl Broker {
             .iter()
             .map(|(provider, scopes)| {
                 let tiers = self.rules.scopes.get(provider);
-                let pack = self.config.providers.get(provider).map(|p| p.get_ref().kind.pack());
                 let scopes = scopes
                     .iter()
                     .map(|scope| ScopeView {
                         scope: scope.clone(),
                         tier: tiers.and_then(|t| t.get(scope)).copied(),
-                        description: pack.and_then(|p| p.scopes.get(scope)).map(|s| s.description.clone()),
+                        description: self.scope_description(provider, scope),
                     })
                     .collect();
                 (

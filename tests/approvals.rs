@@ -488,6 +488,10 @@ async fn approvers_are_told_reminded_and_an_undecided_request_expires() {
         "{text}"
     );
     assert!(text.contains(&format!("valetkey approve {id}")), "{text}");
+    assert!(
+        text.contains("delete volumes and the data on them"),
+        "the pack's words: {text}"
+    );
     // Reminded in the last quarter of the deciding clock, then expired.
     let reminder = hook.alert("approval_reminder").await;
     assert!(reminder["text"].as_str().unwrap().contains(&id));
@@ -646,4 +650,52 @@ async fn another_variable_is_another_request_and_a_body_past_the_bound_cannot_be
         "{body}"
     );
     assert_eq!(f.api.count(), 0);
+}
+
+#[tokio::test]
+async fn a_request_the_broker_could_not_send_is_not_held() {
+    // No GitHub token for staging: approved, a branch's deletion could not
+    // be sent, so it is not held (and no approver is asked).
+    let f = Fixture::start_with(APPROVERS, "").await;
+    let (status, body) = f
+        .broker
+        .send(
+            f.broker
+                .http
+                .delete(f.url("github/repos/acme/api/git/refs/heads/old"))
+                .bearer_auth(&f.credential),
+        )
+        .await;
+    assert_eq!(refusal(status, &body), (403, "approval_required"), "{body}");
+    assert!(body.get("approval_id").is_none(), "{body}");
+    assert!(
+        body["approval_unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("holds no token"),
+        "{body}"
+    );
+    assert!(!event_kinds(&f).await.iter().any(|k| k == "approval_requested"));
+}
+
+#[tokio::test]
+async fn a_request_whose_credential_ends_is_no_longer_held() {
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let (_, held) = send(&f, &f.credential, INCIDENT, None).await;
+    let id = held["approval_id"].as_str().unwrap().to_owned();
+    let lease = common::claims(&f.credential)["jti"].as_str().unwrap().to_owned();
+    let (status, _) = post(&f, "/revocations", Some(&f.broker.admin_key), json!({ "lease": lease })).await;
+    assert_eq!(status, 200);
+    common::eventually("the held request expires with its credential", async || {
+        event_kinds(&f).await.iter().any(|k| k == "approval_expired")
+    })
+    .await;
+    let (_, seen) = get(&f, &format!("/approvals/{id}"), &f.broker.admin_key).await;
+    assert_eq!(seen["status"], "expired");
+    let events = f.broker.broker.store().audit_events().await.unwrap();
+    let expired = events.iter().find(|e| e.kind == "approval_expired").unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&expired.detail).unwrap()["clock"],
+        "credential"
+    );
 }

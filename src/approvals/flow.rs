@@ -203,10 +203,29 @@ impl Broker {
         };
         let (held, created) = self.store().hold_request(&approval, now_ms).await?;
         if created {
+            // What each operation does, in the rule pack's words.
+            let does: Vec<String> = h
+                .operations
+                .iter()
+                .filter_map(|op| {
+                    let scope = op.scope.as_deref()?;
+                    let words = self.scope_description(h.provider, scope)?;
+                    Some(format!("{}: {words}", op.name))
+                })
+                .collect();
+            let console = self
+                .config()
+                .console
+                .enabled
+                .then(|| self.config().console_origin())
+                .flatten()
+                .map(|origin| format!(" Review it at {origin}console/approvals/{}", held.id))
+                .unwrap_or_default();
             let text = format!(
-                "Approval needed ({}): {} Decide by {}: `valetkey approve {} --as NAME --code CODE` or `valetkey deny {} --as NAME --code CODE --reason …`.",
+                "Approval needed ({}): {} ({}.) Decide by {}: `valetkey approve {} --as NAME --code CODE` or `valetkey deny {} --as NAME --code CODE --reason …`.{console}",
                 held.id,
                 summary(&held),
+                does.join("; "),
                 rfc3339(held.decide_by_ms / 1000),
                 held.id,
                 held.id,
@@ -503,12 +522,18 @@ impl Broker {
         let now_ms = unix_ms(now);
         let expired = self.store().expire_approvals(now_ms).await?;
         for approval in &expired {
-            let unsent = approval.execute_by_ms.is_some();
+            // Which clock ran out: the approvers', the agent's, or its
+            // credential's (revoked, or expired first).
+            let clock = match approval.execute_by_ms {
+                Some(by) if by < now_ms => "execute",
+                None if approval.decide_by_ms < now_ms => "decide",
+                _ => "credential",
+            };
             let event = self.approval_event(
                 EventKind::ApprovalExpired,
                 &Actor::broker(),
                 approval,
-                json!({ "clock": if unsent { "execute" } else { "decide" } }),
+                json!({ "clock": clock }),
             );
             self.store().append_audit(&event, now_ms).await?;
         }

@@ -146,12 +146,6 @@ pub struct ResourceView {
 }
 
 fn view(console: &Console, a: &Approval, now_ms: i64) -> ApprovalView {
-    let pack = console
-        .broker
-        .config()
-        .providers
-        .get(&a.provider)
-        .map(|p| p.get_ref().kind.pack());
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
     let operations = a
         .operations
@@ -163,9 +157,9 @@ fn view(console: &Console, a: &Approval, now_ms: i64) -> ApprovalView {
             OperationView {
                 name: text(&op["name"]),
                 tier: text(&op["tier"]),
-                destroys: pack
-                    .and_then(|p| p.scopes.get(scope))
-                    .map(|s| s.description.clone())
+                destroys: console
+                    .broker
+                    .scope_description(&a.provider, scope)
                     .unwrap_or_else(|| format!("needs `{scope}`")),
                 resources: op["resources"]
                     .as_array()

@@ -68,8 +68,9 @@ pub(super) enum Settled {
     Spent(Box<Approval>),
     /// None to spend: hold it under this digest.
     Unspent { digest: String },
-    /// Its body is past what the broker reads, so it cannot be bound.
-    TooLarge(String),
+    /// It cannot be approved: its body is past what the broker reads, so
+    /// it cannot be bound, or the broker holds no token to send it with.
+    Unavailable(String),
 }
 
 pub(super) fn unusable_detail(why: Unusable, id: &str) -> String {
@@ -113,13 +114,20 @@ pub(super) async fn settle(
     record: &Recorder<'_>,
     now: SystemTime,
 ) -> Result<Settled, ProxyError> {
+    // Approved, it could not be sent: nothing to hold, nothing to spend.
+    if broker.upstream_token(provider, &claims.env).is_none() {
+        return Ok(Settled::Unavailable(format!(
+            "the broker holds no token for provider `{provider}` in `{}` to send it with",
+            claims.env
+        )));
+    }
     let limit = broker.config().proxy.max_inspected_body_bytes;
     let bytes = match (inspected.take(), body.take()) {
         (Some(bytes), _) => bytes,
         (None, Some(streaming)) => match read_bounded(streaming, &parts.headers, limit).await {
             Ok(bytes) => bytes,
             Err(ProxyError::BodyTooLarge { limit }) => {
-                return Ok(Settled::TooLarge(format!(
+                return Ok(Settled::Unavailable(format!(
                     "its body is over {limit} bytes, the most the broker reads, so an approval could not be bound to exactly it"
                 )));
             }

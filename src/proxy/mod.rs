@@ -223,7 +223,7 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
                     }
                 })
             }
-            (_, _, Some(held::Settled::TooLarge(why))) => Some(held::Held::Unavailable(why)),
+            (_, _, Some(held::Settled::Unavailable(why))) => Some(held::Held::Unavailable(why)),
             _ => None,
         };
         let mut error = refused.into_error(judgement.operations, &provider, &claims.env, Some(event_id));

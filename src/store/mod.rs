@@ -283,7 +283,7 @@ pub trait Store: Send + Sync {
     /// caller that spent it.
     async fn spend_approval(&self, id: &str, session_id: &str, digest: &str, now_ms: i64) -> Result<bool, StoreError>;
     /// Marks expired every pending or approved approval past its clock at
-    /// `now_ms`, and returns them.
+    /// `now_ms`, or whose lease was revoked or ran out, and returns them.
     async fn expire_approvals(&self, now_ms: i64) -> Result<Vec<crate::approvals::Approval>, StoreError>;
 
     async fn insert_enrollment(&self, enrollment: &EnrollmentRecord) -> Result<(), StoreError>;

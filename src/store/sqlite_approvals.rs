@@ -230,10 +230,12 @@ pub(super) async fn spend(
 }
 
 pub(super) async fn expire(pool: &SqlitePool, now_ms: i64) -> Result<Vec<Approval>, StoreError> {
+    // A request whose credential was revoked or ran out can never be sent:
+    // it expires with it, and approvers are not asked about it any longer.
     let ids: Vec<String> = sqlx::query(concat!(
-        "UPDATE approvals SET state = 'expired' WHERE state IN ('pending', 'approved') AND NOT ",
+        "UPDATE approvals SET state = 'expired' WHERE state IN ('pending', 'approved') AND (NOT ",
         open_at!(),
-        " RETURNING id"
+        " OR lease_id IN (SELECT id FROM leases WHERE revoked_at IS NOT NULL OR expires_at * 1000 < ?1)) RETURNING id"
     ))
     .bind(now_ms)
     .fetch_all(pool)
