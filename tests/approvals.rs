@@ -22,6 +22,11 @@ environments = ["staging", "production"]
 description = "staging only"
 providers = ["railway"]
 environments = ["staging"]
+
+[approvers.dana]
+description = "the first to enroll, who vouches for the others"
+providers = ["*"]
+environments = ["*"]
 "#;
 
 /// The incident's call: the volume staging and production share.
@@ -110,7 +115,7 @@ async fn enroll(f: &Fixture, name: &'static str) -> App {
     )
     .await;
     assert_eq!(status, 200, "{confirmed}");
-    assert_eq!(confirmed["replaced"], false);
+
     // The code cannot be redeemed twice.
     let (status, again) = post(
         f,
@@ -121,6 +126,32 @@ async fn enroll(f: &Fixture, name: &'static str) -> App {
     .await;
     assert_eq!(refusal(status, &again), (401, "enrollment_code_invalid"));
     app
+}
+
+/// `dana` enrolls first (her factor is in use at once), then each of
+/// `names`, whose factors await her vouch; she vouches for them all with
+/// one code.
+async fn team<const N: usize>(f: &Fixture, names: [&'static str; N]) -> [App; N] {
+    let dana = enroll(f, "dana").await;
+    let mut apps = Vec::new();
+    for name in names {
+        let app = enroll(f, name).await;
+        let in_use = f.broker.broker.store().factor(name).await.unwrap();
+        assert!(
+            in_use.is_none(),
+            "{name}'s factor is in use before anyone vouched for it"
+        );
+        apps.push(app);
+    }
+    let (status, vouched) = post(
+        f,
+        "/approvers/vouch",
+        None,
+        json!({ "approver": "dana", "code": dana.code(1), "approvers": names.as_slice() }),
+    )
+    .await;
+    assert_eq!(status, 200, "{vouched}");
+    apps.try_into().unwrap_or_else(|_| unreachable!())
 }
 
 async fn decide(f: &Fixture, id: &str, app: &App, code: &str, verb: &str) -> (u16, Value) {
@@ -171,9 +202,7 @@ async fn event_kinds(f: &Fixture) -> Vec<String> {
 #[tokio::test]
 async fn the_incidents_delete_needs_two_approvers_and_is_sent_exactly_once() {
     let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
-    let alice = enroll(&f, "alice").await;
-    let bob = enroll(&f, "bob").await;
-    let carol = enroll(&f, "carol").await;
+    let [alice, bob, carol] = team(&f, ["alice", "bob", "carol"]).await;
 
     // Held: refused with an approval to wait for, and sent nowhere.
     let (status, held) = send(&f, &f.credential, INCIDENT, None).await;
@@ -297,7 +326,8 @@ async fn the_incidents_delete_needs_two_approvers_and_is_sent_exactly_once() {
     assert_eq!(count("approval_requested"), 2);
     assert_eq!(count("approval_granted"), 2);
     assert_eq!(count("approval_used"), 1);
-    assert_eq!(count("approver_enrolled"), 3);
+    assert_eq!(count("approver_enrolled"), 4);
+    assert_eq!(count("approver_vouched"), 3);
     // The launcher key, the credential, no factor, carol, bob's wrong code,
     // alice's second approval.
     assert!(count("approval_refused") >= 6, "{kinds:?}");
@@ -315,9 +345,7 @@ async fn the_incidents_delete_needs_two_approvers_and_is_sent_exactly_once() {
 async fn an_identical_request_uses_its_approval_without_the_header_and_approvals_expire() {
     let extra = format!("{APPROVERS}\n[approvals]\nexecute_within = \"2s\"\n");
     let f = Fixture::start_with(&extra, common::fixture::GITHUB_STAGING).await;
-    let alice = enroll(&f, "alice").await;
-    let bob = enroll(&f, "bob").await;
-    let carol = enroll(&f, "carol").await;
+    let [alice, bob, carol] = team(&f, ["alice", "bob", "carol"]).await;
     let scratch = "mutation { volumeDelete(volumeId: \"vol_scratch\") }";
 
     // Staging's own volume: one approver.
@@ -408,16 +436,37 @@ async fn an_identical_request_uses_its_approval_without_the_header_and_approvals
 #[tokio::test]
 async fn guessing_codes_locks_the_approver_and_floods_are_not_recorded() {
     let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
-    let alice = enroll(&f, "alice").await;
+    let [alice] = team(&f, ["alice"]).await;
     let (_, held) = send(&f, &f.credential, INCIDENT, None).await;
     let id = held["approval_id"].as_str().unwrap().to_owned();
-    // Five wrong codes in a row lock alice's code, even the right one.
-    for _ in 0..5 {
-        let (status, body) = decide(&f, &id, &alice, &alice.wrong(), "approve").await;
-        assert_eq!(refusal(status, &body), (401, "approval_code_invalid"));
-    }
+    // Guesses sent at once: no more than five are ever checked, then
+    // alice's code is locked, even the right one.
+    let wrong = alice.wrong();
+    let guesses = (0..30).map(|_| decide(&f, &id, &alice, &wrong, "approve"));
+    let answers = futures_util::future::join_all(guesses).await;
+    let checked = answers
+        .iter()
+        .filter(|(_, b)| b["type"] == "approval_code_invalid")
+        .count();
+    assert!(
+        (1..=5).contains(&checked),
+        "{checked} guesses were checked: {answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|(s, b)| *s == 401 || b["type"] == "approver_locked" || b["type"] == "rate_limited")
+    );
     let (status, body) = decide(&f, &id, &alice, &alice.code(1), "approve").await;
-    assert_eq!(refusal(status, &body), (429, "approver_locked"), "{body}");
+    assert_eq!(status, 429, "locked, or past the rate of refusals: {body}");
+    let (_, seen) = get(&f, &format!("/approvals/{id}"), &f.credential).await;
+    assert_eq!(seen["status"], "pending");
+    let factor = f.broker.broker.store().factor("alice").await.unwrap().unwrap();
+    assert!(
+        factor.failures <= 5 && factor.locked_until > 0,
+        "{} attempts counted",
+        factor.failures
+    );
     // Whoever sends junk in a loop has only so much of it recorded.
     let mallory = App {
         name: "mallory",
@@ -520,6 +569,9 @@ async fn approvers_are_told_reminded_and_an_undecided_request_expires() {
 async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
     let extra = format!("{APPROVERS}\n[console]\nenabled = true\n");
     let f = Fixture::start_with(&extra, common::fixture::GITHUB_STAGING).await;
+    // dana enrolled first; bob's code factor and alice's passkey await her
+    // vouch, which the browser's run asks for once alice has registered.
+    let dana = enroll(&f, "dana").await;
     let bob = enroll(&f, "bob").await;
     let (status, invited) = post(&f, "/approvers/alice/invitations", Some(&f.broker.admin_key), json!({})).await;
     assert_eq!(status, 200, "{invited}");
@@ -527,8 +579,6 @@ async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
 
     let (_, held) = send(&f, &f.credential, INCIDENT, None).await;
     let id = held["approval_id"].as_str().unwrap().to_owned();
-    let (status, body) = decide(&f, &id, &bob, &bob.code(1), "approve").await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("pending")), "{body}");
     let poll = long_poll(&f, &id);
 
     let port = f.broker.url.rsplit(':').next().unwrap().to_owned();
@@ -545,6 +595,9 @@ async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
         .env("APPROVER", "alice")
         .env("CODE", &code)
         .env("APPROVAL", &id)
+        .env("VOUCHER", "dana")
+        .env("VOUCHER_CODE", dana.code(1))
+        .env("VOUCH_FOR", "alice,bob")
         .env("SHOTS", &shots)
         .output()
         .await
@@ -566,7 +619,11 @@ async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
         );
     }
 
-    // The agent's wait ends with the browser's approval; the request goes once.
+    // alice approved in the browser; bob's code gives the second approval,
+    // which ends the agent's wait; the request goes once.
+    let (status, body) = decide(&f, &id, &bob, &bob.code(1), "approve").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("approved")), "{body}");
+    assert_eq!(body["approved_by"], json!(["alice", "bob"]));
     assert_eq!(poll.await.unwrap()["status"], "approved");
     assert_eq!(f.railway.count(), 0, "approving sends nothing by itself");
     let (status, body) = send(&f, &f.credential, INCIDENT, Some(&id)).await;
@@ -587,16 +644,16 @@ async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
     };
     assert_eq!(
         factors("approval_granted"),
-        ["totp", "passkey"],
+        ["passkey", "totp"],
         "each approval names its factor"
     );
-    assert_eq!(factors("approver_enrolled"), ["totp", "passkey"]);
+    assert_eq!(factors("approver_enrolled"), ["totp", "totp", "passkey"]);
 }
 
 #[tokio::test]
 async fn another_variable_is_another_request_and_a_body_past_the_bound_cannot_be_held() {
     let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
-    let alice = enroll(&f, "alice").await;
+    let [alice] = team(&f, ["alice"]).await;
     let by_variable = |id: &str| {
         json!({
             "query": "mutation Drop($id: String!) { volumeDelete(volumeId: $id) }",
@@ -697,5 +754,99 @@ async fn a_request_whose_credential_ends_is_no_longer_held() {
     assert_eq!(
         serde_json::from_str::<Value>(&expired.detail).unwrap()["clock"],
         "credential"
+    );
+}
+
+/// What one stolen admin key could do: issue enrollment codes, redeem them
+/// and register factors for approvers. None of them is in use until an
+/// enrolled approver vouches for it, so the key makes no approver, let
+/// alone the second of two, and replaces no one's factor.
+#[tokio::test]
+async fn an_admin_key_alone_makes_no_approver() {
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let [alice] = team(&f, ["alice"]).await;
+    let forged_bob = enroll(&f, "bob").await;
+    let forged_alice = enroll(&f, "alice").await;
+    let (_, held) = send(&f, &f.credential, INCIDENT, None).await;
+    let id = held["approval_id"].as_str().unwrap().to_owned();
+
+    let (status, body) = decide(&f, &id, &forged_bob, &forged_bob.code(1), "approve").await;
+    assert_eq!(refusal(status, &body), (409, "approver_not_enrolled"), "{body}");
+    let (status, body) = decide(&f, &id, &forged_alice, &forged_alice.code(1), "approve").await;
+    assert_eq!(
+        refusal(status, &body),
+        (401, "approval_code_invalid"),
+        "alice's own factor is still hers: {body}"
+    );
+    let (status, body) = post(
+        &f,
+        "/approvers/vouch",
+        None,
+        json!({ "approver": "bob", "code": forged_bob.code(1), "approvers": ["bob", "alice"] }),
+    )
+    .await;
+    assert_eq!(refusal(status, &body), (409, "approver_not_enrolled"), "{body}");
+    let (status, body) = decide(&f, &id, &alice, &alice.code(1), "approve").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("pending")), "{body}");
+    assert_eq!(f.railway.count(), 0);
+}
+
+#[tokio::test]
+async fn a_held_requests_query_string_is_bound_but_never_kept() {
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let [alice] = team(&f, ["alice"]).await;
+    let held_with = |query: &'static str| {
+        f.broker.send(
+            f.broker
+                .http
+                .post(format!("{}?{query}", f.url("railway/graphql/v2")))
+                .bearer_auth(&f.credential)
+                .json(&json!({ "query": "mutation { volumeDelete(volumeId: \"vol_scratch\") }" })),
+        )
+    };
+    let (_, held) = held_with("sig=QUERYSECRET123").await;
+    let id = held["approval_id"].as_str().unwrap().to_owned();
+    let (_, seen) = get(&f, &format!("/approvals/{id}"), &f.broker.admin_key).await;
+    assert_eq!(seen["path"], "/graphql/v2");
+    assert!(
+        seen["summary"].as_str().unwrap().contains("query string of 18 bytes"),
+        "{seen}"
+    );
+    let (status, _) = decide(&f, &id, &alice, &alice.code(1), "approve").await;
+    assert_eq!(status, 200);
+    // Another query is another request.
+    let (_, other) = held_with("sig=QUERYSECRET124").await;
+    assert_ne!(other["approval_id"], id.as_str());
+    assert!(
+        !f.audit_text().await.contains("QUERYSECRET"),
+        "a query string reached the audit trail"
+    );
+    let pool = f.broker.db().await;
+    let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM approvals")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(paths.iter().all(|p| !p.contains('?')), "{paths:?}");
+
+    // Approvers are not flooded: a session holds at most ten at once (the
+    // approved one and the other above count).
+    for n in 0..8 {
+        let (_, held) = f
+            .broker
+            .send(
+                f.broker
+                    .http
+                    .post(format!("{}?n={n}", f.url("railway/graphql/v2")))
+                    .bearer_auth(&f.credential)
+                    .json(&json!({ "query": "mutation { volumeDelete(volumeId: \"vol_scratch\") }" })),
+            )
+            .await;
+        assert!(held["approval_id"].is_string(), "{held}");
+    }
+    let (status, full) = held_with("one=more").await;
+    assert_eq!(refusal(status, &full), (403, "approval_required"));
+    assert!(
+        full["approval_unavailable"].as_str().unwrap().contains("holds 10"),
+        "{full}"
     );
 }

@@ -280,10 +280,43 @@ pub async fn confirm(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<CodeBody>,
 ) -> Result<Json<Value>, Problem> {
-    let replaced = broker.confirm_enrollment(&name, &body.code, SystemTime::now()).await?;
+    let in_use = broker.confirm_enrollment(&name, &body.code, SystemTime::now()).await?;
     Ok(Json(
-        json!({ "approver": name, "enrolled": true, "replaced": replaced }),
+        json!({ "approver": name, "in_use": in_use, "awaiting_vouch": !in_use }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VouchBody {
+    /// Who vouches: an enrolled approver.
+    approver: String,
+    /// A code of their factor.
+    code: String,
+    /// Whose factors awaiting a vouch are put in use.
+    approvers: Vec<String>,
+}
+
+/// `POST /v1/approvers/vouch`: an enrolled approver puts others' new
+/// factors in use, with a code of their own.
+pub async fn vouch(
+    State(broker): Shared,
+    Client(client): Client,
+    JsonBody(body): JsonBody<VouchBody>,
+) -> Result<Json<Value>, Problem> {
+    let mut names = std::iter::once(&body.approver).chain(&body.approvers);
+    if body.approvers.is_empty() || body.approvers.len() > 16 || names.any(|n| !crate::config::valid_name(n)) {
+        return Err(Problem::bad_request(
+            "invalid_request",
+            "`approver` and each of `approvers` (1 to 16) must be approvers' names",
+        ));
+    }
+    let vouched = broker
+        .vouch(&body.approver, &body.code, &body.approvers, client, SystemTime::now())
+        .await?;
+    Ok(Json(json!({
+        "vouched": vouched.iter().map(|(name, factors)| json!({ "approver": name, "factors": factors })).collect::<Vec<_>>()
+    })))
 }
 
 /// `GET /v1/approvers` (admin key): the configured approvers and whether
@@ -292,6 +325,7 @@ pub async fn list_approvers(State(broker): Shared, Bearer(key): Bearer) -> Resul
     let now = SystemTime::now();
     super::admin::authenticate(&broker, &key, now).await?;
     let factors = broker.store().factors().await.map_err(|e| Problem::store(&e))?;
+    let awaiting = broker.store().awaiting_vouch().await.map_err(|e| Problem::store(&e))?;
     let approvers: Vec<Value> = broker
         .config()
         .approvers
@@ -306,6 +340,7 @@ pub async fn list_approvers(State(broker): Shared, Bearer(key): Bearer) -> Resul
                 "tiers": c.tiers,
                 "enrolled_at": factor.map(|f| rfc3339(f.enrolled_at)),
                 "locked_until": factor.filter(|f| f.locked_until > crate::time::unix_secs(now)).map(|f| rfc3339(f.locked_until)),
+                "awaiting_vouch": awaiting.iter().filter(|(a, _)| a == name).map(|(_, kind)| kind).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -354,6 +389,12 @@ impl From<ApprovalError> for Problem {
                 detail,
             ),
             ApprovalError::NoReason => Problem::bad_request("invalid_request", detail),
+            ApprovalError::NothingToVouch { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "nothing_to_vouch",
+                "Nothing awaits a vouch",
+                detail,
+            ),
             ApprovalError::RateLimited => Problem::from(crate::broker::AuthError::RateLimited),
             ApprovalError::Store(e) => Problem::store(&e),
             ApprovalError::Secrets(_) | ApprovalError::Random => Problem::internal(&detail),

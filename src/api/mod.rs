@@ -51,6 +51,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/approvals/{id}/approve", post(approvals::approve))
         .route("/approvals/{id}/deny", post(approvals::deny))
         .route("/approvers", get(approvals::list_approvers))
+        .route("/approvers/vouch", post(approvals::vouch))
         .route("/approvers/{name}/invitations", post(approvals::invite))
         .route("/approvers/{name}/enrollment", post(approvals::enroll))
         .route("/approvers/{name}/confirmation", post(approvals::confirm));

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 
 use super::totp::{self, CodeRefusal};
-use super::{Approval, NotAllowed, Status, Unusable, may_decide, status, summary, usable};
+use super::{Approval, NotAllowed, Status, Unusable, covers, may_decide, status, summary, usable};
 use crate::admin::Actor;
 use crate::audit::{Event, EventKind};
 use crate::broker::Broker;
@@ -34,6 +34,9 @@ pub fn pending_factor_record_id(approver: &str) -> String {
 pub fn passkey_record_id(approver_and_credential: &str) -> String {
     format!("approver-passkey:{approver_and_credential}")
 }
+
+/// Requests one session may hold for approval at once.
+pub const MOST_OPEN_PER_SESSION: i64 = 10;
 
 /// The one factor approvers use from the CLI.
 const TOTP: &str = "totp";
@@ -66,6 +69,8 @@ pub enum ApprovalError {
     NothingToConfirm { approver: String },
     #[error("a denial needs a reason the agent can read")]
     NoReason,
+    #[error("nothing of approver `{approver}`'s awaits a vouch: they register a factor first")]
+    NothingToVouch { approver: String },
     #[error("too many refused attempts from this address; this one was not processed")]
     RateLimited,
     #[error(transparent)]
@@ -105,8 +110,9 @@ pub struct Hold<'a> {
     pub claims: &'a Claims,
     pub provider: &'a str,
     pub method: &'a str,
-    /// The canonical path, with the query.
+    /// The canonical path.
     pub path: &'a str,
+    pub query: Option<&'a str>,
     pub need: &'a ApprovalNeed,
     pub operations: &'a [BoundOperation],
     pub digest: String,
@@ -150,6 +156,7 @@ fn blank() -> Approval {
         env: String::new(),
         method: String::new(),
         path: String::new(),
+        query_bytes: None,
         approvers_needed: 1,
         tier: crate::policy::Tier::Read,
         environments: Vec::new(),
@@ -180,7 +187,9 @@ fn ms(d: Duration) -> i64 {
 impl Broker {
     /// Holds a refused request for approval, or finds the same request of
     /// the same session already held; a new one is recorded and announced.
-    pub async fn hold(&self, h: Hold<'_>, now: SystemTime) -> Result<Approval, StoreError> {
+    /// `None` when the session holds [`MOST_OPEN_PER_SESSION`] requests
+    /// already: approvers are not flooded.
+    pub async fn hold(&self, h: Hold<'_>, now: SystemTime) -> Result<Option<Approval>, StoreError> {
         let now_ms = unix_ms(now);
         let approval = Approval {
             id: uuid::Uuid::new_v4().to_string(),
@@ -192,6 +201,7 @@ impl Broker {
             env: h.claims.env.clone(),
             method: h.method.to_owned(),
             path: h.path.to_owned(),
+            query_bytes: h.query.map(str::len),
             approvers_needed: h.need.approvers,
             tier: h.need.tier,
             environments: h.need.environments.clone(),
@@ -201,7 +211,13 @@ impl Broker {
             decide_by_ms: now_ms.saturating_add(ms(self.config().approvals.decide_within)),
             ..blank()
         };
-        let (held, created) = self.store().hold_request(&approval, now_ms).await?;
+        let Some((held, created)) = self
+            .store()
+            .hold_request(&approval, MOST_OPEN_PER_SESSION, now_ms)
+            .await?
+        else {
+            return Ok(None);
+        };
         if created {
             // What each operation does, in the rule pack's words.
             let does: Vec<String> = h
@@ -239,7 +255,7 @@ impl Broker {
             self.record_and_alert(event, "approval_requested", text, format!("approval:{}", held.id), now)
                 .await?;
         }
-        Ok(held)
+        Ok(Some(held))
     }
 
     /// The approval the agent of `claims` asks about; another agent's is
@@ -256,6 +272,7 @@ impl Broker {
         &self,
         claims: &Claims,
         digest: &str,
+        need: &ApprovalNeed,
         named: Option<&str>,
         now: SystemTime,
     ) -> Result<Result<Option<Approval>, (Unusable, Option<Approval>)>, StoreError> {
@@ -273,6 +290,9 @@ impl Broker {
         let Some(approval) = found else {
             return Ok(Ok(None));
         };
+        if !covers(&approval, need) {
+            return Ok(Err((Unusable::Outgrown, Some(approval))));
+        }
         if self
             .store()
             .spend_approval(&approval.id, &claims.sid, digest, now_ms)
@@ -467,6 +487,9 @@ impl Broker {
     /// never used before. Wrong codes count towards a lock.
     async fn check_code(&self, approver: &str, code: &str, now: SystemTime) -> Result<(), ApprovalError> {
         let now_secs = unix_secs(now);
+        // What could never be a code is refused without counting against
+        // the approver.
+        totp::well_formed(code).map_err(ApprovalError::Code)?;
         let factor = self
             .store()
             .factor(approver)
@@ -474,40 +497,45 @@ impl Broker {
             .ok_or_else(|| ApprovalError::NoFactor {
                 approver: approver.to_owned(),
             })?;
-        if factor.locked_until > now_secs {
+        let settings = &self.config().approvals;
+        let lock_after = i64::from(settings.lock_after_failures);
+        let until = now_secs.saturating_add(settings.lock_for.as_secs() as i64);
+        // Counted before it is checked: attempts sent at once cannot each
+        // get a look before the lock.
+        let Some(attempt) = self
+            .store()
+            .reserve_attempt(approver, lock_after, now_secs, until)
+            .await?
+        else {
+            let locked = self.store().factor(approver).await?.map_or(until, |f| f.locked_until);
             return Err(ApprovalError::Locked {
                 approver: approver.to_owned(),
-                until: rfc3339(factor.locked_until),
+                until: rfc3339(locked),
             });
-        }
+        };
         let secret = self.master().open(&factor_record_id(approver), &factor.sealed)?;
-        let settings = &self.config().approvals;
         match totp::verify(&secret, code, u64::try_from(now_secs).unwrap_or(0), factor.last_step) {
             Ok(step) if self.store().take_factor_step(approver, step).await? => Ok(()),
             Ok(_) => Err(ApprovalError::Code(CodeRefusal::Replayed)),
-            Err(CodeRefusal::Replayed) => Err(ApprovalError::Code(CodeRefusal::Replayed)),
             Err(refusal) => {
-                let lock_after = i64::from(settings.lock_after_failures);
-                let until = now_secs.saturating_add(settings.lock_for.as_secs() as i64);
-                let failures = self.store().factor_failed(approver, lock_after, until).await?;
-                if failures == lock_after {
+                if attempt == lock_after {
                     let event = Event {
                         kind: EventKind::ApprovalRefused,
                         actor: Actor::broker().0,
                         agent: None,
                         session_id: None,
                         env: None,
-                        detail: json!({ "approver": approver, "locked_until": rfc3339(until), "failures": failures }),
+                        detail: json!({ "approver": approver, "locked_until": rfc3339(until), "failures": attempt }),
                     };
                     let text = format!(
-                        "Approver `{approver}`'s code factor is locked until {} after {failures} wrong codes in a row. If {approver} did not type them, someone is guessing.",
+                        "Approver `{approver}`'s code factor is locked until {} after {attempt} wrong codes in a row. If {approver} did not type them, someone is guessing; the console's passkeys still work.",
                         rfc3339(until)
                     );
                     self.record_and_alert(
                         event,
                         "approver_locked",
                         text,
-                        format!("approver_locked:{approver}"),
+                        format!("approver_locked:{approver}:{until}"),
                         now,
                     )
                     .await?;
@@ -683,16 +711,17 @@ impl Broker {
     }
 
     /// The approver confirms the redeemed factor with the code their app
-    /// shows; it becomes theirs (replacing an earlier one), recorded and
-    /// alerted. True for a re-enrollment.
+    /// shows. The first approver's is in use at once; any later one (a new
+    /// approver's, or a replacement) awaits a vouch. Recorded and alerted.
+    /// True when it is in use.
     pub async fn confirm_enrollment(&self, approver: &str, code: &str, now: SystemTime) -> Result<bool, ApprovalError> {
-        let Some(sealed) = self.store().pending_factor(approver).await? else {
+        let Some((sealed, _)) = self.store().pending_factor(approver).await? else {
             return Err(ApprovalError::NothingToConfirm {
                 approver: approver.to_owned(),
             });
         };
         let now_secs = unix_secs(now);
-        let replaced = {
+        let in_use = {
             let (_sealing, master) = self.sealing().await;
             let secret = master.open(&pending_factor_record_id(approver), &sealed)?;
             let step =
@@ -702,8 +731,91 @@ impl Broker {
                 .confirm_factor(approver, &confirmed, step, now_secs)
                 .await?
         };
-        self.record_enrollment(approver, TOTP, replaced, now).await?;
-        Ok(replaced)
+        self.record_enrollment(approver, TOTP, in_use, now).await?;
+        Ok(in_use)
+    }
+
+    /// An enrolled approver (`voucher`, proving it with a code) vouches for
+    /// the factors other approvers registered, which are put in use: an
+    /// admin issues enrollment codes, but one stolen admin key cannot make
+    /// an approver. Vouching for oneself replaces one's own factor with the
+    /// old one's proof. Every refusal is recorded.
+    pub async fn vouch(
+        &self,
+        voucher: &str,
+        code: &str,
+        approvers: &[String],
+        client: std::net::IpAddr,
+        now: SystemTime,
+    ) -> Result<Vec<(String, Vec<String>)>, ApprovalError> {
+        let result = self.try_vouch(voucher, code, approvers, now).await;
+        if let Err(e) = &result
+            && !matches!(e, ApprovalError::Store(_))
+        {
+            let detail = json!({ "approver": voucher, "vouching_for": approvers, "why": e.to_string() });
+            self.record_refused_attempt(voucher, detail, client, now).await?;
+        }
+        result
+    }
+
+    async fn try_vouch(
+        &self,
+        voucher: &str,
+        code: &str,
+        approvers: &[String],
+        now: SystemTime,
+    ) -> Result<Vec<(String, Vec<String>)>, ApprovalError> {
+        for name in std::iter::once(voucher).chain(approvers.iter().map(String::as_str)) {
+            if !self.config().approvers.contains_key(name) {
+                return Err(ApprovalError::UnknownApprover {
+                    approver: name.to_owned(),
+                });
+            }
+        }
+        self.check_code(voucher, code, now).await?;
+        let now_secs = unix_secs(now);
+        let mut vouched = Vec::new();
+        for approver in approvers {
+            let totp = match self.store().pending_factor(approver).await? {
+                Some((sealed, Some(step))) => {
+                    let (_sealing, master) = self.sealing().await;
+                    let secret = master.open(&pending_factor_record_id(approver), &sealed)?;
+                    Some((master.seal(&factor_record_id(approver), &secret)?, step))
+                }
+                _ => None,
+            };
+            let put = self
+                .store()
+                .vouch_factors(approver, totp.as_ref().map(|(s, step)| (s, *step)), voucher, now_secs)
+                .await?;
+            if put.is_empty() {
+                return Err(ApprovalError::NothingToVouch {
+                    approver: approver.clone(),
+                });
+            }
+            let event = Event {
+                kind: EventKind::ApproverVouched,
+                actor: Actor::approver(voucher).0,
+                agent: None,
+                session_id: None,
+                env: None,
+                detail: json!({ "approver": approver, "voucher": voucher, "factors": put }),
+            };
+            let text = format!(
+                "{voucher} vouched for approver `{approver}`'s {}: it is in use from now on.",
+                put.join(" and ")
+            );
+            self.record_and_alert(
+                event,
+                "approver_vouched",
+                text,
+                format!("approver_vouched:{approver}:{now_secs}"),
+                now,
+            )
+            .await?;
+            vouched.push((approver.clone(), put));
+        }
+        Ok(vouched)
     }
 
     /// Records and alerts that `approver` registered a factor (`totp`,
@@ -712,7 +824,7 @@ impl Broker {
         &self,
         approver: &str,
         factor: &str,
-        replaced: bool,
+        in_use: bool,
         now: SystemTime,
     ) -> Result<String, StoreError> {
         let event = Event {
@@ -721,11 +833,15 @@ impl Broker {
             agent: None,
             session_id: None,
             env: None,
-            detail: json!({ "approver": approver, "factor": factor, "replaced": replaced }),
+            detail: json!({ "approver": approver, "factor": factor, "in_use": in_use }),
+        };
+        let state = if in_use {
+            "in use at once, as the first approver's".to_owned()
+        } else {
+            format!("it awaits a vouch from an enrolled approver (`valetkey approver vouch {approver} --as NAME`)")
         };
         let text = format!(
-            "Approver `{approver}` {} {factor} factor. If {approver} did not just do this, remove the approver from the configuration and find out who redeemed their enrollment code.",
-            if replaced { "replaced a" } else { "registered a" }
+            "Approver `{approver}` registered a {factor} factor; {state}. If {approver} did not just do this, remove the approver from the configuration and find out who redeemed their enrollment code."
         );
         self.record_and_alert(
             event,

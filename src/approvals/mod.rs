@@ -71,8 +71,10 @@ pub struct Approval {
     /// The credential's environment.
     pub env: String,
     pub method: String,
-    /// The canonical path, with the query when there is one.
+    /// The canonical path. A query string is in the digest, never kept
+    /// (it may carry anything): only its length is.
     pub path: String,
+    pub query_bytes: Option<usize>,
     /// Distinct approvers it takes.
     pub approvers_needed: u8,
     pub tier: Tier,
@@ -228,6 +230,16 @@ pub enum Unusable {
     Differs,
     /// Not (yet, or any longer) approved.
     NotApproved(Status),
+    /// Given for less than the request needs now (more approvers, another
+    /// environment, a higher tier: the configuration changed since).
+    Outgrown,
+}
+
+/// Whether `approval` was given for at least what the request needs now.
+pub fn covers(approval: &Approval, need: &crate::policy::ApprovalNeed) -> bool {
+    approval.approvers_needed >= need.approvers
+        && approval.tier >= need.tier
+        && need.environments.iter().all(|e| approval.environments.contains(e))
 }
 
 /// Whether the request with `digest`, from `session_id`, may be sent under
@@ -282,8 +294,12 @@ pub fn summary(approval: &Approval) -> String {
                 .collect()
         })
         .unwrap_or_default();
+    let query = approval
+        .query_bytes
+        .map(|n| format!(" (with a query string of {n} bytes, not shown)"))
+        .unwrap_or_default();
     format!(
-        "agent `{}` (credential for `{}`) asks to send {} {} to `{}`: {}. It reaches {}, and needs {} approver(s).",
+        "agent `{}` (credential for `{}`) asks to send {} {}{query} to `{}`: {}. It reaches {}, and needs {} approver(s).",
         approval.agent,
         approval.env,
         approval.method,
@@ -312,6 +328,7 @@ mod tests {
             env: "staging".into(),
             method: "POST".into(),
             path: "/graphql/v2".into(),
+            query_bytes: None,
             approvers_needed: 2,
             tier: Tier::Destructive,
             environments: vec!["production".into(), "staging".into()],
@@ -488,6 +505,21 @@ mod tests {
             usable(Some(&a), "s1", "d", 1_500),
             Err(Unusable::NotApproved(Status::Used))
         );
+    }
+
+    #[test]
+    fn an_approval_covers_a_request_only_for_as_much_as_it_was_given() {
+        let a = approval();
+        let need = |approvers, tier, envs: &[&str]| crate::policy::ApprovalNeed {
+            approvers,
+            tier,
+            environments: envs.iter().map(|e| e.to_string()).collect(),
+        };
+        assert!(covers(&a, &need(2, Tier::Destructive, &["production", "staging"])));
+        assert!(covers(&a, &need(1, Tier::Destructive, &["staging"])));
+        assert!(!covers(&a, &need(3, Tier::Destructive, &["staging"])));
+        assert!(!covers(&a, &need(2, Tier::Catastrophic, &["staging"])));
+        assert!(!covers(&a, &need(2, Tier::Destructive, &["staging", "qa"])));
     }
 
     #[test]

@@ -56,13 +56,21 @@ pub fn code_at(secret: &[u8], now_secs: u64) -> String {
     totp(secret, "").generate(now_secs)
 }
 
+/// Whether `code` could be a code at all: six ASCII digits.
+pub fn well_formed(code: &str) -> Result<(), CodeRefusal> {
+    let code = code.trim();
+    if code.len() == DIGITS && code.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(CodeRefusal::Malformed)
+    }
+}
+
 /// The step `code` was made for, at most [`SKEW`] steps from now and after
 /// `last_step` (the last one this factor used).
 pub fn verify(secret: &[u8], code: &str, now_secs: u64, last_step: i64) -> Result<i64, CodeRefusal> {
+    well_formed(code)?;
     let code = code.trim();
-    if code.len() != DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(CodeRefusal::Malformed);
-    }
     let t = totp(secret, "");
     let now_step = now_secs / STEP_SECS;
     let matched = (now_step.saturating_sub(SKEW)..=now_step + SKEW).find(|step| {

@@ -86,6 +86,9 @@ pub enum EventKind {
     ApproverInvited,
     /// An approver registered (or replaced) their factor.
     ApproverEnrolled,
+    /// An enrolled approver vouched for another's factor, which is in use
+    /// from then on.
+    ApproverVouched,
 }
 
 impl EventKind {
@@ -121,6 +124,7 @@ impl EventKind {
             EventKind::ApprovalRefused => "approval_refused",
             EventKind::ApproverInvited => "approver_invited",
             EventKind::ApproverEnrolled => "approver_enrolled",
+            EventKind::ApproverVouched => "approver_vouched",
         }
     }
 }

@@ -54,6 +54,14 @@ fn code_or_prompt(code: Option<String>) -> Result<String, CliError> {
     }
 }
 
+/// POSTs `body` with a code of the caller's own factor (given, or typed)
+/// added, over a connection fit to carry it.
+async fn with_code(remote: &Remote, path: &str, mut body: Value, code: Option<String>) -> Result<Value, CliError> {
+    let client = private_client(remote)?;
+    body["code"] = json!(code_or_prompt(code)?);
+    Ok(client.approvals(Method::POST, path, None, Some(&body), None).await?)
+}
+
 fn approval_id(id: &str) -> Result<String, CliError> {
     uuid::Uuid::parse_str(id).map(|u| u.to_string()).map_err(|_| {
         CliError::Usage(format!(
@@ -100,21 +108,11 @@ pub async fn decide(
 ) -> Result<ExitCode, CliError> {
     let id = approval_id(id)?;
     named("approver", approver)?;
-    let client = private_client(&remote)?;
-    let code = code_or_prompt(code)?;
     let (verb, body) = match reason {
-        None => ("approve", json!({ "approver": approver, "code": code })),
-        Some(reason) => ("deny", json!({ "approver": approver, "code": code, "reason": reason })),
+        None => ("approve", json!({ "approver": approver })),
+        Some(reason) => ("deny", json!({ "approver": approver, "reason": reason })),
     };
-    let answer = client
-        .approvals(
-            Method::POST,
-            &format!("/approvals/{id}/{verb}"),
-            None,
-            Some(&body),
-            None,
-        )
-        .await?;
+    let answer = with_code(&remote, &format!("/approvals/{id}/{verb}"), body, code).await?;
     print_approval(&answer);
     Ok(ExitCode::SUCCESS)
 }
@@ -227,22 +225,50 @@ pub async fn enroll(remote: Remote, name: &str, code: Option<String>) -> Result<
 
 pub async fn confirm(remote: Remote, name: &str, code: Option<String>) -> Result<ExitCode, CliError> {
     named("approver", name)?;
-    let client = private_client(&remote)?;
-    let code = code_or_prompt(code)?;
-    let answer = client
-        .approvals(
-            Method::POST,
-            &format!("/approvers/{}/confirmation", path_segment(name)),
-            None,
-            Some(&json!({ "code": code })),
-            None,
-        )
-        .await?;
-    let replaced = answer["replaced"].as_bool() == Some(true);
-    eprintln!(
-        "approver `{name}` {} a code factor; `valetkey approve ID --as {name}` takes its codes",
-        if replaced { "replaced their" } else { "registered" }
-    );
+    let answer = with_code(
+        &remote,
+        &format!("/approvers/{}/confirmation", path_segment(name)),
+        json!({}),
+        code,
+    )
+    .await?;
+    if answer["in_use"].as_bool() == Some(true) {
+        eprintln!(
+            "approver `{name}` registered a code factor, in use now; `valetkey approve ID --as {name}` takes its codes"
+        );
+    } else {
+        eprintln!(
+            "approver `{name}` registered a code factor; it is in use once an enrolled approver vouches for it: \
+             valetkey approver vouch {name} --as THEM"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn vouch(
+    remote: Remote,
+    voucher: &str,
+    approvers: &[String],
+    code: Option<String>,
+) -> Result<ExitCode, CliError> {
+    for name in std::iter::once(voucher).chain(approvers.iter().map(String::as_str)) {
+        named("approver", name)?;
+    }
+    let body = json!({ "approver": voucher, "approvers": approvers });
+    let answer = with_code(&remote, "/approvers/vouch", body, code).await?;
+    for v in answer["vouched"].as_array().into_iter().flatten() {
+        let factors: Vec<&str> = v["factors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        eprintln!(
+            "approver `{}`: {} in use now",
+            text(&v["approver"]),
+            factors.join(" and ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -261,10 +287,14 @@ pub async fn approvers(args: AdminArgs) -> Result<ExitCode, CliError> {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let factor = match a["enrolled_at"].as_str() {
-            Some(at) => format!("enrolled {at}"),
-            None => "not enrolled".into(),
+        let mut factor = match a["enrolled_at"].as_str() {
+            Some(at) => format!("code factor since {at}"),
+            None => "no code factor".into(),
         };
+        let awaiting = join(&a["awaiting_vouch"]);
+        if !awaiting.is_empty() {
+            factor.push_str(&format!("; {awaiting} awaiting a vouch"));
+        }
         let locked = a["locked_until"]
             .as_str()
             .map(|u| format!("  (code locked until {u})"))

@@ -389,6 +389,20 @@ enum ApproverCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Vouch, with a code of your own factor, for the factors other
+    /// approvers registered: they are in use from then on.
+    Vouch {
+        /// The approvers whose new factors you vouch for.
+        #[arg(required = true)]
+        approvers: Vec<String>,
+        /// Your approver name.
+        #[arg(long = "as", env = "VALETKEY_APPROVER")]
+        voucher: String,
+        #[arg(long)]
+        code: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// The configured approvers and whether each has a factor (admin).
     List {
         #[command(flatten)]
@@ -706,6 +720,12 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
             ApproverCommand::Invite { name, admin } => approvals::invite(admin, &name).await,
             ApproverCommand::Enroll { name, code, remote } => approvals::enroll(remote, &name, code).await,
             ApproverCommand::Confirm { name, code, remote } => approvals::confirm(remote, &name, code).await,
+            ApproverCommand::Vouch {
+                approvers,
+                voucher,
+                code,
+                remote,
+            } => approvals::vouch(remote, &voucher, &approvers, code).await,
             ApproverCommand::List { admin } => approvals::approvers(admin).await,
         },
     }

@@ -84,7 +84,9 @@ impl Console {
             .collect()
     }
 
-    async fn keep_passkey(&self, approver: &str, passkey: &Passkey) -> Result<(), Problem> {
+    /// Keeps the passkey (sealed); true when it is in use (the first
+    /// approver's, or one already vouched for).
+    async fn keep_passkey(&self, approver: &str, passkey: &Passkey) -> Result<bool, Problem> {
         use base64::Engine;
         let credential = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(passkey.cred_id().as_ref());
         let json = serde_json::to_vec(passkey).map_err(|e| Problem::internal(&e))?;
@@ -127,7 +129,7 @@ impl Console {
         if result.needs_update() {
             for mut passkey in self.passkeys(approver).await? {
                 if passkey.update_credential(&result) == Some(true) {
-                    self.keep_passkey(approver, &passkey).await?;
+                    let _in_use = self.keep_passkey(approver, &passkey).await?;
                 }
             }
         }
@@ -224,14 +226,13 @@ pub async fn enroll_finish(
                 format!("the passkey was not registered: {e}"),
             )
         })?;
-    let replaced = !console.passkeys(approver).await?.is_empty();
-    console.keep_passkey(approver, &passkey).await?;
+    let in_use = console.keep_passkey(approver, &passkey).await?;
     console
         .broker
-        .record_enrollment(approver, "passkey", replaced, Console::now())
+        .record_enrollment(approver, "passkey", in_use, Console::now())
         .await
         .map_err(store_error)?;
-    Ok(Json(json!({ "approver": approver, "enrolled": true })))
+    Ok(Json(json!({ "approver": approver, "in_use": in_use })))
 }
 
 #[derive(Deserialize)]
@@ -250,7 +251,7 @@ pub async fn signin_start(
             StatusCode::UNAUTHORIZED,
             "approver_not_enrolled",
             format!(
-                "`{}` is not an approver with a passkey here; enroll first with the code an admin gives you",
+                "`{}` is not an approver with a passkey in use here: enroll first with the code an admin gives you, and have an enrolled approver vouch for it (`valetkey approver vouch NAME --as THEM`)",
                 body.approver
             ),
         ));

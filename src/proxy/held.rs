@@ -84,6 +84,9 @@ pub(super) fn unusable_detail(why: Unusable, id: &str) -> String {
             "approval `{id}` is {}, so nothing may be sent under it",
             status.as_str()
         ),
+        Unusable::Outgrown => format!(
+            "approval `{id}` was given for less than this request needs now (the broker's configuration changed since): it takes a new approval"
+        ),
     }
 }
 
@@ -96,6 +99,7 @@ pub fn unusable_kind(why: Unusable) -> &'static str {
         Unusable::NotApproved(Status::Denied) => "approval_denied",
         Unusable::NotApproved(Status::Used) => "approval_used",
         Unusable::NotApproved(Status::Approved | Status::Expired) => "approval_expired",
+        Unusable::Outgrown => "approval_outgrown",
     }
 }
 
@@ -109,6 +113,7 @@ pub(super) async fn settle(
     provider: &str,
     parts: &Parts,
     path: &str,
+    need: &crate::policy::ApprovalNeed,
     inspected: &mut Option<Bytes>,
     body: &mut Option<Body>,
     record: &Recorder<'_>,
@@ -155,7 +160,7 @@ pub(super) async fn settle(
         (Some(one), None) => Some(one.to_str().unwrap_or("")),
         (Some(_), Some(_)) => Some(""),
     };
-    match broker.spend_approval(claims, &digest, named, now).await? {
+    match broker.spend_approval(claims, &digest, need, named, now).await? {
         Ok(Some(approval)) => Ok(Settled::Spent(Box::new(approval))),
         Ok(None) => Ok(Settled::Unspent { digest }),
         Err((why, _)) => {

@@ -154,13 +154,14 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
     let judgement = judge(broker, classifier, &provider, &claims, &view);
     let (mut inspected, mut body) = (inspected, body);
     let settled = match (&judgement.refused, &judgement.approval) {
-        (Some(Refused::Policy(_)), Some(_)) => Some(
+        (Some(Refused::Policy(_)), Some(need)) => Some(
             held::settle(
                 broker,
                 &claims,
                 &provider,
                 &parts,
                 &judgement.path,
+                need,
                 &mut inspected,
                 &mut body,
                 &record,
@@ -213,13 +214,20 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
                             claims: &claims,
                             provider: &provider,
                             method: parts.method.as_str(),
-                            path: &path_and_query(&judgement.path, parts.uri.query()),
+                            path: &judgement.path,
+                            query: parts.uri.query(),
                             need,
                             operations: &judgement.operations,
                             digest,
                             event_id: &event_id,
                         };
-                        held::Held::waiting(&broker.hold(hold, now).await?, broker)
+                        match broker.hold(hold, now).await? {
+                            Some(approval) => held::Held::waiting(&approval, broker),
+                            None => held::Held::Unavailable(format!(
+                                "this session holds {} requests for approval already; wait for their decisions",
+                                approvals::flow::MOST_OPEN_PER_SESSION
+                            )),
+                        }
                     }
                 })
             }

@@ -248,12 +248,14 @@ pub trait Store: Send + Sync {
 
     /// Holds a request: `approval`, unless the same session holds the same
     /// digest pending or approved and not past its clock, which is returned
-    /// instead. True when `approval` was inserted.
+    /// instead. True when `approval` was inserted; `None` when the session
+    /// already holds `most_open` others (one transaction).
     async fn hold_request(
         &self,
         approval: &crate::approvals::Approval,
+        most_open: i64,
         now_ms: i64,
-    ) -> Result<(crate::approvals::Approval, bool), StoreError>;
+    ) -> Result<Option<(crate::approvals::Approval, bool)>, StoreError>;
     async fn approval(&self, id: &str) -> Result<Option<crate::approvals::Approval>, StoreError>;
     /// The approved approval of this session's request with `digest`, if one
     /// is approved and not past its clock.
@@ -302,32 +304,59 @@ pub trait Store: Send + Sync {
     /// own, for a factor registered in the console; false when it was not
     /// there to take.
     async fn take_enrollment(&self, code_hash: &[u8], approver: &str, now: i64) -> Result<bool, StoreError>;
-    async fn pending_factor(&self, approver: &str) -> Result<Option<Sealed>, StoreError>;
+    /// The approver's code factor not yet in use: sealed, with the step of
+    /// its first code once confirmed (it then awaits a vouch).
+    async fn pending_factor(&self, approver: &str) -> Result<Option<(Sealed, Option<i64>)>, StoreError>;
     /// Adds or replaces one of the approver's passkeys (sealed), by its
-    /// credential id.
+    /// credential id: in use at once only when no approver has a factor in
+    /// use yet (checked in the same transaction); otherwise it awaits a
+    /// vouch. True when it is in use.
     async fn put_passkey(
         &self,
         approver: &str,
         credential_id: &str,
         sealed: &Sealed,
         now: i64,
-    ) -> Result<(), StoreError>;
-    /// The approver's passkeys: (credential id, sealed).
+    ) -> Result<bool, StoreError>;
+    /// The approver's passkeys in use: (credential id, sealed).
     async fn passkeys(&self, approver: &str) -> Result<Vec<(String, Sealed)>, StoreError>;
-    /// Makes the factor confirmed with its first code (taken at `step`) the
-    /// approver's, replacing any earlier one, and drops the pending one.
-    /// True when it replaced a factor (a re-enrollment).
+    /// Approvers with a factor awaiting a vouch, and which (`totp`,
+    /// `passkey`).
+    async fn awaiting_vouch(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Puts in use the approver's factors awaiting a vouch: its confirmed
+    /// code factor (`totp`, sealed for use, replacing the one in use) and
+    /// its passkeys; one transaction. Returns which kinds it put in use.
+    async fn vouch_factors(
+        &self,
+        approver: &str,
+        totp: Option<(&Sealed, i64)>,
+        voucher: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The approver confirmed their pending code factor with its first code
+    /// (taken at `step`). When no approver has a factor in use yet, it is
+    /// put in use at once (`sealed`, sealed for use) and `true` returned;
+    /// otherwise it keeps waiting, for a vouch, with the step noted. One
+    /// transaction.
     async fn confirm_factor(&self, approver: &str, sealed: &Sealed, step: i64, now: i64) -> Result<bool, StoreError>;
     async fn factor(&self, approver: &str) -> Result<Option<FactorRecord>, StoreError>;
     /// Every confirmed factor, by approver.
     async fn factors(&self) -> Result<Vec<FactorRecord>, StoreError>;
     /// Takes `step` for the approver's factor if it is later than the last
     /// one taken (a code is used once, even by two racing requests), and
-    /// clears its failures.
+    /// clears its count of attempts and its lock.
     async fn take_factor_step(&self, approver: &str, step: i64) -> Result<bool, StoreError>;
-    /// Counts a wrong code; at `lock_after` in a row the factor is locked
-    /// until `lock_until`. Returns the failures in a row.
-    async fn factor_failed(&self, approver: &str, lock_after: i64, lock_until: i64) -> Result<i64, StoreError>;
+    /// Counts an attempt at the approver's code before it is checked, in one
+    /// statement: `None` while the factor is locked (or there is none); the
+    /// attempt that reaches `lock_after` locks it until `lock_until`.
+    /// Returns the attempts counted since the last right code.
+    async fn reserve_attempt(
+        &self,
+        approver: &str,
+        lock_after: i64,
+        now: i64,
+        lock_until: i64,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Appends an event to the chain; durable when this returns.
     async fn append_audit(&self, event: &audit::Event, at_ms: i64) -> Result<audit::Record, StoreError>;

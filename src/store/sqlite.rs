@@ -858,9 +858,10 @@ impl Store for SqliteStore {
     async fn hold_request(
         &self,
         approval: &crate::approvals::Approval,
+        most_open: i64,
         now_ms: i64,
-    ) -> Result<(crate::approvals::Approval, bool), StoreError> {
-        approvals::hold_request(&self.pool, approval, now_ms).await
+    ) -> Result<Option<(crate::approvals::Approval, bool)>, StoreError> {
+        approvals::hold_request(&self.pool, approval, most_open, now_ms).await
     }
 
     async fn approval(&self, id: &str) -> Result<Option<crate::approvals::Approval>, StoreError> {
@@ -927,15 +928,29 @@ impl Store for SqliteStore {
         credential_id: &str,
         sealed: &Sealed,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         approvals::put_passkey(&self.pool, approver, credential_id, sealed, now).await
+    }
+
+    async fn awaiting_vouch(&self) -> Result<Vec<(String, String)>, StoreError> {
+        approvals::awaiting_vouch(&self.pool).await
+    }
+
+    async fn vouch_factors(
+        &self,
+        approver: &str,
+        totp: Option<(&Sealed, i64)>,
+        voucher: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        approvals::vouch_factors(&self.pool, approver, totp, voucher, now).await
     }
 
     async fn passkeys(&self, approver: &str) -> Result<Vec<(String, Sealed)>, StoreError> {
         approvals::passkeys(&self.pool, approver).await
     }
 
-    async fn pending_factor(&self, approver: &str) -> Result<Option<Sealed>, StoreError> {
+    async fn pending_factor(&self, approver: &str) -> Result<Option<(Sealed, Option<i64>)>, StoreError> {
         approvals::pending_factor(&self.pool, approver).await
     }
 
@@ -955,8 +970,14 @@ impl Store for SqliteStore {
         approvals::take_factor_step(&self.pool, approver, step).await
     }
 
-    async fn factor_failed(&self, approver: &str, lock_after: i64, lock_until: i64) -> Result<i64, StoreError> {
-        approvals::factor_failed(&self.pool, approver, lock_after, lock_until).await
+    async fn reserve_attempt(
+        &self,
+        approver: &str,
+        lock_after: i64,
+        now: i64,
+        lock_until: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        approvals::reserve_attempt(&self.pool, approver, lock_after, now, lock_until).await
     }
 
     async fn append_audit(&self, event: &audit::Event, at_ms: i64) -> Result<audit::Record, StoreError> {

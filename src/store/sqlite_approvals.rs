@@ -18,7 +18,12 @@ macro_rules! open_at {
     };
 }
 
-pub(super) async fn hold_request(pool: &SqlitePool, a: &Approval, now_ms: i64) -> Result<(Approval, bool), StoreError> {
+pub(super) async fn hold_request(
+    pool: &SqlitePool,
+    a: &Approval,
+    most_open: i64,
+    now_ms: i64,
+) -> Result<Option<(Approval, bool)>, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let existing: Option<String> = sqlx::query(concat!(
         "SELECT id FROM approvals WHERE session_id = ?2 AND digest = ?3 AND ",
@@ -34,8 +39,20 @@ pub(super) async fn hold_request(pool: &SqlitePool, a: &Approval, now_ms: i64) -
         let found = approval_in(&mut *tx, &id).await?;
         tx.commit().await?;
         return found
-            .map(|f| (f, false))
+            .map(|f| Some((f, false)))
             .ok_or_else(|| StoreError::Corrupt(format!("approval `{id}` vanished")));
+    }
+    let open: i64 = sqlx::query(concat!(
+        "SELECT COUNT(*) FROM approvals WHERE session_id = ?2 AND ",
+        open_at!()
+    ))
+    .bind(now_ms)
+    .bind(&a.session_id)
+    .fetch_one(&mut *tx)
+    .await?
+    .get(0);
+    if open >= most_open {
+        return Ok(None);
     }
     // One past its clock but not yet marked keeps the index's place.
     sqlx::query(concat!(
@@ -49,9 +66,9 @@ pub(super) async fn hold_request(pool: &SqlitePool, a: &Approval, now_ms: i64) -
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "INSERT INTO approvals (id, digest, agent, session_id, lease_id, provider, env, method, path, \
+        "INSERT INTO approvals (id, digest, agent, session_id, lease_id, provider, env, method, path, query_bytes, \
          approvers_needed, tier, environments, operations, event_id, state, created_at_ms, decide_by_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
     )
     .bind(&a.id)
     .bind(&a.digest)
@@ -62,6 +79,7 @@ pub(super) async fn hold_request(pool: &SqlitePool, a: &Approval, now_ms: i64) -
     .bind(&a.env)
     .bind(&a.method)
     .bind(&a.path)
+    .bind(a.query_bytes.map(|n| n as i64))
     .bind(i64::from(a.approvers_needed))
     .bind(a.tier.as_str())
     .bind(serde_json::to_string(&a.environments).unwrap_or_default())
@@ -72,7 +90,7 @@ pub(super) async fn hold_request(pool: &SqlitePool, a: &Approval, now_ms: i64) -
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok((a.clone(), true))
+    Ok(Some((a.clone(), true)))
 }
 
 pub(super) async fn approval(pool: &SqlitePool, id: &str) -> Result<Option<Approval>, StoreError> {
@@ -263,6 +281,7 @@ fn read(row: &SqliteRow) -> Result<Approval, StoreError> {
         env: row.get("env"),
         method: row.get("method"),
         path: row.get("path"),
+        query_bytes: row.get::<Option<i64>, _>("query_bytes").map(|n| n as usize),
         approvers_needed: u8::try_from(row.get::<i64, _>("approvers_needed")).map_err(|_| corrupt("count"))?,
         tier: serde_json::from_value(serde_json::Value::String(tier)).map_err(|_| corrupt("tier"))?,
         environments: serde_json::from_str(&environments).map_err(|_| corrupt("environments"))?,
@@ -316,30 +335,118 @@ pub(super) async fn take_enrollment(
         == 1)
 }
 
+/// Whether some approver has a factor in use: until one has, the first
+/// enrollment is in use at once (trust on first use); after, every new
+/// factor awaits a vouch.
+async fn any_factor_in_use(tx: &mut sqlx::SqliteConnection) -> Result<bool, StoreError> {
+    Ok(sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM approver_factors) OR EXISTS (SELECT 1 FROM approver_passkeys WHERE vouched_by IS NOT NULL)",
+    )
+    .fetch_one(&mut *tx)
+    .await?
+    .get::<bool, _>(0))
+}
+
 pub(super) async fn put_passkey(
     pool: &SqlitePool,
     approver: &str,
     credential_id: &str,
     sealed: &Sealed,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let first = !any_factor_in_use(&mut tx).await?;
     sqlx::query(
-        "INSERT INTO approver_passkeys (approver, credential_id, nonce, ciphertext, created_at) VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT (approver, credential_id) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext",
+        "INSERT INTO approver_passkeys (approver, credential_id, nonce, ciphertext, created_at, vouched_by) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (approver, credential_id) DO UPDATE SET nonce = excluded.nonce, \
+         ciphertext = excluded.ciphertext",
     )
     .bind(approver)
     .bind(credential_id)
     .bind(&sealed.nonce)
     .bind(&sealed.ciphertext)
     .bind(now)
-    .execute(pool)
+    .bind(first.then_some("first enrollment"))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(first)
+}
+
+pub(super) async fn awaiting_vouch(pool: &SqlitePool) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(sqlx::query(
+        "SELECT approver, 'totp' FROM approver_pending_factors WHERE confirmed_step IS NOT NULL \
+         UNION SELECT approver, 'passkey' FROM approver_passkeys WHERE vouched_by IS NULL ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}
+
+pub(super) async fn vouch_factors(
+    pool: &SqlitePool,
+    approver: &str,
+    totp: Option<(&Sealed, i64)>,
+    voucher: &str,
+    now: i64,
+) -> Result<Vec<String>, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut put = Vec::new();
+    if let Some((sealed, step)) = totp {
+        let taken = sqlx::query("DELETE FROM approver_pending_factors WHERE approver = ? AND confirmed_step = ?")
+            .bind(approver)
+            .bind(step)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if taken == 1 {
+            write_factor(&mut tx, approver, sealed, step, now).await?;
+            put.push("totp".to_owned());
+        }
+    }
+    let passkeys = sqlx::query("UPDATE approver_passkeys SET vouched_by = ? WHERE approver = ? AND vouched_by IS NULL")
+        .bind(voucher)
+        .bind(approver)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if passkeys > 0 {
+        put.push("passkey".to_owned());
+    }
+    tx.commit().await?;
+    Ok(put)
+}
+
+/// The approver's code factor in use, replacing any earlier one.
+async fn write_factor(
+    tx: &mut sqlx::SqliteConnection,
+    approver: &str,
+    sealed: &Sealed,
+    step: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO approver_factors (approver, nonce, ciphertext, enrolled_at, last_step, failures, locked_until) \
+         VALUES (?, ?, ?, ?, ?, 0, 0) ON CONFLICT (approver) DO UPDATE SET nonce = excluded.nonce, \
+         ciphertext = excluded.ciphertext, enrolled_at = excluded.enrolled_at, last_step = excluded.last_step, \
+         failures = 0, locked_until = 0",
+    )
+    .bind(approver)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .bind(now)
+    .bind(step)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 pub(super) async fn passkeys(pool: &SqlitePool, approver: &str) -> Result<Vec<(String, Sealed)>, StoreError> {
     Ok(sqlx::query(
-        "SELECT credential_id, nonce, ciphertext FROM approver_passkeys WHERE approver = ? ORDER BY created_at",
+        "SELECT credential_id, nonce, ciphertext FROM approver_passkeys WHERE approver = ? AND vouched_by IS NOT NULL \
+         ORDER BY created_at",
     )
     .bind(approver)
     .fetch_all(pool)
@@ -379,7 +486,7 @@ pub(super) async fn redeem_enrollment(
     sqlx::query(
         "INSERT INTO approver_pending_factors (approver, nonce, ciphertext, created_at) VALUES (?, ?, ?, ?) \
          ON CONFLICT (approver) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, \
-         created_at = excluded.created_at",
+         created_at = excluded.created_at, confirmed_step = NULL",
     )
     .bind(approver)
     .bind(&pending.nonce)
@@ -391,15 +498,23 @@ pub(super) async fn redeem_enrollment(
     Ok(true)
 }
 
-pub(super) async fn pending_factor(pool: &SqlitePool, approver: &str) -> Result<Option<Sealed>, StoreError> {
+pub(super) async fn pending_factor(
+    pool: &SqlitePool,
+    approver: &str,
+) -> Result<Option<(Sealed, Option<i64>)>, StoreError> {
     Ok(
-        sqlx::query("SELECT nonce, ciphertext FROM approver_pending_factors WHERE approver = ?")
+        sqlx::query("SELECT nonce, ciphertext, confirmed_step FROM approver_pending_factors WHERE approver = ?")
             .bind(approver)
             .fetch_optional(pool)
             .await?
-            .map(|r| Sealed {
-                nonce: r.get(0),
-                ciphertext: r.get(1),
+            .map(|r| {
+                (
+                    Sealed {
+                        nonce: r.get(0),
+                        ciphertext: r.get(1),
+                    },
+                    r.get(2),
+                )
             }),
     )
 }
@@ -412,30 +527,22 @@ pub(super) async fn confirm_factor(
     now: i64,
 ) -> Result<bool, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let replaced = sqlx::query("SELECT 1 FROM approver_factors WHERE approver = ?")
-        .bind(approver)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
-    sqlx::query(
-        "INSERT INTO approver_factors (approver, nonce, ciphertext, enrolled_at, last_step, failures, locked_until) \
-         VALUES (?, ?, ?, ?, ?, 0, 0) ON CONFLICT (approver) DO UPDATE SET nonce = excluded.nonce, \
-         ciphertext = excluded.ciphertext, enrolled_at = excluded.enrolled_at, last_step = excluded.last_step, \
-         failures = 0, locked_until = 0",
-    )
-    .bind(approver)
-    .bind(&sealed.nonce)
-    .bind(&sealed.ciphertext)
-    .bind(now)
-    .bind(step)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM approver_pending_factors WHERE approver = ?")
-        .bind(approver)
-        .execute(&mut *tx)
-        .await?;
+    let first = !any_factor_in_use(&mut tx).await?;
+    if first {
+        write_factor(&mut tx, approver, sealed, step, now).await?;
+        sqlx::query("DELETE FROM approver_pending_factors WHERE approver = ?")
+            .bind(approver)
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        sqlx::query("UPDATE approver_pending_factors SET confirmed_step = ? WHERE approver = ?")
+            .bind(step)
+            .bind(approver)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
-    Ok(replaced)
+    Ok(first)
 }
 
 fn factor_record(r: &SqliteRow) -> FactorRecord {
@@ -471,33 +578,41 @@ pub(super) async fn factors(pool: &SqlitePool) -> Result<Vec<FactorRecord>, Stor
 }
 
 pub(super) async fn take_factor_step(pool: &SqlitePool, approver: &str, step: i64) -> Result<bool, StoreError> {
-    Ok(
-        sqlx::query("UPDATE approver_factors SET last_step = ?, failures = 0 WHERE approver = ? AND last_step < ?")
-            .bind(step)
-            .bind(approver)
-            .bind(step)
-            .execute(pool)
-            .await?
-            .rows_affected()
-            == 1,
+    Ok(sqlx::query(
+        "UPDATE approver_factors SET last_step = ?, failures = 0, locked_until = 0 WHERE approver = ? AND last_step < ?",
     )
+    .bind(step)
+    .bind(approver)
+    .bind(step)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
-pub(super) async fn factor_failed(
+/// Counts an attempt before its code is checked, so that attempts in
+/// flight at once are counted too: refused (`None`) while the factor is
+/// locked; the one that reaches `lock_after` locks it until `lock_until`
+/// (a right code clears the count and the lock). Once a lock has run out,
+/// counting starts again.
+pub(super) async fn reserve_attempt(
     pool: &SqlitePool,
     approver: &str,
     lock_after: i64,
+    now: i64,
     lock_until: i64,
-) -> Result<i64, StoreError> {
+) -> Result<Option<i64>, StoreError> {
     Ok(sqlx::query(
-        "UPDATE approver_factors SET failures = failures + 1, \
-         locked_until = CASE WHEN failures + 1 >= ? THEN ? ELSE locked_until END \
-         WHERE approver = ? RETURNING failures",
+        "UPDATE approver_factors SET \
+         failures = CASE WHEN failures >= ?1 THEN 1 ELSE failures + 1 END, \
+         locked_until = CASE WHEN (CASE WHEN failures >= ?1 THEN 1 ELSE failures + 1 END) >= ?1 THEN ?3 ELSE locked_until END \
+         WHERE approver = ?4 AND locked_until <= ?2 RETURNING failures",
     )
     .bind(lock_after)
+    .bind(now)
     .bind(lock_until)
     .bind(approver)
     .fetch_optional(pool)
     .await?
-    .map_or(0, |r| r.get(0)))
+    .map(|r| r.get(0)))
 }

@@ -9,7 +9,9 @@ passkey's proof. Any failure exits non-zero; a browser that cannot start
 is a failure, never a skip.
 
 Environment: CONSOLE (http://localhost:PORT/console), APPROVER, CODE,
-APPROVAL (the held request's id), SHOTS (where screenshots go).
+APPROVAL (the held request's id), VOUCHER and VOUCHER_CODE (an enrolled
+approver and a code of theirs, to vouch for VOUCH_FOR, a comma-separated
+list that includes APPROVER), SHOTS (where screenshots go).
 """
 
 import json
@@ -23,6 +25,9 @@ APPROVER = os.environ["APPROVER"]
 CODE = os.environ["CODE"]
 APPROVAL = os.environ["APPROVAL"]
 SHOTS = os.environ["SHOTS"]
+VOUCHER = os.environ["VOUCHER"]
+VOUCHER_CODE = os.environ["VOUCHER_CODE"]
+VOUCH_FOR = os.environ["VOUCH_FOR"].split(",")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
@@ -71,6 +76,19 @@ def main():
         page.click("button[type=submit]")
         page.wait_for_url(CONSOLE + "/signin", timeout=15000)
 
+        # Registered by whoever held the code, it is no approver's until an
+        # enrolled approver vouches for it: signing in is refused.
+        page.fill("#approver", APPROVER)
+        page.click("button[type=submit]")
+        expect(page.locator("#message")).to_contain_text("vouch")
+        checks["unvouched_signin"] = "refused"
+        vouched = context.request.post(
+            CONSOLE.rsplit("/console", 1)[0] + "/v1/approvers/vouch",
+            data=json.dumps({"approver": VOUCHER, "code": VOUCHER_CODE, "approvers": VOUCH_FOR}),
+            headers={"Content-Type": "application/json"},
+        )
+        assert vouched.status == 200, (vouched.status, vouched.text())
+
         # Sign in with it.
         page.fill("#approver", APPROVER)
         page.click("button[type=submit]")
@@ -118,7 +136,7 @@ def main():
         expect(page.locator("#status")).to_have_text("pending")
         page.screenshot(path=os.path.join(SHOTS, "approval.png"), full_page=True)
         page.click("button.approve")
-        expect(page.locator("#status")).to_have_text("approved", timeout=15000)
+        expect(page.locator(".facts")).to_contain_text("1 of 2 (alice)", timeout=15000)
         page.screenshot(path=os.path.join(SHOTS, "approved.png"), full_page=True)
 
         # The other pages: live sessions, the audit trail and its chain, the
