@@ -105,6 +105,15 @@ async fn enroll(f: &Fixture, name: &'static str) -> App {
     let uri = redeemed["otpauth_uri"].as_str().unwrap();
     let secret = totp_rs::TOTP::from_url(uri).unwrap().secret.clone();
     let app = App { name, secret };
+    // The code cannot be redeemed twice.
+    let (status, again) = post(
+        f,
+        &format!("/approvers/{name}/enrollment"),
+        None,
+        json!({ "code": code }),
+    )
+    .await;
+    assert_eq!(refusal(status, &again), (401, "enrollment_code_invalid"));
     // Confirmed with the step of now: `code(1)` is then each approver's
     // next code (a step behind could fall out of the window).
     let (status, confirmed) = post(
@@ -115,16 +124,6 @@ async fn enroll(f: &Fixture, name: &'static str) -> App {
     )
     .await;
     assert_eq!(status, 200, "{confirmed}");
-
-    // The code cannot be redeemed twice.
-    let (status, again) = post(
-        f,
-        &format!("/approvers/{name}/enrollment"),
-        None,
-        json!({ "code": code }),
-    )
-    .await;
-    assert_eq!(refusal(status, &again), (401, "enrollment_code_invalid"));
     app
 }
 
@@ -767,6 +766,27 @@ async fn an_admin_key_alone_makes_no_approver() {
     let [alice] = team(&f, ["alice"]).await;
     let forged_bob = enroll(&f, "bob").await;
     let forged_alice = enroll(&f, "alice").await;
+    // While the planted factor waits, bob cannot register his own beside it
+    // (a vouch would put in use whatever waits): he is told, and so would
+    // the approver asked to vouch be, by `approver list`.
+    let (_, invited) = post(&f, "/approvers/bob/invitations", Some(&f.broker.admin_key), json!({})).await;
+    let (status, body) = post(
+        &f,
+        "/approvers/bob/enrollment",
+        None,
+        json!({ "code": invited["enrollment_code"] }),
+    )
+    .await;
+    assert_eq!(refusal(status, &body), (409, "enrollment_waiting"), "{body}");
+    let (_, listed) = get(&f, "/approvers", &f.broker.admin_key).await;
+    let bob = listed["approvers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "bob")
+        .unwrap()
+        .clone();
+    assert_eq!(bob["awaiting_vouch"][0]["factor"], "totp", "{listed}");
     let (_, held) = send(&f, &f.credential, INCIDENT, None).await;
     let id = held["approval_id"].as_str().unwrap().to_owned();
 

@@ -340,7 +340,11 @@ pub async fn list_approvers(State(broker): Shared, Bearer(key): Bearer) -> Resul
                 "tiers": c.tiers,
                 "enrolled_at": factor.map(|f| rfc3339(f.enrolled_at)),
                 "locked_until": factor.filter(|f| f.locked_until > crate::time::unix_secs(now)).map(|f| rfc3339(f.locked_until)),
-                "awaiting_vouch": awaiting.iter().filter(|(a, _)| a == name).map(|(_, kind)| kind).collect::<Vec<_>>(),
+                "awaiting_vouch": awaiting
+                    .iter()
+                    .filter(|(a, _, _)| a == name)
+                    .map(|(_, kind, since)| json!({ "factor": kind, "registered_at": rfc3339(*since) }))
+                    .collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -389,6 +393,12 @@ impl From<ApprovalError> for Problem {
                 detail,
             ),
             ApprovalError::NoReason => Problem::bad_request("invalid_request", detail),
+            ApprovalError::AlreadyWaiting { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "enrollment_waiting",
+                "A factor awaits a vouch",
+                detail,
+            ),
             ApprovalError::NothingToVouch { .. } => Problem::new(
                 StatusCode::CONFLICT,
                 "nothing_to_vouch",

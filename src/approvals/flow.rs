@@ -16,7 +16,7 @@ use crate::credentials::Claims;
 use crate::credentials::{OpaqueKind, hash_opaque_key, issue_opaque_key};
 use crate::policy::{ApprovalNeed, BoundOperation};
 use crate::secrets::{ExposeSecret, SecretString, SecretsError};
-use crate::store::{EnrollmentRecord, StoreError, Vote};
+use crate::store::{EnrollmentRecord, EnrollmentTaken, StoreError, Vote};
 use crate::time::{rfc3339, unix_ms, unix_secs};
 
 /// The record id an approver's confirmed factor is sealed for.
@@ -71,6 +71,10 @@ pub enum ApprovalError {
     NoReason,
     #[error("nothing of approver `{approver}`'s awaits a vouch: they register a factor first")]
     NothingToVouch { approver: String },
+    #[error(
+        "a factor approver `{approver}` registered at {since} awaits a vouch: no other can be registered until an enrolled approver vouches for it, or it expires after `[approvals] enrollment_ttl`. If {approver} did not register it, tell the other approvers not to vouch for it"
+    )]
+    AlreadyWaiting { approver: String, since: String },
     #[error("too many refused attempts from this address; this one was not processed")]
     RateLimited,
     #[error(transparent)]
@@ -515,7 +519,14 @@ impl Broker {
         };
         let secret = self.master().open(&factor_record_id(approver), &factor.sealed)?;
         match totp::verify(&secret, code, u64::try_from(now_secs).unwrap_or(0), factor.last_step) {
-            Ok(step) if self.store().take_factor_step(approver, step).await? => Ok(()),
+            Ok(step)
+                if self
+                    .store()
+                    .take_factor_step(approver, step, attempt, lock_after)
+                    .await? =>
+            {
+                Ok(())
+            }
             Ok(_) => Err(ApprovalError::Code(CodeRefusal::Replayed)),
             Err(refusal) => {
                 if attempt == lock_after {
@@ -695,19 +706,44 @@ impl Broker {
                     &hash_opaque_key(code.expose_secret()),
                     approver,
                     &sealed,
+                    self.enrollment_cutoff(now),
                     unix_secs(now),
                 )
                 .await?
         };
-        if !taken {
-            let detail = json!({ "approver": approver, "why": "an enrollment code that is not valid" });
-            self.record_refused_attempt(approver, detail, client, now).await?;
-            return Err(ApprovalError::Enrollment {
-                approver: approver.to_owned(),
-            });
-        }
+        self.enrollment_taken(approver, taken, client, now).await?;
         let (uri, base32) = totp::provisioning(&secret, approver);
         Ok((SecretString::from(uri.as_str()), SecretString::from(base32.as_str())))
+    }
+
+    /// Factors that waited for a vouch since before this are dropped.
+    pub fn enrollment_cutoff(&self, now: SystemTime) -> i64 {
+        unix_secs(now).saturating_sub(self.config().approvals.enrollment_ttl.as_secs() as i64)
+    }
+
+    /// What an enrollment code that was not taken says: recorded when it was
+    /// not valid.
+    pub async fn enrollment_taken(
+        &self,
+        approver: &str,
+        taken: EnrollmentTaken,
+        client: std::net::IpAddr,
+        now: SystemTime,
+    ) -> Result<(), ApprovalError> {
+        match taken {
+            EnrollmentTaken::Taken => Ok(()),
+            EnrollmentTaken::Waiting(since) => Err(ApprovalError::AlreadyWaiting {
+                approver: approver.to_owned(),
+                since: rfc3339(since),
+            }),
+            EnrollmentTaken::NotValid => {
+                let detail = json!({ "approver": approver, "why": "an enrollment code that is not valid" });
+                self.record_refused_attempt(approver, detail, client, now).await?;
+                Err(ApprovalError::Enrollment {
+                    approver: approver.to_owned(),
+                })
+            }
+        }
     }
 
     /// The approver confirms the redeemed factor with the code their app
@@ -727,8 +763,10 @@ impl Broker {
             let step =
                 totp::verify(&secret, code, u64::try_from(now_secs).unwrap_or(0), 0).map_err(ApprovalError::Code)?;
             let confirmed = master.seal(&factor_record_id(approver), &secret)?;
+            let configured = serde_json::to_string(&self.config().approvers.keys().collect::<Vec<_>>())
+                .unwrap_or_else(|_| "[]".into());
             self.store()
-                .confirm_factor(approver, &confirmed, step, now_secs)
+                .confirm_factor(approver, &confirmed, step, &configured, now_secs)
                 .await?
         };
         self.record_enrollment(approver, TOTP, in_use, now).await?;
@@ -774,19 +812,39 @@ impl Broker {
         }
         self.check_code(voucher, code, now).await?;
         let now_secs = unix_secs(now);
+        let cutoff = self.enrollment_cutoff(now);
+        let mut approvers: Vec<&String> = approvers.iter().collect();
+        approvers.sort();
+        approvers.dedup();
+        // Every one named must have a factor waiting, or none is vouched for.
+        let waiting = self.store().awaiting_vouch().await?;
+        if let Some(missing) = approvers
+            .iter()
+            .find(|a| !waiting.iter().any(|(w, _, since)| w == **a && *since >= cutoff))
+        {
+            return Err(ApprovalError::NothingToVouch {
+                approver: (*missing).clone(),
+            });
+        }
         let mut vouched = Vec::new();
         for approver in approvers {
             let totp = match self.store().pending_factor(approver).await? {
                 Some((sealed, Some(step))) => {
                     let (_sealing, master) = self.sealing().await;
                     let secret = master.open(&pending_factor_record_id(approver), &sealed)?;
-                    Some((master.seal(&factor_record_id(approver), &secret)?, step))
+                    Some((master.seal(&factor_record_id(approver), &secret)?, step, sealed.nonce))
                 }
                 _ => None,
             };
             let put = self
                 .store()
-                .vouch_factors(approver, totp.as_ref().map(|(s, step)| (s, *step)), voucher, now_secs)
+                .vouch_factors(
+                    approver,
+                    totp.as_ref().map(|(s, step, nonce)| (s, *step, nonce.as_slice())),
+                    voucher,
+                    cutoff,
+                    now_secs,
+                )
                 .await?;
             if put.is_empty() {
                 return Err(ApprovalError::NothingToVouch {

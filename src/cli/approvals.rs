@@ -291,9 +291,12 @@ pub async fn approvers(args: AdminArgs) -> Result<ExitCode, CliError> {
             Some(at) => format!("code factor since {at}"),
             None => "no code factor".into(),
         };
-        let awaiting = join(&a["awaiting_vouch"]);
-        if !awaiting.is_empty() {
-            factor.push_str(&format!("; {awaiting} awaiting a vouch"));
+        for waiting in a["awaiting_vouch"].as_array().into_iter().flatten() {
+            factor.push_str(&format!(
+                "; a {} registered {} awaits a vouch",
+                text(&waiting["factor"]),
+                text(&waiting["registered_at"])
+            ));
         }
         let locked = a["locked_until"]
             .as_str()

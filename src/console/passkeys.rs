@@ -84,9 +84,12 @@ impl Console {
             .collect()
     }
 
-    /// Keeps the passkey (sealed); true when it is in use (the first
-    /// approver's, or one already vouched for).
-    async fn keep_passkey(&self, approver: &str, passkey: &Passkey) -> Result<bool, Problem> {
+    /// Seals a passkey for the store: (credential id, sealed).
+    async fn sealed_passkey(
+        &self,
+        approver: &str,
+        passkey: &Passkey,
+    ) -> Result<(String, crate::secrets::Sealed), Problem> {
         use base64::Engine;
         let credential = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(passkey.cred_id().as_ref());
         let json = serde_json::to_vec(passkey).map_err(|e| Problem::internal(&e))?;
@@ -94,11 +97,7 @@ impl Console {
         let sealed = master
             .seal(&passkey_record_id(&format!("{approver}:{credential}")), &json)
             .map_err(|e| Problem::internal(&e))?;
-        self.broker
-            .store()
-            .put_passkey(approver, &credential, &sealed, unix_secs(Console::now()))
-            .await
-            .map_err(store_error)
+        Ok((credential, sealed))
     }
 
     /// Verifies an assertion against the ceremony's state and the
@@ -129,7 +128,12 @@ impl Console {
         if result.needs_update() {
             for mut passkey in self.passkeys(approver).await? {
                 if passkey.update_credential(&result) == Some(true) {
-                    let _in_use = self.keep_passkey(approver, &passkey).await?;
+                    let (credential, sealed) = self.sealed_passkey(approver, &passkey).await?;
+                    self.broker
+                        .store()
+                        .update_passkey(approver, &credential, &sealed)
+                        .await
+                        .map_err(store_error)?;
                 }
             }
         }
@@ -164,21 +168,12 @@ pub async fn enroll_start(
         .take_enrollment(
             &crate::credentials::hash_opaque_key(code.expose_secret()),
             &body.approver,
+            broker.enrollment_cutoff(now),
             unix_secs(now),
         )
         .await
         .map_err(store_error)?;
-    if !taken {
-        let detail =
-            json!({ "approver": body.approver, "why": "an enrollment code that is not valid", "factor": "passkey" });
-        broker
-            .record_refused_attempt(&body.approver, detail, client, now)
-            .await?;
-        return Err(ApprovalError::Enrollment {
-            approver: body.approver,
-        }
-        .into());
-    }
+    broker.enrollment_taken(&body.approver, taken, client, now).await?;
     let existing: Vec<_> = console
         .passkeys(&body.approver)
         .await?
@@ -226,13 +221,29 @@ pub async fn enroll_finish(
                 format!("the passkey was not registered: {e}"),
             )
         })?;
-    let in_use = console.keep_passkey(approver, &passkey).await?;
-    console
+    let (credential, sealed) = console.sealed_passkey(approver, &passkey).await?;
+    let now = Console::now();
+    let added = console
         .broker
-        .record_enrollment(approver, "passkey", in_use, Console::now())
+        .store()
+        .put_passkey(approver, &credential, &sealed, unix_secs(now))
         .await
         .map_err(store_error)?;
-    Ok(Json(json!({ "approver": approver, "in_use": in_use })))
+    if !added {
+        return Err(refused(
+            StatusCode::CONFLICT,
+            "passkey_registered",
+            "this passkey is registered already; register another",
+        ));
+    }
+    console
+        .broker
+        .record_enrollment(approver, "passkey", false, now)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(
+        json!({ "approver": approver, "in_use": false, "awaiting_vouch": true }),
+    ))
 }
 
 #[derive(Deserialize)]

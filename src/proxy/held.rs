@@ -163,8 +163,8 @@ pub(super) async fn settle(
     match broker.spend_approval(claims, &digest, need, named, now).await? {
         Ok(Some(approval)) => Ok(Settled::Spent(Box::new(approval))),
         Ok(None) => Ok(Settled::Unspent { digest }),
-        Err((why, _)) => {
-            let id = named.unwrap_or_default().to_owned();
+        Err((why, found)) => {
+            let id = found.map_or_else(|| named.unwrap_or_default().to_owned(), |a| a.id);
             let reason = unusable_detail(why, &id);
             let event_id = record.refused(path, unusable_kind(why), &reason, &[]).await?;
             Err(ProxyError::ApprovalUnusable {

@@ -152,6 +152,18 @@ pub struct FactorRecord {
     pub locked_until: i64,
 }
 
+/// What taking an enrollment code came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollmentTaken {
+    Taken,
+    /// Not issued for this approver, used, or expired.
+    NotValid,
+    /// A factor the approver registered at this time (unix seconds) awaits
+    /// a vouch already: no other may be registered meanwhile, so a vouch
+    /// puts in use exactly the one its voucher was told of.
+    Waiting(i64),
+}
+
 /// What `vote_approval` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vote {
@@ -291,26 +303,31 @@ pub trait Store: Send + Sync {
     async fn insert_enrollment(&self, enrollment: &EnrollmentRecord) -> Result<(), StoreError>;
     /// Takes the enrollment code (unused, unexpired, for `approver`) and
     /// keeps `pending` as the approver's factor to confirm, replacing an
-    /// earlier unconfirmed one: one transaction. False when the code was
-    /// not there to take.
+    /// earlier unconfirmed one: one transaction, after dropping factors that
+    /// waited for a vouch since before `cutoff`. Nothing is taken while a
+    /// factor of the approver's awaits a vouch.
     async fn redeem_enrollment(
         &self,
         code_hash: &[u8],
         approver: &str,
         pending: &Sealed,
+        cutoff: i64,
         now: i64,
-    ) -> Result<bool, StoreError>;
-    /// Takes the enrollment code (unused, unexpired, for `approver`) on its
-    /// own, for a factor registered in the console; false when it was not
-    /// there to take.
-    async fn take_enrollment(&self, code_hash: &[u8], approver: &str, now: i64) -> Result<bool, StoreError>;
+    ) -> Result<EnrollmentTaken, StoreError>;
+    /// Takes the enrollment code on its own, for a passkey registered in
+    /// the console, with the same rules.
+    async fn take_enrollment(
+        &self,
+        code_hash: &[u8],
+        approver: &str,
+        cutoff: i64,
+        now: i64,
+    ) -> Result<EnrollmentTaken, StoreError>;
     /// The approver's code factor not yet in use: sealed, with the step of
     /// its first code once confirmed (it then awaits a vouch).
     async fn pending_factor(&self, approver: &str) -> Result<Option<(Sealed, Option<i64>)>, StoreError>;
-    /// Adds or replaces one of the approver's passkeys (sealed), by its
-    /// credential id: in use at once only when no approver has a factor in
-    /// use yet (checked in the same transaction); otherwise it awaits a
-    /// vouch. True when it is in use.
+    /// Adds a passkey (sealed), awaiting a vouch; false when that
+    /// credential is registered already (it is never overwritten).
     async fn put_passkey(
         &self,
         approver: &str,
@@ -318,34 +335,53 @@ pub trait Store: Send + Sync {
         sealed: &Sealed,
         now: i64,
     ) -> Result<bool, StoreError>;
+    /// Rewrites a passkey in use (its signature counter moved).
+    async fn update_passkey(&self, approver: &str, credential_id: &str, sealed: &Sealed) -> Result<(), StoreError>;
     /// The approver's passkeys in use: (credential id, sealed).
     async fn passkeys(&self, approver: &str) -> Result<Vec<(String, Sealed)>, StoreError>;
-    /// Approvers with a factor awaiting a vouch, and which (`totp`,
-    /// `passkey`).
-    async fn awaiting_vouch(&self) -> Result<Vec<(String, String)>, StoreError>;
-    /// Puts in use the approver's factors awaiting a vouch: its confirmed
-    /// code factor (`totp`, sealed for use, replacing the one in use) and
-    /// its passkeys; one transaction. Returns which kinds it put in use.
+    /// Factors awaiting a vouch: approver, kind (`totp`, `passkey`), when
+    /// registered.
+    async fn awaiting_vouch(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// Puts in use the approver's factors awaiting a vouch, after dropping
+    /// those waiting since before `cutoff`: the confirmed code factor read
+    /// as `(sealed for use, step, the pending row's nonce)` if that row is
+    /// still the one waiting, and any passkey waiting; one transaction.
+    /// Returns which kinds it put in use.
     async fn vouch_factors(
         &self,
         approver: &str,
-        totp: Option<(&Sealed, i64)>,
+        totp: Option<(&Sealed, i64, &[u8])>,
         voucher: &str,
+        cutoff: i64,
         now: i64,
     ) -> Result<Vec<String>, StoreError>;
     /// The approver confirmed their pending code factor with its first code
-    /// (taken at `step`). When no approver has a factor in use yet, it is
-    /// put in use at once (`sealed`, sealed for use) and `true` returned;
-    /// otherwise it keeps waiting, for a vouch, with the step noted. One
-    /// transaction.
-    async fn confirm_factor(&self, approver: &str, sealed: &Sealed, step: i64, now: i64) -> Result<bool, StoreError>;
+    /// (taken at `step`). When no approver named in `configured` (a JSON
+    /// array) has a code factor in use, it is put in use at once (`sealed`,
+    /// sealed for use) and `true` returned; otherwise it waits for a vouch,
+    /// with the step noted. One transaction.
+    async fn confirm_factor(
+        &self,
+        approver: &str,
+        sealed: &Sealed,
+        step: i64,
+        configured: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     async fn factor(&self, approver: &str) -> Result<Option<FactorRecord>, StoreError>;
     /// Every confirmed factor, by approver.
     async fn factors(&self) -> Result<Vec<FactorRecord>, StoreError>;
     /// Takes `step` for the approver's factor if it is later than the last
     /// one taken (a code is used once, even by two racing requests), and
-    /// clears its count of attempts and its lock.
-    async fn take_factor_step(&self, approver: &str, step: i64) -> Result<bool, StoreError>;
+    /// takes back the attempts counted up to this one (`attempt`); a lock
+    /// that later attempts reached stays.
+    async fn take_factor_step(
+        &self,
+        approver: &str,
+        step: i64,
+        attempt: i64,
+        lock_after: i64,
+    ) -> Result<bool, StoreError>;
     /// Counts an attempt at the approver's code before it is checked, in one
     /// statement: `None` while the factor is locked (or there is none); the
     /// attempt that reaches `lock_after` locks it until `lock_until`.

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite_approvals as approvals;
 use super::{
-    AdminKeyRecord, AdminKeyRemoval, AgentRecord, DatabaseRole, EnrollmentRecord, FactorRecord, Lease, Reseal,
-    Revocation, RevokeTarget, SecretRecord, SigningKeyRecord, Store, StoreError, Vote,
+    AdminKeyRecord, AdminKeyRemoval, AgentRecord, DatabaseRole, EnrollmentRecord, EnrollmentTaken, FactorRecord, Lease,
+    Reseal, Revocation, RevokeTarget, SecretRecord, SigningKeyRecord, Store, StoreError, Vote,
 };
 use crate::audit;
 use crate::secrets::Sealed;
@@ -913,13 +913,20 @@ impl Store for SqliteStore {
         code_hash: &[u8],
         approver: &str,
         pending: &Sealed,
+        cutoff: i64,
         now: i64,
-    ) -> Result<bool, StoreError> {
-        approvals::redeem_enrollment(&self.pool, code_hash, approver, pending, now).await
+    ) -> Result<EnrollmentTaken, StoreError> {
+        approvals::redeem_enrollment(&self.pool, code_hash, approver, pending, cutoff, now).await
     }
 
-    async fn take_enrollment(&self, code_hash: &[u8], approver: &str, now: i64) -> Result<bool, StoreError> {
-        approvals::take_enrollment(&self.pool, code_hash, approver, now).await
+    async fn take_enrollment(
+        &self,
+        code_hash: &[u8],
+        approver: &str,
+        cutoff: i64,
+        now: i64,
+    ) -> Result<EnrollmentTaken, StoreError> {
+        approvals::take_enrollment(&self.pool, code_hash, approver, cutoff, now).await
     }
 
     async fn put_passkey(
@@ -932,18 +939,23 @@ impl Store for SqliteStore {
         approvals::put_passkey(&self.pool, approver, credential_id, sealed, now).await
     }
 
-    async fn awaiting_vouch(&self) -> Result<Vec<(String, String)>, StoreError> {
+    async fn awaiting_vouch(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         approvals::awaiting_vouch(&self.pool).await
+    }
+
+    async fn update_passkey(&self, approver: &str, credential_id: &str, sealed: &Sealed) -> Result<(), StoreError> {
+        approvals::update_passkey(&self.pool, approver, credential_id, sealed).await
     }
 
     async fn vouch_factors(
         &self,
         approver: &str,
-        totp: Option<(&Sealed, i64)>,
+        totp: Option<(&Sealed, i64, &[u8])>,
         voucher: &str,
+        cutoff: i64,
         now: i64,
     ) -> Result<Vec<String>, StoreError> {
-        approvals::vouch_factors(&self.pool, approver, totp, voucher, now).await
+        approvals::vouch_factors(&self.pool, approver, totp, voucher, cutoff, now).await
     }
 
     async fn passkeys(&self, approver: &str) -> Result<Vec<(String, Sealed)>, StoreError> {
@@ -954,8 +966,15 @@ impl Store for SqliteStore {
         approvals::pending_factor(&self.pool, approver).await
     }
 
-    async fn confirm_factor(&self, approver: &str, sealed: &Sealed, step: i64, now: i64) -> Result<bool, StoreError> {
-        approvals::confirm_factor(&self.pool, approver, sealed, step, now).await
+    async fn confirm_factor(
+        &self,
+        approver: &str,
+        sealed: &Sealed,
+        step: i64,
+        configured: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        approvals::confirm_factor(&self.pool, approver, sealed, step, configured, now).await
     }
 
     async fn factor(&self, approver: &str) -> Result<Option<FactorRecord>, StoreError> {
@@ -966,8 +985,14 @@ impl Store for SqliteStore {
         approvals::factors(&self.pool).await
     }
 
-    async fn take_factor_step(&self, approver: &str, step: i64) -> Result<bool, StoreError> {
-        approvals::take_factor_step(&self.pool, approver, step).await
+    async fn take_factor_step(
+        &self,
+        approver: &str,
+        step: i64,
+        attempt: i64,
+        lock_after: i64,
+    ) -> Result<bool, StoreError> {
+        approvals::take_factor_step(&self.pool, approver, step, attempt, lock_after).await
     }
 
     async fn reserve_attempt(

@@ -6,7 +6,7 @@
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, SqliteExecutor};
 
-use super::{EnrollmentRecord, FactorRecord, StoreError, Vote};
+use super::{EnrollmentRecord, EnrollmentTaken, FactorRecord, StoreError, Vote};
 use crate::approvals::{Approval, Status};
 use crate::secrets::Sealed;
 
@@ -318,33 +318,91 @@ pub(super) async fn insert_enrollment(pool: &SqlitePool, e: &EnrollmentRecord) -
 const TAKE_ENROLLMENT: &str = "UPDATE approver_enrollments SET used_at = ? WHERE code_hash = ? AND approver = ? \
      AND used_at IS NULL AND expires_at >= ?";
 
-pub(super) async fn take_enrollment(
-    pool: &SqlitePool,
+/// Whether an approver still configured has a code factor in use: until
+/// one has, the first code factor is in use at once (trust on first use);
+/// after, every new factor awaits a vouch, which takes a code. A passkey is
+/// never first.
+async fn any_factor_in_use(tx: &mut sqlx::SqliteConnection, configured: &str) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM approver_factors WHERE approver IN (SELECT value FROM json_each(?)))",
+        )
+        .bind(configured)
+        .fetch_one(&mut *tx)
+        .await?
+        .get::<bool, _>(0),
+    )
+}
+
+/// Drops factors that waited for a vouch since before `cutoff`: a planted
+/// one does not wait for the next vouch.
+async fn drop_stale(tx: &mut sqlx::SqliteConnection, cutoff: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM approver_pending_factors WHERE created_at < ?")
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM approver_passkeys WHERE vouched_by IS NULL AND created_at < ?")
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// When the approver's factor awaiting a vouch was registered, if one is:
+/// while one waits, no other may be registered (a vouch puts in use exactly
+/// the one the voucher was told of).
+async fn waiting_since(tx: &mut sqlx::SqliteConnection, approver: &str) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query(
+        "SELECT MIN(created_at) FROM (SELECT created_at FROM approver_pending_factors WHERE approver = ?1 AND \
+         confirmed_step IS NOT NULL UNION ALL SELECT created_at FROM approver_passkeys WHERE approver = ?1 AND \
+         vouched_by IS NULL)",
+    )
+    .bind(approver)
+    .fetch_one(&mut *tx)
+    .await?
+    .get(0))
+}
+
+/// Takes the enrollment code within `tx`, unless a factor of the
+/// approver's awaits a vouch (after dropping those waiting since before
+/// `cutoff`).
+async fn take_in(
+    tx: &mut sqlx::SqliteConnection,
     code_hash: &[u8],
     approver: &str,
+    cutoff: i64,
     now: i64,
-) -> Result<bool, StoreError> {
-    Ok(sqlx::query(TAKE_ENROLLMENT)
+) -> Result<EnrollmentTaken, StoreError> {
+    drop_stale(tx, cutoff).await?;
+    if let Some(since) = waiting_since(tx, approver).await? {
+        return Ok(EnrollmentTaken::Waiting(since));
+    }
+    let taken = sqlx::query(TAKE_ENROLLMENT)
         .bind(now)
         .bind(code_hash)
         .bind(approver)
         .bind(now)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
-        .rows_affected()
-        == 1)
+        .rows_affected();
+    Ok(if taken == 1 {
+        EnrollmentTaken::Taken
+    } else {
+        EnrollmentTaken::NotValid
+    })
 }
 
-/// Whether some approver has a factor in use: until one has, the first
-/// enrollment is in use at once (trust on first use); after, every new
-/// factor awaits a vouch.
-async fn any_factor_in_use(tx: &mut sqlx::SqliteConnection) -> Result<bool, StoreError> {
-    Ok(sqlx::query(
-        "SELECT EXISTS (SELECT 1 FROM approver_factors) OR EXISTS (SELECT 1 FROM approver_passkeys WHERE vouched_by IS NOT NULL)",
-    )
-    .fetch_one(&mut *tx)
-    .await?
-    .get::<bool, _>(0))
+pub(super) async fn take_enrollment(
+    pool: &SqlitePool,
+    code_hash: &[u8],
+    approver: &str,
+    cutoff: i64,
+    now: i64,
+) -> Result<EnrollmentTaken, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let taken = take_in(&mut tx, code_hash, approver, cutoff, now).await?;
+    tx.commit().await?;
+    Ok(taken)
 }
 
 pub(super) async fn put_passkey(
@@ -354,53 +412,73 @@ pub(super) async fn put_passkey(
     sealed: &Sealed,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let first = !any_factor_in_use(&mut tx).await?;
-    sqlx::query(
-        "INSERT INTO approver_passkeys (approver, credential_id, nonce, ciphertext, created_at, vouched_by) \
-         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (approver, credential_id) DO UPDATE SET nonce = excluded.nonce, \
-         ciphertext = excluded.ciphertext",
+    Ok(sqlx::query(
+        "INSERT INTO approver_passkeys (approver, credential_id, nonce, ciphertext, created_at) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (approver, credential_id) DO NOTHING",
     )
     .bind(approver)
     .bind(credential_id)
     .bind(&sealed.nonce)
     .bind(&sealed.ciphertext)
     .bind(now)
-    .bind(first.then_some("first enrollment"))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(first)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
-pub(super) async fn awaiting_vouch(pool: &SqlitePool) -> Result<Vec<(String, String)>, StoreError> {
+pub(super) async fn update_passkey(
+    pool: &SqlitePool,
+    approver: &str,
+    credential_id: &str,
+    sealed: &Sealed,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE approver_passkeys SET nonce = ?, ciphertext = ? WHERE approver = ? AND credential_id = ? \
+         AND vouched_by IS NOT NULL",
+    )
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .bind(approver)
+    .bind(credential_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn awaiting_vouch(pool: &SqlitePool) -> Result<Vec<(String, String, i64)>, StoreError> {
     Ok(sqlx::query(
-        "SELECT approver, 'totp' FROM approver_pending_factors WHERE confirmed_step IS NOT NULL \
-         UNION SELECT approver, 'passkey' FROM approver_passkeys WHERE vouched_by IS NULL ORDER BY 1, 2",
+        "SELECT approver, 'totp', created_at FROM approver_pending_factors WHERE confirmed_step IS NOT NULL \
+         UNION SELECT approver, 'passkey', created_at FROM approver_passkeys WHERE vouched_by IS NULL ORDER BY 1, 2",
     )
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| (r.get(0), r.get(1)))
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
     .collect())
 }
 
 pub(super) async fn vouch_factors(
     pool: &SqlitePool,
     approver: &str,
-    totp: Option<(&Sealed, i64)>,
+    totp: Option<(&Sealed, i64, &[u8])>,
     voucher: &str,
+    cutoff: i64,
     now: i64,
 ) -> Result<Vec<String>, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    drop_stale(&mut tx, cutoff).await?;
     let mut put = Vec::new();
-    if let Some((sealed, step)) = totp {
-        let taken = sqlx::query("DELETE FROM approver_pending_factors WHERE approver = ? AND confirmed_step = ?")
-            .bind(approver)
-            .bind(step)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+    if let Some((sealed, step, pending_nonce)) = totp {
+        // The very row the voucher's broker read, not one put there since.
+        let taken =
+            sqlx::query("DELETE FROM approver_pending_factors WHERE approver = ? AND confirmed_step = ? AND nonce = ?")
+                .bind(approver)
+                .bind(step)
+                .bind(pending_nonce)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if taken == 1 {
             write_factor(&mut tx, approver, sealed, step, now).await?;
             put.push("totp".to_owned());
@@ -469,19 +547,14 @@ pub(super) async fn redeem_enrollment(
     code_hash: &[u8],
     approver: &str,
     pending: &Sealed,
+    cutoff: i64,
     now: i64,
-) -> Result<bool, StoreError> {
+) -> Result<EnrollmentTaken, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let taken = sqlx::query(TAKE_ENROLLMENT)
-        .bind(now)
-        .bind(code_hash)
-        .bind(approver)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if taken != 1 {
-        return Ok(false);
+    let taken = take_in(&mut tx, code_hash, approver, cutoff, now).await?;
+    if taken != EnrollmentTaken::Taken {
+        tx.commit().await?;
+        return Ok(taken);
     }
     sqlx::query(
         "INSERT INTO approver_pending_factors (approver, nonce, ciphertext, created_at) VALUES (?, ?, ?, ?) \
@@ -495,7 +568,7 @@ pub(super) async fn redeem_enrollment(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(EnrollmentTaken::Taken)
 }
 
 pub(super) async fn pending_factor(
@@ -524,10 +597,11 @@ pub(super) async fn confirm_factor(
     approver: &str,
     sealed: &Sealed,
     step: i64,
+    configured: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let first = !any_factor_in_use(&mut tx).await?;
+    let first = !any_factor_in_use(&mut tx, configured).await?;
     if first {
         write_factor(&mut tx, approver, sealed, step, now).await?;
         sqlx::query("DELETE FROM approver_pending_factors WHERE approver = ?")
@@ -535,11 +609,13 @@ pub(super) async fn confirm_factor(
             .execute(&mut *tx)
             .await?;
     } else {
-        sqlx::query("UPDATE approver_pending_factors SET confirmed_step = ? WHERE approver = ?")
-            .bind(step)
-            .bind(approver)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE approver_pending_factors SET confirmed_step = ? WHERE approver = ? AND confirmed_step IS NULL",
+        )
+        .bind(step)
+        .bind(approver)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(first)
@@ -577,13 +653,24 @@ pub(super) async fn factors(pool: &SqlitePool) -> Result<Vec<FactorRecord>, Stor
         .collect())
 }
 
-pub(super) async fn take_factor_step(pool: &SqlitePool, approver: &str, step: i64) -> Result<bool, StoreError> {
+pub(super) async fn take_factor_step(
+    pool: &SqlitePool,
+    approver: &str,
+    step: i64,
+    attempt: i64,
+    lock_after: i64,
+) -> Result<bool, StoreError> {
+    // The right code takes back its own attempt only: wrong ones counted
+    // after it stay counted, and a lock they reached stays.
     Ok(sqlx::query(
-        "UPDATE approver_factors SET last_step = ?, failures = 0, locked_until = 0 WHERE approver = ? AND last_step < ?",
+        "UPDATE approver_factors SET last_step = ?1, failures = MAX(failures - ?2, 0), \
+         locked_until = CASE WHEN MAX(failures - ?2, 0) >= ?3 THEN locked_until ELSE 0 END \
+         WHERE approver = ?4 AND last_step < ?1",
     )
     .bind(step)
+    .bind(attempt)
+    .bind(lock_after)
     .bind(approver)
-    .bind(step)
     .execute(pool)
     .await?
     .rows_affected()

@@ -89,7 +89,11 @@ async function enroll(form) {
   });
   const credential = await navigator.credentials.create(creationOptions(start.options));
   await post("/console/enroll/finish", { ceremony: start.ceremony, credential: registration(credential) });
-  say("Your passkey is registered. Sign in with it.", "ok");
+  say(
+    "Your passkey is registered. An enrolled approver must vouch for it before you can sign in: " +
+      "valetkey approver vouch " + form.approver.value.trim() + " --as THEM",
+    "ok",
+  );
   setTimeout(() => location.assign("/console/signin"), 800);
 }
 
