@@ -8,7 +8,3 @@ ALTER TABLE approver_pending_factors ADD COLUMN confirmed_step INTEGER;
 ALTER TABLE approver_passkeys ADD COLUMN vouched_by TEXT;
 UPDATE approver_passkeys SET vouched_by = 'enrolled before vouching';
 ALTER TABLE approvals ADD COLUMN query_bytes INTEGER;
--- Held before this version, a request's path carried its query string:
--- keep only its length.
-UPDATE approvals SET query_bytes = length(path) - instr(path, '?'), path = substr(path, 1, instr(path, '?') - 1)
-WHERE instr(path, '?') > 0;
