@@ -1092,6 +1092,41 @@ mod tests {
 
     use super::*;
 
+    /// A migration a database has applied must never change: sqlx refuses
+    /// to open a store whose applied migration's checksum differs. Add a
+    /// new one instead, and its line here.
+    #[test]
+    fn landed_migrations_never_change() {
+        const LANDED: [(&str, &str); 9] = [
+            ("0001_init.sql", "e8691246d86cdfe9"),
+            ("0002_audit_checkpoints.sql", "a6527b1604e48988"),
+            ("0003_database_roles.sql", "910ef8de985fbbed"),
+            ("0004_admins_and_probe.sql", "7d5f6eaf19924a5c"),
+            ("0005_master_key.sql", "ad872a3edf7013a8"),
+            ("0006_approvals.sql", "f784ee278659e8f8"),
+            ("0007_passkeys.sql", "f17da51bae402dca"),
+            ("0008_vouching.sql", "cf6a3bee05b95cb1"),
+            ("0009_held_paths.sql", "ae9ec1c0b32f986c"),
+        ];
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut found: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        found.sort();
+        let listed: Vec<&str> = LANDED.iter().map(|(name, _)| *name).collect();
+        assert_eq!(found, listed, "every migration is listed here once it lands");
+        for (name, sha) in LANDED {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+            assert_eq!(
+                &digest[..16],
+                sha,
+                "{name} changed after it landed: add a new migration instead"
+            );
+        }
+    }
+
     fn event(n: i64) -> audit::Event {
         audit::Event {
             kind: audit::EventKind::ProxyAllowed,
