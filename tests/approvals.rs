@@ -568,8 +568,9 @@ async fn approvers_are_told_reminded_and_an_undecided_request_expires() {
 async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
     let extra = format!("{APPROVERS}\n[console]\nenabled = true\n");
     let f = Fixture::start_with(&extra, common::fixture::GITHUB_STAGING).await;
-    // dana enrolled first; bob's code factor and alice's passkey await her
-    // vouch, which the browser's run asks for once alice has registered.
+    // dana enrolled first; alice's passkey awaits her vouch, which the
+    // browser's run asks for once alice has registered; bob's code factor
+    // awaits one too, which alice gives in the console.
     let dana = enroll(&f, "dana").await;
     let bob = enroll(&f, "bob").await;
     let (status, invited) = post(&f, "/approvers/alice/invitations", Some(&f.broker.admin_key), json!({})).await;
@@ -596,7 +597,8 @@ async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
         .env("APPROVAL", &id)
         .env("VOUCHER", "dana")
         .env("VOUCHER_CODE", dana.code(1))
-        .env("VOUCH_FOR", "alice,bob")
+        .env("VOUCH_FOR", "alice")
+        .env("VOUCH_IN_CONSOLE", "bob")
         .env("SHOTS", &shots)
         .output()
         .await
@@ -611,6 +613,7 @@ async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
     assert_eq!(checks["no_csrf"], 403);
     assert_eq!(checks["other_origin"], 403);
     assert_eq!(checks["form_without_csrf"], 403);
+    assert_eq!(checks["console_vouch"], "bob");
     for shot in ["queue.png", "approval.png", "approved.png", "approval-phone.png"] {
         assert!(
             shots.join(shot).metadata().unwrap().len() > 10_000,
@@ -647,6 +650,14 @@ async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
         "each approval names its factor"
     );
     assert_eq!(factors("approver_enrolled"), ["totp", "totp", "passkey"]);
+    let vouched_by_alice = events
+        .iter()
+        .find(|e| e.kind == "approver_vouched" && e.actor == "approver:alice")
+        .expect("alice vouched in the console");
+    assert_eq!(
+        serde_json::from_str::<Value>(&vouched_by_alice.detail).unwrap()["approver"],
+        "bob"
+    );
 }
 
 #[tokio::test]

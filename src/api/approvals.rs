@@ -312,7 +312,13 @@ pub async fn vouch(
         ));
     }
     let vouched = broker
-        .vouch(&body.approver, &body.code, &body.approvers, client, SystemTime::now())
+        .vouch(
+            &body.approver,
+            Proof::Code(&body.code),
+            &body.approvers,
+            client,
+            SystemTime::now(),
+        )
         .await?;
     Ok(Json(json!({
         "vouched": vouched.iter().map(|(name, factors)| json!({ "approver": name, "factors": factors })).collect::<Vec<_>>()

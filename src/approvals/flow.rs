@@ -781,12 +781,12 @@ impl Broker {
     pub async fn vouch(
         &self,
         voucher: &str,
-        code: &str,
+        proof: Proof<'_>,
         approvers: &[String],
         client: std::net::IpAddr,
         now: SystemTime,
     ) -> Result<Vec<(String, Vec<String>)>, ApprovalError> {
-        let result = self.try_vouch(voucher, code, approvers, now).await;
+        let result = self.try_vouch(voucher, proof, approvers, now).await;
         if let Err(e) = &result
             && !matches!(e, ApprovalError::Store(_))
         {
@@ -799,7 +799,7 @@ impl Broker {
     async fn try_vouch(
         &self,
         voucher: &str,
-        code: &str,
+        proof: Proof<'_>,
         approvers: &[String],
         now: SystemTime,
     ) -> Result<Vec<(String, Vec<String>)>, ApprovalError> {
@@ -810,7 +810,9 @@ impl Broker {
                 });
             }
         }
-        self.check_code(voucher, code, now).await?;
+        if let Proof::Code(code) = proof {
+            self.check_code(voucher, code, now).await?;
+        }
         let now_secs = unix_secs(now);
         let cutoff = self.enrollment_cutoff(now);
         let mut approvers: Vec<&String> = approvers.iter().collect();

@@ -106,6 +106,8 @@ pub fn router<S: Clone + Send + Sync + 'static>(broker: Arc<Broker>) -> Result<O
         .route("/approvals/{id}", get(pages::approval))
         .route("/approvals/{id}/start", post(passkeys::decide_start))
         .route("/approvals/{id}/finish", post(passkeys::decide_finish))
+        .route("/vouch/{name}/start", post(passkeys::vouch_start))
+        .route("/vouch/{name}/finish", post(passkeys::vouch_finish))
         .route("/sessions", get(pages::sessions))
         .route("/sessions/{sid}/revoke", post(pages::revoke))
         .route("/audit", get(pages::audit))

@@ -212,11 +212,19 @@ fn view(console: &Console, a: &Approval, now_ms: i64) -> ApprovalView {
     }
 }
 
+/// A factor registered and awaiting a vouch.
+pub struct WaitingView {
+    pub approver: String,
+    pub factor: String,
+    pub registered_at: String,
+}
+
 #[derive(Template)]
 #[template(path = "console/queue.html")]
 struct QueuePage {
     chrome: Chrome,
     approvals: Vec<ApprovalView>,
+    waiting: Vec<WaitingView>,
 }
 
 pub async fn queue(axum::extract::State(console): State, SignedIn(session): SignedIn) -> Response {
@@ -224,10 +232,24 @@ pub async fn queue(axum::extract::State(console): State, SignedIn(session): Sign
         Ok(open) => open,
         Err(e) => return Problem::store(&e).into_response(),
     };
+    let waiting = match console.broker.store().awaiting_vouch().await {
+        Ok(waiting) => waiting,
+        Err(e) => return Problem::store(&e).into_response(),
+    };
+    let cutoff = console.broker.enrollment_cutoff(Console::now());
     let now_ms = unix_ms(Console::now());
     page(&QueuePage {
         chrome: Chrome::of(&session, "Held requests", "approvals"),
         approvals: open.iter().map(|a| view(&console, a, now_ms)).collect(),
+        waiting: waiting
+            .into_iter()
+            .filter(|(_, _, since)| *since >= cutoff)
+            .map(|(approver, factor, since)| WaitingView {
+                approver,
+                factor,
+                registered_at: rfc3339(since),
+            })
+            .collect(),
     })
 }
 

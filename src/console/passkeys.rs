@@ -33,6 +33,15 @@ pub enum Ceremony {
         approver: String,
         state: PasskeyAuthentication,
     },
+    Vouch {
+        /// Who vouches: the signed-in approver.
+        approver: String,
+        session_id: String,
+        /// Whose factor, and when it was registered (the one shown).
+        target: String,
+        since: i64,
+        state: PasskeyAuthentication,
+    },
     Decide {
         approver: String,
         session_id: String,
@@ -67,6 +76,22 @@ impl Console {
                 "this passkey step is unknown or took too long; start again",
             )
         })
+    }
+
+    /// Begins a passkey assertion by `approver`: its options for the
+    /// browser, and the ceremony `make` builds around its state.
+    async fn assertion(
+        &self,
+        approver: &str,
+        make: impl FnOnce(PasskeyAuthentication) -> Ceremony,
+    ) -> Result<Json<Value>, Problem> {
+        let passkeys = self.passkeys(approver).await?;
+        let (options, state) = self
+            .webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(|e| Problem::internal(&e))?;
+        let ceremony = self.begin(make(state))?;
+        Ok(Json(json!({ "ceremony": ceremony, "options": options })))
     }
 
     /// The approver's passkeys, opened under the master key.
@@ -267,15 +292,13 @@ pub async fn signin_start(
             ),
         ));
     }
-    let (options, state) = console
-        .webauthn
-        .start_passkey_authentication(&passkeys)
-        .map_err(|e| Problem::internal(&e))?;
-    let ceremony = console.begin(Ceremony::SignIn {
-        approver: body.approver,
-        state,
-    })?;
-    Ok(Json(json!({ "ceremony": ceremony, "options": options })))
+    let approver = body.approver.clone();
+    console
+        .assertion(&approver, |state| Ceremony::SignIn {
+            approver: body.approver,
+            state,
+        })
+        .await
 }
 
 pub async fn signin_finish(
@@ -340,20 +363,16 @@ pub async fn decide_start(
         Status::Pending => {}
         closed => return Err(ApprovalError::Closed { id, status: closed }.into()),
     }
-    let passkeys = console.passkeys(&session.approver).await?;
-    let (options, state) = console
-        .webauthn
-        .start_passkey_authentication(&passkeys)
-        .map_err(|e| Problem::internal(&e))?;
-    let ceremony = console.begin(Ceremony::Decide {
-        approver: session.approver.clone(),
-        session_id: session.id.clone(),
-        approval_id: id,
-        digest: approval.digest,
-        verdict,
-        state,
-    })?;
-    Ok(Json(json!({ "ceremony": ceremony, "options": options })))
+    console
+        .assertion(&session.approver, |state| Ceremony::Decide {
+            approver: session.approver.clone(),
+            session_id: session.id.clone(),
+            approval_id: id,
+            digest: approval.digest,
+            verdict,
+            state,
+        })
+        .await
 }
 
 /// Ends the assertion and decides: the same approver, session and
@@ -405,4 +424,96 @@ pub async fn decide_finish(
     Ok(Json(
         json!({ "id": after.id, "status": status(&after, unix_ms(now)), "approved_by": after.approved_by }),
     ))
+}
+
+/// When `approver`'s factor awaiting a vouch was registered, if one does
+/// and has not run out.
+async fn waiting_since(console: &Console, approver: &str) -> Result<Option<i64>, Problem> {
+    let cutoff = console.broker.enrollment_cutoff(Console::now());
+    Ok(console
+        .broker
+        .store()
+        .awaiting_vouch()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .filter(|(name, _, since)| name == approver && *since >= cutoff)
+        .map(|(_, _, since)| since)
+        .min())
+}
+
+/// Starts the passkey assertion with which the signed-in approver vouches
+/// for `name`'s factor awaiting a vouch: bound to the sign-in, that
+/// approver and the factor's registration time as shown.
+pub async fn vouch_start(
+    axum::extract::State(console): State,
+    Checked(session): Checked,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let Some(since) = waiting_since(&console, &name).await? else {
+        return Err(ApprovalError::NothingToVouch { approver: name }.into());
+    };
+    console
+        .assertion(&session.approver, |state| Ceremony::Vouch {
+            approver: session.approver.clone(),
+            session_id: session.id.clone(),
+            target: name,
+            since,
+            state,
+        })
+        .await
+}
+
+/// Ends the assertion and vouches, when the factor waiting is still the
+/// one the approver was shown.
+pub async fn vouch_finish(
+    axum::extract::State(console): State,
+    Checked(session): Checked,
+    Client(client): Client,
+    Path(name): Path<String>,
+    Json(body): Json<Finish<PublicKeyCredential>>,
+) -> Result<Json<Value>, Problem> {
+    let ceremony = console.end(&body.ceremony)?;
+    let Ceremony::Vouch {
+        approver,
+        session_id,
+        target,
+        since,
+        state,
+    } = ceremony.as_ref()
+    else {
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "ceremony_unknown",
+            "this is not a vouch; start again",
+        ));
+    };
+    if *session_id != session.id || *target != name {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "ceremony_mismatch",
+            "this passkey step began for another sign-in or another approver; start again",
+        ));
+    }
+    if waiting_since(&console, &name).await? != Some(*since) {
+        return Err(refused(
+            StatusCode::CONFLICT,
+            "enrollment_changed",
+            "the factor awaiting a vouch is not the one shown when you began; reload the page",
+        ));
+    }
+    let proof = console.verify(approver, state, &body.credential).await?;
+    let vouched = console
+        .broker
+        .vouch(
+            approver,
+            Proof::Passkey(proof),
+            std::slice::from_ref(&name),
+            client,
+            Console::now(),
+        )
+        .await?;
+    Ok(Json(json!({
+        "vouched": vouched.iter().map(|(name, factors)| json!({ "approver": name, "factors": factors })).collect::<Vec<_>>()
+    })))
 }

@@ -11,7 +11,9 @@ is a failure, never a skip.
 Environment: CONSOLE (http://localhost:PORT/console), APPROVER, CODE,
 APPROVAL (the held request's id), VOUCHER and VOUCHER_CODE (an enrolled
 approver and a code of theirs, to vouch for VOUCH_FOR, a comma-separated
-list that includes APPROVER), SHOTS (where screenshots go).
+list that includes APPROVER), VOUCH_IN_CONSOLE (an approver whose factor
+awaits a vouch, which APPROVER gives in the console), SHOTS (where
+screenshots go).
 """
 
 import json
@@ -28,6 +30,7 @@ SHOTS = os.environ["SHOTS"]
 VOUCHER = os.environ["VOUCHER"]
 VOUCHER_CODE = os.environ["VOUCHER_CODE"]
 VOUCH_FOR = os.environ["VOUCH_FOR"].split(",")
+VOUCH_IN_CONSOLE = os.environ["VOUCH_IN_CONSOLE"]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
@@ -97,9 +100,17 @@ def main():
         assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict", cookie
         checks["cookie"] = {k: cookie[k] for k in ("httpOnly", "secure", "sameSite", "path")}
 
-        # The queue shows the held request.
-        expect(page.locator(".queue")).to_contain_text("volumeDelete")
+        # The queue shows the held request, and the factor another approver
+        # registered: alice vouches for it with her passkey.
+        expect(page.locator(".queue").first).to_contain_text("volumeDelete")
+        waiting = page.locator('[data-vouch="%s"]' % VOUCH_IN_CONSOLE)
+        expect(waiting).to_contain_text("totp registered")
         page.screenshot(path=os.path.join(SHOTS, "queue.png"), full_page=True)
+        waiting.locator("button").click()
+        expect(page.locator("#message")).to_contain_text("in use now", timeout=15000)
+        page.wait_for_load_state("load")
+        expect(page.locator('[data-vouch="%s"]' % VOUCH_IN_CONSOLE)).to_have_count(0, timeout=15000)
+        checks["console_vouch"] = VOUCH_IN_CONSOLE
 
         # What must be refused: no CSRF token, another origin, no passkey.
         status, answer = post(page, "/approvals/" + APPROVAL + "/start", {"verdict": "approve"}, csrf=False)

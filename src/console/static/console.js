@@ -118,7 +118,29 @@ async function decide(box, verdict) {
   setTimeout(() => location.reload(), 600);
 }
 
+async function vouch(name) {
+  const start = await post("/console/vouch/" + encodeURIComponent(name) + "/start", {});
+  const credential = await navigator.credentials.get(requestOptions(start.options));
+  await post("/console/vouch/" + encodeURIComponent(name) + "/finish", {
+    ceremony: start.ceremony,
+    credential: assertion(credential),
+  });
+  say("You vouched for " + name + "'s factor: it is in use now.", "ok");
+  setTimeout(() => location.reload(), 800);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  for (const item of document.querySelectorAll("[data-vouch]")) {
+    const button = item.querySelector("button");
+    button.addEventListener("click", () => {
+      button.disabled = true;
+      vouch(item.dataset.vouch)
+        .catch((e) => say(e.message))
+        .finally(() => {
+          button.disabled = false;
+        });
+    });
+  }
   for (const form of document.querySelectorAll("form[data-flow]")) {
     form.addEventListener("submit", (event) => {
       event.preventDefault();
