@@ -10,6 +10,16 @@ use super::{EnrollmentRecord, EnrollmentTaken, FactorRecord, StoreError, Vote};
 use crate::approvals::{Approval, Status};
 use crate::secrets::Sealed;
 
+/// Approvals with who approved each, in order; the query goes on with its
+/// condition.
+macro_rules! with_voters {
+    () => {
+        "SELECT a.*, (SELECT group_concat(approver, char(10)) FROM \
+         (SELECT approver FROM approval_votes WHERE approval_id = a.id ORDER BY at_ms, approver)) AS voters \
+         FROM approvals a WHERE "
+    };
+}
+
 /// What is open at `?1`: pending within the deciding clock, or approved
 /// within the executing one.
 macro_rules! open_at {
@@ -25,22 +35,19 @@ pub(super) async fn hold_request(
     now_ms: i64,
 ) -> Result<Option<(Approval, bool)>, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let existing: Option<String> = sqlx::query(concat!(
-        "SELECT id FROM approvals WHERE session_id = ?2 AND digest = ?3 AND ",
+    let existing = sqlx::query(concat!(
+        with_voters!(),
+        "session_id = ?2 AND digest = ?3 AND ",
         open_at!()
     ))
     .bind(now_ms)
     .bind(&a.session_id)
     .bind(&a.digest)
     .fetch_optional(&mut *tx)
-    .await?
-    .map(|r| r.get(0));
-    if let Some(id) = existing {
-        let found = approval_in(&mut *tx, &id).await?;
+    .await?;
+    if let Some(row) = existing {
         tx.commit().await?;
-        return found
-            .map(|f| Some((f, false)))
-            .ok_or_else(|| StoreError::Corrupt(format!("approval `{id}` vanished")));
+        return Ok(Some((read(&row)?, false)));
     }
     let open: i64 = sqlx::query(concat!(
         "SELECT COUNT(*) FROM approvals WHERE session_id = ?2 AND ",
@@ -101,18 +108,13 @@ async fn approval_in<'c, E>(db: E, id: &str) -> Result<Option<Approval>, StoreEr
 where
     E: SqliteExecutor<'c>,
 {
-    let Some(row) = sqlx::query(
-        "SELECT a.*, (SELECT group_concat(approver, char(10)) FROM \
-         (SELECT approver FROM approval_votes WHERE approval_id = a.id ORDER BY at_ms, approver)) AS voters \
-         FROM approvals a WHERE id = ?",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await?
-    else {
-        return Ok(None);
-    };
-    read(&row).map(Some)
+    sqlx::query(concat!(with_voters!(), "id = ?"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(read)
+        .transpose()
 }
 
 pub(super) async fn approved_for(
@@ -121,38 +123,30 @@ pub(super) async fn approved_for(
     digest: &str,
     now_ms: i64,
 ) -> Result<Option<Approval>, StoreError> {
-    let id: Option<String> = sqlx::query(
-        "SELECT id FROM approvals WHERE session_id = ? AND digest = ? AND state = 'approved' AND execute_by_ms >= ?",
-    )
+    sqlx::query(concat!(
+        with_voters!(),
+        "session_id = ? AND digest = ? AND state = 'approved' AND execute_by_ms >= ?"
+    ))
     .bind(session_id)
     .bind(digest)
     .bind(now_ms)
     .fetch_optional(pool)
     .await?
-    .map(|r| r.get(0));
-    match id {
-        Some(id) => approval(pool, &id).await,
-        None => Ok(None),
-    }
+    .as_ref()
+    .map(read)
+    .transpose()
 }
 
 pub(super) async fn open_approvals(pool: &SqlitePool) -> Result<Vec<Approval>, StoreError> {
-    let ids: Vec<String> =
-        sqlx::query("SELECT id FROM approvals WHERE state IN ('pending', 'approved') ORDER BY created_at_ms, id")
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-    approvals_by_id(pool, ids).await
-}
-
-async fn approvals_by_id(pool: &SqlitePool, ids: Vec<String>) -> Result<Vec<Approval>, StoreError> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        out.extend(approval(pool, &id).await?);
-    }
-    Ok(out)
+    sqlx::query(concat!(
+        with_voters!(),
+        "state IN ('pending', 'approved') ORDER BY created_at_ms, id"
+    ))
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(read)
+    .collect()
 }
 
 pub(super) async fn vote(
@@ -261,7 +255,19 @@ pub(super) async fn expire(pool: &SqlitePool, now_ms: i64) -> Result<Vec<Approva
     .iter()
     .map(|r| r.get(0))
     .collect();
-    approvals_by_id(pool, ids).await
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query(concat!(
+        with_voters!(),
+        "id IN (SELECT value FROM json_each(?)) ORDER BY created_at_ms, id"
+    ))
+    .bind(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(read)
+    .collect()
 }
 
 fn read(row: &SqliteRow) -> Result<Approval, StoreError> {
