@@ -52,7 +52,7 @@ fn view(a: &Approval, now_ms: i64, full: bool) -> Value {
     }
     if full {
         v["summary"] = json!(summary(a));
-        v["operations"] = a.operations.clone();
+        v["operations"] = json!(a.operations);
         v["session_id"] = json!(a.session_id);
         v["lease_id"] = json!(a.lease_id);
         v["refusal_event_id"] = json!(a.event_id);

@@ -11,7 +11,7 @@ pub mod flow;
 pub mod totp;
 
 use http::HeaderMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ApproverConfig;
 use crate::policy::Tier;
@@ -82,7 +82,7 @@ pub struct Approval {
     pub environments: Vec<String>,
     /// The operations with their resources' owners (the blast radius), as
     /// the refusal recorded them.
-    pub operations: serde_json::Value,
+    pub operations: Vec<HeldOperation>,
     /// The refusal's event.
     pub event_id: String,
     /// As stored: a pending or approved one past its clock is expired
@@ -98,6 +98,59 @@ pub struct Approval {
     pub approved_by: Vec<String>,
     pub denied_by: Option<String>,
     pub reason: Option<String>,
+}
+
+/// One operation of a held request: what it needs and what it touches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldOperation {
+    pub name: String,
+    #[serde(default)]
+    pub scope: Option<String>,
+    pub tier: Tier,
+    #[serde(default)]
+    pub resources: Vec<HeldResource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldResource {
+    pub kind: String,
+    pub id: String,
+    /// `None` when the resource map does not know it.
+    #[serde(default)]
+    pub owners: Option<Vec<String>>,
+}
+
+impl HeldResource {
+    /// Its owners in words.
+    pub fn owned_by(&self) -> String {
+        match self.owners.as_deref() {
+            None | Some([]) => "no known environment".into(),
+            Some(owners) => owners.join(" and "),
+        }
+    }
+
+    pub fn shared(&self) -> bool {
+        self.owners.as_ref().is_some_and(|o| o.len() > 1)
+    }
+}
+
+impl From<&crate::policy::BoundOperation> for HeldOperation {
+    fn from(op: &crate::policy::BoundOperation) -> HeldOperation {
+        HeldOperation {
+            name: op.name.clone(),
+            scope: op.scope.clone(),
+            tier: op.tier,
+            resources: op
+                .resources
+                .iter()
+                .map(|r| HeldResource {
+                    kind: r.kind.clone(),
+                    id: r.id.clone(),
+                    owners: r.owners.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Where `approval` stands at `now_ms`.
@@ -265,35 +318,16 @@ pub fn usable(approval: Option<&Approval>, session_id: &str, digest: &str, now_m
 pub fn summary(approval: &Approval) -> String {
     let operations: Vec<String> = approval
         .operations
-        .as_array()
-        .map(|ops| {
-            ops.iter()
-                .map(|op| {
-                    let name = op["name"].as_str().unwrap_or("?");
-                    let tier = op["tier"].as_str().unwrap_or("?");
-                    let resources: Vec<String> = op["resources"]
-                        .as_array()
-                        .map(|rs| {
-                            rs.iter()
-                                .map(|r| {
-                                    let owners = r["owners"]
-                                        .as_array()
-                                        .map(|o| o.iter().filter_map(|e| e.as_str()).collect::<Vec<_>>().join(" and "))
-                                        .unwrap_or_else(|| "no known environment".into());
-                                    format!(
-                                        "{} `{}` (owned by {owners})",
-                                        r["kind"].as_str().unwrap_or("?"),
-                                        r["id"].as_str().unwrap_or("?")
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    format!("{name} [{tier}] on {}", resources.join(", "))
-                })
-                .collect()
+        .iter()
+        .map(|op| {
+            let resources: Vec<String> = op
+                .resources
+                .iter()
+                .map(|r| format!("{} `{}` (owned by {})", r.kind, r.id, r.owned_by()))
+                .collect();
+            format!("{} [{}] on {}", op.name, op.tier.as_str(), resources.join(", "))
         })
-        .unwrap_or_default();
+        .collect();
     let query = approval
         .query_bytes
         .map(|n| format!(" (with a query string of {n} bytes, not shown)"))
@@ -332,10 +366,16 @@ mod tests {
             approvers_needed: 2,
             tier: Tier::Destructive,
             environments: vec!["production".into(), "staging".into()],
-            operations: serde_json::json!([{
-                "name": "mutation volumeDelete", "tier": "destructive",
-                "resources": [{ "kind": "volume", "id": "vol_db", "owners": ["staging", "production"] }]
-            }]),
+            operations: vec![HeldOperation {
+                name: "mutation volumeDelete".into(),
+                scope: Some("volume:delete".into()),
+                tier: Tier::Destructive,
+                resources: vec![HeldResource {
+                    kind: "volume".into(),
+                    id: "vol_db".into(),
+                    owners: Some(vec!["staging".into(), "production".into()]),
+                }],
+            }],
             event_id: "e1".into(),
             state: Status::Pending,
             created_at_ms: 1_000,

@@ -132,7 +132,7 @@ pub struct ApprovalView {
 
 pub struct OperationView {
     pub name: String,
-    pub tier: String,
+    pub tier: &'static str,
     /// What the rule pack says the operation's scope does.
     pub destroys: String,
     pub resources: Vec<ResourceView>,
@@ -146,42 +146,26 @@ pub struct ResourceView {
 }
 
 fn view(console: &Console, a: &Approval, now_ms: i64) -> ApprovalView {
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
     let operations = a
         .operations
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|op| {
-            let scope = op["scope"].as_str().unwrap_or_default();
+            let scope = op.scope.as_deref().unwrap_or_default();
             OperationView {
-                name: text(&op["name"]),
-                tier: text(&op["tier"]),
+                name: op.name.clone(),
+                tier: op.tier.as_str(),
                 destroys: console
                     .broker
                     .scope_description(&a.provider, scope)
                     .unwrap_or_else(|| format!("needs `{scope}`")),
-                resources: op["resources"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|r| {
-                        let owners: Vec<String> = r["owners"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|o| o.as_str().map(str::to_owned))
-                            .collect();
-                        ResourceView {
-                            kind: text(&r["kind"]),
-                            id: text(&r["id"]),
-                            shared: owners.len() > 1,
-                            owners: if owners.is_empty() {
-                                "no known environment".into()
-                            } else {
-                                owners.join(" and ")
-                            },
-                        }
+                resources: op
+                    .resources
+                    .iter()
+                    .map(|r| ResourceView {
+                        kind: r.kind.clone(),
+                        id: r.id.clone(),
+                        owners: r.owned_by(),
+                        shared: r.shared(),
                     })
                     .collect(),
             }

@@ -85,10 +85,18 @@ impl Console {
         approver: &str,
         make: impl FnOnce(PasskeyAuthentication) -> Ceremony,
     ) -> Result<Json<Value>, Problem> {
-        let passkeys = self.passkeys(approver).await?;
+        self.assertion_with(&self.passkeys(approver).await?, make)
+    }
+
+    /// `assertion`, with the approver's passkeys read already.
+    fn assertion_with(
+        &self,
+        passkeys: &[Passkey],
+        make: impl FnOnce(PasskeyAuthentication) -> Ceremony,
+    ) -> Result<Json<Value>, Problem> {
         let (options, state) = self
             .webauthn
-            .start_passkey_authentication(&passkeys)
+            .start_passkey_authentication(passkeys)
             .map_err(|e| Problem::internal(&e))?;
         let ceremony = self.begin(make(state))?;
         Ok(Json(json!({ "ceremony": ceremony, "options": options })))
@@ -292,13 +300,10 @@ pub async fn signin_start(
             ),
         ));
     }
-    let approver = body.approver.clone();
-    console
-        .assertion(&approver, |state| Ceremony::SignIn {
-            approver: body.approver,
-            state,
-        })
-        .await
+    console.assertion_with(&passkeys, |state| Ceremony::SignIn {
+        approver: body.approver,
+        state,
+    })
 }
 
 pub async fn signin_finish(

@@ -90,7 +90,7 @@ pub(super) async fn hold_request(
     .bind(i64::from(a.approvers_needed))
     .bind(a.tier.as_str())
     .bind(serde_json::to_string(&a.environments).unwrap_or_default())
-    .bind(a.operations.to_string())
+    .bind(serde_json::to_string(&a.operations).unwrap_or_default())
     .bind(&a.event_id)
     .bind(a.created_at_ms)
     .bind(a.decide_by_ms)
