@@ -188,6 +188,16 @@ fn long_poll(f: &Fixture, id: &str) -> tokio::task::JoinHandle<Value> {
     })
 }
 
+/// The events of `kind`: who recorded each, and its detail.
+async fn events_of(f: &Fixture, kind: &str) -> Vec<(String, Value)> {
+    let events = f.broker.broker.store().audit_events().await.unwrap();
+    events
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| (e.actor, serde_json::from_str(&e.detail).unwrap()))
+        .collect()
+}
+
 async fn event_kinds(f: &Fixture) -> Vec<String> {
     let pool = f.broker.db().await;
     let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM audit_events ORDER BY seq")
@@ -631,33 +641,25 @@ async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
     let (status, body) = send(&f, &f.credential, INCIDENT, Some(&id)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(f.railway.count(), 1);
-    let events = f.broker.broker.store().audit_events().await.unwrap();
-    let factors = |kind: &str| -> Vec<String> {
+    let factors = async |kind: &str| -> Vec<String> {
+        let events = events_of(&f, kind).await;
         events
             .iter()
-            .filter(|e| e.kind == kind)
-            .map(|e| {
-                serde_json::from_str::<Value>(&e.detail).unwrap()["factor"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
+            .map(|(_, d)| d["factor"].as_str().unwrap().to_owned())
             .collect()
     };
     assert_eq!(
-        factors("approval_granted"),
+        factors("approval_granted").await,
         ["passkey", "totp"],
         "each approval names its factor"
     );
-    assert_eq!(factors("approver_enrolled"), ["totp", "totp", "passkey"]);
-    let vouched_by_alice = events
+    assert_eq!(factors("approver_enrolled").await, ["totp", "totp", "passkey"]);
+    let vouched = events_of(&f, "approver_vouched").await;
+    let (_, by_alice) = vouched
         .iter()
-        .find(|e| e.kind == "approver_vouched" && e.actor == "approver:alice")
+        .find(|(actor, _)| actor == "approver:alice")
         .expect("alice vouched in the console");
-    assert_eq!(
-        serde_json::from_str::<Value>(&vouched_by_alice.detail).unwrap()["approver"],
-        "bob"
-    );
+    assert_eq!(by_alice["approver"], "bob");
 }
 
 #[tokio::test]
@@ -759,12 +761,8 @@ async fn a_request_whose_credential_ends_is_no_longer_held() {
     .await;
     let (_, seen) = get(&f, &format!("/approvals/{id}"), &f.broker.admin_key).await;
     assert_eq!(seen["status"], "expired");
-    let events = f.broker.broker.store().audit_events().await.unwrap();
-    let expired = events.iter().find(|e| e.kind == "approval_expired").unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(&expired.detail).unwrap()["clock"],
-        "credential"
-    );
+    let expired = events_of(&f, "approval_expired").await;
+    assert_eq!(expired[0].1["clock"], "credential");
 }
 
 /// What one stolen admin key could do: issue enrollment codes, redeem them
