@@ -43,6 +43,12 @@ pub enum AuthError {
     Credential(#[from] VerifyError),
     #[error("the credential of agent `{}` for `{}` (lease `{}`) was revoked", claims.sub, claims.env, claims.jti)]
     Revoked { claims: Arc<Claims> },
+    /// A session credential whose launcher stopped its heartbeat.
+    #[error(
+        "the session of agent `{}` for `{}` (lease `{}`) has ended: the `valetkey run` that launched it stopped telling the broker it is alive",
+        claims.sub, claims.env, claims.jti
+    )]
+    SessionEnded { claims: Arc<Claims> },
     /// Something that is not a valetkey credential: a provider's own token
     /// that reached the agent, most likely.
     #[error(
@@ -214,6 +220,8 @@ pub struct Broker {
     /// again and the next wait (doubling, so a server that is down is not
     /// hammered nor the log flooded).
     reaping: tokio::sync::Mutex<BTreeMap<String, (SystemTime, std::time::Duration)>>,
+    /// The deadlines of sessions kept alive by heartbeats (`heartbeat`).
+    deadlines: crate::heartbeat::Deadlines,
 }
 
 /// First wait before a role that failed to end is tried again; it doubles
@@ -323,6 +331,7 @@ impl Broker {
             unauthenticated,
             refused_unauthenticated: std::sync::atomic::AtomicU64::new(0),
             reaping: tokio::sync::Mutex::new(BTreeMap::new()),
+            deadlines: crate::heartbeat::Deadlines::default(),
         };
         broker.sync(now).await?;
         Ok(broker)
@@ -342,6 +351,10 @@ impl Broker {
     }
 
     /// Whether any postgres provider is configured, so roles may need ending.
+    pub(crate) fn deadlines(&self) -> &crate::heartbeat::Deadlines {
+        &self.deadlines
+    }
+
     pub fn has_databases(&self) -> bool {
         self.config
             .providers
@@ -517,6 +530,15 @@ impl Broker {
                 ),
                 format!("credential_revoked:{}", claims.jti),
             ),
+            AuthError::SessionEnded { claims } => (
+                Some(claims),
+                "session_ended",
+                format!(
+                    "Agent `{}` used the credential of its ended session for `{}` at {route} (lease {}): the `valetkey run` that launched it is gone, so the credential may have been copied out of the session. It was refused.",
+                    claims.sub, claims.env, claims.jti
+                ),
+                format!("session_ended:{}", claims.jti),
+            ),
             AuthError::RawProviderToken {
                 looks_like,
                 fingerprint,
@@ -566,13 +588,17 @@ impl Broker {
         let cursor = self.revocation_cursor.load(Ordering::Acquire);
         let feed = self.store.revocations_since(cursor, secs).await?;
         self.learn_revocations(&feed);
+        let deadlines = self.store.session_deadlines(secs).await?;
+        self.deadlines.learn(&deadlines, secs);
 
         let records = self.store.signing_keys().await?;
         let version: Vec<(String, Option<i64>)> = records.iter().map(|k| (k.kid.clone(), k.retired_at)).collect();
         let changed = *self.ring_version.lock().expect("ring version lock") != version;
         if changed {
-            let max_ttl = self.config.credentials.get_ref().max_ttl.as_secs() as i64;
-            let ring = credentials::load_ring(self.store.as_ref(), &self.master(), secs, max_ttl).await?;
+            // A session's credential lives up to `max_session`.
+            let creds = self.config.credentials.get_ref();
+            let longest = creds.max_ttl.max(creds.max_session).as_secs() as i64;
+            let ring = credentials::load_ring(self.store.as_ref(), &self.master(), secs, longest).await?;
             *self.ring.write().expect("key ring lock") = Arc::new(ring);
             *self.ring_version.lock().expect("ring version lock") = version;
         }
@@ -645,6 +671,9 @@ impl Broker {
         if self.revoked.contains(&claims.jti) {
             return Err(AuthError::Revoked { claims });
         }
+        if claims.hb && !self.deadlines.alive(&claims.jti, secs as i64) {
+            return Err(AuthError::SessionEnded { claims });
+        }
         Ok(claims)
     }
 
@@ -705,6 +734,7 @@ impl Broker {
             exp: expires_at as u64,
             jti: uuid::Uuid::now_v7().to_string(),
             sid: uuid::Uuid::new_v4().to_string(),
+            hb: request.session,
         };
         let credential = credentials::sign(&claims, key)?;
         // Planned before the lease exists: a provider without a server
@@ -726,8 +756,9 @@ impl Broker {
             grants: claims.grants.clone(),
             kid: key.kid.clone(),
             issued_at,
-            expires_at,
+            expires_at: self.first_deadlines(&claims).0,
             revoked_at: None,
+            session_ends_at: claims.hb.then_some(expires_at),
         };
         let event = Event {
             kind: EventKind::Mint,
@@ -743,6 +774,7 @@ impl Broker {
                 "ttl_seconds": plan.ttl.as_secs(),
                 "ttl_limited_by": plan.ttl_limited_by,
                 "expires_at": expires_at,
+                "session": claims.hb,
             }),
         };
         let (logins, event_id) = if roles.is_empty() {
@@ -763,6 +795,9 @@ impl Broker {
                 }
             }
         };
+        if claims.hb {
+            self.deadlines.set(&claims.jti, lease.expires_at);
+        }
         let env_vars = self.env_vars(&credential, &plan, &logins);
         Ok(Minted {
             credential,
@@ -772,6 +807,19 @@ impl Broker {
             database_ports: logins.values().map(|l| l.port).collect(),
             event_id,
         })
+    }
+
+    /// A new credential's lease deadline and its roles' `VALID UNTIL`: its
+    /// expiry, or for a session the first heartbeat's deadline and a few
+    /// timeouts past it (`heartbeat`).
+    fn first_deadlines(&self, claims: &Claims) -> (i64, i64) {
+        let (issued, ends) = (claims.iat as i64, claims.exp as i64);
+        if !claims.hb {
+            return (ends, ends);
+        }
+        let timeout = self.config.credentials.get_ref().heartbeat_timeout.as_secs() as i64;
+        let deadline = crate::heartbeat::deadline(issued, timeout, ends);
+        (deadline, crate::heartbeat::role_valid_until(deadline, timeout, ends))
     }
 
     /// A role, with its password and the agent's login, for each postgres
@@ -788,7 +836,7 @@ impl Broker {
                 agent: &claims.sub,
                 env: &claims.env,
                 lease_id: &claims.jti,
-                expires_at: claims.exp as i64,
+                expires_at: self.first_deadlines(claims).1,
                 scopes,
             };
             let (plan, login) = self.databases.plan(provider, &lease).await?;
@@ -819,7 +867,7 @@ impl Broker {
                 agent: claims.sub.clone(),
                 database: plan.database.clone(),
                 created_at: claims.iat as i64,
-                expires_at: claims.exp as i64,
+                expires_at: self.first_deadlines(claims).1,
                 dropped_at: None,
             })
             .collect();
@@ -1118,6 +1166,11 @@ impl Broker {
             issued_at: crate::time::rfc3339(claims.iat as i64),
             expires_at: crate::time::rfc3339(claims.exp as i64),
             expires_in: (claims.exp as i64 - unix_secs(now)).max(0),
+            lifetime: if claims.hb {
+                "a session: this credential works while the `valetkey run` that launched you lives, until expires_at at the latest; it does not need renewing"
+            } else {
+                "a fixed expiry: this credential stops working at expires_at"
+            },
             grants,
             never: "destructive and catastrophic operations (deleting volumes, backups, services, environments, projects, repositories) are never possible with this credential; they need a human's approval",
         }
@@ -1330,6 +1383,8 @@ pub struct WhoAmI {
     pub issued_at: String,
     pub expires_at: String,
     pub expires_in: i64,
+    /// Whether the credential lives with its session or to a fixed time.
+    pub lifetime: &'static str,
     pub grants: BTreeMap<String, ProviderView>,
     pub never: &'static str,
 }
@@ -1370,6 +1425,7 @@ fn recordable(error: &AuthError) -> bool {
         error,
         AuthError::Credential(VerifyError::Expired { .. })
             | AuthError::Revoked { .. }
+            | AuthError::SessionEnded { .. }
             | AuthError::RawProviderToken { .. }
     )
 }

@@ -190,6 +190,37 @@ impl Databases {
         answer.await.map_err(|_| stopped())?.map_err(&failed)
     }
 
+    /// Moves `role`'s `VALID UNTIL` to `until` (unix seconds), if it is the
+    /// one the broker created with `comment`. False when it is not there
+    /// or not ours.
+    pub async fn extend(
+        &self,
+        provider: &str,
+        env: &str,
+        role: &str,
+        comment: &str,
+        until: i64,
+    ) -> Result<bool, DatabaseError> {
+        if !role.starts_with(ROLE_PREFIX) {
+            return Ok(false);
+        }
+        let target = self.target(provider, env)?;
+        let failed = server(provider, env);
+        let mut tx = target.pool.begin().await.map_err(&failed)?;
+        let found: Option<Option<String>> = sqlx::query_scalar(OWNER_COMMENT)
+            .bind(role)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(&failed)?;
+        if found.flatten().as_deref() != Some(comment) {
+            return Ok(false);
+        }
+        let statement = postgres::extend_role(role, &crate::time::rfc3339(until));
+        tx.execute(sqlx::AssertSqlSafe(statement)).await.map_err(&failed)?;
+        tx.commit().await.map_err(&failed)?;
+        Ok(true)
+    }
+
     /// Ends `role` if it is the one the broker created with `comment`:
     /// logins stopped, open sessions ended, what it made dropped in every
     /// database, its privileges revoked, the role dropped.

@@ -80,7 +80,7 @@ async fn run_injects_credentials_and_revokes_them_when_the_child_exits() {
         "the agent must never see the launcher key"
     );
     assert!(!env.values().any(|v| v.contains(&key)));
-    assert!(stderr.contains("credential for agent claude in staging"), "{stderr}");
+    assert!(stderr.contains("session for agent claude in staging"), "{stderr}");
 
     let (status, body) = t.whoami(&credential).await;
     assert_eq!(
@@ -2167,4 +2167,246 @@ fn the_broker_serves_https_with_its_own_certificate() {
         "{stderr}"
     );
     served.stop();
+}
+
+/// The test configuration with every clock of a session in seconds: a
+/// fixed-expiry credential lives 2 s, a session up to a minute while its
+/// `run` heartbeats every second, and 3 s past its last heartbeat.
+fn session_config() -> String {
+    common::CONFIG.replace(
+        "default_ttl = \"15m\"\nmax_ttl = \"1h\"\n",
+        "default_ttl = \"2s\"\nmax_ttl = \"2s\"\nmax_session = \"1m\"\nheartbeat_interval = \"1s\"\nheartbeat_timeout = \"3s\"\n",
+    )
+}
+
+/// `valetkey run --no-isolation` of `script` in the background, its
+/// credential written where the test reads it, as an agent that copied
+/// it out would.
+fn run_in_background(t: &TestBroker, key: &str, script: &str) -> (std::process::Child, String) {
+    let copied = t.dir.path().join("copied-credential");
+    let _ = std::fs::remove_file(&copied);
+    let mut cmd = valetkey(t, key);
+    cmd.args([
+        "run",
+        "--agent",
+        "claude",
+        "--env",
+        "staging",
+        "--no-isolation",
+        "--",
+        "sh",
+        "-c",
+    ])
+    .arg(format!(
+        "printf %s \"$VALETKEY_CREDENTIAL\" > {}.tmp && mv {0}.tmp {0}; {script}",
+        copied.display()
+    ))
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !copied.exists() {
+        assert!(std::time::Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (child, std::fs::read_to_string(&copied).unwrap())
+}
+
+/// How long until `credential` is refused as `kind`, polled every 100 ms
+/// for up to `within`; panics past it.
+async fn refused_within(
+    t: &TestBroker,
+    credential: &str,
+    kind: &str,
+    within: std::time::Duration,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let (status, body) = t.whoami(credential).await;
+        if status == 401 {
+            assert_eq!(body["type"], kind, "{body}");
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "still valid after {within:?}: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_lives_while_its_run_does_and_dies_within_seconds_of_a_sigkill() {
+    let t = TestBroker::start_with(&session_config(), BTreeMap::new()).await;
+    let key = t.add_agent("claude").await;
+    let (mut run, credential) = run_in_background(&t, &key, "exec sleep 60");
+
+    // Four fixed TTLs (2 s each) pass; the one string keeps working.
+    let (status, body) = t.whoami(&credential).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["lifetime"].as_str().unwrap().starts_with("a session"), "{body}");
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let (status, body) = t.whoami(&credential).await;
+        assert_eq!(status, 200, "the session ended while its run lived: {body}");
+    }
+
+    // SIGKILL: no revocation is sent; the missing heartbeat ends it within
+    // the heartbeat timeout (3 s) and the next second's sweep.
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let took = refused_within(&t, &credential, "session_ended", std::time::Duration::from_secs(6)).await;
+    assert!(
+        took <= std::time::Duration::from_secs(5),
+        "ended {took:?} after the kill"
+    );
+    let (_, body) = t.whoami(&credential).await;
+    assert!(
+        body["agent_guidance"].as_str().unwrap().contains("valetkey run"),
+        "{body}"
+    );
+
+    // Its launcher's key cannot bring it back: an ended session stays ended.
+    let session = common::claims(&credential)["sid"].as_str().unwrap().to_owned();
+    let answer = common::http()
+        .post(format!("{}/v1/sessions/{session}/heartbeat", t.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 410);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["type"], "session_ended", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no heartbeat reached the broker"),
+        "{body}"
+    );
+    assert_eq!(t.whoami(&credential).await.0, 401);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_live_session_ends_it_within_a_second_and_run_says_so() {
+    let t = TestBroker::start_with(&session_config(), BTreeMap::new()).await;
+    let key = t.add_agent("claude").await;
+    let (run, credential) = run_in_background(&t, &key, "sleep 4");
+    let session = common::claims(&credential)["sid"].as_str().unwrap().to_owned();
+    let admin_file = t.dir.path().join("admin.key");
+    std::fs::write(&admin_file, &t.admin_key).unwrap();
+    std::fs::set_permissions(&admin_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let revoke = common::admin_cli(&t.url, &admin_file)
+        .args(["revoke", "--session", &session])
+        .output()
+        .unwrap();
+    assert!(revoke.status.success(), "{}", String::from_utf8_lossy(&revoke.stderr));
+    refused_within(&t, &credential, "credential_revoked", std::time::Duration::from_secs(1)).await;
+    let out = output_of(run).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the agent's session has ended and its credential no longer works"),
+        "run tells its launcher: {stderr}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_launcher_keeps_a_session_alive_and_env_keeps_a_fixed_expiry() {
+    let t = TestBroker::start_with(&session_config(), BTreeMap::new()).await;
+    let key = t.add_agent("claude").await;
+    let other = t.add_agent("oncall").await;
+    let (mut run, credential) = run_in_background(&t, &key, "exec sleep 60");
+    let session = common::claims(&credential)["sid"].as_str().unwrap().to_owned();
+    let beat = |bearer: String| {
+        let url = format!("{}/v1/sessions/{session}/heartbeat", t.url);
+        async move {
+            let answer = common::http().post(url).bearer_auth(bearer).send().await.unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.json::<Value>().await.unwrap())
+        }
+    };
+    // The agent holds its credential, never the launcher key: the credential
+    // keeps nothing alive, nor does another agent's launcher key.
+    let (status, body) = beat(credential.clone()).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (401, Some("launcher_key_invalid")),
+        "{body}"
+    );
+    let (status, body) = beat(other.clone()).await;
+    assert_eq!((status, body["type"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, body) = beat(key.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    // `env` has no run to heartbeat: its credential lives its TTL, and no
+    // heartbeat extends it.
+    let out = output({
+        let mut cmd = valetkey(&t, &key);
+        cmd.args(["env", "--agent", "claude", "--env", "staging"]);
+        cmd
+    })
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vars = parse_env(&String::from_utf8(out.stdout).unwrap());
+    let fixed = vars["VALETKEY_CREDENTIAL"].trim_matches('\'').to_owned();
+    let claims = common::claims(&fixed);
+    assert!(claims.get("hb").is_none(), "{claims}");
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 2);
+    let sid = claims["sid"].as_str().unwrap();
+    let answer = common::http()
+        .post(format!("{}/v1/sessions/{sid}/heartbeat", t.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 410);
+    let body: Value = answer.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("fixed expiry"), "{body}");
+    refused_within(&t, &fixed, "credential_expired", std::time::Duration::from_secs(4)).await;
+    t.stop().await;
+}
+
+/// Waits for a child started with piped stderr, off the runtime.
+async fn output_of(child: std::process::Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_ends_at_its_longest_length_whatever_the_heartbeat() {
+    let t = TestBroker::start_with(&session_config(), BTreeMap::new()).await;
+    let key = t.add_agent("claude").await;
+    let (status, answer) = t
+        .mint(
+            &key,
+            serde_json::json!({ "agent": "claude", "env": "staging", "session": true, "ttl": "4s" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["heartbeat"]["interval_seconds"], 1, "{answer}");
+    let credential = answer["credential"].as_str().unwrap().to_owned();
+    let url = format!(
+        "{}/v1/sessions/{}/heartbeat",
+        t.url,
+        answer["session_id"].as_str().unwrap()
+    );
+    let started = std::time::Instant::now();
+    let body = loop {
+        let (status, body) = t.send(t.http.post(&url).bearer_auth(&key)).await;
+        if status != 200 {
+            assert_eq!((status, body["type"].as_str()), (410, Some("session_ended")), "{body}");
+            break body;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "heartbeats kept it past its end"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("longest length"), "{body}");
+    assert_eq!(t.whoami(&credential).await.1["type"], "credential_expired");
+    t.stop().await;
 }

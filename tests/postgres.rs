@@ -1086,3 +1086,87 @@ async fn a_role_that_cannot_be_made_refuses_the_mint_and_names_no_secret() {
     b.stop().await;
     unloaded.stop().await;
 }
+
+/// `VALID UNTIL` of `role`, as unix seconds.
+async fn valid_until(pool: &PgPool, role: &str) -> i64 {
+    sqlx::query_scalar("SELECT extract(epoch FROM rolvaliduntil)::bigint FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A session's role lives as long as the session: its `VALID UNTIL` moves
+/// forward while the launcher's heartbeat lasts (past several fixed TTLs
+/// and past its first `VALID UNTIL`), and the role is ended within seconds
+/// of the heartbeat stopping.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sessions_role_lives_while_its_heartbeat_lasts() {
+    let url = server_url();
+    let pool = admin(&url).await;
+    let schema = unique("vk_test_");
+    schema_with_rows(&pool, &schema).await;
+    let config = config(&schema).replace(
+        "default_ttl = \"15m\"\nmax_ttl = \"1h\"\n",
+        "default_ttl = \"2s\"\nmax_ttl = \"2s\"\nmax_session = \"1m\"\nheartbeat_interval = \"1s\"\nheartbeat_timeout = \"2s\"\n",
+    );
+    let env = BTreeMap::from([("APPDB_ADMIN_URL".to_owned(), url.clone())]);
+    let b = TestBroker::start_with(&config, env).await;
+    let key = b.add_agent("claude").await;
+    let (status, answer) = b
+        .mint(&key, json!({ "agent": "claude", "env": "staging", "session": true }))
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let role = var(&answer, "PGUSER").to_owned();
+    let database_url = var(&answer, "DATABASE_URL").to_owned();
+    let credential = var(&answer, "VALETKEY_CREDENTIAL").to_owned();
+    let first = valid_until(&pool, &role).await;
+    let issued = common::claims(&credential)["iat"].as_i64().unwrap();
+    assert!(
+        first <= issued + 10,
+        "a session's role is not valid to the session's end: {first} vs {issued}"
+    );
+
+    let heartbeat = format!(
+        "{}/v1/sessions/{}/heartbeat",
+        b.url,
+        answer["session_id"].as_str().unwrap()
+    );
+    let beat = async || {
+        let (status, body) = b.send(b.http.post(&heartbeat).bearer_auth(&key)).await;
+        assert_eq!(status, 200, "{body}");
+    };
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(14) {
+        beat().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let now = valetkey::time::unix_secs(SystemTime::now());
+    assert!(now > first, "the test outlived the role's first VALID UNTIL");
+    assert!(
+        valid_until(&pool, &role).await > now,
+        "VALID UNTIL moved with the heartbeat"
+    );
+    let mut conn = PgConnection::connect(&database_url).await.unwrap();
+    assert_eq!(
+        count(&mut conn, format!("SELECT count(*) FROM {schema}.items")).await,
+        2
+    );
+    assert_eq!(b.whoami(&credential).await.0, 200);
+
+    // The heartbeat stops: within its timeout and the reaper's next
+    // second, the session's open connection is ended and the role dropped.
+    let stopped = tokio::time::Instant::now();
+    eventually("the role of a session whose heartbeat stopped is dropped", async || {
+        !role_exists(&pool, &role).await
+    })
+    .await;
+    assert!(
+        stopped.elapsed() <= Duration::from_secs(5),
+        "dropped {:?} after the last heartbeat",
+        stopped.elapsed()
+    );
+    assert!(conn.execute("SELECT 1").await.is_err(), "its open session was ended");
+    assert_eq!(b.whoami(&credential).await.1["type"], "session_ended");
+    finish(b, &pool, &schema).await;
+}

@@ -101,6 +101,10 @@ pub struct MintBody {
     providers: Option<Vec<String>>,
     scopes: Option<Vec<String>>,
     ttl: Option<Ttl>,
+    /// A session kept alive by the caller's heartbeat (`valetkey run`);
+    /// `ttl` is then its longest length.
+    #[serde(default)]
+    session: bool,
     /// Real tokens `valetkey scan` found where the agent will work, which
     /// its launcher chose to launch beside (`run --allow-tokens`).
     #[serde(default)]
@@ -190,6 +194,7 @@ pub async fn mint(
         providers: body.providers,
         scopes: body.scopes,
         ttl: parse_ttl(body.ttl)?,
+        session: body.session,
     };
     let minted = broker.mint(&agent, body.agent.as_deref(), &request, now).await?;
     if !body.tokens_in_reach.is_empty() {
@@ -226,6 +231,14 @@ pub async fn mint(
         .iter()
         .map(|(k, v)| (k.as_str(), v.expose_secret()))
         .collect();
+    let creds = broker.config().credentials.get_ref();
+    let heartbeat = minted.claims.hb.then(|| {
+        json!({
+            "url": format!("/v1/sessions/{}/heartbeat", minted.claims.sid),
+            "interval_seconds": creds.heartbeat_interval.as_secs(),
+            "timeout_seconds": creds.heartbeat_timeout.as_secs(),
+        })
+    });
     let body = json!({
         "credential": minted.credential.expose_secret(),
         "agent": minted.claims.sub,
@@ -237,6 +250,7 @@ pub async fn mint(
         "grants": minted.claims.grants,
         "stripped": stripped_view(&minted.plan.stripped),
         "ttl_limited_by": minted.plan.ttl_limited_by,
+        "heartbeat": heartbeat,
         "env_vars": env_vars,
         "isolation": crate::isolation::Settings::for_credential(broker.config(), &minted.database_ports),
         "event_id": minted.event_id,
@@ -293,6 +307,25 @@ pub(super) fn revoked_view(revoked: &[Revocation]) -> Value {
 }
 
 /// Ends a launch session: its agent's launcher key, or the admin key.
+/// `valetkey run`'s heartbeat for the session it launched, with its
+/// launcher key (which the agent never holds): the credential keeps
+/// working for `heartbeat_timeout` more.
+pub async fn heartbeat(
+    State(broker): Shared,
+    Path(sid): Path<String>,
+    Bearer(key): Bearer,
+) -> Result<Json<Value>, Problem> {
+    let now = SystemTime::now();
+    let agent = broker.authenticate_launcher(&key).await?;
+    let beat = broker.heartbeat(&agent, &sid, now).await?;
+    Ok(Json(json!({
+        "session_id": sid,
+        "expires_at": rfc3339(beat.deadline),
+        "session_ends_at": rfc3339(beat.session_ends_at),
+        "interval_seconds": broker.config().credentials.get_ref().heartbeat_interval.as_secs(),
+    })))
+}
+
 pub async fn end_session(
     State(broker): Shared,
     Path(sid): Path<String>,

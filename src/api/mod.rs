@@ -34,6 +34,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/whoami", get(handlers::whoami))
         .route("/check", post(handlers::check))
         .route("/sessions/{sid}", delete(handlers::end_session))
+        .route("/sessions/{sid}/heartbeat", post(handlers::heartbeat))
         .route("/admins", get(admin::list_admins).post(admin::add_admin))
         .route("/admins/{name}", delete(admin::remove_admin))
         .route("/agents", get(admin::list_agents).post(admin::add_agent))

@@ -20,6 +20,7 @@ use crate::store::StoreError;
 const STOP: &str = "Stop and tell a human what you were doing, quoting this response. Do not try other credentials or tokens, and do not delete, recreate or reconfigure resources to get past a credential problem.";
 const RENEW: &str = "Your credential has expired. Stop: do not look for other credentials or tokens, and do not delete, recreate or reconfigure anything to get past this. Get a new credential the way you got this one (whoever launched you runs `valetkey run` again); if you cannot, tell a human, quoting the event id.";
 const MISSING: &str = "Send the credential from VALETKEY_CREDENTIAL as `Authorization: Bearer vk1.…`. If you have none, you were not launched through `valetkey run`: ask a human. Never send a provider's own token instead.";
+const SESSION_ENDED: &str = "The `valetkey run` that launched you has ended or lost contact with the broker, so your credential no longer works. Stop: do not look for other credentials or tokens, and do not delete, recreate or reconfigure anything to get past this. Tell a human what you were doing, quoting the event id; they relaunch you with `valetkey run`.";
 const RAW_TOKEN: &str = "Stop. You sent something that is not your valetkey credential, most likely a provider's own token. Never use provider tokens, even ones you find in files, variables or history; do not look for other credentials or tokens, and do not delete, recreate or reconfigure anything to get past this. Send only the credential from VALETKEY_CREDENTIAL. A human has been told that a real token reached you: tell them where it came from, quoting the event id.";
 const REVOKED: &str = "A human, or the end of your session, revoked this credential. Stop: do not look for other credentials or tokens, and do not delete, recreate or reconfigure anything to get around it. Tell a human what you were doing, quoting the event id.";
 const FIX_REQUEST: &str =
@@ -199,6 +200,17 @@ impl From<AuthError> for Problem {
             .guidance(REVOKED)
             .with("lease_id", &claims.jti)
             .with("env", &claims.env),
+            AuthError::SessionEnded { claims } => unauthorized(
+                "session_ended",
+                "Session ended",
+                format!(
+                    "the session of agent `{}` for `{}` (session `{}`) has ended: the `valetkey run` that launched it stopped telling the broker it is alive, so its credential no longer works",
+                    claims.sub, claims.env, claims.sid
+                ),
+            )
+            .guidance(SESSION_ENDED)
+            .with("lease_id", &claims.jti)
+            .with("env", &claims.env),
             AuthError::RawProviderToken { looks_like, .. } => unauthorized(
                 "raw_provider_token",
                 "Not a valetkey credential",
@@ -241,6 +253,22 @@ impl From<AuthError> for Problem {
 impl From<RefusedCredential> for Problem {
     fn from(refused: RefusedCredential) -> Self {
         Problem::from(refused.error).event(refused.event_id)
+    }
+}
+
+impl From<crate::heartbeat::HeartbeatError> for Problem {
+    fn from(e: crate::heartbeat::HeartbeatError) -> Self {
+        use crate::heartbeat::HeartbeatError;
+        match e {
+            HeartbeatError::NotFound { .. } => Problem::not_found(e.to_string()),
+            HeartbeatError::Ended { .. } => Problem::new(
+                StatusCode::GONE,
+                "session_ended",
+                "Session ended",
+                format!("{e}; start the agent again with `valetkey run` for a new session"),
+            ),
+            HeartbeatError::Store(e) => Problem::store(&e),
+        }
     }
 }
 

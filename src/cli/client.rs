@@ -40,6 +40,7 @@ pub enum ClientError {
     CaFile { path: String, reason: String },
 }
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -138,6 +139,22 @@ impl Client {
             self.http
                 .delete(format!("{}/v1/sessions/{session_id}", self.base))
                 .bearer_auth(launcher_key.expose_secret()),
+        )
+        .await
+    }
+
+    /// Tells the broker the session is alive; a late answer is no answer.
+    pub async fn heartbeat(
+        &self,
+        launcher_key: &SecretString,
+        session_id: &str,
+        wait: Duration,
+    ) -> Result<Value, ClientError> {
+        self.send(
+            self.http
+                .post(format!("{}/v1/sessions/{session_id}/heartbeat", self.base))
+                .bearer_auth(launcher_key.expose_secret())
+                .timeout(wait),
         )
         .await
     }

@@ -85,6 +85,8 @@ pub(super) fn without_key_in_environment(args: &MintArgs) -> Result<(), CliError
 
 struct Minted {
     session_id: String,
+    /// How often to tell the broker the session is alive, for a session.
+    heartbeat: Option<std::time::Duration>,
     vars: BTreeMap<String, SecretString>,
     /// What the broker adds to the agent's confinement; `None` when its
     /// answer did not say, which confines nothing safely.
@@ -96,8 +98,9 @@ async fn mint(
     key: &SecretString,
     args: &MintArgs,
     tokens_in_reach: &[crate::scan::Finding],
+    session: bool,
 ) -> Result<Minted, CliError> {
-    let mut body = json!({ "agent": args.agent, "env": args.env });
+    let mut body = json!({ "agent": args.agent, "env": args.env, "session": session });
     if !tokens_in_reach.is_empty() {
         body["tokens_in_reach"] = json!(tokens_in_reach);
     }
@@ -125,14 +128,24 @@ async fn mint(
         .flatten()
         .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), SecretString::from(v))))
         .collect();
-    eprintln!(
-        "valetkey: credential for agent {} in {} until {} (lease {})",
+    let heartbeat = answer["heartbeat"]["interval_seconds"]
+        .as_u64()
+        .map(|s| std::time::Duration::from_secs(s.max(1)));
+    let (agent, env, until, lease) = (
         answer["agent"].as_str().unwrap_or("?"),
         answer["env"].as_str().unwrap_or("?"),
         answer["expires_at"].as_str().unwrap_or("?"),
         answer["lease_id"].as_str().unwrap_or("?"),
     );
+    match (session, heartbeat) {
+        (true, Some(_)) => eprintln!(
+            "valetkey: session for agent {agent} in {env}: its credential works while this `run` lives, until {until} at the latest (lease {lease})"
+        ),
+        (true, None) => return Err(broker_says_nothing()),
+        (false, _) => eprintln!("valetkey: credential for agent {agent} in {env} until {until} (lease {lease})"),
+    }
     Ok(Minted {
+        heartbeat,
         session_id: answer["session_id"].as_str().unwrap_or_default().to_owned(),
         vars,
         isolation: serde_json::from_value(answer["isolation"].clone()).ok(),
@@ -439,7 +452,10 @@ pub async fn run(
         action: "listen for signals to pass on".into(),
         source,
     })?;
-    let minted = mint(&client, &key, &args, &in_reach).await?;
+    let minted = mint(&client, &key, &args, &in_reach, true).await?;
+    let mut alive = minted
+        .heartbeat
+        .map(|every| keep_alive(client.clone(), key.clone(), minted.session_id.clone(), every));
     // What git would take from the working directory as yours, before the
     // agent starts (compared when it ends).
     let mut repository = None;
@@ -465,7 +481,7 @@ pub async fn run(
         let plan = match plan {
             Ok(plan) => plan,
             Err(e) => {
-                end_session(&client, &key, &minted.session_id).await;
+                end_session(&client, &key, &minted.session_id, alive.take()).await;
                 return Err(e);
             }
         };
@@ -478,7 +494,7 @@ pub async fn run(
         let made = match made {
             Ok(made) => made,
             Err(e) => {
-                end_session(&client, &key, &minted.session_id).await;
+                end_session(&client, &key, &minted.session_id, alive.take()).await;
                 return Err(e);
             }
         };
@@ -516,7 +532,7 @@ pub async fn run(
     let _lifeline = lifeline.map(crate::isolation::Lifeline::started);
     let status = match spawned {
         Err(source) => {
-            end_session(&client, &key, &minted.session_id).await;
+            end_session(&client, &key, &minted.session_id, alive.take()).await;
             return Err(CliError::Io {
                 action: format!("start `{}`", command[0]),
                 source,
@@ -531,7 +547,7 @@ pub async fn run(
             status
         }
     };
-    end_session(&client, &key, &minted.session_id).await;
+    end_session(&client, &key, &minted.session_id, alive.take()).await;
     if let Some((cwd, before)) = repository {
         review_repository(&cwd, &before);
     }
@@ -590,7 +606,56 @@ fn review_repository(cwd: &Path, before: &crate::isolation::git::Snapshot) {
     }
 }
 
-async fn end_session(client: &Client, key: &SecretString, session_id: &str) {
+/// Tells the broker every `every` that the session is alive, until dropped
+/// (when the agent has ended). Says once when the broker cannot be
+/// reached, and when the session has ended, which no heartbeat undoes.
+fn keep_alive(client: Client, key: SecretString, session_id: String, every: std::time::Duration) -> KeepAlive {
+    KeepAlive(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        let mut failing = false;
+        loop {
+            ticks.tick().await;
+            match client.heartbeat(&key, &session_id, every).await {
+                Ok(_) if failing => {
+                    eprintln!("valetkey: the broker is reachable again; session {session_id} goes on");
+                    failing = false;
+                }
+                Ok(_) => {}
+                Err(ClientError::Refused { detail, .. }) => {
+                    eprintln!(
+                        "valetkey: the agent's session has ended and its credential no longer works: {detail}\n\
+                         valetkey: the agent keeps running, but the broker refuses it; end it and launch it again"
+                    );
+                    return;
+                }
+                Err(e) if !failing => {
+                    eprintln!(
+                        "valetkey: WARNING: cannot tell the broker that session {session_id} is alive ({e}); \
+                         its credential stops working if this lasts past the broker's heartbeat timeout"
+                    );
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }))
+}
+
+/// The heartbeat task, stopped when dropped.
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Revokes the session, its heartbeat stopped first (a heartbeat after the
+/// revocation would be told the session ended).
+async fn end_session(client: &Client, key: &SecretString, session_id: &str, alive: Option<KeepAlive>) {
+    drop(alive);
     if let Err(e) = client.end_session(key, session_id).await {
         eprintln!(
             "valetkey: WARNING: could not revoke session {session_id}: {e}\n\
@@ -602,7 +667,7 @@ async fn end_session(client: &Client, key: &SecretString, session_id: &str) {
 pub async fn env(args: MintArgs, format: EnvFormat) -> Result<ExitCode, CliError> {
     let key = launcher_key(&args)?;
     let client = Client::new(&args.remote)?;
-    let minted = mint(&client, &key, &args, &[]).await?;
+    let minted = mint(&client, &key, &args, &[], false).await?;
     let mut out = String::new();
     match format {
         EnvFormat::Json => {
@@ -650,6 +715,7 @@ pub async fn whoami(remote: Remote, json: bool) -> Result<ExitCode, CliError> {
         s(&me["lease_id"]),
         s(&me["session_id"])
     );
+    println!("lifetime: {}", s(&me["lifetime"]));
     for (provider, view) in me["grants"].as_object().into_iter().flatten() {
         println!("\n{provider}  via {}", s(&view["proxy_url"]));
         for scope in view["scopes"].as_array().into_iter().flatten() {

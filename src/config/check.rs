@@ -334,6 +334,34 @@ impl Checker<'_> {
                 Some("write `max_ttl = \"1h\"` and let `valetkey run` mint again".into()),
             );
         }
+        if creds.max_session < Duration::from_secs(1) || creds.heartbeat_interval < Duration::from_secs(1) {
+            self.error(
+                span.clone(),
+                "[credentials] max_session and heartbeat_interval must be at least one second".into(),
+                Some("write durations such as `8h` and `5s`".into()),
+            );
+        }
+        if creds.heartbeat_timeout < creds.heartbeat_interval * 2 {
+            self.error(
+                span.clone(),
+                format!(
+                    "[credentials] heartbeat_timeout ({}) is shorter than two heartbeat_intervals ({}): one late heartbeat would end a live session",
+                    humantime::format_duration(creds.heartbeat_timeout),
+                    humantime::format_duration(creds.heartbeat_interval)
+                ),
+                Some("make heartbeat_timeout at least three times heartbeat_interval, e.g. `5s` and `15s`".into()),
+            );
+        }
+        if creds.max_session > TTL_CEILING {
+            self.warn(
+                span.clone(),
+                format!(
+                    "[credentials] max_session ({}) is longer than a day: a forgotten `valetkey run` keeps its credential that long",
+                    humantime::format_duration(creds.max_session)
+                ),
+                Some("write `max_session = \"8h\"`".into()),
+            );
+        }
         if creds.issuer.is_empty() || creds.audience.is_empty() {
             self.error(
                 span,

@@ -329,6 +329,16 @@ pub struct CredentialsConfig {
     pub default_ttl: Duration,
     #[serde(with = "humantime_serde")]
     pub max_ttl: Duration,
+    /// The longest a session `valetkey run` keeps alive may last.
+    #[serde(with = "humantime_serde")]
+    pub max_session: Duration,
+    /// How often `valetkey run` tells the broker its session is alive.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How long after its last heartbeat a session's credential stops
+    /// working: the bound on a stolen credential once its `run` is gone.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
     pub issuer: String,
     pub audience: String,
 }
@@ -339,6 +349,9 @@ impl Default for CredentialsConfig {
         Self {
             default_ttl: limits.default_ttl,
             max_ttl: limits.max_ttl,
+            max_session: limits.max_session,
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(15),
             issuer: "valetkey".into(),
             audience: "valetkey".into(),
         }
@@ -725,6 +738,7 @@ impl Config {
             limits: policy::CredentialLimits {
                 default_ttl: self.credentials.get_ref().default_ttl,
                 max_ttl: self.credentials.get_ref().max_ttl,
+                max_session: self.credentials.get_ref().max_session,
             },
             resources: self.resource_map(),
         }

@@ -35,6 +35,10 @@ pub struct Claims {
     pub jti: String,
     /// The launch session.
     pub sid: String,
+    /// Kept alive by its launcher's heartbeat: valid only while the broker
+    /// holds a live heartbeat for its lease, up to `exp` (the session's end).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hb: bool,
 }
 
 /// What a credential must say about who issued it and for whom.
@@ -210,6 +214,7 @@ mod tests {
             exp: NOW + 600,
             jti: "lease".into(),
             sid: "session".into(),
+            hb: false,
         }
     }
 

@@ -46,6 +46,8 @@ impl Grant {
 pub struct CredentialLimits {
     pub default_ttl: Duration,
     pub max_ttl: Duration,
+    /// The longest a session kept alive by heartbeats may last.
+    pub max_session: Duration,
 }
 
 impl Default for CredentialLimits {
@@ -53,6 +55,7 @@ impl Default for CredentialLimits {
         Self {
             default_ttl: Duration::from_secs(15 * 60),
             max_ttl: Duration::from_secs(60 * 60),
+            max_session: Duration::from_secs(8 * 60 * 60),
         }
     }
 }
@@ -63,7 +66,12 @@ pub struct MintRequest {
     pub env: String,
     pub providers: Option<Vec<String>>,
     pub scopes: Option<Vec<String>>,
+    /// For a session, its longest length; otherwise the credential's TTL.
     pub ttl: Option<Duration>,
+    /// A session kept alive by its launcher's heartbeat (`valetkey run`):
+    /// it lives while the heartbeat lasts, up to `max_session`, instead of
+    /// a fixed TTL.
+    pub session: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +81,7 @@ pub struct MintPlan {
     /// scope whose tier an agent may not hold.
     pub grants: BTreeMap<String, BTreeSet<String>>,
     pub stripped: Vec<Stripped>,
+    /// How long the credential lives: for a session, its longest length.
     pub ttl: Duration,
     /// Set when the TTL is shorter than asked for (or than the default).
     pub ttl_limited_by: Option<TtlLimit>,
@@ -119,6 +128,8 @@ impl StripReason {
 pub enum TtlLimit {
     /// `[credentials] max_ttl`.
     ServerMax,
+    /// `[credentials] max_session`, for a session.
+    SessionMax,
     /// A grant's `max_ttl` for this provider.
     GrantMax { provider: String },
 }
@@ -211,7 +222,13 @@ pub fn plan_mint(rules: &Rules, agent: &str, req: &MintRequest) -> Result<MintPl
     let empty = BTreeMap::new();
     let mut stripped = BTreeSet::new();
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut ttl_caps: Vec<(Duration, TtlLimit)> = vec![(rules.limits.max_ttl, TtlLimit::ServerMax)];
+    // A session's length is capped by `max_session` where a fixed TTL is
+    // by `max_ttl`; a grant's own cap holds for both.
+    let mut ttl_caps: Vec<(Duration, TtlLimit)> = vec![if req.session {
+        (rules.limits.max_session, TtlLimit::SessionMax)
+    } else {
+        (rules.limits.max_ttl, TtlLimit::ServerMax)
+    }];
 
     for &provider in &selected {
         let catalog = rules.scopes.get(provider).unwrap_or(&empty);
@@ -286,7 +303,11 @@ pub fn plan_mint(rules: &Rules, agent: &str, req: &MintRequest) -> Result<MintPl
         return Err(MintRefusal::NothingGrantable { stripped });
     }
 
-    let wanted_ttl = req.ttl.unwrap_or(rules.limits.default_ttl);
+    let wanted_ttl = req.ttl.unwrap_or(if req.session {
+        rules.limits.max_session
+    } else {
+        rules.limits.default_ttl
+    });
     let (cap, limit) = ttl_caps
         .into_iter()
         .min_by_key(|(d, _)| *d)
@@ -385,6 +406,7 @@ mod tests {
             limits: CredentialLimits {
                 default_ttl: mins(15),
                 max_ttl: mins(60),
+                max_session: mins(240),
             },
             resources: BTreeMap::new(),
         }
@@ -540,6 +562,35 @@ mod tests {
         for (agent, env, asked, want, limit) in cases {
             let r = MintRequest {
                 ttl: asked.map(mins),
+                ..req(env)
+            };
+            let plan = plan_mint(&rules(), agent, &r).unwrap();
+            assert_eq!(plan.ttl, mins(want), "{agent} {env} {asked:?}");
+            assert_eq!(plan.ttl_limited_by, limit, "{agent} {env} {asked:?}");
+        }
+    }
+
+    #[test]
+    fn a_session_lasts_to_max_session_not_max_ttl_and_grants_still_cap_it() {
+        // (agent, env, asked, want minutes, limited by)
+        let cases = [
+            ("careless", "staging", None, 240, None),
+            ("careless", "staging", Some(90), 90, None),
+            ("careless", "staging", Some(600), 240, Some(TtlLimit::SessionMax)),
+            (
+                "coder",
+                "staging",
+                None,
+                30,
+                Some(TtlLimit::GrantMax {
+                    provider: "railway".into(),
+                }),
+            ),
+        ];
+        for (agent, env, asked, want, limit) in cases {
+            let r = MintRequest {
+                ttl: asked.map(mins),
+                session: true,
                 ..req(env)
             };
             let plan = plan_mint(&rules(), agent, &r).unwrap();

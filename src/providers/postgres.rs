@@ -447,6 +447,16 @@ pub fn lock() -> &'static str {
 }
 
 /// No new logins for `role`.
+/// Moves a role's `VALID UNTIL` (RFC 3339): a session's role lives as
+/// long as its session's heartbeat.
+pub fn extend_role(role: &str, valid_until: &str) -> String {
+    format!(
+        "ALTER ROLE {} VALID UNTIL {}",
+        quote_ident(role),
+        quote_literal(valid_until)
+    )
+}
+
 pub fn disable_role(role: &str) -> String {
     format!("ALTER ROLE {} NOLOGIN", quote_ident(role))
 }

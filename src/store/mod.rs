@@ -82,8 +82,13 @@ pub struct Lease {
     pub grants: BTreeMap<String, Vec<String>>,
     pub kid: String,
     pub issued_at: i64,
+    /// For a session kept alive by heartbeats, the deadline the last one
+    /// set; otherwise the credential's expiry.
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// Set for a session kept alive by heartbeats: the end no heartbeat
+    /// moves `expires_at` past (the credential's own `exp`).
+    pub session_ends_at: Option<i64>,
 }
 
 /// A PostgreSQL role the broker created for a lease.
@@ -242,11 +247,26 @@ pub trait Store: Send + Sync {
     async fn live_leases(&self, now: i64, limit: i64) -> Result<Vec<Lease>, StoreError>;
     /// The agent whose leases carry this session id.
     async fn session_agent(&self, session_id: &str) -> Result<Option<String>, StoreError>;
+    /// Every lease of a session, oldest first.
+    async fn session_leases(&self, session_id: &str) -> Result<Vec<Lease>, StoreError>;
     /// Revokes every live lease the target covers and appends each to the
     /// revocation feed, in one transaction. Returns the leases revoked now.
     async fn revoke(&self, target: &RevokeTarget, now: i64) -> Result<Vec<Revocation>, StoreError>;
     /// The feed after `seq`, leaving out leases that expired before `now`.
     async fn revocations_since(&self, seq: i64, now: i64) -> Result<Vec<Revocation>, StoreError>;
+    /// Moves the deadline of the session's heartbeat leases that are still
+    /// alive at `now` (neither revoked nor past their deadline) to `until`,
+    /// never past their session's end, in one statement: a session that
+    /// missed its heartbeats stays ended. Returns each lease moved, with
+    /// its new deadline.
+    async fn keep_session_alive(
+        &self,
+        session_id: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+    /// The deadlines of every heartbeat lease alive at `now`, by lease id.
+    async fn session_deadlines(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Records roles about to be created; before they are, so a role can
     /// never exist on a server without the store knowing it.
@@ -257,6 +277,10 @@ pub trait Store: Send + Sync {
     async fn live_database_roles(&self) -> Result<Vec<DatabaseRole>, StoreError>;
     /// Marks a role gone; false when it already was.
     async fn database_role_dropped(&self, role: &str, at: i64) -> Result<bool, StoreError>;
+    /// The roles of a lease not yet dropped.
+    async fn lease_database_roles(&self, lease_id: &str) -> Result<Vec<DatabaseRole>, StoreError>;
+    /// Records a role's new `VALID UNTIL`.
+    async fn database_role_extended(&self, role: &str, expires_at: i64) -> Result<(), StoreError>;
 
     /// Holds a request: `approval`, unless the same session holds the same
     /// digest pending or approved and not past its clock, which is returned

@@ -210,8 +210,8 @@ async fn read_head<'e>(db: impl sqlx::SqliteExecutor<'e>) -> Result<Option<Head>
 }
 
 const INSERT_LEASE: &str =
-    "INSERT INTO leases (id, session_id, agent, env, grants, kid, issued_at, expires_at, revoked_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    "INSERT INTO leases (id, session_id, agent, env, grants, kid, issued_at, expires_at, revoked_at, session_ends_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const INSERT_EVENTS: &str =
     "INSERT INTO audit_events (seq, id, at_ms, kind, actor, agent, session_id, env, detail, prev_hash, hash) VALUES ";
 const EVENT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
@@ -298,7 +298,8 @@ fn bind_lease<'q>(query: SqliteQuery<'q>, l: &'q Lease) -> Result<SqliteQuery<'q
         .bind(&l.kid)
         .bind(l.issued_at)
         .bind(l.expires_at)
-        .bind(l.revoked_at))
+        .bind(l.revoked_at)
+        .bind(l.session_ends_at))
 }
 
 /// SQLite creates files with the process umask; the store holds hashes and
@@ -369,6 +370,7 @@ fn lease(row: &SqliteRow) -> Result<Lease, StoreError> {
         issued_at: row.get("issued_at"),
         expires_at: row.get("expires_at"),
         revoked_at: row.get("revoked_at"),
+        session_ends_at: row.get("session_ends_at"),
     })
 }
 
@@ -740,18 +742,28 @@ impl Store for SqliteStore {
         Ok(row.map(|r| r.get("agent")))
     }
 
+    async fn session_leases(&self, session_id: &str) -> Result<Vec<Lease>, StoreError> {
+        sqlx::query("SELECT * FROM leases WHERE session_id = ? ORDER BY issued_at, id")
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(lease)
+            .collect()
+    }
+
     async fn revoke(&self, target: &RevokeTarget, now: i64) -> Result<Vec<Revocation>, StoreError> {
         let (select, value) = match target {
             RevokeTarget::Lease(id) => (
-                "SELECT id, expires_at FROM leases WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
+                "SELECT id, COALESCE(session_ends_at, expires_at) AS ends FROM leases WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
                 id,
             ),
             RevokeTarget::Session(sid) => (
-                "SELECT id, expires_at FROM leases WHERE session_id = ? AND revoked_at IS NULL AND expires_at > ?",
+                "SELECT id, COALESCE(session_ends_at, expires_at) AS ends FROM leases WHERE session_id = ? AND revoked_at IS NULL AND expires_at > ?",
                 sid,
             ),
             RevokeTarget::Agent(name) => (
-                "SELECT id, expires_at FROM leases WHERE agent = ? AND revoked_at IS NULL AND expires_at > ?",
+                "SELECT id, COALESCE(session_ends_at, expires_at) AS ends FROM leases WHERE agent = ? AND revoked_at IS NULL AND expires_at > ?",
                 name,
             ),
         };
@@ -760,7 +772,9 @@ impl Store for SqliteStore {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.get("id");
-            let expires_at: i64 = row.get("expires_at");
+            // The credential's own end: a session's, not its last heartbeat's,
+            // so the revocation outlives every copy of the credential.
+            let expires_at: i64 = row.get("ends");
             sqlx::query("UPDATE leases SET revoked_at = ? WHERE id = ?")
                 .bind(now)
                 .bind(&id)
@@ -783,6 +797,38 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn keep_session_alive(
+        &self,
+        session_id: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE leases SET expires_at = MIN(?, session_ends_at)
+             WHERE session_id = ? AND session_ends_at IS NOT NULL AND revoked_at IS NULL
+               AND expires_at > ? AND session_ends_at > ?
+             RETURNING id, expires_at",
+        )
+        .bind(until)
+        .bind(session_id)
+        .bind(now)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get("id"), r.get("expires_at"))).collect())
+    }
+
+    async fn session_deadlines(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, expires_at FROM leases
+             WHERE session_ends_at IS NOT NULL AND revoked_at IS NULL AND expires_at > ?",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get("id"), r.get("expires_at"))).collect())
     }
 
     async fn insert_database_roles(&self, roles: &[DatabaseRole]) -> Result<(), StoreError> {
@@ -812,9 +858,11 @@ impl Store for SqliteStore {
     async fn database_roles_due(&self, now: i64) -> Result<Vec<DatabaseRole>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.* FROM database_roles r LEFT JOIN leases l ON l.id = r.lease_id
-             WHERE r.dropped_at IS NULL AND (r.expires_at <= ? OR l.revoked_at IS NOT NULL OR l.id IS NULL)
+             WHERE r.dropped_at IS NULL
+               AND (r.expires_at <= ? OR l.expires_at <= ? OR l.revoked_at IS NOT NULL OR l.id IS NULL)
              ORDER BY r.expires_at",
         )
+        .bind(now)
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
@@ -826,6 +874,23 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(database_role).collect())
+    }
+
+    async fn lease_database_roles(&self, lease_id: &str) -> Result<Vec<DatabaseRole>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM database_roles WHERE lease_id = ? AND dropped_at IS NULL ORDER BY role")
+            .bind(lease_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(database_role).collect())
+    }
+
+    async fn database_role_extended(&self, role: &str, expires_at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE database_roles SET expires_at = ? WHERE role = ? AND dropped_at IS NULL")
+            .bind(expires_at)
+            .bind(role)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn database_role_dropped(&self, role: &str, at: i64) -> Result<bool, StoreError> {
@@ -1097,7 +1162,7 @@ mod tests {
     /// new one instead, and its line here.
     #[test]
     fn landed_migrations_never_change() {
-        const LANDED: [(&str, &str); 9] = [
+        const LANDED: [(&str, &str); 10] = [
             ("0001_init.sql", "e8691246d86cdfe9"),
             ("0002_audit_checkpoints.sql", "a6527b1604e48988"),
             ("0003_database_roles.sql", "910ef8de985fbbed"),
@@ -1107,6 +1172,7 @@ mod tests {
             ("0007_passkeys.sql", "f17da51bae402dca"),
             ("0008_vouching.sql", "cf6a3bee05b95cb1"),
             ("0009_held_paths.sql", "ae9ec1c0b32f986c"),
+            ("0010_sessions.sql", "49d27d4d3be635fc"),
         ];
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
         let mut found: Vec<String> = std::fs::read_dir(&dir)
