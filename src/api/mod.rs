@@ -3,6 +3,7 @@
 //! into `broker`.
 
 mod admin;
+pub mod agent;
 mod approvals;
 mod extract;
 pub(crate) mod handlers;
@@ -33,6 +34,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/isolation", get(handlers::isolation))
         .route("/whoami", get(handlers::whoami))
         .route("/check", post(handlers::check))
+        .route("/events/{id}", get(handlers::event))
         .route("/sessions/{sid}", delete(handlers::end_session))
         .route("/admins", get(admin::list_admins).post(admin::add_admin))
         .route("/admins/{name}", delete(admin::remove_admin))
@@ -46,7 +48,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/audit/keys", get(handlers::audit_keys))
         .route("/audit/verify", get(admin::verify_audit))
         .route("/audit/report", get(admin::audit_report))
-        .route("/approvals", get(approvals::list_approvals))
+        .route("/approvals", get(approvals::list_approvals).post(approvals::request))
         .route("/approvals/{id}", get(approvals::get_approval))
         .route("/approvals/{id}/approve", post(approvals::approve))
         .route("/approvals/{id}/deny", post(approvals::deny))
