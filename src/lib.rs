@@ -20,6 +20,7 @@ pub mod databases;
 pub mod introspect;
 pub mod isolation;
 pub mod listener;
+pub mod mcp;
 pub mod peer;
 pub mod policy;
 pub mod providers;

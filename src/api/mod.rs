@@ -15,6 +15,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, delete, get, post, put};
 
+pub(crate) use extract::bearer;
 pub use problem::Problem;
 
 use crate::broker::Broker;
@@ -63,6 +64,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/.well-known/jwks.json", get(handlers::jwks))
         .nest("/v1", v1)
         .nest("/console", console.unwrap_or_default())
+        .merge(crate::mcp::http::router(broker.clone()))
         .route("/p/{*rest}", any(crate::proxy::handle))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
