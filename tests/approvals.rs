@@ -987,6 +987,8 @@ async fn the_mcp_tools_answer_as_the_http_api_over_stdio_and_over_http() {
         .to_owned();
     let status = api(&f, Method::GET, &format!("/approvals/{id}"), None).await;
     let not_needed = api(&f, Method::POST, "/approvals", Some(&allowed)).await;
+    // Told later, a refusal's next step is the guidance it came with.
+    assert_eq!(explained["next_step"], refused["agent_guidance"]);
 
     for report in [&over_stdio, &over_http] {
         let names: Vec<&str> = report["tools"]
@@ -1137,4 +1139,28 @@ async fn mcp_over_http_needs_a_credential_and_an_agent_reads_only_its_sessions_e
     assert_eq!(body["refused"], true);
     let (status, body) = f.broker.send(read(other_session)).await;
     assert_eq!(refusal(status, &body), (404, "event_unknown"), "{body}");
+
+    // No approver is configured here: asking ahead says so, and what to do
+    // instead, and nothing is held or sent.
+    let (status, body) = f
+        .broker
+        .send(
+            f.broker
+                .http
+                .post(format!("{}/v1/approvals", f.broker.url))
+                .bearer_auth(&f.credential)
+                .json(&json!({ "provider": "railway", "graphql": {
+                    "query": "mutation { volumeDelete(volumeId: \"vol_scratch\") }" } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let refused = &body["refusal"];
+    assert!(refused.get("approval_id").is_none(), "{body}");
+    assert!(
+        refused["approval_unavailable"].as_str().unwrap().contains("names 0"),
+        "{body}"
+    );
+    assert!(refused["agent_guidance"].as_str().unwrap().contains("ask a human"));
+    assert!(f.broker.broker.store().open_approvals().await.unwrap().is_empty());
+    assert_eq!(f.railway.count(), 0);
 }
