@@ -21,6 +21,7 @@ pub mod heartbeat;
 pub mod introspect;
 pub mod isolation;
 pub mod listener;
+pub mod mcp;
 pub mod peer;
 pub mod policy;
 pub mod providers;

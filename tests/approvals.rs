@@ -1,6 +1,8 @@
 //! A human can say yes: held requests bound to their digest, approvers
 //! deciding with their own factor, an approved request forwarded once, and
-//! everything else refused, recorded, and sent nowhere.
+//! everything else refused, recorded, and sent nowhere. The agent's side
+//! of it through MCP too: its tools, over stdio and HTTP, with the official
+//! Python SDK as the client.
 
 mod common;
 
@@ -593,14 +595,7 @@ async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
 
     let port = f.broker.url.rsplit(':').next().unwrap().to_owned();
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/test installs Playwright there",
-        python.display()
-    );
-    let out = tokio::process::Command::new(&python)
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/approve.py"))
+    let out = python("tests/console/approve.py")
         .env("CONSOLE", format!("http://localhost:{port}/console"))
         .env("APPROVER", "alice")
         .env("CODE", &code)
@@ -878,4 +873,294 @@ async fn a_held_requests_query_string_is_bound_but_never_kept() {
         full["approval_unavailable"].as_str().unwrap().contains("holds 10"),
         "{full}"
     );
+}
+
+/// `script` (under the repository) run by the tests' Python, whose
+/// virtual environment scripts/test makes (Playwright, the MCP SDK).
+fn python(script: &str) -> tokio::process::Command {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("tests/console/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test installs it",
+        python.display()
+    );
+    let mut command = tokio::process::Command::new(python);
+    command.arg(root.join(script));
+    command
+}
+
+/// Runs tests/mcp/client.py, the official MCP Python SDK, over `transport`
+/// (`stdio`: it starts `valetkey mcp`; `http`: the broker's /mcp) with
+/// `credential`, calling `calls` in order; its JSON report.
+async fn mcp_client(f: &Fixture, transport: &str, credential: &str, calls: &Value) -> Value {
+    let out = python("tests/mcp/client.py")
+        .env("TRANSPORT", transport)
+        .env("VALETKEY", common::BIN)
+        .env("VALETKEY_URL", &f.broker.url)
+        .env("VALETKEY_CREDENTIAL", credential)
+        .env("CALLS", calls.to_string())
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the MCP client over {transport} failed:\n{printed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(printed.trim()).unwrap()
+}
+
+/// What the agent's HTTP API answers, success or problem alike.
+async fn api(f: &Fixture, method: reqwest::Method, path: &str, body: Option<&Value>) -> Value {
+    let mut request = f
+        .broker
+        .http
+        .request(method, format!("{}/v1{path}", f.broker.url))
+        .bearer_auth(&f.credential);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    f.broker.send(request).await.1
+}
+
+fn without(mut value: Value, pointer: &str) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    if let Some(Value::Object(map)) = value.pointer_mut(parent) {
+        map.remove(key);
+    }
+    value
+}
+
+/// The MCP server, with the official Python SDK as its client, over stdio
+/// (`valetkey mcp`, a client of the HTTP API) and over the broker's /mcp
+/// (in-process): the same tools, each answering what the HTTP API answers.
+/// A refused check reaches no upstream; `request_approval` holds the
+/// described request as the proxy would, so the agent's identical request
+/// (sent by curl) spends the approval once a human gave it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_tools_answer_as_the_http_api_over_stdio_and_over_http() {
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let [bob] = team(&f, ["bob"]).await;
+    // A refusal through the proxy, to explain.
+    let (status, refused) = send(
+        &f,
+        &f.credential,
+        "mutation { volumeDelete(volumeId: \"vol_prod_only\") }",
+        None,
+    )
+    .await;
+    assert_eq!(refusal(status, &refused), (403, "credential_mismatch"), "{refused}");
+    let refused_event = refused["event_id"].as_str().unwrap();
+
+    let scratch = "mutation { volumeDelete(volumeId: \"vol_scratch\") }";
+    let shared = json!({ "provider": "railway", "graphql": { "query": INCIDENT } });
+    let allowed = json!({ "provider": "railway", "graphql": {
+        "query": "query($id: String!) { project(id: $id) { name } }", "variables": { "id": "proj_1" } } });
+    let approvable = json!({ "provider": "railway", "graphql": { "query": scratch } });
+    let calls = json!([
+        { "tool": "whoami" },
+        { "tool": "check", "arguments": shared },
+        { "tool": "check", "arguments": allowed },
+        { "tool": "explain_refusal", "arguments": { "event_id": refused_event } },
+        { "tool": "explain_refusal", "arguments": { "event_id": "no-such-event" } },
+        { "tool": "request_approval", "arguments": approvable },
+        { "tool": "approval_status", "arguments": { "approval_id": "$5.refusal.approval_id", "wait_seconds": 1 } },
+        { "tool": "request_approval", "arguments": allowed },
+    ]);
+    let over_stdio = mcp_client(&f, "stdio", &f.credential, &calls).await;
+    let over_http = mcp_client(&f, "http", &f.credential, &calls).await;
+    assert_eq!(f.railway.count(), 0, "no tool sends anything upstream");
+
+    // What the HTTP API answers the same questions.
+    use reqwest::Method;
+    let whoami = api(&f, Method::GET, "/whoami", None).await;
+    let checked_shared = api(&f, Method::POST, "/check", Some(&shared)).await;
+    let checked_allowed = api(&f, Method::POST, "/check", Some(&allowed)).await;
+    let explained = api(&f, Method::GET, &format!("/events/{refused_event}"), None).await;
+    let unknown_event = api(&f, Method::GET, "/events/no-such-event", None).await;
+    let held = api(&f, Method::POST, "/approvals", Some(&approvable)).await;
+    let id = held["refusal"]["approval_id"]
+        .as_str()
+        .expect("the request is held")
+        .to_owned();
+    let status = api(&f, Method::GET, &format!("/approvals/{id}"), None).await;
+    let not_needed = api(&f, Method::POST, "/approvals", Some(&allowed)).await;
+    // Told later, a refusal's next step is the guidance it came with.
+    assert_eq!(explained["next_step"], refused["agent_guidance"]);
+
+    for report in [&over_stdio, &over_http] {
+        let names: Vec<&str> = report["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        for tool in [
+            "whoami",
+            "check",
+            "explain_refusal",
+            "request_approval",
+            "approval_status",
+        ] {
+            assert!(names.contains(&tool), "{tool} is not listed: {names:?}");
+        }
+        assert_eq!(report["resources"][0]["uri"], "valetkey://docs/AGENTS.md");
+        assert!(
+            report["instructions"]
+                .as_str()
+                .unwrap()
+                .contains("Credentials and providers (valetkey)")
+        );
+        let calls = report["calls"].as_array().unwrap();
+        let answer = |i: usize| calls[i]["answer"].clone();
+        for call in calls {
+            assert_eq!(
+                call["answer"], call["text"],
+                "the text content is the structured answer"
+            );
+        }
+        assert_eq!(
+            without(answer(0), "/expires_in"),
+            without(whoami.clone(), "/expires_in")
+        );
+        assert_eq!(answer(1), checked_shared);
+        assert_eq!(answer(1)["decision"], "refuse");
+        assert_eq!(answer(2), checked_allowed);
+        assert_eq!(answer(3), explained);
+        assert_eq!(answer(3)["refusal"], "credential_mismatch");
+        assert!(answer(3)["next_step"].as_str().unwrap().contains("another environment"));
+        assert!(calls[4]["is_error"].as_bool().unwrap(), "{}", calls[4]);
+        assert_eq!(answer(4), unknown_event);
+        assert_eq!(answer(4)["type"], "event_unknown");
+        // The same request of the same session is held once: every way of
+        // asking finds the same approval. Each asking records its refusal.
+        assert_eq!(answer(5)["refusal"]["approval_id"], id.as_str(), "{}", answer(5));
+        assert_eq!(
+            without(answer(5), "/refusal/event_id"),
+            without(held.clone(), "/refusal/event_id")
+        );
+        assert_eq!(answer(6), status);
+        assert_eq!(answer(6)["status"], "pending");
+        assert_eq!(answer(7), not_needed);
+        assert_eq!(answer(7)["decision"], "allow");
+    }
+    assert_eq!(over_stdio["tools"], over_http["tools"]);
+
+    // Approved, the agent's identical request goes once: curl sends exactly
+    // the headers request_approval described (none but Content-Type).
+    let (code, body) = decide(&f, &id, &bob, &bob.code(1), "approve").await;
+    assert_eq!(code, 200, "{body}");
+    let after = mcp_client(
+        &f,
+        "http",
+        &f.credential,
+        &json!([{ "tool": "approval_status", "arguments": { "approval_id": id } }]),
+    )
+    .await;
+    assert_eq!(after["calls"][0]["answer"]["status"], "approved");
+    let curl = |approval: &str| {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "User-Agent:",
+                "-H",
+                "Accept:",
+            ])
+            .args(["-H", &format!("Authorization: Bearer {}", f.credential)])
+            .args(["-H", &format!("Valetkey-Approval: {approval}")])
+            .args(["--data-binary", &json!({ "query": scratch }).to_string()])
+            .arg(f.url("railway/graphql/v2"))
+            .output()
+            .unwrap()
+    };
+    let sent = curl(&id);
+    assert!(sent.status.success());
+    let answer: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert!(
+        answer.get("type").is_none(),
+        "the approved request was refused: {answer}"
+    );
+    assert_eq!(f.railway.count(), 1);
+    let again: Value = serde_json::from_slice(&curl(&id).stdout).unwrap();
+    assert_eq!(again["type"], "approval_used");
+    assert_eq!(f.railway.count(), 1);
+}
+
+/// `/mcp` takes only a live credential: without one, or with another
+/// token, it answers problem+json and no tool runs. An agent reads only
+/// its own session's events: another session's event id is unknown to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_over_http_needs_a_credential_and_an_agent_reads_only_its_sessions_events() {
+    let f = Fixture::start().await;
+    let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "curl", "version": "1" } } });
+    let post = |bearer: Option<&str>| {
+        let mut request = f
+            .broker
+            .http
+            .post(format!("{}/mcp", f.broker.url))
+            .header("Accept", "application/json, text/event-stream")
+            .json(&initialize);
+        if let Some(b) = bearer {
+            request = request.bearer_auth(b);
+        }
+        request
+    };
+    let (status, body) = f.broker.send(post(None)).await;
+    assert_eq!(refusal(status, &body), (401, "credential_missing"));
+    let (status, body) = f.broker.send(post(Some("vk1.not.a-credential"))).await;
+    assert_eq!(status, 401, "{body}");
+    let answer = post(Some(&f.credential)).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["result"]["serverInfo"]["name"], "valetkey", "{answer}");
+
+    // This session's refusal, asked about from another session of the same
+    // agent, is no event it may read.
+    let (_, refused) = f.get("github/repos/acme/infra", &f.credential).await;
+    let event = refused["event_id"].as_str().unwrap().to_owned();
+    let (_, minted) = f.broker.mint(&f.key, json!({ "env": "staging" })).await;
+    let other_session = minted["credential"].as_str().unwrap();
+    let read = |credential: &str| {
+        f.broker
+            .http
+            .get(format!("{}/v1/events/{event}", f.broker.url))
+            .bearer_auth(credential)
+    };
+    let (status, body) = f.broker.send(read(&f.credential)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["refused"], true);
+    let (status, body) = f.broker.send(read(other_session)).await;
+    assert_eq!(refusal(status, &body), (404, "event_unknown"), "{body}");
+
+    // No approver is configured here: asking ahead says so, and what to do
+    // instead, and nothing is held or sent.
+    let (status, body) = f
+        .broker
+        .send(
+            f.broker
+                .http
+                .post(format!("{}/v1/approvals", f.broker.url))
+                .bearer_auth(&f.credential)
+                .json(&json!({ "provider": "railway", "graphql": {
+                    "query": "mutation { volumeDelete(volumeId: \"vol_scratch\") }" } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let refused = &body["refusal"];
+    assert!(refused.get("approval_id").is_none(), "{body}");
+    assert!(
+        refused["approval_unavailable"].as_str().unwrap().contains("names 0"),
+        "{body}"
+    );
+    assert!(refused["agent_guidance"].as_str().unwrap().contains("ask a human"));
+    assert!(f.broker.broker.store().open_approvals().await.unwrap().is_empty());
+    assert_eq!(f.railway.count(), 0);
 }

@@ -91,14 +91,12 @@ pub async fn get_approval(
         .map_err(|e| Problem::bad_request("invalid_request", e.body_text()))?;
     let wait = match q.wait.as_deref() {
         None => Duration::ZERO,
-        Some(text) => humantime::parse_duration(text)
-            .map_err(|e| {
-                Problem::bad_request(
-                    "invalid_request",
-                    format!("`wait` must be a duration such as `60s`: {e}"),
-                )
-            })?
-            .min(broker.config().approvals.max_wait),
+        Some(text) => humantime::parse_duration(text).map_err(|e| {
+            Problem::bad_request(
+                "invalid_request",
+                format!("`wait` must be a duration such as `60s`: {e}"),
+            )
+        })?,
     };
     if key.starts_with("vka_") {
         super::admin::authenticate(&broker, &key, now).await?;
@@ -111,19 +109,45 @@ pub async fn get_approval(
         return Ok(Json(view(&found, unix_ms(now), true)));
     }
     let claims = broker.authenticate_at(&key, "/v1/approvals", now, client).await?;
+    Ok(Json(super::agent::approval(&broker, &claims, &id, wait).await?))
+}
+
+/// The agent's own approval `id`, waited on while it is pending, up to
+/// `wait`.
+pub(super) async fn agent_approval(
+    broker: &Broker,
+    claims: &crate::credentials::Claims,
+    id: &str,
+    wait: Duration,
+) -> Result<Value, Problem> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let now_ms = unix_ms(SystemTime::now());
         let found = broker
-            .approval_of(&claims, &id)
+            .approval_of(claims, id)
             .await
             .map_err(|e| Problem::store(&e))?
-            .ok_or_else(|| unknown(&id))?;
+            .ok_or_else(|| unknown(id))?;
         if status(&found, now_ms) != Status::Pending || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(view(&found, now_ms, false)));
+            return Ok(view(&found, now_ms, false));
         }
         tokio::time::sleep(POLL.min(deadline - tokio::time::Instant::now())).await;
     }
+}
+
+/// `POST /v1/approvals`: the agent asks, before sending it, for a human's
+/// approval of the request it describes (as to `/v1/check`).
+pub async fn request(
+    State(broker): Shared,
+    Client(client): Client,
+    Bearer(token): Bearer,
+    JsonBody(request): JsonBody<crate::proxy::check::CheckRequest>,
+) -> Result<Json<Value>, Problem> {
+    let now = SystemTime::now();
+    let claims = broker.authenticate_at(&token, "/v1/approvals", now, client).await?;
+    Ok(Json(
+        super::agent::request_approval(&broker, &claims, request, now).await?,
+    ))
 }
 
 /// `GET /v1/approvals`: what is held and not yet spent (admin key).

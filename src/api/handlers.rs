@@ -17,7 +17,6 @@ use crate::admin::Actor;
 use crate::broker::Broker;
 use crate::peer::Client;
 use crate::policy::{MintRequest, Stripped};
-use crate::proxy::ProxyError;
 use crate::proxy::check::CheckRequest;
 use crate::secrets::ExposeSecret;
 use crate::store::{Revocation, RevokeTarget};
@@ -275,9 +274,7 @@ pub async fn whoami(
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
     let claims = broker.authenticate_at(&token, "/v1/whoami", now, client).await?;
-    Ok(Json(
-        serde_json::to_value(broker.describe(&claims, now)).map_err(|e| Problem::internal(&e))?,
-    ))
+    Ok(Json(super::agent::whoami(&broker, &claims, now)?))
 }
 
 /// What the proxy would do with a request the agent describes; nothing is
@@ -290,16 +287,19 @@ pub async fn check(
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
     let claims = broker.authenticate_at(&token, "/v1/check", now, client).await?;
-    let Some(classifier) = broker.classifier(&request.provider) else {
-        return Err(ProxyError::UnknownProvider {
-            provider: request.provider,
-            known: broker.proxied_providers(),
-        }
-        .into());
-    };
-    let answer = crate::proxy::check::check(&broker, classifier, &claims, request)
-        .map_err(|e| Problem::bad_request("malformed_request", e.to_string()))?;
-    Ok(Json(serde_json::to_value(answer).map_err(|e| Problem::internal(&e))?))
+    Ok(Json(super::agent::check(&broker, &claims, request)?))
+}
+
+/// One event of the credential's own session, explained.
+pub async fn event(
+    State(broker): Shared,
+    Client(client): Client,
+    Path(id): Path<String>,
+    Bearer(token): Bearer,
+) -> Result<Json<Value>, Problem> {
+    let now = SystemTime::now();
+    let claims = broker.authenticate_at(&token, "/v1/events", now, client).await?;
+    Ok(Json(super::agent::explain(&broker, &claims, &id).await?))
 }
 
 pub(super) fn revoked_view(revoked: &[Revocation]) -> Value {

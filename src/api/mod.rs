@@ -3,6 +3,7 @@
 //! into `broker`.
 
 mod admin;
+pub mod agent;
 mod approvals;
 mod extract;
 pub(crate) mod handlers;
@@ -14,6 +15,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, delete, get, post, put};
 
+pub(crate) use extract::bearer;
 pub use problem::Problem;
 
 use crate::broker::Broker;
@@ -33,6 +35,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/isolation", get(handlers::isolation))
         .route("/whoami", get(handlers::whoami))
         .route("/check", post(handlers::check))
+        .route("/events/{id}", get(handlers::event))
         .route("/sessions/{sid}", delete(handlers::end_session))
         .route("/sessions/{sid}/heartbeat", post(handlers::heartbeat))
         .route("/admins", get(admin::list_admins).post(admin::add_admin))
@@ -47,7 +50,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/audit/keys", get(handlers::audit_keys))
         .route("/audit/verify", get(admin::verify_audit))
         .route("/audit/report", get(admin::audit_report))
-        .route("/approvals", get(approvals::list_approvals))
+        .route("/approvals", get(approvals::list_approvals).post(approvals::request))
         .route("/approvals/{id}", get(approvals::get_approval))
         .route("/approvals/{id}/approve", post(approvals::approve))
         .route("/approvals/{id}/deny", post(approvals::deny))
@@ -62,6 +65,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/.well-known/jwks.json", get(handlers::jwks))
         .nest("/v1", v1)
         .nest("/console", console.unwrap_or_default())
+        .merge(crate::mcp::http::router(broker.clone()))
         .route("/p/{*rest}", any(crate::proxy::handle))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

@@ -383,6 +383,36 @@ const APPROVAL: &str = "This operation is destructive, and no agent credential c
 const HELD: &str = "A human must approve exactly this request. Wait: poll `approval_url` with your credential (`GET …?wait=60s`, or `valetkey approval wait ID`) until it answers `approved`, then send the identical request once more, with the header `Valetkey-Approval: ID`. Do not change the request, do not retry it another way, and do not look for other credentials or tokens. If it is denied or expires, stop and tell a human what you were doing, quoting the approval id.";
 const APPROVAL_UNUSABLE: &str = "An approval covers one exact request, from the session that asked for it, sent once before it expires. Send exactly the approved request, or, if it was denied, used or has expired, stop and tell a human, quoting the event id. Do not change the request to get it through, and do not look for other credentials or tokens.";
 
+/// What to do next about a refusal recorded as `refusal` (its stable
+/// type), for an agent asking about it later: the guidance its answer
+/// carried. `reads_only`: every operation it named was a read.
+pub fn next_step(refusal: &str, reads_only: bool) -> &'static str {
+    match refusal {
+        "credential_mismatch" => MISMATCH,
+        "shared_resource" if reads_only => SHARED_READ,
+        "shared_resource" => SHARED,
+        "unknown_resource" => UNKNOWN_RESOURCE,
+        "unknown_operation" => UNKNOWN_OPERATION,
+        "approval_required" => APPROVAL,
+        "scope_not_granted" => NOT_ALLOWED,
+        "credential_misplaced" => MISPLACED,
+        "credential_expired" => RENEW,
+        "credential_revoked" => REVOKED,
+        "raw_provider_token" => RAW_TOKEN,
+        "upstream_credential_mismatch" => UPSTREAM_MISMATCH,
+        "upstream_token_missing" => OPERATOR,
+        kind if kind.starts_with("approval_") => APPROVAL_UNUSABLE,
+        "malformed_request"
+        | "unsupported_media_type"
+        | "persisted_query_refused"
+        | "subscription_refused"
+        | "request_too_complex"
+        | "method_override_refused"
+        | "method_refused" => FIX_REQUEST,
+        _ => STOP,
+    }
+}
+
 impl From<crate::proxy::ProxyError> for Problem {
     fn from(e: crate::proxy::ProxyError) -> Self {
         use crate::proxy::{ForwardError, ProxyError};

@@ -18,6 +18,8 @@ pub enum ClientError {
         detail: String,
         guidance: String,
         event_id: Option<String>,
+        /// The problem+json as the broker sent it.
+        problem: Box<Value>,
     },
     #[error("the broker at {url} answered {status} with a body that is not valetkey's")]
     Unexpected { url: String, status: u16 },
@@ -110,6 +112,7 @@ impl Client {
                 detail: text("detail").unwrap_or_default(),
                 guidance: text("agent_guidance").unwrap_or_default(),
                 event_id: text("event_id"),
+                problem: Box::new(body),
             }),
             None => Err(ClientError::Unexpected { url, status }),
         }
@@ -250,6 +253,17 @@ impl Client {
             request = request.timeout(timeout);
         }
         self.send(request).await
+    }
+
+    /// One event of the credential's own session, explained.
+    pub async fn event(&self, credential: &SecretString, id: &str) -> Result<Value, ClientError> {
+        let id = super::admin::path_segment(id);
+        self.send(
+            self.http
+                .get(format!("{}/v1/events/{id}", self.base))
+                .bearer_auth(credential.expose_secret()),
+        )
+        .await
     }
 
     pub async fn whoami(&self, credential: &SecretString) -> Result<Value, ClientError> {

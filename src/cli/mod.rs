@@ -8,6 +8,7 @@ mod admin;
 mod approvals;
 mod client;
 mod local;
+mod mcp;
 mod run;
 
 use std::net::SocketAddr;
@@ -296,6 +297,15 @@ enum Command {
     Approver {
         #[command(subcommand)]
         command: ApproverCommand,
+    },
+    /// The MCP server for an agent's client (Claude Code, Cursor, Codex), on
+    /// standard input and output, with the credential from VALETKEY_CREDENTIAL.
+    Mcp {
+        #[command(flatten)]
+        remote: Remote,
+        /// Print the configuration snippet that makes this client start it.
+        #[arg(long, value_enum)]
+        print_config: Option<mcp::McpClient>,
     },
     /// Ask the broker what the proxy would do with a request, before sending
     /// it: nothing goes upstream. Exits 0 when it would be allowed, 3 when
@@ -697,6 +707,11 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Env { mint, format } => run::env(mint, format).await,
         Command::Whoami { remote, json } => run::whoami(remote, json).await,
         Command::Check { remote, request, json } => run::check(remote, request, json).await,
+        Command::Mcp {
+            print_config: Some(client),
+            ..
+        } => Ok(mcp::print_config(client)),
+        Command::Mcp { remote, .. } => mcp::serve(remote).await,
         Command::Status { admin, json } => admin::status(admin, json).await,
         Command::Approve {
             id,

@@ -5,16 +5,20 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Judgement, Refused, judge};
+use super::held::{self, Held};
+use super::{Judgement, ProxyError, Recorder, Refused, judge};
+use crate::approvals;
 use crate::broker::Broker;
 use crate::credentials::Claims;
 use crate::policy::BoundOperation;
 use crate::providers::{Classifier, RequestView};
+use crate::store::StoreError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,7 +70,7 @@ struct Described {
     path: String,
     query: Option<String>,
     headers: HeaderMap,
-    body: Option<Vec<u8>>,
+    body: Option<String>,
 }
 
 fn describe(classifier: &Classifier, request: CheckRequest) -> Result<Described, CheckError> {
@@ -107,7 +111,7 @@ fn describe(classifier: &Classifier, request: CheckRequest) -> Result<Described,
         path,
         query,
         headers,
-        body: body.map(String::into_bytes),
+        body,
     })
 }
 
@@ -136,6 +140,18 @@ pub fn check(
 ) -> Result<CheckAnswer, CheckError> {
     let provider = request.provider.clone();
     let described = describe(classifier, request)?;
+    let judgement = judge_described(broker, classifier, &provider, claims, &described);
+    Ok(answer(provider, claims, judgement, None))
+}
+
+/// The request described, through the proxy's `judge`.
+fn judge_described(
+    broker: &Broker,
+    classifier: &Classifier,
+    provider: &str,
+    claims: &Claims,
+    described: &Described,
+) -> Judgement {
     let needs_body = classifier.needs_body(&described.method, &described.path, &described.headers);
     let view = RequestView {
         method: &described.method,
@@ -144,30 +160,110 @@ pub fn check(
         headers: &described.headers,
         // The proxy reads only the bodies it must classify; so does this.
         body: if needs_body {
-            Some(described.body.as_deref().unwrap_or_default())
+            Some(described.body.as_deref().unwrap_or_default().as_bytes())
         } else {
             None
         },
     };
+    judge(broker, classifier, provider, claims, &view)
+}
+
+/// The answer: the refusal as the proxy would give it, with where an
+/// approval stands (`held`: the request was held, recorded as `event_id`),
+/// or, when nothing was held, whether one could be.
+fn answer(provider: String, claims: &Claims, judgement: Judgement, held: Option<(Held, String)>) -> CheckAnswer {
     let Judgement {
         path,
         operations,
         refused,
         approval,
-    } = judge(broker, classifier, &provider, claims, &view);
+    } = judgement;
+    let (held, event_id) = match (held, approval) {
+        (Some((held, event_id)), _) => (Some(held), Some(event_id)),
+        (None, need) => (need.map(Held::Possible), None),
+    };
     let refusal = refused.map(|r: Refused| {
-        let mut error = r.into_error(operations.clone(), &provider, &claims.env, None);
-        if let (crate::proxy::ProxyError::Refused { approval: held, .. }, Some(need)) = (&mut error, approval) {
-            *held = Some(Box::new(super::held::Held::Possible(need)));
+        let mut error = r.into_error(operations.clone(), &provider, &claims.env, event_id);
+        if let (ProxyError::Refused { approval, .. }, Some(held)) = (&mut error, held) {
+            *approval = Some(Box::new(held));
         }
         crate::api::Problem::from(error).body()
     });
-    Ok(CheckAnswer {
+    CheckAnswer {
         decision: if refusal.is_some() { "refuse" } else { "allow" },
         provider,
         env: claims.env.clone(),
         path,
         operations,
         refusal,
-    })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestApprovalError {
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Asks for a human's approval of the request described before it is sent:
+/// what the proxy does when it refuses a request only for its danger. The
+/// refusal is recorded and the request held under the digest of exactly
+/// what would be forwarded, so the agent's identical request, sent once
+/// approved with `Valetkey-Approval`, spends it. A request the proxy would
+/// send, or refuse for what no approval lifts, is answered as `check`
+/// answers it, and nothing is recorded.
+pub async fn request_approval(
+    broker: &Broker,
+    classifier: &Classifier,
+    claims: &Claims,
+    request: CheckRequest,
+    now: SystemTime,
+) -> Result<CheckAnswer, RequestApprovalError> {
+    let provider = request.provider.clone();
+    let described = describe(classifier, request)?;
+    let judgement = judge_described(broker, classifier, &provider, claims, &described);
+    let (Some(Refused::Policy(refusal)), Some(need)) = (&judgement.refused, &judgement.approval) else {
+        return Ok(answer(provider, claims, judgement, None));
+    };
+    let record = Recorder {
+        broker,
+        claims,
+        provider: &provider,
+        method: &described.method,
+        now,
+    };
+    let event_id = record
+        .refused_policy(&judgement.path, refusal, &judgement.operations)
+        .await?;
+    let body = described.body.as_deref().unwrap_or_default().as_bytes();
+    let limit = broker.config().proxy.max_inspected_body_bytes;
+    let held = if let Some(why) = held::no_token(broker, &provider, &claims.env) {
+        Held::Unavailable(why)
+    } else if body.len() > limit {
+        Held::Unavailable(held::too_large(limit))
+    } else {
+        let hold = approvals::flow::Hold {
+            claims,
+            provider: &provider,
+            method: described.method.as_str(),
+            path: &judgement.path,
+            query: described.query.as_deref(),
+            need,
+            operations: &judgement.operations,
+            digest: held::bind(
+                claims,
+                &provider,
+                described.method.as_str(),
+                &judgement.path,
+                described.query.as_deref(),
+                &described.headers,
+                body,
+            ),
+            event_id: &event_id,
+        };
+        held::hold(broker, hold, now).await?
+    };
+    Ok(answer(provider, claims, judgement, Some((held, event_id))))
 }

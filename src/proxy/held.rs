@@ -14,6 +14,7 @@ use crate::approvals::{self, APPROVAL_HEADER, Approval, Status, Unusable};
 use crate::broker::Broker;
 use crate::credentials::Claims;
 use crate::policy::ApprovalNeed;
+use crate::store::StoreError;
 
 /// Where a human's approval stands for a refused request.
 #[derive(Debug)]
@@ -103,6 +104,65 @@ pub fn unusable_kind(why: Unusable) -> &'static str {
     }
 }
 
+/// Why nothing could be sent under an approval: the broker holds no token
+/// for the provider in the credential's environment.
+pub(super) fn no_token(broker: &Broker, provider: &str, env: &str) -> Option<String> {
+    broker
+        .upstream_token(provider, env)
+        .is_none()
+        .then(|| format!("the broker holds no token for provider `{provider}` in `{env}` to send it with"))
+}
+
+pub(super) fn too_large(limit: usize) -> String {
+    format!(
+        "its body is over {limit} bytes, the most the broker reads, so an approval could not be bound to exactly it"
+    )
+}
+
+/// The digest an approval of this request is bound to: exactly what would
+/// be forwarded, the headers as they would reach the upstream.
+pub(super) fn bind(
+    claims: &Claims,
+    provider: &str,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    incoming: &http::HeaderMap,
+    body: &[u8],
+) -> String {
+    let headers = forward::agent_headers(incoming);
+    approvals::digest(&approvals::Request {
+        provider,
+        env: &claims.env,
+        agent: &claims.sub,
+        session_id: &claims.sid,
+        method,
+        path,
+        query,
+        headers: &headers,
+        body,
+    })
+}
+
+/// Holds a refused request whose refusal is recorded (`hold.event_id`), or
+/// says why it cannot be approved.
+pub(super) async fn hold(
+    broker: &Broker,
+    hold: approvals::flow::Hold<'_>,
+    now: SystemTime,
+) -> Result<Held, StoreError> {
+    if let Some(why) = approvals::flow::unavailable(broker, hold.provider, hold.need) {
+        return Ok(Held::Unavailable(why));
+    }
+    Ok(match broker.hold(hold, now).await? {
+        Some(approval) => Held::waiting(&approval, broker),
+        None => Held::Unavailable(format!(
+            "this session holds {} requests for approval already; wait for their decisions",
+            approvals::flow::MOST_OPEN_PER_SESSION
+        )),
+    })
+}
+
 /// Binds the request to its digest and spends an approval for it when there
 /// is one. A request naming an approval it may not use is refused here,
 /// and recorded.
@@ -120,38 +180,28 @@ pub(super) async fn settle(
     now: SystemTime,
 ) -> Result<Settled, ProxyError> {
     // Approved, it could not be sent: nothing to hold, nothing to spend.
-    if broker.upstream_token(provider, &claims.env).is_none() {
-        return Ok(Settled::Unavailable(format!(
-            "the broker holds no token for provider `{provider}` in `{}` to send it with",
-            claims.env
-        )));
+    if let Some(why) = no_token(broker, provider, &claims.env) {
+        return Ok(Settled::Unavailable(why));
     }
     let limit = broker.config().proxy.max_inspected_body_bytes;
     let bytes = match (inspected.take(), body.take()) {
         (Some(bytes), _) => bytes,
         (None, Some(streaming)) => match read_bounded(streaming, &parts.headers, limit).await {
             Ok(bytes) => bytes,
-            Err(ProxyError::BodyTooLarge { limit }) => {
-                return Ok(Settled::Unavailable(format!(
-                    "its body is over {limit} bytes, the most the broker reads, so an approval could not be bound to exactly it"
-                )));
-            }
+            Err(ProxyError::BodyTooLarge { limit }) => return Ok(Settled::Unavailable(too_large(limit))),
             Err(e) => return Err(e),
         },
         (None, None) => Bytes::new(),
     };
-    let headers = forward::agent_headers(&parts.headers);
-    let digest = approvals::digest(&approvals::Request {
+    let digest = bind(
+        claims,
         provider,
-        env: &claims.env,
-        agent: &claims.sub,
-        session_id: &claims.sid,
-        method: parts.method.as_str(),
+        parts.method.as_str(),
         path,
-        query: parts.uri.query(),
-        headers: &headers,
-        body: &bytes,
-    });
+        parts.uri.query(),
+        &parts.headers,
+        &bytes,
+    );
     *inspected = Some(bytes);
     let mut named = parts.headers.get_all(APPROVAL_HEADER).iter();
     let named = match (named.next(), named.next()) {

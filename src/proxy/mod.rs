@@ -207,29 +207,18 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
         };
         let held = match (&refused, &judgement.approval, settled) {
             (Refused::Policy(_), Some(need), Some(held::Settled::Unspent { digest })) => {
-                Some(match approvals::flow::unavailable(broker, &provider, need) {
-                    Some(why) => held::Held::Unavailable(why),
-                    None => {
-                        let hold = approvals::flow::Hold {
-                            claims: &claims,
-                            provider: &provider,
-                            method: parts.method.as_str(),
-                            path: &judgement.path,
-                            query: parts.uri.query(),
-                            need,
-                            operations: &judgement.operations,
-                            digest,
-                            event_id: &event_id,
-                        };
-                        match broker.hold(hold, now).await? {
-                            Some(approval) => held::Held::waiting(&approval, broker),
-                            None => held::Held::Unavailable(format!(
-                                "this session holds {} requests for approval already; wait for their decisions",
-                                approvals::flow::MOST_OPEN_PER_SESSION
-                            )),
-                        }
-                    }
-                })
+                let hold = approvals::flow::Hold {
+                    claims: &claims,
+                    provider: &provider,
+                    method: parts.method.as_str(),
+                    path: &judgement.path,
+                    query: parts.uri.query(),
+                    need,
+                    operations: &judgement.operations,
+                    digest,
+                    event_id: &event_id,
+                };
+                Some(held::hold(broker, hold, now).await?)
             }
             (_, _, Some(held::Settled::Unavailable(why))) => Some(held::Held::Unavailable(why)),
             _ => None,

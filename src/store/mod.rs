@@ -422,6 +422,9 @@ pub trait Store: Send + Sync {
     async fn append_audit(&self, event: &audit::Event, at_ms: i64) -> Result<audit::Record, StoreError>;
     /// Events in chain order.
     async fn audit_events(&self) -> Result<Vec<audit::Record>, StoreError>;
+    /// Event `id`, only when session `session_id` recorded it: what an
+    /// agent may read of the trail is its own session's events.
+    async fn session_event(&self, id: &str, session_id: &str) -> Result<Option<audit::Record>, StoreError>;
     /// Events that match, in chain order.
     async fn search_audit(&self, filter: &audit::Filter) -> Result<Vec<audit::Record>, StoreError>;
     /// The newest event's position and hash.

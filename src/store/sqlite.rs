@@ -1081,6 +1081,15 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(audit_record).collect())
     }
 
+    async fn session_event(&self, id: &str, session_id: &str) -> Result<Option<audit::Record>, StoreError> {
+        let row = sqlx::query("SELECT * FROM audit_events WHERE id = ? AND session_id = ?")
+            .bind(id)
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(audit_record))
+    }
+
     async fn search_audit(&self, filter: &audit::Filter) -> Result<Vec<audit::Record>, StoreError> {
         let mut query = sqlx::QueryBuilder::new("SELECT * FROM audit_events WHERE 1 = 1");
         if let Some(agent) = &filter.agent {

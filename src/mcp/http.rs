@@ -1,0 +1,126 @@
+//! `/mcp` on the broker: rmcp's streamable HTTP service, stateless (each
+//! POST stands alone, so no MCP session outlives or outranks the credential
+//! of the request carrying it), behind a layer that authenticates every
+//! request's credential as the rest of the agent's API does: refusals are
+//! problem+json, recorded as other credential refusals are. The tools then
+//! ask the broker in-process with that request's claims.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use rmcp::model::Extensions;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::Value;
+
+use super::{Answer, Ask, Server};
+use crate::api::Problem;
+use crate::api::agent;
+use crate::broker::{AuthError, Broker};
+use crate::credentials::Claims;
+use crate::peer::Client;
+
+/// The `/mcp` route, for `api::router` to merge.
+pub fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
+    let ask: Arc<dyn Ask> = Arc::new(InProcess { broker: broker.clone() });
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_max_request_body_bytes(broker.config().server.max_body_bytes)
+        // Every request carries the agent's credential, which a page a browser
+        // was lured to does not have: the Host is not what protects it. A
+        // browser's request (any `Origin`) is refused all the same.
+        .disable_allowed_hosts()
+        .enforce_origin_validation();
+    let service = StreamableHttpService::new(
+        move || Ok(Server::new(ask.clone())),
+        Arc::new(NeverSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .route_service("/mcp", service)
+        .route_layer(middleware::from_fn_with_state(broker, authenticate))
+}
+
+/// Lets through only requests with a live credential, its claims attached.
+async fn authenticate(
+    State(broker): State<Arc<Broker>>,
+    Client(client): Client,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let now = SystemTime::now();
+    let Some(token) = crate::api::bearer(request.headers()) else {
+        return Problem::from(AuthError::Missing).into_response();
+    };
+    match broker.authenticate_at(&token, "/mcp", now, client).await {
+        Ok(claims) => {
+            request.extensions_mut().insert(claims);
+            next.run(request).await
+        }
+        Err(refused) => Problem::from(refused).into_response(),
+    }
+}
+
+/// The broker asked in-process, as the credential of the MCP request.
+struct InProcess {
+    broker: Arc<Broker>,
+}
+
+/// The claims the layer attached to the HTTP request this MCP request came in.
+fn claims(context: &Extensions) -> Result<Arc<Claims>, Value> {
+    context
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Arc<Claims>>())
+        .cloned()
+        .ok_or_else(|| Problem::from(AuthError::Missing).body())
+}
+
+fn answered(answer: Result<Value, Problem>) -> Answer {
+    answer.map_err(|problem| problem.body())
+}
+
+fn request_body(request: Value) -> Result<crate::proxy::check::CheckRequest, Value> {
+    serde_json::from_value(request).map_err(|e| {
+        Problem::new(
+            http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "The request is not valid",
+            e.to_string(),
+        )
+        .body()
+    })
+}
+
+#[async_trait::async_trait]
+impl Ask for InProcess {
+    async fn whoami(&self, context: &Extensions) -> Answer {
+        let claims = claims(context)?;
+        answered(agent::whoami(&self.broker, &claims, SystemTime::now()))
+    }
+
+    async fn check(&self, context: &Extensions, request: Value) -> Answer {
+        let claims = claims(context)?;
+        answered(agent::check(&self.broker, &claims, request_body(request)?))
+    }
+
+    async fn explain(&self, context: &Extensions, event_id: &str) -> Answer {
+        let claims = claims(context)?;
+        answered(agent::explain(&self.broker, &claims, event_id).await)
+    }
+
+    async fn request_approval(&self, context: &Extensions, request: Value) -> Answer {
+        let claims = claims(context)?;
+        let request = request_body(request)?;
+        answered(agent::request_approval(&self.broker, &claims, request, SystemTime::now()).await)
+    }
+
+    async fn approval(&self, context: &Extensions, id: &str, wait: Duration) -> Answer {
+        let claims = claims(context)?;
+        answered(agent::approval(&self.broker, &claims, id, wait).await)
+    }
+}
