@@ -671,7 +671,11 @@ impl Broker {
         if self.revoked.contains(&claims.jti) {
             return Err(AuthError::Revoked { claims });
         }
-        if claims.hb && !self.deadlines.alive(&claims.jti, secs as i64) {
+        if claims.hb
+            && !self
+                .deadlines
+                .alive(&claims.jti, secs as i64, self.first_deadline(&claims))
+        {
             return Err(AuthError::SessionEnded { claims });
         }
         Ok(claims)
@@ -756,7 +760,7 @@ impl Broker {
             grants: claims.grants.clone(),
             kid: key.kid.clone(),
             issued_at,
-            expires_at: self.first_deadlines(&claims).0,
+            expires_at: self.first_deadline(&claims),
             revoked_at: None,
             session_ends_at: claims.hb.then_some(expires_at),
         };
@@ -809,17 +813,16 @@ impl Broker {
         })
     }
 
-    /// A new credential's lease deadline and its roles' `VALID UNTIL`: its
-    /// expiry, or for a session the first heartbeat's deadline and a few
-    /// timeouts past it (`heartbeat`).
-    fn first_deadlines(&self, claims: &Claims) -> (i64, i64) {
+    /// A new credential's lease deadline, which is also its roles' `VALID
+    /// UNTIL`: its expiry, or for a session the deadline its mint sets
+    /// (`heartbeat`).
+    fn first_deadline(&self, claims: &Claims) -> i64 {
         let (issued, ends) = (claims.iat as i64, claims.exp as i64);
         if !claims.hb {
-            return (ends, ends);
+            return ends;
         }
         let timeout = self.config.credentials.get_ref().heartbeat_timeout.as_secs() as i64;
-        let deadline = crate::heartbeat::deadline(issued, timeout, ends);
-        (deadline, crate::heartbeat::role_valid_until(deadline, timeout, ends))
+        crate::heartbeat::deadline(issued, timeout, ends)
     }
 
     /// A role, with its password and the agent's login, for each postgres
@@ -836,7 +839,7 @@ impl Broker {
                 agent: &claims.sub,
                 env: &claims.env,
                 lease_id: &claims.jti,
-                expires_at: self.first_deadlines(claims).1,
+                expires_at: self.first_deadline(claims),
                 scopes,
             };
             let (plan, login) = self.databases.plan(provider, &lease).await?;
@@ -867,7 +870,7 @@ impl Broker {
                 agent: claims.sub.clone(),
                 database: plan.database.clone(),
                 created_at: claims.iat as i64,
-                expires_at: self.first_deadlines(claims).1,
+                expires_at: self.first_deadline(claims),
                 dropped_at: None,
             })
             .collect();

@@ -14,8 +14,10 @@
 //! The deadline lives in the store (so a restarted broker, or another
 //! replica, learns it: `Broker::sync` reads it every second) and in memory
 //! (`Deadlines`), which `authenticate` reads on every request. A database
-//! role made for the session has its `VALID UNTIL` moved along in larger
-//! steps, and is ended by the reaper once the lease's deadline passes.
+//! role made for the session has its `VALID UNTIL` moved with the deadline
+//! (so a copied `DATABASE_URL` logs in no longer than the credential works,
+//! even with the broker down), and is ended by the reaper once the lease's
+//! deadline passes.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -28,17 +30,6 @@ use crate::time::unix_secs;
 /// The deadline a heartbeat at `now` sets.
 pub fn deadline(now: i64, timeout: i64, session_ends_at: i64) -> i64 {
     (now + timeout).min(session_ends_at)
-}
-
-/// A session role's `VALID UNTIL` as of the lease's `deadline`: a few
-/// timeouts ahead, so it is moved every few heartbeats rather than at each.
-pub fn role_valid_until(deadline: i64, timeout: i64, session_ends_at: i64) -> i64 {
-    (deadline + 4 * timeout).min(session_ends_at)
-}
-
-/// Whether a role valid until `valid_until` must be moved for `deadline`.
-pub fn role_needs_moving(valid_until: i64, deadline: i64, timeout: i64, session_ends_at: i64) -> bool {
-    valid_until < session_ends_at && valid_until - deadline < 2 * timeout
 }
 
 /// Why a session takes no more heartbeats.
@@ -132,9 +123,12 @@ pub struct Beat {
 pub struct Deadlines(RwLock<HashMap<String, i64>>);
 
 impl Deadlines {
-    pub fn alive(&self, lease: &str, now: i64) -> bool {
+    /// Whether the lease is alive at `now`. `first` is the deadline its
+    /// mint set (known from the credential alone), so a replica that has
+    /// not yet learnt of a fresh session does not refuse it.
+    pub fn alive(&self, lease: &str, now: i64, first: i64) -> bool {
         let map = self.0.read().expect("deadlines lock");
-        map.get(lease).is_some_and(|&until| now < until)
+        now < map.get(lease).copied().unwrap_or(first).max(first)
     }
 
     pub fn set(&self, lease: &str, until: i64) {
@@ -186,7 +180,7 @@ impl Broker {
                 .unwrap_or(secs)
         };
         for (lease, until) in &moved {
-            self.keep_roles(lease, *until, timeout, ends(lease), secs).await;
+            self.keep_roles(lease, *until).await;
         }
         Ok(Beat {
             deadline: moved.iter().map(|(_, until)| *until).max().unwrap_or(secs),
@@ -194,10 +188,10 @@ impl Broker {
         })
     }
 
-    /// Moves the `VALID UNTIL` of the lease's roles when the deadline nears
-    /// it. A failure is logged and tried again at the next heartbeat: the
-    /// role's recorded expiry passing first ends it (failing closed).
-    async fn keep_roles(&self, lease: &str, deadline: i64, timeout: i64, session_ends_at: i64, now: i64) {
+    /// Moves the `VALID UNTIL` of the lease's roles to its deadline. A
+    /// failure is logged and tried again at the next heartbeat: the role's
+    /// recorded expiry passing first ends it (failing closed).
+    async fn keep_roles(&self, lease: &str, deadline: i64) {
         let roles = match self.store().lease_database_roles(lease).await {
             Ok(roles) => roles,
             Err(e) => {
@@ -205,19 +199,15 @@ impl Broker {
                 return;
             }
         };
-        for role in roles {
-            if !role_needs_moving(role.expires_at, deadline, timeout, session_ends_at) || role.expires_at <= now {
-                continue;
-            }
-            let until = role_valid_until(deadline, timeout, session_ends_at);
+        for role in roles.into_iter().filter(|r| r.expires_at < deadline) {
             let comment = crate::providers::postgres::role_comment(&role.agent, &role.env, &role.lease_id);
             let extended = self
                 .databases()
-                .extend(&role.provider, &role.env, &role.role, &comment, until)
+                .extend(&role.provider, &role.env, &role.role, &comment, deadline)
                 .await;
             match extended {
                 Ok(true) => {
-                    if let Err(e) = self.store().database_role_extended(&role.role, until).await {
+                    if let Err(e) = self.store().database_role_extended(&role.role, deadline).await {
                         tracing::warn!(role = %role.role, error = %e, "cannot record a database role's new VALID UNTIL");
                     }
                 }
@@ -256,21 +246,6 @@ mod tests {
     }
 
     #[test]
-    fn roles_move_in_steps_of_several_timeouts_and_stop_at_the_session_end() {
-        // Created with the first deadline: four timeouts ahead of it.
-        let first = role_valid_until(115, 15, 10_000);
-        assert_eq!(first, 175);
-        // Heartbeats every 5 s leave it alone until it is within two
-        // timeouts of the deadline.
-        assert!(!role_needs_moving(first, 120, 15, 10_000));
-        assert!(!role_needs_moving(first, 145, 15, 10_000));
-        assert!(role_needs_moving(first, 146, 15, 10_000));
-        // A role already valid to the session's end is never moved.
-        assert!(!role_needs_moving(10_000, 9_990, 15, 10_000));
-        assert_eq!(role_valid_until(9_990, 15, 10_000), 10_000);
-    }
-
-    #[test]
     fn why_a_session_ended_names_the_first_cause() {
         let now = 500;
         assert_eq!(
@@ -296,11 +271,13 @@ mod tests {
         let d = Deadlines::default();
         d.set("a", 120);
         d.set("a", 110);
-        assert!(d.alive("a", 119));
-        assert!(!d.alive("a", 120));
-        assert!(!d.alive("b", 0), "a lease this process never heard of is not alive");
+        assert!(d.alive("a", 119, 100));
+        assert!(!d.alive("a", 120, 100));
+        // A lease this process never heard of lives to its mint's deadline.
+        assert!(d.alive("b", 99, 100));
+        assert!(!d.alive("b", 100, 100));
         d.learn(&[("a".into(), 130), ("b".into(), 105)], 110);
-        assert!(d.alive("a", 129));
-        assert!(!d.alive("b", 110), "forgotten once passed");
+        assert!(d.alive("a", 129, 100));
+        assert!(!d.alive("b", 110, 100), "forgotten once passed");
     }
 }

@@ -2281,7 +2281,25 @@ async fn a_session_lives_while_its_run_does_and_dies_within_seconds_of_a_sigkill
             .contains("no heartbeat reached the broker"),
         "{body}"
     );
+    // Nor can a heartbeat that arrived before the deadline and is handled
+    // after it: the store compares with its own clock at the write.
+    let agent = t.broker.authenticate_launcher(&key).await.unwrap();
+    let issued =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(common::claims(&credential)["iat"].as_u64().unwrap());
+    let late = t.broker.heartbeat(&agent, &session, issued).await;
+    assert!(late.is_err(), "a late heartbeat revived the session: {late:?}");
     assert_eq!(t.whoami(&credential).await.0, 401);
+    // An admin's revocation of the ended session is recorded all the same.
+    let revoked = t
+        .broker
+        .revoke(
+            &valetkey::store::RevokeTarget::Session(session.clone()),
+            &valetkey::admin::Actor::broker(),
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
     t.stop().await;
 }
 
@@ -2360,8 +2378,9 @@ async fn only_the_launcher_keeps_a_session_alive_and_env_keeps_a_fixed_expiry() 
         .send()
         .await
         .unwrap();
-    assert_eq!(answer.status(), 410);
+    assert_eq!(answer.status(), 409);
     let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["type"], "not_a_session", "{body}");
     assert!(body["detail"].as_str().unwrap().contains("fixed expiry"), "{body}");
     refused_within(&t, &fixed, "credential_expired", std::time::Duration::from_secs(4)).await;
     t.stop().await;

@@ -1108,7 +1108,7 @@ async fn a_sessions_role_lives_while_its_heartbeat_lasts() {
     schema_with_rows(&pool, &schema).await;
     let config = config(&schema).replace(
         "default_ttl = \"15m\"\nmax_ttl = \"1h\"\n",
-        "default_ttl = \"2s\"\nmax_ttl = \"2s\"\nmax_session = \"1m\"\nheartbeat_interval = \"1s\"\nheartbeat_timeout = \"2s\"\n",
+        "default_ttl = \"2s\"\nmax_ttl = \"2s\"\nmax_session = \"1m\"\nheartbeat_interval = \"1s\"\nheartbeat_timeout = \"3s\"\n",
     );
     let env = BTreeMap::from([("APPDB_ADMIN_URL".to_owned(), url.clone())]);
     let b = TestBroker::start_with(&config, env).await;

@@ -261,6 +261,15 @@ impl From<crate::heartbeat::HeartbeatError> for Problem {
         use crate::heartbeat::HeartbeatError;
         match e {
             HeartbeatError::NotFound { .. } => Problem::not_found(e.to_string()),
+            HeartbeatError::Ended {
+                why: crate::heartbeat::Ended::FixedExpiry { .. },
+                ..
+            } => Problem::new(
+                StatusCode::CONFLICT,
+                "not_a_session",
+                "Not a session",
+                format!("{e}: only a session `valetkey run` launched takes heartbeats"),
+            ),
             HeartbeatError::Ended { .. } => Problem::new(
                 StatusCode::GONE,
                 "session_ended",

@@ -623,7 +623,10 @@ fn keep_alive(client: Client, key: SecretString, session_id: String, every: std:
                     failing = false;
                 }
                 Ok(_) => {}
-                Err(ClientError::Refused { detail, .. }) => {
+                // Only the broker saying the session is over ends the
+                // heartbeat: a busy or failing broker (503, 429) is asked
+                // again at the next beat, as an unreachable one is.
+                Err(ClientError::Refused { kind, detail, .. }) if session_over(&kind) => {
                     eprintln!(
                         "valetkey: the agent's session has ended and its credential no longer works: {detail}\n\
                          valetkey: the agent keeps running, but the broker refuses it; end it and launch it again"
@@ -641,6 +644,16 @@ fn keep_alive(client: Client, key: SecretString, session_id: String, every: std:
             }
         }
     }))
+}
+
+/// Whether the broker's refusal of a heartbeat says no heartbeat can keep
+/// the session alive any longer; anything else (a busy or failing broker)
+/// is worth another try.
+fn session_over(kind: &str) -> bool {
+    matches!(
+        kind,
+        "session_ended" | "not_a_session" | "launcher_key_invalid" | "not_found"
+    )
 }
 
 /// The heartbeat task, stopped when dropped.
@@ -899,5 +912,25 @@ fn print_roles(state: &Value) {
             s(&r["expires_at"]),
             s(&r["lease_id"])
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_over;
+
+    #[test]
+    fn only_the_broker_saying_the_session_is_over_stops_the_heartbeat() {
+        for over in ["session_ended", "not_a_session", "launcher_key_invalid", "not_found"] {
+            assert!(session_over(over), "{over}");
+        }
+        for busy in [
+            "store_unavailable",
+            "too_many_connections",
+            "rate_limited",
+            "internal_error",
+        ] {
+            assert!(!session_over(busy), "{busy} is worth another heartbeat");
+        }
     }
 }

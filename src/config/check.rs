@@ -61,6 +61,9 @@ impl Problem {
 
 /// Longest credential lifetime that still counts as short-lived.
 const TTL_CEILING: Duration = Duration::from_secs(24 * 60 * 60);
+/// Past this, a credential copied out of a session outlives its `run` by
+/// more than a moment.
+const HEARTBEAT_TIMEOUT_CEILING: Duration = Duration::from_secs(60);
 
 /// Validates a configuration. Names in `unparsed` (`providers.NAME`, …) are
 /// entries that failed to parse and were reported already: references to
@@ -341,15 +344,27 @@ impl Checker<'_> {
                 Some("write durations such as `8h` and `5s`".into()),
             );
         }
-        if creds.heartbeat_timeout < creds.heartbeat_interval * 2 {
+        // Deadlines are whole seconds: a timeout of exactly two intervals
+        // ends a session at its first late heartbeat.
+        if creds.heartbeat_timeout <= creds.heartbeat_interval * 2 {
             self.error(
                 span.clone(),
                 format!(
-                    "[credentials] heartbeat_timeout ({}) is shorter than two heartbeat_intervals ({}): one late heartbeat would end a live session",
+                    "[credentials] heartbeat_timeout ({}) is not longer than two heartbeat_intervals ({}): one late heartbeat would end a live session",
                     humantime::format_duration(creds.heartbeat_timeout),
                     humantime::format_duration(creds.heartbeat_interval)
                 ),
                 Some("make heartbeat_timeout at least three times heartbeat_interval, e.g. `5s` and `15s`".into()),
+            );
+        }
+        if creds.heartbeat_timeout > HEARTBEAT_TIMEOUT_CEILING {
+            self.warn(
+                span.clone(),
+                format!(
+                    "[credentials] heartbeat_timeout ({}) is longer than a minute: a credential copied out of a session works that long after its `valetkey run` is gone",
+                    humantime::format_duration(creds.heartbeat_timeout)
+                ),
+                Some("write `heartbeat_timeout = \"15s\"`".into()),
             );
         }
         if creds.max_session > TTL_CEILING {
@@ -850,10 +865,11 @@ impl Checker<'_> {
                 self.warn(
                     grant.span(),
                     format!(
-                        "a grant of agent `{agent}` allows {} but [credentials] max_ttl is {}: credentials will last {}",
+                        "a grant of agent `{agent}` allows {} but [credentials] max_ttl is {}: credentials with a fixed expiry (`valetkey env`) will last {}, sessions (`valetkey run`) up to {}",
                         humantime::format_duration(max),
                         humantime::format_duration(server_max),
-                        humantime::format_duration(server_max)
+                        humantime::format_duration(server_max),
+                        humantime::format_duration(max.min(self.config.credentials.get_ref().max_session))
                     ),
                     Some("lower the grant's max_ttl, or leave it out".into()),
                 );

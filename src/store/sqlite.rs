@@ -755,15 +755,15 @@ impl Store for SqliteStore {
     async fn revoke(&self, target: &RevokeTarget, now: i64) -> Result<Vec<Revocation>, StoreError> {
         let (select, value) = match target {
             RevokeTarget::Lease(id) => (
-                "SELECT id, COALESCE(session_ends_at, expires_at) AS ends FROM leases WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
+                "SELECT id, COALESCE(session_ends_at, expires_at) AS ends FROM leases WHERE id = ? AND revoked_at IS NULL AND COALESCE(session_ends_at, expires_at) > ?",
                 id,
             ),
             RevokeTarget::Session(sid) => (
-                "SELECT id, COALESCE(session_ends_at, expires_at) AS ends FROM leases WHERE session_id = ? AND revoked_at IS NULL AND expires_at > ?",
+                "SELECT id, COALESCE(session_ends_at, expires_at) AS ends FROM leases WHERE session_id = ? AND revoked_at IS NULL AND COALESCE(session_ends_at, expires_at) > ?",
                 sid,
             ),
             RevokeTarget::Agent(name) => (
-                "SELECT id, COALESCE(session_ends_at, expires_at) AS ends FROM leases WHERE agent = ? AND revoked_at IS NULL AND expires_at > ?",
+                "SELECT id, COALESCE(session_ends_at, expires_at) AS ends FROM leases WHERE agent = ? AND revoked_at IS NULL AND COALESCE(session_ends_at, expires_at) > ?",
                 name,
             ),
         };
@@ -806,9 +806,12 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE leases SET expires_at = MIN(?, session_ends_at)
+            // Compared with the later of the caller's clock and SQLite's own
+            // at the write, so a heartbeat handled late cannot revive a
+            // session that lapsed meanwhile; a deadline never moves back.
+            "UPDATE leases SET expires_at = MAX(expires_at, MIN(?, session_ends_at))
              WHERE session_id = ? AND session_ends_at IS NOT NULL AND revoked_at IS NULL
-               AND expires_at > ? AND session_ends_at > ?
+               AND expires_at > MAX(?, unixepoch()) AND session_ends_at > MAX(?, unixepoch())
              RETURNING id, expires_at",
         )
         .bind(until)
