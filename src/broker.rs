@@ -78,7 +78,7 @@ pub struct RefusedCredential {
 pub enum MintError {
     #[error("{refusal}")]
     Refused { refusal: MintRefusal, event_id: String },
-    #[error("this launcher key belongs to agent `{holder}`, not to `{asked}`")]
+    #[error("{}", agent_mismatch(holder, asked))]
     AgentMismatch {
         holder: String,
         asked: String,
@@ -94,6 +94,23 @@ pub enum MintError {
     Token(#[from] credentials::TokenError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A launcher asked for another agent than its key's: a typo of the key's
+/// own name is told so; another name means another agent's key is needed.
+fn agent_mismatch(holder: &str, asked: &str) -> String {
+    let typo = strsim::damerau_levenshtein(holder, asked) <= 2.max(holder.len() / 3);
+    if typo {
+        format!(
+            "this launcher key is agent `{holder}`'s, not `{asked}`'s: did you mean `{holder}`? Pass --agent \
+             {holder}, or leave --agent out (the key names its agent)"
+        )
+    } else {
+        format!(
+            "this launcher key is agent `{holder}`'s, not `{asked}`'s: to launch `{asked}`, use its own launcher \
+             key (`valetkey agent add {asked}` issues one); to launch `{holder}`, leave --agent out"
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -664,7 +681,7 @@ impl Broker {
                 .record_refusal(
                     agent,
                     request,
-                    "credential_mismatch",
+                    "agent_mismatch",
                     &format!("asked for agent `{asked}`"),
                     now,
                 )

@@ -2168,3 +2168,285 @@ fn the_broker_serves_https_with_its_own_certificate() {
     );
     served.stop();
 }
+
+/// Every error the CLI can print for a file that is not there: each says
+/// what is missing once (no cause repeated down its chain) and what to do.
+#[test]
+fn every_error_for_a_missing_file_says_it_once_with_the_next_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let m = missing.to_str().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    std::fs::write(
+        &config,
+        format!("[keys]\nmaster_key_file = \"{m}/master.key\"\n[environments.staging]\n"),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let missing_config = format!("{m}/v.toml");
+    // The arguments, the variables, and the words of the next step.
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["serve".into(), "--config".into(), format!("{m}/valetkey.toml")],
+            vec![],
+            &["--config", "VALETKEY_CONFIG", "valetkey init", "config/valetkey.toml"],
+        ),
+        (
+            vec!["config".into(), "check".into()],
+            vec![("VALETKEY_CONFIG", missing_config.as_str())],
+            &["--config", "VALETKEY_CONFIG", "valetkey init"],
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--config".into(),
+                c.into(),
+                "--data-dir".into(),
+                m.into(),
+            ],
+            vec![],
+            &["master"],
+        ),
+        (
+            vec![
+                "agent".into(),
+                "list".into(),
+                "--admin-key-file".into(),
+                format!("{m}/admin.key"),
+            ],
+            vec![],
+            &["key file"],
+        ),
+        (
+            vec![
+                "env".into(),
+                "--env".into(),
+                "staging".into(),
+                "--key-file".into(),
+                format!("{m}/claude.key"),
+            ],
+            vec![],
+            &["key file"],
+        ),
+        (
+            vec!["whoami".into(), "--ca-file".into(), format!("{m}/ca.pem")],
+            vec![("VALETKEY_CREDENTIAL", "vk1.x")],
+            &["--ca-file"],
+        ),
+        (
+            vec![
+                "audit".into(),
+                "verify".into(),
+                "--db".into(),
+                format!("{m}/v.db"),
+                "--jwks".into(),
+                format!("{m}/k.json"),
+            ],
+            vec![],
+            &[],
+        ),
+        (vec!["scan".into(), format!("{m}/src")], vec![], &[]),
+    ];
+    for (args, env, next_step) in cases {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env_remove("VALETKEY_CONFIG")
+            .env_remove("VALETKEY_MASTER_KEY")
+            .env("VALETKEY_URL", "http://127.0.0.1:9")
+            .envs(env)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+        assert!(
+            stderr.matches("No such file or directory").count() <= 1,
+            "{args:?} says the cause once: {stderr}"
+        );
+        assert!(stderr.contains(m), "{args:?} names the file: {stderr}");
+        for words in next_step {
+            assert!(stderr.contains(words), "{args:?} says `{words}`: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn an_unreachable_broker_says_to_start_it_or_check_the_url() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(BIN)
+        .args(["env", "--env", "staging"])
+        .env("VALETKEY_AGENT_KEY", "vkl_x")
+        .env("VALETKEY_URL", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Connection refused"),
+        "the cause, not reqwest's wrapper: {stderr}"
+    );
+    assert!(!stderr.contains("error sending request"), "{stderr}");
+    assert!(
+        stderr.contains("`valetkey serve`") && stderr.contains("VALETKEY_URL"),
+        "the next step: {stderr}"
+    );
+}
+
+#[test]
+fn an_agents_command_outside_a_session_says_how_to_get_one() {
+    for args in [
+        &["check", "--provider", "railway", "--method", "GET", "--path", "/"][..],
+        &["whoami"],
+        &["approval", "wait", "0190b5a4-7a53-7000-8000-000000000000"],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .env_remove("VALETKEY_CREDENTIAL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("VALETKEY_CREDENTIAL is not set") && stderr.contains("`valetkey run --env ENV"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn runs_usage_shows_only_what_is_required() {
+    let out = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
+    assert_eq!(usage, "Usage: valetkey run [OPTIONS] --env <ENV> -- <COMMAND>...");
+    // `--ttl` takes what its help says it takes.
+    assert!(help.contains("seconds (900) or a duration (15m, 1h30m)"), "{help}");
+    let refused = Command::new(BIN)
+        .args(["run", "--env", "staging", "--ttl", "soon", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("write seconds (900) or a duration (15m, 1h30m)"),
+        "{stderr}"
+    );
+}
+
+/// `run` and `env` speak to whoever launches the agent: the refusal's
+/// detail and what ops can do, never the guidance written for the agent;
+/// an agent's own commands get that guidance.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_speak_to_their_reader() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let out = output(run_sh(&t, &key, "production", "echo launched")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty(), "the command ran anyway");
+    assert!(stderr.contains("environment `production` is protected"), "{stderr}");
+    assert!(
+        stderr.contains("[agents.NAME] grants"),
+        "the operator's next step: {stderr}"
+    );
+    assert!(
+        !stderr.contains("Do not try another environment"),
+        "the agent's guidance: {stderr}"
+    );
+
+    // A typo of the agent's name is told the right one, not a credential problem.
+    let mut cmd = valetkey(&t, &key);
+    cmd.args(["env", "--agent", "claud", "--env", "staging"]);
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("(agent_mismatch)") && stderr.contains("did you mean `claude`?"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("credential_mismatch"), "{stderr}");
+
+    // Without --agent the key names it; what is stripped and a lifetime cut
+    // short are said in words.
+    let mut cmd = valetkey(&t, &key);
+    cmd.args([
+        "env",
+        "--env",
+        "staging",
+        "--provider",
+        "railway",
+        "--scope",
+        "read",
+        "--scope",
+        "volume:delete",
+        "--ttl",
+        "2h",
+    ]);
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not granted: railway scope `volume:delete`: destructive scopes are never placed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the credential lives 30m, not the 2h asked for") && stderr.contains("grant for `railway`"),
+        "{stderr}"
+    );
+    // Seconds, as the help says.
+    let mut cmd = valetkey(&t, &key);
+    cmd.args(["env", "--env", "staging", "--ttl", "600", "--format", "json"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vars: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+    let claims = common::claims(&vars["VALETKEY_CREDENTIAL"]);
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 600);
+
+    // Nothing grantable names what was asked and why each was stripped.
+    let mut cmd = valetkey(&t, &key);
+    cmd.args(["env", "--env", "staging", "--scope", "volume:delete"]);
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("(nothing_grantable)")
+            && stderr.contains("asked for (volume:delete)")
+            && stderr.contains("destructive scopes are never placed"),
+        "{stderr}"
+    );
+
+    // An agent's own command: the guidance is for it.
+    let mut cmd = valetkey(&t, "");
+    cmd.env("VALETKEY_CREDENTIAL", "vk1.not-a-credential").arg("whoami");
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("(credential_malformed)") && stderr.contains("Stop"),
+        "{stderr}"
+    );
+
+    // `audit tail` says every time one way.
+    let out = output({
+        let mut cmd = common::admin_cli(&t.url, &t.data_dir().join("admin.key"));
+        cmd.args(["audit", "tail", "-n", "50"]);
+        cmd
+    })
+    .await;
+    let tail = String::from_utf8_lossy(&out.stdout);
+    assert!(tail.contains("\"expires_at\":\"20"), "{tail}");
+    assert!(!tail.contains("\"expires_at\":1"), "{tail}");
+    t.stop().await;
+}
+
+#[test]
+fn serve_logs_to_a_file_without_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    std::fs::write(&config, common::CONFIG).unwrap();
+    let served = serve(dir.path(), &config, &[]);
+    served.stop();
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains("\x1b["), "colour codes in a log file: {log}");
+}

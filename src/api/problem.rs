@@ -272,7 +272,7 @@ impl From<MintError> for Problem {
                     MintRefusal::ProviderNotGranted { .. } => {
                         Problem::new(StatusCode::FORBIDDEN, kind, "Provider not granted", detail).guidance(NOT_ALLOWED)
                     }
-                    MintRefusal::NothingGrantable { stripped } => {
+                    MintRefusal::NothingGrantable { stripped, .. } => {
                         Problem::new(StatusCode::FORBIDDEN, kind, "Nothing left to grant", detail)
                             .guidance(NOT_ALLOWED)
                             .with("stripped", crate::api::handlers::stripped_view(stripped))
@@ -282,7 +282,7 @@ impl From<MintError> for Problem {
             }
             MintError::AgentMismatch { event_id, .. } => Problem::new(
                 StatusCode::FORBIDDEN,
-                "credential_mismatch",
+                "agent_mismatch",
                 "Launcher key of another agent",
                 detail,
             )

@@ -585,8 +585,31 @@ fn print_event(e: &Value, json: bool) {
         text(&e["kind"]),
         text(&e["actor"]),
         whom,
-        e["detail"]
+        readable_times(&e["detail"])
     );
+}
+
+/// The detail with its times in the one format `at` is in (RFC 3339, UTC):
+/// events record them as unix seconds or milliseconds (`expires_at`).
+fn readable_times(detail: &Value) -> Value {
+    match detail {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v.as_i64() {
+                        // Milliseconds from 1973 on; seconds before 5138.
+                        Some(n) if k.ends_with("_at") && n >= 100_000_000_000 => crate::time::rfc3339_ms(n).into(),
+                        Some(n) if k.ends_with("_at") && n > 0 => crate::time::rfc3339(n).into(),
+                        _ => readable_times(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(readable_times).collect()),
+        other => other.clone(),
+    }
 }
 
 pub async fn status(args: AdminArgs, json: bool) -> Result<ExitCode, CliError> {
@@ -613,7 +636,25 @@ pub async fn status(args: AdminArgs, json: bool) -> Result<ExitCode, CliError> {
 
 #[cfg(test)]
 mod tests {
-    use super::carries_keys_safely;
+    use super::{carries_keys_safely, readable_times};
+    use serde_json::json;
+
+    #[test]
+    fn times_in_an_events_detail_are_rfc3339_like_its_at() {
+        let detail = json!({
+            "lease_id": "l1",
+            "expires_at": 1_700_000_900,
+            "roles": [{ "created_at": 1_700_000_000_123_i64, "ttl_seconds": 900 }],
+        });
+        assert_eq!(
+            readable_times(&detail),
+            json!({
+                "lease_id": "l1",
+                "expires_at": "2023-11-14T22:28:20Z",
+                "roles": [{ "created_at": "2023-11-14T22:13:20.123Z", "ttl_seconds": 900 }],
+            })
+        );
+    }
 
     #[test]
     fn admin_keys_travel_in_clear_only_within_the_machine() {

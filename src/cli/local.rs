@@ -18,8 +18,12 @@ fn master_key_env() -> Option<Zeroizing<String>> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only where a terminal reads them: a log file or journal
+    // gets plain text.
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -236,6 +240,14 @@ pub async fn audit_verify_copy(
 /// is none, 3 when there are.
 pub fn scan(paths: Vec<std::path::PathBuf>, json: bool) -> Result<ExitCode, CliError> {
     let paths = if paths.is_empty() { vec![".".into()] } else { paths };
+    // A path named that is not there would otherwise end in "no real token
+    // found", which says the opposite of what happened.
+    for path in &paths {
+        std::fs::symlink_metadata(path).map_err(|source| CliError::Io {
+            action: format!("scan {}", path.display()),
+            source,
+        })?;
+    }
     let key = crate::scan::FingerprintKey::for_this_user();
     let report = crate::scan::scan_paths(&paths, crate::scan::Limits::default(), &key);
     if !key.lasting && !report.findings.is_empty() {

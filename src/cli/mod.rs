@@ -8,6 +8,7 @@ mod admin;
 mod approvals;
 mod client;
 mod local;
+mod mint_notes;
 mod run;
 
 use std::net::SocketAddr;
@@ -92,15 +93,17 @@ pub struct AdminArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct MintArgs {
-    /// The agent to launch; must be the launcher key's agent.
+    /// The agent to launch (default: the launcher key's agent; when given,
+    /// it must be that agent).
     #[arg(long)]
-    agent: String,
+    agent: Option<String>,
     /// The environment the credential is for.
     #[arg(long)]
     env: String,
-    /// Lifetime, e.g. 15m (default and limits from the broker's config).
-    #[arg(long)]
-    ttl: Option<String>,
+    /// Lifetime: seconds (900) or a duration (15m, 1h30m); default and
+    /// limits from the broker's config.
+    #[arg(long, value_parser = crate::policy::parse_lifetime)]
+    ttl: Option<std::time::Duration>,
     /// Only these providers (repeatable; default: every granted one).
     #[arg(long = "provider")]
     providers: Vec<String>,
