@@ -2450,3 +2450,123 @@ fn serve_logs_to_a_file_without_colour_codes() {
     assert!(log.contains("INFO"), "{log}");
     assert!(!log.contains("\x1b["), "colour codes in a log file: {log}");
 }
+
+/// `secret set` takes effect in the running broker at once: the proxy
+/// sends the new token from the next request, and the redactor knows it
+/// (an upstream that echoes it does not hand it to the agent). `secret
+/// list` shows names, ages and users, never a value; `secret rm` refuses
+/// a secret a provider uses.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_set_listed_and_removed_in_the_running_broker() {
+    const OLD: &str = "api-token-old-5f0c2a9d71";
+    const NEW: &str = "api-token-new-b83e6d1f40";
+    let api = common::upstream::StandIn::http(&[OLD, NEW]).await;
+    let config = format!(
+        r#"
+[environments.staging]
+[providers.api]
+kind = "http"
+upstream = "{}/base"
+tokens = {{ staging = {{ stored = "api-staging" }} }}
+operations = [{{ method = "GET", path = "/v1/reflect/{{id}}", scope = "read", resources = [{{ kind = "item", id = "{{id}}" }}] }}]
+[[resources]]
+provider = "api"
+kind = "item"
+id = "7"
+environments = ["staging"]
+[agents.claude]
+grants = [{{ provider = "api", environments = ["staging"], scopes = ["read"] }}]
+[introspection]
+enabled = false
+"#,
+        api.url
+    );
+    let t = TestBroker::start_with(&config, BTreeMap::new()).await;
+    let key_file = t.data_dir().join("admin.key");
+    let cli = |args: &[&str], stdin: &str| {
+        let mut cmd = common::admin_cli(&t.url, &key_file);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let key = t.add_agent("claude").await;
+    let (_, minted) = t.mint(&key, serde_json::json!({ "env": "staging" })).await;
+    let credential = minted["credential"].as_str().unwrap().to_owned();
+    let reflect = || async {
+        let answer = t
+            .http
+            .get(format!("{}/p/api/v1/reflect/7", t.url))
+            .bearer_auth(&credential)
+            .send()
+            .await
+            .unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    };
+    // No token yet: refused, nothing sent.
+    let (status, _) = reflect().await;
+    assert_eq!(status, 503);
+    assert_eq!(api.count(), 0);
+
+    for (token, _) in [(OLD, "first"), (NEW, "replaced")] {
+        let (ok, _, stderr) = tokio::task::block_in_place(|| cli(&["secret", "set", "api-staging"], token));
+        assert!(ok, "{stderr}");
+        assert!(stderr.contains("in use by api in staging from now"), "{stderr}");
+        let (status, answer) = reflect().await;
+        assert_eq!(status, 200, "{answer}");
+        let sent = api
+            .received()
+            .last()
+            .unwrap()
+            .header("authorization")
+            .unwrap()
+            .to_owned();
+        assert_eq!(sent, format!("Bearer {token}"), "the broker sent the token just set");
+        assert!(!answer.contains(token), "the echoed token reached the agent");
+    }
+    // The new token is one of the broker's own: presented as a credential,
+    // it is a leak, not junk.
+    let (status, refused) = t.whoami(NEW).await;
+    assert_eq!(
+        (status, refused["type"].as_str()),
+        (401, Some("raw_provider_token")),
+        "{refused}"
+    );
+
+    let (ok, listed, stderr) = tokio::task::block_in_place(|| cli(&["secret", "list"], ""));
+    assert!(ok, "{stderr}");
+    assert!(
+        listed.contains("api-staging") && listed.contains("api/staging"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(OLD) && !listed.contains(NEW) && !stderr.contains(NEW),
+        "{listed}"
+    );
+
+    let (ok, _, stderr) = tokio::task::block_in_place(|| cli(&["secret", "rm", "api-staging"], ""));
+    assert!(!ok);
+    assert!(
+        stderr.contains("(secret_in_use)")
+            && stderr.contains("api in staging")
+            && stderr.contains("secret set api-staging"),
+        "{stderr}"
+    );
+    let (status, _) = reflect().await;
+    assert_eq!(status, 200, "a refused removal changes nothing");
+
+    let (ok, _, stderr) = tokio::task::block_in_place(|| cli(&["secret", "set", "spare"], "spare-value-1234567"));
+    assert!(ok && stderr.contains("no provider uses it yet"), "{stderr}");
+    let (ok, _, stderr) = tokio::task::block_in_place(|| cli(&["secret", "rm", "spare"], ""));
+    assert!(ok, "{stderr}");
+    let (_, listed, _) = tokio::task::block_in_place(|| cli(&["secret", "list"], ""));
+    assert!(!listed.contains("spare"), "{listed}");
+    let (ok, _, stderr) = tokio::task::block_in_place(|| cli(&["secret", "rm", "spare"], ""));
+    assert!(!ok && stderr.contains("no stored secret `spare`"), "{stderr}");
+    t.stop().await;
+}

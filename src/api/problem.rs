@@ -318,6 +318,12 @@ impl From<AdminError> for Problem {
             AdminError::UnknownAgent { .. } => {
                 Problem::new(StatusCode::NOT_FOUND, "unknown_agent", "No such agent", detail)
             }
+            AdminError::UnknownSecret { .. } => {
+                Problem::new(StatusCode::NOT_FOUND, "unknown_secret", "No such secret", detail)
+            }
+            AdminError::SecretInUse { .. } => {
+                Problem::new(StatusCode::CONFLICT, "secret_in_use", "Secret in use", detail)
+            }
             AdminError::AdminExists { .. } => {
                 Problem::new(StatusCode::CONFLICT, "admin_exists", "Admin already has a key", detail)
             }

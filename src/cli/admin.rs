@@ -262,19 +262,78 @@ pub async fn secret_set(args: AdminArgs, name: &str) -> Result<ExitCode, CliErro
             "the secret is empty: pass the token on standard input (nothing was stored)".into(),
         ));
     }
-    store_secret(&admin, name, value).await?;
-    eprintln!("stored secret `{name}`; restart the broker to use a changed token");
+    let answer = store_secret(&admin, name, value).await?;
+    eprintln!("{}", secret_stored(name, &answer));
     Ok(ExitCode::SUCCESS)
 }
 
+/// What storing a secret changed, in words.
+fn secret_stored(name: &str, answer: &Value) -> String {
+    let users: Vec<String> = answer["used_by"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            format!(
+                "{} in {} from {}",
+                text(&u["provider"]),
+                text(&u["env"]),
+                text(&u["in_use_from"])
+            )
+        })
+        .collect();
+    if users.is_empty() {
+        format!(
+            "stored secret `{name}`; no provider uses it yet: name it in a provider's `tokens` \
+             (`{{ stored = \"{name}\" }}`) and restart the broker"
+        )
+    } else {
+        format!("stored secret `{name}`; in use by {}", users.join(", "))
+    }
+}
+
 /// Stores a token through the admin API; the body holds it only for the call.
-async fn store_secret(admin: &Admin, name: &str, value: &str) -> Result<(), CliError> {
+async fn store_secret(admin: &Admin, name: &str, value: &str) -> Result<Value, CliError> {
     let body = Zeroizing::new(json!({ "value": value }).to_string());
     let body: Value = serde_json::from_str(&body).map_err(|e| CliError::Usage(e.to_string()))?;
     admin
         .call(Method::PUT, &format!("/secrets/{}", path_segment(name)), Some(&body))
+        .await
+}
+
+/// `secret list`: names, ages and users, never values.
+pub async fn secret_list(args: AdminArgs) -> Result<ExitCode, CliError> {
+    let admin = Admin::new(&args)?;
+    let answer = admin.call(Method::GET, "/secrets", None).await?;
+    let secrets = answer["secrets"].as_array().cloned().unwrap_or_default();
+    if secrets.is_empty() {
+        eprintln!("no stored secret; `valetkey secret set NAME` stores one (read from standard input)");
+    }
+    for s in &secrets {
+        let users: Vec<String> = s["used_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|u| format!("{}/{}", text(&u["provider"]), text(&u["env"])))
+            .collect();
+        let users = if users.is_empty() {
+            "used by no provider".to_owned()
+        } else {
+            users.join(", ")
+        };
+        println!("{:<24} set {}  {users}", text(&s["name"]), text(&s["set_at"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn secret_remove(args: AdminArgs, name: &str) -> Result<ExitCode, CliError> {
+    named("secret", name)?;
+    let admin = Admin::new(&args)?;
+    admin
+        .call(Method::DELETE, &format!("/secrets/{}", path_segment(name)), None)
         .await?;
-    Ok(())
+    eprintln!("removed stored secret `{name}`");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `secret import FILE:LINE NAME`: the one token `scan` finds on that line

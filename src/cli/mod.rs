@@ -165,7 +165,7 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Store a real token, encrypted (read from standard input).
+    /// The real tokens the broker keeps, encrypted: set, list, remove.
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
@@ -423,7 +423,22 @@ enum ConfigCommand {
 
 #[derive(Subcommand, Debug)]
 enum SecretCommand {
+    /// Store a real token (read from standard input), encrypted; the
+    /// running broker uses it at once.
     Set {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The stored secrets: names, when each was set, which providers use
+    /// it. Never a value.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a stored secret; refused while a provider's token is it.
+    #[command(alias = "remove")]
+    Rm {
         name: String,
         #[command(flatten)]
         admin: AdminArgs,
@@ -631,6 +646,12 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Secret {
             command: SecretCommand::Import { place, name, admin },
         } => admin::secret_import(admin, &place, &name).await,
+        Command::Secret {
+            command: SecretCommand::List { admin },
+        } => admin::secret_list(admin).await,
+        Command::Secret {
+            command: SecretCommand::Rm { name, admin },
+        } => admin::secret_remove(admin, &name).await,
         Command::Keys {
             command: KeysCommand::Rotate { admin },
         } => admin::keys_rotate(admin).await,

@@ -270,7 +270,7 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
         body,
         keep_length,
         auth: &provider_config.auth,
-        token,
+        token: &token,
         redactor: broker.redactor(),
         on_echo: record.on_echo(broker.clone(), &classified_path, &event_id),
     };
