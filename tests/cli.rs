@@ -2570,3 +2570,108 @@ enabled = false
     assert!(!ok && stderr.contains("no stored secret `spare`"), "{stderr}");
     t.stop().await;
 }
+
+/// `init` writes a configuration that `config check` passes and `serve`
+/// serves, with an agent that can be launched; it never overwrites.
+#[tokio::test(flavor = "multi_thread")]
+async fn init_writes_a_starter_that_serves_and_launches() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    let init = || {
+        Command::new(BIN)
+            .args(["init", "--provider", "railway", "--provider", "github", "--config"])
+            .arg(&config)
+            .env_remove("VALETKEY_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = init();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for step in [
+        "valetkey serve --config",
+        "valetkey secret set railway-staging",
+        "valetkey agent add claude",
+        "valetkey run --env staging",
+    ] {
+        assert!(said.contains(step), "the next steps name `{step}`: {said}");
+    }
+    let written = std::fs::read_to_string(&config).unwrap();
+    let again = init();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        written,
+        "the file was changed"
+    );
+
+    let check = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let checked = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && checked.contains("0 error(s), 0 warning(s)"),
+        "{checked}"
+    );
+
+    let served = serve(dir.path(), &config, &[]);
+    let key = common::add_agent_with_cli(&served.url, &dir.path().join("data"), "claude");
+    let admin_key = dir.path().join("data/admin.key");
+    let mut set = common::admin_cli(&served.url, &admin_key);
+    set.args(["secret", "set", "railway-staging"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"rw-starter-token-41d2").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(work.path())
+        .args(["env", "--env", "staging", "--format", "json"])
+        .env("VALETKEY_URL", &served.url)
+        .env("VALETKEY_AGENT_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vars: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        vars.contains_key("RAILWAY_API_TOKEN") && vars.contains_key("GH_TOKEN"),
+        "{vars:?}"
+    );
+    let (_, status) = token_status(&served.url, &admin_key, "railway", "staging");
+    assert!(
+        status["problem"].is_null(),
+        "the stored token is in use at once: {status}"
+    );
+    served.stop();
+}
+
+#[test]
+fn completions_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN).args(["completions", shell]).output().unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        for command in ["serve", "init", "secret", "run", "key-file"] {
+            assert!(script.contains(command), "{shell} completes `{command}`");
+        }
+    }
+    // bash itself completes with it.
+    let script = String::from_utf8(Command::new(BIN).args(["completions", "bash"]).output().unwrap().stdout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("valetkey.bash"), script).unwrap();
+    let out = Command::new("bash")
+        .current_dir(dir.path())
+        .args([
+            "-c",
+            "source valetkey.bash; COMP_WORDS=(valetkey sec); COMP_CWORD=1; COMP_LINE='valetkey sec'; COMP_POINT=12; \
+             _valetkey valetkey sec valetkey; echo \"${COMPREPLY[@]}\"",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "secret");
+}

@@ -124,6 +124,26 @@ pub struct MintArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write a starter configuration for the providers you name, with a
+    /// staging and a protected production environment and a first agent;
+    /// prints what to do next. Never overwrites a file.
+    Init {
+        /// Where to write it.
+        #[arg(long, short, env = "VALETKEY_CONFIG", default_value = "valetkey.toml")]
+        config: PathBuf,
+        /// A provider the agent works with (repeatable).
+        #[arg(long = "provider", value_enum, required = true)]
+        providers: Vec<crate::config::StarterProvider>,
+        /// The first agent's name.
+        #[arg(long, default_value = "claude")]
+        agent: String,
+    },
+    /// Print a completion script for your shell: `source <(valetkey
+    /// completions bash)`, or save it where your shell loads completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run the broker.
     Serve {
         #[command(flatten)]
@@ -634,6 +654,16 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => local::config_check(&config),
+        Command::Init {
+            config,
+            providers,
+            agent,
+        } => local::init(&config, &providers, &agent),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "valetkey", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Scan { paths, json } => local::scan(paths, json),
         Command::Admin { command } => match command {
             AdminCommand::Add { name, ttl, out, admin } => admin::admin_add(admin, &name, ttl, out).await,
