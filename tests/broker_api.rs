@@ -818,3 +818,22 @@ async fn slow_and_idle_sockets_are_closed_and_a_real_request_is_still_served() {
     }
     served.stop();
 }
+
+/// A test whose server or tool is missing fails, saying how to get it,
+/// unless VALETKEY_TEST_ALLOW_SKIP names it; then it says loudly it skipped.
+#[test]
+fn a_missing_server_fails_unless_its_skip_is_named() {
+    use common::outside::{Decision, decide};
+    assert_eq!(decide("t", "postgres", None, None), Decision::Run);
+    let Decision::Fail(message) = decide("t", "postgres", Some("not set"), Some("chromium")) else {
+        panic!("a skip of another thing allowed this one");
+    };
+    assert!(
+        message.contains("scripts/test") && message.contains("VALETKEY_TEST_ALLOW_SKIP=postgres"),
+        "{message}"
+    );
+    let Decision::Skip(line) = decide("t", "postgres", Some("not set"), Some("chromium, postgres")) else {
+        panic!("named, yet not skipped");
+    };
+    assert!(line.contains("SKIPPED t") && line.contains("did NOT test"), "{line}");
+}
