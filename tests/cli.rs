@@ -2675,3 +2675,25 @@ fn completions_name_every_command() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "secret");
 }
+
+/// A reader that stops early (`| head`) ends the command quietly, as it
+/// ends any Unix tool, not with a panic on the failed write.
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let mut child = Command::new(BIN)
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The script is larger than a pipe holds: the rest is written to a pipe
+    // nobody reads any more.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(first.starts_with("_valetkey()"), "{first}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

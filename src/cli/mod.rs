@@ -630,7 +630,19 @@ pub fn main() -> Result<ExitCode, CliError> {
         Command::IsolatedExec { lifeline, command } => return Ok(run::isolated_exec(*lifeline, command)),
         Command::IsolatedInit { lifeline, command } => return Ok(run::isolated_init(*lifeline, command)),
         Command::Run { mint, .. } => run::without_key_in_environment(mint)?,
-        _ => {}
+        // The broker and `run` (which forwards signals to its agent) keep
+        // Rust's ignored SIGPIPE; serve's sockets report a closed peer as
+        // an error. Every other command prints for a reader who may stop
+        // reading (`| head`): it ends quietly then, as Unix tools do,
+        // instead of panicking on the failed write.
+        Command::Serve { .. } => {}
+        _ => {
+            // SAFETY: single-threaded still (the runtime starts below), and
+            // SIG_DFL installs no handler of ours.
+            let _ = unsafe {
+                nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
+            };
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
