@@ -46,7 +46,7 @@ pub enum ClientError {
          credential), or print its variables with `valetkey env --env ENV --key-file KEY`"
     )]
     NoCredential,
-    #[error("cannot read the key file {path}: {source}")]
+    #[error("cannot read the key file {path}: {source}{}", key_file_help(source))]
     KeyFile { path: String, source: std::io::Error },
     #[error(
         "no admin key: pass --admin-key-file (or set VALETKEY_ADMIN_KEY_FILE), or keep yours in {default}; \
@@ -59,6 +59,17 @@ pub enum ClientError {
     NotAKey { path: String, what: &'static str },
     #[error("cannot read the broker's CA certificate {path} (--ca-file, VALETKEY_CA_FILE): {reason}")]
     CaFile { path: String, reason: String },
+}
+
+/// Where a key file that is not there comes from.
+fn key_file_help(source: &std::io::Error) -> &'static str {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => {
+            "\n  check the path; `valetkey agent add NAME` prints an agent's launcher key once, and `valetkey admin \
+             add NAME --out FILE` writes an admin's key"
+        }
+        _ => "",
+    }
 }
 
 /// A refusal as its reader should see it: an operator gets what happened
