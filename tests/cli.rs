@@ -2216,7 +2216,7 @@ fn every_error_for_a_missing_file_says_it_once_with_the_next_step() {
                 format!("{m}/admin.key"),
             ],
             vec![],
-            &["key file"],
+            &["key file", "valetkey admin add NAME --out FILE"],
         ),
         (
             vec![
@@ -2227,7 +2227,7 @@ fn every_error_for_a_missing_file_says_it_once_with_the_next_step() {
                 format!("{m}/claude.key"),
             ],
             vec![],
-            &["key file"],
+            &["key file", "valetkey agent add NAME"],
         ),
         (
             vec!["whoami".into(), "--ca-file".into(), format!("{m}/ca.pem")],
