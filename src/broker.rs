@@ -338,16 +338,20 @@ impl Broker {
         self.real().status()
     }
 
-    /// The real tokens as they are now.
+    /// The real tokens as they are now: the proxy takes one snapshot per
+    /// request, for the token it sends and the redactor of the answer.
+    pub(crate) fn real_tokens(&self) -> Arc<RealTokens> {
+        self.real()
+    }
+
     fn real(&self) -> Arc<RealTokens> {
         self.real.read().expect("real tokens lock").clone()
     }
 
-    /// The real token for (provider, env). Only the proxy's forwarding step
-    /// reads it, to put it in the upstream request.
-    pub(crate) fn upstream_token(&self, provider: &str, env: &str) -> Option<SecretString> {
-        let real = self.real();
-        real.token(provider, env).map(|t| SecretString::from(t.expose_secret()))
+    /// Whether there is a real token for (provider, env); the proxy's
+    /// forwarding step reads it from `real_tokens`.
+    pub(crate) fn has_upstream_token(&self, provider: &str, env: &str) -> bool {
+        self.real().token(provider, env).is_some()
     }
 
     pub fn rules(&self) -> &Rules {

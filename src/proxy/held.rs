@@ -120,7 +120,7 @@ pub(super) async fn settle(
     now: SystemTime,
 ) -> Result<Settled, ProxyError> {
     // Approved, it could not be sent: nothing to hold, nothing to spend.
-    if broker.upstream_token(provider, &claims.env).is_none() {
+    if !broker.has_upstream_token(provider, &claims.env) {
         return Ok(Settled::Unavailable(format!(
             "the broker holds no token for provider `{provider}` in `{}` to send it with",
             claims.env
