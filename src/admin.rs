@@ -41,6 +41,16 @@ pub enum AdminError {
     MasterKeyInEnvironment,
     #[error("the secret is empty: pass the token on standard input")]
     EmptySecret,
+    #[error("there is no stored secret `{name}`; `valetkey secret list` shows those there are")]
+    UnknownSecret { name: String },
+    /// Removing it would leave these without a token mid-run; replacing it
+    /// is `secret set`, which takes effect at once.
+    #[error(
+        "stored secret `{name}` is the real token of {}: remove it from their `tokens` in the configuration \
+         (and restart) first, or replace its value with `valetkey secret set {name}`",
+        users.join(", ")
+    )]
+    SecretInUse { name: String, users: Vec<String> },
     #[error("the system's random number generator failed")]
     Random,
     #[error(transparent)]
@@ -225,6 +235,23 @@ pub async fn set_secret(
         store,
         actor,
         EventKind::SecretSet,
+        None,
+        serde_json::json!({ "name": name }),
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes a stored secret no provider uses.
+pub async fn remove_secret(store: &dyn Store, name: &str, actor: &Actor, now: SystemTime) -> Result<(), AdminError> {
+    if !store.delete_secret(name).await? {
+        return Err(AdminError::UnknownSecret { name: name.to_owned() });
+    }
+    audit_event(
+        store,
+        actor,
+        EventKind::SecretRemoved,
         None,
         serde_json::json!({ "name": name }),
         now,

@@ -26,7 +26,7 @@ use crate::introspect::{Outcome, TokenReach};
 use crate::policy::{self, MintPlan, MintRefusal, MintRequest, Rules, Tier};
 use crate::providers::postgres::{Login, RolePlan, role_comment};
 use crate::providers::{Classifier, ProviderKind};
-use crate::secrets::{EnvLookup, ExposeSecret, MasterKey, SecretString, resolve};
+use crate::secrets::{EnvLookup, ExposeSecret, MasterKey, RealTokens, SecretString};
 use crate::store::{AdminKeyRecord, AgentRecord, DatabaseRole, Lease, Revocation, RevokeTarget, Store, StoreError};
 use crate::time::{unix_ms, unix_secs};
 
@@ -84,7 +84,7 @@ pub struct RefusedCredential {
 pub enum MintError {
     #[error("{refusal}")]
     Refused { refusal: MintRefusal, event_id: String },
-    #[error("this launcher key belongs to agent `{holder}`, not to `{asked}`")]
+    #[error("{}", agent_mismatch(holder, asked))]
     AgentMismatch {
         holder: String,
         asked: String,
@@ -102,6 +102,23 @@ pub enum MintError {
     Store(#[from] StoreError),
 }
 
+/// A launcher asked for another agent than its key's: a typo of the key's
+/// own name is told so; another name means another agent's key is needed.
+fn agent_mismatch(holder: &str, asked: &str) -> String {
+    let typo = strsim::damerau_levenshtein(holder, asked) <= 2.max(holder.len() / 3);
+    if typo {
+        format!(
+            "this launcher key is agent `{holder}`'s, not `{asked}`'s: did you mean `{holder}`? Pass --agent \
+             {holder}, or leave --agent out (the key names its agent)"
+        )
+    } else {
+        format!(
+            "this launcher key is agent `{holder}`'s, not `{asked}`'s: to launch `{asked}`, use its own launcher \
+             key (`valetkey agent add {asked}` issues one); to launch `{holder}`, leave --agent out"
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("the operation rules of provider `{provider}` do not compile: {message}")]
@@ -116,14 +133,22 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
-/// Whether each real token could be read at start, per provider and environment.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TokenStatus {
+pub use crate::secrets::TokenStatus;
+
+/// A provider's environment whose real token is a stored secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretUser {
     pub provider: String,
     pub env: String,
-    pub source: String,
-    /// `None` when loaded; otherwise why not.
-    pub problem: Option<String>,
+    /// A postgres provider's admin URL: its pools were made at start, so a
+    /// new value is used from the next start.
+    pub database: bool,
+}
+
+impl std::fmt::Display for SecretUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in {}", self.provider, self.env)
+    }
 }
 
 /// A fresh credential and everything the agent needs to use it.
@@ -191,9 +216,9 @@ pub struct Broker {
     verified: VerifiedCache,
     revoked: RevocationSet,
     revocation_cursor: AtomicI64,
-    /// Real tokens, by (provider, environment).
-    tokens: BTreeMap<(String, String), SecretString>,
-    token_status: Vec<TokenStatus>,
+    /// The real tokens, their fingerprints and their redactor; replaced
+    /// whole when a stored secret changes.
+    real: RwLock<Arc<RealTokens>>,
     /// Each proxied provider's compiled rules.
     classifiers: BTreeMap<String, Classifier>,
     /// The one pooled client every upstream request goes through.
@@ -207,11 +232,6 @@ pub struct Broker {
     write_probe: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
     /// The servers of postgres providers, whose tokens are admin URLs.
     databases: Databases,
-    /// Keyed fingerprints of every real token, to recognise one that leaked
-    /// to an agent whatever its format.
-    real_fingerprints: std::collections::HashSet<String>,
-    /// Overwrites every real token in upstream answers.
-    redactor: Arc<crate::proxy::redact::Redactor>,
     /// Refusals before authentication that a client may cause to be recorded.
     unauthenticated: crate::ratelimit::PeerLimiter,
     /// Refusals before authentication, recorded or not.
@@ -244,45 +264,17 @@ impl Broker {
         now: SystemTime,
     ) -> Result<Broker, StartError> {
         admin::ensure_signing_key(store.as_ref(), &master, now).await?;
-        let mut tokens = BTreeMap::new();
-        let mut admin_urls = BTreeMap::new();
-        let mut token_status = Vec::new();
-        let mut real_fingerprints = std::collections::HashSet::new();
-        let mut real_tokens: Vec<(SecretString, String)> = Vec::new();
-        for (provider, p) in &config.providers {
-            for (env_name, source) in &p.get_ref().tokens {
-                let key = (provider.clone(), env_name.get_ref().clone());
-                let resolved = resolve(source.get_ref(), store.as_ref(), &master, env).await;
-                if let Ok(token) = &resolved {
-                    let fingerprint = master.fingerprint(token.expose_secret());
-                    real_fingerprints.insert(fingerprint.clone());
-                    real_tokens.push((SecretString::from(token.expose_secret()), fingerprint));
-                }
-                let problem = match resolved {
-                    Ok(token) if p.get_ref().kind == ProviderKind::Postgres => {
-                        admin_urls.insert(key, (token, p.get_ref().database(env_name.get_ref())));
-                        None
-                    }
-                    Ok(token) => {
-                        tokens.insert(key, token);
-                        None
-                    }
-                    Err(e) => Some(e.to_string()),
-                };
-                token_status.push(TokenStatus {
-                    provider: provider.clone(),
-                    env: env_name.get_ref().clone(),
-                    source: source.get_ref().to_string(),
-                    problem,
-                });
-            }
-        }
+        let mut real = RealTokens::read(&config, store.as_ref(), &master, env, &master).await;
+        let admin_urls = real
+            .database_urls()
+            .into_iter()
+            .filter_map(|((provider, env_name), url)| {
+                let settings = config.providers.get(&provider)?.get_ref().database(&env_name);
+                Some(((provider, env_name), (url, settings)))
+            })
+            .collect();
         let (databases, unusable) = Databases::open(admin_urls);
-        for status in &mut token_status {
-            if let Some(why) = unusable.get(&(status.provider.clone(), status.env.clone())) {
-                status.problem = Some(why.clone());
-            }
-        }
+        real.mark_unusable(&unusable);
         let mut classifiers = BTreeMap::new();
         for (name, p) in &config.providers {
             let p = p.get_ref();
@@ -297,10 +289,6 @@ impl Broker {
         }
         let upstream = upstream_client(&config.proxy).map_err(StartError::Client)?;
         let alerts = Alerter::start(&config.alerts, upstream.clone());
-        let redactor = Arc::new(crate::proxy::redact::Redactor::new(
-            real_tokens.iter().map(|(t, f)| (t.expose_secret(), f.clone())),
-        ));
-        drop(real_tokens);
         let unauthenticated =
             crate::ratelimit::PeerLimiter::new(config.server.unauthenticated_rate, config.server.unauthenticated_burst);
         let master = Arc::new(master);
@@ -317,8 +305,7 @@ impl Broker {
             verified: VerifiedCache::new(VERIFIED_CACHE_CAPACITY),
             revoked: RevocationSet::default(),
             revocation_cursor: AtomicI64::new(0),
-            tokens,
-            token_status,
+            real: RwLock::new(Arc::new(real)),
             classifiers,
             upstream,
             alerts,
@@ -326,8 +313,6 @@ impl Broker {
             database_findings: RwLock::new(Vec::new()),
             write_probe: tokio::sync::Mutex::new(None),
             databases,
-            real_fingerprints,
-            redactor,
             unauthenticated,
             refused_unauthenticated: std::sync::atomic::AtomicU64::new(0),
             reaping: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -362,14 +347,24 @@ impl Broker {
             .any(|p| p.get_ref().kind == ProviderKind::Postgres)
     }
 
-    pub fn token_status(&self) -> &[TokenStatus] {
-        &self.token_status
+    pub fn token_status(&self) -> Vec<TokenStatus> {
+        self.real().status()
     }
 
-    /// The real token for (provider, env). Only the proxy's forwarding step
-    /// reads it, to put it in the upstream request.
-    pub(crate) fn upstream_token(&self, provider: &str, env: &str) -> Option<&SecretString> {
-        self.tokens.get(&(provider.to_owned(), env.to_owned()))
+    /// The real tokens as they are now: the proxy takes one snapshot per
+    /// request, for the token it sends and the redactor of the answer.
+    pub(crate) fn real_tokens(&self) -> Arc<RealTokens> {
+        self.real()
+    }
+
+    fn real(&self) -> Arc<RealTokens> {
+        self.real.read().expect("real tokens lock").clone()
+    }
+
+    /// Whether there is a real token for (provider, env); the proxy's
+    /// forwarding step reads it from `real_tokens`.
+    pub(crate) fn has_upstream_token(&self, provider: &str, env: &str) -> bool {
+        self.real().token(provider, env).is_some()
     }
 
     pub fn rules(&self) -> &Rules {
@@ -388,7 +383,7 @@ impl Broker {
 
     /// What overwrites the real tokens in upstream answers.
     pub fn redactor(&self) -> Arc<crate::proxy::redact::Redactor> {
-        self.redactor.clone()
+        self.real().redactor()
     }
 
     pub fn upstream_client(&self) -> &reqwest::Client {
@@ -446,7 +441,7 @@ impl Broker {
         let fingerprint = self.fingerprinter.fingerprint(token);
         let looks_like = match credentials::foreign_token_format(token) {
             Some(format) => format,
-            None if self.real_fingerprints.contains(&fingerprint) => "one of the broker's own real tokens",
+            None if self.real().is_real(&fingerprint) => "one of the broker's own real tokens",
             None => {
                 return AuthError::Credential(VerifyError::Malformed {
                     why: "it is neither a valetkey credential nor a token of a known format",
@@ -697,7 +692,7 @@ impl Broker {
                 .record_refusal(
                     agent,
                     request,
-                    "credential_mismatch",
+                    "agent_mismatch",
                     &format!("asked for agent `{asked}`"),
                     now,
                 )
@@ -1219,10 +1214,10 @@ impl Broker {
         let ready = store.is_ok() && active_kid.is_some();
         Readiness {
             ready,
-            degraded: ready && self.token_status.iter().any(|t| t.problem.is_some()),
+            degraded: ready && self.token_status().iter().any(|t| t.problem.is_some()),
             store,
             active_kid,
-            provider_tokens: self.token_status.clone(),
+            provider_tokens: self.token_status(),
             token_reach: self.reach.read().expect("reach lock").clone(),
             database_findings: self.database_findings.read().expect("findings lock").clone(),
             alerts_dropped: self.alerts.dropped(),
@@ -1245,17 +1240,74 @@ impl Broker {
         admin::verify_audit(self.store.as_ref(), &self.master()).await
     }
 
-    /// Stores a real token sealed under the master key; it is used from the
-    /// next start.
+    /// Stores a real token sealed under the master key and uses it at once:
+    /// from the next request the proxy sends it, and the redactor and the
+    /// leak check know it. Returns who uses it.
     pub async fn set_secret(
         &self,
         name: &str,
         value: &SecretString,
         actor: &Actor,
         now: SystemTime,
-    ) -> Result<(), AdminError> {
+    ) -> Result<Vec<SecretUser>, AdminError> {
+        // Held through the re-read too, so that of two sets the later one's
+        // value is the one in use.
         let _sealing = self.sealing.lock().await;
-        admin::set_secret(self.store.as_ref(), &self.master(), name, value, actor, now).await
+        admin::set_secret(self.store.as_ref(), &self.master(), name, value, actor, now).await?;
+        self.reread_stored().await;
+        Ok(self.secret_users(name))
+    }
+
+    /// Removes a stored secret, refused while a provider's token is it:
+    /// that provider would be left without one in the middle of its
+    /// agents' work, which an operator replacing a token (`secret set`)
+    /// does not expect.
+    pub async fn remove_secret(&self, name: &str, actor: &Actor, now: SystemTime) -> Result<(), AdminError> {
+        let users = self.secret_users(name);
+        if !users.is_empty() {
+            return Err(AdminError::SecretInUse {
+                name: name.to_owned(),
+                users: users.iter().map(SecretUser::to_string).collect(),
+            });
+        }
+        let _sealing = self.sealing.lock().await;
+        admin::remove_secret(self.store.as_ref(), name, actor, now).await?;
+        self.reread_stored().await;
+        Ok(())
+    }
+
+    /// Every stored secret: its name, when it was last set (unix seconds)
+    /// and who uses it; never its value.
+    pub async fn list_secrets(&self) -> Result<Vec<(String, i64, Vec<SecretUser>)>, StoreError> {
+        let ages = self.store.secret_ages().await?;
+        Ok(ages
+            .into_iter()
+            .map(|(name, set_at)| {
+                let users = self.secret_users(&name);
+                (name, set_at, users)
+            })
+            .collect())
+    }
+
+    fn secret_users(&self, name: &str) -> Vec<SecretUser> {
+        self.real()
+            .users_of(name)
+            .into_iter()
+            .map(|(provider, env, database)| SecretUser {
+                provider,
+                env,
+                database,
+            })
+            .collect()
+    }
+
+    /// Reads the stored secrets again and swaps in the tokens they make.
+    async fn reread_stored(&self) {
+        let next = self
+            .real()
+            .reread_stored(self.store.as_ref(), &self.master(), &self.fingerprinter)
+            .await;
+        *self.real.write().expect("real tokens lock") = Arc::new(next);
     }
 
     /// The key the store is sealed under now.
@@ -1329,7 +1381,8 @@ impl Broker {
     /// reaches beyond its environment is logged, recorded and alerted.
     pub async fn introspect(&self, now: SystemTime) -> Result<Vec<TokenReach>, StoreError> {
         let mut results = Vec::new();
-        for ((provider, env), token) in &self.tokens {
+        let real = self.real();
+        for ((provider, env), token) in real.proxied() {
             let Some(config) = self.config.providers.get(provider).map(|p| p.get_ref()) else {
                 continue;
             };

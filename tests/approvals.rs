@@ -595,6 +595,13 @@ async fn an_approver_signs_in_with_a_passkey_and_approves_in_the_console() {
 
     let port = f.broker.url.rsplit(':').next().unwrap().to_owned();
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/.venv/bin/python");
+    let missing = common::outside::file_missing(std::path::Path::new("/usr/bin/chromium")).or_else(|| {
+        common::outside::file_missing(&venv).map(|why| format!("{why} (scripts/test installs Playwright there)"))
+    });
+    if !common::outside::present("chromium", missing) {
+        return;
+    }
     let out = python("tests/console/approve.py")
         .env("CONSOLE", format!("http://localhost:{port}/console"))
         .env("APPROVER", "alice")

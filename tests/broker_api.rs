@@ -134,6 +134,13 @@ async fn destructive_scopes_are_stripped_and_explained() {
         .await;
     assert_eq!((status, refused["type"].as_str()), (403, Some("nothing_grantable")));
     assert!(refused["event_id"].is_string());
+    // It names what was asked and why each was stripped.
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("asked for (volume:delete)")
+            && detail.contains("`volume:delete` (destructive scopes are never"),
+        "{detail}"
+    );
     let after = t.row_counts().await;
     assert_eq!(
         after.iter().find(|(t, _)| *t == "leases"),
@@ -218,7 +225,20 @@ async fn protected_environments_need_an_explicit_grant() {
 
     // A launcher key cannot be used to launch another agent.
     let (status, refused) = t.mint(&oncall, json!({ "agent": "claude", "env": "production" })).await;
-    assert_eq!((status, refused["type"].as_str()), (403, Some("credential_mismatch")));
+    assert_eq!((status, refused["type"].as_str()), (403, Some("agent_mismatch")));
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("agent `oncall`'s") && detail.contains("use its own launcher key"),
+        "{detail}"
+    );
+    // A typo of the key's own agent is told the right name.
+    let (status, refused) = t.mint(&oncall, json!({ "agent": "oncal", "env": "production" })).await;
+    assert_eq!((status, refused["type"].as_str()), (403, Some("agent_mismatch")));
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("did you mean `oncall`?") && detail.contains("leave --agent out"),
+        "{detail}"
+    );
     t.stop().await;
 }
 
@@ -797,4 +817,23 @@ async fn slow_and_idle_sockets_are_closed_and_a_real_request_is_still_served() {
         std::thread::sleep(Duration::from_millis(100));
     }
     served.stop();
+}
+
+/// A test whose server or tool is missing fails, saying how to get it,
+/// unless VALETKEY_TEST_ALLOW_SKIP names it; then it says loudly it skipped.
+#[test]
+fn a_missing_server_fails_unless_its_skip_is_named() {
+    use common::outside::{Decision, decide};
+    assert_eq!(decide("t", "postgres", None, None), Decision::Run);
+    let Decision::Fail(message) = decide("t", "postgres", Some("not set"), Some("chromium")) else {
+        panic!("a skip of another thing allowed this one");
+    };
+    assert!(
+        message.contains("scripts/test") && message.contains("VALETKEY_TEST_ALLOW_SKIP=postgres"),
+        "{message}"
+    );
+    let Decision::Skip(line) = decide("t", "postgres", Some("not set"), Some("chromium, postgres")) else {
+        panic!("named, yet not skipped");
+    };
+    assert!(line.contains("SKIPPED t") && line.contains("did NOT test"), "{line}");
 }

@@ -2429,3 +2429,531 @@ async fn a_session_ends_at_its_longest_length_whatever_the_heartbeat() {
     assert_eq!(t.whoami(&credential).await.1["type"], "credential_expired");
     t.stop().await;
 }
+/// Every error the CLI can print for a file that is not there: each says
+/// what is missing once (no cause repeated down its chain) and what to do.
+#[test]
+fn every_error_for_a_missing_file_says_it_once_with_the_next_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let m = missing.to_str().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    std::fs::write(
+        &config,
+        format!("[keys]\nmaster_key_file = \"{m}/master.key\"\n[environments.staging]\n"),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let missing_config = format!("{m}/v.toml");
+    // The arguments, the variables, and the words of the next step.
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["serve".into(), "--config".into(), format!("{m}/valetkey.toml")],
+            vec![],
+            &["--config", "VALETKEY_CONFIG", "valetkey init", "config/valetkey.toml"],
+        ),
+        (
+            vec!["config".into(), "check".into()],
+            vec![("VALETKEY_CONFIG", missing_config.as_str())],
+            &["--config", "VALETKEY_CONFIG", "valetkey init"],
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--config".into(),
+                c.into(),
+                "--data-dir".into(),
+                m.into(),
+            ],
+            vec![],
+            &["master"],
+        ),
+        (
+            vec![
+                "agent".into(),
+                "list".into(),
+                "--admin-key-file".into(),
+                format!("{m}/admin.key"),
+            ],
+            vec![],
+            &["key file", "valetkey admin add NAME --out FILE"],
+        ),
+        (
+            vec![
+                "env".into(),
+                "--env".into(),
+                "staging".into(),
+                "--key-file".into(),
+                format!("{m}/claude.key"),
+            ],
+            vec![],
+            &["key file", "valetkey agent add NAME"],
+        ),
+        (
+            vec!["whoami".into(), "--ca-file".into(), format!("{m}/ca.pem")],
+            vec![("VALETKEY_CREDENTIAL", "vk1.x")],
+            &["--ca-file"],
+        ),
+        (
+            vec![
+                "audit".into(),
+                "verify".into(),
+                "--db".into(),
+                format!("{m}/v.db"),
+                "--jwks".into(),
+                format!("{m}/k.json"),
+            ],
+            vec![],
+            &[],
+        ),
+        (vec!["scan".into(), format!("{m}/src")], vec![], &[]),
+    ];
+    for (args, env, next_step) in cases {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env_remove("VALETKEY_CONFIG")
+            .env_remove("VALETKEY_MASTER_KEY")
+            .env("VALETKEY_URL", "http://127.0.0.1:9")
+            .envs(env)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+        assert!(
+            stderr.matches("No such file or directory").count() <= 1,
+            "{args:?} says the cause once: {stderr}"
+        );
+        assert!(stderr.contains(m), "{args:?} names the file: {stderr}");
+        for words in next_step {
+            assert!(stderr.contains(words), "{args:?} says `{words}`: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn an_unreachable_broker_says_to_start_it_or_check_the_url() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(BIN)
+        .args(["env", "--env", "staging"])
+        .env("VALETKEY_AGENT_KEY", "vkl_x")
+        .env("VALETKEY_URL", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Connection refused"),
+        "the cause, not reqwest's wrapper: {stderr}"
+    );
+    assert!(!stderr.contains("error sending request"), "{stderr}");
+    assert!(
+        stderr.contains("`valetkey serve`") && stderr.contains("VALETKEY_URL"),
+        "the next step: {stderr}"
+    );
+}
+
+#[test]
+fn an_agents_command_outside_a_session_says_how_to_get_one() {
+    for args in [
+        &["check", "--provider", "railway", "--method", "GET", "--path", "/"][..],
+        &["whoami"],
+        &["approval", "wait", "0190b5a4-7a53-7000-8000-000000000000"],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .env_remove("VALETKEY_CREDENTIAL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("VALETKEY_CREDENTIAL is not set") && stderr.contains("`valetkey run --env ENV"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn runs_usage_shows_only_what_is_required() {
+    let out = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
+    assert_eq!(usage, "Usage: valetkey run [OPTIONS] --env <ENV> -- <COMMAND>...");
+    // `--ttl` takes what its help says it takes.
+    assert!(help.contains("seconds (900) or a duration (15m, 1h30m)"), "{help}");
+    let refused = Command::new(BIN)
+        .args(["run", "--env", "staging", "--ttl", "soon", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("write seconds (900) or a duration (15m, 1h30m)"),
+        "{stderr}"
+    );
+}
+
+/// `run` and `env` speak to whoever launches the agent: the refusal's
+/// detail and what ops can do, never the guidance written for the agent;
+/// an agent's own commands get that guidance.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_speak_to_their_reader() {
+    let t = TestBroker::start().await;
+    let key = t.add_agent("claude").await;
+    let out = output(run_sh(&t, &key, "production", "echo launched")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty(), "the command ran anyway");
+    assert!(stderr.contains("environment `production` is protected"), "{stderr}");
+    assert!(
+        stderr.contains("[agents.NAME] grants"),
+        "the operator's next step: {stderr}"
+    );
+    assert!(
+        !stderr.contains("Do not try another environment"),
+        "the agent's guidance: {stderr}"
+    );
+
+    // A typo of the agent's name is told the right one, not a credential problem.
+    let mut cmd = valetkey(&t, &key);
+    cmd.args(["env", "--agent", "claud", "--env", "staging"]);
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("(agent_mismatch)") && stderr.contains("did you mean `claude`?"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("credential_mismatch"), "{stderr}");
+
+    // Without --agent the key names it; what is stripped and a lifetime cut
+    // short are said in words.
+    let mut cmd = valetkey(&t, &key);
+    cmd.args([
+        "env",
+        "--env",
+        "staging",
+        "--provider",
+        "railway",
+        "--scope",
+        "read",
+        "--scope",
+        "volume:delete",
+        "--ttl",
+        "2h",
+    ]);
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not granted: railway scope `volume:delete`: destructive scopes are never placed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the credential lives 30m, not the 2h asked for") && stderr.contains("grant for `railway`"),
+        "{stderr}"
+    );
+    // Seconds, as the help says.
+    let mut cmd = valetkey(&t, &key);
+    cmd.args(["env", "--env", "staging", "--ttl", "600", "--format", "json"]);
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vars: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+    let claims = common::claims(&vars["VALETKEY_CREDENTIAL"]);
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 600);
+
+    // Nothing grantable names what was asked and why each was stripped.
+    let mut cmd = valetkey(&t, &key);
+    cmd.args(["env", "--env", "staging", "--scope", "volume:delete"]);
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("(nothing_grantable)")
+            && stderr.contains("asked for (volume:delete)")
+            && stderr.contains("destructive scopes are never placed"),
+        "{stderr}"
+    );
+
+    // An agent's own command: the guidance is for it.
+    let mut cmd = valetkey(&t, "");
+    cmd.env("VALETKEY_CREDENTIAL", "vk1.not-a-credential").arg("whoami");
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("(credential_malformed)") && stderr.contains("Stop"),
+        "{stderr}"
+    );
+
+    // `audit tail` says every time one way.
+    let out = output({
+        let mut cmd = common::admin_cli(&t.url, &t.data_dir().join("admin.key"));
+        cmd.args(["audit", "tail", "-n", "50"]);
+        cmd
+    })
+    .await;
+    let tail = String::from_utf8_lossy(&out.stdout);
+    assert!(tail.contains("\"expires_at\":\"20"), "{tail}");
+    assert!(!tail.contains("\"expires_at\":1"), "{tail}");
+    t.stop().await;
+}
+
+#[test]
+fn serve_logs_to_a_file_without_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    std::fs::write(&config, common::CONFIG).unwrap();
+    let served = serve(dir.path(), &config, &[]);
+    served.stop();
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains("\x1b["), "colour codes in a log file: {log}");
+}
+
+/// `secret set` takes effect in the running broker at once: the proxy
+/// sends the new token from the next request, and the redactor knows it
+/// (an upstream that echoes it does not hand it to the agent). `secret
+/// list` shows names, ages and users, never a value; `secret rm` refuses
+/// a secret a provider uses.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_set_listed_and_removed_in_the_running_broker() {
+    const OLD: &str = "api-token-old-5f0c2a9d71";
+    const NEW: &str = "api-token-new-b83e6d1f40";
+    let api = common::upstream::StandIn::http(&[OLD, NEW]).await;
+    let config = format!(
+        r#"
+[environments.staging]
+[providers.api]
+kind = "http"
+upstream = "{}/base"
+tokens = {{ staging = {{ stored = "api-staging" }} }}
+operations = [{{ method = "GET", path = "/v1/reflect/{{id}}", scope = "read", resources = [{{ kind = "item", id = "{{id}}" }}] }}]
+[[resources]]
+provider = "api"
+kind = "item"
+id = "7"
+environments = ["staging"]
+[agents.claude]
+grants = [{{ provider = "api", environments = ["staging"], scopes = ["read"] }}]
+[introspection]
+enabled = false
+"#,
+        api.url
+    );
+    let t = TestBroker::start_with(&config, BTreeMap::new()).await;
+    let key_file = t.data_dir().join("admin.key");
+    let cli = |args: &[&str], stdin: &str| {
+        let mut cmd = common::admin_cli(&t.url, &key_file);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let key = t.add_agent("claude").await;
+    let (_, minted) = t.mint(&key, serde_json::json!({ "env": "staging" })).await;
+    let credential = minted["credential"].as_str().unwrap().to_owned();
+    let reflect = || async {
+        let answer = t
+            .http
+            .get(format!("{}/p/api/v1/reflect/7", t.url))
+            .bearer_auth(&credential)
+            .send()
+            .await
+            .unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    };
+    // No token yet: refused, nothing sent.
+    let (status, _) = reflect().await;
+    assert_eq!(status, 503);
+    assert_eq!(api.count(), 0);
+
+    for (token, _) in [(OLD, "first"), (NEW, "replaced")] {
+        let (ok, _, stderr) = tokio::task::block_in_place(|| cli(&["secret", "set", "api-staging"], token));
+        assert!(ok, "{stderr}");
+        assert!(stderr.contains("in use by api in staging from now"), "{stderr}");
+        let (status, answer) = reflect().await;
+        assert_eq!(status, 200, "{answer}");
+        let sent = api
+            .received()
+            .last()
+            .unwrap()
+            .header("authorization")
+            .unwrap()
+            .to_owned();
+        assert_eq!(sent, format!("Bearer {token}"), "the broker sent the token just set");
+        assert!(!answer.contains(token), "the echoed token reached the agent");
+    }
+    // The new token is one of the broker's own: presented as a credential,
+    // it is a leak, not junk.
+    let (status, refused) = t.whoami(NEW).await;
+    assert_eq!(
+        (status, refused["type"].as_str()),
+        (401, Some("raw_provider_token")),
+        "{refused}"
+    );
+
+    let (ok, listed, stderr) = tokio::task::block_in_place(|| cli(&["secret", "list"], ""));
+    assert!(ok, "{stderr}");
+    assert!(
+        listed.contains("api-staging") && listed.contains("api/staging"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(OLD) && !listed.contains(NEW) && !stderr.contains(NEW),
+        "{listed}"
+    );
+
+    let (ok, _, stderr) = tokio::task::block_in_place(|| cli(&["secret", "rm", "api-staging"], ""));
+    assert!(!ok);
+    assert!(
+        stderr.contains("(secret_in_use)")
+            && stderr.contains("api in staging")
+            && stderr.contains("secret set api-staging"),
+        "{stderr}"
+    );
+    let (status, _) = reflect().await;
+    assert_eq!(status, 200, "a refused removal changes nothing");
+
+    let (ok, _, stderr) = tokio::task::block_in_place(|| cli(&["secret", "set", "spare"], "spare-value-1234567"));
+    assert!(ok && stderr.contains("no provider uses it yet"), "{stderr}");
+    let (ok, _, stderr) = tokio::task::block_in_place(|| cli(&["secret", "rm", "spare"], ""));
+    assert!(ok, "{stderr}");
+    let (_, listed, _) = tokio::task::block_in_place(|| cli(&["secret", "list"], ""));
+    assert!(!listed.contains("spare"), "{listed}");
+    let (ok, _, stderr) = tokio::task::block_in_place(|| cli(&["secret", "rm", "spare"], ""));
+    assert!(!ok && stderr.contains("no stored secret `spare`"), "{stderr}");
+    t.stop().await;
+}
+
+/// `init` writes a configuration that `config check` passes and `serve`
+/// serves, with an agent that can be launched; it never overwrites.
+#[tokio::test(flavor = "multi_thread")]
+async fn init_writes_a_starter_that_serves_and_launches() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valetkey.toml");
+    let init = || {
+        Command::new(BIN)
+            .args(["init", "--provider", "railway", "--provider", "github", "--config"])
+            .arg(&config)
+            .env_remove("VALETKEY_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = init();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for step in [
+        "valetkey serve --config",
+        "valetkey secret set railway-staging",
+        "valetkey agent add claude",
+        "valetkey run --env staging",
+    ] {
+        assert!(said.contains(step), "the next steps name `{step}`: {said}");
+    }
+    let written = std::fs::read_to_string(&config).unwrap();
+    let again = init();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        written,
+        "the file was changed"
+    );
+
+    let check = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let checked = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && checked.contains("0 error(s), 0 warning(s)"),
+        "{checked}"
+    );
+
+    let served = serve(dir.path(), &config, &[]);
+    let key = common::add_agent_with_cli(&served.url, &dir.path().join("data"), "claude");
+    let admin_key = dir.path().join("data/admin.key");
+    let mut set = common::admin_cli(&served.url, &admin_key);
+    set.args(["secret", "set", "railway-staging"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"rw-starter-token-41d2").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(work.path())
+        .args(["env", "--env", "staging", "--format", "json"])
+        .env("VALETKEY_URL", &served.url)
+        .env("VALETKEY_AGENT_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vars: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        vars.contains_key("RAILWAY_API_TOKEN") && vars.contains_key("GH_TOKEN"),
+        "{vars:?}"
+    );
+    let (_, status) = token_status(&served.url, &admin_key, "railway", "staging");
+    assert!(
+        status["problem"].is_null(),
+        "the stored token is in use at once: {status}"
+    );
+    served.stop();
+}
+
+#[test]
+fn completions_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN).args(["completions", shell]).output().unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        for command in ["serve", "init", "secret", "run", "key-file"] {
+            assert!(script.contains(command), "{shell} completes `{command}`");
+        }
+    }
+    // bash itself completes with it.
+    let script = String::from_utf8(Command::new(BIN).args(["completions", "bash"]).output().unwrap().stdout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("valetkey.bash"), script).unwrap();
+    let out = Command::new("bash")
+        .current_dir(dir.path())
+        .args([
+            "-c",
+            "source valetkey.bash; COMP_WORDS=(valetkey sec); COMP_CWORD=1; COMP_LINE='valetkey sec'; COMP_POINT=12; \
+             _valetkey valetkey sec valetkey; echo \"${COMPREPLY[@]}\"",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "secret");
+}
+
+/// A reader that stops early (`| head`) ends the command quietly, as it
+/// ends any Unix tool, not with a panic on the failed write.
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    let mut child = Command::new(BIN)
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The script is larger than a pipe holds: the rest is written to a pipe
+    // nobody reads any more.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(first.starts_with("_valetkey()"), "{first}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

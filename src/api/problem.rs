@@ -309,7 +309,7 @@ impl From<MintError> for Problem {
                     MintRefusal::ProviderNotGranted { .. } => {
                         Problem::new(StatusCode::FORBIDDEN, kind, "Provider not granted", detail).guidance(NOT_ALLOWED)
                     }
-                    MintRefusal::NothingGrantable { stripped } => {
+                    MintRefusal::NothingGrantable { stripped, .. } => {
                         Problem::new(StatusCode::FORBIDDEN, kind, "Nothing left to grant", detail)
                             .guidance(NOT_ALLOWED)
                             .with("stripped", crate::api::handlers::stripped_view(stripped))
@@ -319,7 +319,7 @@ impl From<MintError> for Problem {
             }
             MintError::AgentMismatch { event_id, .. } => Problem::new(
                 StatusCode::FORBIDDEN,
-                "credential_mismatch",
+                "agent_mismatch",
                 "Launcher key of another agent",
                 detail,
             )
@@ -354,6 +354,12 @@ impl From<AdminError> for Problem {
             }
             AdminError::UnknownAgent { .. } => {
                 Problem::new(StatusCode::NOT_FOUND, "unknown_agent", "No such agent", detail)
+            }
+            AdminError::UnknownSecret { .. } => {
+                Problem::new(StatusCode::NOT_FOUND, "unknown_secret", "No such secret", detail)
+            }
+            AdminError::SecretInUse { .. } => {
+                Problem::new(StatusCode::CONFLICT, "secret_in_use", "Secret in use", detail)
             }
             AdminError::AdminExists { .. } => {
                 Problem::new(StatusCode::CONFLICT, "admin_exists", "Admin already has a key", detail)

@@ -47,6 +47,7 @@ pub enum EventKind {
     /// Every sealed record moved under a new master key.
     MasterKeyRotated,
     SecretSet,
+    SecretRemoved,
     /// A proxied request the policy allowed, before it is forwarded.
     ProxyAllowed,
     /// A proxied request refused; nothing was forwarded.
@@ -106,6 +107,7 @@ impl EventKind {
             EventKind::SigningKeyRotated => "signing_key_rotated",
             EventKind::MasterKeyRotated => "master_key_rotated",
             EventKind::SecretSet => "secret_set",
+            EventKind::SecretRemoved => "secret_removed",
             EventKind::ProxyAllowed => "proxy_allowed",
             EventKind::ProxyRefused => "proxy_refused",
             EventKind::CredentialRefused => "credential_refused",

@@ -262,19 +262,78 @@ pub async fn secret_set(args: AdminArgs, name: &str) -> Result<ExitCode, CliErro
             "the secret is empty: pass the token on standard input (nothing was stored)".into(),
         ));
     }
-    store_secret(&admin, name, value).await?;
-    eprintln!("stored secret `{name}`; restart the broker to use a changed token");
+    let answer = store_secret(&admin, name, value).await?;
+    eprintln!("{}", secret_stored(name, &answer));
     Ok(ExitCode::SUCCESS)
 }
 
+/// What storing a secret changed, in words.
+fn secret_stored(name: &str, answer: &Value) -> String {
+    let users: Vec<String> = answer["used_by"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            format!(
+                "{} in {} from {}",
+                text(&u["provider"]),
+                text(&u["env"]),
+                text(&u["in_use_from"])
+            )
+        })
+        .collect();
+    if users.is_empty() {
+        format!(
+            "stored secret `{name}`; no provider uses it yet: name it in a provider's `tokens` \
+             (`{{ stored = \"{name}\" }}`) and restart the broker"
+        )
+    } else {
+        format!("stored secret `{name}`; in use by {}", users.join(", "))
+    }
+}
+
 /// Stores a token through the admin API; the body holds it only for the call.
-async fn store_secret(admin: &Admin, name: &str, value: &str) -> Result<(), CliError> {
+async fn store_secret(admin: &Admin, name: &str, value: &str) -> Result<Value, CliError> {
     let body = Zeroizing::new(json!({ "value": value }).to_string());
     let body: Value = serde_json::from_str(&body).map_err(|e| CliError::Usage(e.to_string()))?;
     admin
         .call(Method::PUT, &format!("/secrets/{}", path_segment(name)), Some(&body))
+        .await
+}
+
+/// `secret list`: names, ages and users, never values.
+pub async fn secret_list(args: AdminArgs) -> Result<ExitCode, CliError> {
+    let admin = Admin::new(&args)?;
+    let answer = admin.call(Method::GET, "/secrets", None).await?;
+    let secrets = answer["secrets"].as_array().cloned().unwrap_or_default();
+    if secrets.is_empty() {
+        eprintln!("no stored secret; `valetkey secret set NAME` stores one (read from standard input)");
+    }
+    for s in &secrets {
+        let users: Vec<String> = s["used_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|u| format!("{}/{}", text(&u["provider"]), text(&u["env"])))
+            .collect();
+        let users = if users.is_empty() {
+            "used by no provider".to_owned()
+        } else {
+            users.join(", ")
+        };
+        println!("{:<24} set {}  {users}", text(&s["name"]), text(&s["set_at"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn secret_remove(args: AdminArgs, name: &str) -> Result<ExitCode, CliError> {
+    named("secret", name)?;
+    let admin = Admin::new(&args)?;
+    admin
+        .call(Method::DELETE, &format!("/secrets/{}", path_segment(name)), None)
         .await?;
-    Ok(())
+    eprintln!("removed stored secret `{name}`");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `secret import FILE:LINE NAME`: the one token `scan` finds on that line
@@ -585,8 +644,31 @@ fn print_event(e: &Value, json: bool) {
         text(&e["kind"]),
         text(&e["actor"]),
         whom,
-        e["detail"]
+        readable_times(&e["detail"])
     );
+}
+
+/// The detail with its times in the one format `at` is in (RFC 3339, UTC):
+/// events record them as unix seconds or milliseconds (`expires_at`).
+fn readable_times(detail: &Value) -> Value {
+    match detail {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v.as_i64() {
+                        // Milliseconds from 1973 on; seconds before 5138.
+                        Some(n) if k.ends_with("_at") && n >= 100_000_000_000 => crate::time::rfc3339_ms(n).into(),
+                        Some(n) if k.ends_with("_at") && n > 0 => crate::time::rfc3339(n).into(),
+                        _ => readable_times(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(readable_times).collect()),
+        other => other.clone(),
+    }
 }
 
 pub async fn status(args: AdminArgs, json: bool) -> Result<ExitCode, CliError> {
@@ -613,7 +695,25 @@ pub async fn status(args: AdminArgs, json: bool) -> Result<ExitCode, CliError> {
 
 #[cfg(test)]
 mod tests {
-    use super::carries_keys_safely;
+    use super::{carries_keys_safely, readable_times};
+    use serde_json::json;
+
+    #[test]
+    fn times_in_an_events_detail_are_rfc3339_like_its_at() {
+        let detail = json!({
+            "lease_id": "l1",
+            "expires_at": 1_700_000_900,
+            "roles": [{ "created_at": 1_700_000_000_123_i64, "ttl_seconds": 900 }],
+        });
+        assert_eq!(
+            readable_times(&detail),
+            json!({
+                "lease_id": "l1",
+                "expires_at": "2023-11-14T22:28:20Z",
+                "roles": [{ "created_at": "2023-11-14T22:13:20.123Z", "ttl_seconds": 900 }],
+            })
+        );
+    }
 
     #[test]
     fn admin_keys_travel_in_clear_only_within_the_machine() {

@@ -12,9 +12,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::admin::{Admin, carries_keys_safely, named, path_segment, text};
-use super::client::{Client, ClientError};
+use super::client::Client;
 use super::{AdminArgs, CliError, Remote};
-use crate::secrets::SecretString;
 
 /// Each long poll's wait: under the client's own timeout.
 const POLL_WAIT: &str = "25s";
@@ -121,8 +120,8 @@ pub async fn decide(
 /// denied, expired or used, 1 when `timeout` passes first.
 pub async fn wait(remote: Remote, id: &str, timeout: Duration) -> Result<ExitCode, CliError> {
     let id = approval_id(id)?;
-    let credential = SecretString::from(std::env::var("VALETKEY_CREDENTIAL").map_err(|_| ClientError::NoCredential)?);
-    let client = Client::new(&remote)?;
+    let credential = super::run::session_credential()?;
+    let client = Client::for_agent(&remote)?;
     let started = Instant::now();
     loop {
         let answer = client

@@ -7,11 +7,25 @@ use serde_json::Value;
 
 use crate::secrets::{ExposeSecret, SecretString};
 
+/// Who reads what the CLI prints: the refusal's `agent_guidance` is
+/// written for an agent, and only an agent's commands (`whoami`, `check`,
+/// `approval wait`) print it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Operator,
+    Agent,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the broker at {url}: {source}")]
-    Unreachable { url: String, source: reqwest::Error },
-    #[error("the broker refused ({kind}): {detail}\n{guidance}{}", event_id.as_ref().map(|id| format!("\nevent id: {id}")).unwrap_or_default())]
+    /// `reason` is the innermost cause's text: reqwest's own says only that
+    /// sending failed.
+    #[error(
+        "cannot reach the broker at {url}: {reason}\n  start it with `valetkey serve`, or point --url (VALETKEY_URL) at \
+         where it runs"
+    )]
+    Unreachable { url: String, reason: String },
+    #[error("{}", refusal_text(*audience, kind, detail, guidance, event_id.as_deref()))]
     Refused {
         status: u16,
         kind: String,
@@ -20,14 +34,21 @@ pub enum ClientError {
         event_id: Option<String>,
         /// The problem+json as the broker sent it.
         problem: Box<Value>,
+        audience: Audience,
     },
-    #[error("the broker at {url} answered {status} with a body that is not valetkey's")]
+    #[error(
+        "the broker at {url} answered {status} with a body that is not valetkey's; check that --url (VALETKEY_URL) names the broker"
+    )]
     Unexpected { url: String, status: u16 },
     #[error("no launcher key: pass --key-file or --key-fd, or set VALETKEY_AGENT_KEY")]
     NoLauncherKey,
-    #[error("no credential: VALETKEY_CREDENTIAL is not set (are you running under `valetkey run`?)")]
+    #[error(
+        "no credential: VALETKEY_CREDENTIAL is not set, so this runs outside an agent's session. Start one with \
+         `valetkey run --env ENV --key-file KEY -- COMMAND` (the command, and this one inside it, get the \
+         credential), or print its variables with `valetkey env --env ENV --key-file KEY`"
+    )]
     NoCredential,
-    #[error("cannot read the key file {path}: {source}")]
+    #[error("cannot read the key file {path}: {source}{}", key_file_help(source))]
     KeyFile { path: String, source: std::io::Error },
     #[error(
         "no admin key: pass --admin-key-file (or set VALETKEY_ADMIN_KEY_FILE), or keep yours in {default}; \
@@ -42,16 +63,99 @@ pub enum ClientError {
     CaFile { path: String, reason: String },
 }
 
+/// Where a key file that is not there comes from.
+fn key_file_help(source: &std::io::Error) -> &'static str {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => {
+            "\n  check the path; `valetkey agent add NAME` prints an agent's launcher key once, and `valetkey admin \
+             add NAME --out FILE` writes an admin's key"
+        }
+        _ => "",
+    }
+}
+
+/// A refusal as its reader should see it: an operator gets what happened
+/// and the event to look up, an agent also the guidance written for it.
+fn refusal_text(audience: Audience, kind: &str, detail: &str, guidance: &str, event_id: Option<&str>) -> String {
+    let mut text = format!("the broker refused ({kind}): {detail}");
+    match audience {
+        Audience::Agent if !guidance.is_empty() => {
+            text.push('\n');
+            text.push_str(guidance);
+        }
+        Audience::Operator => {
+            if let Some(step) = operator_step(kind) {
+                text.push_str("\n  ");
+                text.push_str(step);
+            }
+        }
+        Audience::Agent => {}
+    }
+    if let Some(id) = event_id {
+        text.push_str(&format!("\nevent id: {id}"));
+    }
+    text
+}
+
+/// What an operator can do about a refusal whose detail does not say it
+/// (the detail is written for every reader, the agent's guidance for the
+/// agent alone).
+fn operator_step(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "protected_environment" | "no_grant" | "provider_not_granted" | "nothing_grantable" => {
+            "the agent's grants are in the broker's configuration ([agents.NAME] grants): change them there if it \
+             should have this, check the file with `valetkey config check`, and restart the broker"
+        }
+        "launcher_key_invalid" => {
+            "check the key file or VALETKEY_AGENT_KEY; `valetkey agent list` shows the registered agents, and \
+             `valetkey agent add NAME` registers one and prints its key"
+        }
+        "admin_key_invalid" => {
+            "check --admin-key-file (VALETKEY_ADMIN_KEY_FILE); `valetkey admin list`, run with a live key, shows \
+             whose keys are alive"
+        }
+        _ => return None,
+    })
+}
+
+/// Why a request did not reach the broker, in the words of its innermost
+/// cause (connection refused, a name that does not resolve, a timeout).
+fn unreachable(url: &str, error: &reqwest::Error) -> ClientError {
+    let innermost = std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source())
+        .last()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let reason = if error.is_timeout() {
+        "it did not answer in time".to_owned()
+    } else {
+        innermost
+    };
+    ClientError::Unreachable {
+        url: url.to_owned(),
+        reason,
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    audience: Audience,
 }
 
 impl Client {
     /// A client of the broker at `remote.url`, which also trusts the
     /// certificate in `remote.ca_file` (a broker serving its own HTTPS).
     pub fn new(remote: &super::Remote) -> Result<Client, ClientError> {
+        Client::with_audience(remote, Audience::Operator)
+    }
+
+    /// A client whose refusals are printed for an agent, guidance included.
+    pub fn for_agent(remote: &super::Remote) -> Result<Client, ClientError> {
+        Client::with_audience(remote, Audience::Agent)
+    }
+
+    fn with_audience(remote: &super::Remote, audience: Audience) -> Result<Client, ClientError> {
         let base = remote.url.as_str();
         // reqwest is built without a TLS provider; ring is the one we use.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -75,21 +179,16 @@ impl Client {
                 builder = builder.add_root_certificate(certificate);
             }
         }
-        let http = builder.build().map_err(|source| ClientError::Unreachable {
-            url: base.to_owned(),
-            source,
-        })?;
+        let http = builder.build().map_err(|e| unreachable(base, &e))?;
         Ok(Client {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            audience,
         })
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        let response = request.send().await.map_err(|source| ClientError::Unreachable {
-            url: self.base.clone(),
-            source,
-        })?;
+        let response = request.send().await.map_err(|e| unreachable(&self.base, &e))?;
         self.send_answered(response).await
     }
 
@@ -113,6 +212,7 @@ impl Client {
                 guidance: text("agent_guidance").unwrap_or_default(),
                 event_id: text("event_id"),
                 problem: Box::new(body),
+                audience: self.audience,
             }),
             None => Err(ClientError::Unexpected { url, status }),
         }
@@ -187,10 +287,7 @@ impl Client {
             .bearer_auth(admin_key.expose_secret())
             .send()
             .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })
+            .map_err(|e| unreachable(&self.base, &e))
     }
 
     /// An admin API call whose answer is text (a rendered report).

@@ -18,8 +18,12 @@ fn master_key_env() -> Option<Zeroizing<String>> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only where a terminal reads them: a log file or journal
+    // gets plain text.
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -155,6 +159,76 @@ pub fn config_check(path: &Path) -> Result<ExitCode, CliError> {
     })
 }
 
+/// `init`: the starter configuration, written only where no file is, and
+/// the steps from it to a launched agent.
+pub fn init(path: &Path, providers: &[config::StarterProvider], agent: &str) -> Result<ExitCode, CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !config::valid_name(agent) {
+        return Err(CliError::Usage(format!(
+            "`{agent}` is not a valid agent name: use 1 to 63 lowercase letters, digits, `-` and `_`"
+        )));
+    }
+    let text = config::starter(providers, agent);
+    // Not writable by others whatever the umask: `serve` refuses a
+    // configuration another user could change.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path);
+    let mut file = match file {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(CliError::Usage(format!(
+                "{} already exists, and init never overwrites a file: edit it (`valetkey config check` checks it), \
+                 or name another with --config",
+                path.display()
+            )));
+        }
+        other => other.map_err(|source| CliError::Io {
+            action: format!("write {}", path.display()),
+            source,
+        })?,
+    };
+    file.write_all(text.as_bytes()).map_err(|source| CliError::Io {
+        action: format!("write {}", path.display()),
+        source,
+    })?;
+    let shown = path.display();
+    let mut providers = providers.to_vec();
+    providers.sort();
+    providers.dedup();
+    let names: Vec<&str> = providers.iter().map(|p| p.name()).collect();
+    let secrets: String = providers
+        .iter()
+        .map(|&p| {
+            format!(
+                "       printf '%s' \"$TOKEN\" | valetkey secret set {}\n",
+                config::starter_secret(p, "staging")
+            )
+        })
+        .collect();
+    println!(
+        "wrote {shown}: environments staging and production (protected), provider(s) {}, agent {agent} \
+         (reads and everyday changes in staging).\n\
+         Next:\n\
+         \x20 1. Start the broker, in a terminal of its own (--dev makes a master key in ./valetkey-data):\n\
+         \x20      valetkey serve --config {shown} --dev\n\
+         \x20 2. Name yourself an admin with the bootstrap key it wrote:\n\
+         \x20      valetkey admin add YOUR-NAME --admin-key-file valetkey-data/admin.key --out ~/.config/valetkey/admin.key\n\
+         \x20 3. Give the broker each real token for staging (read from standard input):\n\
+         {secrets}\
+         \x20 4. Register the agent; its launcher key is printed once, keep it where the agent does not work:\n\
+         \x20      (umask 077 && valetkey agent add {agent} > ~/.config/valetkey/{agent}.key)\n\
+         \x20 5. From the directory the agent works in, launch it:\n\
+         \x20      valetkey run --env staging --key-file ~/.config/valetkey/{agent}.key -- COMMAND\n\
+         Then list the ids your providers know in the resource map at the end of {shown} (an id it does not \
+         list is refused), and check each edit with `valetkey config check --config {shown}`.",
+        names.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `audit verify --db COPY --jwks KEYS`: a copy of the database file,
 /// verified offline against the keys the broker published.
 pub async fn audit_verify_copy(
@@ -236,6 +310,14 @@ pub async fn audit_verify_copy(
 /// is none, 3 when there are.
 pub fn scan(paths: Vec<std::path::PathBuf>, json: bool) -> Result<ExitCode, CliError> {
     let paths = if paths.is_empty() { vec![".".into()] } else { paths };
+    // A path named that is not there would otherwise end in "no real token
+    // found", which says the opposite of what happened.
+    for path in &paths {
+        std::fs::symlink_metadata(path).map_err(|source| CliError::Io {
+            action: format!("scan {}", path.display()),
+            source,
+        })?;
+    }
     let key = crate::scan::FingerprintKey::for_this_user();
     let report = crate::scan::scan_paths(&paths, crate::scan::Limits::default(), &key);
     if !key.lasting && !report.findings.is_empty() {

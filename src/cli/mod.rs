@@ -9,6 +9,7 @@ mod approvals;
 mod client;
 mod local;
 mod mcp;
+mod mint_notes;
 mod run;
 
 use std::net::SocketAddr;
@@ -93,15 +94,17 @@ pub struct AdminArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct MintArgs {
-    /// The agent to launch; must be the launcher key's agent.
+    /// The agent to launch (default: the launcher key's agent; when given,
+    /// it must be that agent).
     #[arg(long)]
-    agent: String,
+    agent: Option<String>,
     /// The environment the credential is for.
     #[arg(long)]
     env: String,
-    /// Lifetime, e.g. 15m (default and limits from the broker's config).
-    #[arg(long)]
-    ttl: Option<String>,
+    /// Lifetime: seconds (900) or a duration (15m, 1h30m); default and
+    /// limits from the broker's config.
+    #[arg(long, value_parser = crate::policy::parse_lifetime)]
+    ttl: Option<std::time::Duration>,
     /// Only these providers (repeatable; default: every granted one).
     #[arg(long = "provider")]
     providers: Vec<String>,
@@ -122,6 +125,26 @@ pub struct MintArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write a starter configuration for the providers you name, with a
+    /// staging and a protected production environment and a first agent;
+    /// prints what to do next. Never overwrites a file.
+    Init {
+        /// Where to write it.
+        #[arg(long, short, env = "VALETKEY_CONFIG", default_value = "valetkey.toml")]
+        config: PathBuf,
+        /// A provider the agent works with (repeatable).
+        #[arg(long = "provider", value_enum, required = true)]
+        providers: Vec<crate::config::StarterProvider>,
+        /// The first agent's name.
+        #[arg(long, default_value = "claude")]
+        agent: String,
+    },
+    /// Print a completion script for your shell: `source <(valetkey
+    /// completions bash)`, or save it where your shell loads completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run the broker.
     Serve {
         #[command(flatten)]
@@ -163,7 +186,7 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Store a real token, encrypted (read from standard input).
+    /// The real tokens the broker keeps, encrypted: set, list, remove.
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
@@ -430,7 +453,22 @@ enum ConfigCommand {
 
 #[derive(Subcommand, Debug)]
 enum SecretCommand {
+    /// Store a real token (read from standard input), encrypted; the
+    /// running broker uses it at once.
     Set {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The stored secrets: names, when each was set, which providers use
+    /// it. Never a value.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a stored secret; refused while a provider's token is it.
+    #[command(alias = "remove")]
+    Rm {
         name: String,
         #[command(flatten)]
         admin: AdminArgs,
@@ -602,7 +640,19 @@ pub fn main() -> Result<ExitCode, CliError> {
         Command::IsolatedExec { lifeline, command } => return Ok(run::isolated_exec(*lifeline, command)),
         Command::IsolatedInit { lifeline, command } => return Ok(run::isolated_init(*lifeline, command)),
         Command::Run { mint, .. } => run::without_key_in_environment(mint)?,
-        _ => {}
+        // The broker and `run` (which forwards signals to its agent) keep
+        // Rust's ignored SIGPIPE; serve's sockets report a closed peer as
+        // an error. Every other command prints for a reader who may stop
+        // reading (`| head`): it ends quietly then, as Unix tools do,
+        // instead of panicking on the failed write.
+        Command::Serve { .. } => {}
+        _ => {
+            // SAFETY: single-threaded still (the runtime starts below), and
+            // SIG_DFL installs no handler of ours.
+            let _ = unsafe {
+                nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
+            };
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -626,6 +676,16 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => local::config_check(&config),
+        Command::Init {
+            config,
+            providers,
+            agent,
+        } => local::init(&config, &providers, &agent),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "valetkey", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Scan { paths, json } => local::scan(paths, json),
         Command::Admin { command } => match command {
             AdminCommand::Add { name, ttl, out, admin } => admin::admin_add(admin, &name, ttl, out).await,
@@ -638,6 +698,12 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Secret {
             command: SecretCommand::Import { place, name, admin },
         } => admin::secret_import(admin, &place, &name).await,
+        Command::Secret {
+            command: SecretCommand::List { admin },
+        } => admin::secret_list(admin).await,
+        Command::Secret {
+            command: SecretCommand::Rm { name, admin },
+        } => admin::secret_remove(admin, &name).await,
         Command::Keys {
             command: KeysCommand::Rotate { admin },
         } => admin::keys_rotate(admin).await,

@@ -100,12 +100,15 @@ async fn mint(
     tokens_in_reach: &[crate::scan::Finding],
     session: bool,
 ) -> Result<Minted, CliError> {
-    let mut body = json!({ "agent": args.agent, "env": args.env, "session": session });
+    let mut body = json!({ "env": args.env, "session": session });
+    if let Some(agent) = &args.agent {
+        body["agent"] = json!(agent);
+    }
     if !tokens_in_reach.is_empty() {
         body["tokens_in_reach"] = json!(tokens_in_reach);
     }
-    if let Some(ttl) = &args.ttl {
-        body["ttl"] = json!(ttl);
+    if let Some(ttl) = args.ttl {
+        body["ttl"] = json!(ttl.as_secs());
     }
     if !args.providers.is_empty() {
         body["providers"] = json!(args.providers);
@@ -114,13 +117,8 @@ async fn mint(
         body["scopes"] = json!(args.scopes);
     }
     let answer = client.mint(key, &body).await?;
-    for s in answer["stripped"].as_array().into_iter().flatten() {
-        eprintln!(
-            "valetkey: not granted: {}{} ({})",
-            s["provider"].as_str().map(|p| format!("{p} ")).unwrap_or_default(),
-            s["scope"].as_str().unwrap_or("?"),
-            s["why"].as_str().unwrap_or("?")
-        );
+    for line in super::mint_notes::notes(&answer, args.ttl) {
+        eprintln!("valetkey: {line}");
     }
     let vars = answer["env_vars"]
         .as_object()
@@ -711,10 +709,19 @@ pub async fn env(args: MintArgs, format: EnvFormat) -> Result<ExitCode, CliError
     Ok(ExitCode::SUCCESS)
 }
 
+/// The credential of the session this runs in, which an agent's commands
+/// present.
+pub(super) fn session_credential() -> Result<SecretString, ClientError> {
+    match std::env::var("VALETKEY_CREDENTIAL") {
+        Ok(credential) if !credential.trim().is_empty() => Ok(SecretString::from(credential)),
+        _ => Err(ClientError::NoCredential),
+    }
+}
+
 pub async fn whoami(remote: Remote, json: bool) -> Result<ExitCode, CliError> {
-    let credential = std::env::var("VALETKEY_CREDENTIAL").map_err(|_| ClientError::NoCredential)?;
-    let client = Client::new(&remote)?;
-    let me = client.whoami(&SecretString::from(credential)).await?;
+    let credential = session_credential()?;
+    let client = Client::for_agent(&remote)?;
+    let me = client.whoami(&credential).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&me).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
@@ -748,10 +755,10 @@ pub async fn whoami(remote: Remote, json: bool) -> Result<ExitCode, CliError> {
 pub(super) const REFUSED: u8 = 3;
 
 pub async fn check(remote: Remote, args: CheckArgs, json: bool) -> Result<ExitCode, CliError> {
-    let credential = std::env::var("VALETKEY_CREDENTIAL").map_err(|_| ClientError::NoCredential)?;
+    let credential = session_credential()?;
     let request = check_request(args)?;
-    let client = Client::new(&remote)?;
-    let answer = client.check(&SecretString::from(credential), &request).await?;
+    let client = Client::for_agent(&remote)?;
+    let answer = client.check(&credential, &request).await?;
     let refused = answer["decision"] != "allow";
     if json {
         println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());

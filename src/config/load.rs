@@ -86,10 +86,22 @@ impl fmt::Display for Diagnostic {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read configuration file {}: {source}", path.display())]
+    #[error("cannot read configuration file {}: {source}{}", path.display(), read_help(source))]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{}", render(diagnostics))]
     Invalid { diagnostics: Vec<Diagnostic> },
+}
+
+/// The next step when the file is not there: where the path comes from and
+/// how to get a first one.
+fn read_help(source: &std::io::Error) -> &'static str {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => {
+            "\n  name the file with --config FILE or VALETKEY_CONFIG=FILE; `valetkey init` writes a starter one, \
+             and config/valetkey.toml in valetkey's source is the example that documents every setting"
+        }
+        _ => "",
+    }
 }
 
 fn render(diagnostics: &[Diagnostic]) -> String {

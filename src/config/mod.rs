@@ -7,10 +7,12 @@
 
 mod check;
 mod load;
+mod starter;
 mod template;
 mod types;
 
 pub use check::{Problem, Severity, valid_name, validate};
 pub use load::{ConfigError, Diagnostic, Loaded, Source, check_file, load};
+pub use starter::{StarterProvider, starter, starter_secret};
 pub use template::{TemplateError, TemplateValues, expand as expand_template};
 pub use types::*;

@@ -156,10 +156,48 @@ pub enum MintRefusal {
         provider: String,
         env: String,
     },
-    #[error("nothing is left to grant once every scope that may not be held is stripped")]
-    NothingGrantable { stripped: Vec<Stripped> },
+    #[error(
+        "nothing is left to grant of {}: {}",
+        if asked.is_empty() { "the scopes granted".to_owned() } else { format!("the scopes asked for ({})", asked.join(", ")) },
+        stripped_text(stripped)
+    )]
+    NothingGrantable {
+        /// The scopes the mint named; empty when it took every granted one.
+        asked: Vec<String>,
+        stripped: Vec<Stripped>,
+    },
     #[error("a ttl must be at least one second")]
     TtlTooShort,
+}
+
+/// Each scope stripped, named with why: what a refusal of the whole mint
+/// tells whoever asked.
+fn stripped_text(stripped: &[Stripped]) -> String {
+    if stripped.is_empty() {
+        return "the grants give no scope in this environment".to_owned();
+    }
+    stripped
+        .iter()
+        .map(|s| match &s.provider {
+            Some(provider) => format!("{provider} scope `{}` ({})", s.scope, s.reason.explain()),
+            None => format!("scope `{}` ({})", s.scope, s.reason.explain()),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// How a lifetime asked for is written: whole seconds (`900`) or a
+/// duration (`15m`, `1h30m`), as `--ttl` and the mint API's `ttl` say.
+pub fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("`{text}` is too many seconds"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a lifetime ({e}): write seconds (900) or a duration (15m, 1h30m)"))
 }
 
 /// Decides what one credential for `agent` may hold.
@@ -300,7 +338,10 @@ pub fn plan_mint(rules: &Rules, agent: &str, req: &MintRequest) -> Result<MintPl
 
     let stripped: Vec<Stripped> = stripped.into_iter().collect();
     if out.is_empty() {
-        return Err(MintRefusal::NothingGrantable { stripped });
+        return Err(MintRefusal::NothingGrantable {
+            asked: req.scopes.clone().unwrap_or_default(),
+            stripped,
+        });
     }
 
     let wanted_ttl = req.ttl.unwrap_or(if req.session {
@@ -437,6 +478,18 @@ mod tests {
     }
 
     #[test]
+    fn a_lifetime_is_seconds_or_a_duration() {
+        assert_eq!(parse_lifetime("900"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_lifetime("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_lifetime("1h30m"), Ok(Duration::from_secs(5400)));
+        let refused = parse_lifetime("soon").unwrap_err();
+        assert!(
+            refused.contains("seconds (900)") && refused.contains("15m"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn wildcard_reaches_unprotected_environments_only() {
         let plan = plan_mint(&rules(), "coder", &req("dev")).unwrap();
         assert_eq!(plan.grants.keys().collect::<Vec<_>>(), ["railway"]);
@@ -528,7 +581,19 @@ mod tests {
             ..req("staging")
         };
         match plan_mint(&rules(), "careless", &r) {
-            Err(MintRefusal::NothingGrantable { stripped }) => assert_eq!(stripped.len(), 1),
+            Err(refusal @ MintRefusal::NothingGrantable { .. }) => {
+                let MintRefusal::NothingGrantable { stripped, .. } = &refusal else {
+                    unreachable!()
+                };
+                assert_eq!(stripped.len(), 1);
+                // Whoever asked reads what they asked and why each was stripped.
+                let said = refusal.to_string();
+                assert!(said.contains("asked for (volume:delete)"), "{said}");
+                assert!(
+                    said.contains("railway scope `volume:delete` (destructive scopes are never placed"),
+                    "{said}"
+                );
+            }
             other => panic!("expected a refusal, got {other:?}"),
         }
     }

@@ -16,6 +16,6 @@ pub use decide::{
 
 pub use mint::{
     ANY_UNPROTECTED, CredentialLimits, Grant, MintPlan, MintRefusal, MintRequest, Rules, StripReason, Stripped,
-    TtlLimit, plan_mint,
+    TtlLimit, parse_lifetime, plan_mint,
 };
 pub use tier::Tier;

@@ -107,9 +107,7 @@ pub fn unusable_kind(why: Unusable) -> &'static str {
 /// Why nothing could be sent under an approval: the broker holds no token
 /// for the provider in the credential's environment.
 pub(super) fn no_token(broker: &Broker, provider: &str, env: &str) -> Option<String> {
-    broker
-        .upstream_token(provider, env)
-        .is_none()
+    (!broker.has_upstream_token(provider, env))
         .then(|| format!("the broker holds no token for provider `{provider}` in `{env}` to send it with"))
 }
 

@@ -229,8 +229,12 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
         }
         return Err(error);
     }
+    // One snapshot of the real tokens gives both the token sent and the
+    // redactor of the answer: a `secret set` between them must not send a
+    // new token that the redactor does not know yet.
+    let real = broker.real_tokens();
     // `judge` refused when there is no token; this only keeps the type honest.
-    let Some(token) = broker.upstream_token(&provider, &claims.env) else {
+    let Some(token) = real.token(&provider, &claims.env) else {
         return Err(Refused::NoUpstreamToken.into_error(judgement.operations, &provider, &claims.env, None));
     };
     let classified_path = judgement.path;
@@ -260,7 +264,7 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
         keep_length,
         auth: &provider_config.auth,
         token,
-        redactor: broker.redactor(),
+        redactor: real.redactor(),
         on_echo: record.on_echo(broker.clone(), &classified_path, &event_id),
     };
     match forward::send(broker.upstream_client(), outbound).await {
@@ -367,7 +371,7 @@ pub fn judge(
     let approval = policy::approval_need(broker.rules(), &access, &classified.operations, &decision);
     let refused = match decision.refusal {
         Some(refusal) => Some(Refused::Policy(refusal)),
-        None if broker.upstream_token(provider, &claims.env).is_none() => Some(Refused::NoUpstreamToken),
+        None if !broker.has_upstream_token(provider, &claims.env) => Some(Refused::NoUpstreamToken),
         None => None,
     };
     Judgement {

@@ -6,9 +6,11 @@
 //! `SecretString` / `Zeroizing` buffers: no printing `Debug`, no `Serialize`,
 //! zeroized on drop. This module never logs.
 
+mod loaded;
 mod master;
 mod resolve;
 
+pub use loaded::{RealTokens, TokenStatus};
 pub use master::{MasterKey, MasterKeyOrigin, MasterKeySettings, next_key_file, write_private};
 pub use resolve::{EnvLookup, ResolveError, resolve};
 pub use secrecy::{ExposeSecret, SecretString};

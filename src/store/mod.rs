@@ -232,6 +232,8 @@ pub trait Store: Send + Sync {
     async fn secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError>;
     /// Every stored secret's name and when it was last set (unix seconds).
     async fn secret_ages(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Removes a stored secret; whether there was one.
+    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError>;
 
     async fn insert_lease(&self, lease: &Lease) -> Result<(), StoreError>;
     /// Records a lease and the event of its mint in one durable write,

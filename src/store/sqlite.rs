@@ -680,6 +680,14 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(|r| (r.get("name"), r.get("updated_at"))).collect())
     }
 
+    async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM secrets WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM secrets WHERE name = ?")
             .bind(name)

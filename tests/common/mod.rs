@@ -40,6 +40,7 @@ pub const PROXY_VARIABLES: [&str; 6] = [
 
 pub mod corpus;
 pub mod fixture;
+pub mod outside;
 pub mod upstream;
 
 pub const CONFIG: &str = r#"
