@@ -1249,13 +1249,13 @@ impl Broker {
         value: &SecretString,
         actor: &Actor,
         now: SystemTime,
-    ) -> Result<Vec<SecretUser>, AdminError> {
+    ) -> Result<(Vec<SecretUser>, Vec<crate::secrets::loaded::Unreadable>), AdminError> {
         // Held through the re-read too, so that of two sets the later one's
         // value is the one in use.
         let _sealing = self.sealing.lock().await;
         admin::set_secret(self.store.as_ref(), &self.master(), name, value, actor, now).await?;
-        self.reread_stored().await;
-        Ok(self.secret_users(name))
+        let unreadable = self.reread_stored().await;
+        Ok((self.secret_users(name), unreadable))
     }
 
     /// Removes a stored secret, refused while a provider's token is it:
@@ -1272,7 +1272,7 @@ impl Broker {
         }
         let _sealing = self.sealing.lock().await;
         admin::remove_secret(self.store.as_ref(), name, actor, now).await?;
-        self.reread_stored().await;
+        let _ = self.reread_stored().await;
         Ok(())
     }
 
@@ -1301,13 +1301,18 @@ impl Broker {
             .collect()
     }
 
-    /// Reads the stored secrets again and swaps in the tokens they make.
-    async fn reread_stored(&self) {
-        let next = self
+    /// Reads the stored secrets again and swaps in the tokens they make;
+    /// names those that could not be read (their previous token stays).
+    async fn reread_stored(&self) -> Vec<crate::secrets::loaded::Unreadable> {
+        let (next, unreadable) = self
             .real()
             .reread_stored(self.store.as_ref(), &self.master(), &self.fingerprinter)
             .await;
+        for u in &unreadable {
+            tracing::warn!(provider = %u.provider, env = %u.env, error = %u.why, "a stored secret could not be read again; its previous token stays in use");
+        }
         *self.real.write().expect("real tokens lock") = Arc::new(next);
+        unreadable
     }
 
     /// The key the store is sealed under now.

@@ -837,3 +837,111 @@ fn a_missing_server_fails_unless_its_skip_is_named() {
     };
     assert!(line.contains("SKIPPED t") && line.contains("did NOT test"), "{line}");
 }
+
+const OLD_TOKEN: &str = "api-token-old-5f0c2a9d71";
+const NEW_TOKEN: &str = "api-token-new-b83e6d1f40";
+const OTHER_TOKEN: &str = "other-token-0c1d2e3f4a5b";
+
+/// Two `http` providers whose staging tokens are stored secrets.
+fn stored_tokens_config(url: &str) -> String {
+    format!(
+        r#"
+[environments.staging]
+[providers.api]
+kind = "http"
+upstream = "{url}/base"
+tokens = {{ staging = {{ stored = "api-staging" }} }}
+operations = [{{ method = "GET", path = "/v1/reflect/{{id}}", scope = "read", resources = [{{ kind = "item", id = "{{id}}" }}] }}]
+[providers.other]
+kind = "http"
+upstream = "{url}/base"
+tokens = {{ staging = {{ stored = "other-staging" }} }}
+operations = [{{ method = "GET", path = "/v1/reflect/{{id}}", scope = "read", resources = [{{ kind = "item", id = "{{id}}" }}] }}]
+[[resources]]
+provider = "api"
+kind = "item"
+id = "7"
+environments = ["staging"]
+[[resources]]
+provider = "other"
+kind = "item"
+id = "7"
+environments = ["staging"]
+[agents.claude]
+grants = [{{ provider = "api", environments = ["staging"], scopes = ["read"] }}, {{ provider = "other", environments = ["staging"], scopes = ["read"] }}]
+[introspection]
+enabled = false
+"#
+    )
+}
+
+/// A token `secret set` replaced may still work at its provider (it is
+/// often replaced because it leaked): until the broker restarts it is
+/// still redacted in answers and recognised as a leaked real token. A
+/// stored secret the re-read cannot open keeps the token read before, and
+/// the `secret set` says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_token_is_still_caught_and_an_unreadable_one_stays_in_use() {
+    let api = common::upstream::StandIn::http(&[OLD_TOKEN, NEW_TOKEN, OTHER_TOKEN]).await;
+    let t = TestBroker::start_with(&stored_tokens_config(&api.url), Default::default()).await;
+    let alice = Actor::admin("alice");
+    let set = |name: &'static str, value: &'static str| {
+        let (t, alice) = (&t, &alice);
+        async move {
+            t.broker
+                .set_secret(
+                    name,
+                    &valetkey::secrets::SecretString::from(value),
+                    alice,
+                    SystemTime::now(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    set("api-staging", OLD_TOKEN).await;
+    set("other-staging", OTHER_TOKEN).await;
+    set("api-staging", NEW_TOKEN).await;
+    let (status, body) = t.whoami(OLD_TOKEN).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (401, Some("raw_provider_token")),
+        "{body}"
+    );
+    let mut answer = format!("{{\"echo\":\"{OLD_TOKEN}\"}}").into_bytes();
+    t.broker.redactor().redact(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains(OLD_TOKEN),
+        "the replaced token reached an agent"
+    );
+
+    let key = t.add_agent("claude").await;
+    let (_, minted) = t.mint(&key, json!({ "env": "staging" })).await;
+    let credential = minted["credential"].as_str().unwrap().to_owned();
+    let other = || async {
+        t.http
+            .get(format!("{}/p/other/v1/reflect/7", t.url))
+            .bearer_auth(&credential)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(other().await, 200);
+    // `other-staging` no longer opens (a store that failed this once).
+    sqlx::query("UPDATE secrets SET ciphertext = X'00' WHERE name = 'other-staging'")
+        .execute(&t.db().await)
+        .await
+        .unwrap();
+    let (_, unreadable) = set("api-staging", NEW_TOKEN).await;
+    assert_eq!(
+        unreadable
+            .iter()
+            .map(|u| (u.provider.as_str(), u.env.as_str()))
+            .collect::<Vec<_>>(),
+        [("other", "staging")]
+    );
+    assert_eq!(other().await, 200, "a working token was taken away by a failed re-read");
+    t.stop().await;
+}

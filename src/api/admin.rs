@@ -117,8 +117,24 @@ pub async fn put_secret(
     let now = SystemTime::now();
     let actor = authenticate(&broker, &key, now).await?;
     let value = SecretString::from(body.value);
-    let users = broker.set_secret(&name, &value, &actor, now).await?;
-    Ok(Json(json!({ "name": name, "used_by": secret_users(&users) })))
+    let (users, unreadable) = broker.set_secret(&name, &value, &actor, now).await?;
+    // What the new token reaches is asked at once, not at the next hourly
+    // run: ops hear of a token that reaches production when they set it.
+    if broker.config().introspection.enabled && users.iter().any(|u| !u.database) {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = broker.introspect(SystemTime::now()).await {
+                tracing::warn!(error = %e, "cannot ask what a newly set token reaches");
+            }
+        });
+    }
+    let unreadable: Vec<Value> = unreadable
+        .iter()
+        .map(|u| json!({ "provider": u.provider, "env": u.env, "why": u.why, "kept": "the token read before" }))
+        .collect();
+    Ok(Json(
+        json!({ "name": name, "used_by": secret_users(&users), "unreadable": unreadable }),
+    ))
 }
 
 /// Who uses a secret, and from when: a proxied provider's token at once, a

@@ -60,7 +60,12 @@ fn answered(answer: Result<Value, ClientError>) -> Answer {
         other => json!({
             "type": "broker_unreachable",
             "title": "The broker could not be asked",
-            "detail": other.to_string(),
+            // The agent reads this: what happened, without the operator's
+            // next step (starting the broker) that the CLI's text adds.
+            "detail": match &other {
+                ClientError::Unreachable { url, reason } => format!("cannot reach the broker at {url}: {reason}"),
+                other => other.to_string(),
+            },
             "agent_guidance": "This is a problem between this MCP server and the broker, not a refusal. Wait and try again; if it persists, tell a human, quoting the detail. Do not reach providers another way.",
         }),
     })

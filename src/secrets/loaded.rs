@@ -31,6 +31,15 @@ pub struct TokenStatus {
     pub problem: Option<String>,
 }
 
+/// A stored secret a re-read could not read: its previous token stays in
+/// use.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub provider: String,
+    pub env: String,
+    pub why: String,
+}
+
 struct Entry {
     provider: String,
     env: String,
@@ -45,6 +54,11 @@ struct Entry {
 
 pub struct RealTokens {
     entries: Vec<Entry>,
+    /// Tokens replaced since start: still redacted in answers and
+    /// recognised as leaked until the broker restarts, since a replaced
+    /// token (often replaced because it leaked) may still work at its
+    /// provider.
+    retired: Vec<SecretString>,
     proxied: BTreeMap<(String, String), SecretString>,
     fingerprints: HashSet<String>,
     redactor: Arc<Redactor>,
@@ -77,23 +91,50 @@ impl RealTokens {
                 });
             }
         }
-        RealTokens::from_entries(entries, fingerprinter)
+        RealTokens::from_entries(entries, Vec::new(), fingerprinter)
     }
 
     /// The same tokens with each proxied provider's stored secret read
-    /// again; everything else as it was read at start.
-    pub async fn reread_stored(&self, store: &dyn Store, master: &MasterKey, fingerprinter: &MasterKey) -> RealTokens {
+    /// again; everything else as it was read at start. A secret that cannot
+    /// be read now keeps the token read before (a passing store error must
+    /// not take a working token away); each is named in the answer.
+    pub async fn reread_stored(
+        &self,
+        store: &dyn Store,
+        master: &MasterKey,
+        fingerprinter: &MasterKey,
+    ) -> (RealTokens, Vec<Unreadable>) {
         let no_variables = |_: &str| None;
         let mut entries = Vec::new();
+        let mut retired: Vec<SecretString> = self.retired.clone();
+        let mut unreadable = Vec::new();
+        let before = |e: &Entry| match &e.token {
+            Ok(token) => Ok(SecretString::from(token.expose_secret())),
+            Err(why) => Err(why.clone()),
+        };
         for e in &self.entries {
             let token = match (&e.source, e.database) {
-                (TokenSource::Stored(_), false) => resolve(&e.source, store, master, &no_variables)
-                    .await
-                    .map_err(|e| e.to_string()),
-                _ => match &e.token {
-                    Ok(token) => Ok(SecretString::from(token.expose_secret())),
-                    Err(why) => Err(why.clone()),
+                (TokenSource::Stored(_), false) => match resolve(&e.source, store, master, &no_variables).await {
+                    Ok(token) => {
+                        if let Ok(old) = &e.token
+                            && old.expose_secret() != token.expose_secret()
+                            && !retired.iter().any(|r| r.expose_secret() == old.expose_secret())
+                        {
+                            retired.push(SecretString::from(old.expose_secret()));
+                        }
+                        Ok(token)
+                    }
+                    Err(why) if e.token.is_ok() => {
+                        unreadable.push(Unreadable {
+                            provider: e.provider.clone(),
+                            env: e.env.clone(),
+                            why: why.to_string(),
+                        });
+                        before(e)
+                    }
+                    Err(why) => Err(why.to_string()),
                 },
+                _ => before(e),
             };
             entries.push(Entry {
                 provider: e.provider.clone(),
@@ -104,13 +145,18 @@ impl RealTokens {
                 unusable: e.unusable.clone(),
             });
         }
-        RealTokens::from_entries(entries, fingerprinter)
+        (RealTokens::from_entries(entries, retired, fingerprinter), unreadable)
     }
 
-    fn from_entries(entries: Vec<Entry>, fingerprinter: &MasterKey) -> RealTokens {
+    fn from_entries(entries: Vec<Entry>, retired: Vec<SecretString>, fingerprinter: &MasterKey) -> RealTokens {
         let mut proxied = BTreeMap::new();
         let mut fingerprints = HashSet::new();
         let mut known = Vec::new();
+        for token in &retired {
+            let fingerprint = fingerprinter.fingerprint(token.expose_secret());
+            fingerprints.insert(fingerprint.clone());
+            known.push((token.expose_secret(), fingerprint));
+        }
         for e in &entries {
             let Ok(token) = &e.token else { continue };
             let fingerprint = fingerprinter.fingerprint(token.expose_secret());
@@ -126,6 +172,7 @@ impl RealTokens {
         let redactor = Arc::new(Redactor::new(known));
         RealTokens {
             entries,
+            retired,
             proxied,
             fingerprints,
             redactor,

@@ -6,7 +6,7 @@
 //! `SecretString` / `Zeroizing` buffers: no printing `Debug`, no `Serialize`,
 //! zeroized on drop. This module never logs.
 
-mod loaded;
+pub mod loaded;
 mod master;
 mod resolve;
 
