@@ -127,7 +127,10 @@ impl Problem {
         }
         obj.insert("agent_guidance".into(), Value::String(problem.guidance.into()));
         obj.extend(problem.extra.clone());
-        body
+        // A refusal quotes what was asked for (its detail, its operations'
+        // names), where an agent can have put its credential or a token:
+        // never echoed back.
+        crate::audit::scrub::json(&body)
     }
 }
 
