@@ -1164,3 +1164,38 @@ async fn mcp_over_http_needs_a_credential_and_an_agent_reads_only_its_sessions_e
     assert!(f.broker.broker.store().open_approvals().await.unwrap().is_empty());
     assert_eq!(f.railway.count(), 0);
 }
+
+/// An approval is its session's, as its events are: another session of the
+/// same agent reads it as unknown, over HTTP and MCP alike, and is told what
+/// that means.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_session_of_the_same_agent_does_not_see_an_approval() {
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let ask = json!({ "provider": "railway", "graphql": {
+        "query": "mutation { volumeDelete(volumeId: \"vol_scratch\") }" } });
+    let (status, held) = post(&f, "/approvals", Some(&f.credential), ask).await;
+    assert_eq!(status, 200, "{held}");
+    let id = held["refusal"]["approval_id"].as_str().unwrap().to_owned();
+    let (status, mine) = get(&f, &format!("/approvals/{id}"), &f.credential).await;
+    assert_eq!((status, mine["status"].as_str()), (200, Some("pending")), "{mine}");
+
+    let (_, minted) = f.broker.mint(&f.key, json!({ "env": "staging" })).await;
+    let other = minted["credential"].as_str().unwrap().to_owned();
+    let (status, body) = get(&f, &format!("/approvals/{id}"), &other).await;
+    assert_eq!(refusal(status, &body), (404, "approval_unknown"), "{body}");
+    let guidance = body["agent_guidance"].as_str().unwrap();
+    assert_eq!(
+        guidance,
+        valetkey::api::next_step("approval_unknown", false),
+        "the live answer and the guidance told later agree"
+    );
+    assert!(!guidance.contains("not a permission problem"), "{guidance}");
+    let over_mcp = mcp_client(
+        &f,
+        "http",
+        &other,
+        &json!([{ "tool": "approval_status", "arguments": { "approval_id": id } }]),
+    )
+    .await;
+    assert_eq!(over_mcp["calls"][0]["answer"], body, "{over_mcp}");
+}

@@ -65,8 +65,9 @@ fn unknown(id: &str) -> Problem {
         StatusCode::NOT_FOUND,
         "approval_unknown",
         "No such approval",
-        format!("there is no approval `{id}` for this credential"),
+        format!("there is no approval `{id}` of this credential's session"),
     )
+    .guidance(super::problem::next_step("approval_unknown", false))
 }
 
 #[derive(Deserialize)]

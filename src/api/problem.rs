@@ -393,6 +393,7 @@ const READ_ACROSS: &str = "This read follows a reference (a service, a project, 
 const APPROVAL: &str = "This operation is destructive, and no agent credential can perform it. Do not retry, and do not look for another way, credential or token. Stop and ask a human to do it or approve it, quoting the event id.";
 
 const HELD: &str = "A human must approve exactly this request. Wait: poll `approval_url` with your credential (`GET …?wait=60s`, or `valetkey approval wait ID`) until it answers `approved`, then send the identical request once more, with the header `Valetkey-Approval: ID`. Do not change the request, do not retry it another way, and do not look for other credentials or tokens. If it is denied or expires, stop and tell a human what you were doing, quoting the approval id.";
+const APPROVAL_UNKNOWN: &str = "No approval with this id belongs to your session: an approval is seen and used only by the session that asked for it. Use the `approval_id` your held request's answer gave, with the credential of that session; do not guess ids, and do not look for other credentials or tokens. If you have no approval for this request, ask for one (request_approval, or send the request and wait on its `approval_url`); if that fails, tell a human.";
 const APPROVAL_UNUSABLE: &str = "An approval covers one exact request, from the session that asked for it, sent once before it expires. Send exactly the approved request, or, if it was denied, used or has expired, stop and tell a human, quoting the event id. Do not change the request to get it through, and do not look for other credentials or tokens.";
 
 /// What to do next about a refusal recorded as `refusal` (its stable
@@ -413,6 +414,7 @@ pub fn next_step(refusal: &str, reads_only: bool) -> &'static str {
         "raw_provider_token" => RAW_TOKEN,
         "upstream_credential_mismatch" => UPSTREAM_MISMATCH,
         "upstream_token_missing" => OPERATOR,
+        "approval_unknown" => APPROVAL_UNKNOWN,
         kind if kind.starts_with("approval_") => APPROVAL_UNUSABLE,
         "malformed_request"
         | "unsupported_media_type"
@@ -525,7 +527,7 @@ impl From<crate::proxy::ProxyError> for Problem {
                 "Approval does not cover this request",
                 detail,
             )
-            .guidance(APPROVAL_UNUSABLE)
+            .guidance(next_step(crate::proxy::unusable_kind(why), false))
             .event(event_id)
             .with("approval_id", approval_id),
             ProxyError::NoUpstreamToken { event_id, .. } => Problem::new(
