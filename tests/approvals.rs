@@ -1165,6 +1165,77 @@ async fn mcp_over_http_needs_a_credential_and_an_agent_reads_only_its_sessions_e
     assert_eq!(f.railway.count(), 0);
 }
 
+/// `/mcp`'s transport refusals (rmcp's own answers) are problem+json with a
+/// stable type, as every refusal an agent sees.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_transports_refusals_are_problems() {
+    let f = Fixture::start().await;
+    let message = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
+    let accepting = |accept: &str| {
+        f.broker
+            .http
+            .post(format!("{}/mcp", f.broker.url))
+            .bearer_auth(&f.credential)
+            .header("Accept", accept)
+    };
+    let post = || accepting("application/json, text/event-stream");
+    let json = |r: reqwest::RequestBuilder| r.header("Content-Type", "application/json");
+    let cases = [
+        (
+            f.broker
+                .http
+                .get(format!("{}/mcp", f.broker.url))
+                .bearer_auth(&f.credential),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            f.broker
+                .http
+                .delete(format!("{}/mcp", f.broker.url))
+                .bearer_auth(&f.credential),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            json(accepting("application/json")).body(message.clone()),
+            406,
+            "not_acceptable",
+        ),
+        (
+            json(post())
+                .header("Origin", "https://evil.example")
+                .body(message.clone()),
+            403,
+            "origin_refused",
+        ),
+        (
+            post().header("Content-Type", "text/plain").body(message.clone()),
+            415,
+            "unsupported_media_type",
+        ),
+        (json(post()).body(format!("[{message}]")), 415, "malformed_request"),
+        (json(post()).body("{\"jsonrpc\": "), 415, "malformed_request"),
+        (json(post()).body(" ".repeat(128 * 1024)), 413, "request_too_large"),
+    ];
+    for (request, status, kind) in cases {
+        let (got, body) = f.broker.send(request).await;
+        assert_eq!(refusal(got, &body), (status, kind), "{body}");
+    }
+    let answer = f
+        .broker
+        .http
+        .get(format!("{}/mcp", f.broker.url))
+        .bearer_auth(&f.credential)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.headers().get("allow").is_some(), "405 keeps its Allow header");
+    // A JSON-RPC answer is left as it is.
+    let (status, body) = f.broker.send(json(post()).body(message)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// An approval is its session's, as its events are: another session of the
 /// same agent reads it as unknown, over HTTP and MCP alike, and is told what
 /// that means.

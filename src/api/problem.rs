@@ -427,6 +427,52 @@ pub fn next_step(refusal: &str, reads_only: bool) -> &'static str {
     }
 }
 
+/// `/mcp`'s transport refused the request before any tool ran: its
+/// status and what it said.
+impl From<(crate::mcp::http::TransportRefusal, StatusCode, &str)> for Problem {
+    fn from((refusal, status, said): (crate::mcp::http::TransportRefusal, StatusCode, &str)) -> Self {
+        use crate::mcp::http::TransportRefusal as T;
+        let (kind, title, detail) = match refusal {
+            T::MethodNotAllowed => (
+                "method_not_allowed",
+                "Method not allowed",
+                "the MCP endpoint takes only POST (it keeps no session: no stream to GET, none to DELETE); send each JSON-RPC message as a POST",
+            ),
+            T::NotAcceptable => (
+                "not_acceptable",
+                "Not acceptable",
+                "send `Accept: application/json, text/event-stream`, as the MCP streamable HTTP transport requires",
+            ),
+            T::OriginRefused => (
+                "origin_refused",
+                "Browser requests refused",
+                "the request carries an `Origin` header, as a browser's does; the MCP endpoint answers MCP clients only, which send none",
+            ),
+            T::TooLarge => (
+                "request_too_large",
+                "Request body too large",
+                "the request body is over the broker's `[server] max_body_bytes`; send a smaller request",
+            ),
+            T::UnsupportedMediaType => (
+                "unsupported_media_type",
+                "Unsupported media type",
+                "send the JSON-RPC message with `Content-Type: application/json`",
+            ),
+            T::Malformed => (
+                "malformed_request",
+                "The request is not valid",
+                "the body is not one JSON-RPC message (a batch is not taken); send one request, notification or response per POST",
+            ),
+            T::Other => ("malformed_request", "The request is not valid", ""),
+        };
+        let detail = match detail {
+            "" => format!("the MCP transport refused the request: {said}"),
+            detail => format!("{detail} (the MCP transport said: {said})"),
+        };
+        Problem::new(status, kind, title, detail)
+    }
+}
+
 impl From<crate::proxy::ProxyError> for Problem {
     fn from(e: crate::proxy::ProxyError) -> Self {
         use crate::proxy::{ForwardError, ProxyError};

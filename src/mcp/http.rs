@@ -2,9 +2,11 @@
 //! POST stands alone, so no MCP session outlives or outranks the credential
 //! of the request carrying it), behind a layer that authenticates every
 //! request's credential as the rest of the agent's API does: refusals are
-//! problem+json, recorded as other credential refusals are. The tools then
-//! ask the broker in-process with that request's claims.
+//! problem+json, recorded as other credential refusals are; so are the
+//! transport's own refusals (`problems`). The tools then ask the broker
+//! in-process with that request's claims.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -43,7 +45,85 @@ pub fn router(broker: Arc<Broker>) -> Router<Arc<Broker>> {
     );
     Router::new()
         .route_service("/mcp", service)
+        .route_layer(middleware::from_fn(problems))
         .route_layer(middleware::from_fn_with_state(broker, authenticate))
+}
+
+/// Why rmcp's transport refused a request, before any tool ran: its own
+/// answers are plain text, told here as problem+json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportRefusal {
+    /// Only POST: the server is stateless, so there is no stream to GET
+    /// and no session to DELETE.
+    MethodNotAllowed,
+    /// The client does not accept both `application/json` and
+    /// `text/event-stream`.
+    NotAcceptable,
+    /// A browser's request (it has an `Origin`).
+    OriginRefused,
+    /// Over `[server] max_body_bytes`.
+    TooLarge,
+    /// Not `Content-Type: application/json`.
+    UnsupportedMediaType,
+    /// JSON, but not one JSON-RPC message (a batch, or not JSON at all).
+    Malformed,
+    /// Anything else rmcp refused.
+    Other,
+}
+
+impl TransportRefusal {
+    /// What rmcp's answer `status` means for a request whose `Content-Type`
+    /// was JSON (`json`) or not (pure).
+    pub fn of(status: http::StatusCode, json: bool) -> TransportRefusal {
+        match status.as_u16() {
+            405 => TransportRefusal::MethodNotAllowed,
+            406 => TransportRefusal::NotAcceptable,
+            403 => TransportRefusal::OriginRefused,
+            413 => TransportRefusal::TooLarge,
+            // rmcp answers 415 to a body that does not parse, too.
+            415 if json => TransportRefusal::Malformed,
+            415 => TransportRefusal::UnsupportedMediaType,
+            400 => TransportRefusal::Malformed,
+            _ => TransportRefusal::Other,
+        }
+    }
+}
+
+/// rmcp's refusals (non-2xx answers that are not JSON, so not already a
+/// problem or a JSON-RPC error) as problem+json, with their headers
+/// (`Allow`) kept.
+async fn problems(request: Request, next: Next) -> Response {
+    let json = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if status.is_success() || status.is_informational() || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let said = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let said = String::from_utf8_lossy(&said);
+    let mut problem = Problem::from((TransportRefusal::of(status, json), status, said.trim())).into_response();
+    for (name, value) in &parts.headers {
+        if name != http::header::CONTENT_TYPE && name != http::header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
 }
 
 /// Lets through only requests with a live credential, its claims attached.
