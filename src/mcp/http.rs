@@ -140,6 +140,7 @@ async fn authenticate(
     match broker.authenticate_at(&token, "/mcp", now, client).await {
         Ok(claims) => {
             request.extensions_mut().insert(claims);
+            request.extensions_mut().insert(Peer(client));
             next.run(request).await
         }
         Err(refused) => Problem::from(refused).into_response(),
@@ -151,13 +152,32 @@ struct InProcess {
     broker: Arc<Broker>,
 }
 
+/// Where the HTTP request an MCP request came in was sent from.
+#[derive(Debug, Clone, Copy)]
+struct Peer(IpAddr);
+
 /// The claims the layer attached to the HTTP request this MCP request came in.
 fn claims(context: &Extensions) -> Result<Arc<Claims>, Value> {
-    context
-        .get::<http::request::Parts>()
+    parts(context)
         .and_then(|parts| parts.extensions.get::<Arc<Claims>>())
         .cloned()
         .ok_or_else(|| Problem::from(AuthError::Missing).body())
+}
+
+fn parts(context: &Extensions) -> Option<&http::request::Parts> {
+    context.get::<http::request::Parts>()
+}
+
+/// Who asks, as the checks before judging record a leaked token.
+fn asker<'a>(context: &Extensions, claims: &'a Claims) -> agent::Asker<'a> {
+    let client = parts(context)
+        .and_then(|p| p.extensions.get::<Peer>())
+        .map_or(IpAddr::from([127, 0, 0, 1]), |p| p.0);
+    agent::Asker {
+        claims,
+        route: "/mcp",
+        client,
+    }
 }
 
 fn answered(answer: Result<Value, Problem>) -> Answer {
@@ -185,7 +205,8 @@ impl Ask for InProcess {
 
     async fn check(&self, context: &Extensions, request: Value) -> Answer {
         let claims = claims(context)?;
-        answered(agent::check(&self.broker, &claims, request_body(request)?))
+        let asker = asker(context, &claims);
+        answered(agent::check(&self.broker, asker, request_body(request)?, SystemTime::now()).await)
     }
 
     async fn explain(&self, context: &Extensions, event_id: &str) -> Answer {
@@ -196,7 +217,8 @@ impl Ask for InProcess {
     async fn request_approval(&self, context: &Extensions, request: Value) -> Answer {
         let claims = claims(context)?;
         let request = request_body(request)?;
-        answered(agent::request_approval(&self.broker, &claims, request, SystemTime::now()).await)
+        let asker = asker(context, &claims);
+        answered(agent::request_approval(&self.broker, asker, request, SystemTime::now()).await)
     }
 
     async fn approval(&self, context: &Extensions, id: &str, wait: Duration) -> Answer {
