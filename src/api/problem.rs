@@ -463,6 +463,7 @@ impl From<(crate::mcp::http::TransportRefusal, StatusCode, &str)> for Problem {
                 "The request is not valid",
                 "the body is not one JSON-RPC message (a batch is not taken); send one request, notification or response per POST",
             ),
+            T::Other if status.is_server_error() => ("internal_error", "The broker failed", ""),
             T::Other => ("malformed_request", "The request is not valid", ""),
         };
         let detail = match detail {

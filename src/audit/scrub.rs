@@ -2,9 +2,11 @@
 //! is recorded with what it aimed at (its path, the parser's reason), and
 //! an agent can put anything there: its own `vk1.` credential, a provider's
 //! token it found. Every event's detail passes through `json` on its way
-//! into the hash chain, and every problem's detail and every explanation
-//! through `text`, so that neither the trail nor an answer (nor an MCP
-//! client's log of it) ever holds one.
+//! into the hash chain (`Record::new`), and so do every refusal told
+//! (`Problem::body`), every explanation and check answer (`api::agent`) and
+//! every alert (`Alerter::raise`); the request log's path through `text`.
+//! Neither the trail, the log nor an answer (nor an MCP client's log of it)
+//! ever holds one.
 //!
 //! Replaced, each by a mark naming its kind: a valetkey credential
 //! (`credentials::credentials_in`, by its whole format); a token whose

@@ -226,3 +226,25 @@ impl Ask for InProcess {
         answered(agent::approval(&self.broker, &claims, id, wait).await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use super::TransportRefusal as T;
+
+    #[test]
+    fn each_of_rmcps_refusals_is_named_by_its_status_and_the_requests_content_type() {
+        let of = |status: u16, json: bool| T::of(StatusCode::from_u16(status).unwrap(), json);
+        assert_eq!(of(405, true), T::MethodNotAllowed);
+        assert_eq!(of(406, true), T::NotAcceptable);
+        assert_eq!(of(403, true), T::OriginRefused);
+        assert_eq!(of(413, true), T::TooLarge);
+        // rmcp answers 415 both to another Content-Type and to a JSON body
+        // that is not one JSON-RPC message.
+        assert_eq!(of(415, false), T::UnsupportedMediaType);
+        assert_eq!(of(415, true), T::Malformed);
+        assert_eq!(of(400, true), T::Malformed);
+        assert_eq!(of(500, true), T::Other);
+    }
+}
