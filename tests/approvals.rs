@@ -1175,7 +1175,7 @@ const GHP: &str = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
 /// explain_refusal says: each is recorded and told with a mark instead.
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_and_tokens_misplaced_in_a_request_are_recorded_and_told_nowhere() {
-    let f = Fixture::start().await;
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
     let c = f.credential.clone();
     let lower = c.to_ascii_lowercase();
     let encoded: String = GHP.bytes().map(|b| format!("%{b:02X}")).collect();
@@ -1190,6 +1190,8 @@ async fn credentials_and_tokens_misplaced_in_a_request_are_recorded_and_told_now
         http.get(f.url(&format!("github/repos/acme/api?access_token={GHP}"))),
         http.get(f.url(&format!("github/{GHP}"))),
         http.delete(f.url(&format!("api/v1/{GHP}/7"))),
+        // Held for approval: what approvers are shown is scrubbed too.
+        http.delete(f.url(&format!("github/repos/acme/api/git/refs/heads/{GHP}"))),
     ];
     let mut told = Vec::new();
     let mut events = Vec::new();
@@ -1244,6 +1246,13 @@ async fn credentials_and_tokens_misplaced_in_a_request_are_recorded_and_told_now
     let over_mcp = mcp_client(&f, "http", &c, &Value::Array(calls)).await;
     assert!(over_mcp["calls"][0]["answer"]["what"].is_string(), "{over_mcp}");
 
+    let held = f.broker.broker.store().open_approvals().await.unwrap();
+    assert_eq!(held.len(), 1, "{told:?}");
+    assert!(
+        held[0]
+            .path
+            .ends_with("/heads/[redacted: a GitHub personal access token]")
+    );
     let audit = f.audit_text().await;
     let everything = [
         audit.clone(),

@@ -204,7 +204,9 @@ impl Broker {
             provider: h.provider.to_owned(),
             env: h.claims.env.clone(),
             method: h.method.to_owned(),
-            path: h.path.to_owned(),
+            // Shown to approvers and kept: scrubbed as the trail is (the
+            // digest binds the request as sent).
+            path: crate::audit::scrub::text(h.path).into_owned(),
             query_bytes: h.query.map(str::len),
             approvers_needed: h.need.approvers,
             tier: h.need.tier,
