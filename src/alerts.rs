@@ -79,6 +79,12 @@ impl Alerter {
     /// Raises an alert: logged always, delivered unless an identical one
     /// was within the window. Returns whether it was queued for delivery.
     pub fn raise(&self, alert: Alert) -> bool {
+        // Logged and delivered beyond the audit trail: scrubbed as it is.
+        let alert = Alert {
+            text: crate::audit::scrub::text(&alert.text).into_owned(),
+            detail: crate::audit::scrub::json(&alert.detail),
+            ..alert
+        };
         let mut first = false;
         let counter = self.recent.get_with(alert.key.clone(), || {
             first = true;

@@ -421,8 +421,10 @@ impl Server {
         }
         let app = crate::api::router(self.broker.clone()).layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                // The path only: a query string may carry what it should not.
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                // The path only: a query string may carry what it should not,
+                // and the path is scrubbed of what an agent put in it.
+                let path = crate::audit::scrub::text(req.uri().path());
+                tracing::info_span!("request", method = %req.method(), path = %path)
             }),
         );
         let server = &self.broker.config().server;

@@ -1171,3 +1171,310 @@ async fn mcp_over_http_needs_a_credential_and_an_agent_reads_only_its_sessions_e
     assert!(f.broker.broker.store().open_approvals().await.unwrap().is_empty());
     assert_eq!(f.railway.count(), 0);
 }
+
+/// A provider's token of a known format, as an agent might find one.
+const GHP: &str = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// The agent's credential, or a provider's token, put where the broker
+/// records what a request aimed at (the path, the query, a header's name, a
+/// path it cannot classify) is in no event of the audit trail, no answer,
+/// no explanation of `GET /v1/events/{id}` and nothing MCP's
+/// explain_refusal says: each is recorded and told with a mark instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_and_tokens_misplaced_in_a_request_are_recorded_and_told_nowhere() {
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let c = f.credential.clone();
+    let lower = c.to_ascii_lowercase();
+    let encoded: String = GHP.bytes().map(|b| format!("%{b:02X}")).collect();
+    let http = &f.broker.http;
+    let requests = [
+        http.get(f.url(&format!("github/repos/acme/api/contents/{c}"))),
+        http.get(f.url(&format!("github/repos/acme/api/contents/a?ref={c}"))),
+        http.get(f.url("github/repos/acme/api")).header(lower.as_str(), "1"),
+        http.get(f.url(&format!("github/repos/acme/infra/contents/{GHP}"))),
+        http.get(f.url(&format!("github/repos/acme/api/contents/{GHP}"))),
+        http.get(f.url(&format!("github/repos/acme/api/contents/x{encoded}"))),
+        http.get(f.url(&format!("github/repos/acme/api?access_token={GHP}"))),
+        http.get(f.url(&format!("github/{GHP}"))),
+        http.delete(f.url(&format!("api/v1/{GHP}/7"))),
+        // Held for approval: what approvers are shown is scrubbed too.
+        http.delete(f.url(&format!("github/repos/acme/api/git/refs/heads/{GHP}"))),
+    ];
+    let mut told = Vec::new();
+    let mut events = Vec::new();
+    for request in requests {
+        let answer = request.bearer_auth(&c).send().await.unwrap();
+        let refused = !answer.status().is_success();
+        let text = answer.text().await.unwrap();
+        if let Some(id) = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["event_id"].as_str().map(str::to_owned))
+        {
+            events.push(id);
+        }
+        // What an upstream answered a request it was sent is its own.
+        if refused {
+            told.push(text);
+        }
+    }
+    // Described rather than sent, the request is quoted back scrubbed too.
+    for path in [format!("/{GHP}"), format!("/repos/acme/infra/contents/{GHP}")] {
+        let ask = json!({ "provider": "github", "method": "GET", "path": path });
+        let (status, body) = post(&f, "/check", Some(&c), ask).await;
+        assert_eq!((status, &body["decision"]), (200, &json!("refuse")), "{body}");
+        told.push(body.to_string());
+    }
+    let misplaced = events_of(&f, "proxy_refused")
+        .await
+        .into_iter()
+        .filter(|(_, d)| d["refusal"] == "credential_misplaced")
+        .count();
+    assert_eq!(misplaced, 3, "{}", f.audit_text().await);
+    assert!(events.len() >= 6, "{told:?}");
+    let mut explained = Vec::new();
+    for id in &events {
+        let (status, body) = get(&f, &format!("/events/{id}"), &c).await;
+        if status == 200 {
+            explained.push(body);
+        }
+    }
+    // The path is still told, the credential in it as a mark.
+    assert!(
+        explained.iter().any(|e| e["what"]
+            .as_str()
+            .unwrap()
+            .contains("contents/[redacted: a valetkey credential]")),
+        "{explained:?}"
+    );
+    let calls: Vec<Value> = events
+        .iter()
+        .map(|id| json!({ "tool": "explain_refusal", "arguments": { "event_id": id } }))
+        .collect();
+    let over_mcp = mcp_client(&f, "http", &c, &Value::Array(calls)).await;
+    assert!(over_mcp["calls"][0]["answer"]["what"].is_string(), "{over_mcp}");
+
+    let held = f.broker.broker.store().open_approvals().await.unwrap();
+    assert_eq!(held.len(), 1, "{told:?}");
+    assert!(
+        held[0]
+            .path
+            .ends_with("/heads/[redacted: a GitHub personal access token]")
+    );
+    let audit = f.audit_text().await;
+    let everything = [
+        audit.clone(),
+        told.join("\n"),
+        serde_json::to_string(&explained).unwrap(),
+        over_mcp.to_string(),
+    ];
+    for (what, text) in ["the audit trail", "the answers", "the explanations", "MCP"]
+        .iter()
+        .zip(&everything)
+    {
+        let decoded = percent_encoding::percent_decode_str(text).decode_utf8_lossy();
+        for secret in [c.as_str(), lower.as_str(), GHP] {
+            assert!(!decoded.contains(secret), "{what} holds {secret}: {text}");
+        }
+        assert_eq!(
+            valetkey::credentials::credentials_in(decoded.as_bytes()).count(),
+            0,
+            "{what}"
+        );
+    }
+}
+
+/// `POST /v1/approvals` (and `/v1/check`) run the proxy's checks before
+/// judging: a provider's token in the query string is refused as leaked and
+/// recorded, a body past what the broker inspects is refused, and neither
+/// is held for approval.
+#[tokio::test(flavor = "multi_thread")]
+async fn asking_ahead_runs_the_proxys_checks_before_judging() {
+    let extra = format!("{APPROVERS}\n[proxy]\nmax_inspected_body_bytes = 2048\n");
+    let f = Fixture::start_with(&extra, common::fixture::GITHUB_STAGING).await;
+    let percent: String = GHP.bytes().map(|b| format!("%{b:02x}")).collect();
+    let sk = format!("sk_live_{}", "a1".repeat(16));
+    for path in [
+        format!("/v1/items/7?access_token={GHP}"),
+        format!("/v1/items/7?x=1&{GHP}"),
+        format!("/v1/items/7?t={percent}"),
+        format!("/v1/items/7?key={sk}"),
+    ] {
+        for route in ["/approvals", "/check"] {
+            let ask = json!({ "provider": "api", "method": "DELETE", "path": path });
+            let (status, body) = post(&f, route, Some(&f.credential), ask).await;
+            assert_eq!(
+                refusal(status, &body),
+                (401, "raw_provider_token"),
+                "{route} {path}: {body}"
+            );
+            assert!(body["event_id"].is_string(), "the leak is recorded: {body}");
+        }
+    }
+    let big = format!(
+        "mutation {{ volumeDelete(volumeId: \"vol_scratch\") }} # {}",
+        "x".repeat(2048)
+    );
+    let ask = json!({ "provider": "railway", "graphql": { "query": big } });
+    let (status, body) = post(&f, "/approvals", Some(&f.credential), ask).await;
+    assert_eq!(refusal(status, &body), (413, "request_too_large"), "{body}");
+    assert!(f.broker.broker.store().open_approvals().await.unwrap().is_empty());
+    assert!(events_of(&f, "proxy_refused").await.is_empty());
+    assert_eq!(events_of(&f, "credential_refused").await.len(), 8);
+    assert_eq!((f.api.count(), f.railway.count()), (0, 0));
+}
+
+/// `/mcp`'s transport refusals (rmcp's own answers) are problem+json with a
+/// stable type, as every refusal an agent sees.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_transports_refusals_are_problems() {
+    let f = Fixture::start().await;
+    let message = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }).to_string();
+    let accepting = |accept: &str| {
+        f.broker
+            .http
+            .post(format!("{}/mcp", f.broker.url))
+            .bearer_auth(&f.credential)
+            .header("Accept", accept)
+    };
+    let post = || accepting("application/json, text/event-stream");
+    let json = |r: reqwest::RequestBuilder| r.header("Content-Type", "application/json");
+    let cases = [
+        (
+            f.broker
+                .http
+                .get(format!("{}/mcp", f.broker.url))
+                .bearer_auth(&f.credential),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            f.broker
+                .http
+                .delete(format!("{}/mcp", f.broker.url))
+                .bearer_auth(&f.credential),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            json(accepting("application/json")).body(message.clone()),
+            406,
+            "not_acceptable",
+        ),
+        (
+            json(post())
+                .header("Origin", "https://evil.example")
+                .body(message.clone()),
+            403,
+            "origin_refused",
+        ),
+        (
+            post().header("Content-Type", "text/plain").body(message.clone()),
+            415,
+            "unsupported_media_type",
+        ),
+        (json(post()).body(format!("[{message}]")), 415, "malformed_request"),
+        (json(post()).body("{\"jsonrpc\": "), 415, "malformed_request"),
+        (json(post()).body(" ".repeat(128 * 1024)), 413, "request_too_large"),
+    ];
+    for (request, status, kind) in cases {
+        let (got, body) = f.broker.send(request).await;
+        assert_eq!(refusal(got, &body), (status, kind), "{body}");
+    }
+    let answer = f
+        .broker
+        .http
+        .get(format!("{}/mcp", f.broker.url))
+        .bearer_auth(&f.credential)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.headers().get("allow").is_some(), "405 keeps its Allow header");
+    // A JSON-RPC answer is left as it is.
+    let (status, body) = f.broker.send(json(post()).body(message)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// An approval is its session's, as its events are: another session of the
+/// same agent reads it as unknown, over HTTP and MCP alike, and is told what
+/// that means.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_session_of_the_same_agent_does_not_see_an_approval() {
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let ask = json!({ "provider": "railway", "graphql": {
+        "query": "mutation { volumeDelete(volumeId: \"vol_scratch\") }" } });
+    let (status, held) = post(&f, "/approvals", Some(&f.credential), ask).await;
+    assert_eq!(status, 200, "{held}");
+    let id = held["refusal"]["approval_id"].as_str().unwrap().to_owned();
+    let (status, mine) = get(&f, &format!("/approvals/{id}"), &f.credential).await;
+    assert_eq!((status, mine["status"].as_str()), (200, Some("pending")), "{mine}");
+
+    let (_, minted) = f.broker.mint(&f.key, json!({ "env": "staging" })).await;
+    let other = minted["credential"].as_str().unwrap().to_owned();
+    let (status, body) = get(&f, &format!("/approvals/{id}"), &other).await;
+    assert_eq!(refusal(status, &body), (404, "approval_unknown"), "{body}");
+    let guidance = body["agent_guidance"].as_str().unwrap();
+    assert_eq!(
+        guidance,
+        valetkey::api::next_step("approval_unknown", false),
+        "the live answer and the guidance told later agree"
+    );
+    assert!(!guidance.contains("not a permission problem"), "{guidance}");
+    let over_mcp = mcp_client(
+        &f,
+        "http",
+        &other,
+        &json!([{ "tool": "approval_status", "arguments": { "approval_id": id } }]),
+    )
+    .await;
+    assert_eq!(over_mcp["calls"][0]["answer"], body, "{over_mcp}");
+}
+
+/// Asked ahead, a GraphQL request is held as the broker wrote its body;
+/// the answer says exactly what to send, and sending that spends the
+/// approval, whatever JSON the agent itself would have written.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_to_send_once_approved_is_in_the_answer_and_spends_it() {
+    let f = Fixture::start_with(APPROVERS, common::fixture::GITHUB_STAGING).await;
+    let [bob] = team(&f, ["bob"]).await;
+    let ask = json!({ "provider": "railway", "graphql": {
+        "operationName": "Drop",
+        "variables": { "v": "vol_scratch" },
+        "query": "mutation Drop($v: String!) { volumeDelete(volumeId: $v) }" } });
+    let (status, held) = post(&f, "/approvals", Some(&f.credential), ask).await;
+    assert_eq!(status, 200, "{held}");
+    let id = held["refusal"]["approval_id"].as_str().unwrap().to_owned();
+    let send = &held["send_once_approved"];
+    assert_eq!(send["method"], "POST", "{held}");
+    assert_eq!(send["url"].as_str().unwrap(), f.url("railway/graphql/v2"));
+    let (code, body) = decide(&f, &id, &bob, &bob.code(1), "approve").await;
+    assert_eq!(code, 200, "{body}");
+
+    let mut curl = std::process::Command::new("curl");
+    curl.args([
+        "-sS",
+        "-X",
+        send["method"].as_str().unwrap(),
+        "-H",
+        "User-Agent:",
+        "-H",
+        "Accept:",
+    ])
+    .args(["-H", &format!("Authorization: Bearer {}", f.credential)])
+    .args(["-H", &format!("Valetkey-Approval: {id}")]);
+    for (name, value) in send["headers"].as_object().unwrap() {
+        curl.args(["-H", &format!("{name}: {}", value.as_str().unwrap())]);
+    }
+    let sent = curl
+        .args(["--data-binary", send["body"].as_str().unwrap()])
+        .arg(send["url"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert!(
+        answer.get("type").is_none(),
+        "the approved request was refused: {answer}"
+    );
+    assert_eq!(f.railway.count(), 1);
+    let (_, after) = get(&f, &format!("/approvals/{id}"), &f.credential).await;
+    assert_eq!(after["status"], "used", "{after}");
+}

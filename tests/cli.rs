@@ -603,6 +603,23 @@ async fn real_tokens_never_leak() {
         assert_eq!(response.status(), 200);
         answers.push(response.text().await.unwrap());
     }
+    // A credential, and a provider's token, where the broker quotes the
+    // request (the path): refused, recorded and logged as marks.
+    const FOUND: &str = "ghp_FOUNDinAfileByTheAgent0123456789abcd";
+    let mut quoted = Vec::new();
+    for path in [
+        format!("/p/github/repos/acme/api/contents/{credential}"),
+        format!("/p/github/{FOUND}"),
+    ] {
+        let response = http
+            .get(format!("{}{path}", served.url))
+            .bearer_auth(credential)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{path}");
+        quoted.push(response.text().await.unwrap());
+    }
     assert_eq!(
         railway.received()[0].header("authorization"),
         Some(format!("Bearer {STORED}").as_str())
@@ -659,7 +676,7 @@ async fn real_tokens_never_leak() {
             files.push(std::fs::read(path).unwrap());
         }
     }
-    for token in [STORED, FROM_ENV, bootstrap.as_str(), alice.as_str()] {
+    for token in [STORED, FROM_ENV, FOUND, bootstrap.as_str(), alice.as_str()] {
         assert!(!log.contains(token), "a secret is in the log");
         assert!(!sink.contains(token), "a secret is in the audit sink");
         assert!(
@@ -702,6 +719,8 @@ async fn real_tokens_never_leak() {
     // The launcher key and the credential are secrets too: the log has neither.
     assert!(!log.contains(&key) && !log.contains(credential));
     assert!(!sink.contains(&key) && !sink.contains(credential));
+    assert!(!audit.iter().any(|e| e.contains(credential)));
+    assert!(!quoted.iter().any(|a| a.contains(credential) || a.contains(FOUND)));
 }
 
 #[tokio::test]

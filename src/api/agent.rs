@@ -11,11 +11,13 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::Problem;
+use crate::audit::scrub;
 use crate::broker::Broker;
 use crate::credentials::Claims;
 use crate::providers::Classifier;
 use crate::proxy::ProxyError;
-use crate::proxy::check::{CheckRequest, RequestApprovalError};
+pub use crate::proxy::check::Asker;
+use crate::proxy::check::{AskError, CheckRequest};
 
 /// `GET /v1/whoami`.
 pub fn whoami(broker: &Broker, claims: &Claims, now: SystemTime) -> Result<Value, Problem> {
@@ -32,30 +34,41 @@ fn classifier<'a>(broker: &'a Broker, provider: &str) -> Result<&'a Classifier, 
     })
 }
 
-/// `POST /v1/check`: nothing sent, nothing recorded.
-pub fn check(broker: &Broker, claims: &Claims, request: CheckRequest) -> Result<Value, Problem> {
+/// `POST /v1/check`: nothing sent, nothing recorded (but a leaked token).
+pub async fn check(
+    broker: &Broker,
+    asker: Asker<'_>,
+    request: CheckRequest,
+    now: SystemTime,
+) -> Result<Value, Problem> {
     let classifier = classifier(broker, &request.provider)?;
-    let answer = crate::proxy::check::check(broker, classifier, claims, request)
-        .map_err(|e| Problem::bad_request("malformed_request", e.to_string()))?;
-    serde_json::to_value(answer).map_err(|e| Problem::internal(&e))
+    let answer = crate::proxy::check::check(broker, classifier, asker, request, now)
+        .await
+        .map_err(asked)?;
+    told(answer)
 }
 
 /// `POST /v1/approvals`: the check's answer, the request held for approval
 /// when the proxy would hold it.
 pub async fn request_approval(
     broker: &Broker,
-    claims: &Claims,
+    asker: Asker<'_>,
     request: CheckRequest,
     now: SystemTime,
 ) -> Result<Value, Problem> {
     let classifier = classifier(broker, &request.provider)?;
-    let answer = crate::proxy::check::request_approval(broker, classifier, claims, request, now)
+    let answer = crate::proxy::check::request_approval(broker, classifier, asker, request, now)
         .await
-        .map_err(|e| match e {
-            RequestApprovalError::Check(e) => Problem::bad_request("malformed_request", e.to_string()),
-            RequestApprovalError::Store(e) => Problem::store(&e),
-        })?;
-    serde_json::to_value(answer).map_err(|e| Problem::internal(&e))
+        .map_err(asked)?;
+    told(answer)
+}
+
+fn asked(e: AskError) -> Problem {
+    match e {
+        AskError::Check(e) => Problem::bad_request("malformed_request", e.to_string()),
+        AskError::Refused(e) => Problem::from(*e),
+        AskError::Store(e) => Problem::store(&e),
+    }
 }
 
 /// `GET /v1/events/{id}`: one event of the credential's own session, told
@@ -81,7 +94,9 @@ pub async fn explain(broker: &Broker, claims: &Claims, id: &str) -> Result<Value
     Ok(explanation(&record, &detail))
 }
 
-/// An event as its agent needs to hear it (pure).
+/// An event as its agent needs to hear it (pure). What it quotes of the
+/// request is scrubbed again: events recorded before the trail scrubbed
+/// its details may hold what the agent must not be shown back.
 fn explanation(record: &crate::audit::Record, detail: &Value) -> Value {
     let text = |key: &str| detail.get(key).and_then(Value::as_str);
     let operations = detail.get("operations").cloned().unwrap_or_else(|| json!([]));
@@ -118,7 +133,19 @@ fn explanation(record: &crate::audit::Record, detail: &Value) -> Value {
             );
         }
     }
-    answer
+    scrub::json(&answer)
+}
+
+/// A check's answer as the agent is told it: what it quotes of the request
+/// (the path, operations' names, the refusal) scrubbed as a refusal is;
+/// the request to send once approved is the agent's own, kept exact.
+fn told(mut answer: crate::proxy::check::CheckAnswer) -> Result<Value, Problem> {
+    let to_send = answer.send_once_approved.take();
+    let mut told = scrub::json(&serde_json::to_value(answer).map_err(|e| Problem::internal(&e))?);
+    if let Some(to_send) = to_send {
+        told["send_once_approved"] = serde_json::to_value(to_send).map_err(|e| Problem::internal(&e))?;
+    }
+    Ok(told)
 }
 
 /// `GET /v1/approvals/{id}?wait=`: the credential's own approval, waited on
@@ -177,6 +204,18 @@ mod tests {
                 .unwrap()
                 .contains("Read through your own environment")
         );
+
+        // An event recorded before the trail scrubbed its details is told
+        // without what the agent put in its path.
+        let token = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+        let detail = json!({
+            "refusal": "unknown_operation", "reason": format!("GET /{token} is not in the rule pack"),
+            "provider": "github", "method": "GET", "path": format!("/{token}"),
+            "operations": [{ "name": format!("GET /{token}"), "tier": "catastrophic" }],
+        });
+        let told = explanation(&record("proxy_refused", &detail), &detail).to_string();
+        assert!(!told.contains(token), "{told}");
+        assert!(told.contains("GET /[redacted: a GitHub personal access token] through the proxy"));
 
         let detail = json!({ "decision": "allow", "provider": "railway", "method": "POST", "path": "/graphql/v2" });
         let told = explanation(&record("proxy_allowed", &detail), &detail);

@@ -65,8 +65,9 @@ fn unknown(id: &str) -> Problem {
         StatusCode::NOT_FOUND,
         "approval_unknown",
         "No such approval",
-        format!("there is no approval `{id}` for this credential"),
+        format!("there is no approval `{id}` of this credential's session"),
     )
+    .guidance(super::problem::next_step("approval_unknown", false))
 }
 
 #[derive(Deserialize)]
@@ -144,9 +145,15 @@ pub async fn request(
     JsonBody(request): JsonBody<crate::proxy::check::CheckRequest>,
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
-    let claims = broker.authenticate_at(&token, "/v1/approvals", now, client).await?;
+    let route = "/v1/approvals";
+    let claims = broker.authenticate_at(&token, route, now, client).await?;
+    let asker = super::agent::Asker {
+        claims: &claims,
+        route,
+        client,
+    };
     Ok(Json(
-        super::agent::request_approval(&broker, &claims, request, now).await?,
+        super::agent::request_approval(&broker, asker, request, now).await?,
     ))
 }
 

@@ -278,7 +278,7 @@ pub async fn whoami(
 }
 
 /// What the proxy would do with a request the agent describes; nothing is
-/// sent and nothing recorded.
+/// sent, and nothing recorded but a provider's token in it.
 pub async fn check(
     State(broker): Shared,
     Client(client): Client,
@@ -286,8 +286,14 @@ pub async fn check(
     JsonBody(request): JsonBody<CheckRequest>,
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
-    let claims = broker.authenticate_at(&token, "/v1/check", now, client).await?;
-    Ok(Json(super::agent::check(&broker, &claims, request)?))
+    let route = "/v1/check";
+    let claims = broker.authenticate_at(&token, route, now, client).await?;
+    let asker = super::agent::Asker {
+        claims: &claims,
+        route,
+        client,
+    };
+    Ok(Json(super::agent::check(&broker, asker, request, now).await?))
 }
 
 /// One event of the credential's own session, explained.

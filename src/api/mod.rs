@@ -16,7 +16,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, delete, get, post, put};
 
 pub(crate) use extract::bearer;
-pub use problem::Problem;
+pub use problem::{Problem, next_step};
 
 use crate::broker::Broker;
 

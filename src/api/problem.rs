@@ -127,7 +127,10 @@ impl Problem {
         }
         obj.insert("agent_guidance".into(), Value::String(problem.guidance.into()));
         obj.extend(problem.extra.clone());
-        body
+        // A refusal quotes what was asked for (its detail, its operations'
+        // names), where an agent can have put its credential or a token:
+        // never echoed back.
+        crate::audit::scrub::json(&body)
     }
 }
 
@@ -396,6 +399,7 @@ const READ_ACROSS: &str = "This read follows a reference (a service, a project, 
 const APPROVAL: &str = "This operation is destructive, and no agent credential can perform it. Do not retry, and do not look for another way, credential or token. Stop and ask a human to do it or approve it, quoting the event id.";
 
 const HELD: &str = "A human must approve exactly this request. Wait: poll `approval_url` with your credential (`GET …?wait=60s`, or `valetkey approval wait ID`) until it answers `approved`, then send the identical request once more, with the header `Valetkey-Approval: ID`. Do not change the request, do not retry it another way, and do not look for other credentials or tokens. If it is denied or expires, stop and tell a human what you were doing, quoting the approval id.";
+const APPROVAL_UNKNOWN: &str = "No approval with this id belongs to your session: an approval is seen and used only by the session that asked for it. Use the `approval_id` your held request's answer gave, with the credential of that session; do not guess ids, and do not look for other credentials or tokens. If you have no approval for this request, ask for one (request_approval, or send the request and wait on its `approval_url`); if that fails, tell a human.";
 const APPROVAL_UNUSABLE: &str = "An approval covers one exact request, from the session that asked for it, sent once before it expires. Send exactly the approved request, or, if it was denied, used or has expired, stop and tell a human, quoting the event id. Do not change the request to get it through, and do not look for other credentials or tokens.";
 
 /// What to do next about a refusal recorded as `refusal` (its stable
@@ -416,6 +420,7 @@ pub fn next_step(refusal: &str, reads_only: bool) -> &'static str {
         "raw_provider_token" => RAW_TOKEN,
         "upstream_credential_mismatch" => UPSTREAM_MISMATCH,
         "upstream_token_missing" => OPERATOR,
+        "approval_unknown" => APPROVAL_UNKNOWN,
         kind if kind.starts_with("approval_") => APPROVAL_UNUSABLE,
         "malformed_request"
         | "unsupported_media_type"
@@ -425,6 +430,53 @@ pub fn next_step(refusal: &str, reads_only: bool) -> &'static str {
         | "method_override_refused"
         | "method_refused" => FIX_REQUEST,
         _ => STOP,
+    }
+}
+
+/// `/mcp`'s transport refused the request before any tool ran: its
+/// status and what it said.
+impl From<(crate::mcp::http::TransportRefusal, StatusCode, &str)> for Problem {
+    fn from((refusal, status, said): (crate::mcp::http::TransportRefusal, StatusCode, &str)) -> Self {
+        use crate::mcp::http::TransportRefusal as T;
+        let (kind, title, detail) = match refusal {
+            T::MethodNotAllowed => (
+                "method_not_allowed",
+                "Method not allowed",
+                "the MCP endpoint takes only POST (it keeps no session: no stream to GET, none to DELETE); send each JSON-RPC message as a POST",
+            ),
+            T::NotAcceptable => (
+                "not_acceptable",
+                "Not acceptable",
+                "send `Accept: application/json, text/event-stream`, as the MCP streamable HTTP transport requires",
+            ),
+            T::OriginRefused => (
+                "origin_refused",
+                "Browser requests refused",
+                "the request carries an `Origin` header, as a browser's does; the MCP endpoint answers MCP clients only, which send none",
+            ),
+            T::TooLarge => (
+                "request_too_large",
+                "Request body too large",
+                "the request body is over the broker's `[server] max_body_bytes`; send a smaller request",
+            ),
+            T::UnsupportedMediaType => (
+                "unsupported_media_type",
+                "Unsupported media type",
+                "send the JSON-RPC message with `Content-Type: application/json`",
+            ),
+            T::Malformed => (
+                "malformed_request",
+                "The request is not valid",
+                "the body is not one JSON-RPC message (a batch is not taken); send one request, notification or response per POST",
+            ),
+            T::Other if status.is_server_error() => ("internal_error", "The broker failed", ""),
+            T::Other => ("malformed_request", "The request is not valid", ""),
+        };
+        let detail = match detail {
+            "" => format!("the MCP transport refused the request: {said}"),
+            detail => format!("{detail} (the MCP transport said: {said})"),
+        };
+        Problem::new(status, kind, title, detail)
     }
 }
 
@@ -528,7 +580,7 @@ impl From<crate::proxy::ProxyError> for Problem {
                 "Approval does not cover this request",
                 detail,
             )
-            .guidance(APPROVAL_UNUSABLE)
+            .guidance(next_step(crate::proxy::unusable_kind(why), false))
             .event(event_id)
             .with("approval_id", approval_id),
             ProxyError::NoUpstreamToken { event_id, .. } => Problem::new(

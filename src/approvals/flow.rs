@@ -204,7 +204,9 @@ impl Broker {
             provider: h.provider.to_owned(),
             env: h.claims.env.clone(),
             method: h.method.to_owned(),
-            path: h.path.to_owned(),
+            // Shown to approvers and kept: scrubbed as the trail is (the
+            // digest binds the request as sent).
+            path: crate::audit::scrub::text(h.path).into_owned(),
             query_bytes: h.query.map(str::len),
             approvers_needed: h.need.approvers,
             tier: h.need.tier,
@@ -262,10 +264,14 @@ impl Broker {
         Ok(Some(held))
     }
 
-    /// The approval the agent of `claims` asks about; another agent's is
-    /// unknown to it.
+    /// The approval the session of `claims` asks about; another session's,
+    /// even of the same agent, is unknown to it (as its events are).
     pub async fn approval_of(&self, claims: &Claims, id: &str) -> Result<Option<Approval>, StoreError> {
-        Ok(self.store().approval(id).await?.filter(|a| a.agent == claims.sub))
+        Ok(self
+            .store()
+            .approval(id)
+            .await?
+            .filter(|a| a.agent == claims.sub && a.session_id == claims.sid))
     }
 
     /// Spends the approval of the request with `digest`: the one named by

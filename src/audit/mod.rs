@@ -6,9 +6,11 @@
 //! store appends and reads. `sink` is the one piece with I/O: the JSON-lines
 //! file that follows the store for SIEMs. An event never holds a secret or a
 //! credential: callers put names, ids, scopes and decisions in it, nothing
-//! else.
+//! else, and `scrub` takes out of its detail any secret an agent put in
+//! what it asked for.
 
 pub mod report;
+pub mod scrub;
 pub mod sink;
 
 use serde::Serialize;
@@ -160,7 +162,9 @@ impl Record {
             agent: event.agent.clone(),
             session_id: event.session_id.clone(),
             env: event.env.clone(),
-            detail: event.detail.to_string(),
+            // What a caller could not know held a secret (a refused path,
+            // a parser's message) is scrubbed here, once for every event.
+            detail: scrub::json(&event.detail).to_string(),
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
         };

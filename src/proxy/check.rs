@@ -4,6 +4,7 @@
 //! would see, and goes through the same `judge`.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::SystemTime;
 
@@ -115,6 +116,47 @@ fn describe(classifier: &Classifier, request: CheckRequest) -> Result<Described,
     })
 }
 
+/// The request to send once approved, exactly as the approval binds it:
+/// what `POST /v1/approvals` answers beside a held request, so that an
+/// agent need not guess how the broker wrote the body it described.
+#[derive(Debug, Serialize)]
+pub struct ToSend {
+    pub method: String,
+    /// Under the provider's proxy URL, with the query string.
+    pub path: String,
+    /// `proxy_url` + `path`.
+    pub url: String,
+    /// The headers the approval covers (every one the request will carry
+    /// but the credential, `Valetkey-Approval`, `Host`, `Content-Length`
+    /// and `Accept-Encoding`).
+    pub headers: BTreeMap<String, String>,
+    /// The body's bytes, as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl ToSend {
+    fn of(broker: &Broker, provider: &str, path: &str, described: &Described) -> ToSend {
+        let target = match &described.query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        };
+        let mut headers = super::forward::agent_headers(&described.headers);
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::ACCEPT_ENCODING);
+        ToSend {
+            method: described.method.to_string(),
+            url: format!("{}/p/{provider}{target}", broker.broker_url()),
+            path: target,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+            body: described.body.clone(),
+        }
+    }
+}
+
 /// What `/v1/check` answers.
 #[derive(Debug, Serialize)]
 pub struct CheckAnswer {
@@ -128,31 +170,60 @@ pub struct CheckAnswer {
     /// The problem+json the proxy would answer, without an event id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Value>,
+    /// Held for approval: the request to send, exactly, once approved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_once_approved: Option<ToSend>,
+}
+
+/// Who asks, from where: what the checks before judging record a leaked
+/// token under.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    pub claims: &'a Claims,
+    /// The route asked (`/v1/check`, `/v1/approvals`, `/mcp`).
+    pub route: &'a str,
+    pub client: IpAddr,
 }
 
 /// What the proxy would do with the request described; `classifier` is the
-/// provider's, looked up by the caller as the proxy does.
-pub fn check(
+/// provider's, looked up by the caller as the proxy does. Nothing is sent
+/// and nothing recorded, but for a provider's token in the query string,
+/// which the proxy's checks before judging record as leaked.
+pub async fn check(
     broker: &Broker,
     classifier: &Classifier,
-    claims: &Claims,
+    asker: Asker<'_>,
     request: CheckRequest,
-) -> Result<CheckAnswer, CheckError> {
+    now: SystemTime,
+) -> Result<CheckAnswer, AskError> {
     let provider = request.provider.clone();
-    let described = describe(classifier, request)?;
-    let judgement = judge_described(broker, classifier, &provider, claims, &described);
-    Ok(answer(provider, claims, judgement, None))
+    let (_, judgement) = judge_described(broker, classifier, asker, request, now).await?;
+    Ok(answer(provider, asker.claims, judgement, None))
 }
 
-/// The request described, through the proxy's `judge`.
-fn judge_described(
+/// The request described, through the proxy's checks before judging
+/// (`super::screen`) and its `judge`.
+async fn judge_described(
     broker: &Broker,
     classifier: &Classifier,
-    provider: &str,
-    claims: &Claims,
-    described: &Described,
-) -> Judgement {
+    asker: Asker<'_>,
+    request: CheckRequest,
+    now: SystemTime,
+) -> Result<(Described, Judgement), AskError> {
+    let provider = request.provider.clone();
+    let described = describe(classifier, request)?;
     let needs_body = classifier.needs_body(&described.method, &described.path, &described.headers);
+    let inspected = described.body.as_ref().map(|b| b.len() as u64).filter(|_| needs_body);
+    super::screen(
+        broker,
+        described.query.as_deref(),
+        inspected,
+        asker.route,
+        now,
+        asker.client,
+    )
+    .await
+    .map_err(Box::new)?;
     let view = RequestView {
         method: &described.method,
         path: &described.path,
@@ -165,13 +236,24 @@ fn judge_described(
             None
         },
     };
-    judge(broker, classifier, provider, claims, &view)
+    let judgement = judge(broker, classifier, &provider, asker.claims, &view);
+    Ok((described, judgement))
 }
 
 /// The answer: the refusal as the proxy would give it, with where an
 /// approval stands (`held`: the request was held, recorded as `event_id`),
 /// or, when nothing was held, whether one could be.
 fn answer(provider: String, claims: &Claims, judgement: Judgement, held: Option<(Held, String)>) -> CheckAnswer {
+    answer_to_send(provider, claims, judgement, held, None)
+}
+
+fn answer_to_send(
+    provider: String,
+    claims: &Claims,
+    judgement: Judgement,
+    held: Option<(Held, String)>,
+    send_once_approved: Option<ToSend>,
+) -> CheckAnswer {
     let Judgement {
         path,
         operations,
@@ -196,13 +278,17 @@ fn answer(provider: String, claims: &Claims, judgement: Judgement, held: Option<
         path,
         operations,
         refusal,
+        send_once_approved,
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RequestApprovalError {
+pub enum AskError {
     #[error(transparent)]
     Check(#[from] CheckError),
+    /// Refused by the checks before judging, as the proxy refuses it.
+    #[error(transparent)]
+    Refused(#[from] Box<ProxyError>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -213,17 +299,19 @@ pub enum RequestApprovalError {
 /// what would be forwarded, so the agent's identical request, sent once
 /// approved with `Valetkey-Approval`, spends it. A request the proxy would
 /// send, or refuse for what no approval lifts, is answered as `check`
-/// answers it, and nothing is recorded.
+/// answers it, and nothing is recorded. A held request's answer says
+/// exactly what to send once approved (`send_once_approved`): a GraphQL
+/// request is held as the broker wrote its body.
 pub async fn request_approval(
     broker: &Broker,
     classifier: &Classifier,
-    claims: &Claims,
+    asker: Asker<'_>,
     request: CheckRequest,
     now: SystemTime,
-) -> Result<CheckAnswer, RequestApprovalError> {
+) -> Result<CheckAnswer, AskError> {
+    let claims = asker.claims;
     let provider = request.provider.clone();
-    let described = describe(classifier, request)?;
-    let judgement = judge_described(broker, classifier, &provider, claims, &described);
+    let (described, judgement) = judge_described(broker, classifier, asker, request, now).await?;
     let (Some(Refused::Policy(refusal)), Some(need)) = (&judgement.refused, &judgement.approval) else {
         return Ok(answer(provider, claims, judgement, None));
     };
@@ -265,5 +353,13 @@ pub async fn request_approval(
         };
         held::hold(broker, hold, now).await?
     };
-    Ok(answer(provider, claims, judgement, Some((held, event_id))))
+    let to_send =
+        matches!(held, Held::Waiting { .. }).then(|| ToSend::of(broker, &provider, &judgement.path, &described));
+    Ok(answer_to_send(
+        provider,
+        claims,
+        judgement,
+        Some((held, event_id)),
+        to_send,
+    ))
 }

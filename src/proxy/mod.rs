@@ -124,12 +124,12 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
         (None, None) => return Err(unrecorded(AuthError::Missing)),
     };
     let route = format!("/p/{provider}");
-    if let Some(leaked) = token_in_query(parts.uri.query()) {
-        return Err(broker.refuse_foreign_token(&leaked, &route, now, client).await.into());
-    }
+    let needs_body = classifier.needs_body(&parts.method, &rest, &parts.headers);
+    let declared = declared_length(&parts.headers).filter(|_| needs_body);
+    screen(broker, parts.uri.query(), declared, &route, now, client).await?;
     let claims = broker.authenticate_at(&presented, &route, now, client).await?;
 
-    let (inspected, body) = if classifier.needs_body(&parts.method, &rest, &parts.headers) {
+    let (inspected, body) = if needs_body {
         (
             Some(read_bounded(body, &parts.headers, broker.config().proxy.max_inspected_body_bytes).await?),
             None,
@@ -463,13 +463,50 @@ fn basic_secret(encoded: &str) -> Option<String> {
     Some(if password.is_empty() { user } else { password }.to_owned())
 }
 
-/// A provider token passed in the query string (`?access_token=ghp_…`),
-/// recognised by its well-known prefix.
+/// What every entry runs on a request before judging it: the proxy on the
+/// request it received, `/v1/check` and `/v1/approvals` (and the MCP tools
+/// over them) on the request described, so that none can let through what
+/// another refuses. A provider's own token in the query string is a leaked
+/// token: refused, recorded and alerted as one presented for a credential.
+/// A body the broker must inspect (`inspected`: its length, as declared or
+/// as given) is bounded: refused, recorded nowhere.
+pub(crate) async fn screen(
+    broker: &Broker,
+    query: Option<&str>,
+    inspected: Option<u64>,
+    route: &str,
+    now: SystemTime,
+    client: IpAddr,
+) -> Result<(), ProxyError> {
+    if let Some(leaked) = token_in_query(query) {
+        return Err(broker.refuse_foreign_token(&leaked, route, now, client).await.into());
+    }
+    let limit = broker.config().proxy.max_inspected_body_bytes;
+    if inspected.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    Ok(())
+}
+
+/// A provider token passed in the query string (`?access_token=ghp_…`, or
+/// as a parameter's name), recognised by a shape that alone says it is a
+/// token (`credentials::foreign`); percent-encoding is undone first.
 fn token_in_query(query: Option<&str>) -> Option<String> {
     url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .map(|(_, value)| value)
-        .find(|value| crate::credentials::is_known_provider_token(value))
-        .map(|value| value.into_owned())
+        .flat_map(|(name, value)| [name, value])
+        .find(|text| {
+            crate::credentials::is_known_provider_token(text)
+                || crate::credentials::foreign::shape(text).is_some_and(|(_, by_shape)| by_shape)
+        })
+        .map(|text| text.into_owned())
+}
+
+/// The body's length as its `Content-Length` declares it.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// A credential refusal that is bad input only: nothing to record.
@@ -487,11 +524,7 @@ fn has_body(headers: &HeaderMap) -> bool {
 /// Reads a body that must be classified, refusing it past `limit` bytes
 /// without reading further.
 async fn read_bounded(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared_length(headers).is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
     match Limited::new(body, limit).collect().await {
