@@ -842,39 +842,6 @@ const OLD_TOKEN: &str = "api-token-old-5f0c2a9d71";
 const NEW_TOKEN: &str = "api-token-new-b83e6d1f40";
 const OTHER_TOKEN: &str = "other-token-0c1d2e3f4a5b";
 
-/// Two `http` providers whose staging tokens are stored secrets.
-fn stored_tokens_config(url: &str) -> String {
-    format!(
-        r#"
-[environments.staging]
-[providers.api]
-kind = "http"
-upstream = "{url}/base"
-tokens = {{ staging = {{ stored = "api-staging" }} }}
-operations = [{{ method = "GET", path = "/v1/reflect/{{id}}", scope = "read", resources = [{{ kind = "item", id = "{{id}}" }}] }}]
-[providers.other]
-kind = "http"
-upstream = "{url}/base"
-tokens = {{ staging = {{ stored = "other-staging" }} }}
-operations = [{{ method = "GET", path = "/v1/reflect/{{id}}", scope = "read", resources = [{{ kind = "item", id = "{{id}}" }}] }}]
-[[resources]]
-provider = "api"
-kind = "item"
-id = "7"
-environments = ["staging"]
-[[resources]]
-provider = "other"
-kind = "item"
-id = "7"
-environments = ["staging"]
-[agents.claude]
-grants = [{{ provider = "api", environments = ["staging"], scopes = ["read"] }}, {{ provider = "other", environments = ["staging"], scopes = ["read"] }}]
-[introspection]
-enabled = false
-"#
-    )
-}
-
 /// A token `secret set` replaced may still work at its provider (it is
 /// often replaced because it leaked): until the broker restarts it is
 /// still redacted in answers and recognised as a leaked real token. A
@@ -883,7 +850,7 @@ enabled = false
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replaced_token_is_still_caught_and_an_unreadable_one_stays_in_use() {
     let api = common::upstream::StandIn::http(&[OLD_TOKEN, NEW_TOKEN, OTHER_TOKEN]).await;
-    let t = TestBroker::start_with(&stored_tokens_config(&api.url), Default::default()).await;
+    let t = TestBroker::start_with(&common::stored_tokens_config(&api.url), Default::default()).await;
     let alice = Actor::admin("alice");
     let set = |name: &'static str, value: &'static str| {
         let (t, alice) = (&t, &alice);

@@ -2740,26 +2740,7 @@ async fn secrets_are_set_listed_and_removed_in_the_running_broker() {
     const OLD: &str = "api-token-old-5f0c2a9d71";
     const NEW: &str = "api-token-new-b83e6d1f40";
     let api = common::upstream::StandIn::http(&[OLD, NEW]).await;
-    let config = format!(
-        r#"
-[environments.staging]
-[providers.api]
-kind = "http"
-upstream = "{}/base"
-tokens = {{ staging = {{ stored = "api-staging" }} }}
-operations = [{{ method = "GET", path = "/v1/reflect/{{id}}", scope = "read", resources = [{{ kind = "item", id = "{{id}}" }}] }}]
-[[resources]]
-provider = "api"
-kind = "item"
-id = "7"
-environments = ["staging"]
-[agents.claude]
-grants = [{{ provider = "api", environments = ["staging"], scopes = ["read"] }}]
-[introspection]
-enabled = false
-"#,
-        api.url
-    );
+    let config = common::stored_tokens_config(&api.url);
     let t = TestBroker::start_with(&config, BTreeMap::new()).await;
     let key_file = t.data_dir().join("admin.key");
     let cli = |args: &[&str], stdin: &str| {

@@ -463,3 +463,37 @@ impl Served {
         self.child.wait().unwrap();
     }
 }
+
+/// Two `http` providers whose staging tokens are stored secrets
+/// (`api-staging`, `other-staging`); `claude` reads item 7 of both.
+pub fn stored_tokens_config(url: &str) -> String {
+    format!(
+        r#"
+[environments.staging]
+[providers.api]
+kind = "http"
+upstream = "{url}/base"
+tokens = {{ staging = {{ stored = "api-staging" }} }}
+operations = [{{ method = "GET", path = "/v1/reflect/{{id}}", scope = "read", resources = [{{ kind = "item", id = "{{id}}" }}] }}]
+[providers.other]
+kind = "http"
+upstream = "{url}/base"
+tokens = {{ staging = {{ stored = "other-staging" }} }}
+operations = [{{ method = "GET", path = "/v1/reflect/{{id}}", scope = "read", resources = [{{ kind = "item", id = "{{id}}" }}] }}]
+[[resources]]
+provider = "api"
+kind = "item"
+id = "7"
+environments = ["staging"]
+[[resources]]
+provider = "other"
+kind = "item"
+id = "7"
+environments = ["staging"]
+[agents.claude]
+grants = [{{ provider = "api", environments = ["staging"], scopes = ["read"] }}, {{ provider = "other", environments = ["staging"], scopes = ["read"] }}]
+[introspection]
+enabled = false
+"#
+    )
+}
