@@ -118,7 +118,8 @@ pub struct Beat {
 }
 
 /// Each live session lease's deadline (unix seconds), as this process
-/// knows it. Deadlines only move forward; a lease missing here is ended.
+/// knows it. Deadlines only move forward; a lease missing here lives only
+/// to the deadline its mint set.
 #[derive(Debug, Default)]
 pub struct Deadlines(RwLock<HashMap<String, i64>>);
 
