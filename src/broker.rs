@@ -135,21 +135,7 @@ pub enum StartError {
 
 pub use crate::secrets::TokenStatus;
 
-/// A provider's environment whose real token is a stored secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretUser {
-    pub provider: String,
-    pub env: String,
-    /// A postgres provider's admin URL: its pools were made at start, so a
-    /// new value is used from the next start.
-    pub database: bool,
-}
-
-impl std::fmt::Display for SecretUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} in {}", self.provider, self.env)
-    }
-}
+pub use crate::secrets::live::SecretUser;
 
 /// A fresh credential and everything the agent needs to use it.
 pub struct Minted {
@@ -359,6 +345,17 @@ impl Broker {
 
     fn real(&self) -> Arc<RealTokens> {
         self.real.read().expect("real tokens lock").clone()
+    }
+
+    /// Puts a new set of real tokens in use (`secrets::live`).
+    pub(crate) fn swap_real_tokens(&self, next: RealTokens) {
+        *self.real.write().expect("real tokens lock") = Arc::new(next);
+    }
+
+    /// The key leaked tokens' fingerprints are made with: the one this
+    /// process started with.
+    pub(crate) fn fingerprinter(&self) -> &MasterKey {
+        &self.fingerprinter
     }
 
     /// Whether there is a real token for (provider, env); the proxy's
@@ -1238,81 +1235,6 @@ impl Broker {
     /// under the master key.
     pub async fn verify_audit(&self) -> Result<crate::audit::Verification, AdminError> {
         admin::verify_audit(self.store.as_ref(), &self.master()).await
-    }
-
-    /// Stores a real token sealed under the master key and uses it at once:
-    /// from the next request the proxy sends it, and the redactor and the
-    /// leak check know it. Returns who uses it.
-    pub async fn set_secret(
-        &self,
-        name: &str,
-        value: &SecretString,
-        actor: &Actor,
-        now: SystemTime,
-    ) -> Result<(Vec<SecretUser>, Vec<crate::secrets::loaded::Unreadable>), AdminError> {
-        // Held through the re-read too, so that of two sets the later one's
-        // value is the one in use.
-        let _sealing = self.sealing.lock().await;
-        admin::set_secret(self.store.as_ref(), &self.master(), name, value, actor, now).await?;
-        let unreadable = self.reread_stored().await;
-        Ok((self.secret_users(name), unreadable))
-    }
-
-    /// Removes a stored secret, refused while a provider's token is it:
-    /// that provider would be left without one in the middle of its
-    /// agents' work, which an operator replacing a token (`secret set`)
-    /// does not expect.
-    pub async fn remove_secret(&self, name: &str, actor: &Actor, now: SystemTime) -> Result<(), AdminError> {
-        let users = self.secret_users(name);
-        if !users.is_empty() {
-            return Err(AdminError::SecretInUse {
-                name: name.to_owned(),
-                users: users.iter().map(SecretUser::to_string).collect(),
-            });
-        }
-        let _sealing = self.sealing.lock().await;
-        admin::remove_secret(self.store.as_ref(), name, actor, now).await?;
-        let _ = self.reread_stored().await;
-        Ok(())
-    }
-
-    /// Every stored secret: its name, when it was last set (unix seconds)
-    /// and who uses it; never its value.
-    pub async fn list_secrets(&self) -> Result<Vec<(String, i64, Vec<SecretUser>)>, StoreError> {
-        let ages = self.store.secret_ages().await?;
-        Ok(ages
-            .into_iter()
-            .map(|(name, set_at)| {
-                let users = self.secret_users(&name);
-                (name, set_at, users)
-            })
-            .collect())
-    }
-
-    fn secret_users(&self, name: &str) -> Vec<SecretUser> {
-        self.real()
-            .users_of(name)
-            .into_iter()
-            .map(|(provider, env, database)| SecretUser {
-                provider,
-                env,
-                database,
-            })
-            .collect()
-    }
-
-    /// Reads the stored secrets again and swaps in the tokens they make;
-    /// names those that could not be read (their previous token stays).
-    async fn reread_stored(&self) -> Vec<crate::secrets::loaded::Unreadable> {
-        let (next, unreadable) = self
-            .real()
-            .reread_stored(self.store.as_ref(), &self.master(), &self.fingerprinter)
-            .await;
-        for u in &unreadable {
-            tracing::warn!(provider = %u.provider, env = %u.env, error = %u.why, "a stored secret could not be read again; its previous token stays in use");
-        }
-        *self.real.write().expect("real tokens lock") = Arc::new(next);
-        unreadable
     }
 
     /// The key the store is sealed under now.

@@ -6,6 +6,7 @@
 //! `SecretString` / `Zeroizing` buffers: no printing `Debug`, no `Serialize`,
 //! zeroized on drop. This module never logs.
 
+pub mod live;
 pub mod loaded;
 mod master;
 mod resolve;
