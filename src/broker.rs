@@ -1162,9 +1162,9 @@ impl Broker {
             expires_at: crate::time::rfc3339(claims.exp as i64),
             expires_in: (claims.exp as i64 - unix_secs(now)).max(0),
             lifetime: if claims.hb {
-                "a session: this credential works while the `valetkey run` that launched you lives, until expires_at at the latest; it does not need renewing"
+                "a session: this credential works while the `valetkey run` that launched you lives, and never past its expiry; it does not need renewing"
             } else {
-                "a fixed expiry: this credential stops working at expires_at"
+                "a fixed expiry: this credential stops working at its expiry and is not renewed"
             },
             grants,
             never: "destructive and catastrophic operations (deleting volumes, backups, services, environments, projects, repositories) are never possible with this credential; they need a human's approval",

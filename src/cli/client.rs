@@ -102,7 +102,13 @@ fn refusal_text(audience: Audience, kind: &str, detail: &str, guidance: &str, ev
 /// agent alone).
 fn operator_step(kind: &str) -> Option<&'static str> {
     Some(match kind {
-        "protected_environment" | "no_grant" | "provider_not_granted" | "nothing_grantable" => {
+        "nothing_grantable" => {
+            "the detail says why each scope was left out: one no grant gives is added to the agent's grants in \
+             the broker's configuration ([agents.NAME] grants; then `valetkey config check` and a restart); a \
+             destructive or catastrophic one is never granted, whatever the grants say: a human approves such an \
+             operation one request at a time"
+        }
+        "protected_environment" | "no_grant" | "provider_not_granted" => {
             "the agent's grants are in the broker's configuration ([agents.NAME] grants): change them there if it \
              should have this, check the file with `valetkey config check`, and restart the broker"
         }

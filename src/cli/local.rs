@@ -214,13 +214,16 @@ pub fn init(path: &Path, providers: &[config::StarterProvider], agent: &str) -> 
          Next:\n\
          \x20 1. Start the broker, in a terminal of its own (--dev makes a master key in ./valetkey-data):\n\
          \x20      valetkey serve --config {shown} --dev\n\
-         \x20 2. Name yourself an admin with the bootstrap key it wrote:\n\
+         \x20 2. In another terminal (commands find the broker at VALETKEY_URL, default http://127.0.0.1:8700), \
+         name yourself an admin with the bootstrap key it wrote, then retire that key and delete its file:\n\
          \x20      valetkey admin add YOUR-NAME --admin-key-file valetkey-data/admin.key --out ~/.config/valetkey/admin.key\n\
+         \x20      valetkey admin remove bootstrap && rm valetkey-data/admin.key\n\
          \x20 3. Give the broker each real token for staging (read from standard input):\n\
          {secrets}\
          \x20 4. Register the agent; its launcher key is printed once, keep it where the agent does not work:\n\
          \x20      (umask 077 && valetkey agent add {agent} > ~/.config/valetkey/{agent}.key)\n\
-         \x20 5. From the directory the agent works in, launch it:\n\
+         \x20 5. From the directory the agent works in (not this one: `run` refuses to launch beside the \
+         broker's own files), launch it:\n\
          \x20      valetkey run --env staging --key-file ~/.config/valetkey/{agent}.key -- COMMAND\n\
          Then list the ids your providers know in the resource map at the end of {shown} (an id it does not \
          list is refused), and check each edit with `valetkey config check --config {shown}`.",

@@ -106,7 +106,10 @@ impl Ask for OverHttp {
 
 /// The snippet that makes `client` start `valetkey mcp` with the broker's
 /// URL and the credential from the environment it was launched in.
-pub fn config(client: McpClient, program: &str) -> String {
+/// Where the client reads its configuration, and the snippet to put
+/// there: only the snippet goes to standard output, so `> .mcp.json` makes
+/// a file the client parses.
+pub fn config(client: McpClient, program: &str) -> (String, String) {
     match client {
         McpClient::Claude => {
             let json = json!({
@@ -122,9 +125,9 @@ pub fn config(client: McpClient, program: &str) -> String {
                     }
                 }
             });
-            format!(
-                "# .mcp.json in the project (or: claude mcp add --scope project valetkey -- {program} mcp)\n{}\n",
-                serde_json::to_string_pretty(&json).unwrap_or_default()
+            (
+                format!(".mcp.json in the project (or: claude mcp add --scope project valetkey -- {program} mcp)"),
+                format!("{}\n", serde_json::to_string_pretty(&json).unwrap_or_default()),
             )
         }
         McpClient::Cursor => {
@@ -140,20 +143,22 @@ pub fn config(client: McpClient, program: &str) -> String {
                     }
                 }
             });
-            format!(
-                "# .cursor/mcp.json in the project (or ~/.cursor/mcp.json)\n{}\n",
-                serde_json::to_string_pretty(&json).unwrap_or_default()
+            (
+                ".cursor/mcp.json in the project (or ~/.cursor/mcp.json)".to_owned(),
+                format!("{}\n", serde_json::to_string_pretty(&json).unwrap_or_default()),
             )
         }
         McpClient::Codex => {
             let command = toml::Value::String(program.to_owned());
-            format!(
-                "# ~/.codex/config.toml (or .codex/config.toml in a trusted project)\n\
-                 [mcp_servers.valetkey]\n\
+            (
+                "~/.codex/config.toml (or .codex/config.toml in a trusted project)".to_owned(),
+                format!(
+                    "[mcp_servers.valetkey]\n\
                  command = {command}\n\
                  args = [\"mcp\"]\n\
                  # Forwarded from the environment Codex was launched in (`valetkey run`).\n\
                  env_vars = [\"VALETKEY_URL\", \"VALETKEY_CREDENTIAL\"]\n"
+                ),
             )
         }
     }
@@ -166,9 +171,11 @@ pub fn print_config(client: McpClient) -> ExitCode {
         .ok()
         .and_then(|p| p.to_str().map(str::to_owned))
         .unwrap_or_else(|| "valetkey".to_owned());
-    print!("{}", config(client, &program));
+    let (place, snippet) = config(client, &program);
+    print!("{snippet}");
     eprintln!(
-        "valetkey: the client reads VALETKEY_URL and VALETKEY_CREDENTIAL from its own environment: launch it with `valetkey run … -- CLIENT`"
+        "valetkey: put this in {place}. The client reads VALETKEY_URL and VALETKEY_CREDENTIAL from its own \
+         environment: launch it with `valetkey run --env ENV --key-file KEY -- CLIENT`"
     );
     ExitCode::SUCCESS
 }
@@ -180,8 +187,8 @@ mod tests {
     #[test]
     fn each_clients_snippet_parses_and_starts_valetkey_mcp_with_the_credential_from_the_environment() {
         for client in [McpClient::Claude, McpClient::Cursor] {
-            let text = config(client, "/usr/local/bin/valetkey");
-            let json: Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+            let (_, text) = config(client, "/usr/local/bin/valetkey");
+            let json: Value = serde_json::from_str(&text).unwrap();
             let server = &json["mcpServers"]["valetkey"];
             assert_eq!(server["command"], "/usr/local/bin/valetkey");
             assert_eq!(server["args"], json!(["mcp"]));
@@ -192,7 +199,7 @@ mod tests {
                     .contains("VALETKEY_CREDENTIAL}")
             );
         }
-        let text = config(McpClient::Codex, "/usr/local/bin/valetkey");
+        let (_, text) = config(McpClient::Codex, "/usr/local/bin/valetkey");
         let toml: toml::Table = toml::from_str(&text).unwrap();
         let server = &toml["mcp_servers"]["valetkey"];
         assert_eq!(server["command"].as_str(), Some("/usr/local/bin/valetkey"));

@@ -81,7 +81,8 @@ pub struct Remote {
     ca_file: Option<PathBuf>,
 }
 
-/// How an ops command reaches the broker's admin API.
+// How an ops command reaches the broker's admin API. (A `//` comment: a
+// flattened struct's doc would become the help of every command using it.)
 #[derive(Args, Debug, Clone)]
 pub struct AdminArgs {
     #[command(flatten)]
@@ -445,7 +446,9 @@ enum ApproverCommand {
 
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
+    /// Every problem of a configuration at once, with file, line and fix.
     Check {
+        /// The configuration file.
         #[arg(long, short, env = "VALETKEY_CONFIG", default_value = "valetkey.toml")]
         config: PathBuf,
     },
@@ -498,6 +501,7 @@ enum AdminCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The admins and when each key expires.
     List {
         #[command(flatten)]
         admin: AdminArgs,
@@ -609,15 +613,19 @@ enum KeysCommand {
 
 #[derive(Subcommand, Debug)]
 enum AgentCommand {
+    /// Register an agent named in the configuration; its launcher key is
+    /// printed once.
     Add {
         name: String,
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The registered agents.
     List {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Remove an agent: its launcher key and live credentials stop working.
     Remove {
         name: String,
         #[command(flatten)]

@@ -217,7 +217,8 @@ fn warn_unconfined(args: &MintArgs) {
     eprintln!(
         "valetkey: warning: --no-isolation: the agent runs as you, unconfined. It can read {keys}the broker's data \
          dir and configuration if you can, other tools' tokens (~/.config/gh, ~/.aws, ~/.railway, ~/.netrc, …) and \
-         any file you can; and it can connect to every provider directly, past the broker"
+         any file you can; it can connect to every provider directly, past the broker; and if `run` is killed, \
+         nothing ends the processes it leaves (its credential stops working all the same)"
     );
 }
 
