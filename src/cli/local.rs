@@ -119,7 +119,7 @@ pub async fn serve(
              user only; it expires in {}). Name each admin with it: `valetkey admin add NAME --admin-key-file {} \
              --out ~/.config/valetkey/admin.key`, then `valetkey admin remove bootstrap`",
             path.display(),
-            humantime::format_duration(admin::BOOTSTRAP_TTL),
+            format!("{} hours", admin::BOOTSTRAP_TTL.as_secs() / 3600),
             path.display()
         );
     }
@@ -129,8 +129,9 @@ pub async fn serve(
             None => tracing::info!(provider = %t.provider, env = %t.env, "real token loaded from {}", t.source),
             Some(why) => tracing::warn!(
                 provider = %t.provider, env = %t.env,
-                "no real token from {}: {why}; requests for this provider and environment will be refused",
-                t.source
+                "no real token for this provider and environment ({why}): its requests are refused until there \
+                 is one (a stored secret: `valetkey secret set NAME`, used at once; a variable or a file: set it \
+                 and restart the broker)"
             ),
         }
     }
