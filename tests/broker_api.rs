@@ -803,10 +803,20 @@ async fn slow_and_idle_sockets_are_closed_and_a_real_request_is_still_served() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut extra = loopback("127.0.0.4");
-    let mut answer = String::new();
-    let _ = extra.read_to_string(&mut answer);
+    // The broker takes the busy ones in as it gets to them (on a loaded
+    // machine, not all within a set time): a connection past them all is
+    // answered 503, tried a few times.
+    let mut tries = 0;
+    let answer = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut extra = loopback("127.0.0.4");
+        let mut answer = String::new();
+        let _ = extra.read_to_string(&mut answer);
+        tries += 1;
+        if answer.starts_with("HTTP/1.1 503") || tries == 3 {
+            break answer;
+        }
+    };
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("\"type\":\"too_many_connections\""), "{answer}");
     // Once they close, requests are served again.

@@ -2919,6 +2919,7 @@ fn completions_name_every_command() {
         for command in ["serve", "init", "secret", "run", "key-file"] {
             assert!(script.contains(command), "{shell} completes `{command}`");
         }
+        assert!(!script.contains("isolated-"), "{shell} offers `run`'s hidden helpers");
     }
     // bash itself completes with it.
     let script = String::from_utf8(Command::new(BIN).args(["completions", "bash"]).output().unwrap().stdout).unwrap();

@@ -691,7 +691,14 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         } => local::init(&config, &providers, &agent),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "valetkey", &mut std::io::stdout());
+            // `run`'s own helpers are hidden from help, and from completion too
+            // (clap_complete lists hidden subcommands).
+            let full = Cli::command();
+            let visible = full.get_subcommands().filter(|c| !c.is_hide_set()).cloned();
+            let mut shown = clap::Command::new("valetkey")
+                .version(env!("CARGO_PKG_VERSION"))
+                .subcommands(visible);
+            clap_complete::generate(shell, &mut shown, "valetkey", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
         Command::Scan { paths, json } => local::scan(paths, json),
