@@ -21,8 +21,9 @@ pub enum ClientError {
     /// `reason` is the innermost cause's text: reqwest's own says only that
     /// sending failed.
     #[error(
-        "cannot reach the broker at {url}: {reason}\n  start it with `valetkey serve`, or point --url (VALETKEY_URL) at \
-         where it runs"
+        "cannot reach the broker at {}: {reason}\n  start it with `valetkey serve`, or point --url (VALETKEY_URL) at \
+         where it runs",
+        shown(url)
     )]
     Unreachable { url: String, reason: String },
     #[error("{}", refusal_text(*audience, kind, detail, guidance, event_id.as_deref()))]
@@ -37,7 +38,8 @@ pub enum ClientError {
         audience: Audience,
     },
     #[error(
-        "the broker at {url} answered {status} with a body that is not valetkey's; check that --url (VALETKEY_URL) names the broker"
+        "the broker at {} answered {status} with a body that is not valetkey's; check that --url (VALETKEY_URL) names the broker",
+        shown(url)
     )]
     Unexpected { url: String, status: u16 },
     #[error("no launcher key: pass --key-file or --key-fd, or set VALETKEY_AGENT_KEY")]
@@ -61,6 +63,21 @@ pub enum ClientError {
     NotAKey { path: String, what: &'static str },
     #[error("cannot read the broker's CA certificate {path} (--ca-file, VALETKEY_CA_FILE): {reason}")]
     CaFile { path: String, reason: String },
+}
+
+/// A URL as a message may show it: without a user, a password, a query or
+/// a fragment, any of which may hold a secret someone put in `--url`.
+fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string().trim_end_matches('/').to_owned()
+        }
+        Err(_) => "the URL given (not a URL: check --url or VALETKEY_URL)".to_owned(),
+    }
 }
 
 /// Where a key file that is not there comes from.
@@ -376,5 +393,36 @@ impl Client {
                 .bearer_auth(credential.expose_secret()),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_in_a_message_shows_no_password_query_or_fragment() {
+        let error = ClientError::Unreachable {
+            url: "http://alice:s3cret-pass@127.0.0.1:1/v1?token=abc#frag".into(),
+            reason: "Connection refused".into(),
+        };
+        let text = error.to_string();
+        assert!(
+            text.starts_with("cannot reach the broker at http://127.0.0.1:1/v1: Connection refused"),
+            "{text}"
+        );
+        for secret in ["alice", "s3cret-pass", "token=abc", "frag"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        let error = ClientError::Unexpected {
+            url: "https://u:p@broker.example/".into(),
+            status: 404,
+        };
+        assert!(
+            error
+                .to_string()
+                .starts_with("the broker at https://broker.example answered 404"),
+            "{error}"
+        );
     }
 }
