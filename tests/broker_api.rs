@@ -922,3 +922,34 @@ async fn a_replaced_token_is_still_caught_and_an_unreadable_one_stays_in_use() {
     assert_eq!(other().await, 200, "a working token was taken away by a failed re-read");
     t.stop().await;
 }
+
+/// An id in a route's path that does not decode (`%FF` is no UTF-8) is
+/// refused as problem+json like every other refusal, on every kind of route.
+#[tokio::test]
+async fn a_path_parameter_that_does_not_decode_is_a_problem() {
+    let t = TestBroker::start().await;
+    for (method, path) in [
+        (reqwest::Method::POST, "/v1/sessions/%FF/heartbeat"),
+        (reqwest::Method::DELETE, "/v1/sessions/%FF"),
+        (reqwest::Method::GET, "/v1/approvals/%FF"),
+        (reqwest::Method::DELETE, "/v1/agents/%FF"),
+        (reqwest::Method::GET, "/v1/events/%FF"),
+    ] {
+        let answer = t
+            .http
+            .request(method.clone(), format!("{}{path}", t.url))
+            .bearer_auth("vkl_0000000000000000_x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{method} {path}");
+        assert_eq!(
+            answer.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["type"], "malformed_request", "{method} {path}: {body}");
+    }
+    t.stop().await;
+}

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Problem;
-use super::extract::{Bearer, JsonBody};
+use super::extract::{Bearer, JsonBody, PathParam};
 use crate::admin::{self, Actor};
 use crate::broker::Broker;
 use crate::secrets::{ExposeSecret, SecretString};
@@ -83,7 +83,7 @@ pub async fn add_admin(
 
 pub async fn remove_admin(
     State(broker): Shared,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     Bearer(key): Bearer,
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
@@ -110,7 +110,7 @@ pub struct SecretBody {
 /// Stores a real token; the value is sealed at once and never answered.
 pub async fn put_secret(
     State(broker): Shared,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     Bearer(key): Bearer,
     JsonBody(body): JsonBody<SecretBody>,
 ) -> Result<Json<Value>, Problem> {
@@ -169,7 +169,7 @@ pub async fn list_secrets(State(broker): Shared, Bearer(key): Bearer) -> Result<
 
 pub async fn remove_secret(
     State(broker): Shared,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     Bearer(key): Bearer,
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
@@ -334,7 +334,7 @@ pub async fn add_agent(
 
 pub async fn remove_agent(
     State(broker): Shared,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     Bearer(key): Bearer,
 ) -> Result<Json<Value>, Problem> {
     let actor = authenticate(&broker, &key, SystemTime::now()).await?;

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Problem;
-use super::extract::{Bearer, JsonBody, bearer};
+use super::extract::{Bearer, JsonBody, PathParam, bearer};
 use crate::approvals::flow::{ApprovalError, Proof, Verdict};
 use crate::approvals::{Approval, Status, status, summary};
 use crate::broker::Broker;
@@ -82,7 +82,7 @@ pub struct WaitQuery {
 pub async fn get_approval(
     State(broker): Shared,
     Client(client): Client,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     Bearer(key): Bearer,
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
@@ -183,7 +183,7 @@ pub struct DecideBody {
 pub async fn approve(
     State(broker): Shared,
     Client(client): Client,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<DecideBody>,
 ) -> Result<Json<Value>, Problem> {
@@ -193,7 +193,7 @@ pub async fn approve(
 pub async fn deny(
     State(broker): Shared,
     Client(client): Client,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<DecideBody>,
 ) -> Result<Json<Value>, Problem> {
@@ -265,7 +265,7 @@ const AGENTS_NEVER_APPROVE: &str = "Only a human approver decides on a held requ
 /// enrollment code for a configured approver.
 pub async fn invite(
     State(broker): Shared,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     Bearer(key): Bearer,
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
@@ -289,7 +289,7 @@ pub struct CodeBody {
 pub async fn enroll(
     State(broker): Shared,
     Client(client): Client,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<CodeBody>,
 ) -> Result<Json<Value>, Problem> {
     let code = SecretString::from(body.code.trim());
@@ -308,7 +308,7 @@ pub async fn enroll(
 /// factor makes it the approver's.
 pub async fn confirm(
     State(broker): Shared,
-    Path(name): Path<String>,
+    PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<CodeBody>,
 ) -> Result<Json<Value>, Problem> {
     let in_use = broker.confirm_enrollment(&name, &body.code, SystemTime::now()).await?;

@@ -28,6 +28,22 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim().to_owned())
 }
 
+/// A route's path parameters, refused as problem+json when they do not
+/// decode (a `%FF` in an id), as every other refusal is.
+pub struct PathParam<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParam<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(PathParam(v)),
+            Err(rejection) if rejection.status().is_server_error() => Err(Problem::internal(&rejection.body_text())),
+            Err(rejection) => Err(Problem::bad_request("malformed_request", rejection.body_text())),
+        }
+    }
+}
+
 /// A JSON body, refused with a precise problem when it is not one.
 pub struct JsonBody<T>(pub T);
 

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Problem;
-use super::extract::{Bearer, JsonBody};
+use super::extract::{Bearer, JsonBody, PathParam};
 use crate::admin::Actor;
 use crate::broker::Broker;
 use crate::peer::Client;
@@ -300,7 +300,7 @@ pub async fn check(
 pub async fn event(
     State(broker): Shared,
     Client(client): Client,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     Bearer(token): Bearer,
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
@@ -318,7 +318,7 @@ pub(super) fn revoked_view(revoked: &[Revocation]) -> Value {
 /// working for `heartbeat_timeout` more.
 pub async fn heartbeat(
     State(broker): Shared,
-    Path(sid): Path<String>,
+    PathParam(sid): PathParam<String>,
     Bearer(key): Bearer,
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
@@ -334,7 +334,7 @@ pub async fn heartbeat(
 
 pub async fn end_session(
     State(broker): Shared,
-    Path(sid): Path<String>,
+    PathParam(sid): PathParam<String>,
     Bearer(key): Bearer,
 ) -> Result<Json<Value>, Problem> {
     let now = SystemTime::now();
