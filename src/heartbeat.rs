@@ -81,20 +81,19 @@ pub fn why_ended(leases: &[Lease], now: i64) -> Ended {
     if let Some(at) = leases.iter().filter_map(|l| l.revoked_at).min() {
         return Ended::Revoked { at };
     }
-    let kept: Vec<&Lease> = leases.iter().filter(|l| l.session_ends_at.is_some()).collect();
-    let last = |f: fn(&Lease) -> i64, of: &[&Lease]| of.iter().map(|l| f(l)).max().unwrap_or(now);
-    if kept.is_empty() {
-        let all: Vec<&Lease> = leases.iter().collect();
+    let latest = |times: &mut dyn Iterator<Item = i64>| times.max().unwrap_or(now);
+    let kept = || leases.iter().filter(|l| l.session_ends_at.is_some());
+    if kept().next().is_none() {
         return Ended::FixedExpiry {
-            at: last(|l| l.expires_at, &all),
+            at: latest(&mut leases.iter().map(|l| l.expires_at)),
         };
     }
-    let end = last(|l| l.session_ends_at.unwrap_or(l.expires_at), &kept);
+    let end = latest(&mut kept().filter_map(|l| l.session_ends_at));
     if end <= now {
         Ended::ReachedEnd { at: end }
     } else {
         Ended::Lapsed {
-            at: last(|l| l.expires_at, &kept),
+            at: latest(&mut kept().map(|l| l.expires_at)),
         }
     }
 }

@@ -2284,14 +2284,8 @@ async fn a_session_lives_while_its_run_does_and_dies_within_seconds_of_a_sigkill
 
     // Its launcher's key cannot bring it back: an ended session stays ended.
     let session = common::claims(&credential)["sid"].as_str().unwrap().to_owned();
-    let answer = common::http()
-        .post(format!("{}/v1/sessions/{session}/heartbeat", t.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 410);
-    let body: Value = answer.json().await.unwrap();
+    let (status, body) = t.heartbeat(&key, &session).await;
+    assert_eq!(status, 410, "{body}");
     assert_eq!(body["type"], "session_ended", "{body}");
     assert!(
         body["detail"]
@@ -2353,25 +2347,17 @@ async fn only_the_launcher_keeps_a_session_alive_and_env_keeps_a_fixed_expiry() 
     let other = t.add_agent("oncall").await;
     let (mut run, credential) = run_in_background(&t, &key, "exec sleep 60");
     let session = common::claims(&credential)["sid"].as_str().unwrap().to_owned();
-    let beat = |bearer: String| {
-        let url = format!("{}/v1/sessions/{session}/heartbeat", t.url);
-        async move {
-            let answer = common::http().post(url).bearer_auth(bearer).send().await.unwrap();
-            let status = answer.status().as_u16();
-            (status, answer.json::<Value>().await.unwrap())
-        }
-    };
     // The agent holds its credential, never the launcher key: the credential
     // keeps nothing alive, nor does another agent's launcher key.
-    let (status, body) = beat(credential.clone()).await;
+    let (status, body) = t.heartbeat(&credential, &session).await;
     assert_eq!(
         (status, body["type"].as_str()),
         (401, Some("launcher_key_invalid")),
         "{body}"
     );
-    let (status, body) = beat(other.clone()).await;
+    let (status, body) = t.heartbeat(&other, &session).await;
     assert_eq!((status, body["type"].as_str()), (404, Some("not_found")), "{body}");
-    let (status, body) = beat(key.clone()).await;
+    let (status, body) = t.heartbeat(&key, &session).await;
     assert_eq!(status, 200, "{body}");
     run.kill().unwrap();
     run.wait().unwrap();
@@ -2391,14 +2377,8 @@ async fn only_the_launcher_keeps_a_session_alive_and_env_keeps_a_fixed_expiry() 
     assert!(claims.get("hb").is_none(), "{claims}");
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 2);
     let sid = claims["sid"].as_str().unwrap();
-    let answer = common::http()
-        .post(format!("{}/v1/sessions/{sid}/heartbeat", t.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 409);
-    let body: Value = answer.json().await.unwrap();
+    let (status, body) = t.heartbeat(&key, sid).await;
+    assert_eq!(status, 409, "{body}");
     assert_eq!(body["type"], "not_a_session", "{body}");
     assert!(body["detail"].as_str().unwrap().contains("fixed expiry"), "{body}");
     refused_within(&t, &fixed, "credential_expired", std::time::Duration::from_secs(4)).await;
@@ -2425,14 +2405,10 @@ async fn a_session_ends_at_its_longest_length_whatever_the_heartbeat() {
     assert_eq!(status, 201, "{answer}");
     assert_eq!(answer["heartbeat"]["interval_seconds"], 1, "{answer}");
     let credential = answer["credential"].as_str().unwrap().to_owned();
-    let url = format!(
-        "{}/v1/sessions/{}/heartbeat",
-        t.url,
-        answer["session_id"].as_str().unwrap()
-    );
+    let session = answer["session_id"].as_str().unwrap();
     let started = std::time::Instant::now();
     let body = loop {
-        let (status, body) = t.send(t.http.post(&url).bearer_auth(&key)).await;
+        let (status, body) = t.heartbeat(&key, session).await;
         if status != 200 {
             assert_eq!((status, body["type"].as_str()), (410, Some("session_ended")), "{body}");
             break body;

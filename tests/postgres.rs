@@ -1132,13 +1132,9 @@ async fn a_sessions_role_lives_while_its_heartbeat_lasts() {
         "a session's role is not valid to the session's end: {first} vs {issued}"
     );
 
-    let heartbeat = format!(
-        "{}/v1/sessions/{}/heartbeat",
-        b.url,
-        answer["session_id"].as_str().unwrap()
-    );
+    let session = answer["session_id"].as_str().unwrap();
     let beat = async || {
-        let (status, body) = b.send(b.http.post(&heartbeat).bearer_auth(&key)).await;
+        let (status, body) = b.heartbeat(&key, session).await;
         assert_eq!(status, 200, "{body}");
     };
     let started = tokio::time::Instant::now();

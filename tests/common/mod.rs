@@ -194,6 +194,17 @@ impl TestBroker {
         .await
     }
 
+    /// `run`'s heartbeat for `session`, with `bearer` (its launcher key, or
+    /// whatever a test tries instead).
+    pub async fn heartbeat(&self, bearer: &str, session: &str) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(format!("{}/v1/sessions/{session}/heartbeat", self.url))
+                .bearer_auth(bearer),
+        )
+        .await
+    }
+
     pub async fn whoami(&self, credential: &str) -> (u16, Value) {
         self.send(self.http.get(format!("{}/v1/whoami", self.url)).bearer_auth(credential))
             .await
