@@ -1,4 +1,7 @@
-//! The proxy under load, side by side with going direct and with nginx.
+//! The proxy under load, side by side with going direct and with nginx, and
+//! the same mix through the broker's forward proxy (`CONNECT` to each
+//! provider's host, TLS to the broker with its CA's leaf, plain HTTP to the
+//! upstream), as unmodified tools reach it.
 //!
 //!   scripts/install-nginx.sh          # once, where nginx is missing
 //!   cargo bench --bench proxy_load
@@ -109,17 +112,29 @@ const MIX: [Request; 4] = [
 struct Target {
     name: &'static str,
     addr: SocketAddr,
-    /// Whether paths carry the broker's `/p/{provider}` prefix and its
-    /// refusals are expected.
+    /// Whether the broker answers (its refusals are expected).
     broker: bool,
     authorization: String,
+    /// Through the forward proxy: one tunnel per provider host on each
+    /// connection, opened with this credential and trusting this CA.
+    forward: Option<Forward>,
     /// The mix, as this target is sent it.
     requests: Vec<Prepared>,
 }
 
+struct Forward {
+    credential: String,
+    tls: tokio_rustls::TlsConnector,
+}
+
+/// Each provider of the mix, and the host the forward proxy serves it at.
+const HOSTS: [(&str, &str); 2] = [("railway", "backboard.railway.com"), ("github", "api.github.com")];
+
 /// One request of the mix as a target is sent it.
 struct Prepared {
     method: Method,
+    /// Which of `HOSTS` it goes to, through the forward proxy.
+    host: usize,
     uri: String,
     body: Bytes,
     json: bool,
@@ -128,11 +143,22 @@ struct Prepared {
 
 impl Target {
     fn new(name: &'static str, addr: SocketAddr, broker: bool, authorization: String) -> Target {
+        Target::with(name, addr, broker, authorization, None)
+    }
+
+    fn with(
+        name: &'static str,
+        addr: SocketAddr,
+        broker: bool,
+        authorization: String,
+        forward: Option<Forward>,
+    ) -> Target {
         let requests = MIX
             .iter()
             .map(|r| Prepared {
                 method: r.method.parse().unwrap(),
-                uri: if broker {
+                host: HOSTS.iter().position(|(p, _)| *p == r.provider).unwrap(),
+                uri: if broker && forward.is_none() {
                     format!("/p/{}{}", r.provider, r.path)
                 } else {
                     r.path.to_owned()
@@ -151,6 +177,7 @@ impl Target {
             addr,
             broker,
             authorization,
+            forward,
             requests,
         }
     }
@@ -295,40 +322,54 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
 }
 
-/// One keep-alive HTTP/1.1 connection to a target.
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// One keep-alive HTTP/1.1 connection to a target; through the forward
+/// proxy, one tunnel per provider host.
 struct Connection {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    senders: Vec<Sender>,
 }
 
 impl Connection {
-    async fn open(addr: SocketAddr) -> Connection {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        Connection { sender }
+    async fn open(target: &Target) -> Connection {
+        let Some(forward) = &target.forward else {
+            let stream = tokio::net::TcpStream::connect(target.addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            return Connection {
+                senders: vec![handshake(stream).await],
+            };
+        };
+        let mut senders = Vec::new();
+        for (_, host) in HOSTS {
+            senders.push(tunnel(target.addr, host, forward).await);
+        }
+        Connection { senders }
     }
 
     /// Sends one request and reads its whole answer; whether it came back
     /// with the expected status.
     async fn exchange(&mut self, target: &Target, request: &Prepared) -> bool {
-        if self.sender.ready().await.is_err() {
+        let which = if target.forward.is_some() { request.host } else { 0 };
+        if self.senders[which].ready().await.is_err() {
             // The target closed the idle connection, as servers may: open
             // another, as any keep-alive client does.
-            *self = Connection::open(target.addr).await;
+            *self = Connection::open(target).await;
         }
+        let host = if target.forward.is_some() {
+            HOSTS[which].1
+        } else {
+            "127.0.0.1"
+        };
         let mut builder = http::Request::builder()
             .method(request.method.clone())
             .uri(&request.uri)
-            .header(header::HOST, "127.0.0.1")
+            .header(header::HOST, host)
             .header(header::AUTHORIZATION, &target.authorization);
         if request.json {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
         }
         let request_out = builder.body(Full::new(request.body.clone())).unwrap();
-        match self.sender.send_request(request_out).await {
+        match self.senders[which].send_request(request_out).await {
             Ok(resp) => {
                 let status = resp.status();
                 resp.into_body().collect().await.is_ok() && status == request.expect
@@ -338,10 +379,44 @@ impl Connection {
     }
 }
 
-async fn open_all(addr: SocketAddr, n: usize) -> Vec<Connection> {
+async fn handshake<S>(stream: S) -> Sender
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A `CONNECT` to `host` through the broker, then TLS to the broker's leaf
+/// for it.
+async fn tunnel(broker: SocketAddr, host: &'static str, forward: &Forward) -> Sender {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(broker).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("valetkey:{}", forward.credential));
+    let head = format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nProxy-Authorization: Basic {auth}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\n") {
+        answer.push(stream.read_u8().await.unwrap());
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+    handshake(forward.tls.connect(name, stream).await.unwrap()).await
+}
+
+async fn open_all(target: &Target, n: usize) -> Vec<Connection> {
     let mut connections = Vec::with_capacity(n);
     for _ in 0..n {
-        connections.push(Connection::open(addr).await);
+        connections.push(Connection::open(target).await);
     }
     connections
 }
@@ -424,7 +499,7 @@ fn open_loop(
 /// Every connection sends its next request as soon as the last is answered,
 /// for `DURATION`.
 fn closed_loop(runtime: &tokio::runtime::Runtime, target: &'static Target) -> Outcome {
-    let connections = runtime.block_on(open_all(target.addr, CONNECTIONS));
+    let connections = runtime.block_on(open_all(target, CONNECTIONS));
     let start = Instant::now();
     let deadline = start + DURATION;
     let tasks: Vec<_> = connections
@@ -493,9 +568,20 @@ fn main() {
     let credential = minted["credential"].as_str().expect("a credential").to_owned();
     let broker_addr: SocketAddr = served.url.trim_start_matches("http://").parse().unwrap();
 
+    let forward = Forward {
+        credential: credential.clone(),
+        tls: broker_ca(&served.url),
+    };
     let mut targets = vec![
         Target::new("direct", upstream, false, format!("Bearer {TOKEN}")),
         Target::new("valetkey", broker_addr, true, format!("Bearer {credential}")),
+        Target::with(
+            "forward",
+            broker_addr,
+            true,
+            format!("Bearer {credential}"),
+            Some(forward),
+        ),
     ];
     let nginx = nginx(dir.path(), upstream);
     match &nginx {
@@ -527,6 +613,28 @@ fn main() {
     served.stop();
 }
 
+/// A TLS client that trusts the broker's CA alone.
+fn broker_ca(url: &str) -> tokio_rustls::TlsConnector {
+    let pem = std::process::Command::new(common::BIN)
+        .args(["ca", "--url", url])
+        .output()
+        .unwrap();
+    assert!(pem.status.success(), "{}", String::from_utf8_lossy(&pem.stderr));
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem.stdout) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
 fn fixed_rates(runtime: &tokio::runtime::Runtime, targets: &'static [Target], broker_pid: u32) {
     println!(
         "fixed rate, open loop: {} s per target and rate, {CONNECTIONS} connections; mix: {}",
@@ -540,7 +648,7 @@ fn fixed_rates(runtime: &tokio::runtime::Runtime, targets: &'static [Target], br
     for rate in RATES {
         let mut row = std::collections::BTreeMap::new();
         for target in targets {
-            let connections = runtime.block_on(open_all(target.addr, CONNECTIONS));
+            let connections = runtime.block_on(open_all(target, CONNECTIONS));
             let (out, _) = open_loop(runtime, target, connections, rate);
             let (h, late) = (&out.histogram, &out.lateness);
             println!(
@@ -563,6 +671,14 @@ fn fixed_rates(runtime: &tokio::runtime::Runtime, targets: &'static [Target], br
                 broker[1] - direct[1],
                 broker[2] - direct[2],
                 rss / 1024
+            );
+        }
+        if let (Some(path), Some(forward)) = (row.get("valetkey"), row.get("forward")) {
+            println!(
+                "{rate:>6} the forward proxy adds {} / {} / {} µs (p50 / p99 / p99.9) over /p/",
+                forward[0] - path[0],
+                forward[1] - path[1],
+                forward[2] - path[2],
             );
         }
     }
@@ -610,7 +726,7 @@ fn throughput(runtime: &tokio::runtime::Runtime, targets: &'static [Target], bro
 fn memory(runtime: &tokio::runtime::Runtime, broker: &'static Target, broker_pid: u32) {
     let mib = || memory_kib(broker_pid).0 / 1024;
     let before = mib();
-    let connections = runtime.block_on(open_all(broker.addr, MANY_CONNECTIONS));
+    let connections = runtime.block_on(open_all(broker, MANY_CONNECTIONS));
     std::thread::sleep(Duration::from_millis(200));
     let opened = mib();
     let (out, connections) = open_loop(runtime, broker, connections, 2000);

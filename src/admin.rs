@@ -59,6 +59,8 @@ pub enum AdminError {
     Secrets(#[from] SecretsError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Ca(#[from] crate::forward::CaError),
 }
 
 /// Who did an admin operation, as the audit trail names them.

@@ -131,6 +131,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Ca(#[from] crate::forward::CaError),
 }
 
 pub use crate::secrets::TokenStatus;
@@ -228,6 +230,8 @@ pub struct Broker {
     reaping: tokio::sync::Mutex<BTreeMap<String, (SystemTime, std::time::Duration)>>,
     /// The deadlines of sessions kept alive by heartbeats (`heartbeat`).
     deadlines: crate::heartbeat::Deadlines,
+    /// The forward proxy's CA and the leaves it issued.
+    forward: crate::forward::Authority,
 }
 
 /// First wait before a role that failed to end is tried again; it doubles
@@ -250,6 +254,8 @@ impl Broker {
         now: SystemTime,
     ) -> Result<Broker, StartError> {
         admin::ensure_signing_key(store.as_ref(), &master, now).await?;
+        let forward =
+            crate::forward::Authority::load(store.as_ref(), &master, config.forward_proxy.leaf_ttl, now).await?;
         let mut real = RealTokens::read(&config, store.as_ref(), &master, env, &master).await;
         let admin_urls = real
             .database_urls()
@@ -303,6 +309,7 @@ impl Broker {
             refused_unauthenticated: std::sync::atomic::AtomicU64::new(0),
             reaping: tokio::sync::Mutex::new(BTreeMap::new()),
             deadlines: crate::heartbeat::Deadlines::default(),
+            forward,
         };
         broker.sync(now).await?;
         Ok(broker)
@@ -314,6 +321,11 @@ impl Broker {
 
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// The forward proxy's CA.
+    pub fn forward(&self) -> &crate::forward::Authority {
+        &self.forward
     }
 
     /// The postgres providers' servers.
@@ -1116,6 +1128,18 @@ impl Broker {
         let kid = admin::rotate_signing_key(self.store.as_ref(), &self.master(), actor, now).await?;
         self.sync(now).await?;
         Ok(kid)
+    }
+
+    /// Replaces the forward proxy's CA: leaves are issued by the new one
+    /// from the next connection. Clients trust it once they fetch it again
+    /// (`valetkey run` does at every start).
+    pub async fn rotate_forward_ca(&self, actor: &Actor, now: SystemTime) -> Result<String, AdminError> {
+        let _sealing = self.sealing.lock().await;
+        let retired = self.forward.id();
+        let id = self.forward.rotate(self.store.as_ref(), &self.master(), now).await?;
+        let detail = serde_json::json!({ "ca": id, "retired": retired });
+        admin::audit_event(self.store.as_ref(), actor, EventKind::CaRotated, None, detail, now).await?;
+        Ok(id)
     }
 
     /// The agent that owns a session, if the session exists.

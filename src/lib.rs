@@ -17,6 +17,7 @@ pub mod console;
 pub mod credentials;
 pub mod database_check;
 pub mod databases;
+pub mod forward;
 pub mod heartbeat;
 pub mod introspect;
 pub mod isolation;

@@ -226,10 +226,7 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout);
-    let app = app.layer(axum::middleware::from_fn_with_state(
-        server.body_read_timeout,
-        body_deadline,
-    ));
+    let app = with_body_deadline(app, server.body_read_timeout);
     let open = Arc::new(Mutex::new(Open::new()));
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let trusted = server.trusted_proxies.clone();
@@ -255,6 +252,7 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY on an agent's connection");
         }
+        let local = stream.local_addr().ok().map(LocalAddr);
         let is_trusted = trusted.iter().any(|net| net.contains(&peer.ip()));
         let slot = match take_slot(&open, &caps, crate::peer::client_key(peer.ip()), is_trusted) {
             Ok(slot) => slot,
@@ -275,6 +273,9 @@ pub async fn serve(
                         Ordering::Release,
                     );
                     request.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(local) = local {
+                        request.extensions_mut().insert(local);
+                    }
                     request.map(Body::new)
                 })
                 .map_response(move |response| {
@@ -292,7 +293,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let Some(tls) = tls else {
                 return drive(
-                    builder.serve_connection(TokioIo::new(stream), service),
+                    builder.serve_connection(TokioIo::new(stream), service).with_upgrades(),
                     slot,
                     stop,
                     peer,
@@ -311,7 +312,7 @@ pub async fn serve(
             match accepted {
                 Ok(Ok(stream)) => {
                     drive(
-                        builder.serve_connection(TokioIo::new(stream), service),
+                        builder.serve_connection(TokioIo::new(stream), service).with_upgrades(),
                         slot,
                         stop,
                         peer,
@@ -340,8 +341,7 @@ pub async fn serve(
 /// stops (then what is in flight finishes).
 async fn drive<C>(connection: C, slot: Slot, stop: tokio::sync::watch::Receiver<bool>, peer: std::net::SocketAddr)
 where
-    C: hyper_util::server::graceful::GracefulConnection,
-    C::Error: std::fmt::Display,
+    C: Graceful,
 {
     let stopped = stopped(stop);
     tokio::pin!(connection);
@@ -358,6 +358,26 @@ where
     };
     if let Err(e) = ended {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// A connection that can be asked to finish what is in flight and close.
+/// Connections are served with upgrades, for the forward proxy's CONNECT,
+/// and hyper-util's own trait does not cover those.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
     }
 }
 
@@ -397,6 +417,17 @@ async fn turn_away(mut stream: TcpStream, full: Full) {
         stream.shutdown().await
     })
     .await;
+}
+
+/// The address a connection reached the broker at: an absolute-form
+/// request for it is the broker's own, not one to forward.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub std::net::SocketAddr);
+
+/// `app` with every request body held to `limit`: what the listener serves,
+/// and what serves the requests inside the forward proxy's tunnels.
+pub fn with_body_deadline(app: Router, limit: Duration) -> Router {
+    app.layer(axum::middleware::from_fn_with_state(limit, body_deadline))
 }
 
 /// A request body must arrive whole by a deadline; a body that is still

@@ -427,6 +427,7 @@ impl Server {
                 tracing::info_span!("request", method = %req.method(), path = %path)
             }),
         );
+        let app = crate::forward::wrap(app, self.broker.clone());
         let server = &self.broker.config().server;
         let caps = crate::listener::caps(server, crate::listener::raise_descriptor_limit());
         let served = crate::listener::serve(self.listener, self.tls, app, server, caps, shutdown)

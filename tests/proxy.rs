@@ -4,6 +4,8 @@
 //! the agent's credential.
 
 mod common;
+#[path = "forward/mod.rs"]
+mod forward;
 
 use common::fixture::*;
 use serde_json::{Value, json};

@@ -365,6 +365,12 @@ pub async fn revoke(
     Ok(Json(super::handlers::revoked_view(&revoked)))
 }
 
+pub async fn rotate_ca(State(broker): Shared, Bearer(key): Bearer) -> Result<Json<Value>, Problem> {
+    let actor = authenticate(&broker, &key, SystemTime::now()).await?;
+    let id = broker.rotate_forward_ca(&actor, SystemTime::now()).await?;
+    Ok(Json(json!({ "ca": id, "certificate": broker.forward().pem() })))
+}
+
 pub async fn rotate_key(State(broker): Shared, Bearer(key): Bearer) -> Result<Json<Value>, Problem> {
     let actor = authenticate(&broker, &key, SystemTime::now()).await?;
     let kid = broker.rotate_signing_key(&actor, SystemTime::now()).await?;

@@ -64,6 +64,15 @@ pub async fn readyz(State(broker): Shared, headers: axum::http::HeaderMap) -> Re
     Ok((code, Json(body)).into_response())
 }
 
+/// The forward proxy's CA certificate, for clients' trust stores: public,
+/// as a server's certificate is.
+pub async fn ca_pem(State(broker): Shared) -> impl axum::response::IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "application/x-pem-file")],
+        broker.forward().pem(),
+    )
+}
+
 pub async fn jwks(State(broker): Shared) -> Json<Value> {
     Json(broker.jwks())
 }
@@ -251,6 +260,7 @@ pub async fn mint(
         "ttl_limited_by": minted.plan.ttl_limited_by,
         "heartbeat": heartbeat,
         "env_vars": env_vars,
+        "forward_proxy": crate::forward::launch_settings(broker.config(), &minted.claims),
         "isolation": crate::isolation::Settings::for_credential(broker.config(), &minted.database_ports),
         "event_id": minted.event_id,
     });

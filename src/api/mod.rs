@@ -46,6 +46,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/secrets/{name}", put(admin::put_secret).delete(admin::remove_secret))
         .route("/revocations", post(admin::revoke))
         .route("/keys/rotate", post(admin::rotate_key))
+        .route("/ca.pem", get(handlers::ca_pem))
+        .route("/ca/rotate", post(admin::rotate_ca))
         .route("/keys/rotate-master", post(admin::rotate_master))
         .route("/audit/events", get(admin::audit_events))
         .route("/audit/keys", get(handlers::audit_keys))

@@ -381,7 +381,9 @@ impl From<AdminError> for Problem {
                 Problem::bad_request("invalid_request", detail)
             }
             AdminError::Store(e) => Problem::store(&e),
-            AdminError::Random | AdminError::Secrets(_) | AdminError::Key(_) => Problem::internal(&detail),
+            AdminError::Random | AdminError::Secrets(_) | AdminError::Key(_) | AdminError::Ca(_) => {
+                Problem::internal(&detail)
+            }
         }
     }
 }

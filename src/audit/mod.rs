@@ -92,6 +92,11 @@ pub enum EventKind {
     /// An enrolled approver vouched for another's factor, which is in use
     /// from then on.
     ApproverVouched,
+    /// The forward proxy tunnelled a connection to a passthrough host,
+    /// uninspected.
+    TunnelOpened,
+    /// An admin replaced the forward proxy's CA.
+    CaRotated,
 }
 
 impl EventKind {
@@ -129,6 +134,8 @@ impl EventKind {
             EventKind::ApproverInvited => "approver_invited",
             EventKind::ApproverEnrolled => "approver_enrolled",
             EventKind::ApproverVouched => "approver_vouched",
+            EventKind::TunnelOpened => "tunnel_opened",
+            EventKind::CaRotated => "ca_rotated",
         }
     }
 }

@@ -446,6 +446,22 @@ pub async fn keys_rotate(args: AdminArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn ca_show(remote: super::Remote) -> Result<ExitCode, CliError> {
+    print!("{}", Client::new(&remote)?.ca_pem().await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ca_rotate(args: AdminArgs) -> Result<ExitCode, CliError> {
+    let answer = Admin::new(&args)?.call(Method::POST, "/ca/rotate", None).await?;
+    print!("{}", text(&answer["certificate"]));
+    eprintln!(
+        "the forward proxy's CA is now {}: new connections get leaf certificates from it; agents trust it from \
+         their next `valetkey run` (a running one keeps the old bundle until it restarts)",
+        text(&answer["ca"])
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn keys_rotate_master(args: AdminArgs) -> Result<ExitCode, CliError> {
     let answer = Admin::new(&args)?
         .call(Method::POST, "/keys/rotate-master", None)

@@ -260,6 +260,30 @@ impl Client {
         .await
     }
 
+    /// The forward proxy's CA certificate (public: no key is sent).
+    pub async fn ca_pem(&self) -> Result<String, ClientError> {
+        let url = format!("{}/v1/ca.pem", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| unreachable(&self.base, &e))?;
+        if !response.status().is_success() {
+            return self.send_answered(response).await.map(|_| String::new());
+        }
+        let status = response.status().as_u16();
+        response
+            .text()
+            .await
+            .map_err(|_| ClientError::Unexpected { url, status })
+    }
+
+    /// The broker's URL, as given.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub async fn end_session(&self, launcher_key: &SecretString, session_id: &str) -> Result<Value, ClientError> {
         self.send(
             self.http

@@ -10,6 +10,7 @@ mod client;
 mod local;
 mod mcp;
 mod mint_notes;
+mod proxy_env;
 mod run;
 
 use std::net::SocketAddr;
@@ -201,6 +202,14 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// The forward proxy's certificate authority: with no subcommand,
+    /// prints its certificate (PEM), which `run` adds to the agent's trust.
+    Ca {
+        #[command(subcommand)]
+        command: Option<CaCommand>,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Register, list and remove agents.
     Agent {
@@ -612,6 +621,16 @@ enum KeysCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum CaCommand {
+    /// A new CA: leaf certificates come from it from the next connection,
+    /// and each agent trusts it from its next `run`.
+    Rotate {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum AgentCommand {
     /// Register an agent named in the configuration; its launcher key is
     /// printed once.
@@ -725,6 +744,11 @@ async fn dispatch(command: Command) -> Result<ExitCode, CliError> {
         Command::Keys {
             command: KeysCommand::RotateMaster { admin },
         } => admin::keys_rotate_master(admin).await,
+        Command::Ca { command: None, remote } => admin::ca_show(remote).await,
+        Command::Ca {
+            command: Some(CaCommand::Rotate { admin }),
+            ..
+        } => admin::ca_rotate(admin).await,
         Command::Audit { command } => match command {
             AuditCommand::Verify {
                 db: Some(db),

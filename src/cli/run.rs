@@ -91,6 +91,9 @@ struct Minted {
     /// What the broker adds to the agent's confinement; `None` when its
     /// answer did not say, which confines nothing safely.
     isolation: Option<crate::isolation::Settings>,
+    credential: SecretString,
+    /// The forward proxy's settings; `None` when it is off.
+    forward: Option<super::proxy_env::Settings>,
 }
 
 async fn mint(
@@ -147,7 +150,57 @@ async fn mint(
         session_id: answer["session_id"].as_str().unwrap_or_default().to_owned(),
         vars,
         isolation: serde_json::from_value(answer["isolation"].clone()).ok(),
+        credential: SecretString::from(answer["credential"].as_str().unwrap_or_default()),
+        forward: serde_json::from_value(answer["forward_proxy"].clone()).ok(),
     })
+}
+
+/// The forward proxy's variables for the agent, with the CA bundle written
+/// into `dir`; none when the broker's forward proxy is off.
+async fn forward_variables(
+    client: &Client,
+    minted: &Minted,
+    dir: &Path,
+) -> Result<Vec<(String, SecretString)>, CliError> {
+    let Some(settings) = &minted.forward else {
+        return Ok(Vec::new());
+    };
+    let pem = client.ca_pem().await?;
+    let bundle = super::proxy_env::write_bundle(dir, &pem).map_err(|source| CliError::Io {
+        action: format!("write the CA bundle into {}", dir.display()),
+        source,
+    })?;
+    let broker = url::Url::parse(client.base()).map_err(|e| CliError::Usage(format!("the broker's URL: {e}")))?;
+    Ok(super::proxy_env::variables(
+        &broker,
+        &minted.credential,
+        settings,
+        &bundle,
+        super::proxy_env::inherited_git_config(),
+    ))
+}
+
+/// A directory of this run's own for the CA bundle, made fresh (never one
+/// that was there before) and removed when the run ends.
+fn run_directory(session_id: &str) -> Result<RunDirectory, CliError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = std::env::temp_dir().join(format!("valetkey-run-{session_id}"));
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&path)
+        .map_err(|source| CliError::Io {
+            action: format!("make {}", path.display()),
+            source,
+        })?;
+    Ok(RunDirectory(path))
+}
+
+struct RunDirectory(PathBuf);
+
+impl Drop for RunDirectory {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The real tokens lying in the working directory the agent is launched
@@ -455,6 +508,24 @@ pub async fn run(
     let mut alive = minted
         .heartbeat
         .map(|every| keep_alive(client.clone(), key.clone(), minted.session_id.clone(), every));
+    let forwarded = match run_directory(&minted.session_id) {
+        Ok(dir) => match forward_variables(&client, &minted, &dir.0).await {
+            Ok(vars) => Ok((dir, vars)),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let (run_dir, forward_vars) = match forwarded {
+        Ok(forwarded) => forwarded,
+        Err(e) => {
+            end_session(&client, &key, &minted.session_id, alive.take()).await;
+            return Err(e);
+        }
+    };
+    let mut inputs = inputs;
+    if let Some(inputs) = inputs.as_mut() {
+        inputs.read.push(run_dir.0.clone());
+    }
     // What git would take from the working directory as yours, before the
     // agent starts (compared when it ends).
     let mut repository = None;
@@ -524,7 +595,13 @@ pub async fn run(
             }
         }
     }
+    if !forward_vars.is_empty() {
+        for name in super::proxy_env::REMOVED {
+            child.env_remove(name);
+        }
+    }
     child.envs(minted.vars.iter().map(|(k, v)| (k, v.expose_secret())));
+    child.envs(forward_vars.iter().map(|(k, v)| (k, v.expose_secret())));
     let spawned = child.spawn();
     // The helper holds the reading end now; this process holds the writing
     // end until the agent has ended.
@@ -679,7 +756,13 @@ async fn end_session(client: &Client, key: &SecretString, session_id: &str, aliv
 pub async fn env(args: MintArgs, format: EnvFormat) -> Result<ExitCode, CliError> {
     let key = launcher_key(&args)?;
     let client = Client::new(&args.remote)?;
-    let minted = mint(&client, &key, &args, &[], false).await?;
+    let mut minted = mint(&client, &key, &args, &[], false).await?;
+    if minted.forward.is_some() {
+        let dir = bundle_directory()?;
+        for (name, value) in forward_variables(&client, &minted, &dir).await? {
+            minted.vars.insert(name, value);
+        }
+    }
     let mut out = String::new();
     match format {
         EnvFormat::Json => {
@@ -708,6 +791,23 @@ pub async fn env(args: MintArgs, format: EnvFormat) -> Result<ExitCode, CliError
         minted.session_id, minted.session_id
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `valetkey env` keeps the CA bundle its variables name: it must
+/// outlive the command.
+fn bundle_directory() -> Result<PathBuf, CliError> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .ok_or_else(|| {
+            CliError::Usage("neither XDG_CACHE_HOME nor HOME is set: nowhere to keep the CA bundle".into())
+        })?;
+    let dir = base.join("valetkey");
+    std::fs::create_dir_all(&dir).map_err(|source| CliError::Io {
+        action: format!("make {}", dir.display()),
+        source,
+    })?;
+    Ok(dir)
 }
 
 /// The credential of the session this runs in, which an agent's commands

@@ -102,6 +102,7 @@ pub(crate) fn validate_except(config: &Config, unparsed: &BTreeSet<String>) -> V
     }
     c.approvals();
     c.console();
+    c.forward_proxy();
     for (name, approver) in &config.approvers {
         c.approver(name, approver);
     }
@@ -939,6 +940,33 @@ impl Checker<'_> {
         };
         if let Some(message) = problem {
             self.problems.push(Problem::error(None, message, Some(fix.into())));
+        }
+    }
+
+    /// A passthrough entry must be a host, and never a provider's: those
+    /// are inspected whatever the list says, and an entry that seems to
+    /// tunnel one misleads whoever reads the file.
+    fn forward_proxy(&mut self) {
+        let hosts = crate::forward::Hosts::from_config(self.config);
+        for entry in &self.config.forward_proxy.passthrough {
+            match crate::forward::hosts::Pattern::parse(entry) {
+                Err(why) => self.problems.push(Problem::error(
+                    None,
+                    format!("[forward_proxy] passthrough: {why}"),
+                    Some("write `registry.npmjs.org`, `*.pypi.org` or `mirror.internal:8443`".into()),
+                )),
+                Ok(pattern) => {
+                    if let Some(host) = hosts.provider_hosts().find(|h| pattern.covers_host(h)) {
+                        self.problems.push(Problem::error(
+                            None,
+                            format!(
+                                "[forward_proxy] passthrough `{entry}` covers `{host}`, a provider's host, which the broker always inspects"
+                            ),
+                            Some(format!("remove `{entry}`, or list only the other hosts it was meant for")),
+                        ));
+                    }
+                }
+            }
         }
     }
 

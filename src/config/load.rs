@@ -240,6 +240,11 @@ pub(crate) fn parse(text: &str) -> Parsed {
                     config.console = v;
                 }
             }
+            "forward_proxy" => {
+                if let Some(v) = one(value, &section, &mut problems) {
+                    config.forward_proxy = v;
+                }
+            }
             "credentials" => {
                 let span = value.span();
                 if let Some(v) = one(value, &section, &mut problems) {
@@ -272,7 +277,7 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
 }
 
-const SECTIONS: [&str; 16] = [
+const SECTIONS: [&str; 17] = [
     "server",
     "storage",
     "keys",
@@ -283,6 +288,7 @@ const SECTIONS: [&str; 16] = [
     "run",
     "approvals",
     "console",
+    "forward_proxy",
     "credentials",
     "environments",
     "providers",

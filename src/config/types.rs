@@ -27,6 +27,7 @@ pub struct Config {
     pub run: RunConfig,
     pub approvals: ApprovalsConfig,
     pub console: ConsoleConfig,
+    pub forward_proxy: ForwardProxyConfig,
     pub credentials: Spanned<CredentialsConfig>,
     pub environments: BTreeMap<String, Spanned<EnvironmentConfig>>,
     pub providers: BTreeMap<String, Spanned<ProviderConfig>>,
@@ -48,6 +49,7 @@ impl Default for Config {
             run: RunConfig::default(),
             approvals: ApprovalsConfig::default(),
             console: ConsoleConfig::default(),
+            forward_proxy: ForwardProxyConfig::default(),
             credentials: Spanned::new(0..0, CredentialsConfig::default()),
             environments: BTreeMap::new(),
             providers: BTreeMap::new(),
@@ -376,6 +378,13 @@ pub struct ProviderConfig {
     /// Base URL of the upstream API; defaults per kind.
     #[serde(default)]
     pub upstream: Option<Spanned<String>>,
+    /// The host names the forward proxy serves for this provider (its
+    /// requests are inspected, with the broker's CA); default: the kind's
+    /// public hosts (`api.github.com` and `github.com`; Railway's
+    /// `backboard.railway.com` and `.app`), or an `http` provider's
+    /// upstream host.
+    #[serde(default)]
+    pub hosts: Option<Vec<Spanned<String>>>,
     /// How the real token is sent upstream.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -481,6 +490,23 @@ impl ProviderConfig {
             Some(u) => Some(u.get_ref().as_str()),
             None => self.kind.default_upstream(),
         }
+    }
+
+    /// The host names the forward proxy serves for this provider, in lower
+    /// case: ops' `hosts`, else the kind's, else the upstream's host.
+    pub fn forward_hosts(&self) -> Vec<String> {
+        if let Some(hosts) = &self.hosts {
+            return hosts.iter().map(|h| h.get_ref().to_ascii_lowercase()).collect();
+        }
+        let defaults = self.kind.default_hosts();
+        if !defaults.is_empty() || self.kind == ProviderKind::Postgres {
+            return defaults.iter().map(|h| (*h).to_owned()).collect();
+        }
+        self.upstream()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase()))
+            .into_iter()
+            .collect()
     }
 
     pub fn token(&self, env: &str) -> Option<&TokenSource> {
@@ -641,6 +667,34 @@ impl Default for ConsoleConfig {
             enabled: false,
             origin: None,
             session_ttl: Duration::from_secs(8 * 60 * 60),
+        }
+    }
+}
+
+/// The forward proxy (`[forward_proxy]`): the broker as `HTTPS_PROXY`, so
+/// tools that cannot be pointed at `/p/{provider}` reach providers through
+/// it all the same.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardProxyConfig {
+    /// On unless turned off: `run` points every tool at it.
+    pub enabled: bool,
+    /// Hosts (`registry.npmjs.org`, `*.pypi.org`, `host:port`) whose
+    /// CONNECTs are tunnelled uninspected, never carrying a credential.
+    /// Port 443 unless one is named. A provider's host is never one.
+    pub passthrough: Vec<String>,
+    /// How long a leaf certificate the broker's CA issues for a provider's
+    /// host is valid.
+    #[serde(with = "humantime_serde")]
+    pub leaf_ttl: Duration,
+}
+
+impl Default for ForwardProxyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            passthrough: Vec::new(),
+            leaf_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 }

@@ -67,6 +67,16 @@ impl ProviderKind {
         }
     }
 
+    /// The public hosts the forward proxy serves for a provider of this
+    /// kind unless ops name others: the API's, and GitHub's git host.
+    pub fn default_hosts(self) -> &'static [&'static str] {
+        match self {
+            ProviderKind::Railway => &["backboard.railway.com", "backboard.railway.app"],
+            ProviderKind::Github => &["api.github.com", "github.com"],
+            ProviderKind::Http | ProviderKind::Postgres => &[],
+        }
+    }
+
     /// Whether the provider reads ids without regard to case (GitHub's
     /// `owner/repo`), so the resource map must too.
     pub fn ids_case_insensitive(self) -> bool {

@@ -406,7 +406,7 @@ fn route(path: &str) -> (String, String) {
 /// clients use: `Authorization: Bearer …`, `Authorization: token …`
 /// (GitHub), `Authorization: Basic …` (git; the password, or the user when
 /// there is none) or `Project-Access-Token: …` (Railway).
-fn presented_credential(headers: &HeaderMap) -> Result<Option<std::borrow::Cow<'_, str>>, ProxyError> {
+pub(crate) fn presented_credential(headers: &HeaderMap) -> Result<Option<std::borrow::Cow<'_, str>>, ProxyError> {
     let not_text = || {
         unrecorded(AuthError::Credential(crate::credentials::VerifyError::Malformed {
             why: "the credential header is not text",
@@ -455,7 +455,7 @@ fn presented_credential(headers: &HeaderMap) -> Result<Option<std::borrow::Cow<'
 
 /// The secret of a `Basic` credential: the password, or the user name when
 /// the password is empty (tools put a token in either).
-fn basic_secret(encoded: &str) -> Option<String> {
+pub(crate) fn basic_secret(encoded: &str) -> Option<String> {
     use base64::Engine;
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
     let text = String::from_utf8(decoded).ok()?;

@@ -65,6 +65,16 @@ pub struct SigningKeyRecord {
     pub retired_at: Option<i64>,
 }
 
+/// The forward proxy's CA: its certificate and its PKCS#8 key, sealed for
+/// `forward-ca:ID`.
+#[derive(Debug, Clone)]
+pub struct CaRecord {
+    pub id: String,
+    pub cert_der: Vec<u8>,
+    pub sealed: Sealed,
+    pub created_at: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct SecretRecord {
     pub name: String,
@@ -227,6 +237,14 @@ pub trait Store: Send + Sync {
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// The latest expiry among leases signed by `kid`.
     async fn last_expiry_signed_by(&self, kid: &str) -> Result<Option<i64>, StoreError>;
+
+    /// The CA that issues the forward proxy's leaf certificates now.
+    async fn current_ca(&self) -> Result<Option<CaRecord>, StoreError>;
+    /// Makes `ca` the current CA unless one is already (another broker on
+    /// the store made it first), and answers the current one.
+    async fn adopt_ca(&self, ca: &CaRecord) -> Result<CaRecord, StoreError>;
+    /// Retires the current CA and makes `ca` current, in one transaction.
+    async fn rotate_ca(&self, ca: &CaRecord) -> Result<(), StoreError>;
 
     async fn put_secret(&self, secret: &SecretRecord) -> Result<(), StoreError>;
     async fn secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError>;

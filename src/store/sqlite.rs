@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite_approvals as approvals;
 use super::{
-    AdminKeyRecord, AdminKeyRemoval, AgentRecord, DatabaseRole, EnrollmentRecord, EnrollmentTaken, FactorRecord, Lease,
-    Reseal, Revocation, RevokeTarget, SecretRecord, SigningKeyRecord, Store, StoreError, Vote,
+    AdminKeyRecord, AdminKeyRemoval, AgentRecord, CaRecord, DatabaseRole, EnrollmentRecord, EnrollmentTaken,
+    FactorRecord, Lease, Reseal, Revocation, RevokeTarget, SecretRecord, SigningKeyRecord, Store, StoreError, Vote,
 };
 use crate::audit;
 use crate::secrets::Sealed;
@@ -442,7 +442,7 @@ impl Store for SqliteStore {
         let fail = |e: crate::secrets::SecretsError| StoreError::Reseal(e.to_string());
         // Every table with sealed records: how to read them, how to write
         // one back, and the record id each was sealed for.
-        let tables: [(&str, &str, fn(&str) -> String); 5] = [
+        let tables: [(&str, &str, fn(&str) -> String); 6] = [
             (
                 "SELECT approver || ':' || credential_id, nonce, ciphertext FROM approver_passkeys",
                 "UPDATE approver_passkeys SET nonce = ?, ciphertext = ? WHERE approver || ':' || credential_id = ?",
@@ -467,6 +467,11 @@ impl Store for SqliteStore {
                 "SELECT kid, nonce, ciphertext FROM signing_keys",
                 "UPDATE signing_keys SET nonce = ?, ciphertext = ? WHERE kid = ?",
                 crate::credentials::signing_key_record_id,
+            ),
+            (
+                "SELECT id, nonce, ciphertext FROM forward_cas",
+                "UPDATE forward_cas SET nonce = ?, ciphertext = ? WHERE id = ?",
+                crate::forward::ca_record_id,
             ),
         ];
         let mut count = 0;
@@ -655,6 +660,60 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?
             .get(0))
+    }
+
+    async fn current_ca(&self) -> Result<Option<CaRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM forward_cas WHERE retired_at IS NULL")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| CaRecord {
+            id: r.get("id"),
+            cert_der: r.get("cert_der"),
+            sealed: Sealed {
+                nonce: r.get("nonce"),
+                ciphertext: r.get("ciphertext"),
+            },
+            created_at: r.get("created_at"),
+        }))
+    }
+
+    async fn adopt_ca(&self, ca: &CaRecord) -> Result<CaRecord, StoreError> {
+        // The partial unique index lets one current row in; a broker that
+        // lost the race reads the winner's.
+        sqlx::query(
+            "INSERT INTO forward_cas (id, cert_der, nonce, ciphertext, created_at, retired_at) VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT DO NOTHING",
+        )
+        .bind(&ca.id)
+        .bind(&ca.cert_der)
+        .bind(&ca.sealed.nonce)
+        .bind(&ca.sealed.ciphertext)
+        .bind(ca.created_at)
+        .execute(&self.pool)
+        .await?;
+        self.current_ca()
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the forward proxy's CA was stored, then not found".into()))
+    }
+
+    async fn rotate_ca(&self, ca: &CaRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE forward_cas SET retired_at = ? WHERE retired_at IS NULL")
+            .bind(ca.created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO forward_cas (id, cert_der, nonce, ciphertext, created_at, retired_at) VALUES (?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(&ca.id)
+        .bind(&ca.cert_der)
+        .bind(&ca.sealed.nonce)
+        .bind(&ca.sealed.ciphertext)
+        .bind(ca.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict("forward proxy CA", &ca.id))?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn put_secret(&self, s: &SecretRecord) -> Result<(), StoreError> {
@@ -1182,7 +1241,7 @@ mod tests {
     /// new one instead, and its line here.
     #[test]
     fn landed_migrations_never_change() {
-        const LANDED: [(&str, &str); 10] = [
+        const LANDED: [(&str, &str); 11] = [
             ("0001_init.sql", "e8691246d86cdfe9"),
             ("0002_audit_checkpoints.sql", "a6527b1604e48988"),
             ("0003_database_roles.sql", "910ef8de985fbbed"),
@@ -1193,6 +1252,7 @@ mod tests {
             ("0008_vouching.sql", "cf6a3bee05b95cb1"),
             ("0009_held_paths.sql", "ae9ec1c0b32f986c"),
             ("0010_sessions.sql", "49d27d4d3be635fc"),
+            ("0011_forward_ca.sql", "3f5dc6d1be6b488d"),
         ];
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
         let mut found: Vec<String> = std::fs::read_dir(&dir)
