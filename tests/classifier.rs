@@ -452,33 +452,7 @@ struct Engine {
 impl Engine {
     fn new() -> Engine {
         let kind = ProviderKind::Railway;
-        let tiers: BTreeMap<String, Tier> = kind.pack().scopes.iter().map(|(n, s)| (n.clone(), s.tier)).collect();
-        let classifier = Classifier::new(kind, &[], &tiers, GraphqlLimits::default()).unwrap();
-        let owners: BTreeMap<(String, String), Vec<String>> = [
-            ("project", "proj_1", &["staging", "production"][..]),
-            ("service", "svc_api", &["staging", "production"]),
-            ("environment", "env_stg", &["staging"]),
-            ("environment", "env_prod", &["production"]),
-            ("deployment", "dep_stg", &["staging"]),
-            ("volume", "vol_stg", &["staging"]),
-        ]
-        .into_iter()
-        .map(|(kind, id, envs)| {
-            (
-                (kind.to_owned(), id.to_owned()),
-                envs.iter().map(|e| (*e).to_owned()).collect(),
-            )
-        })
-        .collect();
-        let mut rules = Rules::default();
-        rules.resources.insert(
-            "railway".into(),
-            ProviderResources {
-                owners,
-                unknown_reads: false,
-                case_insensitive: false,
-            },
-        );
+        let (classifier, rules, _) = railway_staging();
         let graphql = kind.pack().graphql.as_ref().unwrap();
         Engine {
             classifier,
@@ -851,7 +825,12 @@ fn railway_staging() -> (Classifier, Rules, Vec<String>) {
         ("volume", "vol_stg", &["staging"]),
     ]
     .into_iter()
-    .map(|(kind, id, envs)| ((kind.to_owned(), id.to_owned()), envs.iter().map(|e| (*e).to_owned()).collect()))
+    .map(|(kind, id, envs)| {
+        (
+            (kind.to_owned(), id.to_owned()),
+            envs.iter().map(|e| (*e).to_owned()).collect(),
+        )
+    })
     .collect();
     let mut rules = Rules::default();
     rules.resources.insert(
@@ -943,7 +922,10 @@ fn the_railway_clis_own_documents_are_named_scoped_and_bound_to_staging() {
 fn a_variable_collection_that_replaces_needs_a_human() {
     let document = std::fs::read_to_string("tests/fixtures/railway-cli/mutations/VariableCollectionUpsert.graphql")
         .unwrap()
-        .replace("skipDeploys: $skipDeploys}", "skipDeploys: $skipDeploys, replace: $replace}")
+        .replace(
+            "skipDeploys: $skipDeploys}",
+            "skipDeploys: $skipDeploys, replace: $replace}",
+        )
         .replace("$skipDeploys: Boolean)", "$skipDeploys: Boolean, $replace: Boolean)");
     let send = |replace: Value| {
         let variables = json!({ "projectId": "proj_1", "environmentId": "env_stg", "serviceId": "svc_api", "variables": {}, "replace": replace });

@@ -373,7 +373,10 @@ fn every_railway_root_field_is_named_exactly_by_the_pack() {
     }
     for operation in [OperationType::Query, OperationType::Mutation] {
         let root = schema.root(operation);
-        let missing: Vec<&str> = schema.fields(root).filter(|f| !named.contains_key(&(operation, *f))).collect();
+        let missing: Vec<&str> = schema
+            .fields(root)
+            .filter(|f| !named.contains_key(&(operation, *f)))
+            .collect();
         assert!(
             missing.is_empty(),
             "{operation} root fields of {} that the Railway pack does not name: {missing:#?}",

@@ -120,9 +120,8 @@ async fn benign_railway_work_arrives_exactly_with_the_real_token() {
 #[tokio::test]
 async fn the_railway_clis_documents_are_forwarded_or_refused_by_their_binding() {
     let f = Fixture::start().await;
-    let document = |name: &str| {
-        std::fs::read_to_string(format!("tests/fixtures/railway-cli/mutations/{name}.graphql")).unwrap()
-    };
+    let document =
+        |name: &str| std::fs::read_to_string(format!("tests/fixtures/railway-cli/mutations/{name}.graphql")).unwrap();
     let set = json!({
         "query": document("VariableCollectionUpsert"),
         "variables": { "projectId": "proj_1", "environmentId": "env_stg", "serviceId": "svc_api", "variables": { "LOG_LEVEL": "debug" } }

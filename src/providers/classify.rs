@@ -663,9 +663,13 @@ mod tests {
 
     use super::*;
 
+    /// The tiers of a kind's built-in scopes.
+    fn tiers(kind: ProviderKind) -> BTreeMap<String, Tier> {
+        kind.pack().scopes.iter().map(|(n, s)| (n.clone(), s.tier)).collect()
+    }
+
     fn classifier(kind: ProviderKind, extra: &[OperationRule]) -> Classifier {
-        let tiers: BTreeMap<String, Tier> = kind.pack().scopes.iter().map(|(n, s)| (n.clone(), s.tier)).collect();
-        Classifier::new(kind, extra, &tiers, GraphqlLimits::default()).unwrap()
+        Classifier::new(kind, extra, &tiers(kind), GraphqlLimits::default()).unwrap()
     }
 
     fn railway() -> Classifier {
@@ -1492,12 +1496,7 @@ mod tests {
 
     #[test]
     fn lenient_rules_are_refused_where_an_agent_could_hold_their_scope() {
-        let tiers: BTreeMap<String, Tier> = ProviderKind::Http
-            .pack()
-            .scopes
-            .iter()
-            .map(|(n, s)| (n.clone(), s.tier))
-            .collect();
+        let http_tiers = tiers(ProviderKind::Http);
         let rule = |text: &str| -> OperationRule { toml::from_str(text).unwrap() };
         let bad = [
             (
@@ -1568,7 +1567,7 @@ mod tests {
             let errors = Classifier::new(
                 ProviderKind::Http,
                 std::slice::from_ref(r),
-                &tiers,
+                &http_tiers,
                 GraphqlLimits::default(),
             )
             .unwrap_err();
@@ -1581,14 +1580,9 @@ mod tests {
             "method = \"GET\"\npath = \"/v1/status\"\nscope = \"read\"\nresource_free = true",
             "method = \"GET\"\npath = \"/v1/files/{bucket}/{*path}\"\nscope = \"read\"\nresources = [{ kind = \"bucket\", id = \"{bucket}\" }]",
         ] {
-            Classifier::new(ProviderKind::Http, &[rule(ok)], &tiers, GraphqlLimits::default()).unwrap();
+            Classifier::new(ProviderKind::Http, &[rule(ok)], &http_tiers, GraphqlLimits::default()).unwrap();
         }
-        let railway_tiers: BTreeMap<String, Tier> = ProviderKind::Railway
-            .pack()
-            .scopes
-            .iter()
-            .map(|(n, s)| (n.clone(), s.tier))
-            .collect();
+        let railway_tiers = tiers(ProviderKind::Railway);
         let prefix = rule("field = \"serviceInstanceDeploy*\"\nscope = \"deployment:deploy\"");
         let errors = Classifier::new(
             ProviderKind::Railway,
@@ -1603,12 +1597,7 @@ mod tests {
     #[test]
     fn a_stricter_argument_is_checked_where_it_is_written() {
         let rule = |text: &str| -> OperationRule { toml::from_str(text).unwrap() };
-        let railway_tiers: BTreeMap<String, Tier> = ProviderKind::Railway
-            .pack()
-            .scopes
-            .iter()
-            .map(|(n, s)| (n.clone(), s.tier))
-            .collect();
+        let railway_tiers = tiers(ProviderKind::Railway);
         let upsert = "field = \"variableUpsert\"\nscope = \"variable:write\"\nwithin_environment = true\n";
         for (stricter, says) in [
             (
@@ -1647,13 +1636,12 @@ mod tests {
             GraphqlLimits::default(),
         )
         .unwrap_err();
-        assert!(errors[0].message.contains("nothing to make stricter"), "{}", errors[0].message);
-        let http_tiers: BTreeMap<String, Tier> = ProviderKind::Http
-            .pack()
-            .scopes
-            .iter()
-            .map(|(n, s)| (n.clone(), s.tier))
-            .collect();
+        assert!(
+            errors[0].message.contains("nothing to make stricter"),
+            "{}",
+            errors[0].message
+        );
+        let http_tiers = tiers(ProviderKind::Http);
         let rest_rule = rule(
             "method = \"POST\"\npath = \"/v1/items/{id}\"\nscope = \"write\"\nresources = [{ kind = \"item\", id = \"{id}\" }]\nstricter = { argument = \"force\", scope = \"delete\" }",
         );
