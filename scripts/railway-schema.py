@@ -7,11 +7,19 @@ The broker types every field nested under a root field with it, so that it
 knows when a read follows a reference out of the environment it is bound to
 (`deployment { service { … } }`), and refuses a field the schema does not
 have. The source is the introspection result the Railway CLI ships
-(src/gql/schema.json), at a pinned commit:
+(src/gql/schema.json), from the `railwayapp` crate at a pinned version
+(5.71.0, commit b62467ef1b5303e3e340283ed96425dcf9612993). crates.io is
+reached through cargo, so a throwaway project outside the repository fetches it:
 
-    curl -sSfo /tmp/railway-schema.json \\
-      https://raw.githubusercontent.com/railwayapp/cli/$COMMIT/src/gql/schema.json
-    python3 scripts/railway-schema.py /tmp/railway-schema.json $COMMIT
+    cargo new /tmp/rw && cd /tmp/rw && cargo add railwayapp@=$VERSION && cargo fetch
+    python3 scripts/railway-schema.py \
+      ~/.cargo/registry/src/*/railwayapp-$VERSION/src/gql/schema.json \
+      $(jq -r .git.sha1 ~/.cargo/registry/src/*/railwayapp-$VERSION/.cargo_vcs_info.json)
+
+The CLI's documents (src/gql/{mutations,queries}/strings/) are copied next to
+it, verbatim, into tests/fixtures/railway-cli/. tests/config_files.rs lists
+every mutation and query root field of the schema that the pack does not
+name.
 
 A newer schema's types are outside the pack's `confined` list until someone
 reviews them, so they are read only by id and name (the stricter way).

@@ -452,33 +452,7 @@ struct Engine {
 impl Engine {
     fn new() -> Engine {
         let kind = ProviderKind::Railway;
-        let tiers: BTreeMap<String, Tier> = kind.pack().scopes.iter().map(|(n, s)| (n.clone(), s.tier)).collect();
-        let classifier = Classifier::new(kind, &[], &tiers, GraphqlLimits::default()).unwrap();
-        let owners: BTreeMap<(String, String), Vec<String>> = [
-            ("project", "proj_1", &["staging", "production"][..]),
-            ("service", "svc_api", &["staging", "production"]),
-            ("environment", "env_stg", &["staging"]),
-            ("environment", "env_prod", &["production"]),
-            ("deployment", "dep_stg", &["staging"]),
-            ("volume", "vol_stg", &["staging"]),
-        ]
-        .into_iter()
-        .map(|(kind, id, envs)| {
-            (
-                (kind.to_owned(), id.to_owned()),
-                envs.iter().map(|e| (*e).to_owned()).collect(),
-            )
-        })
-        .collect();
-        let mut rules = Rules::default();
-        rules.resources.insert(
-            "railway".into(),
-            ProviderResources {
-                owners,
-                unknown_reads: false,
-                case_insensitive: false,
-            },
-        );
+        let (classifier, rules, _) = railway_staging();
         let graphql = kind.pack().graphql.as_ref().unwrap();
         Engine {
             classifier,
@@ -657,4 +631,339 @@ fn the_graphql_classifier_agrees_with_graphql_js_or_refuses() {
         agree * 2 >= cases,
         "only {agree} of {cases} requests were allowed and agreed"
     );
+}
+
+/// One request the Railway CLI sends, with the variables it would send in
+/// staging, and what the broker makes of it.
+struct CliCase {
+    command: &'static str,
+    /// Under tests/fixtures/railway-cli/: the CLI's own document, verbatim.
+    document: &'static str,
+    variables: Value,
+    /// Each operation: its name and scope.
+    operations: &'static [(&'static str, &'static str)],
+    /// Every resource the request binds, `kind id`, sorted.
+    resources: &'static [&'static str],
+    /// `allow`, or the refusal's kind.
+    decision: &'static str,
+}
+
+fn cli_cases() -> Vec<CliCase> {
+    let case = |command, document, variables, operations, resources, decision| CliCase {
+        command,
+        document,
+        variables,
+        operations,
+        resources,
+        decision,
+    };
+    vec![
+        // `railway up` polls its deployment's status; the upload itself is
+        // below, in the test.
+        case(
+            "up",
+            "queries/DeploymentStatus.graphql",
+            json!({ "id": "dep_stg" }),
+            &[("query deployment", "read")],
+            &["deployment dep_stg"],
+            "allow",
+        ),
+        case(
+            "variables --set",
+            "mutations/VariableCollectionUpsert.graphql",
+            json!({ "projectId": "proj_1", "environmentId": "env_stg", "serviceId": "svc_api", "variables": { "LOG_LEVEL": "debug" }, "skipDeploys": null }),
+            &[("mutation variableCollectionUpsert", "variable:write")],
+            &["environment env_stg", "project proj_1", "service svc_api"],
+            "allow",
+        ),
+        case(
+            "variables --set (in production)",
+            "mutations/VariableCollectionUpsert.graphql",
+            json!({ "projectId": "proj_1", "environmentId": "env_prod", "serviceId": "svc_api", "variables": { "LOG_LEVEL": "debug" } }),
+            &[("mutation variableCollectionUpsert", "variable:write")],
+            &["environment env_prod", "project proj_1", "service svc_api"],
+            "credential_mismatch",
+        ),
+        case(
+            "volume add",
+            "mutations/VolumeCreate.graphql",
+            json!({ "projectId": "proj_1", "environmentId": "env_stg", "serviceId": "svc_api", "mountPath": "/data" }),
+            &[("mutation volumeCreate", "volume:write")],
+            &["environment env_stg", "project proj_1", "service svc_api"],
+            "allow",
+        ),
+        case(
+            "volume add (no environment: the project's, every environment's)",
+            "mutations/VolumeCreate.graphql",
+            json!({ "projectId": "proj_1", "mountPath": "/data" }),
+            &[("mutation volumeCreate", "volume:write")],
+            &["project proj_1"],
+            "shared_resource",
+        ),
+        case(
+            "add",
+            "mutations/ServiceCreate.graphql",
+            json!({ "name": "worker", "projectId": "proj_1", "environmentId": "env_stg", "source": { "image": "redis:7" } }),
+            &[("mutation serviceCreate", "service:write")],
+            &["environment env_stg", "project proj_1"],
+            "allow",
+        ),
+        case(
+            "redeploy",
+            "mutations/DeploymentRedeploy.graphql",
+            json!({ "id": "dep_stg" }),
+            &[("mutation deploymentRedeploy", "deployment:deploy")],
+            &["deployment dep_stg"],
+            "allow",
+        ),
+        case(
+            "redeploy --from-source",
+            "mutations/ServiceInstanceDeployLatestCommit.graphql",
+            json!({ "environmentId": "env_stg", "serviceId": "svc_api" }),
+            &[("mutation serviceInstanceDeploy", "deployment:deploy")],
+            &["environment env_stg", "service svc_api"],
+            "allow",
+        ),
+        case(
+            "restart",
+            "mutations/DeploymentRestart.graphql",
+            json!({ "id": "dep_stg" }),
+            &[("mutation deploymentRestart", "deployment:deploy")],
+            &["deployment dep_stg"],
+            "allow",
+        ),
+        case(
+            "down",
+            "mutations/DeploymentRemove.graphql",
+            json!({ "id": "dep_stg" }),
+            &[("mutation deploymentRemove", "deployment:delete")],
+            &["deployment dep_stg"],
+            "approval_required",
+        ),
+        case(
+            "down (a production deployment)",
+            "mutations/DeploymentRemove.graphql",
+            json!({ "id": "dep_prod" }),
+            &[("mutation deploymentRemove", "deployment:delete")],
+            &["deployment dep_prod"],
+            "credential_mismatch",
+        ),
+        case(
+            "environment new --duplicate staging",
+            "mutations/EnvironmentCreate.graphql",
+            json!({ "projectId": "proj_1", "name": "pr-7", "sourceId": "env_stg", "applyChangesInBackground": true }),
+            &[("mutation environmentCreate", "environment:write")],
+            &["environment env_stg", "project proj_1"],
+            "allow",
+        ),
+        case(
+            "environment new --duplicate production",
+            "mutations/EnvironmentCreate.graphql",
+            json!({ "projectId": "proj_1", "name": "pr-7", "sourceId": "env_prod" }),
+            &[("mutation environmentCreate", "environment:write")],
+            &["environment env_prod", "project proj_1"],
+            "credential_mismatch",
+        ),
+        case(
+            "environment new (from nothing, in the shared project)",
+            "mutations/EnvironmentCreate.graphql",
+            json!({ "projectId": "proj_1", "name": "pr-7", "sourceId": null }),
+            &[("mutation environmentCreate", "environment:write")],
+            &["project proj_1"],
+            "shared_resource",
+        ),
+        case(
+            "volume detach",
+            "mutations/VolumeDetach.graphql",
+            json!({ "environmentId": "env_stg", "volumeId": "vol_stg" }),
+            &[("mutation volumeInstanceUpdate", "volume:attach")],
+            &["environment env_stg", "volume vol_stg"],
+            "approval_required",
+        ),
+        case(
+            "scale",
+            "mutations/EnvironmentPatchCommit.graphql",
+            json!({ "environmentId": "env_stg", "patch": { "services": { "svc_api": { "deploy": { "numReplicas": 2 } } } } }),
+            &[("mutation environmentPatchCommit", "environment:apply")],
+            &["environment env_stg"],
+            "approval_required",
+        ),
+        case(
+            "volume delete",
+            "mutations/VolumeDelete.graphql",
+            json!({ "id": "vol_stg" }),
+            &[("mutation volumeDelete", "volume:delete")],
+            &["volume vol_stg"],
+            "approval_required",
+        ),
+        case(
+            "any command's telemetry",
+            "mutations/CliEventTrack.graphql",
+            json!({ "input": { "command": "up", "projectId": "proj_1", "environmentId": "env_stg", "success": true } }),
+            &[("mutation cliEventTrack", "read")],
+            &["environment env_stg", "project proj_1"],
+            "allow",
+        ),
+    ]
+}
+
+/// A Railway classifier and a resource map of one project shared by staging
+/// and production, judged for a staging credential holding every scope an
+/// agent may hold.
+fn railway_staging() -> (Classifier, Rules, Vec<String>) {
+    let kind = ProviderKind::Railway;
+    let tiers: BTreeMap<String, Tier> = kind.pack().scopes.iter().map(|(n, s)| (n.clone(), s.tier)).collect();
+    let classifier = Classifier::new(kind, &[], &tiers, GraphqlLimits::default()).unwrap();
+    let both = &["staging", "production"][..];
+    let owners = [
+        ("project", "proj_1", both),
+        ("service", "svc_api", both),
+        ("environment", "env_stg", &["staging"]),
+        ("environment", "env_prod", &["production"]),
+        ("deployment", "dep_stg", &["staging"]),
+        ("deployment", "dep_prod", &["production"]),
+        ("volume", "vol_stg", &["staging"]),
+    ]
+    .into_iter()
+    .map(|(kind, id, envs)| {
+        (
+            (kind.to_owned(), id.to_owned()),
+            envs.iter().map(|e| (*e).to_owned()).collect(),
+        )
+    })
+    .collect();
+    let mut rules = Rules::default();
+    rules.resources.insert(
+        "railway".into(),
+        ProviderResources {
+            owners,
+            unknown_reads: false,
+            case_insensitive: false,
+        },
+    );
+    let held = tiers
+        .iter()
+        .filter(|(_, tier)| tier.agent_may_hold())
+        .map(|(scope, _)| scope.clone())
+        .collect();
+    (classifier, rules, held)
+}
+
+/// What the broker decides for a request to Railway from a staging
+/// credential: the decision and its refusal's kind, if any.
+fn judge_railway(method: &Method, path: &str, query: Option<&str>, body: Option<&[u8]>) -> (policy::Decision, String) {
+    let (classifier, rules, held) = railway_staging();
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let view = RequestView {
+        method,
+        path,
+        query,
+        headers: &headers,
+        body,
+    };
+    let classified = classifier.classify(&view).expect("the request reads one way");
+    let access = Access {
+        env: "staging",
+        provider: "railway",
+        scopes: Some(&held),
+    };
+    let decision = policy::decide(&rules, &access, &classified.operations);
+    let kind = decision.refusal.as_ref().map_or("allow", |r| r.kind()).to_owned();
+    (decision, kind)
+}
+
+/// The documents the Railway CLI itself sends (tests/fixtures/railway-cli/),
+/// for the commands an agent runs in staging: each is named, scoped and bound
+/// to the resources its variables name, and decided for a staging credential
+/// holding every scope an agent may hold. Everyday work passes; what removes
+/// or rewrites needs a human; production's ids are a mismatch.
+#[test]
+fn the_railway_clis_own_documents_are_named_scoped_and_bound_to_staging() {
+    for case in cli_cases() {
+        let path = format!("tests/fixtures/railway-cli/{}", case.document);
+        let document = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let body = json!({ "query": document, "variables": case.variables }).to_string();
+        let (decision, kind) = judge_railway(&Method::POST, "/graphql/v2", None, Some(body.as_bytes()));
+        let what = format!("railway {}", case.command);
+        let operations: Vec<(&str, Option<&str>)> = decision
+            .operations
+            .iter()
+            .map(|op| (op.name.as_str(), op.scope.as_deref()))
+            .collect();
+        let expected: Vec<(&str, Option<&str>)> = case.operations.iter().map(|(n, s)| (*n, Some(*s))).collect();
+        assert_eq!(operations, expected, "{what}");
+        let mut resources: Vec<String> = decision
+            .operations
+            .iter()
+            .flat_map(|op| op.resources.iter().map(|r| format!("{} {}", r.kind, r.id)))
+            .collect();
+        resources.sort();
+        assert_eq!(resources, case.resources, "{what}");
+        assert_eq!(kind, case.decision, "{what}: {:?}", decision.refusal);
+        if kind == "allow" {
+            // Bound to staging: every resource is staging's, an environment
+            // named is staging alone.
+            for r in decision.operations.iter().flat_map(|op| &op.resources) {
+                let owners = r.owners.as_deref().unwrap_or_default();
+                assert!(owners.iter().any(|e| e == "staging"), "{what}: {r:?}");
+                if r.kind == "environment" {
+                    assert_eq!(owners, ["staging"], "{what}");
+                }
+            }
+        }
+    }
+}
+
+/// `replace: true` makes `variables --set`'s mutation delete every variable
+/// the collection leaves out: that needs `variable:delete`, which no agent
+/// holds. The CLI never sends it; `false`, null or nothing is the upsert.
+#[test]
+fn a_variable_collection_that_replaces_needs_a_human() {
+    let document = std::fs::read_to_string("tests/fixtures/railway-cli/mutations/VariableCollectionUpsert.graphql")
+        .unwrap()
+        .replace(
+            "skipDeploys: $skipDeploys}",
+            "skipDeploys: $skipDeploys, replace: $replace}",
+        )
+        .replace("$skipDeploys: Boolean)", "$skipDeploys: Boolean, $replace: Boolean)");
+    let send = |replace: Value| {
+        let variables = json!({ "projectId": "proj_1", "environmentId": "env_stg", "serviceId": "svc_api", "variables": {}, "replace": replace });
+        let body = json!({ "query": document, "variables": variables }).to_string();
+        let (decision, kind) = judge_railway(&Method::POST, "/graphql/v2", None, Some(body.as_bytes()));
+        let op = &decision.operations[0];
+        (op.name.clone(), op.scope.clone().unwrap(), kind)
+    };
+    for safe in [json!(false), Value::Null] {
+        assert_eq!(
+            send(safe),
+            (
+                "mutation variableCollectionUpsert".to_owned(),
+                "variable:write".to_owned(),
+                "allow".to_owned()
+            )
+        );
+    }
+    assert_eq!(
+        send(json!(true)),
+        (
+            "mutation variableCollectionUpsert (with `input.replace`)".to_owned(),
+            "variable:delete".to_owned(),
+            "approval_required".to_owned()
+        )
+    );
+}
+
+/// `railway up` uploads its code to a REST route beside the GraphQL
+/// endpoint, which the Railway pack does not read: it is refused, never
+/// forwarded unread.
+#[test]
+fn railway_ups_upload_route_is_not_read_and_so_refused() {
+    let (decision, kind) = judge_railway(
+        &Method::POST,
+        "/project/proj_1/environment/env_stg/up",
+        Some("serviceId=svc_api"),
+        None,
+    );
+    assert_eq!(kind, "unknown_operation", "{decision:?}");
 }

@@ -342,3 +342,62 @@ environments = ["staging"]
         "{help:?}"
     );
 }
+
+/// Every root field of Railway's pinned schema (railway.schema.json,
+/// generated from the CLI's introspection result) is named exactly by a rule
+/// of the Railway pack: held by an agent within its binding, needing a human,
+/// or refused with a reason. A prefix rule does not count, so a newer schema
+/// shows exactly which fields are new.
+#[test]
+fn every_railway_root_field_is_named_exactly_by_the_pack() {
+    use std::collections::BTreeMap;
+    use valetkey::providers::OperationType;
+
+    let pack = ProviderKind::Railway.pack();
+    let schema = ProviderKind::Railway.schema().unwrap();
+    let mut named: BTreeMap<(OperationType, &str), &str> = BTreeMap::new();
+    for rule in &pack.operations {
+        let operation = rule.operation.unwrap_or(OperationType::Mutation);
+        let how = match (&rule.refuse, &rule.scope) {
+            (Some(_), _) => "refused",
+            (None, Some(scope)) if pack.tier(scope).unwrap().agent_may_hold() => "held",
+            (None, Some(_)) => "approved",
+            (None, None) => unreachable!("a rule grants or refuses"),
+        };
+        // A prefix rule (a strict scope's safety net for fields Railway adds
+        // later) names no field exactly.
+        for field in rule.field.iter().chain(&rule.fields).filter(|f| !f.ends_with('*')) {
+            let before = named.insert((operation, field.as_str()), how);
+            assert!(before.is_none(), "{operation} {field} is named twice");
+        }
+    }
+    for operation in [OperationType::Query, OperationType::Mutation] {
+        let root = schema.root(operation);
+        let missing: Vec<&str> = schema
+            .fields(root)
+            .filter(|f| !named.contains_key(&(operation, *f)))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{operation} root fields of {} that the Railway pack does not name: {missing:#?}",
+            schema.source()
+        );
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for field in schema.fields(root) {
+            *counts.entry(named[&(operation, field)]).or_default() += 1;
+        }
+        let total: usize = counts.values().sum();
+        match operation {
+            // The schema this was written against has 233 mutations and 158
+            // query fields, each kind of answer well represented.
+            OperationType::Mutation => assert!(
+                total >= 233 && counts["held"] > 60 && counts["approved"] > 40 && counts["refused"] > 60,
+                "{counts:?}"
+            ),
+            OperationType::Query => assert!(
+                total >= 158 && counts["held"] > 120 && counts["refused"] > 20,
+                "{counts:?}"
+            ),
+        }
+    }
+}

@@ -115,6 +115,48 @@ async fn benign_railway_work_arrives_exactly_with_the_real_token() {
     assert!(audit.contains("mutation serviceInstanceRedeploy"));
 }
 
+/// The Railway CLI's own documents (tests/fixtures/railway-cli/) through the
+/// proxy: `railway variables --set` in staging is forwarded as sent with the
+/// real token; an environment copied from production and `railway down` are
+/// refused and reach nobody.
+#[tokio::test]
+async fn the_railway_clis_documents_are_forwarded_or_refused_by_their_binding() {
+    let f = Fixture::start().await;
+    let document =
+        |name: &str| std::fs::read_to_string(format!("tests/fixtures/railway-cli/mutations/{name}.graphql")).unwrap();
+    let set = json!({
+        "query": document("VariableCollectionUpsert"),
+        "variables": { "projectId": "proj_1", "environmentId": "env_stg", "serviceId": "svc_api", "variables": { "LOG_LEVEL": "debug" } }
+    });
+    let (status, body) = f.graphql(set.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let received = f.railway.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body.as_ref(), serde_json::to_vec(&set).unwrap().as_slice());
+    assert_eq!(
+        received[0].header("authorization"),
+        Some(format!("Bearer {RAILWAY_STAGING}").as_str())
+    );
+
+    let copy = json!({
+        "query": document("EnvironmentCreate"),
+        "variables": { "projectId": "proj_1", "name": "pr-7", "sourceId": "env_prod" }
+    });
+    let (status, body) = f.graphql(copy).await;
+    assert_eq!(refusal(status, &body), (403, "credential_mismatch"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("env_prod"), "{body}");
+
+    let down = json!({ "query": document("DeploymentRemove"), "variables": { "id": "dep_stg" } });
+    let (status, body) = f.graphql(down).await;
+    assert_eq!(refusal(status, &body), (403, "approval_required"), "{body}");
+    assert_eq!(body["operations"][0]["name"], "mutation deploymentRemove");
+
+    assert_eq!(f.railway.count(), 1, "a refused request reached the upstream");
+    let audit = f.audit_text().await;
+    assert!(audit.contains("mutation variableCollectionUpsert"), "{audit}");
+    assert!(audit.contains("mutation environmentCreate"), "{audit}");
+}
+
 /// Every case of the corpus (tests/common/corpus.rs), sent byte for byte:
 /// the answer the table names, and a refused request reaches nobody.
 #[tokio::test]

@@ -343,6 +343,14 @@ impl Classifier {
             }
         }
         let mut op = operation(rule, name, resources);
+        if let Some(stricter) = &rule.stricter
+            && stricter.tier > op.tier
+            && stricter.applies(&field.arguments)
+        {
+            op.name = format!("{} (with `{}`)", op.name, stricter.argument);
+            op.scope = Some(stricter.scope.clone());
+            op.tier = stricter.tier;
+        }
         // Railway reads the environment a mutation acts in from the field's
         // own `environmentId` or its `input`'s; an id deeper in a value
         // (inside a JSON setting) confines nothing.
@@ -655,9 +663,13 @@ mod tests {
 
     use super::*;
 
+    /// The tiers of a kind's built-in scopes.
+    fn tiers(kind: ProviderKind) -> BTreeMap<String, Tier> {
+        kind.pack().scopes.iter().map(|(n, s)| (n.clone(), s.tier)).collect()
+    }
+
     fn classifier(kind: ProviderKind, extra: &[OperationRule]) -> Classifier {
-        let tiers: BTreeMap<String, Tier> = kind.pack().scopes.iter().map(|(n, s)| (n.clone(), s.tier)).collect();
-        Classifier::new(kind, extra, &tiers, GraphqlLimits::default()).unwrap()
+        Classifier::new(kind, extra, &tiers(kind), GraphqlLimits::default()).unwrap()
     }
 
     fn railway() -> Classifier {
@@ -1484,12 +1496,7 @@ mod tests {
 
     #[test]
     fn lenient_rules_are_refused_where_an_agent_could_hold_their_scope() {
-        let tiers: BTreeMap<String, Tier> = ProviderKind::Http
-            .pack()
-            .scopes
-            .iter()
-            .map(|(n, s)| (n.clone(), s.tier))
-            .collect();
+        let http_tiers = tiers(ProviderKind::Http);
         let rule = |text: &str| -> OperationRule { toml::from_str(text).unwrap() };
         let bad = [
             (
@@ -1560,7 +1567,7 @@ mod tests {
             let errors = Classifier::new(
                 ProviderKind::Http,
                 std::slice::from_ref(r),
-                &tiers,
+                &http_tiers,
                 GraphqlLimits::default(),
             )
             .unwrap_err();
@@ -1573,14 +1580,9 @@ mod tests {
             "method = \"GET\"\npath = \"/v1/status\"\nscope = \"read\"\nresource_free = true",
             "method = \"GET\"\npath = \"/v1/files/{bucket}/{*path}\"\nscope = \"read\"\nresources = [{ kind = \"bucket\", id = \"{bucket}\" }]",
         ] {
-            Classifier::new(ProviderKind::Http, &[rule(ok)], &tiers, GraphqlLimits::default()).unwrap();
+            Classifier::new(ProviderKind::Http, &[rule(ok)], &http_tiers, GraphqlLimits::default()).unwrap();
         }
-        let railway_tiers: BTreeMap<String, Tier> = ProviderKind::Railway
-            .pack()
-            .scopes
-            .iter()
-            .map(|(n, s)| (n.clone(), s.tier))
-            .collect();
+        let railway_tiers = tiers(ProviderKind::Railway);
         let prefix = rule("field = \"serviceInstanceDeploy*\"\nscope = \"deployment:deploy\"");
         let errors = Classifier::new(
             ProviderKind::Railway,
@@ -1590,6 +1592,114 @@ mod tests {
         )
         .unwrap_err();
         assert!(errors[0].message.contains("name prefix"), "{}", errors[0].message);
+    }
+
+    #[test]
+    fn a_stricter_argument_is_checked_where_it_is_written() {
+        let rule = |text: &str| -> OperationRule { toml::from_str(text).unwrap() };
+        let railway_tiers = tiers(ProviderKind::Railway);
+        let upsert = "field = \"variableUpsert\"\nscope = \"variable:write\"\nwithin_environment = true\n";
+        for (stricter, says) in [
+            (
+                "stricter = { argument = \"input.value\", scope = \"variable:write\" }",
+                "destructive or catastrophic",
+            ),
+            (
+                "stricter = { argument = \"input.value\", scope = \"no:such\" }",
+                "not a scope",
+            ),
+            (
+                "stricter = { argument = \"input..value\", scope = \"variable:delete\" }",
+                "not an argument name",
+            ),
+            (
+                "stricter = { argument = \"\", scope = \"variable:delete\" }",
+                "not an argument name",
+            ),
+        ] {
+            let errors = Classifier::new(
+                ProviderKind::Railway,
+                &[rule(&format!("{upsert}{stricter}"))],
+                &railway_tiers,
+                GraphqlLimits::default(),
+            )
+            .unwrap_err();
+            assert!(errors[0].message.contains(says), "{stricter}: {}", errors[0].message);
+        }
+        let refusing = rule(
+            "field = \"variableUpsert\"\nrefuse = \"no\"\nstricter = { argument = \"input\", scope = \"variable:delete\" }",
+        );
+        let errors = Classifier::new(
+            ProviderKind::Railway,
+            &[refusing],
+            &railway_tiers,
+            GraphqlLimits::default(),
+        )
+        .unwrap_err();
+        assert!(
+            errors[0].message.contains("nothing to make stricter"),
+            "{}",
+            errors[0].message
+        );
+        let http_tiers = tiers(ProviderKind::Http);
+        let rest_rule = rule(
+            "method = \"POST\"\npath = \"/v1/items/{id}\"\nscope = \"write\"\nresources = [{ kind = \"item\", id = \"{id}\" }]\nstricter = { argument = \"force\", scope = \"delete\" }",
+        );
+        let errors =
+            Classifier::new(ProviderKind::Http, &[rest_rule], &http_tiers, GraphqlLimits::default()).unwrap_err();
+        assert!(errors[0].message.contains("not a GraphQL"), "{}", errors[0].message);
+    }
+
+    #[test]
+    fn a_stricter_argument_applies_unless_its_value_is_absent_null_or_listed() {
+        let ops = [toml::from_str::<OperationRule>(
+            "field = \"variableUpsert\"\nscope = \"variable:write\"\nwithin_environment = true\nstricter = { argument = \"input.value\", unless = [\"safe\", 1], scope = \"variable:delete\" }",
+        )
+        .unwrap()];
+        let c = classifier(ProviderKind::Railway, &ops);
+        let scope_of = |input: &str| {
+            let body = json!({ "query": format!("mutation {{ variableUpsert(input: {input}) }}") });
+            let ops = post(&c, "application/json", &body.to_string()).unwrap().operations;
+            (ops[0].scope.clone().unwrap(), ops[0].name.clone())
+        };
+        for held in [
+            "{ environmentId: \"env_stg\" }",
+            "{ environmentId: \"env_stg\", value: null }",
+            "{ environmentId: \"env_stg\", value: \"safe\" }",
+            "{ environmentId: \"env_stg\", value: 1 }",
+            "null",
+        ] {
+            assert_eq!(scope_of(held).0, "variable:write", "{held}");
+        }
+        for stricter in [
+            "{ environmentId: \"env_stg\", value: \"other\" }",
+            "{ environmentId: \"env_stg\", value: [\"safe\"] }",
+            "{ environmentId: \"env_stg\", value: { a: 1 } }",
+            // Where the path goes on, a value that is not an input object
+            // cannot be read: stricter.
+            "\"safe\"",
+        ] {
+            let (scope, name) = scope_of(stricter);
+            assert_eq!(scope, "variable:delete", "{stricter}");
+            assert_eq!(name, "mutation variableUpsert (with `input.value`)");
+        }
+        // Variables are read as they are substituted.
+        let body = json!({
+            "query": "mutation M($v: String) { variableUpsert(input: { environmentId: \"e\", value: $v }) }",
+            "variables": { "v": "other" }
+        });
+        let ops = post(&c, "application/json", &body.to_string()).unwrap().operations;
+        assert_eq!(ops[0].scope.as_deref(), Some("variable:delete"));
+        // The pack's own: `replace: true` deletes what the collection leaves out.
+        let replace = |value: &str| {
+            gql(json!({ "query": format!("mutation {{ variableCollectionUpsert(input: {{ environmentId: \"e\", replace: {value} }}) }}") }))
+                .unwrap()[0]
+                .scope
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(replace("false"), "variable:write");
+        assert_eq!(replace("true"), "variable:delete");
     }
 
     fn rest(c: &Classifier, method: Method, path: &str, headers: HeaderMap) -> Result<Classified, ClassifyError> {

@@ -102,6 +102,26 @@ pub struct OperationRule {
     /// risk beyond that environment.
     #[serde(default)]
     pub within_environment: bool,
+    /// GraphQL: an argument whose value makes the operation need a stricter
+    /// scope (`replace: true` deletes what a collection leaves out).
+    #[serde(default)]
+    pub stricter: Option<StricterRule>,
+}
+
+/// A stricter scope for one argument's values, in a rule that grants a
+/// scope. It applies unless the argument is absent, null or one of
+/// `unless`: a value nobody listed needs the stricter scope.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StricterRule {
+    /// The argument, or an input field under it: `input.replace`.
+    pub argument: String,
+    /// The values the rule's own scope covers.
+    #[serde(default)]
+    pub unless: Vec<serde_json::Value>,
+    /// A destructive or catastrophic scope: a stricter variant exists to
+    /// need a human.
+    pub scope: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -121,6 +141,70 @@ pub struct CompiledRule {
     pub resources: Vec<(String, IdTemplate)>,
     pub resource_free: bool,
     pub within_environment: bool,
+    pub stricter: Option<Stricter>,
+}
+
+/// A `StricterRule`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stricter {
+    pub argument: String,
+    path: Vec<String>,
+    unless: Vec<serde_json::Value>,
+    pub scope: String,
+    pub tier: Tier,
+}
+
+impl Stricter {
+    fn compile(rule: &StricterRule, tiers: &BTreeMap<String, Tier>) -> Result<Stricter, String> {
+        let path: Vec<String> = rule.argument.split('.').map(str::to_owned).collect();
+        if path
+            .iter()
+            .any(|name| name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(format!(
+                "`stricter.argument` `{}` is not an argument name, or argument and input-field names joined by `.`",
+                rule.argument
+            ));
+        }
+        let tier = *tiers
+            .get(&rule.scope)
+            .ok_or_else(|| format!("`stricter.scope` `{}` is not a scope of this provider", rule.scope))?;
+        if tier.agent_may_hold() {
+            return Err(format!(
+                "`stricter.scope` `{}` is {tier}: a stricter variant names a destructive or catastrophic scope, which needs a human",
+                rule.scope
+            ));
+        }
+        Ok(Stricter {
+            argument: rule.argument.clone(),
+            path,
+            unless: rule.unless.clone(),
+            scope: rule.scope.clone(),
+            tier,
+        })
+    }
+
+    /// Whether the arguments (variables substituted) need the stricter
+    /// scope. A value that is not an input object where the path goes on
+    /// cannot be read, so it does.
+    pub fn applies(&self, arguments: &[(String, serde_json::Value)]) -> bool {
+        let (first, rest) = self.path.split_first().expect("a compiled path has a name");
+        let mut value = match arguments.iter().find(|(name, _)| name == first) {
+            Some((_, value)) => value,
+            None => return false,
+        };
+        for name in rest {
+            value = match value {
+                serde_json::Value::Null => return false,
+                serde_json::Value::Object(fields) => match fields.get(name) {
+                    Some(v) => v,
+                    None => return false,
+                },
+                _ => return true,
+            };
+        }
+        !value.is_null() && !self.unless.contains(value)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +260,18 @@ impl CompiledRule {
             (Some(_), Some(_)) => return Err("a rule names a `scope` or `refuse`s, not both".into()),
             (None, None) => return Err("the rule names no `scope` (or `refuse = \"why\"`)".into()),
         };
-        let graphql = rule.field.is_some() || !rule.fields.is_empty() || rule.operation.is_some() || rule.id.is_some();
+        let graphql = rule.field.is_some()
+            || !rule.fields.is_empty()
+            || rule.operation.is_some()
+            || rule.id.is_some()
+            || rule.stricter.is_some();
+        let stricter = match (&rule.stricter, &grant) {
+            (None, _) => None,
+            (Some(s), RuleGrant::Scope { .. }) => Some(Stricter::compile(s, tiers)?),
+            (Some(_), RuleGrant::Refuse { .. }) => {
+                return Err("a rule that refuses has nothing to make stricter; drop `stricter`".into());
+            }
+        };
         let rest = rule.method.is_some() || rule.path.is_some() || !rule.paths.is_empty() || !rule.resources.is_empty();
         let matchers = match kind {
             ProviderKind::Railway => {
@@ -207,7 +302,7 @@ impl CompiledRule {
             }
             ProviderKind::Github | ProviderKind::Http => {
                 if graphql {
-                    return Err("a REST provider's rules name a `method` and a `path`, not a field".into());
+                    return Err("a REST provider's rules name a `method` and a `path`, not a GraphQL `field`, `id` or `stricter`".into());
                 }
                 let method = rule.method.as_deref().ok_or("the rule names no `method`")?;
                 let method = match method {
@@ -247,6 +342,7 @@ impl CompiledRule {
                     resources,
                     resource_free: rule.resource_free,
                     within_environment: rule.within_environment,
+                    stricter: stricter.clone(),
                 };
                 compiled.check_leniency(rule)?;
                 Ok(compiled)

@@ -72,6 +72,12 @@ environments = ["staging", "production"]
 
 [[resources]]
 provider = "railway"
+kind = "deployment"
+id = "dep_stg"
+environments = ["staging"]
+
+[[resources]]
+provider = "railway"
 kind = "volume"
 id = "vol_db"
 environments = ["staging", "production"]
