@@ -476,7 +476,7 @@ impl Engine {
             ProviderResources {
                 owners,
                 unknown_reads: false,
-                case_insensitive: false,
+                case_insensitive: Default::default(),
             },
         );
         let graphql = kind.pack().graphql.as_ref().unwrap();

@@ -206,7 +206,7 @@ impl Classifier {
         if *method != Method::POST {
             return false;
         }
-        if self.graphql.is_some() {
+        if self.is_graphql(path) {
             return true;
         }
         let overridable = match super::body::media_type(headers) {
@@ -220,6 +220,14 @@ impl Classifier {
             Err(_) => true,
         };
         overridable || self.is_tree(path)
+    }
+
+    /// Whether a path is the GraphQL endpoint's (on Railway, any path: the
+    /// others are unknown operations, whose bodies are read all the same).
+    fn is_graphql(&self, path: &str) -> bool {
+        self.graphql.as_ref().is_some_and(|spec| {
+            self.kind == ProviderKind::Railway || rest::normalize(path).is_ok_and(|s| spec.paths.contains(&s))
+        })
     }
 
     fn is_tree(&self, path: &str) -> bool {
@@ -243,8 +251,8 @@ impl Classifier {
         let path = rest::encode(&segments);
         let operations = match &self.graphql {
             Some(spec) if spec.paths.contains(&segments) => self.graphql_operations(spec, request)?,
-            Some(_) => vec![unknown(format!("{} {path}", request.method))],
-            None => {
+            Some(_) if self.kind == ProviderKind::Railway => vec![unknown(format!("{} {path}", request.method))],
+            _ => {
                 if let Some(body) = request.body {
                     check_body(request.headers, body)?;
                 }
@@ -324,11 +332,15 @@ impl Classifier {
     }
 
     fn graphql_operation(&self, spec: &GraphqlSpec, field: RootField) -> Operation {
-        let name = format!("{} {}", field.operation, field.name);
-        let picked = self.pick(|rules| rules.find_field(field.operation, &field.name).map(|rule| (rule, ())));
+        let picked = self.pick(|rules| {
+            rules
+                .find_field(field.operation, &field.name, &field.arguments)
+                .map(|rule| (rule, ()))
+        });
         let Some((rule, ())) = picked else {
-            return unknown(name);
+            return unknown(format!("{} {}", field.operation, field.name));
         };
+        let name = format!("{} {}{}", field.operation, field.name, rule.conditions());
         let mut resources = Vec::new();
         graphql::collect_ids(
             &field.arguments,
@@ -336,6 +348,13 @@ impl Classifier {
             &spec.id_arguments,
             &mut resources,
         );
+        let named = named_resources(rule, &field.arguments);
+        let refusal = named.as_ref().err().cloned();
+        for resource in named.unwrap_or_default() {
+            if !resources.contains(&resource) {
+                resources.push(resource);
+            }
+        }
         let named_by_arguments = resources.len();
         for nested in field.nested {
             if !resources.contains(&nested) {
@@ -343,6 +362,10 @@ impl Classifier {
             }
         }
         let mut op = operation(rule, name, resources);
+        if let Some(why) = refusal {
+            op.refused_by_pack = Some(why);
+            op.resource_free = false;
+        }
         // Railway reads the environment a mutation acts in from the field's
         // own `environmentId` or its `input`'s; an id deeper in a value
         // (inside a JSON setting) confines nothing.
@@ -484,12 +507,19 @@ impl RuleList {
         found
     }
 
-    /// The first rule naming a root field of this kind.
-    fn find_field(&self, operation: OperationType, field: &str) -> Option<&CompiledRule> {
+    /// The first rule naming a root field of this kind, with these
+    /// arguments.
+    fn find_field(
+        &self,
+        operation: OperationType,
+        field: &str,
+        arguments: &[(String, serde_json::Value)],
+    ) -> Option<&CompiledRule> {
         let candidates = self.fields.get(field).unwrap_or(&self.prefixes);
         candidates
             .iter()
             .map(|&i| &self.rules[i])
+            .filter(|rule| rule.applies_to(arguments))
             .find(|rule| match &rule.matcher {
                 Matcher::Field {
                     operation: o,
@@ -542,6 +572,39 @@ fn unknown(name: String) -> Operation {
         nested_objects: false,
         beyond: None,
     }
+}
+
+/// The resources a GraphQL rule makes of a field's arguments: its id
+/// templates, and the qualifiers of its search. Otherwise why the field is
+/// refused: an argument that does not make one id, or a search that names
+/// no resource or reaches beyond what it names.
+fn named_resources(
+    rule: &CompiledRule,
+    arguments: &[(String, serde_json::Value)],
+) -> Result<Vec<ResourceRef>, String> {
+    let mut out = Vec::new();
+    for (kind, template) in &rule.resources {
+        let id = template.render_arguments(arguments).map_err(|argument| {
+            format!(
+                "its `{argument}` argument must be a non-empty string that names one {kind} (no `/`), so that the broker knows which"
+            )
+        })?;
+        out.push(ResourceRef { kind: kind.clone(), id });
+    }
+    if let Some(search) = &rule.search {
+        let query = arguments
+            .iter()
+            .find(|(n, _)| *n == search.argument)
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        for id in github::search_scope(query, &search.qualifier)? {
+            out.push(ResourceRef {
+                kind: search.kind.clone(),
+                id,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Whether an environment id is an argument of the field or a field of one
@@ -1718,9 +1781,14 @@ mod tests {
             ids(&got.operations[0]),
             [("organization", "acme"), ("repository", "acme/infra")]
         );
-        let got = rest(&gh, Method::POST, "/graphql", HeaderMap::new()).unwrap();
+        // GitHub's GraphQL endpoint is read as GraphQL; beside it, REST.
+        let err = rest(&gh, Method::POST, "/graphql", HeaderMap::new()).unwrap_err();
+        assert_eq!(err.kind(), "unsupported_media_type");
+        assert!(gh.needs_body(&Method::POST, "/graphql", &HeaderMap::new()));
+        assert!(!gh.needs_body(&Method::POST, "/repos/acme/api/pulls", &HeaderMap::new()));
+        let got = rest(&gh, Method::POST, "/graphql/v2", HeaderMap::new()).unwrap();
         assert_eq!(got.operations[0].scope, None);
-        assert_eq!(got.operations[0].name, "POST /graphql");
+        assert_eq!(got.operations[0].name, "POST /graphql/v2");
     }
 
     #[test]
