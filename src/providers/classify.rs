@@ -1114,7 +1114,7 @@ mod tests {
 
     #[test]
     fn limits_on_depth_aliases_and_size_hold() {
-        let deep = format!("{{ {}x{} }}", "a { ".repeat(12), " }".repeat(12));
+        let deep = format!("{{ {}x{} }}", "a { ".repeat(16), " }".repeat(16));
         assert_eq!(gql(json!({ "query": deep })).unwrap_err().kind(), "request_too_complex");
         let shallow = format!("{{ {}x{} }}", "a { ".repeat(10), " }".repeat(10));
         assert!(gql(json!({ "query": shallow })).is_ok());

@@ -189,10 +189,14 @@ impl Schema {
 
     /// Whether `parent.field`, returning `ty`, keeps a confined selection
     /// confined: `ty` is confined, and the pack lists the field as within
-    /// (when it lists any) or `parent` is a connection's plumbing.
+    /// (when it lists any) or `parent` is a connection's plumbing. A page
+    /// of a connection holds only cursors, wherever it is reached.
     pub fn leads_within(&self, parent: &str, field: &str, ty: &str) -> bool {
         if !self.confined(ty) {
             return false;
+        }
+        if ty == "PageInfo" {
+            return true;
         }
         let Some(within) = &self.within else {
             return true;
