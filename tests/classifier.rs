@@ -687,9 +687,14 @@ impl Github {
             ("node", "ID_id", "staging"),
             ("repository", "acme/prod", "production"),
             ("node", "R_prod", "production"),
+            ("repository", "acme/shared", "staging production"),
+            ("node", "R_shared", "staging production"),
         ]
         .into_iter()
-        .map(|(kind, id, env)| ((kind.to_owned(), id.to_owned()), vec![env.to_owned()]))
+        .map(|(kind, id, envs)| {
+            let envs = envs.split(' ').map(str::to_owned).collect();
+            ((kind.to_owned(), id.to_owned()), envs)
+        })
         .collect();
         let mut rules = Rules::default();
         rules.resources.insert(
@@ -827,6 +832,8 @@ fn a_selection_under_a_repository_does_not_leave_it() {
     let across = [
         "owner { ... on User { repositories(first: 5) { nodes { name } } } }",
         "owner { ... on Organization { email } }",
+        // A repository's reference fields are a repository's alone.
+        "owner { ... on Organization { description } }",
         "parent { issues(first: 5) { nodes { title } } }",
         "parent { defaultBranchRef { target { oid } } }",
         "parent { owner { ... on Organization { repositories(first: 5) { nodes { name } } } } }",
@@ -900,6 +907,12 @@ fn a_repository_is_named_by_owner_and_name_together_without_regard_to_case() {
     assert_eq!(ops, one("query repository", "read", "repository owner/REPO"));
     assert_eq!(refusal, None);
     assert!(matches!(read("acme", "prod").1, Some(Refusal::CredentialMismatch { .. })));
+    // A repository staging shares with production is read whole, as its
+    // REST routes are; a change to it waits for a human's approval.
+    let (_, refusal) = gh.query("{ repository(owner: \"acme\", name: \"shared\") { pullRequests(first: 5) { nodes { title } } } }");
+    assert_eq!(refusal, None);
+    let (_, refusal) = gh.judge(&json!({ "query": "mutation { createIssue(input: { repositoryId: \"R_shared\", title: \"t\" }) { issue { url } } }" }).to_string());
+    assert!(matches!(refusal, Some(Refusal::SharedResource { .. })), "{refusal:?}");
     assert!(matches!(read("acme", "other").1, Some(Refusal::UnknownResource { .. })));
     // Split elsewhere, the same text would name another repository.
     for (owner, name) in [("OWNER/REPO", "x"), ("acme", "prod/x"), ("", "REPO")] {

@@ -130,6 +130,7 @@ struct GraphqlSpec {
     kinds: BTreeSet<String>,
     limits: GraphqlLimits,
     schema: Option<&'static Schema>,
+    objects_per_environment: bool,
 }
 
 /// A rule of ops' configuration that does not compile, by its index.
@@ -181,6 +182,7 @@ impl Classifier {
             id_arguments: g.id_arguments.clone(),
             limits,
             schema: kind.schema(),
+            objects_per_environment: g.objects_per_environment,
         });
         let trees = (kind == ProviderKind::Github).then(|| {
             let pattern = PathPattern::parse("/repos/{owner}/{repo}/git/trees").expect("a fixed pattern");
@@ -382,11 +384,12 @@ impl Classifier {
             Returns::Resource if rule.id_kind.as_deref() != Some(ENVIRONMENT_KIND) => 0,
             _ => named_by_arguments,
         };
-        op.nested_objects = match field.returns {
-            Returns::EnvironmentData => !named_by_id,
-            Returns::NoEnvironment => false,
-            Returns::Resource | Returns::Unknown => field.selects_objects,
-        };
+        op.nested_objects = spec.objects_per_environment
+            && match field.returns {
+                Returns::EnvironmentData => !named_by_id,
+                Returns::NoEnvironment => false,
+                Returns::Resource | Returns::Unknown => field.selects_objects,
+            };
         op.beyond = field.escape.map(|escape| match escape {
             Escape::Unknown { .. } => Beyond::UnknownField(escape.to_string()),
             Escape::Across { .. } => Beyond::Across(escape.to_string()),

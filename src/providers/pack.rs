@@ -57,6 +57,17 @@ pub struct GraphqlPack {
     /// kind's schema (`schema.rs`).
     #[serde(default)]
     pub nested: Option<NestedPack>,
+    /// Whether what lies under a resource is one environment's share of it
+    /// (Railway: a service's deployments), so that reading it under a
+    /// resource several environments share reaches the others' share. Not
+    /// so where a shared resource's objects are the whole resource's
+    /// (GitHub: a repository's pull requests), read as its REST routes are.
+    #[serde(default = "per_environment")]
+    pub objects_per_environment: bool,
+}
+
+fn per_environment() -> bool {
+    true
 }
 
 /// One operation rule, from a pack or from ops' configuration.
