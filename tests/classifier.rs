@@ -715,7 +715,10 @@ impl Github {
 
     fn classify(&self, body: &str) -> Result<Vec<Operation>, String> {
         let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         let view = RequestView {
             method: &Method::POST,
             path: "/graphql",
@@ -783,8 +786,14 @@ fn the_documents_gh_sends_are_bound_to_the_repository_they_name() {
         ("repo-view", read.clone()),
         ("repository-info", read.clone()),
         ("pr-list-author", one("query search", "read", "repository OWNER/REPO")),
-        ("pr-create", one("mutation createPullRequest", "pulls:write", "node ID_id")),
-        ("issue-create", one("mutation createIssue", "issues:write", "node ID_id")),
+        (
+            "pr-create",
+            one("mutation createPullRequest", "pulls:write", "node ID_id"),
+        ),
+        (
+            "issue-create",
+            one("mutation createIssue", "issues:write", "node ID_id"),
+        ),
     ] {
         let body = gh_fixture(fixture);
         let (ops, refusal) = gh.judge(&body);
@@ -792,7 +801,12 @@ fn the_documents_gh_sends_are_bound_to_the_repository_they_name() {
         assert_eq!(refusal, None, "{fixture}");
         // The same document aimed at production's repository is a mismatch.
         let prod = with_variables(&body, |vars| {
-            for (key, value) in [("owner", "acme"), ("repo", "prod"), ("name", "prod"), ("q", "repo:acme/prod is:pr")] {
+            for (key, value) in [
+                ("owner", "acme"),
+                ("repo", "prod"),
+                ("name", "prod"),
+                ("q", "repo:acme/prod is:pr"),
+            ] {
                 if vars.contains_key(key) {
                     vars.insert(key.into(), json!(value));
                 }
@@ -812,7 +826,9 @@ fn the_documents_gh_sends_are_bound_to_the_repository_they_name() {
 #[test]
 fn a_selection_under_a_repository_does_not_leave_it() {
     let gh = Github::new();
-    let repo = |inner: &str| format!("query($owner: String!, $name: String!) {{ repository(owner: $owner, name: $name) {{ {inner} }} }}");
+    let repo = |inner: &str| {
+        format!("query($owner: String!, $name: String!) {{ repository(owner: $owner, name: $name) {{ {inner} }} }}")
+    };
     let allowed = [
         "owner { login }",
         "parent { description hasIssuesEnabled defaultBranchRef { name } owner { login } }",
@@ -851,16 +867,24 @@ fn a_selection_under_a_repository_does_not_leave_it() {
     ];
     for inner in across {
         let (_, refusal) = gh.query(&repo(inner));
-        assert!(matches!(refusal, Some(Refusal::ReadAcross { .. })), "{inner}: {refusal:?}");
+        assert!(
+            matches!(refusal, Some(Refusal::ReadAcross { .. })),
+            "{inner}: {refusal:?}"
+        );
     }
     for inner in ["tempCloneToken", "pullRequest(number: 1) { secretField }"] {
         let (_, refusal) = gh.query(&repo(inner));
-        assert!(matches!(refusal, Some(Refusal::UnknownField { .. })), "{inner}: {refusal:?}");
+        assert!(
+            matches!(refusal, Some(Refusal::UnknownField { .. })),
+            "{inner}: {refusal:?}"
+        );
     }
     // A search's results are read as what they are: an issue or a pull
     // request of the repository it names, anything else by its identity.
     let search = |inner: &str| {
-        format!("{{ search(query: \"repo:OWNER/REPO is:open\", type: ISSUE, first: 5) {{ issueCount nodes {{ {inner} }} }} }}")
+        format!(
+            "{{ search(query: \"repo:OWNER/REPO is:open\", type: ISSUE, first: 5) {{ issueCount nodes {{ {inner} }} }} }}"
+        )
     };
     let (_, refusal) = gh.query(&search("... on PullRequest { title body } ... on Issue { body }"));
     assert_eq!(refusal, None);
@@ -870,7 +894,10 @@ fn a_selection_under_a_repository_does_not_leave_it() {
         "... on PullRequest { headRepository { refs(first: 5) { nodes { name } } } }",
     ] {
         let (_, refusal) = gh.query(&search(inner));
-        assert!(matches!(refusal, Some(Refusal::ReadAcross { .. })), "{inner}: {refusal:?}");
+        assert!(
+            matches!(refusal, Some(Refusal::ReadAcross { .. })),
+            "{inner}: {refusal:?}"
+        );
     }
 }
 
@@ -885,7 +912,10 @@ fn who_the_caller_is_is_free_to_read_and_nothing_under_it() {
         "{ viewer { login organizations(first: 5) { nodes { login } } } }",
     ] {
         let (_, refusal) = gh.query(document);
-        assert!(matches!(refusal, Some(Refusal::UnboundRead { .. })), "{document}: {refusal:?}");
+        assert!(
+            matches!(refusal, Some(Refusal::UnboundRead { .. })),
+            "{document}: {refusal:?}"
+        );
     }
     for document in [
         "{ user(login: \"octo\") { email } }",
@@ -893,7 +923,10 @@ fn who_the_caller_is_is_free_to_read_and_nothing_under_it() {
         "{ repositoryOwner(login: \"acme\") { id } }",
     ] {
         let (_, refusal) = gh.query(document);
-        assert!(matches!(refusal, Some(Refusal::UnknownOperation { .. })), "{document}: {refusal:?}");
+        assert!(
+            matches!(refusal, Some(Refusal::UnknownOperation { .. })),
+            "{document}: {refusal:?}"
+        );
     }
 }
 
@@ -906,10 +939,14 @@ fn a_repository_is_named_by_owner_and_name_together_without_regard_to_case() {
     let (ops, refusal) = read("owner", "REPO");
     assert_eq!(ops, one("query repository", "read", "repository owner/REPO"));
     assert_eq!(refusal, None);
-    assert!(matches!(read("acme", "prod").1, Some(Refusal::CredentialMismatch { .. })));
+    assert!(matches!(
+        read("acme", "prod").1,
+        Some(Refusal::CredentialMismatch { .. })
+    ));
     // A repository staging shares with production is read whole, as its
     // REST routes are; a change to it waits for a human's approval.
-    let (_, refusal) = gh.query("{ repository(owner: \"acme\", name: \"shared\") { pullRequests(first: 5) { nodes { title } } } }");
+    let (_, refusal) =
+        gh.query("{ repository(owner: \"acme\", name: \"shared\") { pullRequests(first: 5) { nodes { title } } } }");
     assert_eq!(refusal, None);
     let (_, refusal) = gh.judge(&json!({ "query": "mutation { createIssue(input: { repositoryId: \"R_shared\", title: \"t\" }) { issue { url } } }" }).to_string());
     assert!(matches!(refusal, Some(Refusal::SharedResource { .. })), "{refusal:?}");
@@ -917,7 +954,10 @@ fn a_repository_is_named_by_owner_and_name_together_without_regard_to_case() {
     // Split elsewhere, the same text would name another repository.
     for (owner, name) in [("OWNER/REPO", "x"), ("acme", "prod/x"), ("", "REPO")] {
         let (_, refusal) = read(owner, name);
-        assert!(matches!(refusal, Some(Refusal::RefusedOperation { .. })), "{owner} {name}: {refusal:?}");
+        assert!(
+            matches!(refusal, Some(Refusal::RefusedOperation { .. })),
+            "{owner} {name}: {refusal:?}"
+        );
     }
     let (_, refusal) = gh.query("{ repository(owner: \"OWNER\") { id } }");
     assert!(matches!(refusal, Some(Refusal::RefusedOperation { .. })), "{refusal:?}");
@@ -943,7 +983,10 @@ fn a_search_is_bound_to_its_repo_qualifiers_alone() {
         "repo:OWNER/REPO (is:open)",
     ] {
         let (_, refusal) = search(q);
-        assert!(matches!(refusal, Some(Refusal::RefusedOperation { .. })), "{q}: {refusal:?}");
+        assert!(
+            matches!(refusal, Some(Refusal::RefusedOperation { .. })),
+            "{q}: {refusal:?}"
+        );
     }
 }
 
@@ -958,7 +1001,10 @@ fn node_ids_bind_only_as_ops_list_them_and_as_written() {
         ("{ node(id: \"R_prod\") { id } }", "mismatch"),
         ("{ nodes(ids: [\"ID_id\", \"PR_other\"]) { id } }", "unknown"),
         ("{ nodes(ids: \"R_prod\") { id } }", "mismatch"),
-        ("{ node(id: \"ID_id\") { ... on Repository { issues(first: 1) { nodes { body } } } } }", "across"),
+        (
+            "{ node(id: \"ID_id\") { ... on Repository { issues(first: 1) { nodes { body } } } } }",
+            "across",
+        ),
     ] {
         let (_, refusal) = gh.query(document);
         let kind = match refusal {
@@ -979,27 +1025,75 @@ fn node_ids_bind_only_as_ops_list_them_and_as_written() {
 fn mutations_need_the_scopes_of_the_rest_routes_that_do_the_same() {
     let gh = Github::new();
     let mutation = |field: &str, input: Value| {
-        let document = format!("mutation($input: {}Input!) {{ {field}(input: $input) {{ clientMutationId }} }}", {
-            let mut t = field.to_owned();
-            t[..1].make_ascii_uppercase();
-            t
-        });
+        let document = format!(
+            "mutation($input: {}Input!) {{ {field}(input: $input) {{ clientMutationId }} }}",
+            {
+                let mut t = field.to_owned();
+                t[..1].make_ascii_uppercase();
+                t
+            }
+        );
         gh.judge(&json!({ "query": document, "variables": { "input": input } }).to_string())
     };
     let scope = |judged: &Judged| judged.0[0].1.clone().unwrap_or_default();
     for (field, input, expected, allowed) in [
-        ("updatePullRequest", json!({ "pullRequestId": "ID_id", "title": "t" }), "pulls:write", true),
-        ("closePullRequest", json!({ "pullRequestId": "ID_id" }), "pulls:write", true),
-        ("addPullRequestReview", json!({ "pullRequestId": "ID_id", "event": "COMMENT" }), "pulls:write", true),
-        ("addComment", json!({ "subjectId": "ID_id", "body": "b" }), "issues:write", true),
+        (
+            "updatePullRequest",
+            json!({ "pullRequestId": "ID_id", "title": "t" }),
+            "pulls:write",
+            true,
+        ),
+        (
+            "closePullRequest",
+            json!({ "pullRequestId": "ID_id" }),
+            "pulls:write",
+            true,
+        ),
+        (
+            "addPullRequestReview",
+            json!({ "pullRequestId": "ID_id", "event": "COMMENT" }),
+            "pulls:write",
+            true,
+        ),
+        (
+            "addComment",
+            json!({ "subjectId": "ID_id", "body": "b" }),
+            "issues:write",
+            true,
+        ),
         ("closeIssue", json!({ "issueId": "ID_id" }), "issues:write", true),
         ("reopenIssue", json!({ "issueId": "ID_id" }), "issues:write", true),
-        ("createRef", json!({ "repositoryId": "ID_id", "name": "refs/heads/x", "oid": "0" }), "contents:write", true),
-        ("updateRef", json!({ "refId": "ID_id", "oid": "0" }), "contents:write", true),
-        ("updateRef", json!({ "refId": "ID_id", "oid": "0", "force": false }), "contents:write", true),
-        ("updateRef", json!({ "refId": "ID_id", "oid": "0", "force": true }), "branch:delete", false),
+        (
+            "createRef",
+            json!({ "repositoryId": "ID_id", "name": "refs/heads/x", "oid": "0" }),
+            "contents:write",
+            true,
+        ),
+        (
+            "updateRef",
+            json!({ "refId": "ID_id", "oid": "0" }),
+            "contents:write",
+            true,
+        ),
+        (
+            "updateRef",
+            json!({ "refId": "ID_id", "oid": "0", "force": false }),
+            "contents:write",
+            true,
+        ),
+        (
+            "updateRef",
+            json!({ "refId": "ID_id", "oid": "0", "force": true }),
+            "branch:delete",
+            false,
+        ),
         ("deleteRef", json!({ "refId": "ID_id" }), "branch:delete", false),
-        ("mergePullRequest", json!({ "pullRequestId": "ID_id" }), "pulls:merge", false),
+        (
+            "mergePullRequest",
+            json!({ "pullRequestId": "ID_id" }),
+            "pulls:merge",
+            false,
+        ),
     ] {
         let judged = mutation(field, input.clone());
         assert_eq!(scope(&judged), expected, "{field} {input}");
@@ -1009,9 +1103,17 @@ fn mutations_need_the_scopes_of_the_rest_routes_that_do_the_same() {
     let (ops, refusal) = gh.judge(&json!({ "query": "mutation { updateRef(input: { refId: \"ID_id\", oid: \"0\", force: true }) { clientMutationId } }" }).to_string());
     assert_eq!(ops[0].0, "mutation updateRef (input.force = true)");
     assert!(matches!(refusal, Some(Refusal::ApprovalRequired { .. })), "{refusal:?}");
-    for field in ["deleteRepository", "updateRepository", "createCommitOnBranch", "deleteIssue"] {
+    for field in [
+        "deleteRepository",
+        "updateRepository",
+        "createCommitOnBranch",
+        "deleteIssue",
+    ] {
         let (ops, refusal) = mutation(field, json!({ "repositoryId": "ID_id" }));
         assert_eq!(ops[0].1, None, "{field}");
-        assert!(matches!(refusal, Some(Refusal::UnknownOperation { .. })), "{field}: {refusal:?}");
+        assert!(
+            matches!(refusal, Some(Refusal::UnknownOperation { .. })),
+            "{field}: {refusal:?}"
+        );
     }
 }

@@ -388,7 +388,10 @@ environments = ["production"]
         + "\n[[resources]]\nprovider = \"railway\"\nkind = \"service\"\nid = \"svc\"\nnode_ids = [\"N_1\"]\nenvironments = [\"staging\"]\n";
     std::fs::write(&path, broken).unwrap();
     let diagnostics = config::check_file(&path).unwrap();
-    let twice: Vec<_> = diagnostics.iter().filter(|d| d.message.contains("listed twice")).collect();
+    let twice: Vec<_> = diagnostics
+        .iter()
+        .filter(|d| d.message.contains("listed twice"))
+        .collect();
     assert_eq!(twice.len(), 1, "{diagnostics:#?}");
     assert_eq!(twice[0].severity, Severity::Error);
     assert!(

@@ -12,8 +12,8 @@ use toml::Spanned;
 use super::template;
 use super::types::{ApproverConfig, Config, GrantConfig, ProviderConfig, Span, TokenSource};
 use crate::policy::ANY_UNPROTECTED;
-use crate::providers::{NODE_KIND, ProviderKind};
 use crate::providers::postgres::MAX_IDENTIFIER;
+use crate::providers::{NODE_KIND, ProviderKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -722,7 +722,10 @@ impl Checker<'_> {
                 {
                     self.warn(
                         node.span(),
-                        format!("provider `{provider}` binds no GraphQL node ids: node id `{}` will never match", node.get_ref()),
+                        format!(
+                            "provider `{provider}` binds no GraphQL node ids: node id `{}` will never match",
+                            node.get_ref()
+                        ),
                         None,
                     );
                 }

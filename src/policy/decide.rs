@@ -91,7 +91,9 @@ pub struct ProviderResources {
 
 impl ProviderResources {
     pub fn owners(&self, kind: &str, id: &str) -> Option<&[String]> {
-        self.owners.get(&(kind.to_owned(), self.key(kind, id))).map(Vec::as_slice)
+        self.owners
+            .get(&(kind.to_owned(), self.key(kind, id)))
+            .map(Vec::as_slice)
     }
 
     /// An id as the map keys it.

@@ -581,10 +581,7 @@ fn unknown(name: String) -> Operation {
 /// templates, and the qualifiers of its search. Otherwise why the field is
 /// refused: an argument that does not make one id, or a search that names
 /// no resource or reaches beyond what it names.
-fn named_resources(
-    rule: &CompiledRule,
-    arguments: &[(String, serde_json::Value)],
-) -> Result<Vec<ResourceRef>, String> {
+fn named_resources(rule: &CompiledRule, arguments: &[(String, serde_json::Value)]) -> Result<Vec<ResourceRef>, String> {
     let mut out = Vec::new();
     for (kind, template) in &rule.resources {
         let id = template.render_arguments(arguments).map_err(|argument| {

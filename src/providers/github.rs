@@ -40,10 +40,40 @@ pub fn tree_touches_workflows(body: &[u8]) -> Result<bool, ClassifyError> {
 /// requests"). Others, `org:`, `user:` and `owner:` among them, add
 /// repositories to the search, or are ones the broker does not know.
 const FILTERS: [&str; 34] = [
-    "archived", "assignee", "author", "base", "closed", "commenter", "comments", "created", "draft", "head", "in",
-    "interactions", "involves", "is", "label", "language", "linked", "mentions", "merged", "milestone", "no",
-    "project", "reactions", "reason", "review", "review-requested", "reviewed-by", "sort", "state", "status",
-    "team", "team-review-requested", "type", "user-review-requested",
+    "archived",
+    "assignee",
+    "author",
+    "base",
+    "closed",
+    "commenter",
+    "comments",
+    "created",
+    "draft",
+    "head",
+    "in",
+    "interactions",
+    "involves",
+    "is",
+    "label",
+    "language",
+    "linked",
+    "mentions",
+    "merged",
+    "milestone",
+    "no",
+    "project",
+    "reactions",
+    "reason",
+    "review",
+    "review-requested",
+    "reviewed-by",
+    "sort",
+    "state",
+    "status",
+    "team",
+    "team-review-requested",
+    "type",
+    "user-review-requested",
 ];
 
 /// The `owner/name` ids a search query names with `qualifier:` terms.
@@ -119,7 +149,9 @@ fn terms(query: &str) -> Result<Vec<&str>, String> {
 /// `owner/name`, as GitHub spells repository names.
 fn is_owner_name(value: &str) -> bool {
     let part = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    value.split_once('/').is_some_and(|(owner, name)| part(owner) && part(name))
+    value
+        .split_once('/')
+        .is_some_and(|(owner, name)| part(owner) && part(name))
 }
 
 #[cfg(test)]

@@ -169,7 +169,11 @@ mod tests {
         ] {
             let schema = kind.schema().expect("the pack reads its schema");
             assert!(schema.source().starts_with(source), "{}", schema.source());
-            let graphql_rules = kind.pack().operations.iter().filter(|r| r.field.is_some() || !r.fields.is_empty());
+            let graphql_rules = kind
+                .pack()
+                .operations
+                .iter()
+                .filter(|r| r.field.is_some() || !r.fields.is_empty());
             for rule in graphql_rules {
                 let operation = rule.operation.unwrap_or(OperationType::Mutation);
                 let root = schema.root(operation);

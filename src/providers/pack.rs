@@ -281,7 +281,9 @@ impl CompiledRule {
             .map(|(path, value)| {
                 let steps: Vec<String> = path.split('.').map(str::to_owned).collect();
                 if steps.iter().any(String::is_empty) {
-                    return Err(format!("`when` names `{path}`, which is not an argument path (`input.force`)"));
+                    return Err(format!(
+                        "`when` names `{path}`, which is not an argument path (`input.force`)"
+                    ));
                 }
                 Ok((steps, value.clone()))
             })
@@ -423,7 +425,11 @@ impl CompiledRule {
                 operation,
                 name,
                 prefix,
-            } => format!("{operation} {name}{}{}", if *prefix { "*" } else { "" }, self.conditions()),
+            } => format!(
+                "{operation} {name}{}{}",
+                if *prefix { "*" } else { "" },
+                self.conditions()
+            ),
             Matcher::Rest { method, pattern } => format!("{} {}", method.as_deref().unwrap_or("*"), pattern.as_str()),
         }
     }

@@ -455,12 +455,7 @@ impl IdTemplate {
 
     /// A template of at least one parameter, each of which `known` accepts
     /// (`unknown` says why one is not).
-    fn parse_over(
-        text: &str,
-        param: &str,
-        known: &dyn Fn(&str) -> bool,
-        unknown: &str,
-    ) -> Result<IdTemplate, String> {
+    fn parse_over(text: &str, param: &str, known: &dyn Fn(&str) -> bool, unknown: &str) -> Result<IdTemplate, String> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -835,7 +830,10 @@ mod tests {
         let args = |owner: serde_json::Value, name: serde_json::Value| {
             vec![("name".to_owned(), name), ("owner".to_owned(), owner)]
         };
-        assert_eq!(t.render_arguments(&args(json!("acme"), json!("api"))).unwrap(), "acme/api");
+        assert_eq!(
+            t.render_arguments(&args(json!("acme"), json!("api"))).unwrap(),
+            "acme/api"
+        );
         for (owner, name, wrong) in [
             (json!("acme/api"), json!("x"), "owner"),
             (json!("acme"), json!("api/x"), "name"),
@@ -845,8 +843,19 @@ mod tests {
         ] {
             assert_eq!(t.render_arguments(&args(owner, name)).unwrap_err(), wrong);
         }
-        assert_eq!(t.render_arguments(&[("owner".to_owned(), json!("acme"))]).unwrap_err(), "name");
-        assert!(IdTemplate::parse_arguments("{own-er}/{name}").unwrap_err().contains("{own-er}"));
-        assert!(IdTemplate::parse_arguments("fixed").unwrap_err().contains("no argument"));
+        assert_eq!(
+            t.render_arguments(&[("owner".to_owned(), json!("acme"))]).unwrap_err(),
+            "name"
+        );
+        assert!(
+            IdTemplate::parse_arguments("{own-er}/{name}")
+                .unwrap_err()
+                .contains("{own-er}")
+        );
+        assert!(
+            IdTemplate::parse_arguments("fixed")
+                .unwrap_err()
+                .contains("no argument")
+        );
     }
 }

@@ -201,7 +201,8 @@ impl Schema {
         let Some(within) = &self.within else {
             return true;
         };
-        let plumbing = !self.confined.contains(parent) && !self.no_environment.contains(parent) && self.confined(parent);
+        let plumbing =
+            !self.confined.contains(parent) && !self.no_environment.contains(parent) && self.confined(parent);
         plumbing || within.contains(&(parent.to_owned(), field.to_owned()))
     }
 
@@ -291,8 +292,11 @@ mod tests {
             confined: vec!["PullRequest".into(), "Commit".into(), "Ref".into()],
             identity: vec!["id".into(), "login".into()],
             within: Some(vec!["Repository.pullRequests".into(), "PullRequest.commits".into()]),
-            reference_fields: [("Repository".to_owned(), vec!["description".to_owned(), "defaultBranchRef".to_owned()])]
-                .into(),
+            reference_fields: [(
+                "Repository".to_owned(),
+                vec!["description".to_owned(), "defaultBranchRef".to_owned()],
+            )]
+            .into(),
             ..NestedPack::default()
         };
         Schema::parse(json, &nested).unwrap()
