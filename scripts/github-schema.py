@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from schema_file import write
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tests/js/node_modules/@octokit/graphql-schema"
 OUT = ROOT / "config/providers/github.schema.json"
@@ -33,43 +35,17 @@ OMIT = {
 }
 
 
-def named(type_ref):
-    while type_ref.get("ofType"):
-        type_ref = type_ref["ofType"]
-    return type_ref["name"]
-
-
 def main():
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else PACKAGE / "schema.json"
     version = json.loads((PACKAGE / "package.json").read_text())["version"]
     data = json.loads(source.read_text())
     schema = data.get("data", data)["__schema"]
-    types, unions = {}, {}
-    for t in schema["types"]:
-        if t["name"].startswith("__"):
-            continue
-        if t["kind"] in ("OBJECT", "INTERFACE"):
-            omit = OMIT.get(t["name"], set())
-            types[t["name"]] = {f["name"]: named(f["type"]) for f in t["fields"] if f["name"] not in omit}
-        elif t["kind"] == "UNION":
-            unions[t["name"]] = sorted(p["name"] for p in t["possibleTypes"])
     for ty, fields in OMIT.items():
-        missing = fields - {f["name"] for t in schema["types"] if t["name"] == ty for f in t["fields"]}
-        if missing:
-            sys.exit(f"OMIT names {ty}.{sorted(missing)}, which the schema lacks")
-    out = {
-        "source": f"@octokit/graphql-schema@{version}:schema.json",
-        "query": schema["queryType"]["name"],
-        "mutation": schema["mutationType"]["name"],
-        "types": types,
-        "unions": unions,
-    }
-    # One type a line, so that a newer schema's diff reads type by type.
-    compact = lambda v: json.dumps(v, sort_keys=True, separators=(",", ":"))
-    lines = [f"  {compact(k)}:{compact(v)}" for k, v in sorted(types.items())]
-    head = {k: v for k, v in out.items() if k != "types"}
-    OUT.write_text(compact(head)[:-1] + ',"types":{\n' + ",\n".join(lines) + "\n}}\n")
-    print(f"{OUT.relative_to(ROOT)}: {len(types)} object and interface types, {len(unions)} unions")
+        have = {f["name"] for t in schema["types"] if t["name"] == ty for f in t["fields"]}
+        if fields - have:
+            sys.exit(f"OMIT names {ty}.{sorted(fields - have)}, which the schema lacks")
+    types, unions = write(schema, f"@octokit/graphql-schema@{version}:schema.json", OUT, OMIT)
+    print(f"{OUT.relative_to(ROOT)}: {types} object and interface types, {unions} unions")
 
 
 if __name__ == "__main__":
