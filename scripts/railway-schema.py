@@ -29,15 +29,10 @@ import json
 import sys
 from pathlib import Path
 
+from schema_file import write
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "config/providers/railway.schema.json"
-COMPOSITE = ("OBJECT", "INTERFACE", "UNION")
-
-
-def named(type_ref):
-    while type_ref.get("ofType"):
-        type_ref = type_ref["ofType"]
-    return type_ref["name"]
 
 
 def main():
@@ -46,27 +41,8 @@ def main():
     source, commit = sys.argv[1], sys.argv[2]
     data = json.loads(Path(source).read_text())
     schema = data.get("data", data)["__schema"]
-    types, unions = {}, {}
-    for t in schema["types"]:
-        if t["name"].startswith("__"):
-            continue
-        if t["kind"] in ("OBJECT", "INTERFACE"):
-            types[t["name"]] = {f["name"]: named(f["type"]) for f in t["fields"]}
-        elif t["kind"] == "UNION":
-            unions[t["name"]] = sorted(p["name"] for p in t["possibleTypes"])
-    out = {
-        "source": f"railwayapp/cli@{commit}:src/gql/schema.json",
-        "query": schema["queryType"]["name"],
-        "mutation": schema["mutationType"]["name"],
-        "types": types,
-        "unions": unions,
-    }
-    # One type a line, so that a newer schema's diff reads type by type.
-    compact = lambda v: json.dumps(v, sort_keys=True, separators=(",", ":"))
-    lines = [f"  {compact(k)}:{compact(v)}" for k, v in sorted(types.items())]
-    head = {k: v for k, v in out.items() if k != "types"}
-    OUT.write_text(compact(head)[:-1] + ',"types":{\n' + ",\n".join(lines) + "\n}}\n")
-    print(f"{OUT.relative_to(ROOT)}: {len(types)} object and interface types, {len(unions)} unions")
+    types, unions = write(schema, f"railwayapp/cli@{commit}:src/gql/schema.json", OUT)
+    print(f"{OUT.relative_to(ROOT)}: {types} object and interface types, {unions} unions")
 
 
 if __name__ == "__main__":

@@ -296,7 +296,7 @@ mod tests {
             ]
             .into(),
             unknown_reads: false,
-            case_insensitive: true,
+            case_insensitive: ["repository".to_owned()].into(),
         }
     }
 

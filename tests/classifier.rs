@@ -16,6 +16,11 @@
 //! `VALETKEY_DIFF_CASES` sets how many requests (default 4000) and
 //! `VALETKEY_DIFF_SEED` the seed; CI runs the default, longer runs are by
 //! hand.
+//!
+//! GitHub's GraphQL pack is held to the documents the real `gh` sends
+//! (tests/fixtures/gh, captured verbatim): each is bound to the repository it
+//! names with the scope of the REST route that does the same, and variants
+//! that leave the repository are refused.
 
 #[path = "common/outside.rs"]
 mod outside;
@@ -26,7 +31,7 @@ use std::process::{Command, Stdio};
 
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Map, Value, json};
-use valetkey::policy::{self, Access, ProviderResources, Rules, Tier};
+use valetkey::policy::{self, Access, Operation, ProviderResources, Refusal, Rules, Tier};
 use valetkey::providers::{Classifier, GraphqlLimits, IdSpec, ProviderKind, RequestView, root_fields};
 
 /// A small deterministic generator (xorshift64*): the same seed gives the
@@ -838,7 +843,7 @@ fn railway_staging() -> (Classifier, Rules, Vec<String>) {
         ProviderResources {
             owners,
             unknown_reads: false,
-            case_insensitive: false,
+            case_insensitive: Default::default(),
         },
     );
     let held = tiers
@@ -966,4 +971,417 @@ fn railway_ups_upload_route_is_not_read_and_so_refused() {
         None,
     );
     assert_eq!(kind, "unknown_operation", "{decision:?}");
+}
+
+/// GitHub's pack, with OWNER/REPO (node id `ID_id`, as the stand-in `gh` was
+/// run against answered) staging's, acme/prod (`R_prod`) production's, and
+/// a staging credential holding the write scopes but not merging.
+struct Github {
+    classifier: Classifier,
+    rules: Rules,
+    scopes: Vec<String>,
+}
+
+/// What the broker makes of a request: the operations' names, scopes and
+/// resources, then the refusal, if any.
+type Judged = (Vec<(String, Option<String>, Vec<String>)>, Option<Refusal>);
+
+impl Github {
+    fn new() -> Github {
+        let kind = ProviderKind::Github;
+        let tiers: BTreeMap<String, Tier> = kind.pack().scopes.iter().map(|(n, s)| (n.clone(), s.tier)).collect();
+        let classifier = Classifier::new(kind, &[], &tiers, GraphqlLimits::default()).unwrap();
+        let owners = [
+            ("repository", "owner/repo", "staging"),
+            ("node", "ID_id", "staging"),
+            ("repository", "acme/prod", "production"),
+            ("node", "R_prod", "production"),
+            ("repository", "acme/shared", "staging production"),
+            ("node", "R_shared", "staging production"),
+        ]
+        .into_iter()
+        .map(|(kind, id, envs)| {
+            let envs = envs.split(' ').map(str::to_owned).collect();
+            ((kind.to_owned(), id.to_owned()), envs)
+        })
+        .collect();
+        let mut rules = Rules::default();
+        rules.resources.insert(
+            "github".into(),
+            ProviderResources {
+                owners,
+                unknown_reads: false,
+                case_insensitive: kind.case_insensitive_kinds(),
+            },
+        );
+        let scopes = ["read", "pulls:write", "issues:write", "contents:write"];
+        Github {
+            classifier,
+            rules,
+            scopes: scopes.map(String::from).to_vec(),
+        }
+    }
+
+    fn classify(&self, body: &str) -> Result<Vec<Operation>, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        let view = RequestView {
+            method: &Method::POST,
+            path: "/graphql",
+            query: None,
+            headers: &headers,
+            body: Some(body.as_bytes()),
+        };
+        self.classifier
+            .classify(&view)
+            .map(|c| c.operations)
+            .map_err(|e| e.to_string())
+    }
+
+    fn judge(&self, body: &str) -> Judged {
+        let operations = self.classify(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        let access = Access {
+            env: "staging",
+            provider: "github",
+            scopes: Some(&self.scopes),
+        };
+        let decision = policy::decide(&self.rules, &access, &operations);
+        let ops = operations
+            .iter()
+            .map(|op| {
+                let resources = op.resources.iter().map(|r| format!("{} {}", r.kind, r.id)).collect();
+                (op.name.clone(), op.scope.clone(), resources)
+            })
+            .collect();
+        (ops, decision.refusal)
+    }
+
+    /// A query of `document` with gh's variables for OWNER/REPO.
+    fn query(&self, document: &str) -> Judged {
+        let vars = json!({ "owner": "OWNER", "repo": "REPO", "name": "REPO" });
+        self.judge(&json!({ "query": document, "variables": vars }).to_string())
+    }
+}
+
+/// The refusal a request earned, by its kind (`read_across`), or `allowed`.
+fn why(refusal: &Option<Refusal>) -> String {
+    refusal.as_ref().map_or("allowed".to_owned(), |r| {
+        serde_json::to_value(r).unwrap()["kind"].as_str().unwrap().to_owned()
+    })
+}
+
+fn gh_fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/gh/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `body` with its `variables` changed by `change`.
+fn with_variables(body: &str, change: impl Fn(&mut Map<String, Value>)) -> String {
+    let mut value: Value = serde_json::from_str(body).unwrap();
+    change(value["variables"].as_object_mut().unwrap());
+    value.to_string()
+}
+
+fn one(name: &str, scope: &str, resource: &str) -> Vec<(String, Option<String>, Vec<String>)> {
+    vec![(name.to_owned(), Some(scope.to_owned()), vec![resource.to_owned()])]
+}
+
+#[test]
+fn the_documents_gh_sends_are_bound_to_the_repository_they_name() {
+    let gh = Github::new();
+    let read = one("query repository", "read", "repository OWNER/REPO");
+    for (fixture, expected) in [
+        ("pr-list", read.clone()),
+        ("pr-view-number", read.clone()),
+        ("pr-view-branch", read.clone()),
+        ("pr-create-existing", read.clone()),
+        ("issue-list", read.clone()),
+        ("repo-view", read.clone()),
+        ("repository-info", read.clone()),
+        ("pr-list-author", one("query search", "read", "repository OWNER/REPO")),
+        (
+            "pr-create",
+            one("mutation createPullRequest", "pulls:write", "node ID_id"),
+        ),
+        (
+            "issue-create",
+            one("mutation createIssue", "issues:write", "node ID_id"),
+        ),
+    ] {
+        let body = gh_fixture(fixture);
+        let (ops, refusal) = gh.judge(&body);
+        assert_eq!(ops, expected, "{fixture}");
+        assert_eq!(refusal, None, "{fixture}");
+        // The same document aimed at production's repository is a mismatch.
+        let prod = with_variables(&body, |vars| {
+            for (key, value) in [
+                ("owner", "acme"),
+                ("repo", "prod"),
+                ("name", "prod"),
+                ("q", "repo:acme/prod is:pr"),
+            ] {
+                if vars.contains_key(key) {
+                    vars.insert(key.into(), json!(value));
+                }
+            }
+            if let Some(input) = vars.get_mut("input") {
+                input["repositoryId"] = json!("R_prod");
+            }
+        });
+        assert_eq!(why(&gh.judge(&prod).1), "credential_mismatch", "{fixture}");
+    }
+}
+
+#[test]
+fn a_selection_under_a_repository_does_not_leave_it() {
+    let gh = Github::new();
+    let repo = |inner: &str| {
+        format!("query($owner: String!, $name: String!) {{ repository(owner: $owner, name: $name) {{ {inner} }} }}")
+    };
+    let allowed = [
+        "owner { login }",
+        "parent { description hasIssuesEnabled defaultBranchRef { name } owner { login } }",
+        "pullRequest(number: 1) { title body headRepository { name nameWithOwner } author { login } }",
+        "pullRequest(number: 1) { commits(last: 1) { nodes { commit { oid statusCheckRollup { state } } } } }",
+        "pullRequest(number: 1) { reviewRequests(first: 5) { nodes { requestedReviewer { ... on Team { slug organization { login } } } } } }",
+        "issues(first: 5) { totalCount nodes { title labels(first: 5) { nodes { name color } } } }",
+        "object(expression: \"HEAD:README.md\") { ... on Blob { text } }",
+        // What a link to a repository shows, whichever repository it is.
+        "issue(number: 1) { repository { description viewerPermission } }",
+        "defaultBranchRef { target { ... on Commit { history(first: 5) { nodes { message author { name email } } } } } }",
+    ];
+    for inner in allowed {
+        let (_, refusal) = gh.query(&repo(inner));
+        assert_eq!(refusal, None, "{inner}");
+    }
+    let across = [
+        "owner { ... on User { repositories(first: 5) { nodes { name } } } }",
+        "owner { ... on Organization { email } }",
+        // A repository's reference fields are a repository's alone.
+        "owner { ... on Organization { description } }",
+        "parent { issues(first: 5) { nodes { title } } }",
+        "parent { defaultBranchRef { target { oid } } }",
+        "parent { owner { ... on Organization { repositories(first: 5) { nodes { name } } } } }",
+        "forks(first: 5) { nodes { name } }",
+        "forks(first: 5) { totalCount }",
+        "pullRequest(number: 1) { headRepository { object(expression: \"HEAD:.env\") { id } } }",
+        "pullRequest(number: 1) { headRef { target { oid } } }",
+        "pullRequest(number: 1) { author { ... on User { email } } }",
+        "pullRequest(number: 1) { closingIssuesReferences(first: 5) { nodes { body } } }",
+        "pullRequest(number: 1) { commits(first: 1) { nodes { commit { associatedPullRequests(first: 5) { nodes { body } } } } } }",
+        "pullRequest(number: 1) { reviewRequests(first: 5) { nodes { requestedReviewer { ... on Team { members(first: 5) { nodes { login } } } } } } }",
+        "issue(number: 1) { timelineItems(first: 5) { nodes { ... on CrossReferencedEvent { source { ... on Issue { body } } } } } }",
+        "issue(number: 1) { repository { issues(first: 1) { nodes { body } } } }",
+        "pullRequest(number: 1) { baseRepository { pullRequests(first: 1) { nodes { body } } } }",
+    ];
+    for inner in across {
+        assert_eq!(why(&gh.query(&repo(inner)).1), "read_across", "{inner}");
+    }
+    for inner in ["tempCloneToken", "pullRequest(number: 1) { secretField }"] {
+        assert_eq!(why(&gh.query(&repo(inner)).1), "unknown_field", "{inner}");
+    }
+    // A search's results are read as what they are: an issue or a pull
+    // request of the repository it names, anything else by its identity.
+    let search = |inner: &str| {
+        format!(
+            "{{ search(query: \"repo:OWNER/REPO is:open\", type: ISSUE, first: 5) {{ issueCount nodes {{ {inner} }} }} }}"
+        )
+    };
+    let (_, refusal) = gh.query(&search("... on PullRequest { title body } ... on Issue { body }"));
+    assert_eq!(refusal, None);
+    for inner in [
+        "... on Repository { issues(first: 5) { nodes { body } } }",
+        "... on User { email }",
+        "... on PullRequest { headRepository { refs(first: 5) { nodes { name } } } }",
+    ] {
+        assert_eq!(why(&gh.query(&search(inner)).1), "read_across", "{inner}");
+    }
+}
+
+#[test]
+fn who_the_caller_is_is_free_to_read_and_nothing_under_it() {
+    let gh = Github::new();
+    let (ops, refusal) = gh.query("{ viewer { login } }");
+    assert_eq!(refusal, None);
+    assert_eq!(ops[0].2, Vec::<String>::new());
+    for document in [
+        "{ viewer { repositories(first: 5) { nodes { name } } } }",
+        "{ viewer { login organizations(first: 5) { nodes { login } } } }",
+    ] {
+        assert_eq!(why(&gh.query(document).1), "unbound_read", "{document}");
+    }
+    for document in [
+        "{ user(login: \"octo\") { email } }",
+        "{ organization(login: \"acme\") { repositories(first: 5) { nodes { name } } } }",
+        "{ repositoryOwner(login: \"acme\") { id } }",
+    ] {
+        assert_eq!(why(&gh.query(document).1), "unknown_operation", "{document}");
+    }
+}
+
+#[test]
+fn a_repository_is_named_by_owner_and_name_together_without_regard_to_case() {
+    let gh = Github::new();
+    let read = |owner: &str, name: &str| {
+        gh.judge(&json!({ "query": "query($o: String!, $n: String!) { repository(owner: $o, name: $n) { id } }", "variables": { "o": owner, "n": name } }).to_string())
+    };
+    let (ops, refusal) = read("owner", "REPO");
+    assert_eq!(ops, one("query repository", "read", "repository owner/REPO"));
+    assert_eq!(refusal, None);
+    assert_eq!(why(&read("acme", "prod").1), "credential_mismatch");
+    // A repository staging shares with production is read whole, as its
+    // REST routes are; a change to it waits for a human's approval.
+    let (_, refusal) =
+        gh.query("{ repository(owner: \"acme\", name: \"shared\") { pullRequests(first: 5) { nodes { title } } } }");
+    assert_eq!(refusal, None);
+    let (_, refusal) = gh.judge(&json!({ "query": "mutation { createIssue(input: { repositoryId: \"R_shared\", title: \"t\" }) { issue { url } } }" }).to_string());
+    assert_eq!(why(&refusal), "shared_resource");
+    assert_eq!(why(&read("acme", "other").1), "unknown_resource");
+    // Split elsewhere, the same text would name another repository.
+    for (owner, name) in [("OWNER/REPO", "x"), ("acme", "prod/x"), ("", "REPO")] {
+        assert_eq!(why(&read(owner, name).1), "refused_operation", "{owner} {name}");
+    }
+    let (_, refusal) = gh.query("{ repository(owner: \"OWNER\") { id } }");
+    assert_eq!(why(&refusal), "refused_operation");
+}
+
+#[test]
+fn a_search_is_bound_to_its_repo_qualifiers_alone() {
+    let gh = Github::new();
+    let search = |q: &str| {
+        gh.judge(&json!({ "query": "query($q: String!) { search(query: $q, type: ISSUE, first: 5) { issueCount } }", "variables": { "q": q } }).to_string())
+    };
+    assert_eq!(search("repo:owner/repo is:open label:\"bug fix\"").1, None);
+    assert_eq!(why(&search("repo:OWNER/REPO repo:acme/prod").1), "credential_mismatch");
+    for q in [
+        "is:open",
+        "\"repo:OWNER/REPO\" is:open",
+        "repo:OWNER/REPO org:acme",
+        "repo:OWNER/REPO user:acme",
+        "repo:OWNER/REPO OR is:open",
+        "repo:OWNER/REPO (is:open)",
+    ] {
+        assert_eq!(why(&search(q).1), "refused_operation", "{q}");
+    }
+}
+
+#[test]
+fn node_ids_bind_only_as_ops_list_them_and_as_written() {
+    let gh = Github::new();
+    let (ops, refusal) = gh.query("{ node(id: \"ID_id\") { ... on PullRequest { title } } }");
+    assert_eq!(ops, one("query node", "read", "node ID_id"));
+    assert_eq!(refusal, None);
+    for (document, expected) in [
+        ("{ node(id: \"id_ID\") { id } }", "unknown_resource"),
+        ("{ node(id: \"R_prod\") { id } }", "credential_mismatch"),
+        ("{ nodes(ids: [\"ID_id\", \"PR_other\"]) { id } }", "unknown_resource"),
+        ("{ nodes(ids: \"R_prod\") { id } }", "credential_mismatch"),
+        (
+            "{ node(id: \"ID_id\") { ... on Repository { issues(first: 1) { nodes { body } } } } }",
+            "read_across",
+        ),
+    ] {
+        assert_eq!(why(&gh.query(document).1), expected, "{document}");
+    }
+    let (_, refusal) = gh.judge(
+        &json!({ "query": "mutation($input: AddCommentInput!) { addComment(input: $input) { clientMutationId } }", "variables": { "input": { "subjectId": "PR_unlisted", "body": "hi" } } }).to_string(),
+    );
+    assert_eq!(why(&refusal), "unknown_resource");
+}
+
+#[test]
+fn mutations_need_the_scopes_of_the_rest_routes_that_do_the_same() {
+    let gh = Github::new();
+    let mutation = |field: &str, input: Value| {
+        let document = format!(
+            "mutation($input: {}Input!) {{ {field}(input: $input) {{ clientMutationId }} }}",
+            {
+                let mut t = field.to_owned();
+                t[..1].make_ascii_uppercase();
+                t
+            }
+        );
+        gh.judge(&json!({ "query": document, "variables": { "input": input } }).to_string())
+    };
+    let scope = |judged: &Judged| judged.0[0].1.clone().unwrap_or_default();
+    for (field, input, expected, allowed) in [
+        (
+            "updatePullRequest",
+            json!({ "pullRequestId": "ID_id", "title": "t" }),
+            "pulls:write",
+            true,
+        ),
+        (
+            "closePullRequest",
+            json!({ "pullRequestId": "ID_id" }),
+            "pulls:write",
+            true,
+        ),
+        (
+            "addPullRequestReview",
+            json!({ "pullRequestId": "ID_id", "event": "COMMENT" }),
+            "pulls:write",
+            true,
+        ),
+        (
+            "addComment",
+            json!({ "subjectId": "ID_id", "body": "b" }),
+            "issues:write",
+            true,
+        ),
+        ("closeIssue", json!({ "issueId": "ID_id" }), "issues:write", true),
+        ("reopenIssue", json!({ "issueId": "ID_id" }), "issues:write", true),
+        (
+            "createRef",
+            json!({ "repositoryId": "ID_id", "name": "refs/heads/x", "oid": "0" }),
+            "contents:write",
+            true,
+        ),
+        (
+            "updateRef",
+            json!({ "refId": "ID_id", "oid": "0" }),
+            "contents:write",
+            true,
+        ),
+        (
+            "updateRef",
+            json!({ "refId": "ID_id", "oid": "0", "force": false }),
+            "contents:write",
+            true,
+        ),
+        (
+            "updateRef",
+            json!({ "refId": "ID_id", "oid": "0", "force": true }),
+            "branch:delete",
+            false,
+        ),
+        ("deleteRef", json!({ "refId": "ID_id" }), "branch:delete", false),
+        (
+            "mergePullRequest",
+            json!({ "pullRequestId": "ID_id" }),
+            "pulls:merge",
+            false,
+        ),
+    ] {
+        let judged = mutation(field, input.clone());
+        assert_eq!(scope(&judged), expected, "{field} {input}");
+        assert_eq!(judged.1.is_none(), allowed, "{field} {input}: {:?}", judged.1);
+    }
+    // `force` written in the document rather than a variable counts the same.
+    let (ops, refusal) = gh.judge(&json!({ "query": "mutation { updateRef(input: { refId: \"ID_id\", oid: \"0\", force: true }) { clientMutationId } }" }).to_string());
+    assert_eq!(ops[0].0, "mutation updateRef (input.force = true)");
+    assert_eq!(why(&refusal), "approval_required");
+    for field in [
+        "deleteRepository",
+        "updateRepository",
+        "createCommitOnBranch",
+        "deleteIssue",
+    ] {
+        let (ops, refusal) = mutation(field, json!({ "repositoryId": "ID_id" }));
+        assert_eq!(ops[0].1, None, "{field}");
+        assert_eq!(why(&refusal), "unknown_operation", "{field}");
+    }
 }

@@ -401,3 +401,62 @@ fn every_railway_root_field_is_named_exactly_by_the_pack() {
         }
     }
 }
+
+/// A resource's GraphQL node ids bind as it does, exactly as written (node
+/// ids are case-sensitive where `owner/repo` is not); one listed twice is an
+/// error, and on a provider whose rules bind no node ids, a warning.
+#[test]
+fn node_ids_stand_for_their_resource_as_written() {
+    let text = r#"[environments.staging]
+[environments.production]
+
+[providers.github]
+kind = "github"
+
+[providers.railway]
+kind = "railway"
+
+[[resources]]
+provider = "github"
+kind = "repository"
+id = "Acme/API"
+node_ids = ["R_kgDOAbC"]
+environments = ["staging"]
+
+[[resources]]
+provider = "github"
+kind = "repository"
+id = "acme/infra"
+node_ids = ["R_kgDOxYz"]
+environments = ["production"]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nodes.toml");
+    std::fs::write(&path, text).unwrap();
+    let loaded = config::load(&path).unwrap();
+    let rules = loaded.config.rules();
+    let github = &rules.resources["github"];
+    let owners = |kind: &str, id: &str| github.owners(kind, id).map(<[String]>::to_vec);
+    assert_eq!(owners("repository", "acme/api"), Some(vec!["staging".to_owned()]));
+    assert_eq!(owners("node", "R_kgDOAbC"), Some(vec!["staging".to_owned()]));
+    assert_eq!(owners("node", "R_kgDOxYz"), Some(vec!["production".to_owned()]));
+    assert_eq!(owners("node", "r_kgdoabc"), None);
+    assert_eq!(owners("node", "R_KGDOABC"), None);
+
+    let broken = text.replace("R_kgDOxYz", "R_kgDOAbC")
+        + "\n[[resources]]\nprovider = \"railway\"\nkind = \"service\"\nid = \"svc\"\nnode_ids = [\"N_1\"]\nenvironments = [\"staging\"]\n";
+    std::fs::write(&path, broken).unwrap();
+    let diagnostics = config::check_file(&path).unwrap();
+    let twice: Vec<_> = diagnostics
+        .iter()
+        .filter(|d| d.message.contains("listed twice"))
+        .collect();
+    assert_eq!(twice.len(), 1, "{diagnostics:#?}");
+    assert_eq!(twice[0].severity, Severity::Error);
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.message.contains("`N_1` will never match") && d.severity == Severity::Warning),
+        "{diagnostics:#?}"
+    );
+}

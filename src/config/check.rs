@@ -12,8 +12,8 @@ use toml::Spanned;
 use super::template;
 use super::types::{ApproverConfig, Config, GrantConfig, ProviderConfig, Span, TokenSource};
 use crate::policy::ANY_UNPROTECTED;
-use crate::providers::ProviderKind;
 use crate::providers::postgres::MAX_IDENTIFIER;
+use crate::providers::{NODE_KIND, ProviderKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -716,6 +716,27 @@ impl Checker<'_> {
                     format!("resource `{}` of provider `{provider}` is listed twice", r.id.get_ref()),
                     Some("list it once, with every environment that owns it".into()),
                 );
+            }
+            for node in &r.node_ids {
+                if let Some(known) = kinds.get(provider.as_str())
+                    && !known.contains(NODE_KIND)
+                {
+                    self.warn(
+                        node.span(),
+                        format!(
+                            "provider `{provider}` binds no GraphQL node ids: node id `{}` will never match",
+                            node.get_ref()
+                        ),
+                        None,
+                    );
+                }
+                if !seen.insert((provider.as_str(), node.get_ref().as_str())) {
+                    self.error(
+                        node.span(),
+                        format!("id `{}` of provider `{provider}` is listed twice", node.get_ref()),
+                        Some("a node id stands for one resource; list it once".into()),
+                    );
+                }
             }
             if r.environments.is_empty() {
                 self.error(

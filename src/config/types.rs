@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::policy::{self, Tier};
-use crate::providers::{Classifier, GraphqlLimits, OperationRule, ProviderKind, RuleError};
+use crate::providers::{Classifier, GraphqlLimits, NODE_KIND, OperationRule, ProviderKind, RuleError};
 
 pub type Span = std::ops::Range<usize>;
 
@@ -605,6 +605,10 @@ pub struct ResourceConfig {
     pub id: Spanned<String>,
     /// The environments that own it. More than one makes it shared.
     pub environments: Vec<Spanned<String>>,
+    /// The provider's GraphQL node ids that stand for it (a GitHub
+    /// repository's `R_kgDO…`), which bind as it does.
+    #[serde(default)]
+    pub node_ids: Vec<Spanned<String>>,
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -807,7 +811,7 @@ impl Config {
                 let resources = policy::ProviderResources {
                     owners: BTreeMap::new(),
                     unknown_reads: p.unknown_resources == UnknownResources::AllowReads,
-                    case_insensitive: p.kind.ids_case_insensitive(),
+                    case_insensitive: p.kind.case_insensitive_kinds(),
                 };
                 (name.clone(), resources)
             })
@@ -817,16 +821,16 @@ impl Config {
             let Some(provider) = map.get_mut(r.provider.get_ref()) else {
                 continue;
             };
-            let id = if provider.case_insensitive {
-                r.id.get_ref().to_ascii_lowercase()
-            } else {
-                r.id.get_ref().clone()
-            };
-            provider
-                .owners
-                .entry((r.kind.clone(), id))
-                .or_default()
-                .extend(strings(&r.environments));
+            let ids = std::iter::once((r.kind.as_str(), r.id.get_ref()))
+                .chain(r.node_ids.iter().map(|n| (NODE_KIND, n.get_ref())));
+            for (kind, id) in ids {
+                let id = provider.key(kind, id);
+                provider
+                    .owners
+                    .entry((kind.to_owned(), id))
+                    .or_default()
+                    .extend(strings(&r.environments));
+            }
         }
         map
     }

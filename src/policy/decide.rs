@@ -6,7 +6,7 @@
 //! volume is named a mismatch even when the operation would also need an
 //! approval, because the mismatch is what a human must hear about.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -79,23 +79,30 @@ impl fmt::Display for ResourceRef {
 /// only as the kind of resource the map lists it as.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderResources {
-    /// (kind, id) → owning environments. Ids are lowercased when
-    /// `case_insensitive`.
+    /// (kind, id) → owning environments. Ids of the kinds in
+    /// `case_insensitive` are lowercased.
     pub owners: BTreeMap<(String, String), Vec<String>>,
     /// Reads of ids not in the map are allowed (ops' choice per provider).
     pub unknown_reads: bool,
-    /// The provider treats ids without regard to case (GitHub `owner/repo`).
-    pub case_insensitive: bool,
+    /// The kinds whose ids the provider treats without regard to case
+    /// (GitHub `owner/repo`).
+    pub case_insensitive: BTreeSet<String>,
 }
 
 impl ProviderResources {
     pub fn owners(&self, kind: &str, id: &str) -> Option<&[String]> {
-        let id = if self.case_insensitive {
+        self.owners
+            .get(&(kind.to_owned(), self.key(kind, id)))
+            .map(Vec::as_slice)
+    }
+
+    /// An id as the map keys it.
+    pub fn key(&self, kind: &str, id: &str) -> String {
+        if self.case_insensitive.contains(kind) {
             id.to_ascii_lowercase()
         } else {
             id.to_owned()
-        };
-        self.owners.get(&(kind.to_owned(), id)).map(Vec::as_slice)
+        }
     }
 }
 
@@ -505,7 +512,7 @@ mod tests {
             ProviderResources {
                 owners: owners.clone(),
                 unknown_reads: false,
-                case_insensitive: false,
+                case_insensitive: BTreeSet::new(),
             },
         );
         rules.resources.insert(
@@ -513,7 +520,7 @@ mod tests {
             ProviderResources {
                 owners,
                 unknown_reads: true,
-                case_insensitive: true,
+                case_insensitive: ["repository".to_owned()].into(),
             },
         );
         rules

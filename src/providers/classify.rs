@@ -130,6 +130,7 @@ struct GraphqlSpec {
     kinds: BTreeSet<String>,
     limits: GraphqlLimits,
     schema: Option<&'static Schema>,
+    objects_per_environment: bool,
 }
 
 /// A rule of ops' configuration that does not compile, by its index.
@@ -181,6 +182,7 @@ impl Classifier {
             id_arguments: g.id_arguments.clone(),
             limits,
             schema: kind.schema(),
+            objects_per_environment: g.objects_per_environment,
         });
         let trees = (kind == ProviderKind::Github).then(|| {
             let pattern = PathPattern::parse("/repos/{owner}/{repo}/git/trees").expect("a fixed pattern");
@@ -206,7 +208,7 @@ impl Classifier {
         if *method != Method::POST {
             return false;
         }
-        if self.graphql.is_some() {
+        if self.is_graphql(path) {
             return true;
         }
         let overridable = match super::body::media_type(headers) {
@@ -220,6 +222,14 @@ impl Classifier {
             Err(_) => true,
         };
         overridable || self.is_tree(path)
+    }
+
+    /// Whether a path is the GraphQL endpoint's (on Railway, any path: the
+    /// others are unknown operations, whose bodies are read all the same).
+    fn is_graphql(&self, path: &str) -> bool {
+        self.graphql.as_ref().is_some_and(|spec| {
+            self.kind == ProviderKind::Railway || rest::normalize(path).is_ok_and(|s| spec.paths.contains(&s))
+        })
     }
 
     fn is_tree(&self, path: &str) -> bool {
@@ -243,8 +253,8 @@ impl Classifier {
         let path = rest::encode(&segments);
         let operations = match &self.graphql {
             Some(spec) if spec.paths.contains(&segments) => self.graphql_operations(spec, request)?,
-            Some(_) => vec![unknown(format!("{} {path}", request.method))],
-            None => {
+            Some(_) if self.kind == ProviderKind::Railway => vec![unknown(format!("{} {path}", request.method))],
+            _ => {
                 if let Some(body) = request.body {
                     check_body(request.headers, body)?;
                 }
@@ -324,11 +334,15 @@ impl Classifier {
     }
 
     fn graphql_operation(&self, spec: &GraphqlSpec, field: RootField) -> Operation {
-        let name = format!("{} {}", field.operation, field.name);
-        let picked = self.pick(|rules| rules.find_field(field.operation, &field.name).map(|rule| (rule, ())));
+        let picked = self.pick(|rules| {
+            rules
+                .find_field(field.operation, &field.name, &field.arguments)
+                .map(|rule| (rule, ()))
+        });
         let Some((rule, ())) = picked else {
-            return unknown(name);
+            return unknown(format!("{} {}", field.operation, field.name));
         };
+        let name = format!("{} {}{}", field.operation, field.name, rule.conditions());
         let mut resources = Vec::new();
         graphql::collect_ids(
             &field.arguments,
@@ -336,6 +350,13 @@ impl Classifier {
             &spec.id_arguments,
             &mut resources,
         );
+        let named = named_resources(rule, &field.arguments);
+        let refusal = named.as_ref().err().cloned();
+        for resource in named.unwrap_or_default() {
+            if !resources.contains(&resource) {
+                resources.push(resource);
+            }
+        }
         let named_by_arguments = resources.len();
         for nested in field.nested {
             if !resources.contains(&nested) {
@@ -350,6 +371,10 @@ impl Classifier {
             op.name = format!("{} (with `{}`)", op.name, stricter.argument);
             op.scope = Some(stricter.scope.clone());
             op.tier = stricter.tier;
+        }
+        if let Some(why) = refusal {
+            op.refused_by_pack = Some(why);
+            op.resource_free = false;
         }
         // Railway reads the environment a mutation acts in from the field's
         // own `environmentId` or its `input`'s; an id deeper in a value
@@ -367,11 +392,12 @@ impl Classifier {
             Returns::Resource if rule.id_kind.as_deref() != Some(ENVIRONMENT_KIND) => 0,
             _ => named_by_arguments,
         };
-        op.nested_objects = match field.returns {
-            Returns::EnvironmentData => !named_by_id,
-            Returns::NoEnvironment => false,
-            Returns::Resource | Returns::Unknown => field.selects_objects,
-        };
+        op.nested_objects = spec.objects_per_environment
+            && match field.returns {
+                Returns::EnvironmentData => !named_by_id,
+                Returns::NoEnvironment => false,
+                Returns::Resource | Returns::Unknown => field.selects_objects,
+            };
         op.beyond = field.escape.map(|escape| match escape {
             Escape::Unknown { .. } => Beyond::UnknownField(escape.to_string()),
             Escape::Across { .. } => Beyond::Across(escape.to_string()),
@@ -492,12 +518,19 @@ impl RuleList {
         found
     }
 
-    /// The first rule naming a root field of this kind.
-    fn find_field(&self, operation: OperationType, field: &str) -> Option<&CompiledRule> {
+    /// The first rule naming a root field of this kind, with these
+    /// arguments.
+    fn find_field(
+        &self,
+        operation: OperationType,
+        field: &str,
+        arguments: &[(String, serde_json::Value)],
+    ) -> Option<&CompiledRule> {
         let candidates = self.fields.get(field).unwrap_or(&self.prefixes);
         candidates
             .iter()
             .map(|&i| &self.rules[i])
+            .filter(|rule| rule.applies_to(arguments))
             .find(|rule| match &rule.matcher {
                 Matcher::Field {
                     operation: o,
@@ -550,6 +583,36 @@ fn unknown(name: String) -> Operation {
         nested_objects: false,
         beyond: None,
     }
+}
+
+/// The resources a GraphQL rule makes of a field's arguments: its id
+/// templates, and the qualifiers of its search. Otherwise why the field is
+/// refused: an argument that does not make one id, or a search that names
+/// no resource or reaches beyond what it names.
+fn named_resources(rule: &CompiledRule, arguments: &[(String, serde_json::Value)]) -> Result<Vec<ResourceRef>, String> {
+    let mut out = Vec::new();
+    for (kind, template) in &rule.resources {
+        let id = template.render_arguments(arguments).map_err(|argument| {
+            format!(
+                "its `{argument}` argument must be a non-empty string that names one {kind} (no `/`), so that the broker knows which"
+            )
+        })?;
+        out.push(ResourceRef { kind: kind.clone(), id });
+    }
+    if let Some(search) = &rule.search {
+        let query = arguments
+            .iter()
+            .find(|(n, _)| *n == search.argument)
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        for id in github::search_scope(query, &search.qualifier)? {
+            out.push(ResourceRef {
+                kind: search.kind.clone(),
+                id,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Whether an environment id is an argument of the field or a field of one
@@ -1063,7 +1126,7 @@ mod tests {
 
     #[test]
     fn limits_on_depth_aliases_and_size_hold() {
-        let deep = format!("{{ {}x{} }}", "a { ".repeat(12), " }".repeat(12));
+        let deep = format!("{{ {}x{} }}", "a { ".repeat(16), " }".repeat(16));
         assert_eq!(gql(json!({ "query": deep })).unwrap_err().kind(), "request_too_complex");
         let shallow = format!("{{ {}x{} }}", "a { ".repeat(10), " }".repeat(10));
         assert!(gql(json!({ "query": shallow })).is_ok());
@@ -1647,7 +1710,7 @@ mod tests {
         );
         let errors =
             Classifier::new(ProviderKind::Http, &[rest_rule], &http_tiers, GraphqlLimits::default()).unwrap_err();
-        assert!(errors[0].message.contains("not a GraphQL"), "{}", errors[0].message);
+        assert!(errors[0].message.contains("not both"), "{}", errors[0].message);
     }
 
     #[test]
@@ -1828,9 +1891,14 @@ mod tests {
             ids(&got.operations[0]),
             [("organization", "acme"), ("repository", "acme/infra")]
         );
-        let got = rest(&gh, Method::POST, "/graphql", HeaderMap::new()).unwrap();
+        // GitHub's GraphQL endpoint is read as GraphQL; beside it, REST.
+        let err = rest(&gh, Method::POST, "/graphql", HeaderMap::new()).unwrap_err();
+        assert_eq!(err.kind(), "unsupported_media_type");
+        assert!(gh.needs_body(&Method::POST, "/graphql", &HeaderMap::new()));
+        assert!(!gh.needs_body(&Method::POST, "/repos/acme/api/pulls", &HeaderMap::new()));
+        let got = rest(&gh, Method::POST, "/graphql/v2", HeaderMap::new()).unwrap();
         assert_eq!(got.operations[0].scope, None);
-        assert_eq!(got.operations[0].name, "POST /graphql");
+        assert_eq!(got.operations[0].name, "POST /graphql/v2");
     }
 
     #[test]

@@ -57,7 +57,8 @@ impl Default for GraphqlLimits {
     fn default() -> Self {
         Self {
             max_document_bytes: 32 * 1024,
-            max_depth: 12,
+            // `gh pr view` selects 13 levels deep (a commit's check runs).
+            max_depth: 16,
             max_aliases: 30,
             max_batch: 10,
         }

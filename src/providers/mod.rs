@@ -28,6 +28,11 @@ pub use graphql::{GraphqlLimits, IdSpec, OperationType, RootField, root_fields};
 pub use pack::{GraphqlPack, OperationRule, ResourceTemplate, RulePack, ScopeRule};
 pub use schema::{FieldType, NestedPack, Schema};
 
+/// The kind of resource a GraphQL node id names (GitHub's `repositoryId`,
+/// `pullRequestId`): it binds through the `node_ids` ops list with a
+/// resource, and is unknown otherwise.
+pub const NODE_KIND: &str = "node";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
@@ -77,10 +82,10 @@ impl ProviderKind {
         }
     }
 
-    /// Whether the provider reads ids without regard to case (GitHub's
-    /// `owner/repo`), so the resource map must too.
-    pub fn ids_case_insensitive(self) -> bool {
-        self == ProviderKind::Github
+    /// The kinds of resource whose ids the provider reads without regard
+    /// to case (GitHub's `owner/repo`), so the resource map must too.
+    pub fn case_insensitive_kinds(self) -> std::collections::BTreeSet<String> {
+        self.pack().case_insensitive.iter().cloned().collect()
     }
 
     /// The built-in rule pack of this kind.
@@ -116,6 +121,7 @@ static SCHEMAS: LazyLock<Vec<Option<Schema>>> = LazyLock::new(|| {
         .map(|kind| {
             let json = match kind {
                 ProviderKind::Railway => include_str!("../../config/providers/railway.schema.json"),
+                ProviderKind::Github => include_str!("../../config/providers/github.schema.json"),
                 _ => return None,
             };
             let nested = kind.pack().graphql.as_ref().and_then(|g| g.nested.as_ref());
@@ -166,27 +172,46 @@ mod tests {
     }
 
     #[test]
-    fn every_railway_root_field_the_pack_names_is_in_railways_schema() {
-        let schema = ProviderKind::Railway.schema().expect("Railway's pack reads its schema");
-        assert!(schema.source().starts_with("railwayapp/cli@"), "{}", schema.source());
-        for rule in &ProviderKind::Railway.pack().operations {
-            let operation = rule.operation.unwrap_or(OperationType::Mutation);
-            let root = schema.root(operation);
-            for field in rule.field.iter().chain(&rule.fields) {
-                let known = match field.strip_suffix('*') {
-                    Some(prefix) => schema.fields(root).any(|f| f.starts_with(prefix)),
-                    None => schema.field(root, field) != FieldType::Unknown,
-                };
-                assert!(
-                    known,
-                    "the pack names {operation} `{field}`, which {} lacks",
-                    schema.source()
-                );
+    fn every_graphql_root_field_a_pack_names_is_in_its_schema() {
+        for (kind, source) in [
+            (ProviderKind::Railway, "railwayapp/cli@"),
+            (ProviderKind::Github, "@octokit/graphql-schema@"),
+        ] {
+            let schema = kind.schema().expect("the pack reads its schema");
+            assert!(schema.source().starts_with(source), "{}", schema.source());
+            let graphql_rules = kind
+                .pack()
+                .operations
+                .iter()
+                .filter(|r| r.field.is_some() || !r.fields.is_empty());
+            for rule in graphql_rules {
+                let operation = rule.operation.unwrap_or(OperationType::Mutation);
+                let root = schema.root(operation);
+                for field in rule.field.iter().chain(&rule.fields) {
+                    let known = match field.strip_suffix('*') {
+                        Some(prefix) => schema.fields(root).any(|f| f.starts_with(prefix)),
+                        None => schema.field(root, field) != FieldType::Unknown,
+                    };
+                    assert!(
+                        known,
+                        "the pack names {operation} `{field}`, which {} lacks",
+                        schema.source()
+                    );
+                }
             }
         }
-        for kind in [ProviderKind::Github, ProviderKind::Http, ProviderKind::Postgres] {
+        for kind in [ProviderKind::Http, ProviderKind::Postgres] {
             assert!(kind.schema().is_none(), "{kind}");
         }
+    }
+
+    #[test]
+    fn node_ids_are_read_as_written_and_repositories_without_regard_to_case() {
+        let github = ProviderKind::Github.case_insensitive_kinds();
+        assert!(github.contains("repository") && !github.contains(NODE_KIND));
+        let ids = &ProviderKind::Github.pack().graphql.as_ref().unwrap().id_arguments;
+        assert!(ids.values().all(|kind| kind == NODE_KIND), "{ids:?}");
+        assert!(ProviderKind::Railway.case_insensitive_kinds().is_empty());
     }
 
     #[test]

@@ -26,6 +26,10 @@ use crate::policy::Tier;
 pub struct RulePack {
     pub kind: ProviderKind,
     pub scopes: BTreeMap<String, ScopeRule>,
+    /// The kinds of resource whose ids the provider reads without regard to
+    /// case (GitHub's `owner/repo`, not its GraphQL node ids).
+    #[serde(default)]
+    pub case_insensitive: Vec<String>,
     /// Where a GraphQL kind's endpoint is and how its ids are named.
     #[serde(default)]
     pub graphql: Option<GraphqlPack>,
@@ -53,6 +57,17 @@ pub struct GraphqlPack {
     /// kind's schema (`schema.rs`).
     #[serde(default)]
     pub nested: Option<NestedPack>,
+    /// Whether what lies under a resource is one environment's share of it
+    /// (Railway: a service's deployments), so that reading it under a
+    /// resource several environments share reaches the others' share. Not
+    /// so where a shared resource's objects are the whole resource's
+    /// (GitHub: a repository's pull requests), read as its REST routes are.
+    #[serde(default = "per_environment")]
+    pub objects_per_environment: bool,
+}
+
+fn per_environment() -> bool {
+    true
 }
 
 /// One operation rule, from a pack or from ops' configuration.
@@ -83,9 +98,18 @@ pub struct OperationRule {
     /// REST: several paths that share the rest of the rule.
     #[serde(default)]
     pub paths: Vec<String>,
-    /// REST: resource ids built from path parameters.
+    /// Resource ids built from path parameters (REST) or from a field's
+    /// arguments (GraphQL: `{owner}/{name}` from `repository(owner:, name:)`).
     #[serde(default)]
     pub resources: Vec<ResourceTemplate>,
+    /// GraphQL: the resources a search names in its query string's
+    /// qualifiers (GitHub's search syntax, `providers/github.rs`).
+    #[serde(default)]
+    pub search: Option<SearchRule>,
+    /// GraphQL: the rule applies only when each argument (a dotted path
+    /// into input objects, `input.force`) has exactly this value.
+    #[serde(default)]
+    pub when: BTreeMap<String, serde_json::Value>,
     /// The scope the operation needs; a rule that refuses names none.
     #[serde(default)]
     pub scope: Option<String>,
@@ -131,6 +155,16 @@ pub struct ResourceTemplate {
     pub id: String,
 }
 
+/// Where a search names what it reads: the `qualifier:` terms of the query
+/// string in `argument`, each an id of `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRule {
+    pub argument: String,
+    pub qualifier: String,
+    pub kind: String,
+}
+
 /// A rule ready to match.
 #[derive(Debug, Clone)]
 pub struct CompiledRule {
@@ -139,6 +173,9 @@ pub struct CompiledRule {
     pub grant: RuleGrant,
     pub id_kind: Option<String>,
     pub resources: Vec<(String, IdTemplate)>,
+    pub search: Option<SearchRule>,
+    /// Argument paths and the values the rule applies to.
+    pub when: Vec<(Vec<String>, serde_json::Value)>,
     pub resource_free: bool,
     pub within_environment: bool,
     pub stricter: Option<Stricter>,
@@ -264,7 +301,9 @@ impl CompiledRule {
             || !rule.fields.is_empty()
             || rule.operation.is_some()
             || rule.id.is_some()
-            || rule.stricter.is_some();
+            || rule.stricter.is_some()
+            || rule.search.is_some()
+            || !rule.when.is_empty();
         let stricter = match (&rule.stricter, &grant) {
             (None, _) => None,
             (Some(s), RuleGrant::Scope { .. }) => Some(Stricter::compile(s, tiers)?),
@@ -272,12 +311,22 @@ impl CompiledRule {
                 return Err("a rule that refuses has nothing to make stricter; drop `stricter`".into());
             }
         };
-        let rest = rule.method.is_some() || rule.path.is_some() || !rule.paths.is_empty() || !rule.resources.is_empty();
-        let matchers = match kind {
-            ProviderKind::Railway => {
-                if rest {
-                    return Err("a GraphQL provider's rules name a `field`, not a method, path or resources".into());
-                }
+        let rest = rule.method.is_some() || rule.path.is_some() || !rule.paths.is_empty();
+        // GitHub speaks both: a rule is GraphQL when it names a field.
+        let matchers = match (kind, graphql) {
+            (ProviderKind::Postgres, _) => {
+                return Err("postgres providers are not proxied and take no operation rules".into());
+            }
+            (_, true) if rest => {
+                return Err("a rule names a GraphQL `field` or a REST `method` and `path`, not both".into());
+            }
+            (ProviderKind::Railway, false) if rest => {
+                return Err("a GraphQL provider's rules name a `field`, not a method or path".into());
+            }
+            (ProviderKind::Http, true) => {
+                return Err("a REST provider's rules name a `method` and a `path`, not a field".into());
+            }
+            (ProviderKind::Railway, _) | (ProviderKind::Github, true) => {
                 let names = one_or_many(&rule.field, &rule.fields, "field")?;
                 let operation = rule.operation.unwrap_or(OperationType::Mutation);
                 names
@@ -300,10 +349,7 @@ impl CompiledRule {
                     })
                     .collect::<Result<Vec<_>, String>>()?
             }
-            ProviderKind::Github | ProviderKind::Http => {
-                if graphql {
-                    return Err("a REST provider's rules name a `method` and a `path`, not a GraphQL `field`, `id` or `stricter`".into());
-                }
+            (ProviderKind::Github | ProviderKind::Http, false) => {
                 let method = rule.method.as_deref().ok_or("the rule names no `method`")?;
                 let method = match method {
                     "*" => None,
@@ -320,10 +366,20 @@ impl CompiledRule {
                     })
                     .collect::<Result<Vec<_>, String>>()?
             }
-            ProviderKind::Postgres => {
-                return Err("postgres providers are not proxied and take no operation rules".into());
-            }
         };
+        let when = rule
+            .when
+            .iter()
+            .map(|(path, value)| {
+                let steps: Vec<String> = path.split('.').map(str::to_owned).collect();
+                if steps.iter().any(String::is_empty) {
+                    return Err(format!(
+                        "`when` names `{path}`, which is not an argument path (`input.force`)"
+                    ));
+                }
+                Ok((steps, value.clone()))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         matchers
             .into_iter()
             .map(|matcher| {
@@ -333,13 +389,19 @@ impl CompiledRule {
                         .iter()
                         .map(|r| Ok((r.kind.clone(), IdTemplate::parse(&r.id, pattern)?)))
                         .collect::<Result<_, String>>()?,
-                    Matcher::Field { .. } => Vec::new(),
+                    Matcher::Field { .. } => rule
+                        .resources
+                        .iter()
+                        .map(|r| Ok((r.kind.clone(), IdTemplate::parse_arguments(&r.id)?)))
+                        .collect::<Result<_, String>>()?,
                 };
                 let compiled = CompiledRule {
                     matcher,
                     grant: grant.clone(),
                     id_kind: rule.id.clone(),
                     resources,
+                    search: rule.search.clone(),
+                    when: when.clone(),
                     resource_free: rule.resource_free,
                     within_environment: rule.within_environment,
                     stricter: stricter.clone(),
@@ -400,7 +462,7 @@ impl CompiledRule {
                     "rule `{name}` is `resource_free` but grants `{scope}` ({tier}): only reads may touch no environment's resources"
                 ));
             }
-            if !rule.resources.is_empty() || rule.id.is_some() {
+            if !rule.resources.is_empty() || rule.id.is_some() || rule.search.is_some() {
                 return Err(format!(
                     "rule `{name}` is `resource_free` and names resources too; it is one or the other"
                 ));
@@ -420,13 +482,33 @@ impl CompiledRule {
     /// whatever their order in a list.
     pub fn specificity(&self) -> Vec<u8> {
         match &self.matcher {
-            Matcher::Field { prefix, .. } => vec![if *prefix { 0 } else { 1 }],
+            Matcher::Field { prefix, .. } => vec![if *prefix { 0 } else { 1 }, u8::from(!self.when.is_empty())],
             Matcher::Rest { method, pattern } => {
                 let mut ranks = pattern.specificity();
                 ranks.push(u8::from(method.is_some()));
                 ranks
             }
         }
+    }
+
+    /// Whether a field's arguments have the values the rule's `when` names.
+    pub fn applies_to(&self, arguments: &[(String, serde_json::Value)]) -> bool {
+        self.when.iter().all(|(path, expected)| {
+            let (first, rest) = path.split_first().expect("a compiled path has a step");
+            let mut value = arguments.iter().find(|(n, _)| n == first).map(|(_, v)| v);
+            for step in rest {
+                value = value.and_then(|v| v.get(step.as_str()));
+            }
+            value == Some(expected)
+        })
+    }
+
+    /// The rule's `when`, as an operation's name shows it.
+    pub fn conditions(&self) -> String {
+        self.when
+            .iter()
+            .map(|(path, value)| format!(" ({} = {value})", path.join(".")))
+            .collect()
     }
 
     /// What an operation matched by this rule is called.
@@ -436,7 +518,11 @@ impl CompiledRule {
                 operation,
                 name,
                 prefix,
-            } => format!("{operation} {name}{}", if *prefix { "*" } else { "" }),
+            } => format!(
+                "{operation} {name}{}{}",
+                if *prefix { "*" } else { "" },
+                self.conditions()
+            ),
             Matcher::Rest { method, pattern } => format!("{} {}", method.as_deref().unwrap_or("*"), pattern.as_str()),
         }
     }

@@ -439,6 +439,23 @@ enum Part {
 impl IdTemplate {
     /// Parses a template whose parameters must all be captured by `pattern`.
     pub fn parse(text: &str, pattern: &PathPattern) -> Result<IdTemplate, String> {
+        let known = |name: &str| pattern.params().any(|p| p == name);
+        let unknown = format!("which path `{}` does not capture", pattern.as_str());
+        IdTemplate::parse_over(text, "path parameter", &known, &unknown)
+    }
+
+    /// Parses a template over a GraphQL field's arguments, by name.
+    pub fn parse_arguments(text: &str) -> Result<IdTemplate, String> {
+        let is_name = |name: &str| {
+            name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        IdTemplate::parse_over(text, "argument", &is_name, "which is not an argument name")
+    }
+
+    /// A template of at least one parameter, each of which `known` accepts
+    /// (`unknown` says why one is not).
+    fn parse_over(text: &str, param: &str, known: &dyn Fn(&str) -> bool, unknown: &str) -> Result<IdTemplate, String> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -450,11 +467,8 @@ impl IdTemplate {
                 .map(|c| open + c)
                 .ok_or_else(|| format!("resource id `{text}` has an unclosed `{{`"))?;
             let name = &rest[open + 1..close];
-            if !pattern.params().any(|p| p == name) {
-                return Err(format!(
-                    "resource id `{text}` uses `{{{name}}}`, which path `{}` does not capture",
-                    pattern.as_str()
-                ));
+            if !known(name) {
+                return Err(format!("resource id `{text}` uses `{{{name}}}`, {unknown}"));
             }
             parts.push(Part::Param(name.to_owned()));
             rest = &rest[close + 1..];
@@ -463,7 +477,7 @@ impl IdTemplate {
             parts.push(Part::Text(rest.to_owned()));
         }
         if !parts.iter().any(|p| matches!(p, Part::Param(_))) {
-            return Err(format!("resource id `{text}` uses no path parameter"));
+            return Err(format!("resource id `{text}` uses no {param}"));
         }
         Ok(IdTemplate { parts })
     }
@@ -474,6 +488,33 @@ impl IdTemplate {
             Part::Param(name) => Some(name.as_str()),
             Part::Text(_) => None,
         })
+    }
+
+    /// The id a GraphQL field's arguments make: each parameter a non-empty
+    /// string holding none of the template's fixed text, so that one id is
+    /// made one way only (`{owner}/{name}` from `a/b` and `c` would read as
+    /// `a` and `b/c` too). Otherwise, the argument that does not fit.
+    pub fn render_arguments(&self, arguments: &[(String, serde_json::Value)]) -> Result<String, String> {
+        let fixed: Vec<&str> = self
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(t.as_str()),
+                Part::Param(_) => None,
+            })
+            .collect();
+        let mut captures = BTreeMap::new();
+        for name in self.params() {
+            match arguments.iter().find(|(n, _)| n == name).map(|(_, v)| v) {
+                Some(serde_json::Value::String(value))
+                    if !value.is_empty() && !fixed.iter().any(|t| value.contains(t)) =>
+                {
+                    captures.insert(name.to_owned(), value.clone());
+                }
+                _ => return Err(name.to_owned()),
+            }
+        }
+        Ok(self.render(&captures))
     }
 
     pub fn render(&self, captures: &BTreeMap<String, String>) -> String {
@@ -780,5 +821,41 @@ mod tests {
         let t = IdTemplate::parse("{owner}/{repo}", &p).unwrap();
         let m = p.matches(&segs("/repos/acme/api")).unwrap();
         assert_eq!(t.render(&m), "acme/api");
+    }
+
+    #[test]
+    fn an_id_of_several_arguments_is_made_one_way_only() {
+        use serde_json::json;
+        let t = IdTemplate::parse_arguments("{owner}/{name}").unwrap();
+        let args = |owner: serde_json::Value, name: serde_json::Value| {
+            vec![("name".to_owned(), name), ("owner".to_owned(), owner)]
+        };
+        assert_eq!(
+            t.render_arguments(&args(json!("acme"), json!("api"))).unwrap(),
+            "acme/api"
+        );
+        for (owner, name, wrong) in [
+            (json!("acme/api"), json!("x"), "owner"),
+            (json!("acme"), json!("api/x"), "name"),
+            (json!(""), json!("api"), "owner"),
+            (json!(1), json!("api"), "owner"),
+            (json!("acme"), json!(null), "name"),
+        ] {
+            assert_eq!(t.render_arguments(&args(owner, name)).unwrap_err(), wrong);
+        }
+        assert_eq!(
+            t.render_arguments(&[("owner".to_owned(), json!("acme"))]).unwrap_err(),
+            "name"
+        );
+        assert!(
+            IdTemplate::parse_arguments("{own-er}/{name}")
+                .unwrap_err()
+                .contains("{own-er}")
+        );
+        assert!(
+            IdTemplate::parse_arguments("fixed")
+                .unwrap_err()
+                .contains("no argument")
+        );
     }
 }

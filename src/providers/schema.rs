@@ -14,8 +14,16 @@
 //! is not confined, only identity fields (`id`, `name`) may be selected. A
 //! type the pack does not list, such as one a newer schema adds, is a
 //! reference until someone reviews it.
+//!
+//! A pack may also name the fields through which a selection stays confined
+//! (`within`): then a confined type is confined only when reached through
+//! one of them, as where one type is both the bound resource's own (a pull
+//! request's commits) and another's (the commits of the pull requests a
+//! commit is associated with, in forks). And it may name, by type, the
+//! fields a reference shows besides its identity (`reference_fields`): what
+//! a link to the object shows, such as a repository's description.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Deserialize;
 
@@ -49,6 +57,15 @@ pub struct NestedPack {
     /// environment of the credential's.
     #[serde(default)]
     pub no_environment: Vec<String>,
+    /// `Type.field`s through which a selection stays confined; without the
+    /// list, every field returning a confined type does. Fields of a
+    /// connection's plumbing need not be listed.
+    #[serde(default)]
+    pub within: Option<Vec<String>>,
+    /// Type → fields that may be selected on a reference of that type,
+    /// beside the identity fields; a composite one leads to a reference too.
+    #[serde(default)]
+    pub reference_fields: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -57,6 +74,8 @@ pub struct Schema {
     confined: BTreeSet<String>,
     no_environment: BTreeSet<String>,
     identity: BTreeSet<String>,
+    within: Option<BTreeSet<(String, String)>>,
+    reference_fields: BTreeSet<(String, String)>,
 }
 
 /// What a field is on a given type.
@@ -80,12 +99,43 @@ impl Schema {
             confined: nested.confined.iter().cloned().collect(),
             no_environment: nested.no_environment.iter().cloned().collect(),
             identity: nested.identity.iter().cloned().collect(),
+            within: nested
+                .within
+                .as_ref()
+                .map(|fields| fields.iter().map(|f| type_field(f)).collect::<Result<_, _>>())
+                .transpose()?,
+            reference_fields: nested
+                .reference_fields
+                .iter()
+                .flat_map(|(ty, fields)| fields.iter().map(move |f| (ty.clone(), f.clone())))
+                .collect(),
             file,
         };
         let listed = schema.confined.iter().chain(&schema.no_environment);
         if let Some(t) = listed.into_iter().find(|t| !schema.is_composite(t)) {
             return Err(format!(
                 "confined type `{t}` is not an object type of {}",
+                schema.file.source
+            ));
+        }
+        for (ty, field) in schema.within.iter().flatten() {
+            match schema.field(ty, field) {
+                FieldType::Composite(returned) if schema.confined(returned) => {}
+                _ => {
+                    return Err(format!(
+                        "`{ty}.{field}` is listed within, and is no field of {} returning a confined type",
+                        schema.file.source
+                    ));
+                }
+            }
+        }
+        if let Some((ty, field)) = schema
+            .reference_fields
+            .iter()
+            .find(|(ty, field)| schema.field(ty, field) == FieldType::Unknown)
+        {
+            return Err(format!(
+                "reference field `{ty}.{field}` is no field of {}",
                 schema.file.source
             ));
         }
@@ -134,7 +184,31 @@ impl Schema {
             return false;
         };
         let only = |allowed: &[&str]| fields.keys().all(|f| allowed.contains(&f.as_str()));
-        name == "PageInfo" || only(&["edges", "pageInfo"]) || only(&["node", "cursor"])
+        name == "PageInfo" || only(&["edges", "nodes", "pageInfo", "totalCount"]) || only(&["node", "cursor"])
+    }
+
+    /// Whether `parent.field`, returning `ty`, keeps a confined selection
+    /// confined: `ty` is confined, and the pack lists the field as within
+    /// (when it lists any) or `parent` is a connection's plumbing. A page
+    /// of a connection holds only cursors, wherever it is reached.
+    pub fn leads_within(&self, parent: &str, field: &str, ty: &str) -> bool {
+        if !self.confined(ty) {
+            return false;
+        }
+        if ty == "PageInfo" {
+            return true;
+        }
+        let Some(within) = &self.within else {
+            return true;
+        };
+        let plumbing =
+            !self.confined.contains(parent) && !self.no_environment.contains(parent) && self.confined(parent);
+        plumbing || within.contains(&(parent.to_owned(), field.to_owned()))
+    }
+
+    /// Whether `field` may be selected on a reference of type `ty`.
+    pub fn shown_by_reference(&self, ty: &str, field: &str) -> bool {
+        self.identity(field) || self.reference_fields.contains(&(ty.to_owned(), field.to_owned()))
     }
 
     /// Whether objects of this type hold one environment's data: confined,
@@ -156,6 +230,14 @@ impl Schema {
     /// Whether a leaf field only identifies its object.
     pub fn identity(&self, field: &str) -> bool {
         field == "__typename" || self.identity.contains(field)
+    }
+}
+
+/// `Type.field` as a pair.
+fn type_field(text: &str) -> Result<(String, String), String> {
+    match text.split_once('.') {
+        Some((ty, field)) if !ty.is_empty() && !field.is_empty() => Ok((ty.to_owned(), field.to_owned())),
+        _ => Err(format!("`{text}` is not `Type.field`")),
     }
 }
 
@@ -183,8 +265,87 @@ mod tests {
             confined: vec!["Deployment".into()],
             identity: vec!["id".into(), "name".into()],
             no_environment: vec!["Region".into()],
+            ..NestedPack::default()
         };
         Schema::parse(json, &nested).unwrap()
+    }
+
+    /// A schema where a pull request is reached from its repository and,
+    /// as another repository's, from a commit.
+    fn with_within() -> Schema {
+        let json = r#"{
+            "source": "test", "query": "Query", "mutation": "Mutation",
+            "types": {
+                "Query": {"repository": "Repository"},
+                "Mutation": {"ping": "Boolean"},
+                "Repository": {"id": "ID", "description": "String", "pullRequests": "PullRequestConnection", "defaultBranchRef": "Ref", "owner": "User"},
+                "PullRequestConnection": {"nodes": "PullRequest", "totalCount": "Int", "pageInfo": "PageInfo"},
+                "PageInfo": {"hasNextPage": "Boolean"},
+                "PullRequest": {"title": "String", "commits": "Commit", "headRepository": "Repository"},
+                "Commit": {"oid": "String", "associatedPullRequests": "PullRequestConnection"},
+                "Ref": {"name": "String", "target": "Commit"},
+                "User": {"login": "String"}
+            },
+            "unions": {}
+        }"#;
+        let nested = NestedPack {
+            confined: vec!["PullRequest".into(), "Commit".into(), "Ref".into()],
+            identity: vec!["id".into(), "login".into()],
+            within: Some(vec!["Repository.pullRequests".into(), "PullRequest.commits".into()]),
+            reference_fields: [(
+                "Repository".to_owned(),
+                vec!["description".to_owned(), "defaultBranchRef".to_owned()],
+            )]
+            .into(),
+            ..NestedPack::default()
+        };
+        Schema::parse(json, &nested).unwrap()
+    }
+
+    #[test]
+    fn with_a_within_list_only_its_fields_and_plumbing_stay_confined() {
+        let s = with_within();
+        assert!(s.leads_within("Repository", "pullRequests", "PullRequestConnection"));
+        assert!(s.leads_within("PullRequestConnection", "nodes", "PullRequest"));
+        assert!(s.leads_within("PullRequest", "commits", "Commit"));
+        assert!(!s.leads_within("Commit", "associatedPullRequests", "PullRequestConnection"));
+        assert!(!s.leads_within("Repository", "defaultBranchRef", "Ref"));
+        assert!(!s.leads_within("PullRequest", "headRepository", "Repository"));
+        // Without the list, every confined type is reached within.
+        assert!(schema().leads_within("Environment", "sourceEnvironment", "Deployment"));
+        assert!(!schema().leads_within("Deployment", "x", "Environment"));
+    }
+
+    #[test]
+    fn a_reference_shows_its_identity_and_the_fields_listed_for_its_type() {
+        let s = with_within();
+        assert!(s.shown_by_reference("Repository", "description"));
+        assert!(s.shown_by_reference("Repository", "id"));
+        assert!(s.shown_by_reference("User", "login"));
+        assert!(!s.shown_by_reference("User", "description"));
+        assert!(!s.shown_by_reference("Repository", "pullRequests"));
+    }
+
+    #[test]
+    fn listed_fields_must_be_the_schemas() {
+        let json = r#"{"source": "s", "query": "Q", "mutation": "M", "types": {"A": {"b": "B", "s": "String"}, "B": {"x": "String"}}, "unions": {}}"#;
+        let parse = |within: &[&str], reference: &[(&str, &str)]| {
+            let nested = NestedPack {
+                confined: vec!["B".into()],
+                within: Some(within.iter().map(|w| (*w).to_owned()).collect()),
+                reference_fields: reference
+                    .iter()
+                    .map(|(t, f)| ((*t).to_owned(), vec![(*f).to_owned()]))
+                    .collect(),
+                ..NestedPack::default()
+            };
+            Schema::parse(json, &nested)
+        };
+        assert!(parse(&["A.b"], &[("A", "s")]).is_ok());
+        for within in ["A.c", "A.s", "Ab", "A."] {
+            assert!(parse(&[within], &[]).unwrap_err().contains(within), "{within}");
+        }
+        assert!(parse(&[], &[("A", "t")]).unwrap_err().contains("`A.t`"));
     }
 
     #[test]

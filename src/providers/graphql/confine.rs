@@ -246,7 +246,16 @@ fn step(schema: &Schema, here: &Position, field: &cst::Field, name: &str) -> (Op
         // Not the field the schema has; the server would refuse it.
         (FieldType::Leaf, _) if field.selection_set().is_some() => unknown(Unknown::Leaf),
         (FieldType::Leaf, None) => (None, None),
-        (FieldType::Leaf, Some(_)) if schema.identity(name) => (None, None),
+        (FieldType::Leaf, Some(_)) if schema.shown_by_reference(&here.ty, name) => (None, None),
+        // What a reference shows of another object (a repository's default
+        // branch) is a reference too.
+        (FieldType::Composite(ty), Some(reference)) if schema.shown_by_reference(&here.ty, name) => {
+            let next = Position {
+                ty: ty.to_owned(),
+                reference: Some(reference.clone()),
+            };
+            (None, Some(next))
+        }
         (_, Some(reference)) => {
             let escape = Escape::Across {
                 path: Vec::new(),
@@ -258,7 +267,7 @@ fn step(schema: &Schema, here: &Position, field: &cst::Field, name: &str) -> (Op
         (FieldType::Composite(ty), None) => {
             let next = Position {
                 ty: ty.to_owned(),
-                reference: (!schema.confined(ty)).then(|| ty.to_owned()),
+                reference: (!schema.leads_within(&here.ty, name, ty)).then(|| ty.to_owned()),
             };
             (None, Some(next))
         }
