@@ -69,18 +69,18 @@ pub fn read_answer(
         Pkt::Data(b"NAK\n") | Pkt::Data(b"NAK") => {}
         other => return Err(unreadable(format!("{other:?} where NAK belongs"))),
     }
-    let pack = git::read_pack(format, lines.rest(), limits).map_err(|e| unreadable(e.to_string()))?;
+    let pack = git::read_pack(format, lines.rest(), limits, &HashMap::new()).map_err(|e| unreadable(e.to_string()))?;
     let mut known = HashMap::new();
     for id in commits {
         let Some(commit) = pack.commits.get(id) else { continue };
-        let Some(dirs) = pack.trees.get(&commit.tree).and_then(|t| git::workflow_dirs(format, t)) else {
-            continue;
-        };
+        let Some(tree) = pack.trees.get(&commit.tree) else { continue };
+        let Some(dirs) = git::workflow_dirs(format, tree) else { continue };
         known.insert(
             id.clone(),
             KnownCommit {
                 tree: commit.tree.clone(),
                 dirs,
+                tree_data: tree.clone(),
             },
         );
     }

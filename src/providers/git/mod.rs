@@ -204,8 +204,9 @@ impl GitSpec {
             ));
         }
         let request = request::parse(body)?;
+        let external = known.values().map(|k| (k.tree.clone(), k.tree_data.clone())).collect();
         let pack = match request.pack {
-            Some(bytes) => pack::read(request.format, bytes, &self.limits)?,
+            Some(bytes) => pack::read(request.format, bytes, &self.limits, &external)?,
             None => Pack::default(),
         };
         let mut ops = Vec::new();

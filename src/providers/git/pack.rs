@@ -3,9 +3,9 @@
 //! (OFS_DELTA and REF_DELTA) applied to commits and trees. Blobs and tags
 //! are inflated only to be hashed and passed. Bounded: the object count,
 //! each kept object's size, the bytes inflated in all, the delta chain's
-//! depth. A delta whose base is not in the pack (a thin pack's) is left
-//! unresolved: what it is stays unknown, and callers treat unknown as the
-//! worst case.
+//! depth. A delta whose base is not in the pack (a thin pack's) is applied
+//! to a tree the caller learned elsewhere (`external`), or left unresolved:
+//! what it is stays unknown, and callers treat unknown as the worst case.
 
 use std::collections::HashMap;
 
@@ -66,7 +66,13 @@ struct Entry {
 }
 
 /// Reads a whole pack: `bytes` must be exactly the pack, trailer included.
-pub fn read(format: ObjectFormat, bytes: &[u8], limits: &PackLimits) -> Result<Pack, GitError> {
+/// `external` holds trees outside it that a thin pack's deltas may use.
+pub fn read(
+    format: ObjectFormat,
+    bytes: &[u8],
+    limits: &PackLimits,
+    external: &HashMap<Oid, Vec<u8>>,
+) -> Result<Pack, GitError> {
     let trailer_at = bytes
         .len()
         .checked_sub(format.raw_len())
@@ -94,6 +100,7 @@ pub fn read(format: ObjectFormat, bytes: &[u8], limits: &PackLimits) -> Result<P
     let mut reader = Reader {
         format,
         limits,
+        external,
         budget: limits.max_inflated_bytes,
         entries: Vec::with_capacity(count.min(4096)),
         by_offset: HashMap::new(),
@@ -113,6 +120,7 @@ pub fn read(format: ObjectFormat, bytes: &[u8], limits: &PackLimits) -> Result<P
 struct Reader<'l> {
     format: ObjectFormat,
     limits: &'l PackLimits,
+    external: &'l HashMap<Oid, Vec<u8>>,
     budget: u64,
     entries: Vec<Entry>,
     by_offset: HashMap<usize, usize>,
@@ -214,22 +222,24 @@ impl Reader<'_> {
 
     /// Applies the delta at `index` if its base is known; whether it did.
     fn try_resolve(&mut self, index: usize) -> Result<bool, GitError> {
-        let Some((base, _)) = &self.entries[index].pending else {
+        let Some((base, delta)) = &self.entries[index].pending else {
             return Ok(false);
         };
         let base_index = match base {
             Base::Index(i) => Some(*i),
             Base::Id(id) => self.by_id.get(id).copied(),
         };
-        let Some(base_index) = base_index else {
-            return Ok(false);
+        let (kind, base_data, depth) = match (base_index, base) {
+            (Some(i), _) => match &self.entries[i] {
+                Entry { kind: Some(kind), data, depth, .. } => (*kind, data.as_ref(), depth + 1),
+                _ => return Ok(false),
+            },
+            (None, Base::Id(id)) => match self.external.get(id) {
+                Some(tree) => (Kind::Tree, Some(tree), 1),
+                None => return Ok(false),
+            },
+            (None, Base::Index(_)) => return Ok(false),
         };
-        let Some(kind) = self.entries[base_index].kind else {
-            return Ok(false);
-        };
-        let (_, delta) = self.entries[index].pending.take().expect("checked above");
-        let entry = &self.entries[base_index];
-        let depth = entry.depth + 1;
         if depth > self.limits.max_delta_depth {
             return Err(GitError::TooLarge {
                 what: "deltas in one chain",
@@ -237,9 +247,9 @@ impl Reader<'_> {
                 found: depth as usize,
             });
         }
-        let resolved = match (&entry.data, kind.is_read()) {
+        let resolved = match (base_data, kind.is_read()) {
             (Some(base_data), true) => {
-                let data = apply_delta(base_data, &delta, self.limits.max_object_bytes)?;
+                let data = apply_delta(base_data, delta, self.limits.max_object_bytes)?;
                 self.budget = self.budget.checked_sub(data.len() as u64).ok_or(GitError::TooLarge {
                     what: "bytes inflated from the pack",
                     limit: self.limits.max_inflated_bytes as usize,

@@ -73,6 +73,9 @@ pub type WorkflowDirs = Vec<(Vec<u8>, Vec<u8>, Oid)>;
 pub struct KnownCommit {
     pub tree: Oid,
     pub dirs: WorkflowDirs,
+    /// The root tree's bytes: a thin pack's new root tree is most often a
+    /// delta against it.
+    pub tree_data: Vec<u8>,
 }
 
 /// Whether a push changes `.github`.
@@ -140,11 +143,19 @@ pub fn workflows(
     let mut learn = BTreeSet::new();
     let mut unknown = false;
     for id in &pushed {
+        let parents = &pack.commits[id].parents;
         let Some(mine) = dirs_of(id) else {
+            // Its tree may be a delta against a parent's: learning the
+            // parents may show it.
             unknown = true;
+            learn.extend(
+                parents
+                    .iter()
+                    .filter(|p| !pack.commits.contains_key(*p) && !known.contains_key(*p))
+                    .cloned(),
+            );
             continue;
         };
-        let parents = &pack.commits[id].parents;
         if parents.is_empty() && !mine.is_empty() {
             return Workflows::Changed;
         }

@@ -18,6 +18,24 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// What `git` writes to stdout, as bytes.
+fn raw(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("git").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// What the broker would learn of `commit` from the git host.
+fn known_of(dir: &Path, commit: &str) -> KnownCommit {
+    let tree = git(dir, &["rev-parse", &format!("{commit}^{{tree}}")]);
+    let tree_data = raw(dir, &["cat-file", "tree", &tree]);
+    KnownCommit {
+        tree: id(ObjectFormat::Sha1, &tree),
+        dirs: workflow_dirs(ObjectFormat::Sha1, &tree_data).unwrap(),
+        tree_data,
+    }
+}
+
 /// `git pack-objects --stdout` of the revisions given on its input.
 fn pack_of(dir: &Path, flags: &[&str], revs: &str) -> Vec<u8> {
     let mut child = Command::new("git")
@@ -81,7 +99,7 @@ fn every_commit_and_tree_of_a_deltified_pack_is_read_with_offset_and_ref_deltas(
         let (commits, trees) = (objects_of(d, "commit"), objects_of(d, "tree"));
         for flags in [&["--delta-base-offset"][..], &[]] {
             let bytes = pack_of(d, &[&["--all", "--window=50", "--depth=50"], flags].concat(), "");
-            let pack = pack::read(format, &bytes, &PackLimits::default()).unwrap();
+            let pack = pack::read(format, &bytes, &PackLimits::default(), &HashMap::new()).unwrap();
             assert_eq!(pack.unresolved, 0, "{name} {flags:?}");
             assert_eq!(pack.commits.len(), commits.len(), "{name} {flags:?}");
             assert_eq!(pack.trees.len(), trees.len(), "{name} {flags:?}");
@@ -109,17 +127,48 @@ fn a_thin_pack_reads_what_it_can_and_leaves_outside_bases_unresolved() {
     let old = git(d, &["rev-parse", "HEAD~1"]);
     let new = git(d, &["rev-parse", "HEAD"]);
     let bytes = pack_of(d, &["--thin", "--delta-base-offset"], &format!("{new}\n^{old}\n"));
-    let pack = pack::read(ObjectFormat::Sha1, &bytes, &PackLimits::default()).unwrap();
+    let pack = pack::read(ObjectFormat::Sha1, &bytes, &PackLimits::default(), &HashMap::new()).unwrap();
     let format = ObjectFormat::Sha1;
     assert!(pack.commits.contains_key(&id(format, &new)));
     assert!(pack.unresolved > 0, "git sent a thin pack with bases outside it");
 }
 
 #[test]
+fn a_thin_packs_root_tree_is_read_against_the_parents_tree_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    git(d, &["init", "-q", "-b", "main"]);
+    for i in 0..80 {
+        write(d, &format!("root{i:02}.txt"), &format!("{i}\n"));
+    }
+    write(d, ".github/workflows/ci.yml", "on: push\n");
+    git(d, &["add", "-A"]);
+    git(d, &["commit", "-qm", "base"]);
+    let base = git(d, &["rev-parse", "HEAD"]);
+    write(d, "root00.txt", "changed\n");
+    git(d, &["commit", "-qam", "change"]);
+    let tip = git(d, &["rev-parse", "HEAD"]);
+    let tree = id(ObjectFormat::Sha1, &git(d, &["rev-parse", "HEAD^{tree}"]));
+    let thin = pack_of(d, &["--thin"], &format!("{tip}\n^{base}\n"));
+    let alone = pack::read(ObjectFormat::Sha1, &thin, &PackLimits::default(), &HashMap::new()).unwrap();
+    assert!(!alone.trees.contains_key(&tree), "git sent the root tree whole");
+    let known = HashMap::from([(id(ObjectFormat::Sha1, &base), known_of(d, &base))]);
+    let external = known.values().map(|k| (k.tree.clone(), k.tree_data.clone())).collect();
+    let with = pack::read(ObjectFormat::Sha1, &thin, &PackLimits::default(), &external).unwrap();
+    assert!(with.trees.contains_key(&tree));
+
+    let body = push_body(&[(&base, &tip, "refs/heads/work")], &thin);
+    let (got, learn) = scopes(&spec(&[]), &body, &HashMap::new());
+    assert_eq!(got, ["contents:write", "workflows:write"]);
+    assert_eq!(learn, BTreeSet::from([id(ObjectFormat::Sha1, &base)]));
+    assert_eq!(scopes(&spec(&[]), &body, &known).0, ["contents:write"]);
+}
+
+#[test]
 fn limits_checksums_and_truncation_refuse_the_pack() {
     let repo = repository("sha1");
     let bytes = pack_of(repo.path(), &["--all", "--delta-base-offset", "--depth=50"], "");
-    let read = |b: &[u8], limits: PackLimits| pack::read(ObjectFormat::Sha1, b, &limits);
+    let read = |b: &[u8], limits: PackLimits| pack::read(ObjectFormat::Sha1, b, &limits, &HashMap::new());
     let limits = PackLimits::default();
     assert!(matches!(
         read(&bytes, PackLimits { max_objects: 3, ..limits }),
@@ -205,16 +254,11 @@ fn a_push_is_read_as_its_ref_movements_and_its_change_to_github() {
     let (got, learn) = scopes(&spec, &ff, &none);
     assert_eq!(got, ["contents:write", "workflows:write"]);
     assert_eq!(learn, BTreeSet::from([id(ObjectFormat::Sha1, &base)]));
-    let base_tree = git(d, &["rev-parse", &format!("{base}^{{tree}}")]);
     let github = git(d, &["rev-parse", &format!("{base}:.github")]);
     let learned = |dir: &str| {
-        HashMap::from([(
-            id(ObjectFormat::Sha1, &base),
-            KnownCommit {
-                tree: id(ObjectFormat::Sha1, &base_tree),
-                dirs: vec![(b"40000".to_vec(), b".github".to_vec(), id(ObjectFormat::Sha1, dir))],
-            },
-        )])
+        let mut known = known_of(d, &base);
+        known.dirs = vec![(b"40000".to_vec(), b".github".to_vec(), id(ObjectFormat::Sha1, dir))];
+        HashMap::from([(id(ObjectFormat::Sha1, &base), known)])
     };
     assert_eq!(scopes(&spec, &ff, &learned(&github)).0, ["contents:write"]);
     // Had the parent another `.github`, the push changes it.
@@ -280,17 +324,7 @@ fn a_change_under_github_needs_the_workflow_scope_and_others_do_not() {
         // Against its parent only: the parent's `.github` learned.
         let thin = pack_of(d, &["--thin"], &format!("{tip}\n^{base}\n"));
         let body = push_body(&[(&base, &tip, "refs/heads/work")], &thin);
-        let known = HashMap::from([(
-            id(ObjectFormat::Sha1, &base),
-            KnownCommit {
-                tree: id(ObjectFormat::Sha1, &git(d, &["rev-parse", &format!("{base}^{{tree}}")])),
-                dirs: vec![(
-                    b"40000".to_vec(),
-                    b".github".to_vec(),
-                    id(ObjectFormat::Sha1, &git(d, &["rev-parse", &format!("{base}:.github")])),
-                )],
-            },
-        )]);
+        let known = HashMap::from([(id(ObjectFormat::Sha1, &base), known_of(d, &base))]);
         assert_eq!(scopes(&spec, &body, &known).0, wants, "{path}");
     }
 }
