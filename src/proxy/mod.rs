@@ -431,8 +431,9 @@ type Known = std::collections::HashMap<crate::providers::git::Oid, crate::provid
 
 /// The parent commits a push's pack leaves out, learned from the git host
 /// with the real token, when knowing them could change the answer: the
-/// push is refused only for the workflow scope it may not need. Anything
-/// that fails learns nothing (the push stays read the strict way).
+/// push is refused for the workflow scope it may not need, and otherwise
+/// at most held for a human (who could not lift a scope not granted).
+/// Anything that fails learns nothing (the push stays read the strict way).
 async fn learn_parents(
     broker: &Broker,
     classifier: &Classifier,
@@ -459,7 +460,10 @@ async fn learn_parents(
         .cloned()
         .collect();
     let held = access.scopes.is_some_and(|s| s.iter().any(|h| h == workflows));
-    if held || policy::decide(broker.rules(), &access, &others).refusal.is_some() {
+    let blocked = policy::decide(broker.rules(), &access, &others)
+        .refusal
+        .is_some_and(|r| r.kind() != "approval_required");
+    if held || blocked {
         return Known::default();
     }
     let real = broker.real_tokens();
