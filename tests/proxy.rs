@@ -525,7 +525,10 @@ mod git_over_https {
             .replace("API_URL", "http://127.0.0.1:9")
             .replace(
                 "upstream = \"GITHUB_URL\"",
-                &format!("upstream = \"http://127.0.0.1:9\"\ngit_upstream = \"{}\"\nprotected_branches = [\"main\"]", host.url),
+                &format!(
+                    "upstream = \"http://127.0.0.1:9\"\ngit_upstream = \"{}\"\nprotected_branches = [\"main\"]",
+                    host.url
+                ),
             )
             + r#"
 [agents.deployer]
@@ -540,14 +543,17 @@ enabled = false
             ("RAILWAY_PRODUCTION", RAILWAY_PRODUCTION),
             ("API_STAGING", API_STAGING),
         ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
         let broker = TestBroker::start_with(&config, env).await;
         let mut credentials = Vec::new();
         for (agent, scopes) in [
             ("claude", json!(["read", "contents:write"])),
-            ("deployer", json!(["read", "contents:write", "workflows:write", "branch:protected"])),
+            (
+                "deployer",
+                json!(["read", "contents:write", "workflows:write", "branch:protected"]),
+            ),
         ] {
             let key = broker.add_agent(agent).await;
             let (status, minted) = broker.mint(&key, json!({ "env": "staging", "scopes": scopes })).await;
@@ -562,7 +568,16 @@ enabled = false
     /// (success, stderr).
     async fn git(dir: &Path, args: &[&str]) -> (bool, String) {
         let out = tokio::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "-c", "credential.helper="])
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "credential.helper=",
+            ])
             .args(args)
             .current_dir(dir)
             .env("HOME", dir)
@@ -571,7 +586,10 @@ enabled = false
             .output()
             .await
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+        )
     }
 
     async fn ok(dir: &Path, args: &[&str]) -> String {
@@ -592,7 +610,10 @@ enabled = false
     }
 
     fn remote(broker: &TestBroker, credential: &str) -> String {
-        format!("{}/p/github/acme/api.git", broker.url.replacen("http://", &format!("http://x:{credential}@"), 1))
+        format!(
+            "{}/p/github/acme/api.git",
+            broker.url.replacen("http://", &format!("http://x:{credential}@"), 1)
+        )
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -612,7 +633,11 @@ enabled = false
         write(s, ".github/workflows/ci.yml", "on: push\n");
         ok(s, &["add", "-A"]).await;
         ok(s, &["commit", "-qm", "seed"]).await;
-        ok(s, &["push", "-q", bare.to_str().unwrap(), "main", "main:refs/heads/feature"]).await;
+        ok(
+            s,
+            &["push", "-q", bare.to_str().unwrap(), "main", "main:refs/heads/feature"],
+        )
+        .await;
 
         let host = StandIn::git_host(root.path().to_owned(), &[GITHUB_STAGING]).await;
         let (broker, claude, deployer) = start(&host).await;
@@ -620,16 +645,26 @@ enabled = false
         let w = work.path();
         let (cloned, out) = git(w, &["clone", "-q", &remote(&broker, &claude), "api"]).await;
         if !cloned {
-            eprintln!("DEBUG {out}\n{:#?}\n{}", host.received(), audit_lines(broker.broker.store()).await.join("\n"));
+            eprintln!(
+                "DEBUG {out}\n{:#?}\n{}",
+                host.received(),
+                audit_lines(broker.broker.store()).await.join("\n")
+            );
             panic!();
         }
         let w = &w.join("api");
         assert!(w.join(".github/workflows/ci.yml").exists());
         let received = host.received();
-        assert!(received.iter().any(|r| r.target.ends_with("/git-upload-pack")), "{received:?}");
+        assert!(
+            received.iter().any(|r| r.target.ends_with("/git-upload-pack")),
+            "{received:?}"
+        );
         for r in &received {
             assert!(r.target.starts_with("/acme/api.git/"), "{}", r.target);
-            assert!(!r.everything().contains("vk1."), "the agent's credential went to the git host");
+            assert!(
+                !r.everything().contains("vk1."),
+                "the agent's credential went to the git host"
+            );
         }
 
         // A new branch on top of main: contents:write (the parent's `.github`
@@ -639,8 +674,16 @@ enabled = false
         ok(w, &["commit", "-qam", "topic"]).await;
         ok(w, &["push", "-q", "origin", "topic"]).await;
         let topic = ok(w, &["rev-parse", "HEAD"]).await;
-        assert!(refs(&bare).await.contains(&format!("refs/heads/topic {}", topic.trim())));
-        let learned = host.received().iter().filter(|r| r.body.windows(13).any(|w| w == b"filter tree:1")).count();
+        assert!(
+            refs(&bare)
+                .await
+                .contains(&format!("refs/heads/topic {}", topic.trim()))
+        );
+        let learned = host
+            .received()
+            .iter()
+            .filter(|r| r.body.windows(13).any(|w| w == b"filter tree:1"))
+            .count();
         assert!(learned >= 1, "the broker did not ask the host for the parent's tree");
         // A fast-forward of it too.
         write(w, "src/f2.txt", "changed\n");
@@ -658,9 +701,15 @@ enabled = false
         assert_eq!(refs(&bare).await, before);
         let audit = audit_lines(broker.broker.store()).await.join("\n");
         assert!(audit.contains("git push: delete refs/heads/feature"), "{audit}");
-        assert!(audit.contains("git push: rewrite (not a fast-forward the pack proves) refs/heads/topic"), "{audit}");
+        assert!(
+            audit.contains("git push: rewrite (not a fast-forward the pack proves) refs/heads/topic"),
+            "{audit}"
+        );
         assert_eq!(audit.matches(r#"refusal\":\"approval_required"#).count(), 2, "{audit}");
-        assert!(!audit.contains("cannot be told"), "the parents were not learned: {audit}");
+        assert!(
+            !audit.contains("cannot be told"),
+            "the parents were not learned: {audit}"
+        );
 
         // A workflow change needs workflows:write.
         ok(w, &["checkout", "-q", "-B", "wf", "origin/main"]).await;

@@ -420,7 +420,10 @@ impl Checker<'_> {
             if !github {
                 self.error(
                     url.span(),
-                    format!("provider `{name}` is a {} provider: only github providers serve git", p.kind),
+                    format!(
+                        "provider `{name}` is a {} provider: only github providers serve git",
+                        p.kind
+                    ),
                     Some("remove `git_upstream`".into()),
                 );
             } else if let Err(why) = http_url(url.get_ref()) {
@@ -435,7 +438,10 @@ impl Checker<'_> {
             if !github {
                 self.error(
                     pattern.span(),
-                    format!("provider `{name}` is a {} provider: only github providers take pushes", p.kind),
+                    format!(
+                        "provider `{name}` is a {} provider: only github providers take pushes",
+                        p.kind
+                    ),
                     Some("remove `protected_branches`".into()),
                 );
                 return;

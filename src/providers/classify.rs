@@ -15,11 +15,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use http::{HeaderMap, Method, header};
 
+use super::git::{self, GitSpec, KnownCommit, Oid};
 use super::graphql::{self, Escape, GraphqlLimits, IdSpec, OperationType, Returns, RootField};
 use super::pack::{CompiledRule, Matcher, OperationRule, RuleGrant};
 use super::rest::{self, PathPattern, PatternTrie};
 use super::schema::Schema;
-use super::git::{self, GitSpec, KnownCommit, Oid};
 use super::{ProviderKind, github};
 use crate::policy::{Beyond, ENVIRONMENT_KIND, Operation, ResourceRef, Tier};
 

@@ -216,7 +216,12 @@ async fn judge_described(
     let inspected = described
         .body
         .as_ref()
-        .map(|b| (b.len() as u64, classifier.is_git_push(&described.method, &described.path)))
+        .map(|b| {
+            (
+                b.len() as u64,
+                classifier.is_git_push(&described.method, &described.path),
+            )
+        })
         .filter(|_| needs_body);
     super::screen(
         broker,

@@ -73,8 +73,12 @@ pub fn read_answer(
     let mut known = HashMap::new();
     for id in commits {
         let Some(commit) = pack.commits.get(id) else { continue };
-        let Some(tree) = pack.trees.get(&commit.tree) else { continue };
-        let Some(dirs) = git::workflow_dirs(format, tree) else { continue };
+        let Some(tree) = pack.trees.get(&commit.tree) else {
+            continue;
+        };
+        let Some(dirs) = git::workflow_dirs(format, tree) else {
+            continue;
+        };
         known.insert(
             id.clone(),
             KnownCommit {

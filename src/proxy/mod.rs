@@ -140,7 +140,15 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
     let needs_body = classifier.needs_body(&parts.method, &rest, &parts.headers);
     let git_push = classifier.is_git_push(&parts.method, &rest);
     let declared = declared_length(&parts.headers).filter(|_| needs_body);
-    screen(broker, parts.uri.query(), declared.map(|n| (n, git_push)), &route, now, client).await?;
+    screen(
+        broker,
+        parts.uri.query(),
+        declared.map(|n| (n, git_push)),
+        &route,
+        now,
+        client,
+    )
+    .await?;
     let claims = broker.authenticate_at(&presented, &route, now, client).await?;
 
     let (inspected, body) = if needs_body {

@@ -525,7 +525,12 @@ async fn git_cgi(root: std::path::PathBuf, request: Request) -> Response {
         .position(|w| w == b"\r\n\r\n")
         .map(|i| (i, i + 4))
         .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2)))
-        .unwrap_or_else(|| panic!("git http-backend wrote no headers: {}", String::from_utf8_lossy(&output.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "git http-backend wrote no headers: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
     let mut response = Response::new(Body::from(out[split.1..].to_vec()));
     for line in String::from_utf8_lossy(&out[..split.0]).lines() {
         let (name, value) = line.split_once(':').unwrap();

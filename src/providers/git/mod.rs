@@ -77,7 +77,11 @@ pub enum Route {
 
 /// The route and repository (`owner/repo`, `.git` taken off) of a git
 /// request, if `segments` are a git path; `None` for every REST path.
-pub fn recognise(method: &Method, segments: &[String], query: Option<&str>) -> Option<Result<(Route, String), ClassifyError>> {
+pub fn recognise(
+    method: &Method,
+    segments: &[String],
+    query: Option<&str>,
+) -> Option<Result<(Route, String), ClassifyError>> {
     let (owner, repo, tail) = match segments {
         [owner, repo, info, refs] if info == "info" && refs == "refs" => (owner, repo, "info/refs"),
         [owner, repo, service] if service == "git-upload-pack" || service == "git-receive-pack" => {

@@ -162,8 +162,11 @@ pub fn parse_commit(format: ObjectFormat, data: &[u8]) -> Result<Commit, GitErro
     Ok(Commit { tree, parents })
 }
 
-/// The entries of a tree: (mode, name, id), in the tree's order.
-pub fn tree_entries(format: ObjectFormat, data: &[u8]) -> Result<Vec<(&[u8], &[u8], Oid)>, GitError> {
+/// One entry of a tree: its mode, name and id.
+pub type TreeEntry<'a> = (&'a [u8], &'a [u8], Oid);
+
+/// The entries of a tree, in the tree's order.
+pub fn tree_entries(format: ObjectFormat, data: &[u8]) -> Result<Vec<TreeEntry<'_>>, GitError> {
     let mut entries = Vec::new();
     let mut rest = data;
     let broken = || GitError::Malformed("a tree's entries do not parse".into());

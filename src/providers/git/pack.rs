@@ -95,7 +95,9 @@ pub fn read(
         });
     }
     if ring::digest::digest(format.algorithm(), content).as_ref() != trailer {
-        return Err(GitError::Malformed("the pack's checksum does not match its contents".into()));
+        return Err(GitError::Malformed(
+            "the pack's checksum does not match its contents".into(),
+        ));
     }
     let mut reader = Reader {
         format,
@@ -184,7 +186,14 @@ impl Reader<'_> {
             });
         }
         let mut hasher = kind.map(|k| self.format.hasher(k, size));
-        let (data, used) = inflate(&content[pos..], size, keep, hasher.as_mut(), &mut self.budget, self.limits)?;
+        let (data, used) = inflate(
+            &content[pos..],
+            size,
+            keep,
+            hasher.as_mut(),
+            &mut self.budget,
+            self.limits,
+        )?;
         pos += used;
         match (kind, base) {
             (Some(kind), _) => {
@@ -231,7 +240,12 @@ impl Reader<'_> {
         };
         let (kind, base_data, depth) = match (base_index, base) {
             (Some(i), _) => match &self.entries[i] {
-                Entry { kind: Some(kind), data, depth, .. } => (*kind, data.as_ref(), depth + 1),
+                Entry {
+                    kind: Some(kind),
+                    data,
+                    depth,
+                    ..
+                } => (*kind, data.as_ref(), depth + 1),
                 _ => return Ok(false),
             },
             (None, Base::Id(id)) => match self.external.get(id) {
@@ -352,13 +366,17 @@ fn inflate(
         match status {
             Status::StreamEnd => break,
             _ if z.total_in() == before_in && produced == 0 => {
-                return Err(GitError::Malformed("the pack ends inside an object's zlib stream".into()));
+                return Err(GitError::Malformed(
+                    "the pack ends inside an object's zlib stream".into(),
+                ));
             }
             _ => {}
         }
     }
     if z.total_out() != size as u64 {
-        return Err(GitError::Malformed("an object inflates short of its declared size".into()));
+        return Err(GitError::Malformed(
+            "an object inflates short of its declared size".into(),
+        ));
     }
     Ok((kept, z.total_in() as usize))
 }

@@ -46,7 +46,9 @@ impl<'a> Reader<'a> {
             2 => Pkt::ResponseEnd,
             3 => return Err(GitError::Malformed("a pkt-line has the reserved length 3".into())),
             n if n > MAX_LINE => {
-                return Err(GitError::Malformed(format!("a pkt-line of {n} bytes is over the protocol's {MAX_LINE}")));
+                return Err(GitError::Malformed(format!(
+                    "a pkt-line of {n} bytes is over the protocol's {MAX_LINE}"
+                )));
             }
             n => {
                 let data = self

@@ -85,7 +85,9 @@ pub enum Workflows {
     Changed,
     /// Not known from the pack and what was learned; learning these
     /// commits (parents outside the pack) may settle it.
-    Unknown { learn: BTreeSet<Oid> },
+    Unknown {
+        learn: BTreeSet<Oid>,
+    },
 }
 
 /// The `.github` entries of a root tree.

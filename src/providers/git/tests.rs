@@ -7,14 +7,25 @@ use super::*;
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("HOME", dir)
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -66,7 +77,11 @@ fn repository(format: &str) -> tempfile::TempDir {
     let d = dir.path();
     git(d, &["init", "-q", "-b", "main", &format!("--object-format={format}")]);
     for i in 0..60 {
-        write(d, &format!("src/file{i:02}.txt"), &format!("{}\n", "line of text ".repeat(40)));
+        write(
+            d,
+            &format!("src/file{i:02}.txt"),
+            &format!("{}\n", "line of text ".repeat(40)),
+        );
     }
     write(d, ".github/workflows/ci.yml", "on: push\n");
     git(d, &["add", "-A"]);
@@ -105,7 +120,10 @@ fn every_commit_and_tree_of_a_deltified_pack_is_read_with_offset_and_ref_deltas(
             assert_eq!(pack.trees.len(), trees.len(), "{name} {flags:?}");
             for c in &commits {
                 let commit = &pack.commits[&id(format, c)];
-                assert_eq!(commit.tree, id(format, &git(d, &["rev-parse", &format!("{c}^{{tree}}")])));
+                assert_eq!(
+                    commit.tree,
+                    id(format, &git(d, &["rev-parse", &format!("{c}^{{tree}}")]))
+                );
             }
         }
         // The pack really holds deltas of trees, so the delta path ran.
@@ -114,7 +132,9 @@ fn every_commit_and_tree_of_a_deltified_pack_is_read_with_offset_and_ref_deltas(
         git(d, &["index-pack", "-o", "p.idx", "p.pack"]);
         let verified = git(d, &["verify-pack", "-v", "p.idx"]);
         assert!(
-            verified.lines().any(|l| l.contains(" tree ") && l.split_whitespace().count() > 5),
+            verified
+                .lines()
+                .any(|l| l.contains(" tree ") && l.split_whitespace().count() > 5),
             "{verified}"
         );
     }
@@ -171,20 +191,53 @@ fn limits_checksums_and_truncation_refuse_the_pack() {
     let read = |b: &[u8], limits: PackLimits| pack::read(ObjectFormat::Sha1, b, &limits, &HashMap::new());
     let limits = PackLimits::default();
     assert!(matches!(
-        read(&bytes, PackLimits { max_objects: 3, ..limits }),
-        Err(GitError::TooLarge { what: "objects in the pack", .. })
+        read(
+            &bytes,
+            PackLimits {
+                max_objects: 3,
+                ..limits
+            }
+        ),
+        Err(GitError::TooLarge {
+            what: "objects in the pack",
+            ..
+        })
     ));
     assert!(matches!(
-        read(&bytes, PackLimits { max_object_bytes: 100, ..limits }),
+        read(
+            &bytes,
+            PackLimits {
+                max_object_bytes: 100,
+                ..limits
+            }
+        ),
         Err(GitError::TooLarge { .. })
     ));
     assert!(matches!(
-        read(&bytes, PackLimits { max_inflated_bytes: 1000, ..limits }),
-        Err(GitError::TooLarge { what: "bytes inflated from the pack", .. })
+        read(
+            &bytes,
+            PackLimits {
+                max_inflated_bytes: 1000,
+                ..limits
+            }
+        ),
+        Err(GitError::TooLarge {
+            what: "bytes inflated from the pack",
+            ..
+        })
     ));
     assert!(matches!(
-        read(&bytes, PackLimits { max_delta_depth: 0, ..limits }),
-        Err(GitError::TooLarge { what: "deltas in one chain", .. })
+        read(
+            &bytes,
+            PackLimits {
+                max_delta_depth: 0,
+                ..limits
+            }
+        ),
+        Err(GitError::TooLarge {
+            what: "deltas in one chain",
+            ..
+        })
     ));
     let mut flipped = bytes.clone();
     flipped[40] ^= 1;
@@ -201,7 +254,11 @@ fn limits_checksums_and_truncation_refuse_the_pack() {
 fn push_body(updates: &[(&str, &str, &str)], pack: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
     for (i, (old, new, name)) in updates.iter().enumerate() {
-        let caps = if i == 0 { "\0report-status side-band-64k agent=git/2" } else { "" };
+        let caps = if i == 0 {
+            "\0report-status side-band-64k agent=git/2"
+        } else {
+            ""
+        };
         body.extend(pkt_line(format!("{old} {new} {name}{caps}").as_bytes()));
     }
     body.extend_from_slice(b"0000");
@@ -331,19 +388,31 @@ fn a_change_under_github_needs_the_workflow_scope_and_others_do_not() {
 
 #[test]
 fn git_paths_are_recognised_by_route_and_repository_and_rest_paths_are_not() {
-    let seg = |p: &str| p.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+    let seg = |p: &str| {
+        p.split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     let get = |p: &str, q: Option<&str>| recognise(&Method::GET, &seg(p), q);
     let post = |p: &str| recognise(&Method::POST, &seg(p), None);
     assert_eq!(
-        get("/acme/api.git/info/refs", Some("service=git-upload-pack")).unwrap().unwrap(),
+        get("/acme/api.git/info/refs", Some("service=git-upload-pack"))
+            .unwrap()
+            .unwrap(),
         (Route::FetchRefs, "acme/api".to_owned())
     );
     assert_eq!(
-        get("/acme/api/info/refs", Some("service=git-receive-pack")).unwrap().unwrap(),
+        get("/acme/api/info/refs", Some("service=git-receive-pack"))
+            .unwrap()
+            .unwrap(),
         (Route::PushRefs, "acme/api".to_owned())
     );
     assert_eq!(post("/acme/api.git/git-upload-pack").unwrap().unwrap().0, Route::Fetch);
-    assert_eq!(post("/Acme/Api/git-receive-pack").unwrap().unwrap(), (Route::Push, "Acme/Api".to_owned()));
+    assert_eq!(
+        post("/Acme/Api/git-receive-pack").unwrap().unwrap(),
+        (Route::Push, "Acme/Api".to_owned())
+    );
     for (path, query) in [
         ("/acme/api/info/refs", None),
         ("/acme/api/info/refs", Some("service=git-upload-pack&x=1")),
