@@ -537,16 +537,7 @@ grants = [{ provider = "github", environments = ["staging"], scopes = ["read", "
 [introspection]
 enabled = false
 "#;
-        let env = [
-            ("GITHUB_STAGING", GITHUB_STAGING),
-            ("RAILWAY_STAGING", RAILWAY_STAGING),
-            ("RAILWAY_PRODUCTION", RAILWAY_PRODUCTION),
-            ("API_STAGING", API_STAGING),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let broker = TestBroker::start_with(&config, env).await;
+        let broker = TestBroker::start_with(&config, token_variables(GITHUB_STAGING)).await;
         let mut credentials = Vec::new();
         for (agent, scopes) in [
             ("claude", json!(["read", "contents:write"])),
