@@ -1194,6 +1194,43 @@ grants = [{ provider = "db", environments = ["staging", "production"], scopes = 
     }
 
     #[test]
+    fn git_settings_are_for_github_providers_and_well_formed() {
+        let text = r#"
+[environments.staging]
+[proxy]
+max_inspected_push_bytes = 1000
+[providers.api]
+kind = "http"
+upstream = "https://api.example.com"
+git_upstream = "https://git.example.com"
+protected_branches = ["main"]
+[providers.gh]
+kind = "github"
+git_upstream = "ftp://git.example.com"
+protected_branches = ["main", "refs/heads/x", "", "a b"]
+"#;
+        let parsed = super::super::load::parse(text);
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        let all = validate(&parsed.config)
+            .into_iter()
+            .map(|p| p.message)
+            .collect::<Vec<_>>()
+            .join("\n");
+        for expected in [
+            "max_inspected_push_bytes = 1000 is below max_inspected_body_bytes",
+            "provider `api` is a http provider: only github providers serve git",
+            "provider `api` is a http provider: only github providers take pushes",
+            "git_upstream `ftp://git.example.com` of provider `gh` is not an http or https URL",
+            "protected branch `refs/heads/x` of provider `gh` is not a branch name",
+            "protected branch `` of provider `gh`",
+            "protected branch `a b` of provider `gh`",
+        ] {
+            assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
+        }
+        assert!(!all.contains("protected branch `main`"), "{all}");
+    }
+
+    #[test]
     fn run_settings_are_checked() {
         let text = r#"
 [environments.staging]
