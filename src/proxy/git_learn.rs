@@ -13,7 +13,11 @@ use std::collections::{BTreeSet, HashMap};
 use axum::body::Bytes;
 use futures_util::StreamExt;
 
+use crate::broker::Broker;
+use crate::credentials::Claims;
+use crate::policy::{self, Access};
 use crate::providers::git::{self, KnownCommit, ObjectFormat, Oid, Pkt, PktReader, pkt_line};
+use crate::providers::{Classifier, RequestView};
 use crate::secrets::{ExposeSecret, SecretString};
 
 #[derive(Debug, thiserror::Error)]
@@ -128,4 +132,61 @@ pub async fn learn(
         answer.extend_from_slice(&chunk);
     }
     read_answer(format, &answer, commits, &git::PackLimits::default())
+}
+
+/// The parent commits a push's pack leaves out, learned from the git host
+/// with the real token, when knowing them could change the answer: the
+/// push is refused for the workflow scope it may not need, and otherwise
+/// at most held for a human (who could not lift a scope not granted).
+/// Anything that fails learns nothing (the push stays read the strict way).
+pub(super) async fn parents(
+    broker: &Broker,
+    classifier: &Classifier,
+    provider: &str,
+    claims: &Claims,
+    view: &RequestView<'_>,
+) -> super::Known {
+    let Ok(classified) = classifier.classify(view) else {
+        return super::Known::default();
+    };
+    let Some(format) = classified.learn.first().map(crate::providers::git::Oid::format) else {
+        return super::Known::default();
+    };
+    let access = Access {
+        env: &claims.env,
+        provider,
+        scopes: claims.grants.get(provider).map(Vec::as_slice),
+    };
+    let workflows = crate::providers::git::WORKFLOWS;
+    let others: Vec<_> = classified
+        .operations
+        .iter()
+        .filter(|o| o.scope.as_deref() != Some(workflows))
+        .cloned()
+        .collect();
+    let held = access.scopes.is_some_and(|s| s.iter().any(|h| h == workflows));
+    let blocked = policy::decide(broker.rules(), &access, &others)
+        .refusal
+        .is_some_and(|r| r.kind() != "approval_required");
+    if held || blocked {
+        return super::Known::default();
+    }
+    let real = broker.real_tokens();
+    let Some(token) = real.token(provider, &claims.env) else {
+        return super::Known::default();
+    };
+    let provider_config = broker.config().providers[provider].get_ref();
+    let base = provider_config.git_upstream().unwrap_or_default().trim_end_matches('/');
+    let repository = classified.path.trim_end_matches("/git-receive-pack");
+    let Ok(url) = reqwest::Url::parse(&format!("{base}{repository}/git-upload-pack")) else {
+        return super::Known::default();
+    };
+    let limit = broker.config().proxy.max_inspected_push_bytes;
+    match learn(broker.upstream_client(), url, token, format, &classified.learn, limit).await {
+        Ok(known) => known,
+        Err(error) => {
+            tracing::info!(%provider, %error, "could not learn a push's parent commits; it is read as changing .github");
+            super::Known::default()
+        }
+    }
 }

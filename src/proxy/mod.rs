@@ -174,7 +174,7 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
         now,
     };
     let known = match git_push {
-        true => learn_parents(broker, classifier, &provider, &claims, &view).await,
+        true => git_learn::parents(broker, classifier, &provider, &claims, &view).await,
         false => Default::default(),
     };
     let judgement = judge_knowing(broker, classifier, &provider, &claims, &view, &known);
@@ -436,63 +436,6 @@ fn judge_knowing(
 }
 
 type Known = std::collections::HashMap<crate::providers::git::Oid, crate::providers::git::KnownCommit>;
-
-/// The parent commits a push's pack leaves out, learned from the git host
-/// with the real token, when knowing them could change the answer: the
-/// push is refused for the workflow scope it may not need, and otherwise
-/// at most held for a human (who could not lift a scope not granted).
-/// Anything that fails learns nothing (the push stays read the strict way).
-async fn learn_parents(
-    broker: &Broker,
-    classifier: &Classifier,
-    provider: &str,
-    claims: &Claims,
-    view: &RequestView<'_>,
-) -> Known {
-    let Ok(classified) = classifier.classify(view) else {
-        return Known::default();
-    };
-    let Some(format) = classified.learn.first().map(crate::providers::git::Oid::format) else {
-        return Known::default();
-    };
-    let access = Access {
-        env: &claims.env,
-        provider,
-        scopes: claims.grants.get(provider).map(Vec::as_slice),
-    };
-    let workflows = crate::providers::git::WORKFLOWS;
-    let others: Vec<_> = classified
-        .operations
-        .iter()
-        .filter(|o| o.scope.as_deref() != Some(workflows))
-        .cloned()
-        .collect();
-    let held = access.scopes.is_some_and(|s| s.iter().any(|h| h == workflows));
-    let blocked = policy::decide(broker.rules(), &access, &others)
-        .refusal
-        .is_some_and(|r| r.kind() != "approval_required");
-    if held || blocked {
-        return Known::default();
-    }
-    let real = broker.real_tokens();
-    let Some(token) = real.token(provider, &claims.env) else {
-        return Known::default();
-    };
-    let provider_config = broker.config().providers[provider].get_ref();
-    let base = provider_config.git_upstream().unwrap_or_default().trim_end_matches('/');
-    let repository = classified.path.trim_end_matches("/git-receive-pack");
-    let Ok(url) = reqwest::Url::parse(&format!("{base}{repository}/git-upload-pack")) else {
-        return Known::default();
-    };
-    let limit = broker.config().proxy.max_inspected_push_bytes;
-    match git_learn::learn(broker.upstream_client(), url, token, format, &classified.learn, limit).await {
-        Ok(known) => known,
-        Err(error) => {
-            tracing::info!(%provider, %error, "could not learn a push's parent commits; it is read as changing .github");
-            Known::default()
-        }
-    }
-}
 
 /// How git's host takes the real token: Basic, the token as the password.
 fn git_basic_auth() -> crate::config::AuthConfig {
