@@ -551,3 +551,306 @@ async fn proxy_variables_in_the_brokers_environment_are_ignored() {
     assert_eq!(proxy.count(), 0, "the broker went through the proxy");
     served.stop();
 }
+
+/// git over the broker: `git` itself, against the real `git http-backend`
+/// behind a stand-in for GitHub's git host, through `/p/github/…`.
+mod git_over_https {
+    use std::path::{Path, PathBuf};
+
+    use super::common::upstream::StandIn;
+    use super::common::{TestBroker, audit_lines};
+    use super::*;
+
+    /// The fixture's repository map and agents, with the git host, `main`
+    /// protected, and an agent that may change workflows and push to `main`.
+    async fn start(host: &StandIn) -> (TestBroker, String, String) {
+        let config = CONFIG
+            .replace("RAILWAY_URL", "http://127.0.0.1:9")
+            .replace("API_URL", "http://127.0.0.1:9")
+            .replace(
+                "upstream = \"GITHUB_URL\"",
+                &format!(
+                    "upstream = \"http://127.0.0.1:9\"\ngit_upstream = \"{}\"\nprotected_branches = [\"main\"]",
+                    host.url
+                ),
+            )
+            + r#"
+[agents.deployer]
+grants = [{ provider = "github", environments = ["staging"], scopes = ["read", "contents:write", "workflows:write", "branch:protected"] }]
+
+[agents.forwarded]
+grants = [{ provider = "github", environments = ["staging"], scopes = ["read", "contents:write"] }]
+
+[introspection]
+enabled = false
+"#;
+        let broker = TestBroker::start_with(&config, token_variables(GITHUB_STAGING)).await;
+        let mut credentials = Vec::new();
+        for (agent, scopes) in [
+            ("claude", json!(["read", "contents:write"])),
+            (
+                "deployer",
+                json!(["read", "contents:write", "workflows:write", "branch:protected"]),
+            ),
+        ] {
+            let key = broker.add_agent(agent).await;
+            let (status, minted) = broker.mint(&key, json!({ "env": "staging", "scopes": scopes })).await;
+            assert_eq!(status, 201, "{minted}");
+            credentials.push(minted["credential"].as_str().unwrap().to_owned());
+        }
+        let deployer = credentials.pop().unwrap();
+        (broker, credentials.pop().unwrap(), deployer)
+    }
+
+    /// `git ARGS` in `dir`, with nothing of the machine's own configuration:
+    /// (success, stderr).
+    async fn git(dir: &Path, args: &[&str]) -> (bool, String) {
+        let out = tokio::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "credential.helper=",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+        )
+    }
+
+    async fn ok(dir: &Path, args: &[&str]) -> String {
+        let (success, out) = git(dir, args).await;
+        assert!(success, "git {args:?}: {out}");
+        out
+    }
+
+    /// The bare repository's refs, as the host holds them.
+    async fn refs(bare: &Path) -> String {
+        ok(bare, &["for-each-ref", "--format=%(refname) %(objectname)"]).await
+    }
+
+    fn write(dir: &Path, path: &str, text: &str) {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn remote(broker: &TestBroker, credential: &str) -> String {
+        format!(
+            "{}/p/github/acme/api.git",
+            broker.url.replacen("http://", &format!("http://x:{credential}@"), 1)
+        )
+    }
+
+    /// A bare repository `acme/api` under `root`, as the git host serves
+    /// it: `main` and `feature` at a seed commit with 40 files and a
+    /// workflow.
+    async fn seeded(root: &Path) -> PathBuf {
+        let bare: PathBuf = root.join("acme/api.git");
+        std::fs::create_dir_all(&bare).unwrap();
+        ok(&bare, &["init", "-q", "--bare", "-b", "main"]).await;
+        ok(&bare, &["config", "uploadpack.allowFilter", "true"]).await;
+        ok(&bare, &["config", "uploadpack.allowAnySHA1InWant", "true"]).await;
+        let seed = tempfile::tempdir().unwrap();
+        let s = seed.path();
+        ok(s, &["init", "-q", "-b", "main"]).await;
+        for i in 0..40 {
+            write(s, &format!("src/f{i}.txt"), &format!("{i}\n"));
+        }
+        write(s, ".github/workflows/ci.yml", "on: push\n");
+        ok(s, &["add", "-A"]).await;
+        ok(s, &["commit", "-qm", "seed"]).await;
+        ok(
+            s,
+            &["push", "-q", bare.to_str().unwrap(), "main", "main:refs/heads/feature"],
+        )
+        .await;
+        bare
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn clones_pushes_and_what_a_push_rewrites_or_runs_are_told_apart() {
+        let root = tempfile::tempdir().unwrap();
+        let bare = seeded(root.path()).await;
+        let host = StandIn::git_host(root.path().to_owned(), &[GITHUB_STAGING]).await;
+        let (broker, claude, deployer) = start(&host).await;
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path();
+        ok(w, &["clone", "-q", &remote(&broker, &claude), "api"]).await;
+        let w = &w.join("api");
+        assert!(w.join(".github/workflows/ci.yml").exists());
+        let received = host.received();
+        assert!(
+            received.iter().any(|r| r.target.ends_with("/git-upload-pack")),
+            "{received:?}"
+        );
+        for r in &received {
+            assert!(r.target.starts_with("/acme/api.git/"), "{}", r.target);
+            assert!(
+                !r.everything().contains("vk1."),
+                "the agent's credential went to the git host"
+            );
+        }
+
+        // A new branch on top of main: contents:write (the parent's `.github`
+        // learned from the host), and it lands.
+        ok(w, &["checkout", "-q", "-b", "topic"]).await;
+        write(w, "src/f1.txt", "changed\n");
+        ok(w, &["commit", "-qam", "topic"]).await;
+        ok(w, &["push", "-q", "origin", "topic"]).await;
+        let topic = ok(w, &["rev-parse", "HEAD"]).await;
+        assert!(
+            refs(&bare)
+                .await
+                .contains(&format!("refs/heads/topic {}", topic.trim()))
+        );
+        let learned = host
+            .received()
+            .iter()
+            .filter(|r| r.body.windows(13).any(|w| w == b"filter tree:1"))
+            .count();
+        assert!(learned >= 1, "the broker did not ask the host for the parent's tree");
+        // A fast-forward of it too.
+        write(w, "src/f2.txt", "changed\n");
+        ok(w, &["commit", "-qam", "more"]).await;
+        ok(w, &["push", "-q", "origin", "topic"]).await;
+
+        // Deleting a branch and forcing a rewrite: held for a human, and the
+        // host's refs do not move.
+        let before = refs(&bare).await;
+        let (pushed, out) = git(w, &["push", "origin", "--delete", "feature"]).await;
+        assert!(!pushed, "{out}");
+        ok(w, &["commit", "-q", "--amend", "-m", "rewritten"]).await;
+        let (pushed, out) = git(w, &["push", "--force", "origin", "topic"]).await;
+        assert!(!pushed, "{out}");
+        assert_eq!(refs(&bare).await, before);
+        let audit = audit_lines(broker.broker.store()).await.join("\n");
+        assert!(audit.contains("git push: delete refs/heads/feature"), "{audit}");
+        assert!(
+            audit.contains("git push: rewrite (not a fast-forward the pack proves) refs/heads/topic"),
+            "{audit}"
+        );
+        assert_eq!(audit.matches(r#"refusal\":\"approval_required"#).count(), 2, "{audit}");
+        assert!(
+            !audit.contains("cannot be told"),
+            "the parents were not learned: {audit}"
+        );
+
+        // A workflow change needs workflows:write.
+        ok(w, &["checkout", "-q", "-B", "wf", "origin/main"]).await;
+        write(w, ".github/workflows/x.yml", "on: workflow_dispatch\n");
+        ok(w, &["add", "-A"]).await;
+        ok(w, &["commit", "-qm", "workflow"]).await;
+        let (pushed, out) = git(w, &["push", "origin", "wf"]).await;
+        assert!(!pushed, "{out}");
+        assert!(!refs(&bare).await.contains("refs/heads/wf"));
+        ok(w, &["push", "-q", &remote(&broker, &deployer), "wf"]).await;
+        assert!(refs(&bare).await.contains("refs/heads/wf"));
+
+        // A protected branch needs the deploy tier, even fast-forwarded.
+        ok(w, &["checkout", "-q", "-B", "main", "origin/main"]).await;
+        write(w, "src/f3.txt", "changed\n");
+        ok(w, &["commit", "-qam", "to main"]).await;
+        let (pushed, out) = git(w, &["push", "origin", "main"]).await;
+        assert!(!pushed, "{out}");
+        ok(w, &["push", "-q", &remote(&broker, &deployer), "main"]).await;
+        let main = ok(w, &["rev-parse", "HEAD"]).await;
+        assert!(refs(&bare).await.contains(&format!("refs/heads/main {}", main.trim())));
+        let audit = audit_lines(broker.broker.store()).await.join("\n");
+        assert!(audit.contains("git push: commits changing .github"), "{audit}");
+        assert!(audit.contains("a protected branch"), "{audit}");
+    }
+
+    /// git as an agent runs it under `valetkey run`, with nothing but the
+    /// variables `run` sets (`valetkey env` prints the same): clone and push
+    /// go to `https://github.com/…` through the forward proxy.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn git_reaches_github_through_the_forward_proxy_with_only_the_variables_run_sets() {
+        let root = tempfile::tempdir().unwrap();
+        let bare = seeded(root.path()).await;
+        let host = StandIn::git_host(root.path().to_owned(), &[GITHUB_STAGING]).await;
+        let (broker, _, _) = start(&host).await;
+        let key = broker.add_agent("forwarded").await;
+        let home = tempfile::tempdir().unwrap();
+        let out = tokio::process::Command::new(super::common::BIN)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("VALETKEY_URL", &broker.url)
+            .env("VALETKEY_AGENT_KEY", &key)
+            .args(["env", "--agent", "forwarded", "--env", "staging", "--format", "json"])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let vars: std::collections::BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+        let git = |dir: PathBuf, args: &'static [&'static str]| {
+            let vars = vars.clone();
+            let home = home.path().to_owned();
+            async move {
+                let out = tokio::process::Command::new("git")
+                    .args([
+                        "-c",
+                        "user.name=t",
+                        "-c",
+                        "user.email=t@t",
+                        "-c",
+                        "commit.gpgsign=false",
+                    ])
+                    .args(args)
+                    .current_dir(dir)
+                    .env_clear()
+                    .envs(&vars)
+                    .env("PATH", std::env::var("PATH").unwrap_or_default())
+                    .env("HOME", home)
+                    .env("GIT_CONFIG_NOSYSTEM", "1")
+                    .env("GIT_TERMINAL_PROMPT", "0")
+                    .output()
+                    .await
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+                (out.status.success(), text)
+            }
+        };
+        let work = tempfile::tempdir().unwrap();
+        let (cloned, out) = git(
+            work.path().to_owned(),
+            &["clone", "-q", "https://github.com/acme/api.git", "api"],
+        )
+        .await;
+        assert!(cloned, "{out}");
+        let w = work.path().join("api");
+        assert!(w.join(".github/workflows/ci.yml").exists());
+        write(&w, "src/f1.txt", "changed\n");
+        let (_, out) = git(w.clone(), &["checkout", "-q", "-b", "topic"]).await;
+        assert!(out.is_empty(), "{out}");
+        let (committed, out) = git(w.clone(), &["commit", "-qam", "topic"]).await;
+        assert!(committed, "{out}");
+        let (pushed, out) = git(w.clone(), &["push", "-q", "origin", "topic"]).await;
+        assert!(pushed, "{out}");
+        assert!(refs(&bare).await.contains("refs/heads/topic"));
+
+        let before = refs(&bare).await;
+        let (pushed, out) = git(w.clone(), &["push", "origin", "--delete", "feature"]).await;
+        assert!(!pushed, "{out}");
+        assert_eq!(refs(&bare).await, before, "a refused push moved the host's refs");
+        for r in host.received() {
+            assert!(
+                !r.everything().contains("vk1."),
+                "the agent's credential went to the git host"
+            );
+        }
+    }
+}

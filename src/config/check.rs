@@ -236,6 +236,16 @@ impl Checker<'_> {
                 Some("leave them out (5s and 120s) or write e.g. `timeout = \"60s\"`".into()),
             ));
         }
+        if proxy.max_inspected_push_bytes < proxy.max_inspected_body_bytes {
+            self.problems.push(Problem::error(
+                None,
+                format!(
+                    "[proxy] max_inspected_push_bytes = {} is below max_inspected_body_bytes = {}",
+                    proxy.max_inspected_push_bytes, proxy.max_inspected_body_bytes
+                ),
+                Some("leave it out (64 MiB) or raise it: a push carries its pack".into()),
+            ));
+        }
         if proxy.max_inspected_body_bytes < 1024 {
             self.problems.push(Problem::error(
                 None,
@@ -403,6 +413,51 @@ impl Checker<'_> {
         }
     }
 
+    /// `git_upstream` and `protected_branches`: only the github kind speaks
+    /// git.
+    fn git(&mut self, name: &str, p: &ProviderConfig) {
+        let github = p.kind == ProviderKind::Github;
+        if let Some(url) = &p.git_upstream {
+            if !github {
+                self.error(
+                    url.span(),
+                    format!(
+                        "provider `{name}` is a {} provider: only github providers serve git",
+                        p.kind
+                    ),
+                    Some("remove `git_upstream`".into()),
+                );
+            } else if let Err(why) = http_url(url.get_ref()) {
+                self.error(
+                    url.span(),
+                    format!("git_upstream `{}` of provider `{name}` {why}", url.get_ref()),
+                    Some("write the git host's base URL, e.g. `https://github.example.com`".into()),
+                );
+            }
+        }
+        for pattern in &p.protected_branches {
+            if !github {
+                self.error(
+                    pattern.span(),
+                    format!(
+                        "provider `{name}` is a {} provider: only github providers take pushes",
+                        p.kind
+                    ),
+                    Some("remove `protected_branches`".into()),
+                );
+                return;
+            }
+            let text = pattern.get_ref();
+            if text.is_empty() || text.starts_with("refs/") || text.chars().any(|c| c.is_control() || c == ' ') {
+                self.error(
+                    pattern.span(),
+                    format!("protected branch `{text}` of provider `{name}` is not a branch name or pattern"),
+                    Some("write a branch name as git shows it, e.g. `main` or `release/*`".into()),
+                );
+            }
+        }
+    }
+
     fn provider(&mut self, name: &str, provider: &Spanned<ProviderConfig>) {
         let span = provider.span();
         let p = provider.get_ref();
@@ -425,6 +480,8 @@ impl Checker<'_> {
             ),
             (None, _) => {}
         }
+
+        self.git(name, p);
 
         if http::HeaderName::from_bytes(p.auth.header.as_bytes()).is_err() {
             self.error(
@@ -1183,6 +1240,43 @@ grants = [{ provider = "db", environments = ["staging", "production"], scopes = 
             .map(|(k, v)| (k.get_ref().as_str(), v.get_ref().as_str()))
             .collect();
         assert_eq!(vars, [("DATABASE_URL", "{database_url}")]);
+    }
+
+    #[test]
+    fn git_settings_are_for_github_providers_and_well_formed() {
+        let text = r#"
+[environments.staging]
+[proxy]
+max_inspected_push_bytes = 1000
+[providers.api]
+kind = "http"
+upstream = "https://api.example.com"
+git_upstream = "https://git.example.com"
+protected_branches = ["main"]
+[providers.gh]
+kind = "github"
+git_upstream = "ftp://git.example.com"
+protected_branches = ["main", "refs/heads/x", "", "a b"]
+"#;
+        let parsed = super::super::load::parse(text);
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        let all = validate(&parsed.config)
+            .into_iter()
+            .map(|p| p.message)
+            .collect::<Vec<_>>()
+            .join("\n");
+        for expected in [
+            "max_inspected_push_bytes = 1000 is below max_inspected_body_bytes",
+            "provider `api` is a http provider: only github providers serve git",
+            "provider `api` is a http provider: only github providers take pushes",
+            "git_upstream `ftp://git.example.com` of provider `gh` is not an http or https URL",
+            "protected branch `refs/heads/x` of provider `gh` is not a branch name",
+            "protected branch `` of provider `gh`",
+            "protected branch `a b` of provider `gh`",
+        ] {
+            assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
+        }
+        assert!(!all.contains("protected branch `main`"), "{all}");
     }
 
     #[test]

@@ -174,6 +174,11 @@ pub struct ProxyConfig {
     /// Largest request body the broker reads to classify it (GraphQL
     /// requests). Bodies it need not read stream through unbounded.
     pub max_inspected_body_bytes: usize,
+    /// Largest git push (`git-receive-pack`) the broker reads to classify
+    /// it: the ref updates and the pack, whose commits say whether a push
+    /// only moves branches forward and what it changes. A larger push is
+    /// refused, naming this setting.
+    pub max_inspected_push_bytes: usize,
 }
 
 impl Default for ProxyConfig {
@@ -182,6 +187,7 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(120),
             max_inspected_body_bytes: 1024 * 1024,
+            max_inspected_push_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -385,6 +391,15 @@ pub struct ProviderConfig {
     /// upstream host.
     #[serde(default)]
     pub hosts: Option<Vec<Spanned<String>>>,
+    /// Base URL of the git host, for git's smart HTTP traffic (clone,
+    /// fetch, push); defaults per kind (github: `https://github.com`).
+    #[serde(default)]
+    pub git_upstream: Option<Spanned<String>>,
+    /// Branches a push to which needs `branch:protected` at least
+    /// (github): names, `*` matching any run of characters, `/` included,
+    /// letters in any case.
+    #[serde(default)]
+    pub protected_branches: Vec<Spanned<String>>,
     /// How the real token is sent upstream.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -509,6 +524,14 @@ impl ProviderConfig {
             .collect()
     }
 
+    /// Where git's smart HTTP traffic goes.
+    pub fn git_upstream(&self) -> Option<&str> {
+        match &self.git_upstream {
+            Some(u) => Some(u.get_ref().as_str()),
+            None => self.kind.default_git_upstream(),
+        }
+    }
+
     pub fn token(&self, env: &str) -> Option<&TokenSource> {
         self.tokens.get(env).map(Spanned::get_ref)
     }
@@ -552,7 +575,10 @@ impl ProviderConfig {
     /// The provider's classifier: the kind's pack plus ops' operations.
     pub fn classifier(&self) -> Result<Classifier, Vec<RuleError>> {
         let extra: Vec<OperationRule> = self.operations.iter().map(|o| o.get_ref().clone()).collect();
-        Classifier::new(self.kind, &extra, &self.scope_tiers(), self.graphql)
+        let mut classifier = Classifier::new(self.kind, &extra, &self.scope_tiers(), self.graphql)?;
+        let protected: Vec<String> = self.protected_branches.iter().map(|p| p.get_ref().clone()).collect();
+        classifier.protect_branches(&protected);
+        Ok(classifier)
     }
 }
 

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use http::{HeaderMap, Method, header};
 
+use super::git::{self, GitSpec, KnownCommit, Oid};
 use super::graphql::{self, Escape, GraphqlLimits, IdSpec, OperationType, Returns, RootField};
 use super::pack::{CompiledRule, Matcher, OperationRule, RuleGrant};
 use super::rest::{self, PathPattern, PatternTrie};
@@ -109,6 +110,12 @@ pub struct Classified {
     pub operations: Vec<Operation>,
     /// The canonical path, percent-encoded, to forward upstream.
     pub path: String,
+    /// git's smart HTTP traffic, for the provider's git host rather than
+    /// its API.
+    pub git: bool,
+    /// Commits outside a push's pack whose `.github` the push was compared
+    /// with as unknown: learned (`classify_knowing`), they may settle it.
+    pub learn: BTreeSet<Oid>,
 }
 
 /// One provider's compiled rules.
@@ -121,6 +128,8 @@ pub struct Classifier {
     /// GitHub: where git trees are made, and the tier of the scope a tree
     /// naming `.github` needs.
     trees: Option<(PathPattern, Tier)>,
+    /// GitHub: git's smart HTTP protocol.
+    git: Option<GitSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,13 +200,32 @@ impl Classifier {
                 tiers.get(WORKFLOWS_SCOPE).copied().unwrap_or(Tier::Catastrophic),
             )
         });
+        let git = (kind == ProviderKind::Github).then(|| GitSpec::new(tiers));
         Ok(Classifier {
             kind,
             ops_rules,
             pack_rules,
             graphql,
             trees,
+            git,
         })
+    }
+
+    /// Branches ops protect (`protected_branches`): a push to one needs
+    /// at least `branch:protected`. Only the github kind pushes.
+    pub fn protect_branches(&mut self, patterns: &[String]) {
+        if let Some(git) = &mut self.git {
+            git.protect(patterns);
+        }
+    }
+
+    /// Whether the request is a git push, whose body is read whole (under
+    /// `[proxy] max_inspected_push_bytes`).
+    pub fn is_git_push(&self, method: &Method, path: &str) -> bool {
+        self.git.is_some()
+            && rest::normalize(path).is_ok_and(|segments| {
+                matches!(git::recognise(method, &segments, None), Some(Ok((git::Route::Push, _))))
+            })
     }
 
     /// Whether the body must be read (bounded) before classification: a
@@ -221,7 +249,7 @@ impl Classifier {
             // Read it, so that classification names what is wrong.
             Err(_) => true,
         };
-        overridable || self.is_tree(path)
+        overridable || self.is_tree(path) || self.is_git_push(method, path)
     }
 
     /// Whether a path is the GraphQL endpoint's (on Railway, any path: the
@@ -240,6 +268,16 @@ impl Classifier {
     }
 
     pub fn classify(&self, request: &RequestView<'_>) -> Result<Classified, ClassifyError> {
+        self.classify_knowing(request, &HashMap::new())
+    }
+
+    /// `classify`, with what was learned of commits outside a git push's
+    /// pack.
+    pub fn classify_knowing(
+        &self,
+        request: &RequestView<'_>,
+        known: &HashMap<Oid, KnownCommit>,
+    ) -> Result<Classified, ClassifyError> {
         check_method(request.method)?;
         check_headers(request.headers)?;
         for (name, _) in url::form_urlencoded::parse(request.query.unwrap_or_default().as_bytes()) {
@@ -251,6 +289,18 @@ impl Classifier {
         }
         let segments = rest::normalize(request.path).map_err(ClassifyError::Malformed)?;
         let path = rest::encode(&segments);
+        if let Some(spec) = &self.git
+            && let Some(recognised) = git::recognise(request.method, &segments, request.query)
+        {
+            let (route, repository) = recognised?;
+            let (operations, learn) = spec.operations(route, &repository, request.headers, request.body, known)?;
+            return Ok(Classified {
+                operations,
+                path,
+                git: true,
+                learn,
+            });
+        }
         let operations = match &self.graphql {
             Some(spec) if spec.paths.contains(&segments) => self.graphql_operations(spec, request)?,
             Some(_) if self.kind == ProviderKind::Railway => vec![unknown(format!("{} {path}", request.method))],
@@ -261,7 +311,12 @@ impl Classifier {
                 vec![self.rest_operation(request, &segments, &path)?]
             }
         };
-        Ok(Classified { operations, path })
+        Ok(Classified {
+            operations,
+            path,
+            git: false,
+            learn: BTreeSet::new(),
+        })
     }
 
     /// The most specific matching rule of ops and of the pack; the stricter

@@ -10,6 +10,7 @@
 
 mod body;
 mod classify;
+pub mod git;
 mod github;
 mod graphql;
 mod json;
@@ -79,6 +80,14 @@ impl ProviderKind {
             ProviderKind::Railway => &["backboard.railway.com", "backboard.railway.app"],
             ProviderKind::Github => &["api.github.com", "github.com"],
             ProviderKind::Http | ProviderKind::Postgres => &[],
+        }
+    }
+
+    /// The git host a provider of this kind serves clones and pushes from.
+    pub fn default_git_upstream(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Github => Some("https://github.com"),
+            ProviderKind::Railway | ProviderKind::Http | ProviderKind::Postgres => None,
         }
     }
 

@@ -213,7 +213,16 @@ async fn judge_described(
     let provider = request.provider.clone();
     let described = describe(classifier, request)?;
     let needs_body = classifier.needs_body(&described.method, &described.path, &described.headers);
-    let inspected = described.body.as_ref().map(|b| b.len() as u64).filter(|_| needs_body);
+    let inspected = described
+        .body
+        .as_ref()
+        .map(|b| {
+            (
+                b.len() as u64,
+                classifier.is_git_push(&described.method, &described.path),
+            )
+        })
+        .filter(|_| needs_body);
     super::screen(
         broker,
         described.query.as_deref(),
@@ -259,6 +268,7 @@ fn answer_to_send(
         operations,
         refused,
         approval,
+        git: _,
     } = judgement;
     let (held, event_id) = match (held, approval) {
         (Some((held, event_id)), _) => (Some(held), Some(event_id)),

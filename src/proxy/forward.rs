@@ -161,6 +161,14 @@ pub fn upstream_headers(
     Ok(headers)
 }
 
+/// The real token as a git host takes it in `Basic` (GitHub's
+/// `x-access-token:TOKEN`), base64-encoded, for a `Basic ` prefix.
+pub fn git_basic(token: &SecretString) -> SecretString {
+    use base64::Engine;
+    let plain = zeroize::Zeroizing::new(format!("x-access-token:{}", token.expose_secret()));
+    SecretString::from(base64::engine::general_purpose::STANDARD.encode(plain.as_bytes()))
+}
+
 /// The agent's headers that reach the upstream, before the real token goes
 /// in: what an approval's digest covers.
 pub fn agent_headers(incoming: &HeaderMap) -> HeaderMap {

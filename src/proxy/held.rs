@@ -181,12 +181,12 @@ pub(super) async fn settle(
     if let Some(why) = no_token(broker, provider, &claims.env) {
         return Ok(Settled::Unavailable(why));
     }
-    let limit = broker.config().proxy.max_inspected_body_bytes;
+    let bound = super::Bound::of(broker, false);
     let bytes = match (inspected.take(), body.take()) {
         (Some(bytes), _) => bytes,
-        (None, Some(streaming)) => match read_bounded(streaming, &parts.headers, limit).await {
+        (None, Some(streaming)) => match read_bounded(streaming, &parts.headers, bound).await {
             Ok(bytes) => bytes,
-            Err(ProxyError::BodyTooLarge { limit }) => return Ok(Settled::Unavailable(too_large(limit))),
+            Err(ProxyError::BodyTooLarge { limit, .. }) => return Ok(Settled::Unavailable(too_large(limit))),
             Err(e) => return Err(e),
         },
         (None, None) => Bytes::new(),

@@ -8,6 +8,7 @@
 
 pub mod check;
 mod forward;
+mod git_learn;
 pub mod held;
 mod misplaced;
 pub mod redact;
@@ -51,8 +52,10 @@ pub enum ProxyError {
         "your valetkey credential is in {place}, where the broker does not read it and a provider would receive it; the request was sent nowhere. Send the credential only in `Authorization` (or `Project-Access-Token`) and remove it from {place}"
     )]
     CredentialMisplaced { place: String, event_id: Option<String> },
-    #[error("the request body is over {limit} bytes, the most the broker reads to classify a request")]
-    BodyTooLarge { limit: usize },
+    #[error(
+        "the request body is over {limit} bytes, the most the broker reads to classify a request (`[proxy] {setting}`)"
+    )]
+    BodyTooLarge { limit: usize, setting: &'static str },
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
     /// `event_id` is `None` for `/v1/check`, which records nothing.
@@ -101,7 +104,17 @@ pub enum ProxyError {
 pub async fn handle(State(broker): State<Arc<Broker>>, Client(client): Client, request: Request) -> Response {
     match proxy(&broker, client, request).await {
         Ok(response) => response,
-        Err(e) => Problem::from(e).into_response(),
+        Err(e) => {
+            let mut response = Problem::from(e).into_response();
+            // git (curl) sends the credential in its URL only when asked.
+            if response.status() == http::StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Basic realm=\"valetkey\""),
+                );
+            }
+            response
+        }
     }
 }
 
@@ -125,13 +138,22 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
     };
     let route = format!("/p/{provider}");
     let needs_body = classifier.needs_body(&parts.method, &rest, &parts.headers);
+    let git_push = classifier.is_git_push(&parts.method, &rest);
     let declared = declared_length(&parts.headers).filter(|_| needs_body);
-    screen(broker, parts.uri.query(), declared, &route, now, client).await?;
+    screen(
+        broker,
+        parts.uri.query(),
+        declared.map(|n| (n, git_push)),
+        &route,
+        now,
+        client,
+    )
+    .await?;
     let claims = broker.authenticate_at(&presented, &route, now, client).await?;
 
     let (inspected, body) = if needs_body {
         (
-            Some(read_bounded(body, &parts.headers, broker.config().proxy.max_inspected_body_bytes).await?),
+            Some(read_bounded(body, &parts.headers, Bound::of(broker, git_push)).await?),
             None,
         )
     } else {
@@ -151,7 +173,11 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
         method: &parts.method,
         now,
     };
-    let judgement = judge(broker, classifier, &provider, &claims, &view);
+    let known = match git_push {
+        true => git_learn::parents(broker, classifier, &provider, &claims, &view).await,
+        false => Default::default(),
+    };
+    let judgement = judge_knowing(broker, classifier, &provider, &claims, &view, &known);
     let (mut inspected, mut body) = (inspected, body);
     let settled = match (&judgement.refused, &judgement.approval) {
         (Some(Refused::Policy(_)), Some(need)) => Some(
@@ -245,7 +271,16 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
     };
 
     let provider_config = broker.config().providers[&provider].get_ref();
-    let base = provider_config.upstream().unwrap_or_default().trim_end_matches('/');
+    let git_auth = judgement.git.then(|| (git_basic_auth(), forward::git_basic(token)));
+    let (auth, token) = match &git_auth {
+        Some((auth, basic)) => (auth, basic),
+        None => (&provider_config.auth, token),
+    };
+    let base = match judgement.git {
+        true => provider_config.git_upstream(),
+        false => provider_config.upstream(),
+    };
+    let base = base.unwrap_or_default().trim_end_matches('/');
     let url = format!("{base}{}", path_and_query(&classified_path, parts.uri.query()));
     let url = reqwest::Url::parse(&url).map_err(|e| ProxyError::Forward {
         error: ForwardError::Unreachable(format!("the upstream URL does not parse: {e}")),
@@ -262,7 +297,7 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
         headers: &parts.headers,
         body,
         keep_length,
-        auth: &provider_config.auth,
+        auth,
         token,
         redactor: real.redactor(),
         on_echo: record.on_echo(broker.clone(), &classified_path, &event_id),
@@ -331,6 +366,8 @@ pub struct Judgement {
     pub refused: Option<Refused>,
     /// What approving the refused request would take, when a human may.
     pub approval: Option<policy::ApprovalNeed>,
+    /// git traffic, for the provider's git host.
+    pub git: bool,
 }
 
 /// The one engine the proxy and `/v1/check` share: classify, decide, and
@@ -343,15 +380,29 @@ pub fn judge(
     claims: &Claims,
     view: &RequestView<'_>,
 ) -> Judgement {
+    judge_knowing(broker, classifier, provider, claims, view, &Default::default())
+}
+
+/// `judge`, with what the broker learned of commits outside a git push's
+/// pack.
+fn judge_knowing(
+    broker: &Broker,
+    classifier: &Classifier,
+    provider: &str,
+    claims: &Claims,
+    view: &RequestView<'_>,
+    known: &Known,
+) -> Judgement {
     if let Some(found) = misplaced::find(view.headers, view.path, view.query, view.body) {
         return Judgement {
             path: view.path.to_owned(),
             operations: Vec::new(),
             refused: Some(Refused::Misplaced(found.place)),
             approval: None,
+            git: false,
         };
     }
-    let classified = match classifier.classify(view) {
+    let classified = match classifier.classify_knowing(view, known) {
         Ok(c) => c,
         Err(error) => {
             return Judgement {
@@ -359,6 +410,7 @@ pub fn judge(
                 operations: Vec::new(),
                 refused: Some(Refused::Unclassifiable(error)),
                 approval: None,
+                git: false,
             };
         }
     };
@@ -379,6 +431,17 @@ pub fn judge(
         operations: decision.operations,
         refused,
         approval,
+        git: classified.git,
+    }
+}
+
+type Known = std::collections::HashMap<crate::providers::git::Oid, crate::providers::git::KnownCommit>;
+
+/// How git's host takes the real token: Basic, the token as the password.
+fn git_basic_auth() -> crate::config::AuthConfig {
+    crate::config::AuthConfig {
+        header: header::AUTHORIZATION.to_string(),
+        prefix: "Basic ".to_owned(),
     }
 }
 
@@ -473,7 +536,7 @@ pub(crate) fn basic_secret(encoded: &str) -> Option<String> {
 pub(crate) async fn screen(
     broker: &Broker,
     query: Option<&str>,
-    inspected: Option<u64>,
+    inspected: Option<(u64, bool)>,
     route: &str,
     now: SystemTime,
     client: IpAddr,
@@ -481,11 +544,48 @@ pub(crate) async fn screen(
     if let Some(leaked) = token_in_query(query) {
         return Err(broker.refuse_foreign_token(&leaked, route, now, client).await.into());
     }
-    let limit = broker.config().proxy.max_inspected_body_bytes;
-    if inspected.is_some_and(|n| n > limit as u64) {
-        return Err(ProxyError::BodyTooLarge { limit });
+    if let Some((length, git_push)) = inspected {
+        Bound::of(broker, git_push).check(length)?;
     }
     Ok(())
+}
+
+/// The most the broker reads of a body it must classify, and the setting
+/// that says so: a git push carries its pack, so it has its own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bound {
+    pub limit: usize,
+    pub setting: &'static str,
+}
+
+impl Bound {
+    pub(crate) fn of(broker: &Broker, git_push: bool) -> Bound {
+        let proxy = &broker.config().proxy;
+        match git_push {
+            true => Bound {
+                limit: proxy.max_inspected_push_bytes,
+                setting: "max_inspected_push_bytes",
+            },
+            false => Bound {
+                limit: proxy.max_inspected_body_bytes,
+                setting: "max_inspected_body_bytes",
+            },
+        }
+    }
+
+    fn check(self, length: u64) -> Result<(), ProxyError> {
+        match length > self.limit as u64 {
+            true => Err(self.too_large()),
+            false => Ok(()),
+        }
+    }
+
+    fn too_large(self) -> ProxyError {
+        ProxyError::BodyTooLarge {
+            limit: self.limit,
+            setting: self.setting,
+        }
+    }
 }
 
 /// A provider token passed in the query string (`?access_token=ghp_…`, or
@@ -523,13 +623,13 @@ fn has_body(headers: &HeaderMap) -> bool {
 
 /// Reads a body that must be classified, refusing it past `limit` bytes
 /// without reading further.
-async fn read_bounded(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
-    if declared_length(headers).is_some_and(|n| n > limit as u64) {
-        return Err(ProxyError::BodyTooLarge { limit });
+async fn read_bounded(body: Body, headers: &HeaderMap, bound: Bound) -> Result<Bytes, ProxyError> {
+    if let Some(length) = declared_length(headers) {
+        bound.check(length)?;
     }
-    match Limited::new(body, limit).collect().await {
+    match Limited::new(body, bound.limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge { limit }),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(bound.too_large()),
         Err(e) => Err(ProxyError::BodyRead(e.to_string())),
     }
 }

@@ -120,6 +120,19 @@ grants = [
 ]
 "#;
 
+/// The variables the fixture's configuration reads its real tokens from.
+pub fn token_variables(github_token: &str) -> BTreeMap<String, String> {
+    [
+        ("RAILWAY_STAGING", RAILWAY_STAGING),
+        ("RAILWAY_PRODUCTION", RAILWAY_PRODUCTION),
+        ("GITHUB_STAGING", github_token),
+        ("API_STAGING", API_STAGING),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 pub struct Fixture {
     pub broker: TestBroker,
     pub railway: StandIn,
@@ -150,16 +163,7 @@ impl Fixture {
             // What the tokens reach is asked in tests/introspection.rs; here
             // the stand-ins must see only what agents send.
             + if extra.contains("[introspection]") { "" } else { "\n[introspection]\nenabled = false\n" };
-        let env: BTreeMap<String, String> = [
-            ("RAILWAY_STAGING", RAILWAY_STAGING),
-            ("RAILWAY_PRODUCTION", RAILWAY_PRODUCTION),
-            ("GITHUB_STAGING", github_token),
-            ("API_STAGING", API_STAGING),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let broker = TestBroker::start_with(&config, env).await;
+        let broker = TestBroker::start_with(&config, token_variables(github_token)).await;
         let key = broker.add_agent("claude").await;
         // Ask for everything, destructive scopes included: they are stripped.
         let (status, minted) = broker

@@ -106,6 +106,25 @@ impl StandIn {
         StandIn::serve(app, accepted, reach).await
     }
 
+    /// A git host: every request goes to the real `git http-backend` (CGI)
+    /// serving the repositories under `root`, with the token in `Basic`
+    /// (`x-access-token:TOKEN`) as GitHub takes it.
+    pub async fn git_host(root: std::path::PathBuf, tokens: &[&str]) -> StandIn {
+        use base64::Engine;
+        let app = Router::new().route(
+            "/{*path}",
+            axum::routing::any(move |request: Request| git_cgi(root.clone(), request)),
+        );
+        let accepted = tokens
+            .iter()
+            .map(|t| {
+                let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{t}"));
+                format!("Basic {basic}")
+            })
+            .collect();
+        StandIn::serve(app, accepted, Vec::new()).await
+    }
+
     /// Any REST API: answers every request with what it received;
     /// `/base/v1/reflect/…` reflects its headers, as debug endpoints do.
     pub async fn http(tokens: &[&str]) -> StandIn {
@@ -458,4 +477,72 @@ impl Webhook {
         .await;
         found.unwrap()
     }
+}
+
+/// One request through `git http-backend`, as a web server runs it.
+async fn git_cgi(root: std::path::PathBuf, request: Request) -> Response {
+    use tokio::io::AsyncWriteExt;
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 256 << 20).await.unwrap();
+    let mut command = tokio::process::Command::new("/usr/lib/git-core/git-http-backend");
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &root)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_PROJECT_ROOT", &root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REMOTE_USER", "x-access-token")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("PATH_INFO", parts.uri.path())
+        .env("QUERY_STRING", parts.uri.query().unwrap_or_default())
+        .env("CONTENT_LENGTH", body.len().to_string());
+    for (header, variable) in [
+        ("content-type", "CONTENT_TYPE"),
+        ("git-protocol", "HTTP_GIT_PROTOCOL"),
+        ("content-encoding", "HTTP_CONTENT_ENCODING"),
+    ] {
+        if let Some(value) = parts.headers.get(header) {
+            command.env(variable, value.to_str().unwrap());
+        }
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&body).await;
+    });
+    let output = child.wait_with_output().await.unwrap();
+    writer.await.unwrap();
+    let out = output.stdout;
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4))
+        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2)))
+        .unwrap_or_else(|| {
+            panic!(
+                "git http-backend wrote no headers: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let mut response = Response::new(Body::from(out[split.1..].to_vec()));
+    for line in String::from_utf8_lossy(&out[..split.0]).lines() {
+        let (name, value) = line.split_once(':').unwrap();
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            *response.status_mut() = StatusCode::from_u16(value[..3].parse().unwrap()).unwrap();
+        } else {
+            response.headers_mut().append(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                axum::http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+    }
+    response
 }
