@@ -151,6 +151,38 @@ impl Open {
     }
 }
 
+/// A connection's slot, in each of its requests' extensions: a tunnel the
+/// forward proxy opens on the connection holds it, so that the tunnel
+/// counts among the open connections (and keeps its place) for as long as
+/// it lives, past the HTTP connection that carried its CONNECT.
+#[derive(Clone)]
+pub struct ConnectionSlot(Arc<Slot>);
+
+impl ConnectionSlot {
+    /// Counts the connection busy, never closed as idle to make room, until
+    /// the hold drops.
+    pub fn hold(&self) -> TunnelHold {
+        self.0.state.busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        TunnelHold(self.0.clone())
+    }
+}
+
+/// A tunnel's hold on its connection's slot.
+pub struct TunnelHold(Arc<Slot>);
+
+impl TunnelHold {
+    /// Completes when the broker asks the connection to close.
+    pub async fn closed(&self) {
+        self.0.state.close.notified().await;
+    }
+}
+
+impl Drop for TunnelHold {
+    fn drop(&mut self) {
+        self.0.state.busy.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// A connection's place among the open ones, given back when it drops.
 struct Slot {
     open: Arc<Mutex<Open>>,
@@ -261,7 +293,9 @@ pub async fn serve(
                 continue;
             }
         };
+        let slot = Arc::new(slot);
         let (on_request, on_response) = (slot.state.clone(), slot.state.clone());
+        let held = ConnectionSlot(slot.clone());
         let (clock_in, clock_out) = (open.clone(), open.clone());
         let service = TowerToHyperService::new(
             app.clone()
@@ -273,6 +307,7 @@ pub async fn serve(
                         Ordering::Release,
                     );
                     request.extensions_mut().insert(ConnectInfo(peer));
+                    request.extensions_mut().insert(held.clone());
                     if let Some(local) = local {
                         request.extensions_mut().insert(local);
                     }
@@ -339,7 +374,7 @@ pub async fn serve(
 
 /// Serves one connection until it ends, the broker evicts it, or the broker
 /// stops (then what is in flight finishes).
-async fn drive<C>(connection: C, slot: Slot, stop: tokio::sync::watch::Receiver<bool>, peer: std::net::SocketAddr)
+async fn drive<C>(connection: C, slot: Arc<Slot>, stop: tokio::sync::watch::Receiver<bool>, peer: std::net::SocketAddr)
 where
     C: Graceful,
 {

@@ -97,6 +97,9 @@ pub enum EventKind {
     TunnelOpened,
     /// An admin replaced the forward proxy's CA.
     CaRotated,
+    /// The forward proxy refused an authenticated agent's request: a host
+    /// it does not go to, a request for another host, an upgrade.
+    ForwardRefused,
 }
 
 impl EventKind {
@@ -136,6 +139,7 @@ impl EventKind {
             EventKind::ApproverVouched => "approver_vouched",
             EventKind::TunnelOpened => "tunnel_opened",
             EventKind::CaRotated => "ca_rotated",
+            EventKind::ForwardRefused => "forward_refused",
         }
     }
 }

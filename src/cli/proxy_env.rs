@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// Every variable a common stack reads its trusted CAs from: each is set
 /// to the bundle, so an inherited one cannot point a tool elsewhere.
-pub const CA_VARIABLES: [&str; 12] = [
+pub const CA_VARIABLES: [&str; 16] = [
     "SSL_CERT_FILE",
     "REQUESTS_CA_BUNDLE",
     "CURL_CA_BUNDLE",
@@ -26,18 +26,30 @@ pub const CA_VARIABLES: [&str; 12] = [
     "NPM_CONFIG_CAFILE",
     "HTTPLIB2_CA_CERTS",
     "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    "NIX_SSL_CERT_FILE",
+    "BUNDLE_SSL_CA_CERT",
+    "COMPOSER_CAFILE",
+    "YARN_CAFILE",
 ];
 
 /// Inherited variables that would take a tool around the bundle or the
 /// proxy: removed.
-pub const REMOVED: [&str; 7] = [
+pub const REMOVED: [&str; 15] = [
     "SSL_CERT_DIR",
+    "GIT_SSL_CAPATH",
     "NODE_TLS_REJECT_UNAUTHORIZED",
     "GIT_SSL_NO_VERIFY",
-    "npm_config_cafile",
     "PYTHONHTTPSVERIFY",
     "GIT_PROXY_COMMAND",
-    "NO_PROXY_OVERRIDE",
+    "GIT_CONFIG_PARAMETERS",
+    "npm_config_proxy",
+    "npm_config_https_proxy",
+    "npm_config_noproxy",
+    "NPM_CONFIG_PROXY",
+    "NPM_CONFIG_HTTPS_PROXY",
+    "PIP_PROXY",
+    "CARGO_HTTP_PROXY",
+    "YARN_HTTPS_PROXY",
 ];
 
 const PROXY_VARIABLES: [&str; 6] = [
@@ -117,7 +129,13 @@ fn no_proxy(broker: &url::Url, provider_hosts: &[String]) -> String {
             hosts.push(loopback.to_owned());
         }
     }
-    hosts.retain(|h| !provider_hosts.iter().any(|p| p.eq_ignore_ascii_case(h)));
+    // Clients read a NO_PROXY entry as a domain and everything under it.
+    hosts.retain(|h| {
+        !provider_hosts.iter().any(|p| {
+            let p = p.to_ascii_lowercase();
+            p == *h || p.ends_with(&format!(".{h}"))
+        })
+    });
     hosts.join(",")
 }
 
@@ -128,6 +146,19 @@ pub fn write_bundle(dir: &Path, ca_pem: &str) -> std::io::Result<PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let roots = rustls_native_certs::load_native_certs();
+    if roots.certs.is_empty() {
+        let why: Vec<String> = roots.errors.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "valetkey: warning: cannot read this machine's trusted CAs ({}): the agent's tools will trust only the \
+             broker's CA, so hosts tunnelled through the proxy will fail their TLS checks. Check SSL_CERT_FILE and \
+             SSL_CERT_DIR, or install ca-certificates",
+            if why.is_empty() {
+                "none found".to_owned()
+            } else {
+                why.join("; ")
+            }
+        );
+    }
     let mut text = String::new();
     for cert in &roots.certs {
         text.push_str(&pem::encode_config(
@@ -138,10 +169,14 @@ pub fn write_bundle(dir: &Path, ca_pem: &str) -> std::io::Result<PathBuf> {
     text.push_str(ca_pem);
     let path = dir.join("ca-bundle.pem");
     let partial = dir.join(".ca-bundle.pem.partial");
+    // A fresh file, never one (or a link) that was there.
+    match std::fs::remove_file(&partial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o644)
         .open(&partial)?;
     file.write_all(text.as_bytes())?;
@@ -199,6 +234,9 @@ mod tests {
     fn a_provider_host_is_never_left_out_of_the_proxy() {
         let v = vars("https://broker.internal:8700/base?x=1", &["127.0.0.1", "localhost"]);
         assert_eq!(v["NO_PROXY"], "broker.internal,::1");
+        // An entry covers the domains under it, as clients read it.
+        let v = vars("https://github.com:8700/", &["api.github.com"]);
+        assert_eq!(v["NO_PROXY"], "localhost,127.0.0.1,::1");
         assert_eq!(v["HTTPS_PROXY"], "https://valetkey:vk1.a.b.c@broker.internal:8700");
     }
 }

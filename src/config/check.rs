@@ -15,6 +15,9 @@ use crate::policy::ANY_UNPROTECTED;
 use crate::providers::postgres::MAX_IDENTIFIER;
 use crate::providers::{NODE_KIND, ProviderKind};
 
+/// The longest a forward proxy leaf certificate may live.
+const MAX_LEAF_TTL: Duration = Duration::from_secs(30 * 86_400);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -1021,11 +1024,43 @@ impl Checker<'_> {
         }
     }
 
-    /// A passthrough entry must be a host, and never a provider's: those
+    /// A leaf's lifetime is bounded; ops' `hosts` are bare host names; a
+    /// passthrough entry must be a host, and never a provider's: those
     /// are inspected whatever the list says, and an entry that seems to
     /// tunnel one misleads whoever reads the file.
     fn forward_proxy(&mut self) {
+        let proxy = &self.config.forward_proxy;
+        if proxy.leaf_ttl < Duration::from_secs(3600) || proxy.leaf_ttl > MAX_LEAF_TTL {
+            self.problems.push(Problem::error(
+                None,
+                format!(
+                    "[forward_proxy] leaf_ttl is {}: a leaf certificate lives between an hour and 30 days",
+                    humantime::format_duration(proxy.leaf_ttl)
+                ),
+                Some("write `leaf_ttl = \"24h\"`".into()),
+            ));
+        }
+        for (name, provider) in &self.config.providers {
+            for host in provider.get_ref().hosts.iter().flatten() {
+                if !crate::forward::hosts::is_host_name(host.get_ref()) {
+                    self.error(
+                        host.span(),
+                        format!("`{}` is not a host name: the forward proxy compares it with the host a client names", host.get_ref()),
+                        Some(format!("write the bare name, as `[providers.{name}] hosts = [\"api.example.com\"]`: no scheme, port or path")),
+                    );
+                }
+            }
+        }
+        // A provider's host is one whatever ops name, and so are its kind's
+        // public hosts: a passthrough entry may cover neither.
         let hosts = crate::forward::Hosts::from_config(self.config);
+        let kinds: Vec<String> = self
+            .config
+            .providers
+            .values()
+            .flat_map(|p| p.get_ref().kind.default_hosts().iter().map(|h| (*h).to_owned()))
+            .collect();
+        let provider_hosts: Vec<String> = hosts.provider_hosts().map(str::to_owned).chain(kinds).collect();
         for entry in &self.config.forward_proxy.passthrough {
             match crate::forward::hosts::Pattern::parse(entry) {
                 Err(why) => self.problems.push(Problem::error(
@@ -1034,7 +1069,7 @@ impl Checker<'_> {
                     Some("write `registry.npmjs.org`, `*.pypi.org` or `mirror.internal:8443`".into()),
                 )),
                 Ok(pattern) => {
-                    if let Some(host) = hosts.provider_hosts().find(|h| pattern.covers_host(h)) {
+                    if let Some(host) = provider_hosts.iter().find(|h| pattern.covers_host(h)) {
                         self.problems.push(Problem::error(
                             None,
                             format!(

@@ -190,7 +190,11 @@ impl Authority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.not_before = (now - LEAF_BACKDATE).into();
-        params.not_after = (now + self.leaf_ttl).into();
+        // `config check` bounds the lifetime; a day if it did not.
+        params.not_after = now
+            .checked_add(self.leaf_ttl)
+            .unwrap_or(now + Duration::from_secs(86_400))
+            .into();
         params.use_authority_key_identifier_extension = true;
         let leaf = params.signed_by(&key, &ca.issuer)?;
         let chain = vec![leaf.der().clone(), ca.cert_der.clone()];

@@ -81,6 +81,16 @@ impl Pattern {
     }
 }
 
+/// Whether `entry` is a bare host name or IP address (as ops' `hosts` must
+/// be: no scheme, port, path or wildcard), so that it is compared as the
+/// host a client names.
+pub fn is_host_name(entry: &str) -> bool {
+    if entry.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !entry.contains([':', '*']) && Pattern::parse(entry).is_ok()
+}
+
 /// A host as compared: lower case, without a trailing dot or IPv6 brackets.
 pub fn normalize(host: &str) -> String {
     host.trim_start_matches('[')
@@ -208,6 +218,23 @@ mod tests {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
         assert!(Pattern::parse("Registry.NPMJS.org:443").is_ok());
+    }
+
+    #[test]
+    fn ops_hosts_are_bare_host_names() {
+        for good in ["api.github.com", "GHE.internal", "127.0.0.1", "::1", "[::1]"] {
+            assert!(is_host_name(good), "{good}");
+        }
+        for bad in [
+            "https://api.github.com/",
+            "github.com:443",
+            "*.github.com",
+            "",
+            "a/b",
+            "api.github.com/x",
+        ] {
+            assert!(!is_host_name(bad), "{bad}");
+        }
     }
 
     #[test]

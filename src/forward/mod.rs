@@ -37,6 +37,8 @@ use crate::credentials::Claims;
 
 /// How long a passthrough host may take to accept the tunnel's connection.
 const TUNNEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a passthrough tunnel's credential is checked again.
+const CREDENTIAL_CHECK: Duration = Duration::from_secs(1);
 /// The route refusals of the proxy's own authentication are recorded under.
 const ROUTE: &str = "forward proxy";
 
@@ -84,60 +86,66 @@ pub enum ForwardError {
     AmbiguousCredential,
     #[error("cannot reach the passthrough host `{host}`: {reason}")]
     TunnelUnreachable { host: String, reason: String },
+    /// A refusal of an authenticated agent's request, recorded.
+    #[error("{error}")]
+    Recorded { error: Box<ForwardError>, event_id: String },
     #[error(transparent)]
     Ca(#[from] CaError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
 
+impl ForwardError {
+    /// The refusal's stable type, as its problem+json and its event name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ForwardError::ProxyAuthMissing => "proxy_credential_missing",
+            ForwardError::Auth(_) => "credential_refused",
+            ForwardError::Disabled => "forward_proxy_disabled",
+            ForwardError::BadTarget { .. } => "malformed_request",
+            ForwardError::Unlisted { .. } | ForwardError::PlainPassthrough { .. } => "host_not_allowed",
+            ForwardError::NotGranted { .. } => "host_not_granted",
+            ForwardError::AmbiguousHost { .. } => "host_ambiguous",
+            ForwardError::Misdirected { .. } => "misdirected_request",
+            ForwardError::OutsideApi { .. } => "not_found",
+            ForwardError::UpgradeRefused { .. } => "upgrade_refused",
+            ForwardError::AmbiguousCredential => "credential_ambiguous",
+            ForwardError::TunnelUnreachable { .. } => "upstream_unreachable",
+            ForwardError::Recorded { error, .. } => error.kind(),
+            ForwardError::Ca(_) => "internal_error",
+            ForwardError::Store(_) => "store_unavailable",
+        }
+    }
+}
+
 impl From<ForwardError> for Problem {
     fn from(e: ForwardError) -> Problem {
-        let detail = e.to_string();
-        let forbidden = |kind, title| Problem::new(StatusCode::FORBIDDEN, kind, title, detail.clone());
-        match e {
-            ForwardError::ProxyAuthMissing => Problem::new(
+        let (detail, kind) = (e.to_string(), e.kind());
+        let (status, title) = match e {
+            ForwardError::Auth(refused) => return refused.into(),
+            ForwardError::Recorded { error, event_id } => return Problem::from(*error).event(event_id),
+            ForwardError::Ca(cause) => return Problem::internal(&cause),
+            ForwardError::Store(cause) => return Problem::store(&cause),
+            ForwardError::ProxyAuthMissing => (
                 StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-                "proxy_credential_missing",
                 "No credential for the forward proxy",
-                detail,
             ),
-            ForwardError::Auth(refused) => refused.into(),
-            ForwardError::Disabled => forbidden("forward_proxy_disabled", "The forward proxy is off"),
-            ForwardError::BadTarget { .. } => Problem::bad_request("malformed_request", detail),
-            ForwardError::Unlisted { .. } => forbidden("host_not_allowed", "The broker does not go to this host"),
-            ForwardError::PlainPassthrough { .. } => {
-                forbidden("host_not_allowed", "The broker does not go to this host")
+            ForwardError::Disabled => (StatusCode::FORBIDDEN, "The forward proxy is off"),
+            ForwardError::BadTarget { .. } => (StatusCode::BAD_REQUEST, "The request is not valid"),
+            ForwardError::Unlisted { .. } | ForwardError::PlainPassthrough { .. } => {
+                (StatusCode::FORBIDDEN, "The broker does not go to this host")
             }
-            ForwardError::NotGranted { .. } => forbidden("host_not_granted", "No grant for this host's provider"),
-            ForwardError::AmbiguousHost { .. } => Problem::new(
-                StatusCode::CONFLICT,
-                "host_ambiguous",
-                "Several providers at this host",
-                detail,
-            ),
-            ForwardError::Misdirected { .. } => Problem::new(
-                StatusCode::MISDIRECTED_REQUEST,
-                "misdirected_request",
-                "Request for another host",
-                detail,
-            ),
-            ForwardError::OutsideApi { .. } => Problem::not_found(detail),
-            ForwardError::UpgradeRefused { .. } => forbidden("upgrade_refused", "Protocol upgrades are not passed on"),
-            ForwardError::AmbiguousCredential => Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "credential_ambiguous",
-                "Two credentials",
-                detail,
-            ),
-            ForwardError::TunnelUnreachable { .. } => Problem::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
-                "The passthrough host cannot be reached",
-                detail,
-            ),
-            ForwardError::Ca(cause) => Problem::internal(&cause),
-            ForwardError::Store(cause) => Problem::store(&cause),
-        }
+            ForwardError::NotGranted { .. } => (StatusCode::FORBIDDEN, "No grant for this host's provider"),
+            ForwardError::AmbiguousHost { .. } => (StatusCode::CONFLICT, "Several providers at this host"),
+            ForwardError::Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, "Request for another host"),
+            ForwardError::OutsideApi { .. } => (StatusCode::NOT_FOUND, "Not found"),
+            ForwardError::UpgradeRefused { .. } => (StatusCode::FORBIDDEN, "Protocol upgrades are not passed on"),
+            ForwardError::AmbiguousCredential => (StatusCode::UNAUTHORIZED, "Two credentials"),
+            ForwardError::TunnelUnreachable { .. } => {
+                (StatusCode::BAD_GATEWAY, "The passthrough host cannot be reached")
+            }
+        };
+        Problem::new(status, kind, title, detail)
     }
 }
 
@@ -269,33 +277,18 @@ async fn proxy_form(
     let claims = broker.authenticate_at(&credential, ROUTE, now, client).await?;
     let connect = request.method() == Method::CONNECT;
     let (host, port) = target(request.uri(), connect)?;
-    let provider = match hosts.destination(&host, port) {
-        Destination::Inspect(candidates) => hosts::pick(&candidates, |p| claims.grants.contains_key(p))
-            .map_err(|held| {
-                if held.is_empty() {
-                    ForwardError::NotGranted {
-                        host: host.clone(),
-                        candidates: candidates.clone(),
-                    }
-                } else {
-                    ForwardError::AmbiguousHost {
-                        host: host.clone(),
-                        held: held.into_iter().map(str::to_owned).collect(),
-                    }
-                }
-            })?
-            .to_owned(),
-        Destination::Tunnel if connect => return passthrough(broker, &claims, request, host, port, now).await,
-        Destination::Tunnel => return Err(ForwardError::PlainPassthrough { host }),
-        Destination::Unlisted => {
-            return Err(ForwardError::Unlisted {
-                host,
-                known: hosts.provider_hosts().map(str::to_owned).collect(),
-            });
-        }
+    let destination = match destination(hosts, &claims, &host, port, connect) {
+        Ok(destination) => destination,
+        Err(error) => return Err(recorded(broker, &claims, &host, error, now).await),
+    };
+    let provider = match destination {
+        Some(provider) => provider,
+        None => return passthrough(broker, &claims, &credential, request, (host, port), now).await,
     };
     let tunnel = Tunnel {
         app,
+        broker: broker.clone(),
+        claims,
         host: hosts::normalize(&host),
         base: base_path(broker.config(), &provider),
         provider,
@@ -307,7 +300,10 @@ async fn proxy_form(
     }
     let config = broker.forward().server_config(&tunnel.host, now)?;
     let limit = broker.config().server.header_read_timeout;
+    let slot = request.extensions().get::<crate::listener::ConnectionSlot>().cloned();
     tokio::spawn(async move {
+        // The tunnel keeps its connection's place among the open ones.
+        let hold = slot.as_ref().map(crate::listener::ConnectionSlot::hold);
         let upgraded = match hyper::upgrade::on(request).await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "a CONNECT was not upgraded"),
@@ -325,11 +321,84 @@ async fn proxy_form(
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(limit);
-        if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            () = closed(hold.as_ref()) => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "a tunnel's connection ended with an error");
         }
     });
     Ok(StatusCode::OK.into_response())
+}
+
+/// Completes when the broker asks the tunnel's connection to close; never
+/// for a request served without a slot (a test's in-process router).
+async fn closed(hold: Option<&crate::listener::TunnelHold>) {
+    match hold {
+        Some(hold) => hold.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Which provider an inspected request is for, `None` for a passthrough
+/// tunnel, or why the proxy goes nowhere.
+fn destination(
+    hosts: &Hosts,
+    claims: &Claims,
+    host: &str,
+    port: u16,
+    connect: bool,
+) -> Result<Option<String>, ForwardError> {
+    match hosts.destination(host, port) {
+        Destination::Inspect(candidates) => hosts::pick(&candidates, |p| claims.grants.contains_key(p))
+            .map(|provider| Some(provider.to_owned()))
+            .map_err(|held| {
+                if held.is_empty() {
+                    ForwardError::NotGranted {
+                        host: host.to_owned(),
+                        candidates: candidates.clone(),
+                    }
+                } else {
+                    ForwardError::AmbiguousHost {
+                        host: host.to_owned(),
+                        held: held.into_iter().map(str::to_owned).collect(),
+                    }
+                }
+            }),
+        Destination::Tunnel if connect => Ok(None),
+        Destination::Tunnel => Err(ForwardError::PlainPassthrough { host: host.to_owned() }),
+        Destination::Unlisted => Err(ForwardError::Unlisted {
+            host: host.to_owned(),
+            known: hosts.provider_hosts().map(str::to_owned).collect(),
+        }),
+    }
+}
+
+/// Records an authenticated agent's refused proxy request (an agent
+/// probing for a way out is what auditors must see), and the refusal with
+/// its event. A store that cannot record it refuses all the same.
+async fn recorded(broker: &Broker, claims: &Claims, host: &str, error: ForwardError, now: SystemTime) -> ForwardError {
+    let event = Event {
+        kind: EventKind::ForwardRefused,
+        actor: format!("agent:{}", claims.sub),
+        agent: Some(claims.sub.clone()),
+        session_id: Some(claims.sid.clone()),
+        env: Some(claims.env.clone()),
+        detail: serde_json::json!({ "host": host, "refusal": error.kind(), "reason": error.to_string() }),
+    };
+    match broker.store().append_audit(&event, crate::time::unix_ms(now)).await {
+        Ok(record) => ForwardError::Recorded {
+            error: Box::new(error),
+            event_id: record.id,
+        },
+        Err(e) => ForwardError::Store(e),
+    }
 }
 
 /// Where a provider's API lies at the hosts the proxy serves for it: an
@@ -398,45 +467,56 @@ fn target(uri: &Uri, connect: bool) -> Result<(String, u16), ForwardError> {
 async fn passthrough(
     broker: &Arc<Broker>,
     claims: &Claims,
+    credential: &str,
     request: Request,
-    host: String,
-    port: u16,
+    (host, port): (String, u16),
     now: SystemTime,
 ) -> Result<Response, ForwardError> {
+    let unreachable = |reason: String| ForwardError::TunnelUnreachable {
+        host: host.clone(),
+        reason,
+    };
     let upstream = tokio::time::timeout(
         TUNNEL_CONNECT_TIMEOUT,
         tokio::net::TcpStream::connect((host.as_str(), port)),
     )
     .await
-    .map_err(|_| ForwardError::TunnelUnreachable {
-        host: host.clone(),
-        reason: format!("no connection within {TUNNEL_CONNECT_TIMEOUT:?}"),
-    })?
-    .map_err(|e| ForwardError::TunnelUnreachable {
-        host: host.clone(),
-        reason: e.to_string(),
-    })?;
-    broker
-        .store()
-        .append_audit(
-            &Event {
-                kind: EventKind::TunnelOpened,
-                actor: format!("agent:{}", claims.sub),
-                agent: Some(claims.sub.clone()),
-                session_id: Some(claims.sid.clone()),
-                env: Some(claims.env.clone()),
-                detail: serde_json::json!({ "host": host, "port": port }),
-            },
-            crate::time::unix_ms(now),
-        )
-        .await?;
+    .map_err(|_| unreachable(format!("no connection within {TUNNEL_CONNECT_TIMEOUT:?}")))?
+    .map_err(|e| unreachable(e.to_string()))?;
+    let event = Event {
+        kind: EventKind::TunnelOpened,
+        actor: format!("agent:{}", claims.sub),
+        agent: Some(claims.sub.clone()),
+        session_id: Some(claims.sid.clone()),
+        env: Some(claims.env.clone()),
+        detail: serde_json::json!({ "host": host, "port": port }),
+    };
+    broker.store().append_audit(&event, crate::time::unix_ms(now)).await?;
+    let slot = request.extensions().get::<crate::listener::ConnectionSlot>().cloned();
+    let (broker, credential) = (broker.clone(), credential.to_owned());
     tokio::spawn(async move {
+        let hold = slot.as_ref().map(crate::listener::ConnectionSlot::hold);
         let mut upstream = upstream;
-        match hyper::upgrade::on(request).await {
-            Ok(upgraded) => {
-                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut upstream).await;
+        let upgraded = match hyper::upgrade::on(request).await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "a CONNECT was not upgraded"),
+        };
+        // The tunnel lives only as long as the credential that opened it:
+        // no request inside it is seen, so it is checked every second.
+        let mut check = tokio::time::interval(CREDENTIAL_CHECK);
+        let mut agent = TokioIo::new(upgraded);
+        let copy = tokio::io::copy_bidirectional(&mut agent, &mut upstream);
+        tokio::pin!(copy);
+        loop {
+            tokio::select! {
+                _ = copy.as_mut() => break,
+                () = closed(hold.as_ref()) => break,
+                _ = check.tick() => {
+                    if broker.authenticate(&credential, SystemTime::now()).is_err() {
+                        break;
+                    }
+                }
             }
-            Err(e) => tracing::debug!(error = %e, "a CONNECT was not upgraded"),
         }
     });
     Ok(StatusCode::OK.into_response())
@@ -446,6 +526,8 @@ async fn passthrough(
 /// provider it was resolved to, and the credential it was opened with.
 struct Tunnel {
     app: Router,
+    broker: Arc<Broker>,
+    claims: Arc<Claims>,
     host: String,
     /// Where the provider's API lies at its host (an `http` provider's
     /// upstream path): stripped, since `/p/{provider}/` starts there.
@@ -462,7 +544,9 @@ impl Tunnel {
                 Ok(response) => response,
                 Err(never) => match never {},
             },
-            Err(e) => e.into_response(),
+            Err(e) => recorded(&self.broker, &self.claims, &self.host, e, SystemTime::now())
+                .await
+                .into_response(),
         }
     }
 
@@ -485,8 +569,18 @@ impl Tunnel {
             });
         }
         parts.headers.remove(header::PROXY_AUTHORIZATION);
+        // The client inside the tunnel is the one that opened it: what it
+        // says of another is not believed.
+        parts.headers.remove(header::FORWARDED);
+        parts.headers.remove("x-forwarded-for");
         match crate::proxy::presented_credential(&parts.headers) {
-            Ok(Some(presented)) if presented != self.credential => return Err(ForwardError::AmbiguousCredential),
+            Ok(Some(presented))
+                if presented.starts_with(crate::credentials::PREFIX) && presented != self.credential =>
+            {
+                return Err(ForwardError::AmbiguousCredential);
+            }
+            // The tunnel's own credential, or what is not one (a provider's
+            // token, leaked): `/p/` judges it, records it and alerts.
             Ok(Some(_)) | Err(_) => {}
             Ok(None) => {
                 let bearer = HeaderValue::try_from(format!("Bearer {}", self.credential))

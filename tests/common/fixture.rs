@@ -99,6 +99,7 @@ provider = "github"
 kind = "repository"
 id = "acme/api"
 environments = ["staging"]
+node_ids = ["R_acme_api"]
 
 [[resources]]
 provider = "github"

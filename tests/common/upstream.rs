@@ -92,6 +92,7 @@ impl StandIn {
             .route("/repos/{owner}/{repo}/contents/{*path}", get(github_content))
             .route("/repos/{owner}/{repo}/git/refs", axum::routing::post(github_create_ref))
             .route("/repos/{owner}/{repo}/pulls", axum::routing::post(github_create_pull))
+            .route("/graphql", axum::routing::post(github_graphql))
             // Archives whose size is the ref asked for, and one held back.
             .route("/repos/{owner}/{repo}/tarball/{bytes}", get(download))
             .route("/repos/{owner}/{repo}/zipball/{ref}", get(slow));
@@ -264,6 +265,48 @@ async fn github_create_ref(Path((_owner, _repo)): Path<(String, String)>, body: 
         axum::Json(json!({ "ref": body["ref"], "object": { "sha": body["sha"] } })),
     )
         .into_response()
+}
+
+/// The answers `gh pr list` and `gh pr create` need, by the operation
+/// their documents name (tests/fixtures/gh); `acme/api` is `R_acme_api`.
+async fn github_graphql(body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let query = body["query"].as_str().unwrap_or_default();
+    let owner = json!({ "id": "U_1", "login": "octo", "name": "Octo" });
+    let repo = json!({
+        "id": "R_acme_api", "name": "api", "owner": { "login": "acme" }, "hasIssuesEnabled": true,
+        "description": "", "hasWikiEnabled": false, "viewerPermission": "WRITE",
+        "defaultBranchRef": { "name": "main" },
+    });
+    let data = if query.contains("createPullRequest") {
+        let number = 8;
+        json!({ "createPullRequest": { "pullRequest": { "id": "PR_8", "url": format!("https://github.com/acme/api/pull/{number}") } } })
+    } else if query.contains("PullRequestForBranch") {
+        json!({ "repository": { "pullRequests": { "nodes": [] }, "defaultBranchRef": { "name": "main" } } })
+    } else if query.contains("RepositoryInfo") {
+        let mut info = repo.clone();
+        info["parent"] = Value::Null;
+        for allowed in ["mergeCommitAllowed", "rebaseMergeAllowed", "squashMergeAllowed"] {
+            info[allowed] = json!(true);
+        }
+        json!({ "repository": info })
+    } else if query.contains("PullRequestList") {
+        json!({ "repository": { "pullRequests": {
+            "totalCount": 1,
+            "nodes": [{ "number": 7, "title": "Fix the flaky test", "state": "OPEN",
+                        "url": "https://github.com/acme/api/pull/7", "headRefName": "topic",
+                        "headRepositoryOwner": owner, "isCrossRepository": false, "isDraft": false,
+                        "createdAt": "2026-12-01T00:00:00Z" }],
+            "pageInfo": { "hasNextPage": false, "endCursor": null },
+        } } })
+    } else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "message": "the stand-in knows no such query" })),
+        )
+            .into_response();
+    };
+    axum::Json(json!({ "data": data })).into_response()
 }
 
 async fn github_create_pull(Path((_owner, _repo)): Path<(String, String)>, body: Bytes) -> Response {

@@ -504,7 +504,7 @@ async fn under_runs_isolation_the_proxy_is_the_one_way_out() {
 }
 
 #[tokio::test]
-async fn the_real_gh_cli_works_through_the_proxy_and_its_delete_reaches_nobody() {
+async fn the_real_gh_cli_lists_and_creates_pull_requests_through_the_proxy_and_its_delete_reaches_nobody() {
     use super::common::outside::{present, program_missing};
     if !present("gh", program_missing("gh")) {
         return;
@@ -514,14 +514,247 @@ async fn the_real_gh_cli_works_through_the_proxy_and_its_delete_reaches_nobody()
         &f,
         false,
         "gh api repos/acme/api/contents/README.md --jq .repository && \
+         gh pr list -R acme/api && \
+         gh pr create -R acme/api --head topic --base main --title 'Fix it' --body 'Fixes it.' && \
          if gh api -X DELETE repos/acme/api; then echo deleted; else echo delete-refused; fi",
     )
     .await;
     let (stdout, stderr) = text(&out);
     assert!(stdout.starts_with("acme/api\n"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Fix the flaky test"), "gh pr list: {stdout}\n{stderr}");
+    assert!(
+        stdout.contains("https://github.com/acme/api/pull/8"),
+        "gh pr create: {stdout}\n{stderr}"
+    );
     assert!(stdout.contains("delete-refused"), "{stdout}\n{stderr}");
     assert!(stderr.contains("HTTP 403"), "{stderr}");
     let received = f.github.received();
-    assert_eq!(received.len(), 1, "{received:?}");
-    assert_eq!(received[0].method, "GET");
+    assert!(received.iter().all(|r| r.method != "DELETE"), "{received:?}");
+    let created = received
+        .iter()
+        .find(|r| String::from_utf8_lossy(&r.body).contains("createPullRequest"))
+        .expect("gh's createPullRequest reached GitHub");
+    assert!(String::from_utf8_lossy(&created.body).contains("R_acme_api"));
+    for r in &received {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {GITHUB_STAGING}").as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn env_prints_the_same_variables_and_its_bundle_verifies_the_brokers_leaves() {
+    use super::common::outside::{present, program_missing};
+    if !present("curl", program_missing("curl")) {
+        return;
+    }
+    let f = Fixture::start().await;
+    let home = f.broker.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut cmd = std::process::Command::new(super::common::BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("VALETKEY_URL", &f.broker.url)
+        .env("VALETKEY_AGENT_KEY", &f.key)
+        .args(["env", "--agent", "claude", "--env", "staging", "--format", "json"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vars: std::collections::BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+    let credential = &vars["VALETKEY_CREDENTIAL"];
+    assert!(vars["HTTPS_PROXY"].contains(credential.as_str()));
+    assert_eq!(&vars["GH_TOKEN"], credential);
+    let bundle = std::fs::read_to_string(&vars["SSL_CERT_FILE"]).unwrap();
+    let ca = f
+        .broker
+        .http
+        .get(format!("{}/v1/ca.pem", f.broker.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(bundle.ends_with(&ca), "the bundle holds the broker's CA");
+    assert!(
+        bundle.matches("BEGIN CERTIFICATE").count() > 1,
+        "and the system's roots"
+    );
+    for name in [
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "GIT_SSL_CAINFO",
+        "DENO_CERT",
+    ] {
+        assert_eq!(vars[name], vars["SSL_CERT_FILE"], "{name}");
+    }
+
+    // curl with exactly those variables, and nothing else, verifies the
+    // leaf the broker presents for api.github.com.
+    let mut curl = std::process::Command::new("curl");
+    curl.env_clear().envs(&vars).args([
+        "-sS",
+        "--fail-with-body",
+        "https://api.github.com/repos/acme/api/contents/README.md",
+    ]);
+    let out = tokio::task::spawn_blocking(move || curl.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("acme/api"));
+    assert_eq!(f.github.count(), 1);
+}
+
+/// A passthrough host that echoes every connection it accepts.
+fn echo_host() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 64];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Whether bytes still cross `tunnel` both ways.
+fn carries(tunnel: &mut TcpStream) -> bool {
+    tunnel
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let mut back = [0u8; 4];
+    tunnel.write_all(b"ping").is_ok() && tunnel.read_exact(&mut back).is_ok() && &back == b"ping"
+}
+
+#[tokio::test]
+async fn tunnels_are_held_to_the_per_client_connection_cap() {
+    let port = echo_host();
+    let f = Fixture::start_with(
+        &format!(
+            "\n[forward_proxy]\npassthrough = [\"localhost:{port}\"]\n\n[server]\nmax_connections_per_local_client = 4\n"
+        ),
+        GITHUB_STAGING,
+    )
+    .await;
+    let (url, auth) = (f.broker.url.clone(), basic(&f.credential));
+    let alive = tokio::task::spawn_blocking(move || {
+        let mut tunnels: Vec<TcpStream> = (0..10)
+            .filter_map(|_| {
+                let (tunnel, head) = connect(
+                    &url,
+                    &format!("CONNECT localhost:{port} HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n"),
+                );
+                head.starts_with("HTTP/1.1 200").then_some(tunnel)
+            })
+            .collect();
+        tunnels.iter_mut().map(carries).filter(|carried| *carried).count()
+    })
+    .await
+    .unwrap();
+    assert!(
+        alive <= 4,
+        "{alive} tunnels from one client are open past a cap of 4 connections"
+    );
+}
+
+#[tokio::test]
+async fn a_passthrough_tunnel_ends_when_its_credential_is_revoked() {
+    let port = echo_host();
+    let f = Fixture::start_with(
+        &format!("\n[forward_proxy]\npassthrough = [\"localhost:{port}\"]\n"),
+        GITHUB_STAGING,
+    )
+    .await;
+    let (url, auth) = (f.broker.url.clone(), basic(&f.credential));
+    let mut tunnel = tokio::task::spawn_blocking(move || {
+        let (mut tunnel, head) = connect(
+            &url,
+            &format!("CONNECT localhost:{port} HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n"),
+        );
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(carries(&mut tunnel));
+        tunnel
+    })
+    .await
+    .unwrap();
+    let revoked = f
+        .broker
+        .http
+        .post(format!("{}/v1/revocations", f.broker.url))
+        .bearer_auth(&f.broker.admin_key)
+        .json(&serde_json::json!({ "agent": "claude" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let still = tokio::task::spawn_blocking(move || carries(&mut tunnel)).await.unwrap();
+    assert!(!still, "a revoked credential's passthrough tunnel still carries bytes");
+}
+
+#[tokio::test]
+async fn a_raw_token_inside_a_tunnel_is_refused_as_leaked_and_recorded() {
+    const LEAKED: &str = "ghp_0123456789abcdefghijklmnopqrstuvwxyz";
+    let f = Fixture::start().await;
+    // `/p/` names it a leaked token, records it and alerts.
+    let direct = f
+        .broker
+        .http
+        .get(format!("{}/p/github/repos/acme/api/contents/README.md", f.broker.url))
+        .header("authorization", format!("token {LEAKED}"))
+        .send()
+        .await
+        .unwrap();
+    let (_, body) = problem(direct).await;
+    assert_eq!(body["type"], "raw_provider_token", "{body}");
+    // The same request inside a tunnel opened with the agent's credential.
+    let client = through_proxy(&f, &f.credential).await;
+    let (status, body) = problem(
+        client
+            .get("https://api.github.com/repos/acme/api/contents/README.md")
+            .header("authorization", format!("token {LEAKED}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (401, Some("raw_provider_token")),
+        "{body}"
+    );
+    assert!(body["event_id"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn the_proxys_own_refusals_are_recorded() {
+    let f = Fixture::start().await;
+    let (url, auth) = (f.broker.url.clone(), basic(&f.credential));
+    let head = tokio::task::spawn_blocking(move || {
+        connect(
+            &url,
+            &format!("CONNECT exfil.example:443 HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n"),
+        )
+        .1
+    })
+    .await
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let audit = f.audit_text().await;
+    assert!(
+        audit.contains("exfil.example"),
+        "an agent's CONNECT to an unlisted host left no trace: {audit}"
+    );
 }
