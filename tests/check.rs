@@ -99,7 +99,7 @@ async fn a_bad_check_is_a_clear_error() {
     let f = Fixture::start().await;
     for (body, kind) in [
         (
-            json!({ "provider": "github", "graphql": { "query": "{ a }" } }),
+            json!({ "provider": "api", "graphql": { "query": "{ a }" } }),
             "malformed_request",
         ),
         (json!({ "provider": "github", "method": "GET" }), "malformed_request"),

@@ -389,8 +389,21 @@ async fn env_prints_the_same_variables_and_whoami_explains_them() {
     let out = output(cmd).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let vars: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+    // The provider's own, and the forward proxy's (tests/forward).
+    let forward = |k: &str| {
+        k.to_ascii_uppercase().contains("PROXY")
+            || k.starts_with("GIT_CONFIG_")
+            || [
+                "SSL_CERT_FILE",
+                "NODE_EXTRA_CA_CERTS",
+                "npm_config_cafile",
+                "RAILWAY_TOKEN",
+            ]
+            .contains(&k)
+            || vars[k].ends_with("ca-bundle.pem")
+    };
     assert_eq!(
-        vars.keys().collect::<Vec<_>>(),
+        vars.keys().filter(|k| !forward(k)).collect::<Vec<_>>(),
         [
             "RAILWAY_API_TOKEN",
             "RAILWAY_GRAPHQL_URL",
@@ -398,6 +411,8 @@ async fn env_prints_the_same_variables_and_whoami_explains_them() {
             "VALETKEY_URL"
         ]
     );
+    assert_eq!(vars["RAILWAY_TOKEN"], vars["VALETKEY_CREDENTIAL"]);
+    assert!(vars["HTTPS_PROXY"].contains(&vars["VALETKEY_CREDENTIAL"]));
 
     let mut cmd = valetkey(&t, &key);
     cmd.args(["env", "--agent", "claude", "--env", "staging", "--format", "shell"]);

@@ -234,9 +234,9 @@ mod tests {
     fn a_provider_host_is_never_left_out_of_the_proxy() {
         let v = vars("https://broker.internal:8700/base?x=1", &["127.0.0.1", "localhost"]);
         assert_eq!(v["NO_PROXY"], "broker.internal,::1");
+        assert_eq!(v["HTTPS_PROXY"], "https://valetkey:vk1.a.b.c@broker.internal:8700");
         // An entry covers the domains under it, as clients read it.
         let v = vars("https://github.com:8700/", &["api.github.com"]);
         assert_eq!(v["NO_PROXY"], "localhost,127.0.0.1,::1");
-        assert_eq!(v["HTTPS_PROXY"], "https://valetkey:vk1.a.b.c@broker.internal:8700");
     }
 }

@@ -794,19 +794,36 @@ pub async fn env(args: MintArgs, format: EnvFormat) -> Result<ExitCode, CliError
 }
 
 /// Where `valetkey env` keeps the CA bundle its variables name: it must
-/// outlive the command.
+/// outlive the command. Under the user's cache directory, or, with no home,
+/// a directory of the user's own in the temporary directory (one that
+/// another user made first, or a link, is refused).
 fn bundle_directory() -> Result<PathBuf, CliError> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .ok_or_else(|| {
-            CliError::Usage("neither XDG_CACHE_HOME nor HOME is set: nowhere to keep the CA bundle".into())
-        })?;
-    let dir = base.join("valetkey");
-    std::fs::create_dir_all(&dir).map_err(|source| CliError::Io {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let failed = |dir: &Path, source: std::io::Error| CliError::Io {
         action: format!("make {}", dir.display()),
         source,
-    })?;
+    };
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    if let Some(cache) = cache {
+        let dir = cache.join("valetkey");
+        std::fs::create_dir_all(&dir).map_err(|e| failed(&dir, e))?;
+        return Ok(dir);
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    let dir = std::env::temp_dir().join(format!("valetkey-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(failed(&dir, e)),
+        _ => {}
+    }
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| failed(&dir, e))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(CliError::Usage(format!(
+            "{} is not a directory of yours that only you may write: remove it, or set HOME",
+            dir.display()
+        )));
+    }
     Ok(dir)
 }
 

@@ -168,7 +168,7 @@ pub fn cases() -> Vec<Case> {
         ),
         graphql(
             "a document too deep",
-            json!({ "query": format!("{{ {}id{} }}", "project(id: \"proj_1\") { ".repeat(13), " }".repeat(13)) }),
+            json!({ "query": format!("{{ {}id{} }}", "project(id: \"proj_1\") { ".repeat(17), " }".repeat(17)) }),
             "request_too_complex",
         ),
         Case {
@@ -308,11 +308,11 @@ pub fn cases() -> Vec<Case> {
             "scope_not_granted",
         ),
         rest(
-            "GitHub's GraphQL API",
+            "GitHub's GraphQL API without a document",
             "github",
             "POST",
             "/graphql",
-            "unknown_operation",
+            "unsupported_media_type",
         ),
         rest(
             "climbing above the root",

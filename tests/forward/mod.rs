@@ -9,9 +9,8 @@ use std::net::TcpStream;
 use super::common::fixture::*;
 use serde_json::Value;
 
-/// A client that goes through the broker's forward proxy with `credential`
-/// and trusts only the broker's CA.
-async fn through_proxy(f: &Fixture, credential: &str) -> reqwest::Client {
+/// The broker's CA certificate, as `GET /v1/ca.pem` answers it.
+async fn ca_pem(f: &Fixture) -> String {
     let pem = f
         .broker
         .http
@@ -20,8 +19,13 @@ async fn through_proxy(f: &Fixture, credential: &str) -> reqwest::Client {
         .await
         .unwrap();
     assert_eq!(pem.headers()["content-type"], "application/x-pem-file");
-    let pem = pem.text().await.unwrap();
-    let ca = reqwest::Certificate::from_pem(pem.as_bytes()).unwrap();
+    pem.text().await.unwrap()
+}
+
+/// A client that goes through the broker's forward proxy with `credential`
+/// and trusts only the broker's CA.
+async fn through_proxy(f: &Fixture, credential: &str) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(ca_pem(f).await.as_bytes()).unwrap();
     reqwest::Client::builder()
         .proxy(
             reqwest::Proxy::all(&f.broker.url)
@@ -31,6 +35,20 @@ async fn through_proxy(f: &Fixture, credential: &str) -> reqwest::Client {
         .tls_certs_only([ca])
         .build()
         .unwrap()
+}
+
+/// acme/api's README through `client`, with `authorization` in the request.
+async fn readme(client: &reqwest::Client, authorization: String) -> (u16, Value) {
+    let url = "https://api.github.com/repos/acme/api/contents/README.md";
+    problem(
+        client
+            .get(url)
+            .header("authorization", authorization)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
 }
 
 async fn problem(response: reqwest::Response) -> (u16, Value) {
@@ -90,29 +108,13 @@ async fn a_provider_host_is_inspected_and_answered_with_the_real_token_swapped_i
 
     // The credential may also come in the request, as tools put it; another
     // credential there is refused, not chosen between.
-    let (status, _) = problem(
-        client
-            .get("https://api.github.com/repos/acme/api/contents/README.md")
-            .header("authorization", format!("token {}", f.credential))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = readme(&client, format!("token {}", f.credential)).await;
     assert_eq!(status, 200);
     let (_, other) = f
         .broker
         .mint(&f.key, serde_json::json!({ "env": "staging", "scopes": ["read"] }))
         .await;
-    let (status, body) = problem(
-        client
-            .get("https://api.github.com/repos/acme/api/contents/README.md")
-            .bearer_auth(other["credential"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = readme(&client, format!("Bearer {}", other["credential"].as_str().unwrap())).await;
     assert_eq!(
         (status, body["type"].as_str()),
         (401, Some("credential_ambiguous")),
@@ -286,16 +288,7 @@ async fn connects_are_authenticated_and_go_only_to_providers_and_passthrough_hos
 #[tokio::test]
 async fn a_providers_host_is_never_tunnelled_whatever_its_spelling() {
     let f = Fixture::start().await;
-    let pem = f
-        .broker
-        .http
-        .get(format!("{}/v1/ca.pem", f.broker.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let pem = ca_pem(&f).await;
     for host in [
         "api.github.com",
         "API.GITHUB.COM",
@@ -348,16 +341,7 @@ async fn the_ca_key_is_sealed_and_a_rotation_replaces_the_ca() {
             );
         }
     }
-    let before = f
-        .broker
-        .http
-        .get(format!("{}/v1/ca.pem", f.broker.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = ca_pem(&f).await;
     let refused = f
         .broker
         .http
@@ -377,16 +361,7 @@ async fn the_ca_key_is_sealed_and_a_rotation_replaces_the_ca() {
         .json()
         .await
         .unwrap();
-    let after = f
-        .broker
-        .http
-        .get(format!("{}/v1/ca.pem", f.broker.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = ca_pem(&f).await;
     assert_ne!(before, after);
     assert_eq!(rotated["certificate"], after);
     assert!(f.audit_text().await.contains("ca_rotated"));
@@ -568,16 +543,7 @@ async fn env_prints_the_same_variables_and_its_bundle_verifies_the_brokers_leave
     assert!(vars["HTTPS_PROXY"].contains(credential.as_str()));
     assert_eq!(&vars["GH_TOKEN"], credential);
     let bundle = std::fs::read_to_string(&vars["SSL_CERT_FILE"]).unwrap();
-    let ca = f
-        .broker
-        .http
-        .get(format!("{}/v1/ca.pem", f.broker.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ca = ca_pem(&f).await;
     assert!(bundle.ends_with(&ca), "the bundle holds the broker's CA");
     assert!(
         bundle.matches("BEGIN CERTIFICATE").count() > 1,
@@ -721,15 +687,7 @@ async fn a_raw_token_inside_a_tunnel_is_refused_as_leaked_and_recorded() {
     assert_eq!(body["type"], "raw_provider_token", "{body}");
     // The same request inside a tunnel opened with the agent's credential.
     let client = through_proxy(&f, &f.credential).await;
-    let (status, body) = problem(
-        client
-            .get("https://api.github.com/repos/acme/api/contents/README.md")
-            .header("authorization", format!("token {LEAKED}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = readme(&client, format!("token {LEAKED}")).await;
     assert_eq!(
         (status, body["type"].as_str()),
         (401, Some("raw_provider_token")),
