@@ -508,14 +508,12 @@ pub async fn run(
     let mut alive = minted
         .heartbeat
         .map(|every| keep_alive(client.clone(), key.clone(), minted.session_id.clone(), every));
-    let forwarded = match run_directory(&minted.session_id) {
-        Ok(dir) => match forward_variables(&client, &minted, &dir.0).await {
-            Ok(vars) => Ok((dir, vars)),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
+    let forwarded = async {
+        let dir = run_directory(&minted.session_id)?;
+        let vars = forward_variables(&client, &minted, &dir.0).await?;
+        Ok::<_, CliError>((dir, vars))
     };
-    let (run_dir, forward_vars) = match forwarded {
+    let (run_dir, forward_vars) = match forwarded.await {
         Ok(forwarded) => forwarded,
         Err(e) => {
             end_session(&client, &key, &minted.session_id, alive.take()).await;
