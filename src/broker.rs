@@ -1130,18 +1130,6 @@ impl Broker {
         Ok(kid)
     }
 
-    /// Replaces the forward proxy's CA: leaves are issued by the new one
-    /// from the next connection. Clients trust it once they fetch it again
-    /// (`valetkey run` does at every start).
-    pub async fn rotate_forward_ca(&self, actor: &Actor, now: SystemTime) -> Result<String, AdminError> {
-        let _sealing = self.sealing.lock().await;
-        let retired = self.forward.id();
-        let id = self.forward.rotate(self.store.as_ref(), &self.master(), now).await?;
-        let detail = serde_json::json!({ "ca": id, "retired": retired });
-        admin::audit_event(self.store.as_ref(), actor, EventKind::CaRotated, None, detail, now).await?;
-        Ok(id)
-    }
-
     /// The agent that owns a session, if the session exists.
     pub async fn session_agent(&self, session_id: &str) -> Result<Option<String>, StoreError> {
         self.store.session_agent(session_id).await

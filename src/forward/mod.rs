@@ -163,6 +163,24 @@ impl IntoResponse for ForwardError {
     }
 }
 
+impl Broker {
+    /// Replaces the forward proxy's CA under the sealing lock: leaves are
+    /// issued by the new one from the next connection. Clients trust it
+    /// once they fetch it again (`valetkey run` does at every start).
+    pub async fn rotate_forward_ca(
+        &self,
+        actor: &crate::admin::Actor,
+        now: SystemTime,
+    ) -> Result<String, crate::admin::AdminError> {
+        let (_sealing, master) = self.sealing().await;
+        let retired = self.forward().id();
+        let id = self.forward().rotate(self.store(), &master, now).await?;
+        let detail = serde_json::json!({ "ca": id, "retired": retired });
+        crate::admin::audit_event(self.store(), actor, EventKind::CaRotated, None, detail, now).await?;
+        Ok(id)
+    }
+}
+
 /// What a launcher needs to point an agent's tools at the forward proxy
 /// (`None` when it is off): where the CA is, every provider host (never
 /// to be left out of the proxy), and the token variables the tools of the
