@@ -663,6 +663,73 @@ fn cli_cases() -> Vec<CliCase> {
         decision,
     };
     vec![
+        // Most commands first read the linked project: its environments and
+        // services by id and name, which are no environment's data, so a
+        // staging credential may read them under a project production shares.
+        case(
+            "status (and most commands, first)",
+            "queries/Project.graphql",
+            json!({ "id": "proj_1" }),
+            &[("query project", "read")],
+            &["project proj_1"],
+            "allow",
+        ),
+        // With `RAILWAY_TOKEN` set (as `run` sets it), the CLI asks what the
+        // token is for instead: the project and environment, by id and name.
+        case(
+            "status (with RAILWAY_TOKEN)",
+            "queries/ProjectToken.graphql",
+            json!({}),
+            &[("query projectToken", "read")],
+            &[],
+            "allow",
+        ),
+        // Then the linked environment's instances.
+        case(
+            "status (the environment)",
+            "queries/EnvironmentInstances.graphql",
+            json!({ "environmentId": "env_stg", "projectId": "proj_1" }),
+            &[("query environment", "read")],
+            &["environment env_stg", "project proj_1"],
+            "allow",
+        ),
+        case(
+            "status (production's environment)",
+            "queries/EnvironmentInstances.graphql",
+            json!({ "environmentId": "env_prod", "projectId": "proj_1" }),
+            &[("query environment", "read")],
+            &["environment env_prod", "project proj_1"],
+            "credential_mismatch",
+        ),
+        case(
+            "variables",
+            "queries/ServiceVariablesForEdit.graphql",
+            json!({ "projectId": "proj_1", "environmentId": "env_stg", "serviceId": "svc_api" }),
+            &[
+                ("query variables", "read"),
+                ("query variablesForServiceDeployment", "read"),
+                ("query environment", "read"),
+            ],
+            &[
+                "environment env_stg",
+                "environment env_stg",
+                "environment env_stg",
+                "project proj_1",
+                "project proj_1",
+                "project proj_1",
+                "service svc_api",
+                "service svc_api",
+            ],
+            "allow",
+        ),
+        case(
+            "down (its deployments, first)",
+            "queries/Deployments.graphql",
+            json!({ "input": { "projectId": "proj_1", "environmentId": "env_stg", "serviceId": "svc_api" }, "first": 1 }),
+            &[("query deployments", "read")],
+            &["environment env_stg", "project proj_1", "service svc_api"],
+            "allow",
+        ),
         // `railway up` polls its deployment's status; the upload itself is
         // below, in the test.
         case(
@@ -960,17 +1027,38 @@ fn a_variable_collection_that_replaces_needs_a_human() {
 }
 
 /// `railway up` uploads its code to a REST route beside the GraphQL
-/// endpoint, which the Railway pack does not read: it is refused, never
-/// forwarded unread.
+/// endpoint: a deployment in the environment its path names, bound like the
+/// GraphQL deploys. Any other path of Railway's is an unknown operation.
 #[test]
-fn railway_ups_upload_route_is_not_read_and_so_refused() {
-    let (decision, kind) = judge_railway(
-        &Method::POST,
-        "/project/proj_1/environment/env_stg/up",
-        Some("serviceId=svc_api"),
-        None,
+fn railway_ups_upload_route_deploys_in_the_environment_it_names() {
+    let up = |path: &str, query: Option<&str>| {
+        let (decision, kind) = judge_railway(&Method::POST, path, query, None);
+        let op = &decision.operations[0];
+        (op.name.clone(), op.scope.clone(), kind)
+    };
+    let name = "POST /project/{project}/environment/{environment}/up".to_owned();
+    let deploy = Some("deployment:deploy".to_owned());
+    assert_eq!(
+        up("/project/proj_1/environment/env_stg/up", Some("serviceId=svc_api")),
+        (name.clone(), deploy.clone(), "allow".to_owned())
     );
-    assert_eq!(kind, "unknown_operation", "{decision:?}");
+    // A new service (`serviceId` empty), as `railway up` in a new project.
+    assert_eq!(
+        up("/project/proj_1/environment/env_stg/up", Some("serviceId=")),
+        (name.clone(), deploy.clone(), "allow".to_owned())
+    );
+    assert_eq!(
+        up("/project/proj_1/environment/env_prod/up", Some("serviceId=svc_api")),
+        (name, deploy, "credential_mismatch".to_owned())
+    );
+    for other in [
+        "/project/proj_1/environment/env_stg/down",
+        "/graphql/v1",
+        "/project/proj_1/up",
+    ] {
+        let (_, _, kind) = up(other, None);
+        assert_eq!(kind, "unknown_operation", "{other}");
+    }
 }
 
 /// GitHub's pack, with OWNER/REPO (node id `ID_id`, as the stand-in `gh` was

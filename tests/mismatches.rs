@@ -54,10 +54,26 @@ async fn with_webhook(github_token: &str) -> (Fixture, Webhook) {
 fn assert_problem_shape(problem: &Value, extra: &[&str]) {
     let mut keys: Vec<&str> = problem.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
-    let mut want = vec!["agent_guidance", "detail", "event_id", "status", "title", "type"];
+    let mut want = vec![
+        "agent_guidance",
+        "detail",
+        "errors",
+        "event_id",
+        "message",
+        "status",
+        "title",
+        "type",
+    ];
     want.extend_from_slice(extra);
     want.sort_unstable();
     assert_eq!(keys, want, "{problem}");
+    // What unmodified tools print (`message`; GraphQL's `errors`) is the
+    // whole refusal: its type, detail, event and guidance.
+    let message = problem["message"].as_str().unwrap();
+    for part in ["type", "detail", "event_id", "agent_guidance"] {
+        assert!(message.contains(problem[part].as_str().unwrap()), "{part}: {message}");
+    }
+    assert_eq!(problem["errors"], json!([{ "message": message }]));
     // What every mismatch tells an agent: stop; no other credentials; no
     // deleting, recreating or reconfiguring; quote the event id to a human.
     let guidance = problem["agent_guidance"].as_str().unwrap();

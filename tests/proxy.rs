@@ -157,6 +157,50 @@ async fn the_railway_clis_documents_are_forwarded_or_refused_by_their_binding() 
     assert!(audit.contains("mutation environmentCreate"), "{audit}");
 }
 
+/// `railway up`'s upload (a gzip tarball to a REST route beside the GraphQL
+/// endpoint) is streamed to the upstream as sent, with the real token, when
+/// it deploys in staging; one into production reaches nobody.
+#[tokio::test]
+async fn railway_ups_upload_is_forwarded_in_staging_and_refused_in_production() {
+    use std::io::Write as _;
+    let f = Fixture::start().await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"./index.js\0console.log('hi')").unwrap();
+    let tarball = gz.finish().unwrap();
+    let up = |env: &str| {
+        f.broker
+            .http
+            .post(f.url(&format!(
+                "railway/project/proj_1/environment/{env}/up?serviceId=svc_api"
+            )))
+            .bearer_auth(&f.credential)
+            .header("content-type", "application/gzip")
+            .body(tarball.clone())
+    };
+    let (status, body) = f.broker.send(up("env_stg")).await;
+    assert_eq!(status, 200, "{body}");
+    let received = f.railway.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].target,
+        "/project/proj_1/environment/env_stg/up?serviceId=svc_api"
+    );
+    assert_eq!(received[0].body.as_ref(), tarball.as_slice());
+    assert_eq!(
+        received[0].header("authorization"),
+        Some(format!("Bearer {RAILWAY_STAGING}").as_str())
+    );
+
+    let (status, body) = f.broker.send(up("env_prod")).await;
+    assert_eq!(refusal(status, &body), (403, "credential_mismatch"), "{body}");
+    assert_eq!(f.railway.count(), 1, "a refused upload reached the upstream");
+    let audit = f.audit_text().await;
+    assert!(
+        audit.contains("POST /project/{project}/environment/{environment}/up"),
+        "{audit}"
+    );
+}
+
 /// Every case of the corpus (tests/common/corpus.rs), sent byte for byte:
 /// the answer the table names, and a refused request reaches nobody.
 #[tokio::test]

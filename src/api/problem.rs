@@ -1,6 +1,8 @@
 //! Refusals as `application/problem+json` (RFC 9457): a stable `type`, a
 //! `detail` saying what was presented and what was expected, an `event_id`
-//! when the refusal was recorded, and `agent_guidance` written for an LLM.
+//! when the refusal was recorded, and `agent_guidance` written for an LLM;
+//! and all of it in the members providers' own clients print (`message`,
+//! GraphQL's `errors`), for agents that read a refusal through their tools.
 //!
 //! Every error the API can return is mapped here by an exhaustive `match`, so
 //! a new variant forces a decision. Internal causes are logged, never sent.
@@ -127,6 +129,24 @@ impl Problem {
         }
         obj.insert("agent_guidance".into(), Value::String(problem.guidance.into()));
         obj.extend(problem.extra.clone());
+        // Unmodified tools show a provider's own error members, not these:
+        // GitHub's `message` (gh, Octokit), GraphQL's `errors[].message`
+        // (the railway CLI, gh's GraphQL commands). One line says it all to
+        // the agent reading the tool's output.
+        let event = problem
+            .event_id
+            .as_ref()
+            .map(|id| format!(" (event {id})"))
+            .unwrap_or_default();
+        let message = format!(
+            "valetkey: {} ({}): {}{event}. {}",
+            problem.title,
+            problem.kind,
+            problem.detail.trim_end_matches('.'),
+            problem.guidance
+        );
+        obj.insert("errors".into(), json!([{ "message": message }]));
+        obj.insert("message".into(), Value::String(message));
         // A refusal quotes what was asked for (its detail, its operations'
         // names), where an agent can have put its credential or a token:
         // never echoed back.

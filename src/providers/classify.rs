@@ -252,12 +252,11 @@ impl Classifier {
         overridable || self.is_tree(path) || self.is_git_push(method, path)
     }
 
-    /// Whether a path is the GraphQL endpoint's (on Railway, any path: the
-    /// others are unknown operations, whose bodies are read all the same).
+    /// Whether a path is the GraphQL endpoint's.
     fn is_graphql(&self, path: &str) -> bool {
-        self.graphql.as_ref().is_some_and(|spec| {
-            self.kind == ProviderKind::Railway || rest::normalize(path).is_ok_and(|s| spec.paths.contains(&s))
-        })
+        self.graphql
+            .as_ref()
+            .is_some_and(|spec| rest::normalize(path).is_ok_and(|s| spec.paths.contains(&s)))
     }
 
     fn is_tree(&self, path: &str) -> bool {
@@ -303,7 +302,6 @@ impl Classifier {
         }
         let operations = match &self.graphql {
             Some(spec) if spec.paths.contains(&segments) => self.graphql_operations(spec, request)?,
-            Some(_) if self.kind == ProviderKind::Railway => vec![unknown(format!("{} {path}", request.method))],
             _ => {
                 if let Some(body) = request.body {
                     check_body(request.headers, body)?;
@@ -442,7 +440,10 @@ impl Classifier {
         // is an environment. One environment's objects listed under what
         // the arguments name (a volume's instances) need an environment of
         // ours among them; one such object named by its own id is its
-        // environment's, and the nested walk keeps its reads there.
+        // environment's, and the nested walk keeps its reads there. Only
+        // the identity of what a resource refers to (a project's
+        // environments and services, by id and name) is no environment's
+        // data: it is what the CLI reads first.
         op.named_by_arguments = match field.returns {
             Returns::Resource if rule.id_kind.as_deref() != Some(ENVIRONMENT_KIND) => 0,
             _ => named_by_arguments,
@@ -451,7 +452,7 @@ impl Classifier {
             && match field.returns {
                 Returns::EnvironmentData => !named_by_id,
                 Returns::NoEnvironment => false,
-                Returns::Resource | Returns::Unknown => field.selects_objects,
+                Returns::Resource | Returns::Unknown => field.reads_own_objects,
             };
         op.beyond = field.escape.map(|escape| match escape {
             Escape::Unknown { .. } => Beyond::UnknownField(escape.to_string()),
@@ -460,7 +461,12 @@ impl Classifier {
         // A field that touches no environment's resources may still lead to
         // objects that do (`me { projects { … } }`): only its own leaves are
         // free to read.
-        if op.resource_free && field.selects_objects {
+        let leads_to_objects = if rule.shows_references {
+            field.reads_own_objects
+        } else {
+            field.selects_objects
+        };
+        if op.resource_free && leads_to_objects {
             op.resource_free = false;
             op.name = format!("{} with nested selections", op.name);
         }
@@ -862,6 +868,35 @@ mod tests {
         assert_eq!(ops[0].named_by_arguments, 0);
         let ops = gql(json!({ "query": "{ variables(projectId: \"p\", environmentId: \"e\") }" })).unwrap();
         assert_eq!(ops[0].named_by_arguments, 2);
+    }
+
+    /// Under a resource, the identity of what it refers to (a project's
+    /// environments and services) is a directory; a field of what it holds
+    /// (its deployments, even their ids or a count of them) is its objects,
+    /// in every environment it spans.
+    #[test]
+    fn references_under_a_resource_are_not_its_objects() {
+        let nested = |query: &str| gql(json!({ "query": query })).unwrap()[0].nested_objects;
+        for directory in [
+            "{ project(id: \"p\") { name workspace { name } services { edges { node { id name } } } } }",
+            "{ project(id: \"p\") { environments { edges { node { id name canAccess deletedAt \
+             unmergedChangesCount __typename } } } } }",
+            "{ project(id: \"p\") { environments { edges { __typename node { id } } } } }",
+            "{ project(id: \"p\") { ... on Project { baseEnvironment { id name } } } }",
+        ] {
+            assert!(!nested(directory), "{directory}");
+        }
+        for objects in [
+            "{ project(id: \"p\") { deployments { edges { node { id } } } } }",
+            "{ project(id: \"p\") { deployments { totalCount } } }",
+            "{ project(id: \"p\") { environments { pageInfo { hasNextPage } } } }",
+            "{ project(id: \"p\") { ... on Project { deployments { edges { node { status } } } } } }",
+            // What the schema lacks, or what is read past a reference.
+            "{ project(id: \"p\") { nothing { id } } }",
+            "{ project(id: \"p\") { services { edges { node { deployments { edges { node { id } } } } } } } }",
+        ] {
+            assert!(nested(objects), "{objects}");
+        }
     }
 
     #[test]
@@ -1276,6 +1311,17 @@ mod tests {
         let ops = gql(json!({ "query": "{ me { name projects { edges { node { id } } } } }" })).unwrap();
         assert!(!ops[0].resource_free);
         assert_eq!(ops[0].name, "query me with nested selections");
+        // What a project token is for: its references' identity, never more.
+        let ops =
+            gql(json!({ "query": "{ projectToken { id project { id name } environment { id name } } }" })).unwrap();
+        assert!(ops[0].resource_free, "{:?}", ops[0]);
+        for deeper in [
+            "{ projectToken { project { deployments { edges { node { id } } } } } }",
+            "{ projectToken { environment { variables { edges { node { name } } } } } }",
+        ] {
+            let ops = gql(json!({ "query": deeper })).unwrap();
+            assert!(!ops[0].resource_free, "{deeper}");
+        }
         // A list of ids is refused by the pack, with its reason.
         let ops = gql(json!({ "query": "{ projectsByIds(ids: [\"p1\"]) { id } }" })).unwrap();
         assert!(ops[0].refused_by_pack.as_deref().unwrap().contains("project(id"));
@@ -1640,6 +1686,12 @@ mod tests {
             (
                 rule("method = \"POST\"\npath = \"/v1/items\"\nscope = \"write\"\nresource_free = true"),
                 "only reads",
+            ),
+            (
+                rule(
+                    "method = \"GET\"\npath = \"/v1/items\"\nscope = \"read\"\nresource_free = true\nshows_references = true",
+                ),
+                "`shows_references`",
             ),
             (
                 rule("method = \"GET\"\npath = \"/v1/items\"\nrefuse = \" \""),

@@ -105,6 +105,10 @@ pub struct RootField {
     /// Whether the field selects objects under it (fields with selections
     /// of their own), which may belong to any environment.
     pub selects_objects: bool,
+    /// Whether what it selects under it reads objects of the resource it is
+    /// bound to, not only the identity of those it refers to (by the
+    /// schema; without one, `selects_objects`).
+    pub reads_own_objects: bool,
     /// What it returns, by the provider's schema.
     pub returns: Returns,
     /// Where its selection leaves what the field is bound to, judged by the
@@ -411,7 +415,12 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
         for field in roots {
             let name = name_text(field.name());
             let arguments = arguments(&field, &scope)?;
-            let (nested, returns, escape) = walk.root_under(kind, &field, &scope)?;
+            let confine::RootUnder {
+                ids: nested,
+                returns,
+                escape,
+                reads_own,
+            } = walk.root_under(kind, &field, &scope)?;
             let selects_objects = field
                 .selection_set()
                 .is_some_and(|s| s.selections().any(|sel| !is_leaf(&sel)));
@@ -423,6 +432,7 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
                 if let Some(merged) = at.map(|i| &mut fields[i]) {
                     let merged: &mut RootField = merged;
                     merged.selects_objects |= selects_objects;
+                    merged.reads_own_objects |= reads_own;
                     if merged.escape.is_none() {
                         merged.escape = escape;
                     }
@@ -444,6 +454,7 @@ fn analyze(request: &Request, limits: &GraphqlLimits, ids: &IdSpec<'_>) -> Resul
                 name,
                 arguments,
                 selects_objects,
+                reads_own_objects: reads_own,
                 returns,
                 escape,
                 nested,

@@ -117,6 +117,11 @@ pub struct OperationRule {
     /// identity, rate limits, public metadata). Reads only.
     #[serde(default)]
     pub resource_free: bool,
+    /// GraphQL, with `resource_free`: besides its own scalar fields, the
+    /// identity of the objects it refers to may be selected (what a token is
+    /// for: its project and environment, by id and name), never their data.
+    #[serde(default)]
+    pub shows_references: bool,
     /// The operation is refused, and why: it reaches resources in a way the
     /// broker cannot bind to an environment.
     #[serde(default)]
@@ -177,6 +182,7 @@ pub struct CompiledRule {
     /// Argument paths and the values the rule applies to.
     pub when: Vec<(Vec<String>, serde_json::Value)>,
     pub resource_free: bool,
+    pub shows_references: bool,
     pub within_environment: bool,
     pub stricter: Option<Stricter>,
 }
@@ -312,21 +318,19 @@ impl CompiledRule {
             }
         };
         let rest = rule.method.is_some() || rule.path.is_some() || !rule.paths.is_empty();
-        // GitHub speaks both: a rule is GraphQL when it names a field.
-        let matchers = match (kind, graphql) {
+        // GitHub and Railway speak both: a rule is GraphQL when it names a
+        // field, REST when it names a method or a path.
+        let matchers = match (kind, graphql || (kind == ProviderKind::Railway && !rest)) {
             (ProviderKind::Postgres, _) => {
                 return Err("postgres providers are not proxied and take no operation rules".into());
             }
             (_, true) if rest => {
                 return Err("a rule names a GraphQL `field` or a REST `method` and `path`, not both".into());
             }
-            (ProviderKind::Railway, false) if rest => {
-                return Err("a GraphQL provider's rules name a `field`, not a method or path".into());
-            }
             (ProviderKind::Http, true) => {
                 return Err("a REST provider's rules name a `method` and a `path`, not a field".into());
             }
-            (ProviderKind::Railway, _) | (ProviderKind::Github, true) => {
+            (ProviderKind::Railway | ProviderKind::Github, true) => {
                 let names = one_or_many(&rule.field, &rule.fields, "field")?;
                 let operation = rule.operation.unwrap_or(OperationType::Mutation);
                 names
@@ -349,19 +353,34 @@ impl CompiledRule {
                     })
                     .collect::<Result<Vec<_>, String>>()?
             }
-            (ProviderKind::Github | ProviderKind::Http, false) => {
+            (ProviderKind::Railway | ProviderKind::Github | ProviderKind::Http, false) => {
                 let method = rule.method.as_deref().ok_or("the rule names no `method`")?;
                 let method = match method {
                     "*" => None,
                     m if !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase()) => Some(m.to_owned()),
                     m => return Err(format!("method `{m}` is not an HTTP method in capitals, or `*`")),
                 };
+                let endpoints: Vec<Vec<String>> = kind
+                    .pack()
+                    .graphql
+                    .iter()
+                    .flat_map(|g| &g.paths)
+                    .filter_map(|p| super::rest::normalize(p).ok())
+                    .collect();
                 one_or_many(&rule.path, &rule.paths, "path")?
                     .iter()
                     .map(|path| {
+                        let pattern = PathPattern::parse(path)?;
+                        // The endpoint's requests are read as GraphQL: a
+                        // REST rule there would never match.
+                        if endpoints.iter().any(|e| pattern.matches(e).is_some()) {
+                            return Err(format!(
+                                "`{path}` is the GraphQL endpoint: name its root fields with `field`"
+                            ));
+                        }
                         Ok(Matcher::Rest {
                             method: method.clone(),
-                            pattern: PathPattern::parse(path)?,
+                            pattern,
                         })
                     })
                     .collect::<Result<Vec<_>, String>>()?
@@ -403,6 +422,7 @@ impl CompiledRule {
                     search: rule.search.clone(),
                     when: when.clone(),
                     resource_free: rule.resource_free,
+                    shows_references: rule.shows_references,
                     within_environment: rule.within_environment,
                     stricter: stricter.clone(),
                 };
@@ -418,10 +438,15 @@ impl CompiledRule {
     /// any environment. Wildcards stay allowed where matching more is
     /// stricter (destructive and catastrophic scopes, refusals).
     fn check_leniency(&self, rule: &OperationRule) -> Result<(), String> {
+        let name = self.name();
+        if self.shows_references && !(self.resource_free && matches!(self.matcher, Matcher::Field { .. })) {
+            return Err(format!(
+                "rule `{name}` has `shows_references`, which only a `resource_free` GraphQL read may have"
+            ));
+        }
         let RuleGrant::Scope { scope, tier } = &self.grant else {
             return Ok(());
         };
-        let name = self.name();
         let wildcard = match &self.matcher {
             Matcher::Field { prefix: true, .. } => Some("a name prefix (`…*`)".to_owned()),
             Matcher::Field { .. } => None,

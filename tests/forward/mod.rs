@@ -502,7 +502,11 @@ async fn the_real_gh_cli_lists_and_creates_pull_requests_through_the_proxy_and_i
         "gh pr create: {stdout}\n{stderr}"
     );
     assert!(stdout.contains("delete-refused"), "{stdout}\n{stderr}");
-    assert!(stderr.contains("HTTP 403"), "{stderr}");
+    // gh prints a refusal's `message`: the whole refusal, in its words.
+    assert!(
+        stderr.contains("HTTP 403") && stderr.contains("valetkey: ") && stderr.contains("(approval_required)"),
+        "{stderr}"
+    );
     let received = f.github.received();
     assert!(received.iter().all(|r| r.method != "DELETE"), "{received:?}");
     let created = received
@@ -515,6 +519,122 @@ async fn the_real_gh_cli_lists_and_creates_pull_requests_through_the_proxy_and_i
             r.header("authorization"),
             Some(format!("Bearer {GITHUB_STAGING}").as_str())
         );
+    }
+}
+
+/// Inside a tunnel, answers stream as on `/p/`: a large one whole, and a
+/// slow one's first bytes before the upstream has sent the rest.
+#[tokio::test]
+async fn large_and_slow_answers_stream_through_a_tunnel() {
+    use futures_util::StreamExt;
+    let f = Fixture::start().await;
+    let client = through_proxy(&f, &f.credential).await;
+    const BYTES: u64 = 32 * 1024 * 1024;
+    let response = client
+        .get(format!("https://api.github.com/repos/acme/api/tarball/{BYTES}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = 0u64;
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        received += chunk.unwrap().len() as u64;
+    }
+    assert_eq!(received, BYTES);
+
+    let response = client
+        .get("https://api.github.com/repos/acme/api/zipball/main")
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next())
+        .await
+        .expect("the first chunk did not arrive before the upstream finished")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.as_ref(), b"first;");
+    f.github.release();
+    let rest = stream.next().await.unwrap().unwrap();
+    assert_eq!(rest.as_ref(), b"rest");
+}
+
+/// What the railway CLI sends under `run` (its own documents, verbatim, and
+/// `railway up`'s upload), sent by curl and Python's `requests` to Railway's
+/// fixed hosts with only the variables `run` sets: the CLI's first query, a
+/// variable set and the upload reach the stand-in with the real token; its
+/// `railway down` is refused, reaches nobody, and says why where the CLI
+/// prints a GraphQL error. (The CLI itself, `cargo install railwayapp
+/// --version 5.71.0`, is too long a build for CI; it was driven by hand.)
+#[tokio::test]
+async fn the_railway_clis_requests_by_curl_and_python_reach_railways_hosts_through_the_proxy() {
+    use super::common::outside::{file_missing, present, program_missing};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = file_missing(&root.join("tests/console/.venv/bin/python"));
+    if !present("curl", program_missing("curl")) || !present("python", python) {
+        return;
+    }
+    let f = Fixture::start().await;
+    let work = f.broker.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let document = |path: &str| std::fs::read_to_string(root.join("tests/fixtures/railway-cli").join(path)).unwrap();
+    let write = |name: &str, body: serde_json::Value| std::fs::write(work.join(name), body.to_string()).unwrap();
+    write(
+        "project.json",
+        serde_json::json!({ "query": document("queries/Project.graphql"), "variables": { "id": "proj_1" }, "operationName": "Project" }),
+    );
+    write(
+        "set.json",
+        serde_json::json!({ "query": document("mutations/VariableCollectionUpsert.graphql"), "operationName": "VariableCollectionUpsert",
+            "variables": { "projectId": "proj_1", "environmentId": "env_stg", "serviceId": "svc_api", "variables": { "LOG_LEVEL": "debug" } } }),
+    );
+    write(
+        "down.json",
+        serde_json::json!({ "query": document("mutations/DeploymentRemove.graphql"), "variables": { "id": "dep_stg" }, "operationName": "DeploymentRemove" }),
+    );
+    let tarball = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03 the code".to_vec();
+    std::fs::write(work.join("code.tar.gz"), &tarball).unwrap();
+    let graphql = "https://backboard.railway.com/graphql/v2";
+    // As the CLI authenticates: `RAILWAY_TOKEN` in `project-access-token`,
+    // or `RAILWAY_API_TOKEN` as a bearer token.
+    let script = format!(
+        "curl -sS --fail-with-body {graphql} -H \"project-access-token: $RAILWAY_TOKEN\" -H 'content-type: application/json' --data @project.json; echo; \
+         python -c 'import json, os, requests; r = requests.post(\"https://backboard.railway.app/graphql/v2\", data=open(\"set.json\").read(), headers={{\"content-type\": \"application/json\", \"authorization\": \"Bearer \" + os.environ[\"RAILWAY_API_TOKEN\"]}}); print(\"python\", r.status_code)'; \
+         curl -sS --fail-with-body -H \"authorization: Bearer $RAILWAY_API_TOKEN\" -H 'content-type: application/gzip' --data-binary @code.tar.gz 'https://backboard.railway.com/project/proj_1/environment/env_stg/up?serviceId=svc_api'; echo; \
+         curl -sS -o down.out -w 'down %{{http_code}}\\n' {graphql} -H \"project-access-token: $RAILWAY_TOKEN\" -H 'content-type: application/json' --data @down.json; \
+         python -c 'import json; print(\"says\", json.load(open(\"down.out\"))[\"errors\"][0][\"message\"])'"
+    );
+    let out = run_agent(&f, false, &script).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("python 200"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("down 403"), "{stdout}\n{stderr}");
+    let says = stdout.lines().find_map(|l| l.strip_prefix("says ")).unwrap_or_default();
+    assert!(
+        says.contains("approval_required") && says.contains("deploymentRemove") && says.contains("event"),
+        "what the CLI would print: {says}"
+    );
+    let received = f.railway.received();
+    let what: Vec<String> = received.iter().map(|r| format!("{} {}", r.method, r.target)).collect();
+    assert_eq!(
+        what,
+        [
+            "POST /graphql/v2",
+            "POST /graphql/v2",
+            "POST /project/proj_1/environment/env_stg/up?serviceId=svc_api"
+        ],
+        "railway down reached the upstream, or another went missing"
+    );
+    assert!(String::from_utf8_lossy(&received[0].body).contains("query Project("));
+    assert!(String::from_utf8_lossy(&received[1].body).contains("variableCollectionUpsert"));
+    assert_eq!(received[2].body.as_ref(), tarball.as_slice());
+    for r in &received {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {RAILWAY_STAGING}").as_str())
+        );
+        assert!(!r.everything().contains("vk1."), "{}", r.everything());
     }
 }
 

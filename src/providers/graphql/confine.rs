@@ -4,7 +4,9 @@
 //! typed through fragments and type conditions, a field the schema lacks is
 //! named, and below a reference to another resource only identity fields
 //! may be selected. Only what `@skip` and `@include` let run is read, so
-//! only that is judged. One walk does both.
+//! only that is judged. One walk does both, and tells whether the selection
+//! reads the bound resource's own objects or only references to others
+//! (`Under::reads_own`).
 
 use std::fmt;
 
@@ -126,31 +128,68 @@ impl Position {
     }
 }
 
-/// What lies under a selection set: the ids its fields name at any depth,
-/// and the first place it leaves what its root field is bound to.
-pub(super) type Under = (Vec<ResourceRef>, Option<Escape>);
+/// What lies under a selection set.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Under {
+    /// The ids its fields name at any depth.
+    pub ids: Vec<ResourceRef>,
+    /// The first place it leaves what its root field is bound to.
+    pub escape: Option<Escape>,
+    /// Whether it reads a field of an object that belongs to the root
+    /// field's resource (a project's deployments), rather than only the
+    /// identity of objects it refers to (a project's environments, by id
+    /// and name). Under a resource several environments share, the first
+    /// reaches the other environments' share of it; the second is a
+    /// directory of what exists, no environment's data.
+    pub reads_own: bool,
+}
+
+/// What a root field's selection is, by the schema.
+#[derive(Debug, Clone)]
+pub(super) struct RootUnder {
+    pub ids: Vec<ResourceRef>,
+    pub returns: Returns,
+    pub escape: Option<Escape>,
+    /// `Under::reads_own`; without a schema to tell, whether it selects
+    /// any object at all.
+    pub reads_own: bool,
+}
 
 impl Walk<'_> {
-    /// The ids named under a root field, what it returns, and the first
-    /// place its selection leaves what the field is bound to. The root
-    /// field's own objects are the bound resources', whatever their type;
-    /// `policy::decide` judges the binding.
+    /// The ids named under a root field, what it returns, the first place
+    /// its selection leaves what the field is bound to, and whether it reads
+    /// the bound resource's own objects. The root field's own objects are
+    /// the bound resources', whatever their type; `policy::decide` judges
+    /// the binding.
     pub(super) fn root_under(
         &mut self,
         kind: OperationType,
         field: &cst::Field,
         scope: &Scope<'_>,
-    ) -> Result<(Vec<ResourceRef>, Returns, Option<Escape>), ClassifyError> {
+    ) -> Result<RootUnder, ClassifyError> {
         let Some(set) = field.selection_set() else {
-            return Ok((Vec::new(), Returns::Unknown, None));
+            return Ok(RootUnder {
+                ids: Vec::new(),
+                returns: Returns::Unknown,
+                escape: None,
+                reads_own: false,
+            });
         };
+        // Without a schema, or where the root field cannot be typed, any
+        // object selected may be the bound resource's own.
+        let selects_objects = set.selections().any(|sel| !super::is_leaf(&sel));
         let Some(schema) = self.ids.schema else {
-            let (ids, _) = self.under(&set, None, scope)?;
-            return Ok((ids, Returns::Unknown, None));
+            let under = self.under(&set, None, scope)?;
+            return Ok(RootUnder {
+                ids: under.ids,
+                returns: Returns::Unknown,
+                escape: None,
+                reads_own: selects_objects,
+            });
         };
         let name = name_text(field.name());
         let root = schema.root(kind);
-        let (ids, returns, escape) = match schema.field(root, &name) {
+        let (under, returns) = match schema.field(root, &name) {
             FieldType::Composite(ty) => {
                 let returns = if schema.environment_data(ty) {
                     Returns::EnvironmentData
@@ -163,11 +202,10 @@ impl Walk<'_> {
                     ty: ty.to_owned(),
                     reference: None,
                 };
-                let (ids, escape) = self.under(&set, Some(&bound), scope)?;
-                (ids, returns, escape)
+                (self.under(&set, Some(&bound), scope)?, returns)
             }
             typed => {
-                let (ids, _) = self.under(&set, None, scope)?;
+                let under = self.under(&set, None, scope)?;
                 let escape = Escape::Unknown {
                     path: Vec::new(),
                     parent: root.to_owned(),
@@ -178,10 +216,20 @@ impl Walk<'_> {
                         Unknown::NoField
                     },
                 };
-                (ids, Returns::Unknown, Some(escape))
+                let under = Under {
+                    escape: Some(escape),
+                    reads_own: selects_objects,
+                    ..under
+                };
+                (under, Returns::Unknown)
             }
         };
-        Ok((ids, returns, escape.map(|e| e.under(&name))))
+        Ok(RootUnder {
+            ids: under.ids,
+            returns,
+            escape: under.escape.map(|e| e.under(&name)),
+            reads_own: under.reads_own,
+        })
     }
 
     /// What lies under a selection set whose objects are at `at` (none
@@ -197,33 +245,47 @@ impl Walk<'_> {
         if let Some(found) = self.under.get(&key) {
             return Ok(found.clone());
         }
-        let mut ids = Vec::new();
-        let mut found = None;
+        let mut found = Under::default();
         for (field, on) in self.flatten_on(set, scope, None, &mut Vec::new(), false, None)? {
             let name = name_text(field.name());
             let id_kind = self.ids.kinds.get(&name).map(String::as_str);
-            collect_ids(&arguments(&field, scope)?, id_kind, self.ids.arguments, &mut ids);
+            collect_ids(&arguments(&field, scope)?, id_kind, self.ids.arguments, &mut found.ids);
             let (mut escape, next) = match (self.ids.schema, at) {
-                (Some(schema), Some(at)) => step(schema, &at.narrow(schema, on), &field, &name),
+                (Some(schema), Some(at)) => {
+                    let here = at.narrow(schema, on);
+                    // A leaf of an object the bound resource holds, its id
+                    // included. The root's own type is not confined: its
+                    // leaves are the resource's own fields, read through
+                    // its binding.
+                    found.reads_own |= field.selection_set().is_none()
+                        && here.reference.is_none()
+                        && schema.confined(&here.ty)
+                        && name != "__typename";
+                    step(schema, &here, &field, &name)
+                }
                 _ => (None, None),
             };
+            // What the broker cannot type, or reads past a reference, may
+            // be anything's.
+            found.reads_own |= escape.is_some();
             if let Some(inner) = field.selection_set() {
-                let (inner_ids, inner_escape) = self.under(&inner, next.as_ref(), scope)?;
-                for id in inner_ids {
-                    if !ids.contains(&id) {
-                        ids.push(id);
+                let inner = self.under(&inner, next.as_ref(), scope)?;
+                for id in inner.ids {
+                    if !found.ids.contains(&id) {
+                        found.ids.push(id);
                     }
                 }
+                found.reads_own |= inner.reads_own;
                 if escape.is_none() {
-                    escape = inner_escape.map(|e| e.under(&name));
+                    escape = inner.escape.map(|e| e.under(&name));
                 }
             }
-            if found.is_none() {
-                found = escape;
+            if found.escape.is_none() {
+                found.escape = escape;
             }
         }
-        self.under.insert(key, (ids.clone(), found.clone()));
-        Ok((ids, found))
+        self.under.insert(key, found.clone());
+        Ok(found)
     }
 }
 
