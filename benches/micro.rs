@@ -3,7 +3,8 @@
 //! GraphQL classification of a small and a large document, REST
 //! classification against GitHub's whole pack, the engine `judge` (the
 //! misplaced-credential scan, classification and `decide`), `policy::decide`,
-//! the scan of an answer for real tokens, and one durable audit append.
+//! the scan of an answer for real tokens, the scrub of what is recorded and
+//! told, and one durable audit append.
 //!
 //!   cargo bench --bench micro
 //!
@@ -161,6 +162,20 @@ fn benches(c: &mut Criterion) {
     assert!(decide(broker.rules(), &access, &operations).refusal.is_none());
     c.bench_function("policy/decide (a mutation on three resources)", |b| {
         b.iter(|| decide(broker.rules(), &access, black_box(&operations)))
+    });
+
+    // What every refusal told and every event recorded passes through: a
+    // refusal's body, as the proxy answers a shared volume's deletion.
+    let refusal = serde_json::json!({
+        "type": "shared_resource", "title": "Shared resource", "status": 403,
+        "detail": "mutation volumeDelete touches volume `vol_db_8e21`, which is shared by staging and production: anything beyond reading it could reach another environment",
+        "event_id": "01a24e80-8b31-74f8-89d6-dbfd9d5a22dc",
+        "agent_guidance": "Stop. This resource also belongs to another environment, so changing it could damage that environment too. Do not retry, do not look for other credentials or tokens, and do not delete, recreate or reconfigure anything to work around it: ask a human, quoting the event id.",
+        "operations": [{ "name": "mutation volumeDelete", "scope": "volume:delete", "tier": "destructive",
+            "resources": [{ "kind": "volume", "id": "vol_db_8e21", "owners": ["staging", "production"] }] }],
+    });
+    c.bench_function("audit/scrub a refusal's body", |b| {
+        b.iter(|| valetkey::audit::scrub::json(black_box(&refusal)))
     });
 
     let event = common::proxy_event();

@@ -1124,8 +1124,8 @@ impl Broker {
     }
 
     pub async fn rotate_signing_key(&self, actor: &Actor, now: SystemTime) -> Result<String, AdminError> {
-        let _sealing = self.sealing.lock().await;
-        let kid = admin::rotate_signing_key(self.store.as_ref(), &self.master(), actor, now).await?;
+        let (_sealing, master) = self.sealing().await;
+        let kid = admin::rotate_signing_key(self.store.as_ref(), &master, actor, now).await?;
         self.sync(now).await?;
         Ok(kid)
     }
@@ -1270,8 +1270,7 @@ impl Broker {
             MasterKeyOrigin::File(file) | MasterKeyOrigin::Created(file) => file,
             MasterKeyOrigin::Env => return Err(AdminError::MasterKeyInEnvironment),
         };
-        let _sealing = self.sealing.lock().await;
-        let old = self.master();
+        let (_sealing, old) = self.sealing().await;
         let (new, resealed) = admin::rotate_master(self.store.as_ref(), &old, file, now).await?;
         let (old_id, new_id) = (old.key_id(), new.key_id());
         // In use before the event is written: the store is sealed under it.

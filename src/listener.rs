@@ -435,13 +435,14 @@ async fn turn_away(mut stream: TcpStream, full: Full) {
         Full::Broker { limit } => format!("the broker serves at most {limit} connections at once"),
         Full::Client { limit } => format!("the broker serves at most {limit} connections at once from one address"),
     };
-    let body = serde_json::json!({
-        "type": "too_many_connections",
-        "title": "Too many connections",
-        "status": 503,
-        "detail": detail,
-        "agent_guidance": "Close connections you are not using and try again in a few seconds. This is not a permission problem.",
-    })
+    let body = crate::api::Problem::new(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_connections",
+        "Too many connections",
+        detail,
+    )
+    .guidance("Close connections you are not using and try again in a few seconds. This is not a permission problem.")
+    .answer()
     .to_string();
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",

@@ -211,7 +211,15 @@ async fn protected_environments_need_an_explicit_grant() {
     );
     assert!(refused["event_id"].is_string());
     // The words an agent reads are part of the guardrail: any change to them is reviewed.
-    insta::assert_json_snapshot!("protected_environment", refused, { ".event_id" => "[event id]" });
+    let id = refused["event_id"].as_str().unwrap().to_owned();
+    let without_id = move |value: insta::internals::Content, _: insta::internals::ContentPath<'_>| {
+        value.as_str().unwrap_or_default().replace(&id, "[event id]")
+    };
+    insta::assert_json_snapshot!("protected_environment", refused, {
+        ".event_id" => "[event id]",
+        ".message" => insta::dynamic_redaction(without_id.clone()),
+        ".errors[].message" => insta::dynamic_redaction(without_id),
+    });
     let events = t.broker.store().audit_events().await.unwrap();
     let last = events.last().unwrap();
     assert_eq!(

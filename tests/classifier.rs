@@ -890,6 +890,7 @@ fn railway_staging() -> (Classifier, Rules, Vec<String>) {
     let owners = [
         ("project", "proj_1", both),
         ("service", "svc_api", both),
+        ("service", "svc_prod", &["production"]),
         ("environment", "env_stg", &["staging"]),
         ("environment", "env_prod", &["production"]),
         ("deployment", "dep_stg", &["staging"]),
@@ -1042,14 +1043,45 @@ fn railway_ups_upload_route_deploys_in_the_environment_it_names() {
         up("/project/proj_1/environment/env_stg/up", Some("serviceId=svc_api")),
         (name.clone(), deploy.clone(), "allow".to_owned())
     );
-    // A new service (`serviceId` empty), as `railway up` in a new project.
-    assert_eq!(
-        up("/project/proj_1/environment/env_stg/up", Some("serviceId=")),
-        (name.clone(), deploy.clone(), "allow".to_owned())
-    );
     assert_eq!(
         up("/project/proj_1/environment/env_prod/up", Some("serviceId=svc_api")),
-        (name, deploy, "credential_mismatch".to_owned())
+        (name.clone(), deploy.clone(), "credential_mismatch".to_owned())
+    );
+    // The service is bound as the GraphQL deploys bind it.
+    for (query, refusal) in [
+        ("serviceId=svc_prod", "credential_mismatch"),
+        ("serviceId=svc_nobody_listed", "unknown_resource"),
+        // A new service (none named), or a service a server could read
+        // another way than the broker: refused by the pack.
+        ("serviceId=", "query parameter"),
+        ("message=hi", "query parameter"),
+        ("serviceId=svc_api&serviceId=svc_prod", "query parameter"),
+        ("serviceId=svc_api&serviceId[]=svc_prod", "query parameter"),
+        ("serviceId=svc_api&serviceid=svc_prod", "query parameter"),
+        ("serviceId=svc_api&service%49d.x=svc_prod", "query parameter"),
+    ] {
+        let (decision, kind) = judge_railway(
+            &Method::POST,
+            "/project/proj_1/environment/env_stg/up",
+            Some(query),
+            None,
+        );
+        let op = &decision.operations[0];
+        assert_eq!((&op.name, &op.scope), (&name, &deploy), "{query}");
+        let said = decision.refusal.as_ref().map(|r| r.to_string()).unwrap_or_default();
+        if refusal == "query parameter" {
+            assert_eq!(kind, "unknown_operation", "{query}");
+            assert!(said.contains("query parameter"), "{query}: {said}");
+        } else {
+            assert_eq!(kind, refusal, "{query}: {said}");
+        }
+    }
+    assert_eq!(
+        up(
+            "/project/proj_1/environment/env_stg/up",
+            Some("serviceId=svc_api&message=fix%20it")
+        ),
+        (name, deploy, "allow".to_owned())
     );
     for other in [
         "/project/proj_1/environment/env_stg/down",

@@ -418,7 +418,13 @@ async fn env_prints_the_same_variables_and_whoami_explains_them() {
     cmd.args(["env", "--agent", "claude", "--env", "staging", "--format", "shell"]);
     let out = output(cmd).await;
     let shell = String::from_utf8(out.stdout).unwrap();
-    assert!(shell.lines().all(|l| l.starts_with("export ")), "{shell}");
+    // What `run` removes, then what it sets.
+    let mut lines = shell.lines();
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("unset SSL_CERT_DIR ")),
+        "{shell}"
+    );
+    assert!(lines.all(|l| l.starts_with("export ")), "{shell}");
 
     let mut cmd = valetkey(&t, "");
     cmd.env("VALETKEY_CREDENTIAL", &vars["VALETKEY_CREDENTIAL"])

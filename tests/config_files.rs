@@ -132,7 +132,7 @@ fn operation_rules_are_checked_where_they_are_written() {
 kind = "railway"
 operations = [
   { field = "volumeWipe", scope = "volume:delete" },
-  { method = "POST", path = "/graphql/v2", scope = "read" },
+  { method = "POST", path = "/GraphQL/internal", scope = "read", resource_free = true },
 ]
 
 [providers.api]
@@ -156,7 +156,7 @@ operations = [
         .collect();
     assert_eq!(errors.len(), 4, "{diagnostics:#?}");
     assert_eq!(errors[0].0, 7);
-    assert!(errors[0].1.contains("is the GraphQL endpoint"), "{}", errors[0].1);
+    assert!(errors[0].1.contains("where the GraphQL endpoint is"), "{}", errors[0].1);
     assert_eq!(errors[1].0, 15);
     assert!(errors[1].1.contains("scope `destroy`"), "{}", errors[1].1);
     assert_eq!(errors[2].0, 16);

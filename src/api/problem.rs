@@ -129,24 +129,6 @@ impl Problem {
         }
         obj.insert("agent_guidance".into(), Value::String(problem.guidance.into()));
         obj.extend(problem.extra.clone());
-        // Unmodified tools show a provider's own error members, not these:
-        // GitHub's `message` (gh, Octokit), GraphQL's `errors[].message`
-        // (the railway CLI, gh's GraphQL commands). One line says it all to
-        // the agent reading the tool's output.
-        let event = problem
-            .event_id
-            .as_ref()
-            .map(|id| format!(" (event {id})"))
-            .unwrap_or_default();
-        let message = format!(
-            "valetkey: {} ({}): {}{event}. {}",
-            problem.title,
-            problem.kind,
-            problem.detail.trim_end_matches('.'),
-            problem.guidance
-        );
-        obj.insert("errors".into(), json!([{ "message": message }]));
-        obj.insert("message".into(), Value::String(message));
         // A refusal quotes what was asked for (its detail, its operations'
         // names), where an agent can have put its credential or a token:
         // never echoed back.
@@ -154,9 +136,43 @@ impl Problem {
     }
 }
 
+/// The refusal in the members providers' own clients print, beside the
+/// problem's: GitHub's `message` (gh, Octokit) and GraphQL's
+/// `errors[].message` (the railway CLI, gh's GraphQL commands). One line,
+/// made of the scrubbed members, says it all to an agent reading a tool's
+/// output. Only an answer carries it, not a refusal quoted inside another.
+fn for_tools(body: &mut Value) {
+    let text = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let event = body
+        .get("event_id")
+        .and_then(Value::as_str)
+        .map(|id| format!(" (event {id})"))
+        .unwrap_or_default();
+    let message = format!(
+        "valetkey: {} ({}): {}{event}. {}",
+        text("title"),
+        text("type"),
+        text("detail").trim_end_matches('.'),
+        text("agent_guidance")
+    );
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("errors".into(), json!([{ "message": message }]));
+        obj.insert("message".into(), Value::String(message));
+    }
+}
+
+impl Problem {
+    /// The document an answer carries: `body`, and the same for tools.
+    pub fn answer(&self) -> Value {
+        let mut body = self.body();
+        for_tools(&mut body);
+        body
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = self.body();
+        let body = self.answer();
         let mut response = (self.0.status, body.to_string()).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -95,6 +95,10 @@ pub enum EventKind {
     /// The forward proxy tunnelled a connection to a passthrough host,
     /// uninspected.
     TunnelOpened,
+    /// A passthrough tunnel ended: how many bytes went each way, how long it
+    /// lived, and why it ended (either side closed it, or its credential
+    /// stopped authenticating).
+    TunnelClosed,
     /// An admin replaced the forward proxy's CA.
     CaRotated,
     /// The forward proxy refused an authenticated agent's request: a host
@@ -138,6 +142,7 @@ impl EventKind {
             EventKind::ApproverEnrolled => "approver_enrolled",
             EventKind::ApproverVouched => "approver_vouched",
             EventKind::TunnelOpened => "tunnel_opened",
+            EventKind::TunnelClosed => "tunnel_closed",
             EventKind::CaRotated => "ca_rotated",
             EventKind::ForwardRefused => "forward_refused",
         }

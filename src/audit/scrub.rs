@@ -131,20 +131,29 @@ fn tokens(text: &str) -> Vec<(Range<usize>, &'static str)> {
     found
 }
 
+/// Where a token may begin: the known prefixes and the fixed ones (AWS's
+/// and Google's), in any case.
+const FIXED: [&str; 3] = ["AKIA", "ASIA", "AIza"];
+
+/// The prefixes in one automaton, built once: every string the broker
+/// records or tells passes here, run by run, so a search per prefix and run
+/// would be most of a request's CPU.
+static PREFIXES: std::sync::LazyLock<(aho_corasick::AhoCorasick, Vec<&'static str>)> = std::sync::LazyLock::new(|| {
+    let prefixes: Vec<&str> = foreign::PREFIXED.iter().map(|(p, _, _)| *p).chain(FIXED).collect();
+    let automaton = aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(&prefixes)
+        .expect("fixed ASCII prefixes");
+    (automaton, prefixes)
+});
+
 /// The first token of a known shape that runs to the end of `part` (no
 /// dots in it), and where it starts.
 fn token_in(part: &str) -> Option<(usize, &'static str)> {
-    const FIXED: [&str; 3] = ["AKIA", "ASIA", "AIza"];
-    let prefixes = foreign::PREFIXED.iter().map(|(p, _, _)| *p).chain(FIXED);
-    let lower = part.to_ascii_lowercase();
-    let mut starts: Vec<(usize, &str)> = prefixes
-        .flat_map(|prefix| {
-            let wanted = prefix.to_ascii_lowercase();
-            lower
-                .match_indices(&wanted)
-                .map(move |(i, _)| (i, prefix))
-                .collect::<Vec<_>>()
-        })
+    let (automaton, prefixes) = &*PREFIXES;
+    let mut starts: Vec<(usize, &str)> = automaton
+        .find_overlapping_iter(part)
+        .map(|m| (m.start(), prefixes[m.pattern().as_usize()]))
         .collect();
     starts.sort();
     starts.into_iter().find_map(|(i, prefix)| {
@@ -165,8 +174,10 @@ fn token_in(part: &str) -> Option<(usize, &'static str)> {
 
 /// `scheme://user:password@host…` a database driver takes.
 fn database_urls(text: &str) -> Vec<(Range<usize>, &'static str)> {
+    static SCHEME: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("://"));
     let mut found = Vec::new();
-    for (at, _) in text.match_indices("://") {
+    for at in SCHEME.find_iter(text.as_bytes()) {
         let start = text[..at]
             .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+'))
             .map_or(0, |i| i + 1);

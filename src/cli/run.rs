@@ -181,25 +181,74 @@ async fn forward_variables(
 }
 
 /// A directory of this run's own for the CA bundle, made fresh (never one
-/// that was there before) and removed when the run ends.
+/// that was there before), locked while the run lives and removed when it
+/// ends. Those of this user's earlier runs that ended without removing
+/// theirs (killed) are removed first.
 fn run_directory(session_id: &str) -> Result<RunDirectory, CliError> {
     use std::os::unix::fs::DirBuilderExt;
-    let path = std::env::temp_dir().join(format!("valetkey-run-{session_id}"));
-    std::fs::DirBuilder::new()
-        .mode(0o755)
-        .create(&path)
-        .map_err(|source| CliError::Io {
-            action: format!("make {}", path.display()),
-            source,
-        })?;
-    Ok(RunDirectory(path))
+    let temp = std::env::temp_dir();
+    sweep_run_directories(&temp);
+    let path = temp.join(format!("{RUN_DIRECTORY_PREFIX}{session_id}"));
+    let failed = |source| CliError::Io {
+        action: format!("make {}", path.display()),
+        source,
+    };
+    std::fs::DirBuilder::new().mode(0o755).create(&path).map_err(failed)?;
+    let lock = std::fs::File::open(&path).map_err(failed).and_then(|dir| {
+        nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| failed(errno.into()))
+    });
+    match lock {
+        Ok(lock) => Ok(RunDirectory { path, _lock: lock }),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&path);
+            Err(e)
+        }
+    }
 }
 
-struct RunDirectory(PathBuf);
+const RUN_DIRECTORY_PREFIX: &str = "valetkey-run-";
+
+/// Removes the run directories in `temp` that are this user's and that no
+/// living run holds locked: a run killed before it could remove its own
+/// leaves it. One made in the last minute may not be locked yet: left.
+fn sweep_run_directories(temp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(temp) else { return };
+    let uid = nix::unistd::getuid().as_raw();
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(RUN_DIRECTORY_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let young = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_none_or(|age| age.as_secs() < 60);
+        if !meta.is_dir() || meta.uid() != uid || young {
+            continue;
+        }
+        let Ok(dir) = std::fs::File::open(&path) else { continue };
+        if nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+struct RunDirectory {
+    path: PathBuf,
+    /// Held while the run lives (its descriptor is not inherited by the
+    /// agent), so that another run knows it for a living one's.
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
 
 impl Drop for RunDirectory {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -510,7 +559,7 @@ pub async fn run(
         .map(|every| keep_alive(client.clone(), key.clone(), minted.session_id.clone(), every));
     let forwarded = async {
         let dir = run_directory(&minted.session_id)?;
-        let vars = forward_variables(&client, &minted, &dir.0).await?;
+        let vars = forward_variables(&client, &minted, &dir.path).await?;
         Ok::<_, CliError>((dir, vars))
     };
     let (run_dir, forward_vars) = match forwarded.await {
@@ -522,7 +571,7 @@ pub async fn run(
     };
     let mut inputs = inputs;
     if let Some(inputs) = inputs.as_mut() {
-        inputs.read.push(run_dir.0.clone());
+        inputs.read.push(run_dir.path.clone());
     }
     // What git would take from the working directory as yours, before the
     // agent starts (compared when it ends).
@@ -773,6 +822,11 @@ pub async fn env(args: MintArgs, format: EnvFormat) -> Result<ExitCode, CliError
             out.push('\n');
         }
         EnvFormat::Dotenv | EnvFormat::Shell => {
+            // What `run` removes from the agent's environment, a shell
+            // removes too; a dotenv file cannot say it.
+            if matches!(format, EnvFormat::Shell) && minted.forward.is_some() {
+                out.push_str(&format!("unset {}\n", super::proxy_env::REMOVED.join(" ")));
+            }
             for (k, v) in &minted.vars {
                 let quoted = shlex::try_quote(v.expose_secret())
                     .map_err(|_| CliError::Usage(format!("{k} holds a NUL byte")))?;
@@ -1040,7 +1094,34 @@ fn print_roles(state: &Value) {
 
 #[cfg(test)]
 mod tests {
-    use super::session_over;
+    use super::{session_over, sweep_run_directories};
+
+    /// A killed run's directory is swept; a living run's (locked), one just
+    /// made and anything else are left.
+    #[test]
+    fn only_directories_no_living_run_holds_are_swept() {
+        let temp = tempfile::tempdir().unwrap();
+        let make = |name: &str, age_secs: u64| {
+            let path = temp.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            std::fs::write(path.join("ca-bundle.pem"), "certificates").unwrap();
+            let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs);
+            std::fs::File::open(&path).unwrap().set_modified(when).unwrap();
+            path
+        };
+        let killed = make("valetkey-run-killed", 600);
+        let living = make("valetkey-run-living", 600);
+        let just_made = make("valetkey-run-new", 0);
+        let other = make("something-else", 600);
+        let _held = nix::fcntl::Flock::lock(
+            std::fs::File::open(&living).unwrap(),
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap();
+        sweep_run_directories(temp.path());
+        assert!(!killed.exists());
+        assert!(living.exists() && just_made.exists() && other.exists());
+    }
 
     #[test]
     fn only_the_broker_saying_the_session_is_over_stops_the_heartbeat() {

@@ -13,8 +13,11 @@ const MIN_SIGNATURE: usize = 80;
 
 /// Every credential in `text`, in order.
 pub fn credentials_in(text: &[u8]) -> impl Iterator<Item = &str> {
+    // Built once: every string the broker records or tells is searched.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(PREFIX.as_bytes()));
     let prefix = PREFIX.as_bytes();
-    memchr::memmem::find_iter(text, prefix).filter_map(move |start| {
+    FINDER.find_iter(text).filter_map(move |start| {
         let rest = &text[start + prefix.len()..];
         let header = token_run(rest);
         // `eyJ` in any case: a header name carries a credential lowercased.

@@ -17,6 +17,7 @@ pub mod hosts;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -25,6 +26,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, StatusCode, Uri, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::io::InspectReader;
 use tower::ServiceExt;
 
 pub use ca::{Authority, CaError, ca_record_id};
@@ -501,40 +503,65 @@ async fn passthrough(
     .await
     .map_err(|_| unreachable(format!("no connection within {TUNNEL_CONNECT_TIMEOUT:?}")))?
     .map_err(|e| unreachable(e.to_string()))?;
-    let event = Event {
-        kind: EventKind::TunnelOpened,
+    let event = |kind, detail| Event {
+        kind,
         actor: format!("agent:{}", claims.sub),
         agent: Some(claims.sub.clone()),
         session_id: Some(claims.sid.clone()),
         env: Some(claims.env.clone()),
-        detail: serde_json::json!({ "host": host, "port": port }),
+        detail,
     };
-    broker.store().append_audit(&event, crate::time::unix_ms(now)).await?;
+    let opened = event(
+        EventKind::TunnelOpened,
+        serde_json::json!({ "host": host, "port": port }),
+    );
+    broker.store().append_audit(&opened, crate::time::unix_ms(now)).await?;
+    let closed_event = event(
+        EventKind::TunnelClosed,
+        serde_json::json!({ "host": host, "port": port }),
+    );
     let slot = request.extensions().get::<crate::listener::ConnectionSlot>().cloned();
     let (broker, credential) = (broker.clone(), credential.to_owned());
     tokio::spawn(async move {
         let hold = slot.as_ref().map(crate::listener::ConnectionSlot::hold);
-        let mut upstream = upstream;
         let upgraded = match hyper::upgrade::on(request).await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "a CONNECT was not upgraded"),
         };
+        let started = std::time::Instant::now();
+        let (sent, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let count = |total: &Arc<AtomicU64>| {
+            let total = total.clone();
+            move |bytes: &[u8]| {
+                total.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+        };
+        let mut agent = InspectReader::new(TokioIo::new(upgraded), count(&sent));
+        let mut upstream = InspectReader::new(upstream, count(&received));
         // The tunnel lives only as long as the credential that opened it:
         // no request inside it is seen, so it is checked every second.
         let mut check = tokio::time::interval(CREDENTIAL_CHECK);
-        let mut agent = TokioIo::new(upgraded);
         let copy = tokio::io::copy_bidirectional(&mut agent, &mut upstream);
         tokio::pin!(copy);
-        loop {
+        let why = loop {
             tokio::select! {
-                _ = copy.as_mut() => break,
-                () = closed(hold.as_ref()) => break,
+                _ = copy.as_mut() => break "closed",
+                () = closed(hold.as_ref()) => break "broker_closing",
                 _ = check.tick() => {
                     if broker.authenticate(&credential, SystemTime::now()).is_err() {
-                        break;
+                        break "credential";
                     }
                 }
             }
+        };
+        let mut ended = closed_event;
+        ended.detail["bytes_sent"] = sent.load(Ordering::Relaxed).into();
+        ended.detail["bytes_received"] = received.load(Ordering::Relaxed).into();
+        ended.detail["seconds"] = started.elapsed().as_secs().into();
+        ended.detail["ended_by"] = why.into();
+        let at = crate::time::unix_ms(SystemTime::now());
+        if let Err(e) = broker.store().append_audit(&ended, at).await {
+            tracing::warn!(error = %e, "a tunnel's end could not be recorded");
         }
     });
     Ok(StatusCode::OK.into_response())

@@ -161,7 +161,7 @@ fn claims(context: &Extensions) -> Result<Arc<Claims>, Value> {
     parts(context)
         .and_then(|parts| parts.extensions.get::<Arc<Claims>>())
         .cloned()
-        .ok_or_else(|| Problem::from(AuthError::Missing).body())
+        .ok_or_else(|| Problem::from(AuthError::Missing).answer())
 }
 
 fn parts(context: &Extensions) -> Option<&http::request::Parts> {
@@ -181,7 +181,7 @@ fn asker<'a>(context: &Extensions, claims: &'a Claims) -> agent::Asker<'a> {
 }
 
 fn answered(answer: Result<Value, Problem>) -> Answer {
-    answer.map_err(|problem| problem.body())
+    answer.map_err(|problem| problem.answer())
 }
 
 fn request_body(request: Value) -> Result<crate::proxy::check::CheckRequest, Value> {
@@ -192,7 +192,7 @@ fn request_body(request: Value) -> Result<crate::proxy::check::CheckRequest, Val
             "The request is not valid",
             e.to_string(),
         )
-        .body()
+        .answer()
     })
 }
 

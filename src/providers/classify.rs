@@ -343,7 +343,7 @@ impl Classifier {
         let Some((rule, captures)) = picked else {
             return Ok(unknown(format!("{method} {path}")));
         };
-        let resources = rule
+        let mut resources: Vec<ResourceRef> = rule
             .resources
             .iter()
             .map(|(kind, template)| ResourceRef {
@@ -351,7 +351,13 @@ impl Classifier {
                 id: template.render(&captures),
             })
             .collect();
+        let named = query_resources(&rule.query, request.query.unwrap_or_default());
+        resources.extend(named.clone().unwrap_or_default());
         let mut op = operation(rule, rule.name(), resources);
+        if let Err(why) = named {
+            op.refused_by_pack = Some(why);
+            op.resource_free = false;
+        }
         if let Some((pattern, tier)) = &self.trees
             && method == "POST"
             && pattern.matches(segments).is_some()
@@ -646,6 +652,43 @@ fn unknown(name: String) -> Operation {
     }
 }
 
+/// The resources a REST rule's query parameters name (`parameters`:
+/// parameter → kind), or why the request is refused: a parameter absent,
+/// empty or given twice, or another spelling a server could read as it
+/// (`serviceId[]`, `serviceId.x`, `serviceid`).
+fn query_resources(parameters: &[(String, String)], query: &str) -> Result<Vec<ResourceRef>, String> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let mut out = Vec::new();
+    for (parameter, kind) in parameters {
+        if let Some((other, _)) = pairs.iter().find(|(name, _)| {
+            let base = name.split(['[', '.']).next().unwrap_or_default();
+            name != parameter && base.eq_ignore_ascii_case(parameter)
+        }) {
+            return Err(format!(
+                "its query parameter `{other}` may be read as `{parameter}`, which names the {kind}; send `{parameter}` alone"
+            ));
+        }
+        let values: Vec<&str> = pairs
+            .iter()
+            .filter(|(name, _)| name == parameter)
+            .map(|(_, value)| value.as_str())
+            .collect();
+        match values[..] {
+            [id] if !id.is_empty() => out.push(ResourceRef {
+                kind: kind.clone(),
+                id: id.to_owned(),
+            }),
+            [] | [_] => {
+                return Err(format!(
+                    "its query parameter `{parameter}` must name one {kind}, so that the broker knows which"
+                ));
+            }
+            _ => return Err(format!("its query parameter `{parameter}` is given more than once")),
+        }
+    }
+    Ok(out)
+}
+
 /// The resources a GraphQL rule makes of a field's arguments: its id
 /// templates, and the qualifiers of its search. Otherwise why the field is
 /// refused: an argument that does not make one id, or a search that names
@@ -881,7 +924,7 @@ mod tests {
             "{ project(id: \"p\") { name workspace { name } services { edges { node { id name } } } } }",
             "{ project(id: \"p\") { environments { edges { node { id name canAccess deletedAt \
              unmergedChangesCount __typename } } } } }",
-            "{ project(id: \"p\") { environments { edges { __typename node { id } } } } }",
+            "{ project(id: \"p\") { environments { edges { node { __typename id } } } } }",
             "{ project(id: \"p\") { ... on Project { baseEnvironment { id name } } } }",
         ] {
             assert!(!nested(directory), "{directory}");
@@ -891,6 +934,13 @@ mod tests {
             "{ project(id: \"p\") { deployments { totalCount } } }",
             "{ project(id: \"p\") { environments { pageInfo { hasNextPage } } } }",
             "{ project(id: \"p\") { ... on Project { deployments { edges { node { status } } } } } }",
+            // That they exist is theirs too: through an interface, their type
+            // name, or only what they refer to.
+            "{ project(id: \"p\") { deployments(first: 100) { edges { node { ... on Node { id } } } } } }",
+            "{ project(id: \"p\") { deployments { edges { node { __typename } } } } }",
+            "{ project(id: \"p\") { deployments { edges { __typename } } } }",
+            "{ project(id: \"p\") { deployments { edges { node { environment { id name } service { id } } } } } }",
+            "{ project(id: \"p\") { deployments { edges { cursor node { environment { id } } } } } }",
             // What the schema lacks, or what is read past a reference.
             "{ project(id: \"p\") { nothing { id } } }",
             "{ project(id: \"p\") { services { edges { node { deployments { edges { node { id } } } } } } } }",
@@ -1694,6 +1744,16 @@ mod tests {
                 "`shows_references`",
             ),
             (
+                rule("method = \"GET\"\npath = \"/v1/items\"\nscope = \"read\"\nquery = { \"id[]\" = \"item\" }"),
+                "not a query parameter name",
+            ),
+            (
+                rule(
+                    "method = \"GET\"\npath = \"/v1/items\"\nscope = \"read\"\nresource_free = true\nquery = { id = \"item\" }",
+                ),
+                "one or the other",
+            ),
+            (
                 rule("method = \"GET\"\npath = \"/v1/items\"\nrefuse = \" \""),
                 "say why",
             ),
@@ -1748,6 +1808,7 @@ mod tests {
             "method = \"DELETE\"\npath = \"/v1/**\"\nscope = \"delete\"",
             "method = \"*\"\npath = \"/admin/**\"\nrefuse = \"administration\"",
             "method = \"GET\"\npath = \"/v1/status\"\nscope = \"read\"\nresource_free = true",
+            "method = \"GET\"\npath = \"/v1/search\"\nscope = \"read\"\nquery = { item = \"item\" }",
             "method = \"GET\"\npath = \"/v1/files/{bucket}/{*path}\"\nscope = \"read\"\nresources = [{ kind = \"bucket\", id = \"{bucket}\" }]",
         ] {
             Classifier::new(ProviderKind::Http, &[rule(ok)], &http_tiers, GraphqlLimits::default()).unwrap();

@@ -102,6 +102,11 @@ pub struct OperationRule {
     /// arguments (GraphQL: `{owner}/{name}` from `repository(owner:, name:)`).
     #[serde(default)]
     pub resources: Vec<ResourceTemplate>,
+    /// REST: query parameters that each name one resource, parameter →
+    /// kind (`railway up`'s `?serviceId=`). Each must be given exactly once,
+    /// not empty, and in no other spelling a server could read as it.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
     /// GraphQL: the resources a search names in its query string's
     /// qualifiers (GitHub's search syntax, `providers/github.rs`).
     #[serde(default)]
@@ -178,6 +183,8 @@ pub struct CompiledRule {
     pub grant: RuleGrant,
     pub id_kind: Option<String>,
     pub resources: Vec<(String, IdTemplate)>,
+    /// REST: query parameter → the kind of resource it names.
+    pub query: Vec<(String, String)>,
     pub search: Option<SearchRule>,
     /// Argument paths and the values the rule applies to.
     pub when: Vec<(Vec<String>, serde_json::Value)>,
@@ -317,7 +324,16 @@ impl CompiledRule {
                 return Err("a rule that refuses has nothing to make stricter; drop `stricter`".into());
             }
         };
-        let rest = rule.method.is_some() || rule.path.is_some() || !rule.paths.is_empty();
+        let rest = rule.method.is_some() || rule.path.is_some() || !rule.paths.is_empty() || !rule.query.is_empty();
+        if let Some(bad) = rule
+            .query
+            .keys()
+            .find(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        {
+            return Err(format!(
+                "`{bad}` is not a query parameter name (letters, digits, `_` and `-`)"
+            ));
+        }
         // GitHub and Railway speak both: a rule is GraphQL when it names a
         // field, REST when it names a method or a path.
         let matchers = match (kind, graphql || (kind == ProviderKind::Railway && !rest)) {
@@ -360,22 +376,30 @@ impl CompiledRule {
                     m if !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase()) => Some(m.to_owned()),
                     m => return Err(format!("method `{m}` is not an HTTP method in capitals, or `*`")),
                 };
-                let endpoints: Vec<Vec<String>> = kind
+                // The first segment of the kind's GraphQL endpoints
+                // (`graphql`): what lies under it may be GraphQL too, which
+                // a REST rule would forward unread.
+                let first = |path: &str| {
+                    path.trim_start_matches('/')
+                        .split('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase()
+                };
+                let endpoints: Vec<String> = kind
                     .pack()
                     .graphql
                     .iter()
                     .flat_map(|g| &g.paths)
-                    .filter_map(|p| super::rest::normalize(p).ok())
+                    .map(|p| first(p))
                     .collect();
                 one_or_many(&rule.path, &rule.paths, "path")?
                     .iter()
                     .map(|path| {
                         let pattern = PathPattern::parse(path)?;
-                        // The endpoint's requests are read as GraphQL: a
-                        // REST rule there would never match.
-                        if endpoints.iter().any(|e| pattern.matches(e).is_some()) {
+                        if endpoints.contains(&first(path)) {
                             return Err(format!(
-                                "`{path}` is the GraphQL endpoint: name its root fields with `field`"
+                                "`{path}` lies where the GraphQL endpoint is: name its root fields with `field`"
                             ));
                         }
                         Ok(Matcher::Rest {
@@ -419,6 +443,7 @@ impl CompiledRule {
                     grant: grant.clone(),
                     id_kind: rule.id.clone(),
                     resources,
+                    query: rule.query.clone().into_iter().collect(),
                     search: rule.search.clone(),
                     when: when.clone(),
                     resource_free: rule.resource_free,
@@ -487,13 +512,14 @@ impl CompiledRule {
                     "rule `{name}` is `resource_free` but grants `{scope}` ({tier}): only reads may touch no environment's resources"
                 ));
             }
-            if !rule.resources.is_empty() || rule.id.is_some() || rule.search.is_some() {
+            if !rule.resources.is_empty() || rule.id.is_some() || rule.search.is_some() || !rule.query.is_empty() {
                 return Err(format!(
                     "rule `{name}` is `resource_free` and names resources too; it is one or the other"
                 ));
             }
         }
-        let unbound_rest = matches!(self.matcher, Matcher::Rest { .. }) && self.resources.is_empty();
+        let unbound_rest =
+            matches!(self.matcher, Matcher::Rest { .. }) && self.resources.is_empty() && self.query.is_empty();
         if unbound_rest && tier.agent_may_hold() && !self.resource_free {
             return Err(format!(
                 "rule `{name}` grants `{scope}` ({tier}) and names no resource, so the broker could not tell which environment a request touches. Add `resources = [{{ kind = \"…\", id = \"{{param}}\" }}]`, or `resource_free = true` if it touches no environment's resources"

@@ -201,9 +201,13 @@ impl Schema {
         let Some(within) = &self.within else {
             return true;
         };
-        let plumbing =
-            !self.confined.contains(parent) && !self.no_environment.contains(parent) && self.confined(parent);
-        plumbing || within.contains(&(parent.to_owned(), field.to_owned()))
+        self.plumbing(parent) || within.contains(&(parent.to_owned(), field.to_owned()))
+    }
+
+    /// Whether the type is a connection's plumbing, confined by its shape
+    /// alone, whose objects are the nodes it leads to.
+    pub fn plumbing(&self, name: &str) -> bool {
+        !self.confined.contains(name) && !self.no_environment.contains(name) && self.confined(name)
     }
 
     /// Whether `field` may be selected on a reference of type `ty`.

@@ -146,7 +146,7 @@ pub(super) async fn parents(
     claims: &Claims,
     view: &RequestView<'_>,
 ) -> super::Known {
-    let Ok(classified) = classifier.classify(view) else {
+    let Ok(classified) = super::off_the_runtime(true, || classifier.classify(view)) else {
         return super::Known::default();
     };
     let Some(format) = classified.learn.first().map(crate::providers::git::Oid::format) else {

@@ -177,7 +177,9 @@ async fn proxy(broker: &Arc<Broker>, client: IpAddr, request: Request) -> Result
         true => git_learn::parents(broker, classifier, &provider, &claims, &view).await,
         false => Default::default(),
     };
-    let judgement = judge_knowing(broker, classifier, &provider, &claims, &view, &known);
+    let judgement = off_the_runtime(git_push, || {
+        judge_knowing(broker, classifier, &provider, &claims, &view, &known)
+    });
     let (mut inspected, mut body) = (inspected, body);
     let settled = match (&judgement.refused, &judgement.approval) {
         (Some(Refused::Policy(_)), Some(need)) => Some(
@@ -368,6 +370,20 @@ pub struct Judgement {
     pub approval: Option<policy::ApprovalNeed>,
     /// git traffic, for the provider's git host.
     pub git: bool,
+}
+
+/// Runs `work` where it does not hold up the runtime's other tasks when it is
+/// `heavy`: a push's pack is parsed whole (up to `[proxy]
+/// max_inspected_push_bytes`, about a second of CPU at the most). On a
+/// runtime of one thread (tests) there is nowhere else to run it.
+fn off_the_runtime<T>(heavy: bool, work: impl FnOnce() -> T) -> T {
+    let threads = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if heavy && threads {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
 }
 
 /// The one engine the proxy and `/v1/check` share: classify, decide, and

@@ -648,8 +648,18 @@ fn bound_reads() -> Vec<Case> {
             "shared_resource",
         ),
         graphql(
-            "a shared project's services, read through the project",
-            json!({ "query": "{ project(id: \"proj_1\") { services { edges { node { id } } } } }" }),
+            "a shared project's services and environments by id and name (a directory)",
+            json!({ "query": "{ project(id: \"proj_1\") { services { edges { node { id name } } } environments { edges { node { id name } } } } }" }),
+            "allow",
+        ),
+        graphql(
+            "a shared project's deployments, read through the project",
+            json!({ "query": "{ project(id: \"proj_1\") { deployments { edges { node { id } } } } }" }),
+            "shared_resource",
+        ),
+        graphql(
+            "a shared project's deployments, by what they refer to through an interface",
+            json!({ "query": "{ project(id: \"proj_1\") { deployments { edges { node { ... on Node { id } environment { id } } } } } }" }),
             "shared_resource",
         ),
         graphql(

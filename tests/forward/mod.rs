@@ -693,6 +693,35 @@ async fn env_prints_the_same_variables_and_its_bundle_verifies_the_brokers_leave
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("acme/api"));
     assert_eq!(f.github.count(), 1);
+
+    // In a shell, `eval` of the shell format also drops what `run` drops.
+    let mut sh = std::process::Command::new("sh");
+    sh.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("VALETKEY_URL", &f.broker.url)
+        .env("VALETKEY_AGENT_KEY", &f.key)
+        .env("SSL_CERT_DIR", "/etc/ssl/certs")
+        .env("NODE_TLS_REJECT_UNAUTHORIZED", "0")
+        .args([
+            "-c",
+            &format!(
+                "eval \"$({} env --agent claude --env staging --format shell)\" && env",
+                super::common::BIN
+            ),
+        ]);
+    let out = tokio::task::spawn_blocking(move || sh.output().unwrap()).await.unwrap();
+    let shell = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        shell.contains("\nHTTPS_PROXY=") || shell.starts_with("HTTPS_PROXY="),
+        "{shell}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !shell.contains("SSL_CERT_DIR=") && !shell.contains("NODE_TLS_REJECT_UNAUTHORIZED="),
+        "{shell}"
+    );
 }
 
 /// A passthrough host that echoes every connection it accepts.
@@ -788,6 +817,22 @@ async fn a_passthrough_tunnel_ends_when_its_credential_is_revoked() {
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let still = tokio::task::spawn_blocking(move || carries(&mut tunnel)).await.unwrap();
     assert!(!still, "a revoked credential's passthrough tunnel still carries bytes");
+    // Its end is recorded: the bytes each way (one `ping` and its echo) and why.
+    let closed: Vec<Value> = f
+        .audit_text()
+        .await
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == "tunnel_closed")
+        .collect();
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    let detail: Value = serde_json::from_str(closed[0]["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (&detail["bytes_sent"], &detail["bytes_received"], &detail["ended_by"]),
+        (&Value::from(4), &Value::from(4), &Value::from("credential")),
+        "{detail}"
+    );
+    assert_eq!(detail["host"], "localhost");
 }
 
 #[tokio::test]

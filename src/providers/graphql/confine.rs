@@ -253,14 +253,7 @@ impl Walk<'_> {
             let (mut escape, next) = match (self.ids.schema, at) {
                 (Some(schema), Some(at)) => {
                     let here = at.narrow(schema, on);
-                    // A leaf of an object the bound resource holds, its id
-                    // included. The root's own type is not confined: its
-                    // leaves are the resource's own fields, read through
-                    // its binding.
-                    found.reads_own |= field.selection_set().is_none()
-                        && here.reference.is_none()
-                        && schema.confined(&here.ty)
-                        && name != "__typename";
+                    found.reads_own |= [at, &here].iter().any(|p| own_object(schema, p, &name));
                     step(schema, &here, &field, &name)
                 }
                 _ => (None, None),
@@ -287,6 +280,17 @@ impl Walk<'_> {
         self.under.insert(key, found.clone());
         Ok(found)
     }
+}
+
+/// Whether selecting `name` at `at` reads an object the bound resource holds
+/// (that it exists is its data too: its id, its `__typename`, what it refers
+/// to), rather than the resource's own fields (the root's type is not
+/// confined) or a reference's identity. A connection's own plumbing is
+/// passed through to its nodes; its counts and cursors are read.
+fn own_object(schema: &Schema, at: &Position, name: &str) -> bool {
+    at.reference.is_none()
+        && schema.confined(&at.ty)
+        && !(schema.plumbing(&at.ty) && matches!(name, "edges" | "node" | "nodes"))
 }
 
 /// One field selected at `here`: where it leaves what the root field is
