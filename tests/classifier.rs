@@ -1059,6 +1059,9 @@ fn railway_ups_upload_route_deploys_in_the_environment_it_names() {
         ("serviceId=svc_api&serviceId[]=svc_prod", "query parameter"),
         ("serviceId=svc_api&serviceid=svc_prod", "query parameter"),
         ("serviceId=svc_api&service%49d.x=svc_prod", "query parameter"),
+        ("[serviceId]=svc_prod&serviceId=svc_api", "query parameter"),
+        ("%5BserviceId%5D=svc_prod&serviceId=svc_api", "query parameter"),
+        (&format!("{}serviceId=svc_api", "x&".repeat(100)), "query parameter"),
     ] {
         let (decision, kind) = judge_railway(
             &Method::POST,

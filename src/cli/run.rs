@@ -194,10 +194,12 @@ fn run_directory(session_id: &str) -> Result<RunDirectory, CliError> {
         source,
     };
     std::fs::DirBuilder::new().mode(0o755).create(&path).map_err(failed)?;
-    let lock = std::fs::File::open(&path).map_err(failed).and_then(|dir| {
-        nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, errno)| failed(errno.into()))
-    });
+    let lock = std::fs::File::create_new(path.join(RUN_LOCK))
+        .map_err(failed)
+        .and_then(|file| {
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .map_err(|(_, errno)| failed(errno.into()))
+        });
     match lock {
         Ok(lock) => Ok(RunDirectory { path, _lock: lock }),
         Err(e) => {
@@ -209,8 +211,12 @@ fn run_directory(session_id: &str) -> Result<RunDirectory, CliError> {
 
 const RUN_DIRECTORY_PREFIX: &str = "valetkey-run-";
 
-/// Removes the run directories in `temp` that are this user's and that no
-/// living run holds locked: a run killed before it could remove its own
+/// The file a living run holds locked in its directory. A directory
+/// without one (a run of an older valetkey) is never swept.
+const RUN_LOCK: &str = ".run.lock";
+
+/// Removes the run directories in `temp` that are this user's and whose
+/// lock no living run holds: a run killed before it could remove its own
 /// leaves it. One made in the last minute may not be locked yet: left.
 fn sweep_run_directories(temp: &Path) {
     use std::os::unix::fs::MetadataExt;
@@ -232,8 +238,10 @@ fn sweep_run_directories(temp: &Path) {
         if !meta.is_dir() || meta.uid() != uid || young {
             continue;
         }
-        let Ok(dir) = std::fs::File::open(&path) else { continue };
-        if nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
+        let Ok(lock) = std::fs::File::open(path.join(RUN_LOCK)) else {
+            continue;
+        };
+        if nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
@@ -241,8 +249,9 @@ fn sweep_run_directories(temp: &Path) {
 
 struct RunDirectory {
     path: PathBuf,
-    /// Held while the run lives (its descriptor is not inherited by the
-    /// agent), so that another run knows it for a living one's.
+    /// `RUN_LOCK`, held while the run lives (its descriptor is not
+    /// inherited by the agent), so that another run knows it for a living
+    /// one's.
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
@@ -1097,7 +1106,8 @@ mod tests {
     use super::{session_over, sweep_run_directories};
 
     /// A killed run's directory is swept; a living run's (locked), one just
-    /// made and anything else are left.
+    /// made, one without a lock file (an older valetkey's run) and anything
+    /// else are left.
     #[test]
     fn only_directories_no_living_run_holds_are_swept() {
         let temp = tempfile::tempdir().unwrap();
@@ -1105,6 +1115,9 @@ mod tests {
             let path = temp.path().join(name);
             std::fs::create_dir(&path).unwrap();
             std::fs::write(path.join("ca-bundle.pem"), "certificates").unwrap();
+            if name != "valetkey-run-older-valetkey" {
+                std::fs::write(path.join(super::RUN_LOCK), "").unwrap();
+            }
             let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs);
             std::fs::File::open(&path).unwrap().set_modified(when).unwrap();
             path
@@ -1113,14 +1126,15 @@ mod tests {
         let living = make("valetkey-run-living", 600);
         let just_made = make("valetkey-run-new", 0);
         let other = make("something-else", 600);
+        let unmarked = make("valetkey-run-older-valetkey", 600);
         let _held = nix::fcntl::Flock::lock(
-            std::fs::File::open(&living).unwrap(),
+            std::fs::File::open(living.join(super::RUN_LOCK)).unwrap(),
             nix::fcntl::FlockArg::LockExclusiveNonblock,
         )
         .unwrap();
         sweep_run_directories(temp.path());
         assert!(!killed.exists());
-        assert!(living.exists() && just_made.exists() && other.exists());
+        assert!(living.exists() && just_made.exists() && other.exists() && unmarked.exists());
     }
 
     #[test]

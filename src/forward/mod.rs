@@ -524,34 +524,16 @@ async fn passthrough(
     let (broker, credential) = (broker.clone(), credential.to_owned());
     tokio::spawn(async move {
         let hold = slot.as_ref().map(crate::listener::ConnectionSlot::hold);
-        let upgraded = match hyper::upgrade::on(request).await {
-            Ok(upgraded) => upgraded,
-            Err(e) => return tracing::debug!(error = %e, "a CONNECT was not upgraded"),
-        };
         let started = std::time::Instant::now();
         let (sent, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let count = |total: &Arc<AtomicU64>| {
-            let total = total.clone();
-            move |bytes: &[u8]| {
-                total.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let why = match hyper::upgrade::on(request).await {
+            Ok(upgraded) => {
+                let agent = TokioIo::new(upgraded);
+                carry(agent, upstream, (&sent, &received), hold.as_ref(), &broker, &credential).await
             }
-        };
-        let mut agent = InspectReader::new(TokioIo::new(upgraded), count(&sent));
-        let mut upstream = InspectReader::new(upstream, count(&received));
-        // The tunnel lives only as long as the credential that opened it:
-        // no request inside it is seen, so it is checked every second.
-        let mut check = tokio::time::interval(CREDENTIAL_CHECK);
-        let copy = tokio::io::copy_bidirectional(&mut agent, &mut upstream);
-        tokio::pin!(copy);
-        let why = loop {
-            tokio::select! {
-                _ = copy.as_mut() => break "closed",
-                () = closed(hold.as_ref()) => break "broker_closing",
-                _ = check.tick() => {
-                    if broker.authenticate(&credential, SystemTime::now()).is_err() {
-                        break "credential";
-                    }
-                }
+            Err(e) => {
+                tracing::debug!(error = %e, "a CONNECT was not upgraded");
+                "not_upgraded"
             }
         };
         let mut ended = closed_event;
@@ -565,6 +547,43 @@ async fn passthrough(
         }
     });
     Ok(StatusCode::OK.into_response())
+}
+
+/// Copies a passthrough tunnel's bytes both ways, counting them, until
+/// either side closes (`closed`, or `error`), the broker closes its
+/// connections (`broker_closing`) or the credential that opened it stops
+/// authenticating (`credential`, checked every second: no request inside it
+/// is seen). Returns which.
+async fn carry(
+    agent: TokioIo<hyper::upgrade::Upgraded>,
+    upstream: tokio::net::TcpStream,
+    (sent, received): (&Arc<AtomicU64>, &Arc<AtomicU64>),
+    hold: Option<&crate::listener::TunnelHold>,
+    broker: &Broker,
+    credential: &str,
+) -> &'static str {
+    let count = |total: &Arc<AtomicU64>| {
+        let total = total.clone();
+        move |bytes: &[u8]| {
+            total.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+    };
+    let mut agent = InspectReader::new(agent, count(sent));
+    let mut upstream = InspectReader::new(upstream, count(received));
+    let mut check = tokio::time::interval(CREDENTIAL_CHECK);
+    let copy = tokio::io::copy_bidirectional(&mut agent, &mut upstream);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            copied = copy.as_mut() => break if copied.is_ok() { "closed" } else { "error" },
+            () = closed(hold) => break "broker_closing",
+            _ = check.tick() => {
+                if broker.authenticate(credential, SystemTime::now()).is_err() {
+                    break "credential";
+                }
+            }
+        }
+    }
 }
 
 /// One inspected connection (or one absolute-form request): its host, the

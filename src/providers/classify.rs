@@ -652,18 +652,37 @@ fn unknown(name: String) -> Operation {
     }
 }
 
+/// The most parameters a query string whose parameters name resources may
+/// have.
+const MAX_QUERY_PAIRS: usize = 100;
+
 /// The resources a REST rule's query parameters name (`parameters`:
 /// parameter → kind), or why the request is refused: a parameter absent,
 /// empty or given twice, or another spelling a server could read as it
-/// (`serviceId[]`, `serviceId.x`, `serviceid`).
+/// (`serviceId[]`, `[serviceId]`, `serviceid`), or a query string longer
+/// than a server reads whole.
 fn query_resources(parameters: &[(String, String)], query: &str) -> Result<Vec<ResourceRef>, String> {
+    if parameters.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Servers stop reading a long query string without an error (Node's
+    // `qs` after 1,000 pairs): past that, one would not read what the
+    // broker bound.
+    if query.split('&').count() > MAX_QUERY_PAIRS {
+        return Err(format!(
+            "its query string holds more than {MAX_QUERY_PAIRS} query parameters, past which a server may stop reading it"
+        ));
+    }
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let mut out = Vec::new();
     for (parameter, kind) in parameters {
-        if let Some((other, _)) = pairs.iter().find(|(name, _)| {
-            let base = name.split(['[', '.']).next().unwrap_or_default();
-            name != parameter && base.eq_ignore_ascii_case(parameter)
-        }) {
+        // `[serviceId]`, `serviceId[]`, `a.serviceId`, `SERVICEID`: a server
+        // parsing nested names may read any name holding it as it.
+        let wanted = parameter.to_ascii_lowercase();
+        if let Some((other, _)) = pairs
+            .iter()
+            .find(|(name, _)| name != parameter && name.to_ascii_lowercase().contains(&wanted))
+        {
             return Err(format!(
                 "its query parameter `{other}` may be read as `{parameter}`, which names the {kind}; send `{parameter}` alone"
             ));
@@ -1823,6 +1842,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(errors[0].message.contains("name prefix"), "{}", errors[0].message);
+        // Beside a GraphQL endpoint, a REST rule that could match it in
+        // another spelling (`/GraphQL/v2`, a wildcard) would forward GraphQL
+        // unread; a fixed first segment of its own is needed.
+        for path in ["/**", "/{p}/v2", "/GRAPHQL/v3"] {
+            let wide = rule(&format!(
+                "method = \"POST\"\npath = \"{path}\"\nscope = \"volume:delete\""
+            ));
+            let errors =
+                Classifier::new(ProviderKind::Railway, &[wide], &railway_tiers, GraphqlLimits::default()).unwrap_err();
+            assert!(
+                errors[0].message.contains("GraphQL endpoint"),
+                "{path}: {}",
+                errors[0].message
+            );
+        }
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub struct OperationRule {
     pub resources: Vec<ResourceTemplate>,
     /// REST: query parameters that each name one resource, parameter →
     /// kind (`railway up`'s `?serviceId=`). Each must be given exactly once,
-    /// not empty, and in no other spelling a server could read as it.
+    /// not empty, in no other spelling a server could read as it, in a
+    /// query string of at most 100 parameters.
     #[serde(default)]
     pub query: BTreeMap<String, String>,
     /// GraphQL: the resources a search names in its query string's
@@ -397,9 +398,11 @@ impl CompiledRule {
                     .iter()
                     .map(|path| {
                         let pattern = PathPattern::parse(path)?;
-                        if endpoints.contains(&first(path)) {
+                        // Matched without regard to case by the server, or
+                        // by a wildcard or parameter, the endpoint too.
+                        if !endpoints.is_empty() && (endpoints.contains(&first(path)) || !pattern.starts_fixed()) {
                             return Err(format!(
-                                "`{path}` lies where the GraphQL endpoint is: name its root fields with `field`"
+                                "`{path}` could match where the GraphQL endpoint is: begin it with a fixed segment other than the endpoint's, and name the endpoint's root fields with `field`"
                             ));
                         }
                         Ok(Matcher::Rest {
