@@ -134,6 +134,13 @@ impl Problem {
         // never echoed back.
         crate::audit::scrub::json(&body)
     }
+
+    /// The document an answer carries: `body`, and the same for tools.
+    pub fn answer(&self) -> Value {
+        let mut body = self.body();
+        for_tools(&mut body);
+        body
+    }
 }
 
 /// The refusal in the members providers' own clients print, beside the
@@ -158,15 +165,6 @@ fn for_tools(body: &mut Value) {
     if let Some(obj) = body.as_object_mut() {
         obj.insert("errors".into(), json!([{ "message": message }]));
         obj.insert("message".into(), Value::String(message));
-    }
-}
-
-impl Problem {
-    /// The document an answer carries: `body`, and the same for tools.
-    pub fn answer(&self) -> Value {
-        let mut body = self.body();
-        for_tools(&mut body);
-        body
     }
 }
 
