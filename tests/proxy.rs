@@ -646,10 +646,16 @@ enabled = false
         (broker, credentials.pop().unwrap(), deployer)
     }
 
-    /// `git ARGS` in `dir`, with nothing of the machine's own configuration:
-    /// (success, stderr).
-    async fn git(dir: &Path, args: &[&str]) -> (bool, String) {
-        let out = tokio::process::Command::new("git")
+    /// `git ARGS` in `dir`, with nothing of the machine's own configuration
+    /// and `environment` set as the caller says: (success, stderr and
+    /// stdout).
+    async fn git_with(
+        dir: &Path,
+        args: &[&str],
+        environment: impl FnOnce(&mut tokio::process::Command),
+    ) -> (bool, String) {
+        let mut command = tokio::process::Command::new("git");
+        command
             .args([
                 "-c",
                 "user.name=t",
@@ -657,12 +663,11 @@ enabled = false
                 "user.email=t@t",
                 "-c",
                 "commit.gpgsign=false",
-                "-c",
-                "credential.helper=",
             ])
             .args(args)
-            .current_dir(dir)
-            .env("HOME", dir)
+            .current_dir(dir);
+        environment(&mut command);
+        let out = command
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_TERMINAL_PROMPT", "0")
             .output()
@@ -672,6 +677,15 @@ enabled = false
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
         )
+    }
+
+    /// `git ARGS` in `dir`, its home there and no credential helper.
+    async fn git(dir: &Path, args: &[&str]) -> (bool, String) {
+        let args = [&["-c", "credential.helper="][..], args].concat();
+        git_with(dir, &args, |command| {
+            command.env("HOME", dir);
+        })
+        .await
     }
 
     async fn ok(dir: &Path, args: &[&str]) -> String {
@@ -844,28 +858,14 @@ enabled = false
             let vars = vars.clone();
             let home = home.path().to_owned();
             async move {
-                let out = tokio::process::Command::new("git")
-                    .args([
-                        "-c",
-                        "user.name=t",
-                        "-c",
-                        "user.email=t@t",
-                        "-c",
-                        "commit.gpgsign=false",
-                    ])
-                    .args(args)
-                    .current_dir(dir)
-                    .env_clear()
-                    .envs(&vars)
-                    .env("PATH", std::env::var("PATH").unwrap_or_default())
-                    .env("HOME", home)
-                    .env("GIT_CONFIG_NOSYSTEM", "1")
-                    .env("GIT_TERMINAL_PROMPT", "0")
-                    .output()
-                    .await
-                    .unwrap();
-                let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-                (out.status.success(), text)
+                git_with(&dir, args, |command| {
+                    command
+                        .env_clear()
+                        .envs(&vars)
+                        .env("PATH", std::env::var("PATH").unwrap_or_default())
+                        .env("HOME", home);
+                })
+                .await
             }
         };
         let work = tempfile::tempdir().unwrap();

@@ -168,6 +168,24 @@ impl StandIn {
     pub fn release(&self) {
         self.shared.release.notify_one();
     }
+
+    /// Asserts that `response`, this stand-in's `/slow` answer as it reached
+    /// the agent, streamed: its first chunk arrived while the stand-in still
+    /// held the rest back (a broker that buffered the answer would never
+    /// deliver it), then the rest once released.
+    pub async fn assert_slow_answer_streamed(&self, response: reqwest::Response) {
+        use futures_util::StreamExt;
+        let mut stream = response.bytes_stream();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next())
+            .await
+            .expect("the first chunk did not arrive before the upstream finished")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.as_ref(), b"first;");
+        self.release();
+        let rest = stream.next().await.unwrap().unwrap();
+        assert_eq!(rest.as_ref(), b"rest");
+    }
 }
 
 /// Records the request, then checks its token as the provider would.
