@@ -351,10 +351,15 @@ impl Classifier {
                 id: template.render(&captures),
             })
             .collect();
-        let named = query_resources(&rule.query, request.query.unwrap_or_default());
-        resources.extend(named.clone().unwrap_or_default());
+        let refused = match query_resources(&rule.query, request.query.unwrap_or_default()) {
+            Ok(named) => {
+                resources.extend(named);
+                None
+            }
+            Err(why) => Some(why),
+        };
         let mut op = operation(rule, rule.name(), resources);
-        if let Err(why) = named {
+        if let Some(why) = refused {
             op.refused_by_pack = Some(why);
             op.resource_free = false;
         }
